@@ -1,0 +1,241 @@
+//! Configuration: the iron-proxy YAML schema, typed and strict.
+//!
+//! Loading is split in three steps so each can be tested alone: [`parse`] (YAML → typed tree,
+//! unknown keys are errors), [`env::apply_overrides`] (`IRON_*` variables) and
+//! [`validate::validate`] (cross-field checks). [`load`] runs all three and returns every error it
+//! found, each naming its field path.
+
+pub mod env;
+pub mod error;
+pub mod transforms;
+pub mod types;
+pub mod validate;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use transforms::{RuleConfig, TransformEntry, TransformSpec};
+pub use types::{Cidr, GoDuration, ListenAddr, LogLevel};
+
+/// The whole configuration file. Every block is optional; defaults follow iron-proxy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub dns: DnsConfig,
+    pub proxy: ProxyConfig,
+    pub tls: TlsConfig,
+    pub transforms: Vec<TransformEntry>,
+    pub mcp: Option<transforms::McpConfig>,
+    pub metrics: MetricsConfig,
+    pub management: ManagementConfig,
+    pub control_plane: ControlPlaneConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    pub listen: ListenAddr,
+    /// Required when DNS is enabled (validated, not defaulted).
+    pub proxy_ip: Option<Ipv4Addr>,
+    /// `host:port` of the resolver used for passthrough names and upstream dials.
+    pub upstream_resolver: Option<ListenAddr>,
+    pub passthrough: Vec<String>,
+    pub records: Vec<DnsRecord>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: ListenAddr::any(53),
+            proxy_ip: None,
+            upstream_resolver: None,
+            passthrough: Vec::new(),
+            records: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: DnsRecordType,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DnsRecordType {
+    A,
+    #[serde(rename = "CNAME")]
+    Cname,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    pub http_listen: ListenAddr,
+    pub https_listen: ListenAddr,
+    pub tunnel_listen: Option<ListenAddr>,
+    /// Negative = unlimited (iron-proxy compatible); 0 means the default (1 MiB).
+    pub max_request_body_bytes: i64,
+    /// 0 = unlimited.
+    pub max_response_body_bytes: i64,
+    pub upstream_response_header_timeout: GoDuration,
+    /// `None` (key absent) = IMDS and loopback denied; `Some([])` = nothing denied.
+    pub upstream_deny_cidrs: Option<Vec<Cidr>>,
+    pub upstream_proxy: UpstreamProxyConfig,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            http_listen: ListenAddr::any(80),
+            https_listen: ListenAddr::any(443),
+            tunnel_listen: None,
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY,
+            max_response_body_bytes: 0,
+            upstream_response_header_timeout: GoDuration(Duration::from_secs(30)),
+            upstream_deny_cidrs: None,
+            upstream_proxy: UpstreamProxyConfig::default(),
+        }
+    }
+}
+
+pub const DEFAULT_MAX_REQUEST_BODY: i64 = 1 << 20;
+
+/// Deny list applied when `upstream_deny_cidrs` is absent: cloud metadata and loopback.
+pub const DEFAULT_DENY_CIDRS: [&str; 4] =
+    ["169.254.169.254/32", "fd00:ec2::254/128", "127.0.0.0/8", "::1/128"];
+
+impl ProxyConfig {
+    /// The deny list in force: the configured one, or the defaults when the key was absent.
+    pub fn effective_deny_cidrs(&self) -> Vec<ipnet::IpNet> {
+        match &self.upstream_deny_cidrs {
+            Some(list) => list.iter().map(|c| c.0).collect(),
+            None => DEFAULT_DENY_CIDRS.iter().filter_map(|c| c.parse().ok()).collect(),
+        }
+    }
+
+    /// Request body limit in bytes; `None` = unlimited.
+    pub fn request_body_limit(&self) -> Option<u64> {
+        match self.max_request_body_bytes {
+            n if n < 0 => None,
+            0 => Some(DEFAULT_MAX_REQUEST_BODY as u64),
+            n => Some(n as u64),
+        }
+    }
+
+    /// Response body limit in bytes; `None` = unlimited.
+    pub fn response_body_limit(&self) -> Option<u64> {
+        match self.max_response_body_bytes {
+            n if n <= 0 => None,
+            n => Some(n as u64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamProxyConfig {
+    pub http_proxy: Option<String>,
+    pub https_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TlsMode {
+    #[default]
+    #[serde(rename = "mitm")]
+    Mitm,
+    #[serde(rename = "sni-only")]
+    SniOnly,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    pub ca_cert: Option<PathBuf>,
+    pub ca_key: Option<PathBuf>,
+    pub cert_cache_size: usize,
+    pub leaf_cert_expiry_hours: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: TlsMode::Mitm,
+            ca_cert: None,
+            ca_key: None,
+            cert_cache_size: 1000,
+            leaf_cert_expiry_hours: 72,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: ListenAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: ListenAddr::any(9090) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    pub listen: Option<ListenAddr>,
+    /// Defaults to `IRON_MANAGEMENT_API_KEY` when `listen` is set.
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneConfig {
+    pub poll_interval: GoDuration,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self { poll_interval: GoDuration(Duration::from_secs(10)) }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: LogLevel,
+}
+
+/// Parses YAML text into the typed tree. Unknown keys anywhere are errors naming the field path.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    error::parse_yaml(text)
+}
+
+/// Reads, parses, applies `IRON_*` overrides from the process environment, and validates.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(ConfigError::new("", format!("reading {}: {e}", path.display())))
+    })?;
+    load_str(&text, &|k| std::env::var(k).ok())
+}
+
+/// As [`load`], from text and an injected environment (tests never mutate the process env).
+pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut cfg = parse(text)?;
+    env::apply_overrides(&mut cfg, env)?;
+    validate::validate(&cfg)?;
+    Ok(cfg)
+}

@@ -1,0 +1,24 @@
+//! iron-agent: a default-deny egress agent, drop-in compatible with iron-proxy.
+//!
+//! The data path is laid out in stage order:
+//! [`accept`] → [`identify`] → [`policy`] (via the [`transform`] pipeline) → [`transform`] →
+//! [`upstream`] → [`audit`]. [`proxy`] wires the stages together for one request; [`app`] builds
+//! the runtime from [`config`] and runs the listeners. Side paths: [`dns`], [`tls`], [`resolve`].
+
+pub mod accept;
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod identify;
+pub mod policy;
+pub mod proxy;
+pub mod resolve;
+pub mod telemetry;
+pub mod tls;
+pub mod transform;
+pub mod upstream;
+
+/// Version string printed by `iron-agent version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
