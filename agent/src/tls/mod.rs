@@ -41,3 +41,26 @@ impl LeafCache {
 pub fn upstream_client_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
     Err(TlsError::Other("not implemented".into()))
 }
+
+// Placeholder API until the TLS branch lands.
+pub enum CaAlgorithm {
+    EcdsaP256,
+    Rsa4096,
+    Ed25519,
+}
+pub struct GenerateCaOptions {
+    pub outdir: std::path::PathBuf,
+    pub name: String,
+    pub expiry_hours: u64,
+    pub alg: CaAlgorithm,
+}
+pub struct GeneratedCa {
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+}
+pub fn generate_ca(_o: &GenerateCaOptions) -> Result<GeneratedCa, TlsError> {
+    Err(TlsError::Other("not implemented".into()))
+}
+pub fn mint_benchmark(_n: usize) -> Result<Duration, TlsError> {
+    Err(TlsError::Other("not implemented".into()))
+}
