@@ -56,7 +56,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             let (cert, key) = match (&cfg.tls.ca_cert, &cfg.tls.ca_key) {
                 (Some(c), Some(k)) => (c, k),
                 _ => {
-                    return Err(AppError::Tls(TlsError::Other(
+                    return Err(AppError::Tls(TlsError::InvalidOption(
                         "tls.ca_cert and tls.ca_key are required".into(),
                     )));
                 }
