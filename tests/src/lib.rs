@@ -22,3 +22,28 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// A config for loopback tests: DNS off, ports 0, the test CA, loopback upstreams allowed
+/// (`upstream_deny_cidrs: []`), and the given `transforms:` YAML block (indented list items).
+pub fn loopback_config(ca_cert: &std::path::Path, ca_key: &std::path::Path, transforms: &str) -> String {
+    format!(
+        r#"dns:
+  enabled: false
+proxy:
+  http_listen: "127.0.0.1:0"
+  https_listen: "127.0.0.1:0"
+  upstream_deny_cidrs: []
+  upstream_response_header_timeout: "2s"
+tls:
+  ca_cert: "{}"
+  ca_key: "{}"
+metrics:
+  listen: "127.0.0.1:0"
+transforms:
+{}
+"#,
+        ca_cert.display(),
+        ca_key.display(),
+        transforms
+    )
+}

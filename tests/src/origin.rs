@@ -40,6 +40,43 @@ impl Drop for Origin {
 type Body = BoxBody<Bytes, Infallible>;
 
 impl Origin {
+    /// A raw HTTP/1.1 origin that answers with the exact request head it received (header
+    /// names in their wire casing), as JSON `{"head": "..."}`. One request per connection.
+    pub async fn start_raw() -> Origin {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw origin");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let hits = h.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(buf.len());
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    let body = serde_json::json!({ "head": head }).to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Upstream-Case: Kept\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                        body.len(),
+                        body
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        Origin { addr, hits, task }
+    }
+
     /// Starts on 127.0.0.1:0. For HTTPS the certificate is signed by `ca`.
     pub async fn start(kind: OriginKind, ca: Option<&TestCa>) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
