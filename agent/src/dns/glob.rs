@@ -29,7 +29,10 @@ enum Token {
     Literal(char),
     AnyChar,
     AnyRun,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl HostGlob {
@@ -59,7 +62,9 @@ impl HostGlob {
             Kind::Everything => true,
             Kind::DomainAndSubdomains(domain) => {
                 host == *domain
-                    || host.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.'))
+                    || host
+                        .strip_suffix(domain.as_str())
+                        .is_some_and(|rest| rest.ends_with('.'))
             }
             Kind::Pattern(tokens) => {
                 let chars: Vec<char> = host.chars().collect();

@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
@@ -10,7 +11,7 @@ use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use crate::resolve::Resolver;
+use crate::resolve::{ResolveError, Resolver};
 
 use super::glob::HostGlob;
 use super::records::{StaticEntry, StaticRecords, name_key};
@@ -19,6 +20,9 @@ use super::records::{StaticEntry, StaticRecords, name_key};
 pub const ANSWER_TTL: u32 = 60;
 /// Longest static CNAME chain followed; longer chains (or loops) answer SERVFAIL.
 pub const MAX_CNAME_CHAIN: usize = 8;
+/// Passthrough lookups that take longer answer SERVFAIL: stub resolvers typically give up after
+/// 5 s, so answering first lets them fail fast instead of retrying into the same wait.
+pub const PASSTHROUGH_DEADLINE: Duration = Duration::from_secs(4);
 
 /// The answer section and response code for one question.
 #[derive(Debug)]
@@ -58,7 +62,12 @@ impl DnsHandler {
                 Some(glob)
             })
             .collect();
-        Self { proxy_ip, records, passthrough, resolver }
+        Self {
+            proxy_ip,
+            records,
+            passthrough,
+            resolver,
+        }
     }
 
     /// Answers one question. Owner names keep the casing of `qname` (or of the configured CNAME
@@ -104,31 +113,54 @@ impl DnsHandler {
     }
 
     /// Passthrough or interception for a name without static records.
-    async fn dynamic(&self, owner: &Name, qtype: RecordType, out: &mut Vec<Record>) -> ResponseCode {
+    async fn dynamic(
+        &self,
+        owner: &Name,
+        qtype: RecordType,
+        out: &mut Vec<Record>,
+    ) -> ResponseCode {
         let key = name_key(owner);
         if !self.passthrough.iter().any(|g| g.matches(&key)) {
             if qtype == RecordType::A {
-                out.push(Record::from_rdata(owner.clone(), ANSWER_TTL, RData::A(A(self.proxy_ip))));
+                out.push(Record::from_rdata(
+                    owner.clone(),
+                    ANSWER_TTL,
+                    RData::A(A(self.proxy_ip)),
+                ));
             }
             // AAAA, HTTPS, SVCB and the rest: NODATA, so clients fall back to the A answer.
+            return ResponseCode::NoError;
+        }
+        if qtype != RecordType::A && qtype != RecordType::AAAA {
+            // Only addresses are passed through; other types are NODATA and never forwarded.
             return ResponseCode::NoError;
         }
         // Absolute name: a passthrough question must not be expanded with the search list.
         let mut fqdn = owner.clone();
         fqdn.set_fqdn(true);
         let host = fqdn.to_ascii();
-        let result = match qtype {
-            RecordType::A => self.resolver.lookup_ipv4(&host).await.map(|ips| {
-                ips.into_iter().map(|ip| RData::A(A(ip))).collect::<Vec<_>>()
+        let lookup = async {
+            if qtype == RecordType::A {
+                let ips = self.resolver.lookup_ipv4(&host).await?;
+                Ok::<Vec<RData>, ResolveError>(ips.into_iter().map(|ip| RData::A(A(ip))).collect())
+            } else {
+                let ips = self.resolver.lookup_ipv6(&host).await?;
+                Ok(ips.into_iter().map(|ip| RData::AAAA(AAAA(ip))).collect())
+            }
+        };
+        let result = match tokio::time::timeout(PASSTHROUGH_DEADLINE, lookup).await {
+            Ok(r) => r,
+            Err(_) => Err(ResolveError::Lookup {
+                host: host.clone(),
+                reason: format!("no answer within {PASSTHROUGH_DEADLINE:?}"),
             }),
-            RecordType::AAAA => self.resolver.lookup_ipv6(&host).await.map(|ips| {
-                ips.into_iter().map(|ip| RData::AAAA(AAAA(ip))).collect::<Vec<_>>()
-            }),
-            _ => return ResponseCode::NoError,
         };
         match result {
             Ok(data) => {
-                out.extend(data.into_iter().map(|d| Record::from_rdata(owner.clone(), ANSWER_TTL, d)));
+                out.extend(
+                    data.into_iter()
+                        .map(|d| Record::from_rdata(owner.clone(), ANSWER_TTL, d)),
+                );
                 ResponseCode::NoError
             }
             Err(e) if e.is_not_found() => ResponseCode::NXDomain,
@@ -195,14 +227,22 @@ impl RequestHandler for DnsHandler {
         if let Some(edns) = &response_edns {
             builder.edns(edns);
         }
-        let response =
-            builder.build(metadata, answers.iter(), std::iter::empty(), std::iter::empty(), std::iter::empty());
+        let response = builder.build(
+            metadata,
+            answers.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(e) => {
                 tracing::debug!(error = %e, "dns: cannot send response");
                 metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
             }
         }
     }

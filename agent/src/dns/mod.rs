@@ -6,7 +6,8 @@
 //!    `CNAME` queries and, for every other type, is followed through the static records (at most
 //!    [`handler::MAX_CNAME_CHAIN`] links) and then passthrough/interception of the final target.
 //! 2. Passthrough globs: real `A`/`AAAA` answers from the shared [`Resolver`] (TTL 60); other types
-//!    NODATA. NXDOMAIN upstream answers NXDOMAIN; a failed lookup is logged and answers SERVFAIL.
+//!    NODATA. NXDOMAIN upstream answers NXDOMAIN; a failed lookup (or one slower than
+//!    [`PASSTHROUGH_DEADLINE`]) is logged and answers SERVFAIL.
 //! 3. Interception: `A` answers `proxy_ip` (TTL 60); `AAAA`, `HTTPS`, `SVCB` and everything else
 //!    get NODATA (NOERROR, empty, authoritative).
 
@@ -24,7 +25,7 @@ use crate::config::DnsConfig;
 use crate::resolve::Resolver;
 
 pub use glob::HostGlob;
-pub use handler::{ANSWER_TTL, MAX_CNAME_CHAIN};
+pub use handler::{ANSWER_TTL, MAX_CNAME_CHAIN, PASSTHROUGH_DEADLINE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {

@@ -36,7 +36,10 @@ impl StaticRecords {
                         tracing::warn!(name = %rec.name, value = %rec.value, "dns static A record value is not an IPv4 address; ignored");
                         continue;
                     };
-                    match by_name.entry(key).or_insert_with(|| StaticEntry::A(Vec::new())) {
+                    match by_name
+                        .entry(key)
+                        .or_insert_with(|| StaticEntry::A(Vec::new()))
+                    {
                         StaticEntry::A(ips) => ips.push(ip),
                         StaticEntry::Cname(_) => {
                             tracing::warn!(name = %rec.name, "dns static A record for a name that has a CNAME; the CNAME wins");
@@ -81,7 +84,11 @@ impl StaticRecords {
 
 /// ASCII names keep their casing (answers echo what was configured); IDNs become punycode.
 fn parse_name(s: &str) -> Result<Name, hickory_proto::ProtoError> {
-    if s.is_ascii() { Name::from_ascii(s) } else { Name::from_utf8(s) }
+    if s.is_ascii() {
+        Name::from_ascii(s)
+    } else {
+        Name::from_utf8(s)
+    }
 }
 
 /// The lookup key of a wire-format name.
@@ -102,7 +109,11 @@ mod tests {
     use super::*;
 
     fn rec(name: &str, kind: DnsRecordType, value: &str) -> DnsRecord {
-        DnsRecord { name: name.into(), kind, value: value.into() }
+        DnsRecord {
+            name: name.into(),
+            kind,
+            value: value.into(),
+        }
     }
 
     #[test]

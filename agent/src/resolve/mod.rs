@@ -48,7 +48,9 @@ pub struct Resolver {
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resolver").field("upstream", &self.upstream).finish_non_exhaustive()
+        f.debug_struct("Resolver")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,7 +89,9 @@ impl Resolver {
         opts.negative_max_ttl = Some(NEGATIVE_MAX_TTL);
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         let inner = builder.build().map_err(|e| ResolveError::Lookup {
-            host: upstream.map(|a| a.to_string()).unwrap_or_else(|| "system resolver".into()),
+            host: upstream
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "system resolver".into()),
             reason: e.to_string(),
         })?;
         Ok(Self { upstream, inner })
@@ -103,10 +107,16 @@ impl Resolver {
         if let Some(ip) = ip_literal(host) {
             return Ok(vec![ip]);
         }
-        let lookup = self.inner.lookup_ip(host).await.map_err(|e| map_error(host, &e))?;
+        let lookup = self
+            .inner
+            .lookup_ip(host)
+            .await
+            .map_err(|e| map_error(host, &e))?;
         let ips: Vec<IpAddr> = lookup.iter().collect();
         if ips.is_empty() {
-            return Err(ResolveError::NotFound { host: host.to_string() });
+            return Err(ResolveError::NotFound {
+                host: host.to_string(),
+            });
         }
         Ok(ips)
     }
@@ -161,15 +171,23 @@ impl Resolver {
 }
 
 fn ip_literal(host: &str) -> Option<IpAddr> {
-    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     bare.parse().ok()
 }
 
 fn map_error(host: &str, e: &NetError) -> ResolveError {
     if e.is_nx_domain() || e.is_no_records_found() {
-        ResolveError::NotFound { host: host.to_string() }
+        ResolveError::NotFound {
+            host: host.to_string(),
+        }
     } else {
-        ResolveError::Lookup { host: host.to_string(), reason: e.to_string() }
+        ResolveError::Lookup {
+            host: host.to_string(),
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -179,7 +197,10 @@ mod tests {
 
     #[test]
     fn ip_literals() {
-        assert_eq!(ip_literal("10.0.0.1"), Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+        assert_eq!(
+            ip_literal("10.0.0.1"),
+            Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)))
+        );
         assert_eq!(ip_literal("[::1]"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         assert_eq!(ip_literal("::1"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         assert_eq!(ip_literal("[::1"), None);
@@ -190,8 +211,14 @@ mod tests {
     async fn literal_lookups_never_touch_the_network() {
         // Upstream on a port nobody listens on: a network lookup would fail.
         let r = Resolver::new(Some("127.0.0.1:9".parse().unwrap())).unwrap();
-        assert_eq!(r.lookup_ip("[::1]").await.unwrap(), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
-        assert_eq!(r.lookup_ipv4("192.0.2.1").await.unwrap(), vec![Ipv4Addr::new(192, 0, 2, 1)]);
+        assert_eq!(
+            r.lookup_ip("[::1]").await.unwrap(),
+            vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]
+        );
+        assert_eq!(
+            r.lookup_ipv4("192.0.2.1").await.unwrap(),
+            vec![Ipv4Addr::new(192, 0, 2, 1)]
+        );
         assert!(r.lookup_ipv6("192.0.2.1").await.unwrap().is_empty());
     }
 }
