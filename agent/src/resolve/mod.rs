@@ -56,8 +56,7 @@ impl std::fmt::Debug for Resolver {
 
 impl Resolver {
     /// `upstream`: the configured `dns.upstream_resolver`, or `None` for the system resolver.
-    ///
-    /// Must be called within a Tokio runtime.
+    /// Needs no runtime; lookups must run on Tokio.
     pub fn new(upstream: Option<SocketAddr>) -> Result<Self, ResolveError> {
         let provider = TokioRuntimeProvider::default();
         let mut builder = match upstream {
@@ -205,6 +204,12 @@ mod tests {
         assert_eq!(ip_literal("::1"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         assert_eq!(ip_literal("[::1"), None);
         assert_eq!(ip_literal("example.com"), None);
+    }
+
+    #[test]
+    fn builds_outside_a_runtime() {
+        assert!(Resolver::new(Some("127.0.0.1:53".parse().unwrap())).is_ok());
+        assert!(Resolver::new(None).is_ok());
     }
 
     #[tokio::test]
