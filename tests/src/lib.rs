@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod ca;
 pub mod client;
+pub mod dns;
 pub mod origin;
 
 pub use agent::{Agent, AgentBuilder};

@@ -7,6 +7,7 @@
 pub mod allowlist;
 pub mod body;
 pub mod build;
+pub mod headers;
 pub mod pipeline;
 
 use std::net::{IpAddr, SocketAddr};
