@@ -3,6 +3,7 @@
 
 pub mod audited_body;
 pub mod handler;
+pub mod header_case;
 pub mod headers;
 pub mod respond;
 pub mod server;

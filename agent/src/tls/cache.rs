@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn ttl_is_shorter_than_validity() {
-        let h = |n| Duration::from_secs(n * 3600);
+        let h = |n: u64| Duration::from_secs(n * 3600);
         assert_eq!(entry_ttl(h(72)), h(71));
         assert_eq!(entry_ttl(Duration::from_secs(4)), Duration::from_secs(3));
         assert_eq!(entry_ttl(Duration::ZERO), Duration::ZERO);
