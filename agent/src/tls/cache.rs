@@ -4,13 +4,12 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 use rustls::ServerConfig;
 use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
 use super::leaf::{ConfigTemplate, LeafName, mint_config};
 use super::{ALPN_HTTP11, CertAuthority, TlsError};
@@ -214,7 +213,7 @@ mod tests {
 
     #[test]
     fn ttl_is_shorter_than_validity() {
-        let h = |n| Duration::from_secs(n * 3600);
+        let h = |n: u64| Duration::from_secs(n * 3600);
         assert_eq!(entry_ttl(h(72)), h(71));
         assert_eq!(entry_ttl(Duration::from_secs(4)), Duration::from_secs(3));
         assert_eq!(entry_ttl(Duration::ZERO), Duration::ZERO);
