@@ -112,22 +112,15 @@ impl Default for ProxyConfig {
 pub const DEFAULT_MAX_REQUEST_BODY: i64 = 1 << 20;
 
 /// Deny list applied when `upstream_deny_cidrs` is absent: cloud metadata and loopback.
-pub const DEFAULT_DENY_CIDRS: [&str; 4] = [
-    "169.254.169.254/32",
-    "fd00:ec2::254/128",
-    "127.0.0.0/8",
-    "::1/128",
-];
+pub const DEFAULT_DENY_CIDRS: [&str; 4] =
+    ["169.254.169.254/32", "fd00:ec2::254/128", "127.0.0.0/8", "::1/128"];
 
 impl ProxyConfig {
     /// The deny list in force: the configured one, or the defaults when the key was absent.
     pub fn effective_deny_cidrs(&self) -> Vec<ipnet::IpNet> {
         match &self.upstream_deny_cidrs {
             Some(list) => list.iter().map(|c| c.0).collect(),
-            None => DEFAULT_DENY_CIDRS
-                .iter()
-                .filter_map(|c| c.parse().ok())
-                .collect(),
+            None => DEFAULT_DENY_CIDRS.iter().filter_map(|c| c.parse().ok()).collect(),
         }
     }
 
@@ -196,9 +189,7 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self {
-            listen: ListenAddr::any(9090),
-        }
+        Self { listen: ListenAddr::any(9090) }
     }
 }
 
@@ -218,9 +209,7 @@ pub struct ControlPlaneConfig {
 
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
-        Self {
-            poll_interval: GoDuration(Duration::from_secs(10)),
-        }
+        Self { poll_interval: GoDuration(Duration::from_secs(10)) }
     }
 }
 
@@ -238,10 +227,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
 /// Reads, parses, applies `IRON_*` overrides from the process environment, and validates.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single(ConfigError::new(
-            "",
-            format!("reading {}: {e}", path.display()),
-        ))
+        ConfigErrors::single(ConfigError::new("", format!("reading {}: {e}", path.display())))
     })?;
     load_str(&text, &|k| std::env::var(k).ok())
 }

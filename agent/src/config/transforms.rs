@@ -39,11 +39,7 @@ impl<'de> Deserialize<'de> for TransformEntry {
             config: serde_json::Value,
         }
         let raw = Raw::deserialize(d)?;
-        let config = if raw.config.is_null() {
-            serde_json::json!({})
-        } else {
-            raw.config
-        };
+        let config = if raw.config.is_null() { serde_json::json!({}) } else { raw.config };
         let spec = match raw.name.as_str() {
             "allowlist" => TransformSpec::Allowlist(decode(config)?),
             "header_allowlist" | "annotate" | "secrets" | "body_capture" | "oauth_token"
@@ -58,16 +54,11 @@ impl<'de> Deserialize<'de> for TransformEntry {
                 )));
             }
         };
-        Ok(TransformEntry {
-            name: raw.name,
-            spec,
-        })
+        Ok(TransformEntry { name: raw.name, spec })
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned, E: serde::de::Error>(
-    v: serde_json::Value,
-) -> Result<T, E> {
+fn decode<T: serde::de::DeserializeOwned, E: serde::de::Error>(v: serde_json::Value) -> Result<T, E> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         E::custom(format!("config.{path}: {}", e.into_inner()))
@@ -105,10 +96,9 @@ pub struct RuleConfig {
 impl RuleConfig {
     pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         match (&self.host, &self.cidr) {
-            (Some(_), Some(_)) => errors.push(ConfigError::new(
-                path,
-                "host and cidr are mutually exclusive",
-            )),
+            (Some(_), Some(_)) => {
+                errors.push(ConfigError::new(path, "host and cidr are mutually exclusive"))
+            }
             (None, None) => errors.push(ConfigError::new(path, "one of host or cidr is required")),
             _ => {}
         }

@@ -17,10 +17,7 @@ pub struct ListenAddr {
 
 impl ListenAddr {
     pub fn any(port: u16) -> Self {
-        Self {
-            host: String::new(),
-            port,
-        }
+        Self { host: String::new(), port }
     }
 
     /// The socket address to bind: empty host means every IPv4 interface, `localhost` loopback.
@@ -28,9 +25,7 @@ impl ListenAddr {
         let ip = match self.host.as_str() {
             "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            h => h
-                .parse::<IpAddr>()
-                .map_err(|_| format!("{h:?} is not an IP address"))?,
+            h => h.parse::<IpAddr>().map_err(|_| format!("{h:?} is not an IP address"))?,
         };
         Ok(SocketAddr::new(ip, self.port))
     }
@@ -56,10 +51,7 @@ impl FromStr for ListenAddr {
         let port = port
             .parse::<u16>()
             .map_err(|_| format!("invalid address {s:?}: port must be a number 0-65535"))?;
-        Ok(Self {
-            host: host.to_string(),
-            port,
-        })
+        Ok(Self { host: host.to_string(), port })
     }
 }
 
@@ -139,9 +131,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let scale = match unit {
@@ -176,9 +166,7 @@ impl FromStr for LogLevel {
             "info" => Ok(Self::Info),
             "warn" => Ok(Self::Warn),
             "error" => Ok(Self::Error),
-            other => Err(format!(
-                "unknown log level: {other:?} (expected debug, info, warn or error)"
-            )),
+            other => Err(format!("unknown log level: {other:?} (expected debug, info, warn or error)")),
         }
     }
 }
@@ -205,27 +193,16 @@ mod tests {
 
     #[test]
     fn cidr_rejects_bare_ip() {
-        assert!(
-            "10.0.0.1"
-                .parse::<Cidr>()
-                .unwrap_err()
-                .contains("must be CIDR notation")
-        );
+        assert!("10.0.0.1".parse::<Cidr>().unwrap_err().contains("must be CIDR notation"));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert_eq!(
-            "10.1.2.3/8".parse::<Cidr>().unwrap().0.to_string(),
-            "10.0.0.0/8"
-        );
+        assert_eq!("10.1.2.3/8".parse::<Cidr>().unwrap().0.to_string(), "10.0.0.0/8");
     }
 
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(
-            parse_go_duration("250ms").unwrap(),
-            Duration::from_millis(250)
-        );
+        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_go_duration("30").is_err());
         assert!(parse_go_duration("abc").is_err());
         assert!(parse_go_duration("-5s").is_err());

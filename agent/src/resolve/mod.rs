@@ -28,19 +28,13 @@ impl Resolver {
 
     /// All A and AAAA addresses of `host` (an IP literal resolves to itself).
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
+        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        let addrs = tokio::net::lookup_host((host, 0))
-            .await
-            .map_err(|e| ResolveError::Lookup {
-                host: host.to_string(),
-                reason: e.to_string(),
-            })?;
+        let addrs = tokio::net::lookup_host((host, 0)).await.map_err(|e| ResolveError::Lookup {
+            host: host.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(addrs.map(|a| a.ip()).collect())
     }
 }
