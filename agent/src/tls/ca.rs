@@ -109,6 +109,15 @@ impl CertAuthority {
         let issuer = Issuer::from_ca_cert_der(ca_der, key_pair)
             .map_err(|e| cert_err(format!("unusable as issuer: {e}")))?;
         let subject = ca.subject().to_string();
+        // Not fatal, as in iron-proxy, but every handshake would fail, so say why up front.
+        if !ca.validity().is_valid() {
+            tracing::warn!(
+                path = %cert_path.display(),
+                not_before = %ca.validity().not_before,
+                not_after = %ca.validity().not_after,
+                "CA certificate is outside its validity period; clients will reject minted leaves"
+            );
+        }
         let certificate = ca_der.clone();
         Ok(Self {
             issuer,

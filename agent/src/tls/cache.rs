@@ -4,13 +4,12 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 use rustls::ServerConfig;
 use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
 use super::leaf::{ConfigTemplate, LeafName, mint_config};
 use super::{ALPN_HTTP11, CertAuthority, TlsError};
@@ -114,8 +113,8 @@ impl LeafCache {
     pub fn with_alpn(mut self, protocols: Vec<Vec<u8>>) -> Self {
         match Arc::get_mut(&mut self.shared) {
             Some(shared) => shared.template.alpn = protocols,
-            // Unreachable in practice: `shared` is only cloned into running mints, which
-            // cannot exist while we own `self` by value.
+            // Only if the blocking task of a cancelled mint still holds `shared`; this is a
+            // construction-time setter, before any request.
             None => tracing::warn!("LeafCache::with_alpn ignored: mint in progress"),
         }
         self

@@ -187,3 +187,25 @@ pub fn mint_benchmark(iterations: usize) -> Result<Duration, TlsError> {
     let iterations = u32::try_from(iterations).unwrap_or(u32::MAX);
     Ok(start.elapsed() / iterations)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_normalise() {
+        let key = |n: &str| LeafName::parse(n).map(|l| l.key());
+        assert_eq!(key("Example.COM.").unwrap(), "example.com");
+        assert_eq!(key("example.com").unwrap(), "example.com");
+        assert_eq!(key("[::1]").unwrap(), "::1");
+        assert_eq!(key("0:0::1").unwrap(), "::1");
+        assert_eq!(key("127.0.0.1").unwrap(), "127.0.0.1");
+        assert!(matches!(
+            LeafName::parse("10.0.0.1"),
+            Ok(LeafName::Ip(IpAddr::V4(_)))
+        ));
+        for bad in ["", ".", "..", "a b", "a..b", "\u{e4}.example"] {
+            assert!(LeafName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -51,7 +51,7 @@ pub enum TlsError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("invalid server name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("minting certificate: {0}")]
+    #[error("certificate generation: {0}")]
     Certificate(#[from] rcgen::Error),
     #[error("rustls: {0}")]
     Rustls(#[from] rustls::Error),
