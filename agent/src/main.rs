@@ -28,6 +28,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in config::validate::validate_warnings(&cfg) {
                 eprintln!("warning: {w}");
             }
+            let refused = app::unsupported(&cfg);
+            if !refused.is_empty() {
+                for e in refused {
+                    eprintln!("error: {e}");
+                }
+                return ExitCode::from(1);
+            }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
         }
@@ -113,7 +120,9 @@ fn run(path: Option<std::path::PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "exiting");
-            eprintln!("error: {e}");
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
             ExitCode::from(1)
         }
     }

@@ -28,6 +28,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum AppError {
     #[error("building transform pipeline:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
     Pipeline(Vec<BuildError>),
+    #[error("{}", .0.join("\n"))]
+    Unsupported(Vec<String>),
     #[error("initializing cert cache: {0}")]
     Tls(#[from] TlsError),
     #[error("initializing resolver: {0}")]
@@ -43,8 +45,39 @@ pub enum AppError {
     },
 }
 
+/// Everything in a valid config that this build cannot enforce yet. Running without it would
+/// silently drop a policy the operator wrote, so each one refuses startup (fail closed).
+pub fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(errs) = transform::build_pipeline(&cfg.transforms) {
+        out.extend(errs.iter().map(|e| e.to_string()));
+    }
+    let not_yet = |what: &str| format!("{what} is not supported yet");
+    if cfg.mcp.is_some() {
+        out.push(not_yet("mcp"));
+    }
+    if cfg.proxy.tunnel_listen.is_some() {
+        out.push(not_yet("proxy.tunnel_listen"));
+    }
+    let up = &cfg.proxy.upstream_proxy;
+    if up.http_proxy.is_some() || up.https_proxy.is_some() || up.no_proxy.is_some() {
+        out.push(not_yet("proxy.upstream_proxy"));
+    }
+    if cfg.management.listen.is_some() {
+        out.push(not_yet("management.listen"));
+    }
+    if cfg.tls.mode == TlsMode::SniOnly {
+        out.push(not_yet("tls.mode: sni-only"));
+    }
+    out
+}
+
 /// Runs the agent until SIGINT/SIGTERM (Ok) or a fatal error (Err).
 pub async fn run(cfg: Config) -> Result<(), AppError> {
+    let refused = unsupported(&cfg);
+    if !refused.is_empty() {
+        return Err(AppError::Unsupported(refused));
+    }
     let pipeline = transform::build_pipeline(&cfg.transforms).map_err(AppError::Pipeline)?;
     if !cfg.transforms.iter().any(|t| t.name == "allowlist") {
         tracing::warn!("no allowlist transform configured: every destination is allowed");

@@ -27,7 +27,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let record = AuditRecord {
         method: req.method().to_string(),
-        path: req.uri().path().to_string(),
+        path: percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned(),
         client: conn.client.to_string(),
         sni: conn.sni.clone().unwrap_or_default(),
         mode: rt.mode.as_str(),
@@ -51,6 +51,7 @@ pub async fn handle(
     if req.method() == Method::CONNECT {
         // CONNECT belongs on the tunnel listener; here it would be forwarded as a request.
         audit.record().reason = Some("connect_not_supported_here".into());
+        audit.record().rejected_by = Some("proxy".into());
         let resp = respond::text(
             StatusCode::METHOD_NOT_ALLOWED,
             "use proxy.tunnel_listen for CONNECT\n",
@@ -170,7 +171,7 @@ fn transform_failed(
     if let TransformError::BodyTooLarge { .. } = error {
         audit.record().rejected_by = Some(by.to_string());
         audit.record().reason = Some("body_too_large".into());
-        return finish(audit, Action::Reject, respond::too_large());
+        return finish(audit, Action::Reject, respond::too_large(phase));
     }
     audit.record().error = Some(format!("transform {by} {phase}: {error}"));
     finish(audit, Action::Error, respond::bad_gateway())

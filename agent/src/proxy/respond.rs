@@ -36,6 +36,7 @@ pub fn bad_gateway() -> ProxyResponse {
     text(StatusCode::BAD_GATEWAY, "bad gateway\n")
 }
 
-pub fn too_large() -> ProxyResponse {
-    text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+pub fn too_large(phase: &str) -> ProxyResponse {
+    let msg = if phase == "response" { "response body too large\n" } else { "request body too large\n" };
+    text(StatusCode::PAYLOAD_TOO_LARGE, msg)
 }

@@ -29,7 +29,7 @@ pub enum ConnectError {
         ip: IpAddr,
         net: IpNet,
     },
-    #[error("lookup {host}: {reason}")]
+    #[error("{reason}")]
     Resolve { host: String, reason: String },
     #[error("dial tcp {addr}: {reason}")]
     Dial { addr: SocketAddr, reason: String },
@@ -88,7 +88,7 @@ impl Connector {
         if ips.is_empty() {
             return Err(ConnectError::Resolve {
                 host: host.into(),
-                reason: "no addresses".into(),
+                reason: format!("lookup {host}: no addresses"),
             });
         }
         let mut last_err = None;
@@ -123,7 +123,7 @@ impl Connector {
         }
         Err(last_err.unwrap_or_else(|| ConnectError::Resolve {
             host: host.into(),
-            reason: "no addresses".into(),
+            reason: format!("lookup {host}: no addresses"),
         }))
     }
 
