@@ -292,6 +292,9 @@ pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Conf
     let parsed = yaml::parse_document(text);
     let mut cfg = parsed.config;
     let mut errors = parsed.errors;
+    if parsed.fatal {
+        return Err(ConfigErrors(errors));
+    }
     if let Err(e) = env::apply_overrides(&mut cfg, env) {
         errors.extend(e.0);
     }

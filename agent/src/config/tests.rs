@@ -146,7 +146,7 @@ fn unknown_source_type_lists_the_valid_ones() {
          {{type: vault, path: x}}\n          inject: {{header: A}}\n"
     );
     let errs = errors_of(&text);
-    let e = error_at(&errs, "transforms[0].config.secrets[0].source");
+    let e = error_at(&errs, "transforms[0].config.secrets[0].source.type");
     assert!(e.message.contains("unknown variant `vault`"), "{e}");
     assert!(e.message.contains("1password_connect"), "{e}");
 }
@@ -422,6 +422,8 @@ fn unknown_field_mutations() {
     for (doc_name, doc) in [("full_example", FULL_EXAMPLE), ("all_kinds", ALL_KINDS)] {
         let lines: Vec<&str> = doc.lines().collect();
         let mut tried = 0;
+        // One insertion per mapping is enough (and keeps the test fast): key by owner line.
+        let mut seen_parents = std::collections::HashSet::new();
         let mut block_indent: Option<usize> = None;
         for (n, line) in lines.iter().enumerate() {
             let indent = line.len() - line.trim_start().len();
@@ -439,14 +441,19 @@ fn unknown_field_mutations() {
                 continue;
             }
             // The key owning this line's mapping: the nearest less-indented line.
-            let parent = lines[..n]
+            let owner = lines[..n].iter().enumerate().rev().find(|(_, l)| {
+                let t = l.trim_start();
+                !t.is_empty() && l.len() - t.len() < indent
+            });
+            // Entries of one sequence item share the `- ` line as owner; items differ.
+            let item_start = lines[..=n]
                 .iter()
-                .rev()
-                .find(|l| {
-                    let t = l.trim_start();
-                    !t.is_empty() && l.len() - t.len() < indent
-                })
-                .map(|l| l.trim_start().trim_start_matches("- ").split(':').next().unwrap_or(""));
+                .rposition(|l| l.trim_start().starts_with("- ") && l.len() - l.trim_start().len() + 2 == indent);
+            if !seen_parents.insert((owner.map(|(i, _)| i), item_start)) {
+                continue;
+            }
+            let parent = owner
+                .map(|(_, l)| l.trim_start().trim_start_matches("- ").split(':').next().unwrap_or(""));
             if parent.is_some_and(|p| FREE_FORM.contains(&p)) {
                 continue;
             }
@@ -467,7 +474,7 @@ fn unknown_field_mutations() {
             assert!(e.message.starts_with(&format!("unknown field `{KEY}`")), "{e}");
             tried += 1;
         }
-        assert!(tried > 50, "{doc_name}: only {tried} mutations");
+        assert!(tried > 20, "{doc_name}: only {tried} mutations");
     }
 }
 

@@ -38,6 +38,8 @@ pub(super) struct Parsed {
     pub failed_blocks: Vec<&'static str>,
     /// The original `transforms[i]` index of each entry in `config.transforms`.
     pub transform_indices: Vec<usize>,
+    /// The document itself failed (syntax, not a mapping): nothing else is meaningful.
+    pub fatal: bool,
 }
 
 pub(super) fn parse_document(text: &str) -> Parsed {
@@ -46,6 +48,7 @@ pub(super) fn parse_document(text: &str) -> Parsed {
         errors: Vec::new(),
         failed_blocks: Vec::new(),
         transform_indices: Vec::new(),
+        fatal: false,
     };
     if text.trim().is_empty() {
         return parsed;
@@ -56,6 +59,7 @@ pub(super) fn parse_document(text: &str) -> Parsed {
         Ok(t) => t.flatten().unwrap_or_default(),
         Err(e) => {
             parsed.errors.push(e);
+            parsed.fatal = true;
             return parsed;
         }
     };
@@ -217,6 +221,9 @@ fn decode<'a, S: DeserializeSeed<'a>>(
 /// Builds a [`ConfigError`] from a serde-saphyr error: the path joins the navigated prefix and
 /// the path recorded inside the block; the location moves out of the message into its field.
 fn to_config_error(prefix: &str, inner: Option<&str>, e: &serde_saphyr::Error) -> ConfigError {
+    // serde_path_to_error writes `?` for a key it could not read; it says nothing useful.
+    let inner = inner.map(|p| p.split('.').filter(|s| *s != "?").collect::<Vec<_>>().join("."));
+    let inner = inner.as_deref();
     let mut path = match inner {
         None | Some(".") | Some("") => prefix.to_string(),
         Some(p) if prefix.is_empty() => p.to_string(),

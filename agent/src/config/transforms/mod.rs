@@ -107,12 +107,21 @@ impl TransformSpec {
 
     /// The config a kind gets when its entry has no `config` key.
     pub fn default_for(kind: &str) -> Option<Self> {
-        let empty = de::value::MapDeserializer::<_, de::value::Error>::new(std::iter::empty::<(
-            &str,
-            &str,
-        )>());
-        let kind = known_kind(kind)?;
-        KindSeed(kind).deserialize(empty).ok()
+        Some(match kind {
+            "allowlist" => Self::Allowlist(Default::default()),
+            "header_allowlist" => Self::HeaderAllowlist(Default::default()),
+            "annotate" => Self::Annotate(Default::default()),
+            "secrets" => Self::Secrets(Default::default()),
+            "body_capture" => Self::BodyCapture(Default::default()),
+            "oauth_token" => Self::OauthToken(Default::default()),
+            "gcp_auth" => Self::GcpAuth(Default::default()),
+            "gcp_id_token" => Self::GcpIdToken(Default::default()),
+            "aws_auth" => Self::AwsAuth(Default::default()),
+            "hmac_sign" => Self::HmacSign(Default::default()),
+            "judge" => Self::Judge(Default::default()),
+            "grpc" => Self::Grpc(Default::default()),
+            _ => return None,
+        })
     }
 
     /// Semantic checks; `path` is the `config` block's path, e.g. `transforms[2].config`.
