@@ -13,8 +13,10 @@ const ALL_KINDS: &str = include_str!("testdata/all_kinds.yaml");
 
 /// An environment holding exactly `vars`.
 fn env_with(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let map: HashMap<String, String> =
-        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     move |k| map.get(k).cloned()
 }
 
@@ -37,7 +39,11 @@ fn errors_of(text: &str) -> Vec<ConfigError> {
 /// The single error at `path`, with a helpful panic listing every error otherwise.
 fn error_at<'a>(errs: &'a [ConfigError], path: &str) -> &'a ConfigError {
     let hits: Vec<_> = errs.iter().filter(|e| e.path == path).collect();
-    assert_eq!(hits.len(), 1, "expected one error at {path}, got: {errs:#?}");
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected one error at {path}, got: {errs:#?}"
+    );
     hits[0]
 }
 
@@ -52,26 +58,55 @@ fn full_example_loads() {
     assert_eq!(cfg.proxy.effective_deny_cidrs().len(), 4);
     assert_eq!(cfg.tls.mode, TlsMode::Mitm);
     let kinds: Vec<_> = cfg.transforms.iter().map(|t| t.spec.kind()).collect();
-    assert_eq!(kinds, ["allowlist", "secrets", "annotate", "grpc", "judge", "header_allowlist"]);
+    assert_eq!(
+        kinds,
+        [
+            "allowlist",
+            "secrets",
+            "annotate",
+            "grpc",
+            "judge",
+            "header_allowlist"
+        ]
+    );
     for t in &cfg.transforms {
         assert_eq!(t.name, t.spec.kind());
     }
-    let TransformSpec::Secrets(s) = &cfg.transforms[1].spec else { panic!() };
+    let TransformSpec::Secrets(s) = &cfg.transforms[1].spec else {
+        panic!()
+    };
     assert_eq!(s.secrets.len(), 3);
-    assert!(matches!(s.secrets[0].mode(), Some(SecretMode::Inject(ref i)) if i.header.as_deref() == Some("Authorization")));
+    assert!(
+        matches!(s.secrets[0].mode(), Some(SecretMode::Inject(ref i)) if i.header.as_deref() == Some("Authorization"))
+    );
     let src = s.secrets[1].source.as_ref().unwrap();
     assert_eq!(src.kind(), "aws_sm");
     assert_eq!(src.ttl(), Some(std::time::Duration::from_secs(300)));
-    let TransformSpec::Judge(j) = &cfg.transforms[4].spec else { panic!() };
-    assert_eq!(j.provider.as_ref().unwrap().kind, Some(JudgeProviderType::Anthropic));
+    let TransformSpec::Judge(j) = &cfg.transforms[4].spec else {
+        panic!()
+    };
+    assert_eq!(
+        j.provider.as_ref().unwrap().kind,
+        Some(JudgeProviderType::Anthropic)
+    );
     assert!(j.prompt.starts_with("Allow writes"));
     assert_eq!(j.max_concurrent, 100);
     let mcp = cfg.mcp.as_ref().unwrap();
     assert_eq!(mcp.error.code, -32001);
-    assert_eq!(mcp.servers[0].tools[1].when[1].in_.as_ref().unwrap().len(), 1);
-    assert_eq!(cfg.management.effective_api_key_env(), Some("IRON_MANAGEMENT_API_KEY"));
+    assert_eq!(
+        mcp.servers[0].tools[1].when[1].in_.as_ref().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        cfg.management.effective_api_key_env(),
+        Some("IRON_MANAGEMENT_API_KEY")
+    );
     // The example has an allowlist and scoped secrets: nothing to warn about.
-    assert!(validate_warnings(&cfg).is_empty(), "{:?}", validate_warnings(&cfg));
+    assert!(
+        validate_warnings(&cfg).is_empty(),
+        "{:?}",
+        validate_warnings(&cfg)
+    );
 }
 
 #[test]
@@ -83,26 +118,47 @@ fn every_kind_and_source_loads() {
             assert!(kinds.contains(&k), "{k} missing from fixture");
         }
     }
-    let TransformSpec::Secrets(s) = &cfg.transforms[1].spec else { panic!() };
+    let TransformSpec::Secrets(s) = &cfg.transforms[1].spec else {
+        panic!()
+    };
     let legacy = s.secrets[0].mode().unwrap();
-    assert!(matches!(legacy, SecretMode::Replace(ref r) if r.proxy_value == "legacy-token" && r.require && r.match_body));
+    assert!(
+        matches!(legacy, SecretMode::Replace(ref r) if r.proxy_value == "legacy-token" && r.require && r.match_body)
+    );
     let file = s.secrets[0].source.as_ref().unwrap();
     assert_eq!(file.ttl(), None, "ttl: 0 means no refresh");
     assert_eq!(file.failure_ttl(), std::time::Duration::from_secs(30));
     assert_eq!(file.json_key(), Some("key"));
-    let TransformSpec::OauthToken(o) = &cfg.transforms[3].spec else { panic!() };
+    let TransformSpec::OauthToken(o) = &cfg.transforms[3].spec else {
+        panic!()
+    };
     assert_eq!(o.tokens[2].header(), "X-Auth");
     assert_eq!(o.tokens[0].value_prefix(), "Bearer ");
-    let TransformSpec::GcpIdToken(g) = &cfg.transforms[6].spec else { panic!() };
+    let TransformSpec::GcpIdToken(g) = &cfg.transforms[6].spec else {
+        panic!()
+    };
     assert_eq!(g.header_name(), "X-Serverless-Authorization");
-    let TransformSpec::AwsAuth(a) = &cfg.transforms[7].spec else { panic!() };
-    let Some(SecretSource::AwsSsm(ssm)) = &a.session_token else { panic!() };
+    let TransformSpec::AwsAuth(a) = &cfg.transforms[7].spec else {
+        panic!()
+    };
+    let Some(SecretSource::AwsSsm(ssm)) = &a.session_token else {
+        panic!()
+    };
     assert!(!ssm.with_decryption);
-    let TransformSpec::HmacSign(h) = &cfg.transforms[9].spec else { panic!() };
+    let TransformSpec::HmacSign(h) = &cfg.transforms[9].spec else {
+        panic!()
+    };
     assert_eq!(h.credentials.len(), 3);
     let w = validate_warnings(&cfg);
-    assert!(w.iter().any(|w| w.starts_with("transforms[0].config.warn")), "{w:?}");
-    assert!(w.iter().any(|w| w.starts_with("transforms[5].config.rules")), "{w:?}");
+    assert!(
+        w.iter().any(|w| w.starts_with("transforms[0].config.warn")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("transforms[5].config.rules")),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -121,7 +177,11 @@ fn unknown_key_in_transform_config_names_path_and_location() {
     );
     let errs = errors_of(&text);
     let e = error_at(&errs, "transforms[1].config.match_header");
-    assert!(e.message.starts_with("unknown field `match_header`, expected"), "{e}");
+    assert!(
+        e.message
+            .starts_with("unknown field `match_header`, expected"),
+        "{e}"
+    );
     assert!(e.message.contains("secrets"), "{e}");
     let loc = e.location.expect("location");
     assert_eq!((loc.line, loc.column), (11, 7));
@@ -153,13 +213,13 @@ fn unknown_source_type_lists_the_valid_ones() {
 
 #[test]
 fn config_before_name_still_decodes_with_location() {
-    let text = format!(
-        "{PRELUDE}transforms:\n  - config:\n      domainz: [a]\n    name: allowlist\n"
-    );
+    let text =
+        format!("{PRELUDE}transforms:\n  - config:\n      domainz: [a]\n    name: allowlist\n");
     let errs = errors_of(&text);
     let e = error_at(&errs, "transforms[0].config.domainz");
     assert!(e.location.is_some(), "{e}");
-    let ok = format!("{PRELUDE}transforms:\n  - config:\n      domains: [a]\n    name: allowlist\n");
+    let ok =
+        format!("{PRELUDE}transforms:\n  - config:\n      domains: [a]\n    name: allowlist\n");
     assert!(load_str(&ok, &full_env()).is_ok());
 }
 
@@ -168,7 +228,10 @@ fn unknown_transform_name_lists_valid_names() {
     let text = format!("{PRELUDE}transforms:\n  - name: allow_list\n    config: {{}}\n");
     let errs = errors_of(&text);
     let e = error_at(&errs, "transforms[0].name");
-    assert!(e.message.contains("unknown transform \"allow_list\""), "{e}");
+    assert!(
+        e.message.contains("unknown transform \"allow_list\""),
+        "{e}"
+    );
     for n in TRANSFORM_NAMES {
         assert!(e.message.contains(n), "{e}");
     }
@@ -179,7 +242,11 @@ fn unknown_transform_name_lists_valid_names() {
 fn unknown_entry_key_and_missing_name() {
     let text = format!("{PRELUDE}transforms:\n  - nme: allowlist\n    config: {{}}\n");
     let errs = errors_of(&text);
-    assert!(error_at(&errs, "transforms[0].nme").message.contains("unknown field `nme`"));
+    assert!(
+        error_at(&errs, "transforms[0].nme")
+            .message
+            .contains("unknown field `nme`")
+    );
     assert_eq!(error_at(&errs, "transforms[0].name").message, "is required");
 }
 
@@ -224,44 +291,75 @@ fn bare_ip_is_not_a_cidr() {
         "{PRELUDE}transforms:\n  - name: allowlist\n    config:\n      rules:\n        - cidr: 10.0.0.1\n"
     );
     let errs = errors_of(&text);
-    assert!(error_at(&errs, "transforms[0].config.rules[0].cidr").message.contains("must be CIDR notation"));
+    assert!(
+        error_at(&errs, "transforms[0].config.rules[0].cidr")
+            .message
+            .contains("must be CIDR notation")
+    );
 }
 
 #[test]
 fn dns_enabled_requires_proxy_ip() {
     let errs = errors_of("tls:\n  mode: sni-only\n");
-    assert_eq!(error_at(&errs, "dns.proxy_ip").message, "is required when dns is enabled");
-    assert!(load_str("dns:\n  enabled: false\ntls:\n  mode: sni-only\n", &full_env()).is_ok());
+    assert_eq!(
+        error_at(&errs, "dns.proxy_ip").message,
+        "is required when dns is enabled"
+    );
+    assert!(
+        load_str(
+            "dns:\n  enabled: false\ntls:\n  mode: sni-only\n",
+            &full_env()
+        )
+        .is_ok()
+    );
 }
 
 #[test]
 fn bad_log_level() {
     let errs = errors_of(&format!("{PRELUDE}log:\n  level: verbose\n"));
     let e = error_at(&errs, "log.level");
-    assert!(e.message.starts_with("unknown log level: \"verbose\""), "{e}");
+    assert!(
+        e.message.starts_with("unknown log level: \"verbose\""),
+        "{e}"
+    );
     assert_eq!(e.location.map(|l| l.line), Some(6));
 }
 
 #[test]
 fn bad_duration() {
-    let errs = errors_of(&format!("{PRELUDE}proxy:\n  upstream_response_header_timeout: 30\n"));
+    let errs = errors_of(&format!(
+        "{PRELUDE}proxy:\n  upstream_response_header_timeout: 30\n"
+    ));
     let e = error_at(&errs, "proxy.upstream_response_header_timeout");
     assert!(e.message.starts_with("invalid duration \"30\""), "{e}");
     let errs = errors_of(&format!("{PRELUDE}control_plane:\n  poll_interval: 0s\n"));
-    assert_eq!(error_at(&errs, "control_plane.poll_interval").message, "must be positive; got 0s");
+    assert_eq!(
+        error_at(&errs, "control_plane.poll_interval").message,
+        "must be positive; got 0s"
+    );
 }
 
 #[test]
 fn dns_record_type_must_be_a_or_cname() {
     let text = "dns:\n  proxy_ip: 10.0.0.2\n  records:\n    - name: x\n      type: MX\n      value: y\ntls:\n  mode: sni-only\n";
     let errs = errors_of(text);
-    assert_eq!(error_at(&errs, "dns.records[0].type").message, "must be A or CNAME; got \"MX\"");
+    assert_eq!(
+        error_at(&errs, "dns.records[0].type").message,
+        "must be A or CNAME; got \"MX\""
+    );
     let text = "dns:\n  proxy_ip: 10.0.0.2\n  records:\n    - name: x\n      type: a\n      value: 1.2.3.4\n";
     error_at(&errors_of(text), "dns.records[0].type");
     let text = "dns:\n  proxy_ip: 10.0.0.2\n  records:\n    - name: ''\n      type: A\n      value: nope\ntls: {mode: sni-only}\n";
     let errs = errors_of(text);
-    assert_eq!(error_at(&errs, "dns.records[0].name").message, "is required");
-    assert!(error_at(&errs, "dns.records[0].value").message.contains("IPv4"));
+    assert_eq!(
+        error_at(&errs, "dns.records[0].name").message,
+        "is required"
+    );
+    assert!(
+        error_at(&errs, "dns.records[0].value")
+            .message
+            .contains("IPv4")
+    );
 }
 
 #[test]
@@ -279,13 +377,23 @@ fn management_api_key_env_rules() {
     assert!(load_str(&empty, &env_with(&[("IRON_MANAGEMENT_API_KEY", "t")])).is_ok());
     // Custom variable: that one must be set, and an empty value counts as unset.
     let custom = format!("{text}  api_key_env: MY_KEY\n");
-    let errs = load_str(&custom, &env_with(&[("MY_KEY", "")])).unwrap_err().0;
-    assert!(error_at(&errs, "management.api_key_env").message.contains("MY_KEY"));
+    let errs = load_str(&custom, &env_with(&[("MY_KEY", "")]))
+        .unwrap_err()
+        .0;
+    assert!(
+        error_at(&errs, "management.api_key_env")
+            .message
+            .contains("MY_KEY")
+    );
     assert!(load_str(&custom, &env_with(&[("MY_KEY", "t")])).is_ok());
     // Without listen, nothing is required (and a stray api_key_env is only a warning).
     let no_listen = format!("{PRELUDE}management:\n  api_key_env: MY_KEY\n");
     let cfg = load_str(&no_listen, &env_with(&[])).unwrap();
-    assert!(validate_warnings(&cfg).iter().any(|w| w.starts_with("management.api_key_env")));
+    assert!(
+        validate_warnings(&cfg)
+            .iter()
+            .any(|w| w.starts_with("management.api_key_env"))
+    );
 }
 
 #[test]
@@ -304,20 +412,37 @@ fn secrets_validation_messages() {
     let errs = errors_of(&text);
     let p = "transforms[0].config.secrets";
     let msg = |path: &str| error_at(&errs, path).message.clone();
-    assert_eq!(msg(&format!("{p}[0].inject")), "must specify either header or query_param");
-    assert_eq!(msg(&format!("{p}[1].inject")), "cannot specify both header and query_param");
-    assert_eq!(msg(&format!("{p}[2]")), "must specify either inject or replace");
-    assert_eq!(msg(&format!("{p}[3]")), "cannot specify both inject and replace");
+    assert_eq!(
+        msg(&format!("{p}[0].inject")),
+        "must specify either header or query_param"
+    );
+    assert_eq!(
+        msg(&format!("{p}[1].inject")),
+        "cannot specify both header and query_param"
+    );
+    assert_eq!(
+        msg(&format!("{p}[2]")),
+        "must specify either inject or replace"
+    );
+    assert_eq!(
+        msg(&format!("{p}[3]")),
+        "cannot specify both inject and replace"
+    );
     assert_eq!(
         msg(&format!("{p}[4]")),
         "cannot use both top-level proxy_value/match_headers and replace block"
     );
-    assert_eq!(msg(&format!("{p}[5].source.var")), "env source requires \"var\" field");
+    assert_eq!(
+        msg(&format!("{p}[5].source.var")),
+        "env source requires \"var\" field"
+    );
     assert_eq!(msg(&format!("{p}[5].proxy_value")), "is required");
     assert_eq!(msg(&format!("{p}[6].source")), "is required");
     assert!(msg(&format!("{p}[6].inject.formatter")).starts_with("parsing formatter template"));
     assert_eq!(msg(&format!("{p}[7].replace.proxy_value")), "is required");
-    assert!(msg(&format!("{p}[7].replace.match_headers[0]")).starts_with("invalid match_headers regex"));
+    assert!(
+        msg(&format!("{p}[7].replace.match_headers[0]")).starts_with("invalid match_headers regex")
+    );
 }
 
 #[test]
@@ -339,17 +464,37 @@ fn per_kind_validation_messages() {
     );
     let errs = load_str(&text, &env_with(&[("K", "k")])).unwrap_err().0;
     let msg = |path: &str| error_at(&errs, path).message.clone();
-    assert_eq!(msg("transforms[0].config.headers"), "at least one header is required");
-    assert_eq!(msg("transforms[1].config.tokens"), "at least one entry in \"tokens\" is required");
+    assert_eq!(
+        msg("transforms[0].config.headers"),
+        "at least one header is required"
+    );
+    assert_eq!(
+        msg("transforms[1].config.tokens"),
+        "at least one entry in \"tokens\" is required"
+    );
     let t = "transforms[2].config.tokens[0]";
-    assert_eq!(msg(&format!("{t}.subject")), "is required for grant jwt_bearer");
-    assert_eq!(msg(&format!("{t}.private_key")), "is required for grant jwt_bearer");
-    assert_eq!(msg(&format!("{t}.audience")), "is required for grant jwt_bearer");
+    assert_eq!(
+        msg(&format!("{t}.subject")),
+        "is required for grant jwt_bearer"
+    );
+    assert_eq!(
+        msg(&format!("{t}.private_key")),
+        "is required for grant jwt_bearer"
+    );
+    assert_eq!(
+        msg(&format!("{t}.audience")),
+        "is required for grant jwt_bearer"
+    );
     assert!(msg(&format!("{t}.token_endpoint")).starts_with("must be an http(s) URL"));
     assert_eq!(msg(&format!("{t}.rules")), "at least one rule is required");
     assert!(msg("transforms[3].config").starts_with("requires exactly one of"));
-    assert!(msg("transforms[3].config.subject").starts_with("cannot be used with credentials_provider"));
-    assert_eq!(msg("transforms[3].config.scopes"), "at least one scope is required");
+    assert!(
+        msg("transforms[3].config.subject").starts_with("cannot be used with credentials_provider")
+    );
+    assert_eq!(
+        msg("transforms[3].config.scopes"),
+        "at least one scope is required"
+    );
     assert_eq!(msg("transforms[4].config.audience"), "is required");
     assert!(msg("transforms[4].config.header").starts_with("must be \"authorization\""));
     assert!(msg("transforms[5].config").ends_with("not both"));
@@ -361,11 +506,26 @@ fn per_kind_validation_messages() {
     assert_eq!(msg("transforms[9].config.name"), "is required");
     assert_eq!(msg("transforms[9].config.target"), "is required");
     assert!(msg("transforms[9].config.tls").starts_with("cert and key"));
-    assert_eq!(msg("transforms[10].config.annotations[0].rules"), "at least one rule is required");
-    assert_eq!(msg("transforms[10].config.annotations[0].headers"), "at least one header is required");
-    assert_eq!(msg("transforms[11].config.rules[0]"), "host and cidr are mutually exclusive");
-    assert_eq!(msg("transforms[11].config.rules[1]"), "one of host or cidr is required");
-    assert_eq!(msg("transforms[11].config.rules[2].paths[0]"), "path \"v1\" must start with /");
+    assert_eq!(
+        msg("transforms[10].config.annotations[0].rules"),
+        "at least one rule is required"
+    );
+    assert_eq!(
+        msg("transforms[10].config.annotations[0].headers"),
+        "at least one header is required"
+    );
+    assert_eq!(
+        msg("transforms[11].config.rules[0]"),
+        "host and cidr are mutually exclusive"
+    );
+    assert_eq!(
+        msg("transforms[11].config.rules[1]"),
+        "one of host or cidr is required"
+    );
+    assert_eq!(
+        msg("transforms[11].config.rules[2].paths[0]"),
+        "path \"v1\" must start with /"
+    );
 }
 
 #[test]
@@ -375,7 +535,11 @@ fn judge_api_key_must_be_set() {
          provider: {{type: anthropic, model: m, api_key_env: MISSING}}}}\n"
     );
     let errs = load_str(&text, &env_with(&[])).unwrap_err().0;
-    assert!(error_at(&errs, "transforms[0].config.provider.api_key_env").message.contains("MISSING"));
+    assert!(
+        error_at(&errs, "transforms[0].config.provider.api_key_env")
+            .message
+            .contains("MISSING")
+    );
 }
 
 #[test]
@@ -387,21 +551,32 @@ fn mcp_validation_messages() {
     );
     let errs = errors_of(&text);
     let msg = |path: &str| error_at(&errs, path).message.clone();
-    assert_eq!(msg("mcp.servers[0].tools[0].when[0]"), "exactly one of equals, in, matches is required");
+    assert_eq!(
+        msg("mcp.servers[0].tools[0].when[0]"),
+        "exactly one of equals, in, matches is required"
+    );
     assert_eq!(msg("mcp.servers[0].tools[0].when[1].path"), "is required");
     assert!(msg("mcp.servers[0].tools[0].when[1].matches").starts_with("invalid matches regex"));
     assert!(msg("mcp.servers[0].tools[1].name").starts_with("duplicate tool name"));
     assert!(msg("mcp.servers[1].name").starts_with("duplicate server name"));
     assert_eq!(msg("mcp.servers[1].rules"), "at least one rule is required");
     let errs = errors_of(&format!("{PRELUDE}mcp:\n  eror: {{code: 1}}\n"));
-    assert!(error_at(&errs, "mcp.eror").message.contains("unknown field `eror`"));
+    assert!(
+        error_at(&errs, "mcp.eror")
+            .message
+            .contains("unknown field `eror`")
+    );
 }
 
 #[test]
 fn unknown_top_level_key() {
     let errs = errors_of(&format!("{PRELUDE}proxxy:\n  http_listen: \":80\"\n"));
     let e = error_at(&errs, "proxxy");
-    assert!(e.message.starts_with("unknown field `proxxy`, expected one of"), "{e}");
+    assert!(
+        e.message
+            .starts_with("unknown field `proxxy`, expected one of"),
+        "{e}"
+    );
     assert_eq!(e.location.map(|l| (l.line, l.column)), Some((5, 1)));
 }
 
@@ -437,7 +612,11 @@ fn unknown_field_mutations() {
             if body.ends_with('|') {
                 block_indent = Some(indent);
             }
-            if body.is_empty() || body.starts_with('#') || body.starts_with('-') || !body.contains(':') {
+            if body.is_empty()
+                || body.starts_with('#')
+                || body.starts_with('-')
+                || !body.contains(':')
+            {
                 continue;
             }
             // The key owning this line's mapping: the nearest less-indented line.
@@ -446,14 +625,19 @@ fn unknown_field_mutations() {
                 !t.is_empty() && l.len() - t.len() < indent
             });
             // Entries of one sequence item share the `- ` line as owner; items differ.
-            let item_start = lines[..=n]
-                .iter()
-                .rposition(|l| l.trim_start().starts_with("- ") && l.len() - l.trim_start().len() + 2 == indent);
+            let item_start = lines[..=n].iter().rposition(|l| {
+                l.trim_start().starts_with("- ") && l.len() - l.trim_start().len() + 2 == indent
+            });
             if !seen_parents.insert((owner.map(|(i, _)| i), item_start)) {
                 continue;
             }
-            let parent = owner
-                .map(|(_, l)| l.trim_start().trim_start_matches("- ").split(':').next().unwrap_or(""));
+            let parent = owner.map(|(_, l)| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+            });
             if parent.is_some_and(|p| FREE_FORM.contains(&p)) {
                 continue;
             }
@@ -471,7 +655,10 @@ fn unknown_field_mutations() {
                 "{doc_name} line {}: {e}",
                 n + 1
             );
-            assert!(e.message.starts_with(&format!("unknown field `{KEY}`")), "{e}");
+            assert!(
+                e.message.starts_with(&format!("unknown field `{KEY}`")),
+                "{e}"
+            );
             tried += 1;
         }
         assert!(tried > 20, "{doc_name}: only {tried} mutations");
@@ -534,11 +721,22 @@ fn env_overrides() {
     )
     .unwrap_err()
     .0;
-    assert_eq!(error_at(&errs, "IRON_DNS_ENABLED").message, "invalid boolean \"maybe\"");
-    assert!(error_at(&errs, "IRON_LOG_LEVEL").message.starts_with("unknown log level"));
+    assert_eq!(
+        error_at(&errs, "IRON_DNS_ENABLED").message,
+        "invalid boolean \"maybe\""
+    );
+    assert!(
+        error_at(&errs, "IRON_LOG_LEVEL")
+            .message
+            .starts_with("unknown log level")
+    );
     assert!(error_at(&errs, "IRON_TLS_MODE").message.contains("\"tls\""));
     error_at(&errs, "IRON_PROXY_MAX_RESPONSE_BODY_BYTES");
-    assert!(error_at(&errs, "IRON_CONTROL_PLANE_POLL_INTERVAL").message.starts_with("invalid duration"));
+    assert!(
+        error_at(&errs, "IRON_CONTROL_PLANE_POLL_INTERVAL")
+            .message
+            .starts_with("invalid duration")
+    );
 }
 
 #[test]
@@ -549,7 +747,10 @@ fn warnings() {
     );
     let cfg = load_str(&text, &full_env()).unwrap();
     let w = validate_warnings(&cfg);
-    assert!(w.iter().any(|w| w.contains("no allowlist transform")), "{w:?}");
+    assert!(
+        w.iter().any(|w| w.contains("no allowlist transform")),
+        "{w:?}"
+    );
     assert!(
         w.iter().any(|w| w == "transforms[0].config.secrets[0]: no rules, so this secret applies to every destination"),
         "{w:?}"
@@ -563,15 +764,23 @@ fn transform_entry_deserializes_from_json_in_either_order() {
     let config_first: TransformEntry =
         serde_json::from_str(r#"{"config":{"domains":["a"]},"name":"allowlist"}"#).unwrap();
     for e in [name_first, config_first] {
-        let TransformSpec::Allowlist(a) = e.spec else { panic!() };
+        let TransformSpec::Allowlist(a) = e.spec else {
+            panic!()
+        };
         assert_eq!(a.domains, ["a"]);
     }
     let no_config: TransformEntry = serde_json::from_str(r#"{"name":"body_capture"}"#).unwrap();
     assert_eq!(no_config.spec.kind(), "body_capture");
-    let err = serde_json::from_str::<TransformEntry>(r#"{"config":{"domainz":[]},"name":"allowlist"}"#)
+    let err =
+        serde_json::from_str::<TransformEntry>(r#"{"config":{"domainz":[]},"name":"allowlist"}"#)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("config.domainz: unknown field `domainz`"),
+        "{err}"
+    );
+    let err = serde_json::from_str::<TransformEntry>(r#"{"name":"nope"}"#)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("config.domainz: unknown field `domainz`"), "{err}");
-    let err = serde_json::from_str::<TransformEntry>(r#"{"name":"nope"}"#).unwrap_err().to_string();
     assert!(err.contains("unknown transform \"nope\""), "{err}");
 }

@@ -222,7 +222,12 @@ fn decode<'a, S: DeserializeSeed<'a>>(
 /// the path recorded inside the block; the location moves out of the message into its field.
 fn to_config_error(prefix: &str, inner: Option<&str>, e: &serde_saphyr::Error) -> ConfigError {
     // serde_path_to_error writes `?` for a key it could not read; it says nothing useful.
-    let inner = inner.map(|p| p.split('.').filter(|s| *s != "?").collect::<Vec<_>>().join("."));
+    let inner = inner.map(|p| {
+        p.split('.')
+            .filter(|s| *s != "?")
+            .collect::<Vec<_>>()
+            .join(".")
+    });
     let inner = inner.as_deref();
     let mut path = match inner {
         None | Some(".") | Some("") => prefix.to_string(),
