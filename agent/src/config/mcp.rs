@@ -104,13 +104,13 @@ impl McpConfig {
                             "exactly one of equals, in, matches is required",
                         ));
                     }
-                    if let Some(re) = &w.matches {
-                        if let Err(e) = check_regex(re) {
-                            errors.push(ConfigError::new(
-                                format!("{wp}.matches"),
-                                format!("invalid matches regex: {e}"),
-                            ));
-                        }
+                    if let Some(re) = &w.matches
+                        && let Err(e) = check_regex(re)
+                    {
+                        errors.push(ConfigError::new(
+                            format!("{wp}.matches"),
+                            format!("invalid matches regex: {e}"),
+                        ));
                     }
                 }
             }

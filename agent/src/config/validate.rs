@@ -130,24 +130,24 @@ pub(super) fn collect_env(
     errors: &mut Vec<ConfigError>,
 ) {
     let is_set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
-    if let Some(var) = cfg.management.effective_api_key_env() {
-        if !is_set(var) {
-            errors.push(ConfigError::new(
-                "management.api_key_env",
-                format!("{var:?} is not set in the environment"),
-            ));
-        }
+    if let Some(var) = cfg.management.effective_api_key_env()
+        && !is_set(var)
+    {
+        errors.push(ConfigError::new(
+            "management.api_key_env",
+            format!("{var:?} is not set in the environment"),
+        ));
     }
     for (n, entry) in cfg.transforms.iter().enumerate() {
-        if let TransformSpec::Judge(j) = &entry.spec {
-            if let Some(p) = &j.provider {
-                if !p.api_key_env.is_empty() && !is_set(&p.api_key_env) {
-                    errors.push(ConfigError::new(
-                        format!("{}.config.provider.api_key_env", entry_path(indices, n)),
-                        format!("env var {:?} is empty or not set", p.api_key_env),
-                    ));
-                }
-            }
+        if let TransformSpec::Judge(j) = &entry.spec
+            && let Some(p) = &j.provider
+            && !p.api_key_env.is_empty()
+            && !is_set(&p.api_key_env)
+        {
+            errors.push(ConfigError::new(
+                format!("{}.config.provider.api_key_env", entry_path(indices, n)),
+                format!("env var {:?} is empty or not set", p.api_key_env),
+            ));
         }
     }
 }

@@ -156,13 +156,13 @@ impl JudgeConfig {
                         "must be positive",
                     ));
                 }
-                if let Some(u) = &p.base_url {
-                    if !(u.starts_with("https://") || u.starts_with("http://")) {
-                        errors.push(ConfigError::new(
-                            format!("{pp}.base_url"),
-                            format!("must be an http(s) URL; got {u:?}"),
-                        ));
-                    }
+                if let Some(u) = &p.base_url
+                    && !(u.starts_with("https://") || u.starts_with("http://"))
+                {
+                    errors.push(ConfigError::new(
+                        format!("{pp}.base_url"),
+                        format!("must be an http(s) URL; got {u:?}"),
+                    ));
                 }
             }
         }

@@ -70,6 +70,8 @@ pub struct TransformEntry {
 }
 
 /// Every transform kind iron-proxy documents, each with its typed config.
+// Built once per (re)load and never moved in a hot path, so variant size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum TransformSpec {
     Allowlist(AllowlistConfig),
@@ -357,13 +359,13 @@ pub fn validate_header_patterns(
         let p = format!("{path}[{i}]");
         if h.trim().is_empty() {
             errors.push(ConfigError::new(p, "must not be empty"));
-        } else if let Some(re) = regex_entry(h) {
-            if let Err(e) = check_regex(re) {
-                errors.push(ConfigError::new(
-                    p,
-                    format!("invalid {what} regex {h:?}: {e}"),
-                ));
-            }
+        } else if let Some(re) = regex_entry(h)
+            && let Err(e) = check_regex(re)
+        {
+            errors.push(ConfigError::new(
+                p,
+                format!("invalid {what} regex {h:?}: {e}"),
+            ));
         }
     }
 }

@@ -130,13 +130,13 @@ impl SecretEntry {
                 )),
                 _ => {}
             }
-            if let Some(f) = &inj.formatter {
-                if let Err(e) = template::check(f, &["Value"]) {
-                    errors.push(ConfigError::new(
-                        format!("{p}.formatter"),
-                        format!("parsing formatter template: {e}"),
-                    ));
-                }
+            if let Some(f) = &inj.formatter
+                && let Err(e) = template::check(f, &["Value"])
+            {
+                errors.push(ConfigError::new(
+                    format!("{p}.formatter"),
+                    format!("parsing formatter template: {e}"),
+                ));
             }
         }
         if let Some(r) = &self.replace {
@@ -151,13 +151,15 @@ impl SecretEntry {
                 errors,
             );
         }
-        if legacy && self.inject.is_none() && self.replace.is_none() {
-            if self.proxy_value.as_deref().is_none_or(str::is_empty) {
-                errors.push(ConfigError::new(
-                    format!("{path}.proxy_value"),
-                    "is required",
-                ));
-            }
+        if legacy
+            && self.inject.is_none()
+            && self.replace.is_none()
+            && self.proxy_value.as_deref().is_none_or(str::is_empty)
+        {
+            errors.push(ConfigError::new(
+                format!("{path}.proxy_value"),
+                "is required",
+            ));
         }
         if let Some(mh) = &self.match_headers {
             validate_header_patterns(
@@ -191,10 +193,11 @@ impl SecretsConfig {
                     "{p}: no rules, so this secret applies to every destination"
                 ));
             }
-            if let Some(inj) = &e.inject {
-                if inj.query_param.is_some() && inj.formatter.is_some() {
-                    out.push(format!("{p}.inject.formatter: ignored with query_param"));
-                }
+            if let Some(inj) = &e.inject
+                && inj.query_param.is_some()
+                && inj.formatter.is_some()
+            {
+                out.push(format!("{p}.inject.formatter: ignored with query_param"));
             }
         }
     }

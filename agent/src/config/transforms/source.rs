@@ -198,13 +198,13 @@ impl SecretSource {
             }
             Self::ControlPlane(s) => require_str(Some(&s.value), &field("value"), errors),
         }
-        if let Some(k) = self.json_key() {
-            if k.is_empty() {
-                errors.push(ConfigError::new(
-                    field("json_key"),
-                    "must not be empty when set",
-                ));
-            }
+        if let Some(k) = self.json_key()
+            && k.is_empty()
+        {
+            errors.push(ConfigError::new(
+                field("json_key"),
+                "must not be empty when set",
+            ));
         }
     }
 }
