@@ -784,3 +784,16 @@ fn transform_entry_deserializes_from_json_in_either_order() {
         .to_string();
     assert!(err.contains("unknown transform \"nope\""), "{err}");
 }
+
+#[test]
+fn null_blocks_mean_defaults() {
+    let text = "dns:\n  proxy_ip: 10.0.0.2\ntls:\n  mode: sni-only\nlog:\nmcp:\ntransforms:\n  - name: allowlist\n    config:\n";
+    let cfg = load_str(text, &full_env()).unwrap();
+    assert_eq!(cfg.log.level, LogLevel::Info);
+    assert!(cfg.mcp.is_none());
+    assert!(matches!(
+        cfg.transforms[0].spec,
+        TransformSpec::Allowlist(_)
+    ));
+    assert!(parse("transforms:\n").unwrap().transforms.is_empty());
+}
