@@ -112,8 +112,25 @@ impl FromStr for GoDuration {
 
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = GoDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or \"5m\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<GoDuration, E> {
+                s.parse().map_err(E::custom)
+            }
+            // `ttl: 0` is documented; YAML reads it as an integer. Go's ParseDuration accepts
+            // a bare "0" only, so any other number is refused with the usual message.
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<GoDuration, E> {
+                n.to_string().parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<GoDuration, E> {
+                n.to_string().parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
