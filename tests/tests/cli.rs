@@ -69,7 +69,7 @@ fn check_config_ok_and_errors_name_fields() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        "dns:\n  listen: \"127.0.0.1:0\"\nproxy:\n  upstream_response_header_timeout: \"soon\"\n  upstream_deny_cidrs: [\"10.0.0.1\"]\nlog:\n  level: loud\ntransforms:\n  - name: allowlist\n    config:\n      domain: [a.com]\n",
+        "dns:\n  listen: \"127.0.0.1:0\"\nproxy:\n  upstream_response_header_timeout: \"soon\"\nlog:\n  level: loud\ntransforms:\n  - name: allowlist\n    config:\n      domain: [a.com]\n  - name: allowlist\n    config:\n      cidrs: [\"10.0.0.1\"]\n",
     )
     .unwrap();
     let (code, _, stderr) = run(&["check-config", "--config", bad.to_str().unwrap()]);
@@ -78,7 +78,9 @@ fn check_config_ok_and_errors_name_fields() {
     assert!(stderr.contains("unknown field"), "{stderr}");
     assert!(stderr.contains("log.level"), "{stderr}");
     assert!(stderr.contains("upstream_response_header_timeout"), "{stderr}");
+    assert!(stderr.contains("transforms[1].config.cidrs"), "{stderr}");
     assert!(stderr.contains("must be CIDR notation"), "{stderr}");
+    assert!(stderr.contains("(line "), "errors carry locations: {stderr}");
 
     let missing = dir.path().join("missing.yaml");
     std::fs::write(&missing, "tls:\n  mode: sni-only\n").unwrap();

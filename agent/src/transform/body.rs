@@ -2,7 +2,7 @@
 //! a body. Bodies stream untouched unless a transform asks for them here.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 
 use super::TransformError;
 
@@ -72,22 +72,19 @@ fn set_length(headers: &mut http::HeaderMap, len: usize) {
     headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
 }
 
-async fn collect(body: ProxyBody, limit: Option<u64>) -> Result<Bytes, TransformError> {
-    match limit {
-        Some(limit) => {
-            let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-            match limited.collect().await {
-                Ok(c) => Ok(c.to_bytes()),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    Err(TransformError::BodyTooLarge { limit })
+async fn collect(mut body: ProxyBody, limit: Option<u64>) -> Result<Bytes, TransformError> {
+    // Reads frame by frame so the limit is enforced before an oversized body is held in memory.
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| TransformError::Body(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if let Some(limit) = limit {
+                if (buf.len() + data.len()) as u64 > limit {
+                    return Err(TransformError::BodyTooLarge { limit });
                 }
-                Err(e) => Err(TransformError::Body(e.to_string())),
             }
+            buf.extend_from_slice(&data);
         }
-        None => body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .map_err(|e| TransformError::Body(e.to_string())),
     }
+    Ok(buf.freeze())
 }

@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use super::annotate::Annotate;
+use super::body_capture::BodyCapture;
+use super::header_allowlist::HeaderAllowlist;
 use super::{Pipeline, Transform, allowlist::Allowlist};
 use crate::config::{TransformEntry, TransformSpec};
 
@@ -19,6 +22,9 @@ pub fn build_pipeline(entries: &[TransformEntry]) -> Result<Pipeline, Vec<BuildE
     for (index, e) in entries.iter().enumerate() {
         match &e.spec {
             TransformSpec::Allowlist(cfg) => out.push(Arc::new(Allowlist::new(cfg))),
+            TransformSpec::HeaderAllowlist(cfg) => out.push(Arc::new(HeaderAllowlist::new(cfg))),
+            TransformSpec::Annotate(cfg) => out.push(Arc::new(Annotate::new(cfg))),
+            TransformSpec::BodyCapture(cfg) => out.push(Arc::new(BodyCapture::new(cfg))),
             #[allow(unreachable_patterns)]
             _ => errors.push(BuildError::Unsupported {
                 index,

@@ -5,8 +5,11 @@
 //! immutable [`Pipeline`] snapshot that the proxy swaps atomically.
 
 pub mod allowlist;
+pub mod annotate;
 pub mod body;
+pub mod body_capture;
 pub mod build;
+pub mod header_allowlist;
 pub mod headers;
 pub mod pipeline;
 

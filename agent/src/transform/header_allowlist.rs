@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use regex::Regex;
 
-use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::HeaderAllowlistConfig;
 use crate::policy::RuleSet;
 use crate::transform::headers::canonical_name;

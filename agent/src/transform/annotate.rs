@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::AnnotateConfig;
 use crate::policy::RuleSet;
 use crate::transform::headers::canonical_name;

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use http_body::Body as _;
 
-use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body};
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body};
 use crate::audit::record::BodyCapture as Captured;
 use crate::config::transforms::BodyCaptureConfig;
 use crate::policy::RuleSet;
@@ -36,15 +36,17 @@ impl Transform for BodyCapture {
         cx: &mut RequestCx,
         req: &mut ProxyRequest,
     ) -> Result<Verdict, TransformError> {
-        if self.rules.is_empty() || !self.rules.matches(&cx.match_input(req)) {
+        let applies = !self.rules.is_empty() && self.rules.matches(&cx.match_input(req));
+        if !applies || req.body().is_end_stream() {
             return Ok(Verdict::Continue);
         }
-        if req.body().is_end_stream() {
-            return Ok(Verdict::Continue);
-        }
-        let bytes = match body::buffer_request(req, cx.request_body_limit).await {
+        let limit = cx.request_body_limit;
+        let read = body::buffer_request(req, limit).await;
+        let bytes = match read {
             Ok(b) => b,
-            Err(e @ TransformError::BodyTooLarge { .. }) => return Err(e),
+            Err(TransformError::BodyTooLarge { limit }) => {
+                return Err(TransformError::BodyTooLarge { limit });
+            }
             Err(e) => {
                 cx.annotate("body_capture_error", e.to_string());
                 return Ok(Verdict::Continue);
