@@ -122,21 +122,20 @@ impl Agent {
                 .iter()
                 .any(|v| v["msg"] == "iron-agent starting");
             for v in self.json_lines() {
-                if v["msg"] == "listening" {
-                    if let (Some(name), Some(addr)) = (v["listener"].as_str(), v["addr"].as_str()) {
-                        if let Ok(a) = addr.parse() {
-                            self.listeners.insert(name.to_string(), a);
-                        }
-                    }
+                if v["msg"] == "listening"
+                    && let (Some(name), Some(addr)) = (v["listener"].as_str(), v["addr"].as_str())
+                    && let Ok(a) = addr.parse()
+                {
+                    self.listeners.insert(name.to_string(), a);
                 }
             }
             if started {
                 return;
             }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return; // exited; callers inspect status and logs
-                }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return; // exited; callers inspect status and logs
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -18,7 +18,9 @@ pub fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
 
 pub async fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    sock.send_to(&query(7, name, qtype), server).await.expect("send");
+    sock.send_to(&query(7, name, qtype), server)
+        .await
+        .expect("send");
     let mut buf = [0u8; 4096];
     let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
         .await
@@ -30,10 +32,15 @@ pub async fn udp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
 pub async fn tcp(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let mut s = TcpStream::connect(server).await.expect("connect dns tcp");
     let q = query(9, name, qtype);
-    s.write_all(&(q.len() as u16).to_be_bytes()).await.expect("len");
+    s.write_all(&(q.len() as u16).to_be_bytes())
+        .await
+        .expect("len");
     s.write_all(&q).await.expect("query");
     let mut len = [0u8; 2];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len)).await.expect("timeout").expect("read len");
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+        .await
+        .expect("timeout")
+        .expect("read len");
     let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
     s.read_exact(&mut buf).await.expect("read answer");
     Message::from_vec(&buf).expect("decode")
@@ -61,14 +68,22 @@ pub async fn fake_upstream() -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = [0u8; 4096];
         loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
-            let Ok(q) = Message::from_vec(&buf[..n]) else { continue };
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
             let mut resp = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
             resp.metadata.recursion_available = true;
             for query in &q.queries {
                 resp.add_query(query.clone());
                 if query.query_type() == RecordType::A {
-                    resp.add_answer(Record::from_rdata(query.name().clone(), 30, RData::A(A(Ipv4Addr::LOCALHOST))));
+                    resp.add_answer(Record::from_rdata(
+                        query.name().clone(),
+                        30,
+                        RData::A(A(Ipv4Addr::LOCALHOST)),
+                    ));
                 }
             }
             if let Ok(bytes) = resp.to_vec() {

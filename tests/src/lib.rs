@@ -1,4 +1,5 @@
 //! Shared support for the end-to-end tests: test CAs, local origins that echo what they
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup step should abort the test loudly
 //! received, a runner for the real `iron-agent` binary that captures its JSON logs, and HTTP
 //! clients that control Host, SNI and trust exactly.
 //!
@@ -26,7 +27,11 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A config for loopback tests: DNS off, ports 0, the test CA, loopback upstreams allowed
 /// (`upstream_deny_cidrs: []`), and the given `transforms:` YAML block (indented list items).
-pub fn loopback_config(ca_cert: &std::path::Path, ca_key: &std::path::Path, transforms: &str) -> String {
+pub fn loopback_config(
+    ca_cert: &std::path::Path,
+    ca_key: &std::path::Path,
+    transforms: &str,
+) -> String {
     format!(
         r#"dns:
   enabled: false

@@ -44,13 +44,17 @@ impl Origin {
     /// names in their wire casing), as JSON `{"head": "..."}`. One request per connection.
     pub async fn start_raw() -> Origin {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raw origin");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind raw origin");
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
                 let hits = h.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -62,7 +66,10 @@ impl Origin {
                         }
                     }
                     hits.fetch_add(1, Ordering::SeqCst);
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(buf.len());
+                    let end = buf
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .unwrap_or(buf.len());
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     let body = serde_json::json!({ "head": head }).to_string();
                     let resp = format!(

@@ -1,4 +1,5 @@
 //! DNS through the running agent: real packets over UDP and TCP, and upstream dials resolved
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! through `dns.upstream_resolver`.
 
 use hickory_proto::op::ResponseCode;
@@ -27,19 +28,32 @@ fn dns_intercept_passthrough_records_over_udp_and_tcp() {
         let dns = agent.addr("dns");
 
         let m = udp(dns, "api.example.com.", RecordType::A).await;
-        assert_eq!(a_answers(&m), vec!["10.9.8.7".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            a_answers(&m),
+            vec!["10.9.8.7".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
         assert_eq!(m.answers[0].ttl, 60);
         let m = tcp(dns, "API.Example.com.", RecordType::A).await;
-        assert_eq!(a_answers(&m), vec!["10.9.8.7".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            a_answers(&m),
+            vec!["10.9.8.7".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
         for t in [RecordType::AAAA, RecordType::HTTPS] {
             let m = udp(dns, "api.example.com.", t).await;
             assert_eq!(rcode(&m), ResponseCode::NoError);
             assert!(m.answers.is_empty(), "{t:?} must be NODATA");
         }
         let m = udp(dns, "fixed.test.", RecordType::A).await;
-        assert_eq!(a_answers(&m), vec!["192.0.2.10".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            a_answers(&m),
+            vec!["192.0.2.10".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
         let m = udp(dns, "svc.passthrough.test.", RecordType::A).await;
-        assert_eq!(a_answers(&m), vec![std::net::Ipv4Addr::LOCALHOST], "real answer from upstream");
+        assert_eq!(
+            a_answers(&m),
+            vec![std::net::Ipv4Addr::LOCALHOST],
+            "real answer from upstream"
+        );
     });
 }
 
@@ -53,7 +67,11 @@ fn upstream_dials_use_the_configured_resolver() {
         let (c, k) = TestCa::new("m").write(dir.path());
         let agent = Agent::with_config(&dns_config(&c, &k, upstream)).start();
         // `origin.test` exists only in the fake resolver (→ 127.0.0.1).
-        let r = http_request(agent.addr("http"), get(&format!("origin.test:{}", origin.port()), "/r")).await;
+        let r = http_request(
+            agent.addr("http"),
+            get(&format!("origin.test:{}", origin.port()), "/r"),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(origin.hits(), 1);
     });

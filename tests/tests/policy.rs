@@ -1,4 +1,5 @@
 //! Allowlist semantics through the running agent: domains, cidrs, method/path rules, warn
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! mode, globs, case and trailing dots; plus the request checks that run before the pipeline.
 
 use std::time::{Duration, Instant};
@@ -6,7 +7,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, http_request, https_request, loopback_config};
+use iron_agent_tests::{
+    Agent, Origin, OriginKind, TestCa, http_request, https_request, loopback_config,
+};
 
 fn agent_with(transforms: &str) -> (Agent, TestCa, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -17,7 +20,12 @@ fn agent_with(transforms: &str) -> (Agent, TestCa, tempfile::TempDir) {
 }
 
 fn req(method: &str, host: &str, path: &str) -> http::Request<Full<Bytes>> {
-    http::Request::builder().method(method).uri(path).header("host", host).body(Full::new(Bytes::new())).unwrap()
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
 }
 
 #[test]
@@ -31,7 +39,13 @@ fn domains_globs_case_and_trailing_dot() {
         );
         let http = agent.addr("http");
         // `*.x` matches the apex too, case-insensitively, with or without a trailing dot.
-        for host in ["localhost", "LocalHost", "localhost.", "sub.localhost", "a.b.localhost"] {
+        for host in [
+            "localhost",
+            "LocalHost",
+            "localhost.",
+            "sub.localhost",
+            "a.b.localhost",
+        ] {
             let r = http_request(http, get(&format!("{host}:{p}"), "/g")).await;
             assert_ne!(r.status, 403, "{host} should be allowed");
         }
@@ -51,12 +65,23 @@ fn star_allows_everything_and_cidrs_match_ip_literals() {
         let (agent, _ca, _d) =
             agent_with("  - name: allowlist\n    config:\n      cidrs: [\"127.0.0.0/8\"]\n");
         let http = agent.addr("http");
-        assert_eq!(http_request(http, get(&format!("127.0.0.1:{p}"), "/")).await.status, 200);
+        assert_eq!(
+            http_request(http, get(&format!("127.0.0.1:{p}"), "/"))
+                .await
+                .status,
+            200
+        );
         // A name is never resolved to match a CIDR entry.
-        assert_eq!(http_request(http, get(&format!("localhost:{p}"), "/")).await.status, 403);
+        assert_eq!(
+            http_request(http, get(&format!("localhost:{p}"), "/"))
+                .await
+                .status,
+            403
+        );
         drop(agent);
 
-        let (agent, _ca, _d) = agent_with("  - name: allowlist\n    config:\n      domains: [\"*\"]\n");
+        let (agent, _ca, _d) =
+            agent_with("  - name: allowlist\n    config:\n      domains: [\"*\"]\n");
         let r = http_request(agent.addr("http"), get(&format!("localhost:{p}"), "/any")).await;
         assert_eq!(r.status, 200);
     });
@@ -109,11 +134,17 @@ fn sni_host_mismatch_and_dot_segments_are_400_and_audited() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, mitm, _d) = agent_with("  - name: allowlist\n    config:\n      domains: [\"*\"]\n");
+        let (agent, mitm, _d) =
+            agent_with("  - name: allowlist\n    config:\n      domains: [\"*\"]\n");
         // SNI names one host, Host header another: domain fronting.
-        let r = https_request(agent.addr("https"), "localhost", mitm.client_config(), get("evil.example", "/front"))
-            .await
-            .unwrap();
+        let r = https_request(
+            agent.addr("https"),
+            "localhost",
+            mitm.client_config(),
+            get("evil.example", "/front"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 400);
         assert_eq!(r.text(), "SNI and Host header mismatch\n");
         let a = agent.audit_where(|a| a["path"] == "/front");
@@ -122,13 +153,25 @@ fn sni_host_mismatch_and_dot_segments_are_400_and_audited() {
         assert_eq!(a["reason"], "sni_host_mismatch");
         assert_eq!(a["sni"], "localhost");
 
-        for (path, label) in [("/a/../b", "raw"), ("/a/%2e%2e/b", "encoded"), ("/./x", "dot")] {
-            let r = http_request(agent.addr("http"), get(&format!("localhost:{}", o.port()), path)).await;
+        for (path, label) in [
+            ("/a/../b", "raw"),
+            ("/a/%2e%2e/b", "encoded"),
+            ("/./x", "dot"),
+        ] {
+            let r = http_request(
+                agent.addr("http"),
+                get(&format!("localhost:{}", o.port()), path),
+            )
+            .await;
             assert_eq!(r.status, 400, "{label}");
             assert_eq!(r.text(), "path contains dot segments\n");
         }
         assert_eq!(o.hits(), 0);
-        let dots: Vec<_> = agent.audits().into_iter().filter(|a| a["reason"] == "dot_segments").collect();
+        let dots: Vec<_> = agent
+            .audits()
+            .into_iter()
+            .filter(|a| a["reason"] == "dot_segments")
+            .collect();
         assert_eq!(dots.len(), 3);
     });
 }
@@ -138,25 +181,34 @@ fn absolute_form_requests_and_missing_host() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _ca, _d) = agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
+        let (agent, _ca, _d) =
+            agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
         // HTTP_PROXY-style absolute-form request.
         let uri = format!("http://localhost:{}/abs?q=1", o.port());
         let r = http_request(
             agent.addr("http"),
-            http::Request::builder().uri(&uri).body(Full::new(Bytes::new())).unwrap(),
+            http::Request::builder()
+                .uri(&uri)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
         )
         .await;
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.echo()["uri"], "/abs?q=1");
 
         // HTTP/1.0 without Host.
-        let mut s = tokio::net::TcpStream::connect(agent.addr("http")).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(agent.addr("http"))
+            .await
+            .unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         s.write_all(b"GET /nohost HTTP/1.0\r\n\r\n").await.unwrap();
         let mut buf = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
         let text = String::from_utf8_lossy(&buf);
-        assert!(text.starts_with("HTTP/1.0 400") || text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(
+            text.starts_with("HTTP/1.0 400") || text.starts_with("HTTP/1.1 400"),
+            "{text}"
+        );
         assert!(text.ends_with("missing Host header\n"), "{text}");
         let a = agent.audit_where(|a| a["path"] == "/nohost");
         assert_eq!(a["reason"], "missing_host");
@@ -169,12 +221,20 @@ fn sse_events_arrive_one_by_one() {
     rt.block_on(async {
         use http_body_util::BodyExt;
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _ca, _d) = agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
-        let tcp = tokio::net::TcpStream::connect(agent.addr("http")).await.unwrap();
+        let (agent, _ca, _d) =
+            agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
+        let tcp = tokio::net::TcpStream::connect(agent.addr("http"))
+            .await
+            .unwrap();
         let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
         tokio::spawn(conn);
-        let resp = sender.send_request(get(&format!("localhost:{}", o.port()), "/sse")).await.unwrap();
+        let resp = sender
+            .send_request(get(&format!("localhost:{}", o.port()), "/sse"))
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let mut body = resp.into_body();
         let start = Instant::now();
@@ -187,7 +247,10 @@ fn sse_events_arrive_one_by_one() {
         let all: String = arrivals.iter().map(|(_, s)| s.as_str()).collect();
         assert_eq!(all, "data: event 0\n\ndata: event 1\n\ndata: event 2\n\n");
         // The first event must arrive well before the last one was produced (600 ms later).
-        assert!(arrivals.len() >= 2, "events were buffered into one chunk: {arrivals:?}");
+        assert!(
+            arrivals.len() >= 2,
+            "events were buffered into one chunk: {arrivals:?}"
+        );
         assert!(arrivals[0].0 < Duration::from_millis(400), "{arrivals:?}");
         let a = agent.audit_where(|a| a["path"] == "/sse");
         // duration covers the whole stream.
@@ -200,8 +263,13 @@ fn upstream_header_timeout_is_502() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _ca, _d) = agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
-        let r = http_request(agent.addr("http"), get(&format!("localhost:{}", o.port()), "/slow")).await;
+        let (agent, _ca, _d) =
+            agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
+        let r = http_request(
+            agent.addr("http"),
+            get(&format!("localhost:{}", o.port()), "/slow"),
+        )
+        .await;
         assert_eq!(r.status, 502);
         let a = agent.audit_where(|a| a["path"] == "/slow");
         assert_eq!(a["action"], "error");

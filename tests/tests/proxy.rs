@@ -1,9 +1,12 @@
 //! The HTTP and HTTPS listeners end to end: real agent binary, real TLS, loopback origins.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, http_request, https_request, loopback_config};
+use iron_agent_tests::{
+    Agent, Origin, OriginKind, TestCa, http_request, https_request, loopback_config,
+};
 
 struct Env {
     agent: Agent,
@@ -28,7 +31,15 @@ fn start(transforms: &str, extra_env: &[(&str, String)]) -> (Env, tempfile::Temp
     }
     let agent = b.start();
     let dir2 = tempfile::tempdir().unwrap();
-    (Env { agent, mitm, _origin_ca: origin_ca, _dir: dir }, dir2)
+    (
+        Env {
+            agent,
+            mitm,
+            _origin_ca: origin_ca,
+            _dir: dir,
+        },
+        dir2,
+    )
 }
 
 const ALLOW_LOCALHOST: &str = "  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n";
@@ -82,7 +93,13 @@ fn https_mitm_allowed_and_denied() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let origin_ca = TestCa::new("origin CA");
-        let origin = Origin::start(OriginKind::Https { names: vec!["localhost".into()] }, Some(&origin_ca)).await;
+        let origin = Origin::start(
+            OriginKind::Https {
+                names: vec!["localhost".into()],
+            },
+            Some(&origin_ca),
+        )
+        .await;
         let ca_path = dir.path().join("origin-ca.pem");
         std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
         let mitm = TestCa::new("mitm");
@@ -93,7 +110,14 @@ fn https_mitm_allowed_and_denied() {
         let https = agent.addr("https");
         let host = format!("localhost:{}", origin.port());
 
-        let r = https_request(https, "localhost", mitm.client_config(), get(&host, "/secure")).await.unwrap();
+        let r = https_request(
+            https,
+            "localhost",
+            mitm.client_config(),
+            get(&host, "/secure"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.echo()["uri"], "/secure");
         let a = agent.audit_where(|a| a["path"] == "/secure");
@@ -102,7 +126,11 @@ fn https_mitm_allowed_and_denied() {
 
         // A client that does not trust the MITM CA fails the handshake (no silent bypass).
         let other = TestCa::new("unrelated");
-        assert!(https_request(https, "localhost", other.client_config(), get(&host, "/")).await.is_err());
+        assert!(
+            https_request(https, "localhost", other.client_config(), get(&host, "/"))
+                .await
+                .is_err()
+        );
     });
 }
 
@@ -115,7 +143,8 @@ fn default_deny_cidr_blocks_loopback_upstream() {
         let mitm = TestCa::new("mitm");
         let (c, k) = mitm.write(dir.path());
         // Key absent → loopback denied by default; localhost resolves into 127.0.0.0/8.
-        let cfg = loopback_config(&c, &k, ALLOW_LOCALHOST).replace("  upstream_deny_cidrs: []\n", "");
+        let cfg =
+            loopback_config(&c, &k, ALLOW_LOCALHOST).replace("  upstream_deny_cidrs: []\n", "");
         let agent = Agent::with_config(&cfg).start();
         let host = format!("localhost:{}", origin.port());
         let r = http_request(agent.addr("http"), get(&host, "/x")).await;
@@ -127,7 +156,10 @@ fn default_deny_cidr_blocks_loopback_upstream() {
         assert_eq!(a["level"], "ERROR");
         let err = a["error"].as_str().unwrap();
         assert!(err.contains("denied by upstream_deny_cidrs"), "{err}");
-        assert!(err.contains("in 127.0.0.0/8") || err.contains("in ::1/128"), "{err}");
+        assert!(
+            err.contains("in 127.0.0.0/8") || err.contains("in ::1/128"),
+            "{err}"
+        );
     });
 }
 

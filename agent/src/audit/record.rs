@@ -107,15 +107,13 @@ impl AuditRecord {
                 .map(|t| t.name.clone())
         };
         match self.action {
-            Action::Reject => {
-                if self.rejected_by.is_none() {
-                    self.rejected_by = first(TraceAction::Reject).or_else(|| {
-                        self.response_transforms
-                            .iter()
-                            .find(|t| t.action == TraceAction::Reject)
-                            .map(|t| t.name.clone())
-                    });
-                }
+            Action::Reject if self.rejected_by.is_none() => {
+                self.rejected_by = first(TraceAction::Reject).or_else(|| {
+                    self.response_transforms
+                        .iter()
+                        .find(|t| t.action == TraceAction::Reject)
+                        .map(|t| t.name.clone())
+                });
             }
             Action::Stub => self.stubbed_by = first(TraceAction::Stub),
             _ => {}

@@ -93,10 +93,10 @@ pub fn identify<B>(
     if decoded_path.split('/').any(|seg| seg == "." || seg == "..") {
         return Err((Refusal::DotSegments, authority.to_string()));
     }
-    if let Some(sni) = sni {
-        if normalize_host(sni) != host {
-            return Err((Refusal::SniMismatch, authority.to_string()));
-        }
+    if let Some(sni) = sni
+        && normalize_host(sni) != host
+    {
+        return Err((Refusal::SniMismatch, authority.to_string()));
     }
     Ok(Target {
         scheme,

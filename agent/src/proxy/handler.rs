@@ -27,7 +27,9 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let record = AuditRecord {
         method: req.method().to_string(),
-        path: percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned(),
+        path: percent_encoding::percent_decode_str(req.uri().path())
+            .decode_utf8_lossy()
+            .into_owned(),
         client: conn.client.to_string(),
         sni: conn.sni.clone().unwrap_or_default(),
         mode: rt.mode.as_str(),

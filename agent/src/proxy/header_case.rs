@@ -39,7 +39,9 @@ pub struct CasingError(String);
 
 /// Applies [`ConfiguredCasing`] (if any) to the request's header-case record.
 pub async fn apply<B>(req: &mut Request<B>) -> Result<(), CasingError> {
-    let Some(wanted) = req.extensions_mut().remove::<ConfiguredCasing>() else { return Ok(()) };
+    let Some(wanted) = req.extensions_mut().remove::<ConfiguredCasing>() else {
+        return Ok(());
+    };
     let head = encode_head(req).await?;
     let rewritten = rewrite_names(&head, &wanted.0);
     let parsed_ext = parse_head(rewritten).await?;
@@ -73,7 +75,10 @@ async fn encode_head<B>(req: &Request<B>) -> Result<Vec<u8>, CasingError> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = server_io.read(&mut chunk).await.map_err(|e| CasingError(e.to_string()))?;
+        let n = server_io
+            .read(&mut chunk)
+            .await
+            .map_err(|e| CasingError(e.to_string()))?;
         if n == 0 {
             break;
         }
@@ -94,7 +99,10 @@ fn rewrite_names(head: &[u8], wanted: &[String]) -> Vec<u8> {
         }
         match line.split_once(':') {
             Some((name, rest)) if i > 0 => {
-                let n = wanted.iter().find(|w| w.eq_ignore_ascii_case(name)).map_or(name, String::as_str);
+                let n = wanted
+                    .iter()
+                    .find(|w| w.eq_ignore_ascii_case(name))
+                    .map_or(name, String::as_str);
                 out.push_str(n);
                 out.push(':');
                 out.push_str(rest);
@@ -111,10 +119,10 @@ async fn parse_head(head: Vec<u8>) -> Result<http::Extensions, CasingError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = std::sync::Mutex::new(Some(tx));
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        if let Ok(mut g) = tx.lock() {
-            if let Some(tx) = g.take() {
-                let _ = tx.send(req.into_parts().0.extensions);
-            }
+        if let Ok(mut g) = tx.lock()
+            && let Some(tx) = g.take()
+        {
+            let _ = tx.send(req.into_parts().0.extensions);
         }
         async { Ok::<_, std::convert::Infallible>(http::Response::new(Empty::<Bytes>::new())) }
     });
@@ -124,8 +132,13 @@ async fn parse_head(head: Vec<u8>) -> Result<http::Extensions, CasingError> {
             .serve_connection(TokioIo::new(server_io), svc)
             .await;
     });
-    client_io.write_all(&head).await.map_err(|e| CasingError(e.to_string()))?;
-    let ext = rx.await.map_err(|_| CasingError("request head did not parse".into()));
+    client_io
+        .write_all(&head)
+        .await
+        .map_err(|e| CasingError(e.to_string()))?;
+    let ext = rx
+        .await
+        .map_err(|_| CasingError("request head did not parse".into()));
     server.abort();
     ext
 }
@@ -146,8 +159,10 @@ mod tests {
         let ext = parse_head(head).await.unwrap();
         let mut req = Request::builder().uri("/x").body(()).unwrap();
         req.headers_mut().insert("host", "a.test".parse().unwrap());
-        req.headers_mut().insert("x-client-case", "1".parse().unwrap());
-        req.headers_mut().insert("x-api-key", "real".parse().unwrap());
+        req.headers_mut()
+            .insert("x-client-case", "1".parse().unwrap());
+        req.headers_mut()
+            .insert("x-api-key", "real".parse().unwrap());
         *req.extensions_mut() = ext;
         ConfiguredCasing::insert(&mut req, "X-API-Key");
         apply(&mut req).await.unwrap();

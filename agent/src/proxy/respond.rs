@@ -37,6 +37,10 @@ pub fn bad_gateway() -> ProxyResponse {
 }
 
 pub fn too_large(phase: &str) -> ProxyResponse {
-    let msg = if phase == "response" { "response body too large\n" } else { "request body too large\n" };
+    let msg = if phase == "response" {
+        "response body too large\n"
+    } else {
+        "request body too large\n"
+    };
     text(StatusCode::PAYLOAD_TOO_LARGE, msg)
 }

@@ -3,10 +3,10 @@
 
 use async_trait::async_trait;
 
-use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::AnnotateConfig;
 use crate::policy::RuleSet;
 use crate::transform::headers::canonical_name;
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 
 pub struct Annotate {
     groups: Vec<(RuleSet, Vec<String>)>,

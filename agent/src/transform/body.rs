@@ -78,10 +78,10 @@ async fn collect(mut body: ProxyBody, limit: Option<u64>) -> Result<Bytes, Trans
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| TransformError::Body(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
-            if let Some(limit) = limit {
-                if (buf.len() + data.len()) as u64 > limit {
-                    return Err(TransformError::BodyTooLarge { limit });
-                }
+            if let Some(limit) = limit
+                && (buf.len() + data.len()) as u64 > limit
+            {
+                return Err(TransformError::BodyTooLarge { limit });
             }
             buf.extend_from_slice(&data);
         }

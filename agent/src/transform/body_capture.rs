@@ -5,10 +5,10 @@
 use async_trait::async_trait;
 use http_body::Body as _;
 
-use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body};
 use crate::audit::record::BodyCapture as Captured;
 use crate::config::transforms::BodyCaptureConfig;
 use crate::policy::RuleSet;
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body};
 
 pub struct BodyCapture {
     cap: usize,
@@ -64,7 +64,10 @@ impl Transform for BodyCapture {
         let text = String::from_utf8_lossy(&bytes[..end]).into_owned();
         cx.annotate("captured_bytes", end);
         cx.annotate("truncated", truncated);
-        cx.body_capture = Some(Captured { request_body: text, request_body_truncated: truncated });
+        cx.body_capture = Some(Captured {
+            request_body: text,
+            request_body_truncated: truncated,
+        });
         Ok(Verdict::Continue)
     }
 }

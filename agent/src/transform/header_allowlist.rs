@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use regex::Regex;
 
-use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::HeaderAllowlistConfig;
 use crate::policy::RuleSet;
 use crate::transform::headers::canonical_name;
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 
 pub struct HeaderAllowlist {
     literals: Vec<String>,
@@ -31,13 +31,20 @@ impl HeaderAllowlist {
                 _ => literals.push(h.to_ascii_lowercase()),
             }
         }
-        Self { literals, patterns, rules: RuleSet::from_configs(&cfg.rules) }
+        Self {
+            literals,
+            patterns,
+            rules: RuleSet::from_configs(&cfg.rules),
+        }
     }
 
     fn allowed(&self, lower_name: &str) -> bool {
         lower_name == "host"
             || self.literals.iter().any(|l| l == lower_name)
-            || self.patterns.iter().any(|p| p.is_match(&canonical_name(lower_name)))
+            || self
+                .patterns
+                .iter()
+                .any(|p| p.is_match(&canonical_name(lower_name)))
     }
 }
 
@@ -55,8 +62,12 @@ impl Transform for HeaderAllowlist {
         if !self.rules.is_empty() && !self.rules.matches(&cx.match_input(req)) {
             return Ok(Verdict::Continue);
         }
-        let strip: Vec<http::HeaderName> =
-            req.headers().keys().filter(|k| !self.allowed(k.as_str())).cloned().collect();
+        let strip: Vec<http::HeaderName> = req
+            .headers()
+            .keys()
+            .filter(|k| !self.allowed(k.as_str()))
+            .cloned()
+            .collect();
         if strip.is_empty() {
             return Ok(Verdict::Continue);
         }
