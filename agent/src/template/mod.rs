@@ -81,10 +81,10 @@ impl Template {
                     Command::Call(_, args) => args.iter().collect(),
                 };
                 for o in ops {
-                    if let Operand::Field(path) = o {
-                        if !field_allowed(path, allowed) {
-                            return Err(TemplateError::UnknownField(format!(".{}", path.join("."))));
-                        }
+                    if let Operand::Field(path) = o
+                        && !field_allowed(path, allowed)
+                    {
+                        return Err(TemplateError::UnknownField(format!(".{}", path.join("."))));
                     }
                 }
             }
@@ -93,7 +93,10 @@ impl Template {
     }
 
     /// Renders with `lookup` answering field paths (`["Credentials", "key"]`).
-    pub fn render(&self, lookup: &dyn Fn(&[String]) -> Option<String>) -> Result<String, TemplateError> {
+    pub fn render(
+        &self,
+        lookup: &dyn Fn(&[String]) -> Option<String>,
+    ) -> Result<String, TemplateError> {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -122,12 +125,17 @@ fn run_pipeline(
         let value = match c {
             Command::Operand(o) => {
                 if carried.is_some() {
-                    return Err(TemplateError::Syntax("a pipe can only feed a function".into()));
+                    return Err(TemplateError::Syntax(
+                        "a pipe can only feed a function".into(),
+                    ));
                 }
                 eval(o, lookup)?
             }
             Command::Call(f, args) => {
-                let mut vals = args.iter().map(|a| eval(a, lookup)).collect::<Result<Vec<_>, _>>()?;
+                let mut vals = args
+                    .iter()
+                    .map(|a| eval(a, lookup))
+                    .collect::<Result<Vec<_>, _>>()?;
                 vals.extend(carried.take());
                 call(*f, &vals)
             }
@@ -137,11 +145,16 @@ fn run_pipeline(
     Ok(carried.unwrap_or_default())
 }
 
-fn eval(o: &Operand, lookup: &dyn Fn(&[String]) -> Option<String>) -> Result<String, TemplateError> {
+fn eval(
+    o: &Operand,
+    lookup: &dyn Fn(&[String]) -> Option<String>,
+) -> Result<String, TemplateError> {
     match o {
         Operand::Str(s) => Ok(s.clone()),
         // The field name is safe to report; its value never is.
-        Operand::Field(path) => lookup(path).ok_or_else(|| TemplateError::MissingValue(format!(".{}", path.join(".")))),
+        Operand::Field(path) => {
+            lookup(path).ok_or_else(|| TemplateError::MissingValue(format!(".{}", path.join("."))))
+        }
     }
 }
 
@@ -159,14 +172,18 @@ mod tests {
 
     fn render(src: &str, value: &str) -> String {
         let t = Template::parse(src, &["Value"]).unwrap();
-        t.render(&|p| (p.len() == 1 && p[0] == "Value").then(|| value.to_string())).unwrap()
+        t.render(&|p| (p.len() == 1 && p[0] == "Value").then(|| value.to_string()))
+            .unwrap()
     }
 
     #[test]
     fn forms_users_write() {
         assert_eq!(render("Bearer {{ .Value }}", "k"), "Bearer k");
         assert_eq!(render("Bearer {{.Value}}", "k"), "Bearer k");
-        assert_eq!(render("{{ base64 \"x-access-token:\" .Value }}", "t"), "eC1hY2Nlc3MtdG9rZW46dA==");
+        assert_eq!(
+            render("{{ base64 \"x-access-token:\" .Value }}", "t"),
+            "eC1hY2Nlc3MtdG9rZW46dA=="
+        );
         assert_eq!(render("{{ base64 `u:` .Value }}", "p"), "dTpw");
         assert_eq!(render("Basic {{ .Value | base64 }}", "u:p"), "Basic dTpw");
         assert_eq!(render("  {{- .Value -}}  !", "v"), "v!");
@@ -175,12 +192,17 @@ mod tests {
 
     #[test]
     fn errors_are_config_time() {
-        assert!(matches!(Template::parse("{{ .Valeu }}", &["Value"]), Err(TemplateError::UnknownField(_))));
+        assert!(matches!(
+            Template::parse("{{ .Valeu }}", &["Value"]),
+            Err(TemplateError::UnknownField(_))
+        ));
         assert!(Template::parse("{{ .Value ", &["Value"]).is_err());
         assert!(Template::parse("{{ nosuch .Value }}", &["Value"]).is_err());
         assert!(Template::parse("{{ \"unterminated }}", &["Value"]).is_err());
         let t = Template::parse("{{ .Credentials.key }}", &["Credentials.*"]).unwrap();
-        let out = t.render(&|p| (p == ["Credentials", "key"]).then(|| "K".to_string())).unwrap();
+        let out = t
+            .render(&|p| (p == ["Credentials", "key"]).then(|| "K".to_string()))
+            .unwrap();
         assert_eq!(out, "K");
         assert!(Template::parse("{{ .Credentials }}", &["Credentials.*"]).is_err());
     }

@@ -24,7 +24,8 @@ pub(super) fn parse(src: &str) -> Result<Vec<Part>, TemplateError> {
             text = text.trim_start();
         }
         let after = &rest[open + 2..];
-        let trim_left = after.starts_with('-') && after[1..].starts_with(|c: char| c.is_whitespace());
+        let trim_left =
+            after.starts_with('-') && after[1..].starts_with(|c: char| c.is_whitespace());
         if trim_left {
             text = text.trim_end();
         }
@@ -46,7 +47,11 @@ pub(super) fn parse(src: &str) -> Result<Vec<Part>, TemplateError> {
     if rest.contains("}}") {
         return Err(TemplateError::Syntax("unexpected }}".into()));
     }
-    let text = if trim_next_text { rest.trim_start() } else { rest };
+    let text = if trim_next_text {
+        rest.trim_start()
+    } else {
+        rest
+    };
     if !text.is_empty() {
         parts.push(Part::Text(text.to_string()));
     }
@@ -112,7 +117,10 @@ fn lex(body: &str) -> Result<Vec<Token>, TemplateError> {
                 match ch {
                     '"' => break,
                     '\\' => {
-                        let esc = chars.get(i).copied().ok_or_else(|| TemplateError::Syntax("bad escape".into()))?;
+                        let esc = chars
+                            .get(i)
+                            .copied()
+                            .ok_or_else(|| TemplateError::Syntax("bad escape".into()))?;
                         i += 1;
                         s.push(match esc {
                             'n' => '\n',
@@ -120,7 +128,11 @@ fn lex(body: &str) -> Result<Vec<Token>, TemplateError> {
                             'r' => '\r',
                             '\\' => '\\',
                             '"' => '"',
-                            other => return Err(TemplateError::Syntax(format!("unsupported escape \\{other}"))),
+                            other => {
+                                return Err(TemplateError::Syntax(format!(
+                                    "unsupported escape \\{other}"
+                                )));
+                            }
                         });
                     }
                     other => s.push(other),
@@ -137,13 +149,17 @@ fn lex(body: &str) -> Result<Vec<Token>, TemplateError> {
             i = start + end + 1;
         } else if c == '.' {
             let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
             let path: Vec<String> = word.split('.').skip(1).map(str::to_string).collect();
             if path.is_empty() || path.iter().any(String::is_empty) {
-                return Err(TemplateError::Syntax(format!("bad field reference {word:?}")));
+                return Err(TemplateError::Syntax(format!(
+                    "bad field reference {word:?}"
+                )));
             }
             out.push(Token::Field(path));
         } else if c.is_alphabetic() || c == '_' {
@@ -179,7 +195,11 @@ fn parse_pipeline(body: &str) -> Result<Vec<Command>, TemplateError> {
                 Command::Call(f, args.iter().map(operand).collect::<Result<_, _>>()?)
             }
             other if args.is_empty() => Command::Operand(operand(other)?),
-            _ => return Err(TemplateError::Syntax("only a function can take arguments".into())),
+            _ => {
+                return Err(TemplateError::Syntax(
+                    "only a function can take arguments".into(),
+                ));
+            }
         };
         cmds.push(cmd);
     }
@@ -190,7 +210,9 @@ fn operand(t: &Token) -> Result<Operand, TemplateError> {
     match t {
         Token::Field(p) => Ok(Operand::Field(p.clone())),
         Token::Str(s) => Ok(Operand::Str(s.clone())),
-        Token::Ident(name) => Err(TemplateError::Syntax(format!("{name:?} cannot be an argument"))),
+        Token::Ident(name) => Err(TemplateError::Syntax(format!(
+            "{name:?} cannot be an argument"
+        ))),
         Token::Pipe => Err(TemplateError::Syntax("unexpected |".into())),
     }
 }
