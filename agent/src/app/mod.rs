@@ -147,6 +147,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
     let describe = rt.pipeline.load().describe();
     tracing::info!(
+        target: crate::telemetry::STARTUP,
         http_listen = %addr_of(&http),
         https_listen = %addr_of(&https),
         metrics_listen = %addr_of(&metrics),
