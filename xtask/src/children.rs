@@ -2,6 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader, Read},
+    path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
         Arc, Mutex,
@@ -20,6 +21,15 @@ use nix::{
 /// Pids of live children, for the signal handler (which cannot reach the owning guards).
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
+/// Scratch directories to remove if we are interrupted (normal exits remove them on drop).
+static SCRATCH: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+pub fn remove_on_interrupt(dir: PathBuf) {
+    if let Ok(mut v) = SCRATCH.lock() {
+        v.push(dir);
+    }
+}
+
 pub fn install_signal_handler() -> Result<()> {
     ctrlc::set_handler(|| {
         eprintln!("\ninterrupted: stopping child processes");
@@ -30,6 +40,9 @@ pub fn install_signal_handler() -> Result<()> {
         thread::sleep(Duration::from_millis(300));
         for pid in &pids {
             signal(*pid, Signal::SIGKILL);
+        }
+        for dir in SCRATCH.lock().map(|v| v.clone()).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
         }
         std::process::exit(130);
     })

@@ -189,6 +189,7 @@ impl WorkDir {
     fn new() -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("iron-agent-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::children::remove_on_interrupt(dir.clone());
         Ok(Self(dir))
     }
 }

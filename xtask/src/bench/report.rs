@@ -209,7 +209,7 @@ impl Report {
             let value = fmt(t.value, 2);
             let op = if t.at_least { ">=" } else { "<=" };
             println!(
-                "  {}  {:<48}{:>9}  {op} {}",
+                "  {}  {:<54}{:>9}  {op} {}",
                 t.verdict(),
                 t.what,
                 value,
