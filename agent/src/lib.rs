@@ -15,6 +15,7 @@ pub mod identify;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
+pub mod secrets;
 pub mod telemetry;
 pub mod tls;
 pub mod transform;

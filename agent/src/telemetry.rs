@@ -1,1 +1,118 @@
-//! TODO
+//! Logging: JSON lines on stderr in iron-proxy's shape (`time`, `level`, `msg`, then fields).
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::LogLevel;
+
+/// RFC 3339 UTC timestamp with nanoseconds, like Go's `time.RFC3339Nano`.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+pub fn level_name(l: LogLevel) -> &'static str {
+    match l {
+        LogLevel::Debug => "DEBUG",
+        LogLevel::Info => "INFO",
+        LogLevel::Warn => "WARN",
+        LogLevel::Error => "ERROR",
+    }
+}
+
+fn tracing_level(l: LogLevel) -> Level {
+    match l {
+        LogLevel::Debug => Level::DEBUG,
+        LogLevel::Info => Level::INFO,
+        LogLevel::Warn => Level::WARN,
+        LogLevel::Error => Level::ERROR,
+    }
+}
+
+/// Installs the global JSON logger at `level`. Only our own crate logs below WARN, so library
+/// chatter (rustls, hickory) does not drown the audit stream.
+pub fn init(level: LogLevel) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let ours = tracing_level(level);
+    let filter = Targets::new()
+        .with_default(LevelFilter::from_level(Level::WARN).min(LevelFilter::from_level(ours)))
+        .with_target("iron_agent", ours)
+        .with_target("iron_agent_tests", ours);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .event_format(JsonLine);
+    // A second init (tests) is harmless.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init();
+}
+
+/// Formats one event as `{"time","level","msg",...fields}`.
+pub struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = FieldMap(Map::new());
+        event.record(&mut fields);
+        let mut out = Map::new();
+        out.insert("time".into(), Value::String(now_rfc3339()));
+        let level = match *event.metadata().level() {
+            Level::ERROR => "ERROR",
+            Level::WARN => "WARN",
+            Level::INFO => "INFO",
+            _ => "DEBUG",
+        };
+        out.insert("level".into(), Value::String(level.into()));
+        let msg = fields
+            .0
+            .remove("message")
+            .unwrap_or(Value::String(String::new()));
+        out.insert("msg".into(), msg);
+        out.extend(fields.0);
+        let line = serde_json::to_string(&Value::Object(out)).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{line}")
+    }
+}
+
+struct FieldMap(Map<String, Value>);
+
+impl Visit for FieldMap {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().into(), Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().into(), Value::String(value.into()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().into(), Value::from(value));
+    }
+}

@@ -1,1 +1,55 @@
-//! Shared support for the end-to-end tests.
+//! Shared support for the end-to-end tests: test CAs, local origins that echo what they
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failed setup step should abort the test loudly
+//! received, a runner for the real `iron-agent` binary that captures its JSON logs, and HTTP
+//! clients that control Host, SNI and trust exactly.
+//!
+//! Everything binds 127.0.0.1 port 0; nothing leaves loopback.
+
+pub mod agent;
+pub mod ca;
+pub mod client;
+pub mod dns;
+pub mod origin;
+
+pub use agent::{Agent, AgentBuilder};
+pub use ca::TestCa;
+pub use client::{Reply, http_request, https_request};
+pub use origin::{Origin, OriginKind};
+
+/// A multi-threaded runtime for tests that drive blocking helpers too.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A config for loopback tests: DNS off, ports 0, the test CA, loopback upstreams allowed
+/// (`upstream_deny_cidrs: []`), and the given `transforms:` YAML block (indented list items).
+pub fn loopback_config(
+    ca_cert: &std::path::Path,
+    ca_key: &std::path::Path,
+    transforms: &str,
+) -> String {
+    format!(
+        r#"dns:
+  enabled: false
+proxy:
+  http_listen: "127.0.0.1:0"
+  https_listen: "127.0.0.1:0"
+  upstream_deny_cidrs: []
+  upstream_response_header_timeout: "2s"
+tls:
+  ca_cert: "{}"
+  ca_key: "{}"
+metrics:
+  listen: "127.0.0.1:0"
+transforms:
+{}
+"#,
+        ca_cert.display(),
+        ca_key.display(),
+        transforms
+    )
+}

@@ -35,7 +35,10 @@ pub fn apply_overrides(
     if let Some(v) = get("IRON_DNS_ENABLED") {
         match parse_go_bool(&v) {
             Some(b) => cfg.dns.enabled = b,
-            None => errors.push(ConfigError::new("IRON_DNS_ENABLED", format!("invalid boolean {v:?}"))),
+            None => errors.push(ConfigError::new(
+                "IRON_DNS_ENABLED",
+                format!("invalid boolean {v:?}"),
+            )),
         }
     }
     parse_into!("IRON_DNS_LISTEN", cfg.dns.listen);
@@ -63,17 +66,33 @@ pub fn apply_overrides(
     parse_into!("IRON_METRICS_LISTEN", cfg.metrics.listen);
     parse_some!("IRON_MANAGEMENT_LISTEN", cfg.management.listen);
     parse_into!("IRON_LOG_LEVEL", cfg.log.level);
-    parse_into!("IRON_PROXY_MAX_REQUEST_BODY_BYTES", cfg.proxy.max_request_body_bytes);
-    parse_into!("IRON_PROXY_MAX_RESPONSE_BODY_BYTES", cfg.proxy.max_response_body_bytes);
+    parse_into!(
+        "IRON_PROXY_MAX_REQUEST_BODY_BYTES",
+        cfg.proxy.max_request_body_bytes
+    );
+    parse_into!(
+        "IRON_PROXY_MAX_RESPONSE_BODY_BYTES",
+        cfg.proxy.max_response_body_bytes
+    );
     parse_into!("IRON_TLS_CERT_CACHE_SIZE", cfg.tls.cert_cache_size);
-    parse_into!("IRON_TLS_LEAF_CERT_EXPIRY_HOURS", cfg.tls.leaf_cert_expiry_hours);
+    parse_into!(
+        "IRON_TLS_LEAF_CERT_EXPIRY_HOURS",
+        cfg.tls.leaf_cert_expiry_hours
+    );
     parse_into!(
         "IRON_PROXY_UPSTREAM_RESPONSE_HEADER_TIMEOUT",
         cfg.proxy.upstream_response_header_timeout
     );
-    parse_into!("IRON_CONTROL_PLANE_POLL_INTERVAL", cfg.control_plane.poll_interval);
+    parse_into!(
+        "IRON_CONTROL_PLANE_POLL_INTERVAL",
+        cfg.control_plane.poll_interval
+    );
 
-    if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }
 
 /// Go's `strconv.ParseBool`.

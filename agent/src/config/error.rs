@@ -2,28 +2,47 @@
 
 use std::fmt;
 
-use super::Config;
-
 /// One problem in the configuration, tied to a field path such as `transforms[1].config.domains`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
+    /// Where in the YAML text, when the parser could tell.
+    pub location: Option<SourceLocation>,
+}
+
+/// A 1-based line and column in the configuration text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceLocation {
+    pub line: u64,
+    pub column: u64,
 }
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+            location: None,
+        }
+    }
+
+    pub fn with_location(mut self, location: Option<SourceLocation>) -> Self {
+        self.location = location;
+        self
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
         }
+        write!(f, "{}", self.message)?;
+        if let Some(l) = self.location {
+            write!(f, " (line {}, column {})", l.line, l.column)?;
+        }
+        Ok(())
     }
 }
 
@@ -47,23 +66,4 @@ impl fmt::Display for ConfigErrors {
         }
         Ok(())
     }
-}
-
-/// YAML text → typed config, recording the serde path of the first structural error.
-pub(super) fn parse_yaml(text: &str) -> Result<Config, ConfigErrors> {
-    if text.trim().is_empty() {
-        return Ok(Config::default());
-    }
-    let mut path = String::new();
-    let res: Result<Config, serde_saphyr::Error> =
-        serde_saphyr::with_deserializer_from_str(text, |de| {
-            serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
-                path = e.path().to_string();
-                e.into_inner()
-            })
-        });
-    res.map_err(|e| {
-        let path = if path == "." { String::new() } else { path };
-        ConfigErrors::single(ConfigError::new(path, e.to_string()))
-    })
 }

@@ -7,9 +7,14 @@
 
 pub mod env;
 pub mod error;
+pub mod mcp;
 pub mod transforms;
 pub mod types;
 pub mod validate;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -17,9 +22,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use error::{ConfigError, ConfigErrors};
-pub use transforms::{RuleConfig, TransformEntry, TransformSpec};
+pub use error::{ConfigError, ConfigErrors, SourceLocation};
+pub use mcp::McpConfig;
+pub use transforms::{AllowlistConfig, RuleConfig, SecretSource, TransformEntry, TransformSpec};
 pub use types::{Cidr, GoDuration, ListenAddr, LogLevel};
+pub use validate::validate_warnings;
 
 /// The whole configuration file. Every block is optional; defaults follow iron-proxy.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,7 +36,7 @@ pub struct Config {
     pub proxy: ProxyConfig,
     pub tls: TlsConfig,
     pub transforms: Vec<TransformEntry>,
-    pub mcp: Option<transforms::McpConfig>,
+    pub mcp: Option<McpConfig>,
     pub metrics: MetricsConfig,
     pub management: ManagementConfig,
     pub control_plane: ControlPlaneConfig,
@@ -71,11 +78,23 @@ pub struct DnsRecord {
     pub value: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsRecordType {
     A,
-    #[serde(rename = "CNAME")]
     Cname,
+}
+
+impl<'de> Deserialize<'de> for DnsRecordType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Case-sensitive, as iron-proxy: `a` is refused.
+        match String::deserialize(d)?.as_str() {
+            "A" => Ok(Self::A),
+            "CNAME" => Ok(Self::Cname),
+            other => Err(serde::de::Error::custom(format!(
+                "must be A or CNAME; got {other:?}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,15 +131,22 @@ impl Default for ProxyConfig {
 pub const DEFAULT_MAX_REQUEST_BODY: i64 = 1 << 20;
 
 /// Deny list applied when `upstream_deny_cidrs` is absent: cloud metadata and loopback.
-pub const DEFAULT_DENY_CIDRS: [&str; 4] =
-    ["169.254.169.254/32", "fd00:ec2::254/128", "127.0.0.0/8", "::1/128"];
+pub const DEFAULT_DENY_CIDRS: [&str; 4] = [
+    "169.254.169.254/32",
+    "fd00:ec2::254/128",
+    "127.0.0.0/8",
+    "::1/128",
+];
 
 impl ProxyConfig {
     /// The deny list in force: the configured one, or the defaults when the key was absent.
     pub fn effective_deny_cidrs(&self) -> Vec<ipnet::IpNet> {
         match &self.upstream_deny_cidrs {
             Some(list) => list.iter().map(|c| c.0).collect(),
-            None => DEFAULT_DENY_CIDRS.iter().filter_map(|c| c.parse().ok()).collect(),
+            None => DEFAULT_DENY_CIDRS
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
         }
     }
 
@@ -189,7 +215,9 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: ListenAddr::any(9090) }
+        Self {
+            listen: ListenAddr::any(9090),
+        }
     }
 }
 
@@ -201,6 +229,21 @@ pub struct ManagementConfig {
     pub api_key_env: Option<String>,
 }
 
+pub const DEFAULT_MANAGEMENT_API_KEY_ENV: &str = "IRON_MANAGEMENT_API_KEY";
+
+impl ManagementConfig {
+    /// The variable holding the bearer token, when the API is enabled (`""` = the default).
+    pub fn effective_api_key_env(&self) -> Option<&str> {
+        self.listen.as_ref()?;
+        Some(
+            self.api_key_env
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .unwrap_or(DEFAULT_MANAGEMENT_API_KEY_ENV),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlPlaneConfig {
@@ -209,7 +252,9 @@ pub struct ControlPlaneConfig {
 
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
-        Self { poll_interval: GoDuration(Duration::from_secs(10)) }
+        Self {
+            poll_interval: GoDuration(Duration::from_secs(10)),
+        }
     }
 }
 
@@ -219,23 +264,56 @@ pub struct LogConfig {
     pub level: LogLevel,
 }
 
-/// Parses YAML text into the typed tree. Unknown keys anywhere are errors naming the field path.
+/// Parses YAML text into the typed tree. Unknown keys anywhere are errors naming the field path;
+/// every block and transform is decoded on its own, so one bad block does not hide another.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    error::parse_yaml(text)
+    let parsed = yaml::parse_document(text);
+    if parsed.errors.is_empty() {
+        Ok(parsed.config)
+    } else {
+        Err(ConfigErrors(parsed.errors))
+    }
 }
 
 /// Reads, parses, applies `IRON_*` overrides from the process environment, and validates.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single(ConfigError::new("", format!("reading {}: {e}", path.display())))
+        ConfigErrors::single(ConfigError::new(
+            "",
+            format!("reading {}: {e}", path.display()),
+        ))
     })?;
     load_str(&text, &|k| std::env::var(k).ok())
 }
 
 /// As [`load`], from text and an injected environment (tests never mutate the process env).
+/// Reports structural errors, then override errors, then semantic errors, all in one go.
 pub fn load_str(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let mut cfg = parse(text)?;
-    env::apply_overrides(&mut cfg, env)?;
-    validate::validate(&cfg)?;
-    Ok(cfg)
+    let parsed = yaml::parse_document(text);
+    let mut cfg = parsed.config;
+    let mut errors = parsed.errors;
+    if parsed.fatal {
+        return Err(ConfigErrors(errors));
+    }
+    if let Err(e) = env::apply_overrides(&mut cfg, env) {
+        errors.extend(e.0);
+    }
+    let mut semantic = Vec::new();
+    validate::collect(&cfg, &parsed.transform_indices, &mut semantic);
+    validate::collect_env(&cfg, &parsed.transform_indices, env, &mut semantic);
+    // A block that failed to decode holds defaults; checks under it would report noise.
+    semantic.retain(|e| {
+        !parsed.failed_blocks.iter().any(|b| {
+            e.path == *b
+                || e.path
+                    .strip_prefix(b)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    });
+    errors.extend(semantic);
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }

@@ -17,7 +17,10 @@ pub struct ListenAddr {
 
 impl ListenAddr {
     pub fn any(port: u16) -> Self {
-        Self { host: String::new(), port }
+        Self {
+            host: String::new(),
+            port,
+        }
     }
 
     /// The socket address to bind: empty host means every IPv4 interface, `localhost` loopback.
@@ -25,7 +28,9 @@ impl ListenAddr {
         let ip = match self.host.as_str() {
             "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            h => h.parse::<IpAddr>().map_err(|_| format!("{h:?} is not an IP address"))?,
+            h => h
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{h:?} is not an IP address"))?,
         };
         Ok(SocketAddr::new(ip, self.port))
     }
@@ -51,7 +56,10 @@ impl FromStr for ListenAddr {
         let port = port
             .parse::<u16>()
             .map_err(|_| format!("invalid address {s:?}: port must be a number 0-65535"))?;
-        Ok(Self { host: host.to_string(), port })
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -104,8 +112,25 @@ impl FromStr for GoDuration {
 
 impl<'de> Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = GoDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or \"5m\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<GoDuration, E> {
+                s.parse().map_err(E::custom)
+            }
+            // `ttl: 0` is documented; YAML reads it as an integer. Go's ParseDuration accepts
+            // a bare "0" only, so any other number is refused with the usual message.
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<GoDuration, E> {
+                n.to_string().parse().map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<GoDuration, E> {
+                n.to_string().parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -131,7 +156,9 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let scale = match unit {
@@ -166,7 +193,9 @@ impl FromStr for LogLevel {
             "info" => Ok(Self::Info),
             "warn" => Ok(Self::Warn),
             "error" => Ok(Self::Error),
-            other => Err(format!("unknown log level: {other:?} (expected debug, info, warn or error)")),
+            other => Err(format!(
+                "unknown log level: {other:?} (expected debug, info, warn or error)"
+            )),
         }
     }
 }
@@ -193,16 +222,27 @@ mod tests {
 
     #[test]
     fn cidr_rejects_bare_ip() {
-        assert!("10.0.0.1".parse::<Cidr>().unwrap_err().contains("must be CIDR notation"));
+        assert!(
+            "10.0.0.1"
+                .parse::<Cidr>()
+                .unwrap_err()
+                .contains("must be CIDR notation")
+        );
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
-        assert_eq!("10.1.2.3/8".parse::<Cidr>().unwrap().0.to_string(), "10.0.0.0/8");
+        assert_eq!(
+            "10.1.2.3/8".parse::<Cidr>().unwrap().0.to_string(),
+            "10.0.0.0/8"
+        );
     }
 
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
         assert!(parse_go_duration("30").is_err());
         assert!(parse_go_duration("abc").is_err());
         assert!(parse_go_duration("-5s").is_err());

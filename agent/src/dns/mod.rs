@@ -1,5 +1,20 @@
 //! The DNS server (UDP and TCP): intercepted names answer `proxy_ip`, passthrough names are
 //! resolved for real, static records take precedence.
+//!
+//! Per question (names compare lower-cased, one trailing dot ignored):
+//! 1. Static records: an `A` record answers `A` queries (other types: NODATA); a `CNAME` answers
+//!    `CNAME` queries and, for every other type, is followed through the static records (at most
+//!    [`handler::MAX_CNAME_CHAIN`] links) and then passthrough/interception of the final target.
+//! 2. Passthrough globs: real `A`/`AAAA` answers from the shared [`Resolver`] (TTL 60); other types
+//!    NODATA. NXDOMAIN upstream answers NXDOMAIN; a failed lookup (or one slower than
+//!    [`PASSTHROUGH_DEADLINE`]) is logged and answers SERVFAIL.
+//! 3. Interception: `A` answers `proxy_ip` (TTL 60); `AAAA`, `HTTPS`, `SVCB` and everything else
+//!    get NODATA (NOERROR, empty, authoritative).
+
+mod glob;
+mod handler;
+mod records;
+mod server;
 
 use std::sync::Arc;
 
@@ -9,10 +24,15 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DnsConfig;
 use crate::resolve::Resolver;
 
+pub use glob::HostGlob;
+pub use handler::{ANSWER_TTL, MAX_CNAME_CHAIN, PASSTHROUGH_DEADLINE};
+
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
-    #[error("{0}")]
-    Other(String),
+    #[error("dns.proxy_ip is required when the DNS server is enabled")]
+    MissingProxyIp,
+    #[error("dns server: {0}")]
+    Server(String),
 }
 
 /// Serves DNS on the already-bound sockets until `shutdown` fires.
@@ -23,7 +43,8 @@ pub async fn serve(
     resolver: Arc<Resolver>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let _ = (cfg, udp, tcp, resolver);
-    shutdown.cancelled().await;
-    Ok(())
+    let proxy_ip = cfg.proxy_ip.ok_or(DnsError::MissingProxyIp)?;
+    let records = records::StaticRecords::new(&cfg.records);
+    let handler = handler::DnsHandler::new(proxy_ip, records, &cfg.passthrough, resolver);
+    server::run(handler, udp, tcp, shutdown).await
 }

@@ -1,1 +1,42 @@
-//! TODO
+//! The proxy proper: for one request, run the stages in order
+//! (identify → pipeline → upstream → response pipeline → audit) and answer the client.
+
+pub mod audited_body;
+pub mod handler;
+pub mod header_case;
+pub mod headers;
+pub mod respond;
+pub mod server;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::audit::AuditSink;
+use crate::tls::LeafCache;
+use crate::transform::{Mode, Pipeline};
+use crate::upstream::UpstreamClient;
+
+/// Everything a request needs, built once at startup. The pipeline is a swappable snapshot.
+pub struct Runtime {
+    pub pipeline: ArcSwap<Pipeline>,
+    pub upstream: UpstreamClient,
+    pub audit: Arc<AuditSink>,
+    /// Present in MITM mode.
+    pub leaf_cache: Option<Arc<LeafCache>>,
+    pub mode: Mode,
+    pub request_body_limit: Option<u64>,
+    pub response_body_limit: Option<u64>,
+}
+
+/// What is known about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub tls: bool,
+    /// TLS server name from the ClientHello.
+    pub sni: Option<String>,
+    /// Original destination IP of a redirected connection.
+    pub dest_ip: Option<IpAddr>,
+}

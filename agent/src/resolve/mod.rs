@@ -1,40 +1,229 @@
 //! Name resolution for upstream dials and DNS passthrough.
 //!
-//! With `dns.upstream_resolver` set, every lookup goes to that server; otherwise the system
-//! configuration is used. The DNS module's passthrough and the upstream connector share one
-//! [`Resolver`] so the agent has a single view of what a name resolves to.
+//! With `dns.upstream_resolver` set, every lookup goes to that server (UDP, retried over TCP when
+//! the answer is truncated); otherwise the system configuration (`/etc/resolv.conf`) is used.
+//! `/etc/hosts` is honoured in both modes, as Go's resolver does for iron-proxy. The DNS module's
+//! passthrough and the upstream connector share one [`Resolver`] so the agent has a single view of
+//! what a name resolves to.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig,
+};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+/// Per-attempt timeout towards the upstream server (iron-proxy dials with a 5 s timeout).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Record sets cached at most; TTLs are respected, this only bounds memory.
+const CACHE_SIZE: u64 = 1024;
+/// Negative answers are cached briefly so that a name created upstream shows up quickly.
+const NEGATIVE_MAX_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    /// The name does not exist (NXDOMAIN), or has no address at all.
+    #[error("lookup {host}: no such host")]
+    NotFound { host: String },
+    /// The lookup itself failed: timeout, unreachable server, SERVFAIL, malformed name.
     #[error("lookup {host}: {reason}")]
     Lookup { host: String, reason: String },
 }
 
+impl ResolveError {
+    /// True when the name definitively does not exist, as opposed to a failed lookup.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
 pub struct Resolver {
     upstream: Option<SocketAddr>,
+    inner: TokioResolver,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Resolver {
     /// `upstream`: the configured `dns.upstream_resolver`, or `None` for the system resolver.
+    /// Needs no runtime; lookups must run on Tokio.
     pub fn new(upstream: Option<SocketAddr>) -> Result<Self, ResolveError> {
-        Ok(Self { upstream })
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = match upstream {
+            Some(addr) => {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+                let config = ResolverConfig::from_name_servers(vec![server]);
+                TokioResolver::builder_with_config(config, provider)
+            }
+            None => match TokioResolver::builder(provider) {
+                Ok(builder) => builder,
+                Err(e) => {
+                    // Same fallback as glibc and Go when resolv.conf is missing or empty.
+                    tracing::warn!(error = %e, "cannot read system DNS configuration, using 127.0.0.1:53");
+                    let server = NameServerConfig::udp_and_tcp(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                    let config = ResolverConfig::from_name_servers(vec![server]);
+                    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+                }
+            },
+        };
+        let opts = builder.options_mut();
+        if upstream.is_some() {
+            opts.timeout = QUERY_TIMEOUT;
+        }
+        opts.cache_size = CACHE_SIZE;
+        opts.negative_max_ttl = Some(NEGATIVE_MAX_TTL);
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        let inner = builder.build().map_err(|e| ResolveError::Lookup {
+            host: upstream
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "system resolver".into()),
+            reason: e.to_string(),
+        })?;
+        Ok(Self { upstream, inner })
     }
 
     pub fn upstream(&self) -> Option<SocketAddr> {
         self.upstream
     }
 
-    /// All A and AAAA addresses of `host` (an IP literal resolves to itself).
+    /// All A and AAAA addresses of `host`, A first (an IP literal, bracketed or not, resolves to
+    /// itself). A name without a trailing dot goes through the system search list.
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Some(ip) = ip_literal(host) {
             return Ok(vec![ip]);
         }
-        let addrs = tokio::net::lookup_host((host, 0)).await.map_err(|e| ResolveError::Lookup {
+        let lookup = self
+            .inner
+            .lookup_ip(host)
+            .await
+            .map_err(|e| map_error(host, &e))?;
+        let ips: Vec<IpAddr> = lookup.iter().collect();
+        if ips.is_empty() {
+            return Err(ResolveError::NotFound {
+                host: host.to_string(),
+            });
+        }
+        Ok(ips)
+    }
+
+    /// The A records of `host`; `Ok(vec![])` when the name exists without A records (NODATA),
+    /// [`ResolveError::NotFound`] on NXDOMAIN.
+    pub async fn lookup_ipv4(&self, host: &str) -> Result<Vec<Ipv4Addr>, ResolveError> {
+        if let Some(ip) = ip_literal(host) {
+            return Ok(match ip {
+                IpAddr::V4(v4) => vec![v4],
+                IpAddr::V6(_) => Vec::new(),
+            });
+        }
+        Ok(self
+            .records(host, RecordType::A)
+            .await?
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The AAAA records of `host`, with the same conventions as [`Resolver::lookup_ipv4`].
+    pub async fn lookup_ipv6(&self, host: &str) -> Result<Vec<Ipv6Addr>, ResolveError> {
+        if let Some(ip) = ip_literal(host) {
+            return Ok(match ip {
+                IpAddr::V6(v6) => vec![v6],
+                IpAddr::V4(_) => Vec::new(),
+            });
+        }
+        Ok(self
+            .records(host, RecordType::AAAA)
+            .await?
+            .into_iter()
+            .filter_map(|d| match d {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn records(&self, host: &str, kind: RecordType) -> Result<Vec<RData>, ResolveError> {
+        match self.inner.lookup(host, kind).await {
+            // Answers may include the CNAME chain; callers keep only the type they asked for.
+            Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
+            Err(e) if e.is_no_records_found() && !e.is_nx_domain() => Ok(Vec::new()),
+            Err(e) => Err(map_error(host, &e)),
+        }
+    }
+}
+
+fn ip_literal(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+fn map_error(host: &str, e: &NetError) -> ResolveError {
+    if e.is_nx_domain() || e.is_no_records_found() {
+        ResolveError::NotFound {
+            host: host.to_string(),
+        }
+    } else {
+        ResolveError::Lookup {
             host: host.to_string(),
             reason: e.to_string(),
-        })?;
-        Ok(addrs.map(|a| a.ip()).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literals() {
+        assert_eq!(
+            ip_literal("10.0.0.1"),
+            Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        assert_eq!(ip_literal("[::1]"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(ip_literal("::1"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        assert_eq!(ip_literal("[::1"), None);
+        assert_eq!(ip_literal("example.com"), None);
+    }
+
+    #[test]
+    fn builds_outside_a_runtime() {
+        assert!(Resolver::new(Some("127.0.0.1:53".parse().unwrap())).is_ok());
+        assert!(Resolver::new(None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn literal_lookups_never_touch_the_network() {
+        // Upstream on a port nobody listens on: a network lookup would fail.
+        let r = Resolver::new(Some("127.0.0.1:9".parse().unwrap())).unwrap();
+        assert_eq!(
+            r.lookup_ip("[::1]").await.unwrap(),
+            vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]
+        );
+        assert_eq!(
+            r.lookup_ipv4("192.0.2.1").await.unwrap(),
+            vec![Ipv4Addr::new(192, 0, 2, 1)]
+        );
+        assert!(r.lookup_ipv6("192.0.2.1").await.unwrap().is_empty());
     }
 }

@@ -1,0 +1,235 @@
+//! Wiring: build the runtime from a validated config, bind every listener, serve until a
+//! signal or a fatal error, then drain.
+
+pub mod admin;
+pub mod default;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accept::{self, BindError};
+use crate::audit::AuditSink;
+use crate::config::{Config, TlsMode};
+use crate::proxy::{Runtime, server};
+use crate::resolve::{ResolveError, Resolver};
+use crate::tls::{self, CertAuthority, LeafCache, TlsError};
+use crate::transform::{self, BuildError, Mode};
+use crate::upstream::{Connector, DenyList, UpstreamClient};
+
+/// In-flight requests get this long to finish after SIGINT/SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("building transform pipeline:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Pipeline(Vec<BuildError>),
+    #[error("{}", .0.join("\n"))]
+    Unsupported(Vec<String>),
+    #[error("initializing cert cache: {0}")]
+    Tls(#[from] TlsError),
+    #[error("initializing resolver: {0}")]
+    Resolver(#[from] ResolveError),
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    #[error("dns.upstream_resolver: {0}")]
+    UpstreamResolver(String),
+    #[error("fatal error: {component}: {reason}")]
+    Fatal {
+        component: &'static str,
+        reason: String,
+    },
+}
+
+/// Everything in a valid config that this build cannot enforce yet. Running without it would
+/// silently drop a policy the operator wrote, so each one refuses startup (fail closed).
+pub fn unsupported(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Err(errs) = transform::build_pipeline(&cfg.transforms) {
+        out.extend(errs.iter().map(|e| e.to_string()));
+    }
+    let not_yet = |what: &str| format!("{what} is not supported yet");
+    if cfg.mcp.is_some() {
+        out.push(not_yet("mcp"));
+    }
+    if cfg.proxy.tunnel_listen.is_some() {
+        out.push(not_yet("proxy.tunnel_listen"));
+    }
+    let up = &cfg.proxy.upstream_proxy;
+    if up.http_proxy.is_some() || up.https_proxy.is_some() || up.no_proxy.is_some() {
+        out.push(not_yet("proxy.upstream_proxy"));
+    }
+    if cfg.management.listen.is_some() {
+        out.push(not_yet("management.listen"));
+    }
+    if cfg.tls.mode == TlsMode::SniOnly {
+        out.push(not_yet("tls.mode: sni-only"));
+    }
+    out
+}
+
+/// Runs the agent until SIGINT/SIGTERM (Ok) or a fatal error (Err).
+pub async fn run(cfg: Config) -> Result<(), AppError> {
+    let refused = unsupported(&cfg);
+    if !refused.is_empty() {
+        return Err(AppError::Unsupported(refused));
+    }
+    let pipeline = transform::build_pipeline(&cfg.transforms).map_err(AppError::Pipeline)?;
+    if !cfg.transforms.iter().any(|t| t.name == "allowlist") {
+        tracing::warn!("no allowlist transform configured: every destination is allowed");
+    }
+    let audit = Arc::new(AuditSink::stderr(cfg.log.level));
+
+    let leaf_cache = match cfg.tls.mode {
+        TlsMode::Mitm => {
+            let (cert, key) = match (&cfg.tls.ca_cert, &cfg.tls.ca_key) {
+                (Some(c), Some(k)) => (c, k),
+                _ => {
+                    return Err(AppError::Tls(TlsError::InvalidOption(
+                        "tls.ca_cert and tls.ca_key are required".into(),
+                    )));
+                }
+            };
+            let ca = CertAuthority::load(cert, key)?;
+            let validity = Duration::from_secs(cfg.tls.leaf_cert_expiry_hours.saturating_mul(3600));
+            Some(Arc::new(LeafCache::new(
+                ca,
+                cfg.tls.cert_cache_size.max(1),
+                validity,
+            )))
+        }
+        TlsMode::SniOnly => None,
+    };
+
+    let upstream_resolver = match &cfg.dns.upstream_resolver {
+        Some(a) => Some(a.socket_addr().map_err(AppError::UpstreamResolver)?),
+        None => None,
+    };
+    let resolver = Arc::new(Resolver::new(upstream_resolver)?);
+    let deny = DenyList::new(cfg.proxy.effective_deny_cidrs());
+    if !deny.nets().is_empty() {
+        let cidrs: Vec<String> = deny.nets().iter().map(|n| n.to_string()).collect();
+        tracing::info!(cidrs = %cidrs.join(","), "upstream deny list active");
+    }
+    let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?);
+    let upstream = UpstreamClient::new(connector, cfg.proxy.upstream_response_header_timeout.0);
+
+    let rt = Arc::new(Runtime {
+        pipeline: ArcSwap::from_pointee(pipeline),
+        upstream,
+        audit: audit.clone(),
+        leaf_cache,
+        mode: match cfg.tls.mode {
+            TlsMode::Mitm => Mode::Mitm,
+            TlsMode::SniOnly => Mode::SniOnly,
+        },
+        request_body_limit: cfg.proxy.request_body_limit(),
+        response_body_limit: cfg.proxy.response_body_limit(),
+    });
+
+    // Bind everything before serving anything: a port conflict is fatal at startup.
+    let dns_sockets = if cfg.dns.enabled {
+        Some(accept::bind_dns(&cfg.dns.listen).await?)
+    } else {
+        None
+    };
+    let http = accept::bind_tcp("http", &cfg.proxy.http_listen).await?;
+    let https = accept::bind_tcp("https", &cfg.proxy.https_listen).await?;
+    let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
+    let describe = rt.pipeline.load().describe();
+    tracing::info!(
+        http_listen = %addr_of(&http),
+        https_listen = %addr_of(&https),
+        metrics_listen = %addr_of(&metrics),
+        dns_listen = %dns_sockets.as_ref().map_or("disabled".to_string(), |(u, _)| u.local_addr().map(|a| a.to_string()).unwrap_or_default()),
+        transforms = %describe,
+        "iron-agent starting"
+    );
+
+    let shutdown = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(named(
+        "http",
+        server::serve_http(rt.clone(), http, conns.clone(), shutdown.clone()),
+    ));
+    servers.spawn(named(
+        "https",
+        server::serve_https(rt.clone(), https, conns.clone(), shutdown.clone()),
+    ));
+    servers.spawn(named(
+        "metrics",
+        admin::serve(metrics, audit.clone(), conns.clone(), shutdown.clone()),
+    ));
+    if let Some((udp, tcp)) = dns_sockets {
+        let (dns_cfg, resolver, token) = (cfg.dns.clone(), resolver.clone(), shutdown.clone());
+        servers.spawn(async move {
+            match crate::dns::serve(dns_cfg, udp, tcp, resolver, token).await {
+                Ok(()) => ("dns", None),
+                Err(e) => ("dns", Some(e.to_string())),
+            }
+        });
+    }
+
+    let result = tokio::select! {
+        sig = shutdown_signal() => {
+            tracing::info!(signal = sig, "received signal, shutting down");
+            Ok(())
+        }
+        Some(done) = servers.join_next() => {
+            let (component, reason) = match done {
+                Ok((c, r)) => (c, r.unwrap_or_else(|| "stopped unexpectedly".into())),
+                Err(e) => ("server", e.to_string()),
+            };
+            tracing::error!(component, error = %reason, "fatal error");
+            Err(AppError::Fatal { component, reason })
+        }
+    };
+
+    shutdown.cancel();
+    conns.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, conns.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout: closing remaining connections");
+    }
+    servers.abort_all();
+    tracing::info!("iron-agent stopped");
+    audit.flush(Duration::from_secs(2));
+    result
+}
+
+async fn named(
+    name: &'static str,
+    fut: impl std::future::Future<Output = ()>,
+) -> (&'static str, Option<String>) {
+    fut.await;
+    (name, None)
+}
+
+fn addr_of(l: &tokio::net::TcpListener) -> String {
+    l.local_addr()
+        .map(|a: SocketAddr| a.to_string())
+        .unwrap_or_default()
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the agent can still be stopped by SIGKILL; wait forever.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,122 @@
+//! The audit record schema: iron-proxy's flat JSON shape (`msg: "request"`), plus our fields.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// Final outcome of a request, as iron-proxy names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    #[default]
+    Allow,
+    Reject,
+    Stub,
+    Error,
+    ClientCancel,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Reject => "reject",
+            Action::Stub => "stub",
+            Action::Error => "error",
+            Action::ClientCancel => "client_cancel",
+        }
+    }
+}
+
+/// What one transform did in one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TraceAction {
+    Allow,
+    Reject,
+    Stub,
+    Error,
+}
+
+/// One transform's entry in `request_transforms` / `response_transforms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    pub name: String,
+    pub action: TraceAction,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
+}
+
+/// `body_capture` group (filled by the body_capture transform).
+#[derive(Debug, Clone, Serialize)]
+pub struct BodyCapture {
+    pub request_body: String,
+    pub request_body_truncated: bool,
+}
+
+/// One audit line. Field names and presence follow iron-proxy's documented shape; optional
+/// groups are omitted when empty. Never put a credential value in here.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuditRecord {
+    pub host: String,
+    pub method: String,
+    pub path: String,
+    pub action: Action,
+    pub status_code: u16,
+    pub duration_ms: f64,
+    pub request_transforms: Vec<Trace>,
+    pub response_transforms: Vec<Trace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stubbed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Why the agent itself refused the request before the pipeline (e.g. `sni_host_mismatch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Peer address of the client connection.
+    pub client: String,
+    pub sni: String,
+    pub mode: &'static str,
+    pub protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_capture: Option<BodyCapture>,
+}
+
+impl AuditRecord {
+    /// Log level iron-proxy assigns: ERROR with an error, WARN on reject, INFO otherwise.
+    pub fn level(&self) -> crate::config::LogLevel {
+        use crate::config::LogLevel;
+        match self.action {
+            Action::Error => LogLevel::Error,
+            Action::Reject => LogLevel::Warn,
+            _ if self.error.is_some() => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
+    }
+
+    /// Derives `rejected_by` / `stubbed_by` from the request traces (first one that decided).
+    pub fn set_decider_from_traces(&mut self) {
+        let first = |want: TraceAction| {
+            self.request_transforms
+                .iter()
+                .find(|t| t.action == want)
+                .map(|t| t.name.clone())
+        };
+        match self.action {
+            Action::Reject if self.rejected_by.is_none() => {
+                self.rejected_by = first(TraceAction::Reject).or_else(|| {
+                    self.response_transforms
+                        .iter()
+                        .find(|t| t.action == TraceAction::Reject)
+                        .map(|t| t.name.clone())
+                });
+            }
+            Action::Stub => self.stubbed_by = first(TraceAction::Stub),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The `transforms:` list: one typed, strict config per transform kind.
+//!
+//! Every config struct denies unknown fields and defaults every field, so that a missing
+//! required field is reported by validation (with all its siblings) rather than as the single
+//! serde error that would hide the rest of the entry.
+
+pub mod allowlist;
+pub mod annotate;
+pub mod aws_auth;
+pub mod body_capture;
+pub mod gcp_auth;
+pub mod gcp_id_token;
+pub mod grpc;
+pub mod header_allowlist;
+pub mod hmac_sign;
+pub mod judge;
+pub mod oauth_token;
+pub mod secrets;
+pub mod source;
+pub mod template;
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::{Cidr, ConfigError};
+
+pub use super::mcp::McpConfig;
+pub use allowlist::AllowlistConfig;
+pub use annotate::{AnnotateConfig, AnnotationGroup};
+pub use aws_auth::{AwsAuthConfig, AwsCredentialsProvider, AwsCredentialsProviderType};
+pub use body_capture::{BodyCaptureConfig, DEFAULT_BODY_CAPTURE_BYTES};
+pub use gcp_auth::{GcpAuthConfig, GcpCredentialsProvider, GcpCredentialsProviderType};
+pub use gcp_id_token::GcpIdTokenConfig;
+pub use grpc::{GrpcConfig, GrpcTlsConfig};
+pub use header_allowlist::HeaderAllowlistConfig;
+pub use hmac_sign::{
+    HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignatureConfig, HmacTimestampConfig,
+    KeyEncoding, OutputEncoding, TimestampFormat,
+};
+pub use judge::{
+    CircuitBreakerConfig, JudgeConfig, JudgeFallback, JudgeProviderConfig, JudgeProviderType,
+};
+pub use oauth_token::{OauthGrant, OauthTokenConfig, OauthTokenEntry};
+pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretsConfig};
+pub use source::SecretSource;
+
+/// Every transform name iron-proxy registers, in its documentation order.
+pub const TRANSFORM_NAMES: [&str; 12] = [
+    "allowlist",
+    "header_allowlist",
+    "annotate",
+    "secrets",
+    "body_capture",
+    "oauth_token",
+    "gcp_auth",
+    "gcp_id_token",
+    "aws_auth",
+    "hmac_sign",
+    "judge",
+    "grpc",
+];
+
+/// One `{name, config}` element, with `config` decoded strictly for its kind.
+#[derive(Debug, Clone)]
+pub struct TransformEntry {
+    pub name: String,
+    pub spec: TransformSpec,
+}
+
+/// Every transform kind iron-proxy documents, each with its typed config.
+// Built once per (re)load and never moved in a hot path, so variant size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum TransformSpec {
+    Allowlist(AllowlistConfig),
+    HeaderAllowlist(HeaderAllowlistConfig),
+    Annotate(AnnotateConfig),
+    Secrets(SecretsConfig),
+    BodyCapture(BodyCaptureConfig),
+    OauthToken(OauthTokenConfig),
+    GcpAuth(GcpAuthConfig),
+    GcpIdToken(GcpIdTokenConfig),
+    AwsAuth(AwsAuthConfig),
+    HmacSign(HmacSignConfig),
+    Judge(JudgeConfig),
+    Grpc(GrpcConfig),
+}
+
+impl TransformSpec {
+    /// The transform name as written in YAML (`name:`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Allowlist(_) => "allowlist",
+            Self::HeaderAllowlist(_) => "header_allowlist",
+            Self::Annotate(_) => "annotate",
+            Self::Secrets(_) => "secrets",
+            Self::BodyCapture(_) => "body_capture",
+            Self::OauthToken(_) => "oauth_token",
+            Self::GcpAuth(_) => "gcp_auth",
+            Self::GcpIdToken(_) => "gcp_id_token",
+            Self::AwsAuth(_) => "aws_auth",
+            Self::HmacSign(_) => "hmac_sign",
+            Self::Judge(_) => "judge",
+            Self::Grpc(_) => "grpc",
+        }
+    }
+
+    /// The config a kind gets when its entry has no `config` key.
+    pub fn default_for(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "allowlist" => Self::Allowlist(Default::default()),
+            "header_allowlist" => Self::HeaderAllowlist(Default::default()),
+            "annotate" => Self::Annotate(Default::default()),
+            "secrets" => Self::Secrets(Default::default()),
+            "body_capture" => Self::BodyCapture(Default::default()),
+            "oauth_token" => Self::OauthToken(Default::default()),
+            "gcp_auth" => Self::GcpAuth(Default::default()),
+            "gcp_id_token" => Self::GcpIdToken(Default::default()),
+            "aws_auth" => Self::AwsAuth(Default::default()),
+            "hmac_sign" => Self::HmacSign(Default::default()),
+            "judge" => Self::Judge(Default::default()),
+            "grpc" => Self::Grpc(Default::default()),
+            _ => return None,
+        })
+    }
+
+    /// Semantic checks; `path` is the `config` block's path, e.g. `transforms[2].config`.
+    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        match self {
+            Self::Allowlist(c) => c.validate(path, errors),
+            Self::HeaderAllowlist(c) => c.validate(path, errors),
+            Self::Annotate(c) => c.validate(path, errors),
+            Self::Secrets(c) => c.validate(path, errors),
+            Self::BodyCapture(c) => c.validate(path, errors),
+            Self::OauthToken(c) => c.validate(path, errors),
+            Self::GcpAuth(c) => c.validate(path, errors),
+            Self::GcpIdToken(c) => c.validate(path, errors),
+            Self::AwsAuth(c) => c.validate(path, errors),
+            Self::HmacSign(c) => c.validate(path, errors),
+            Self::Judge(c) => c.validate(path, errors),
+            Self::Grpc(c) => c.validate(path, errors),
+        }
+    }
+
+    /// Non-fatal observations (rules that make a transform apply everywhere or nowhere, ...).
+    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+        match self {
+            Self::Allowlist(c) => c.warnings(path, out),
+            Self::HeaderAllowlist(c) => c.warnings(path, out),
+            Self::Secrets(c) => c.warnings(path, out),
+            Self::BodyCapture(c) => c.warnings(path, out),
+            Self::OauthToken(c) => c.warnings(path, out),
+            Self::GcpAuth(c) => c.warnings(path, out),
+            Self::Grpc(c) => c.warnings(path, out),
+            Self::Annotate(_)
+            | Self::GcpIdToken(_)
+            | Self::AwsAuth(_)
+            | Self::HmacSign(_)
+            | Self::Judge(_) => {}
+        }
+    }
+}
+
+impl TransformEntry {
+    /// Semantic checks; `path` is the entry's path, e.g. `transforms[2]`.
+    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        self.spec.validate(&format!("{path}.config"), errors);
+    }
+}
+
+/// The registered name matching `name`, as a `'static` string.
+pub fn known_kind(name: &str) -> Option<&'static str> {
+    TRANSFORM_NAMES.iter().copied().find(|k| *k == name)
+}
+
+/// The message for a `name:` that is not a registered transform.
+pub fn unknown_transform_message(name: &str) -> String {
+    format!(
+        "unknown transform {name:?}, expected one of {}",
+        TRANSFORM_NAMES.join(", ")
+    )
+}
+
+/// Decodes a `config` value for a known kind. A null `config:` means the kind's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct KindSeed(pub &'static str);
+
+impl<'de> DeserializeSeed<'de> for KindSeed {
+    type Value = TransformSpec;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<TransformSpec, D::Error> {
+        fn opt<'de, T: Deserialize<'de> + Default, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<T, D::Error> {
+            Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+        }
+        Ok(match self.0 {
+            "allowlist" => TransformSpec::Allowlist(opt(d)?),
+            "header_allowlist" => TransformSpec::HeaderAllowlist(opt(d)?),
+            "annotate" => TransformSpec::Annotate(opt(d)?),
+            "secrets" => TransformSpec::Secrets(opt(d)?),
+            "body_capture" => TransformSpec::BodyCapture(opt(d)?),
+            "oauth_token" => TransformSpec::OauthToken(opt(d)?),
+            "gcp_auth" => TransformSpec::GcpAuth(opt(d)?),
+            "gcp_id_token" => TransformSpec::GcpIdToken(opt(d)?),
+            "aws_auth" => TransformSpec::AwsAuth(opt(d)?),
+            "hmac_sign" => TransformSpec::HmacSign(opt(d)?),
+            "judge" => TransformSpec::Judge(opt(d)?),
+            "grpc" => TransformSpec::Grpc(opt(d)?),
+            other => return Err(de::Error::custom(unknown_transform_message(other))),
+        })
+    }
+}
+
+/// `name:` value: a string that must be a registered transform.
+struct NameSeed;
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = &'static str;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
+        let name = String::deserialize(d)?;
+        known_kind(&name).ok_or_else(|| de::Error::custom(unknown_transform_message(&name)))
+    }
+}
+
+/// Generic decoding for any serde format (the YAML loader uses its own location-keeping path in
+/// `yaml.rs`). `config` is decoded directly when `name` precedes it, and buffered otherwise.
+impl<'de> Deserialize<'de> for TransformEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = TransformEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a transform entry with `name` and `config`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TransformEntry, A::Error> {
+                let mut name: Option<&'static str> = None;
+                let mut spec: Option<TransformSpec> = None;
+                let mut buffered: Option<serde_json::Value> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" => {
+                            if name.is_some() {
+                                return Err(de::Error::duplicate_field("name"));
+                            }
+                            name = Some(map.next_value_seed(NameSeed)?);
+                        }
+                        "config" => {
+                            if spec.is_some() || buffered.is_some() {
+                                return Err(de::Error::duplicate_field("config"));
+                            }
+                            match name {
+                                Some(kind) => spec = Some(map.next_value_seed(KindSeed(kind))?),
+                                None => buffered = Some(map.next_value()?),
+                            }
+                        }
+                        other => return Err(de::Error::unknown_field(other, &["name", "config"])),
+                    }
+                }
+                let kind = name.ok_or_else(|| de::Error::missing_field("name"))?;
+                let spec = match (spec, buffered) {
+                    (Some(s), _) => s,
+                    (None, Some(v)) => {
+                        let mut track = serde_path_to_error::Track::new();
+                        let res = KindSeed(kind)
+                            .deserialize(serde_path_to_error::Deserializer::new(v, &mut track));
+                        res.map_err(|e| {
+                            let inner = track.path().to_string();
+                            let path = if inner == "." {
+                                "config".to_string()
+                            } else {
+                                format!("config.{inner}")
+                            };
+                            de::Error::custom(format!("{path}: {e}"))
+                        })?
+                    }
+                    (None, None) => TransformSpec::default_for(kind)
+                        .ok_or_else(|| de::Error::custom(unknown_transform_message(kind)))?,
+                };
+                Ok(TransformEntry {
+                    name: kind.to_string(),
+                    spec,
+                })
+            }
+        }
+        d.deserialize_map(EntryVisitor)
+    }
+}
+
+/// A destination rule shared by every transform: `host` or `cidr`, plus optional methods/paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    pub host: Option<String>,
+    pub cidr: Option<Cidr>,
+    pub methods: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+impl RuleConfig {
+    /// `path` is the rule's own path, e.g. `transforms[0].config.rules[3]`.
+    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        match (&self.host, &self.cidr) {
+            (Some(_), Some(_)) => errors.push(ConfigError::new(
+                path,
+                "host and cidr are mutually exclusive",
+            )),
+            (None, None) => errors.push(ConfigError::new(path, "one of host or cidr is required")),
+            (Some(h), None) if h.trim().is_empty() => errors.push(ConfigError::new(
+                format!("{path}.host"),
+                "must not be empty",
+            )),
+            _ => {}
+        }
+        for (i, p) in self.paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                errors.push(ConfigError::new(
+                    format!("{path}.paths[{i}]"),
+                    format!("path {p:?} must start with /"),
+                ));
+            }
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            if m.trim().is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.methods[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+    }
+}
+
+/// Validates every rule of a list; `path` is the list's path (`....rules`).
+pub fn validate_rules(rules: &[RuleConfig], path: &str, errors: &mut Vec<ConfigError>) {
+    for (i, r) in rules.iter().enumerate() {
+        r.validate(&format!("{path}[{i}]"), errors);
+    }
+}
+
+/// As [`validate_rules`], and at least one rule is required.
+pub fn validate_required_rules(rules: &[RuleConfig], path: &str, errors: &mut Vec<ConfigError>) {
+    if rules.is_empty() {
+        errors.push(ConfigError::new(path, "at least one rule is required"));
+    }
+    validate_rules(rules, path, errors);
+}
+
+/// Checks a header-name list whose entries are literal names or `/regex/` patterns.
+pub fn validate_header_patterns(
+    entries: &[String],
+    path: &str,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (i, h) in entries.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if h.trim().is_empty() {
+            errors.push(ConfigError::new(p, "must not be empty"));
+        } else if let Some(re) = regex_entry(h)
+            && let Err(e) = check_regex(re)
+        {
+            errors.push(ConfigError::new(
+                p,
+                format!("invalid {what} regex {h:?}: {e}"),
+            ));
+        }
+    }
+}
+
+/// The pattern inside a `/regex/` entry, or `None` for a literal name.
+pub fn regex_entry(s: &str) -> Option<&str> {
+    s.strip_prefix('/')
+        .and_then(|r| r.strip_suffix('/'))
+        .filter(|_| s.len() >= 2)
+}
+
+/// Syntax check of a Go RE2 expression (RE2 and `regex-syntax` agree on the common subset).
+pub fn check_regex(pattern: &str) -> Result<(), String> {
+    regex_syntax::Parser::new()
+        .parse(pattern)
+        .map(|_| ())
+        .map_err(|e| {
+            // The library's message spans several lines with a caret diagram; keep the last line.
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+}
+
+/// Pushes `"<path>: is required"` when `value` is absent or blank.
+pub fn require_str(value: Option<&str>, path: &str, errors: &mut Vec<ConfigError>) {
+    if value.is_none_or(|v| v.trim().is_empty()) {
+        errors.push(ConfigError::new(path, "is required"));
+    }
+}

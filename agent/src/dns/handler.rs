@@ -1,0 +1,249 @@
+//! Answers DNS questions: static records, then passthrough, then interception.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+
+use crate::resolve::{ResolveError, Resolver};
+
+use super::glob::HostGlob;
+use super::records::{StaticEntry, StaticRecords, name_key};
+
+/// TTL of every answer we synthesise, as in iron-proxy.
+pub const ANSWER_TTL: u32 = 60;
+/// Longest static CNAME chain followed; longer chains (or loops) answer SERVFAIL.
+pub const MAX_CNAME_CHAIN: usize = 8;
+/// Passthrough lookups that take longer answer SERVFAIL: stub resolvers typically give up after
+/// 5 s, so answering first lets them fail fast instead of retrying into the same wait.
+pub const PASSTHROUGH_DEADLINE: Duration = Duration::from_secs(4);
+
+/// The answer section and response code for one question.
+#[derive(Debug)]
+pub struct Answer {
+    pub records: Vec<Record>,
+    pub code: ResponseCode,
+}
+
+impl Answer {
+    fn new(records: Vec<Record>, code: ResponseCode) -> Self {
+        Self { records, code }
+    }
+}
+
+pub struct DnsHandler {
+    proxy_ip: Ipv4Addr,
+    records: StaticRecords,
+    passthrough: Vec<HostGlob>,
+    resolver: Arc<Resolver>,
+}
+
+impl DnsHandler {
+    pub fn new(
+        proxy_ip: Ipv4Addr,
+        records: StaticRecords,
+        passthrough: &[String],
+        resolver: Arc<Resolver>,
+    ) -> Self {
+        let passthrough = passthrough
+            .iter()
+            .filter_map(|p| {
+                let glob = HostGlob::new(p);
+                if glob.is_malformed() {
+                    tracing::warn!(pattern = %p, "dns passthrough pattern is malformed and matches nothing");
+                    return None;
+                }
+                Some(glob)
+            })
+            .collect();
+        Self {
+            proxy_ip,
+            records,
+            passthrough,
+            resolver,
+        }
+    }
+
+    /// Answers one question. Owner names keep the casing of `qname` (or of the configured CNAME
+    /// target further down a chain).
+    pub async fn answer(&self, qname: &Name, qtype: RecordType, qclass: DNSClass) -> Answer {
+        let mut records = Vec::new();
+        // Only Internet-class data exists here; anything else has no records.
+        if qclass != DNSClass::IN {
+            return Answer::new(records, ResponseCode::NoError);
+        }
+        let mut owner = qname.clone();
+        for _ in 0..=MAX_CNAME_CHAIN {
+            match self.records.get(&name_key(&owner)) {
+                Some(StaticEntry::Cname(target)) => {
+                    records.push(Record::from_rdata(
+                        owner.clone(),
+                        ANSWER_TTL,
+                        RData::CNAME(CNAME(target.clone())),
+                    ));
+                    if qtype == RecordType::CNAME {
+                        return Answer::new(records, ResponseCode::NoError);
+                    }
+                    // Follow the chain: the target answers the original type.
+                    owner = target.clone();
+                }
+                Some(StaticEntry::A(ips)) => {
+                    // A static name is authoritative for every type: AAAA etc. get NODATA.
+                    if qtype == RecordType::A {
+                        records.extend(ips.iter().map(|ip| {
+                            Record::from_rdata(owner.clone(), ANSWER_TTL, RData::A(A(*ip)))
+                        }));
+                    }
+                    return Answer::new(records, ResponseCode::NoError);
+                }
+                None => {
+                    let code = self.dynamic(&owner, qtype, &mut records).await;
+                    return Answer::new(records, code);
+                }
+            }
+        }
+        tracing::warn!(name = %qname, "dns static CNAME chain is too long or loops; answering SERVFAIL");
+        Answer::new(Vec::new(), ResponseCode::ServFail)
+    }
+
+    /// Passthrough or interception for a name without static records.
+    async fn dynamic(
+        &self,
+        owner: &Name,
+        qtype: RecordType,
+        out: &mut Vec<Record>,
+    ) -> ResponseCode {
+        let key = name_key(owner);
+        if !self.passthrough.iter().any(|g| g.matches(&key)) {
+            if qtype == RecordType::A {
+                out.push(Record::from_rdata(
+                    owner.clone(),
+                    ANSWER_TTL,
+                    RData::A(A(self.proxy_ip)),
+                ));
+            }
+            // AAAA, HTTPS, SVCB and the rest: NODATA, so clients fall back to the A answer.
+            return ResponseCode::NoError;
+        }
+        if qtype != RecordType::A && qtype != RecordType::AAAA {
+            // Only addresses are passed through; other types are NODATA and never forwarded.
+            return ResponseCode::NoError;
+        }
+        // Absolute name: a passthrough question must not be expanded with the search list.
+        let mut fqdn = owner.clone();
+        fqdn.set_fqdn(true);
+        let host = fqdn.to_ascii();
+        let lookup = async {
+            if qtype == RecordType::A {
+                let ips = self.resolver.lookup_ipv4(&host).await?;
+                Ok::<Vec<RData>, ResolveError>(ips.into_iter().map(|ip| RData::A(A(ip))).collect())
+            } else {
+                let ips = self.resolver.lookup_ipv6(&host).await?;
+                Ok(ips.into_iter().map(|ip| RData::AAAA(AAAA(ip))).collect())
+            }
+        };
+        let result = match tokio::time::timeout(PASSTHROUGH_DEADLINE, lookup).await {
+            Ok(r) => r,
+            Err(_) => Err(ResolveError::Lookup {
+                host: host.clone(),
+                reason: format!("no answer within {PASSTHROUGH_DEADLINE:?}"),
+            }),
+        };
+        match result {
+            Ok(data) => {
+                out.extend(
+                    data.into_iter()
+                        .map(|d| Record::from_rdata(owner.clone(), ANSWER_TTL, d)),
+                );
+                ResponseCode::NoError
+            }
+            Err(e) if e.is_not_found() => ResponseCode::NXDomain,
+            Err(e) => {
+                // SERVFAIL rather than an empty NOERROR: clients retry instead of caching "no address".
+                tracing::warn!(name = %host, qtype = %qtype, error = %e, "dns passthrough lookup failed");
+                ResponseCode::ServFail
+            }
+        }
+    }
+}
+
+/// Severity order for combining the codes of several questions in one message.
+fn severity(code: ResponseCode) -> u8 {
+    match code {
+        ResponseCode::NoError => 0,
+        ResponseCode::NXDomain => 1,
+        _ => 2,
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        // We resolve passthrough names on the client's behalf, so recursion is available.
+        metadata.recursion_available = true;
+
+        let mut answers = Vec::new();
+        let mut code = ResponseCode::NoError;
+        if request.metadata.op_code != OpCode::Query {
+            code = ResponseCode::NotImp;
+        } else if request.queries.is_empty() {
+            code = ResponseCode::FormErr;
+        } else {
+            // iron-proxy answers every question of a message and appends the answers.
+            for query in request.queries.queries() {
+                let q = query.original();
+                let answer = self.answer(q.name(), q.query_type(), q.query_class()).await;
+                answers.extend(answer.records);
+                if severity(answer.code) > severity(code) {
+                    code = answer.code;
+                }
+            }
+        }
+        if code == ResponseCode::ServFail {
+            // Partial data next to SERVFAIL only confuses resolvers.
+            answers.clear();
+        }
+        metadata.response_code = code;
+
+        let response_edns = request.edns.as_ref().map(|req| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(req.max_payload().max(512));
+            edns.set_version(0);
+            edns
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = &response_edns {
+            builder.edns(edns);
+        }
+        let response = builder.build(
+            metadata,
+            answers.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::debug!(error = %e, "dns: cannot send response");
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! One HTTP request through the agent. Reads top to bottom as the data path:
+//! identify → pipeline (policy + transforms) → upstream → response pipeline → audit.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::uri::Scheme;
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::audited_body::AuditedBody;
+use super::{ConnInfo, Runtime, headers, respond};
+use crate::audit::{Action, AuditRecord, PendingAudit};
+use crate::identify::{self, Refusal, Target};
+use crate::transform::body::DecodedPath;
+use crate::transform::{
+    ProxyBody, ProxyRequest, ProxyResponse, RequestCx, RequestOutcome, ResponseOutcome,
+    TransformError,
+};
+
+/// hyper service entry point. Never fails: every outcome is a response plus one audit record.
+pub async fn handle(
+    rt: Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    req: http::Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let record = AuditRecord {
+        method: req.method().to_string(),
+        path: percent_encoding::percent_decode_str(req.uri().path())
+            .decode_utf8_lossy()
+            .into_owned(),
+        client: conn.client.to_string(),
+        sni: conn.sni.clone().unwrap_or_default(),
+        mode: rt.mode.as_str(),
+        protocol: "http/1.1",
+        ..AuditRecord::default()
+    };
+    let mut audit = PendingAudit::new(record, rt.audit.clone());
+
+    // 1. identify
+    let scheme = if conn.tls {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let target = match identify::identify(&req, scheme, conn.sni.as_deref()) {
+        Ok(t) => t,
+        Err((refusal, host)) => return Ok(refuse(audit, refusal, host, &conn)),
+    };
+    audit.record().host = target.authority.to_string();
+    audit.record().path = target.decoded_path.clone();
+    if req.method() == Method::CONNECT {
+        // CONNECT belongs on the tunnel listener; here it would be forwarded as a request.
+        audit.record().reason = Some("connect_not_supported_here".into());
+        audit.record().rejected_by = Some("proxy".into());
+        let resp = respond::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use proxy.tunnel_listen for CONNECT\n",
+        );
+        return Ok(finish(audit, Action::Reject, resp));
+    }
+
+    let mut req: ProxyRequest = req.map(|b| b.map_err(Into::into).boxed_unsync());
+    req.extensions_mut()
+        .insert(DecodedPath(target.decoded_path.clone()));
+    let mut cx = RequestCx::new(target.host.clone(), conn.client, rt.mode);
+    cx.sni = conn.sni.clone();
+    cx.dest_ip = conn.dest_ip;
+    cx.request_body_limit = rt.request_body_limit;
+    cx.response_body_limit = rt.response_body_limit;
+
+    // 2. policy and transforms (one snapshot for the whole request)
+    let pipeline = rt.pipeline.load_full();
+    let mut traces = Vec::new();
+    let outcome = pipeline.run_request(&mut cx, &mut req, &mut traces).await;
+    audit.record().request_transforms = traces;
+    match outcome {
+        RequestOutcome::Forward => {}
+        RequestOutcome::Reject { response, .. } => {
+            let resp = response.unwrap_or_else(respond::forbidden);
+            return Ok(finish(audit, Action::Reject, resp));
+        }
+        RequestOutcome::Stub { response, .. } => return Ok(finish(audit, Action::Stub, response)),
+        RequestOutcome::Error { by, error } => {
+            return Ok(transform_failed(audit, &by, "request", error));
+        }
+    }
+
+    // 3. upstream
+    if let Err(e) = prepare_upstream(&mut req, &target) {
+        audit.record().error = Some(format!("building upstream request: {e}"));
+        return Ok(finish(audit, Action::Error, respond::bad_gateway()));
+    }
+    let upstream = match rt.upstream.send(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            audit.record().error = Some(e.to_string());
+            return Ok(finish(audit, Action::Error, respond::bad_gateway()));
+        }
+    };
+    let mut resp: ProxyResponse = upstream.map(|b| b.map_err(Into::into).boxed_unsync());
+    headers::strip_response(resp.headers_mut());
+
+    // 4. response transforms
+    let mut traces = Vec::new();
+    let outcome = pipeline.run_response(&mut cx, &mut resp, &mut traces).await;
+    audit.record().response_transforms = traces;
+    audit.record().body_capture = cx.body_capture.take();
+    match outcome {
+        ResponseOutcome::Forward => Ok(finish(audit, Action::Allow, resp)),
+        ResponseOutcome::Replace { rejected, response } => {
+            let action = if rejected {
+                Action::Reject
+            } else {
+                Action::Stub
+            };
+            Ok(finish(
+                audit,
+                action,
+                response.unwrap_or_else(respond::forbidden),
+            ))
+        }
+        ResponseOutcome::Error { by, error } => Ok(transform_failed(audit, &by, "response", error)),
+    }
+}
+
+/// Points the request at the upstream: absolute URI, `Host` as the client named it, and no
+/// hop-by-hop headers. Nothing is added (no Via, User-Agent or Accept-Encoding).
+fn prepare_upstream(req: &mut ProxyRequest, target: &Target) -> Result<(), http::Error> {
+    let uri = target.upstream_uri(req.uri())?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = http::Version::HTTP_11;
+    headers::strip_request(req.headers_mut());
+    if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    Ok(())
+}
+
+/// Hands the response to hyper with the audit record riding on its body.
+fn finish(audit: PendingAudit, action: Action, resp: ProxyResponse) -> Response<ProxyBody> {
+    let status = resp.status().as_u16();
+    resp.map(|b| AuditedBody::new(b, audit, action, status).boxed_unsync())
+}
+
+fn refuse(
+    mut audit: PendingAudit,
+    refusal: Refusal,
+    host: String,
+    conn: &ConnInfo,
+) -> Response<ProxyBody> {
+    if refusal == Refusal::SniMismatch {
+        tracing::warn!(sni = conn.sni.as_deref().unwrap_or(""), host = %host, "SNI/Host mismatch");
+    }
+    let rec = audit.record();
+    rec.host = host;
+    rec.reason = Some(refusal.reason().into());
+    rec.rejected_by = Some("proxy".into());
+    finish(
+        audit,
+        Action::Reject,
+        respond::text(StatusCode::BAD_REQUEST, refusal.body()),
+    )
+}
+
+fn transform_failed(
+    mut audit: PendingAudit,
+    by: &str,
+    phase: &str,
+    error: TransformError,
+) -> Response<ProxyBody> {
+    if let TransformError::BodyTooLarge { .. } = error {
+        audit.record().rejected_by = Some(by.to_string());
+        audit.record().reason = Some("body_too_large".into());
+        return finish(audit, Action::Reject, respond::too_large(phase));
+    }
+    audit.record().error = Some(format!("transform {by} {phase}: {error}"));
+    finish(audit, Action::Error, respond::bad_gateway())
+}

@@ -1,0 +1,51 @@
+//! `allowlist`: default-deny on destination host/CIDR, method and path.
+
+use async_trait::async_trait;
+
+use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
+use crate::config::transforms::AllowlistConfig;
+use crate::policy::{Rule, RuleSet};
+
+pub struct Allowlist {
+    rules: RuleSet,
+    warn: bool,
+}
+
+impl Allowlist {
+    pub fn new(cfg: &AllowlistConfig) -> Self {
+        let mut rules: Vec<Rule> = cfg.domains.iter().map(|d| Rule::host(d)).collect();
+        rules.extend(cfg.cidrs.iter().map(|c| Rule::cidr(c.0)));
+        rules.extend(cfg.rules.iter().map(Rule::from_config));
+        Self {
+            rules: RuleSet::new(rules),
+            warn: cfg.warn,
+        }
+    }
+
+    /// Whether the destination alone could be allowed (tunnel setup, DNS answers).
+    pub fn allows_destination(&self, input: &crate::policy::MatchInput<'_>) -> bool {
+        self.warn || self.rules.matches_dest(input)
+    }
+}
+
+#[async_trait]
+impl Transform for Allowlist {
+    fn name(&self) -> &str {
+        "allowlist"
+    }
+
+    async fn on_request(
+        &self,
+        cx: &mut RequestCx,
+        req: &mut ProxyRequest,
+    ) -> Result<Verdict, TransformError> {
+        if self.rules.matches(&cx.match_input(req)) {
+            return Ok(Verdict::Continue);
+        }
+        if self.warn {
+            cx.annotate("action", "warn");
+            return Ok(Verdict::Continue);
+        }
+        Ok(Verdict::Reject(None))
+    }
+}

@@ -1,0 +1,40 @@
+//! Compiles the config's `transforms:` list into a [`Pipeline`].
+
+use std::sync::Arc;
+
+use super::annotate::Annotate;
+use super::body_capture::BodyCapture;
+use super::header_allowlist::HeaderAllowlist;
+use super::{Pipeline, Transform, allowlist::Allowlist};
+use crate::config::{TransformEntry, TransformSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("transforms[{index}]: {name} is not supported yet")]
+    Unsupported { index: usize, name: String },
+}
+
+/// Builds every transform, refusing kinds whose runtime does not exist yet (they parse and
+/// validate, but running without them would silently drop a policy).
+pub fn build_pipeline(entries: &[TransformEntry]) -> Result<Pipeline, Vec<BuildError>> {
+    let mut out: Vec<Arc<dyn Transform>> = Vec::new();
+    let mut errors = Vec::new();
+    for (index, e) in entries.iter().enumerate() {
+        match &e.spec {
+            TransformSpec::Allowlist(cfg) => out.push(Arc::new(Allowlist::new(cfg))),
+            TransformSpec::HeaderAllowlist(cfg) => out.push(Arc::new(HeaderAllowlist::new(cfg))),
+            TransformSpec::Annotate(cfg) => out.push(Arc::new(Annotate::new(cfg))),
+            TransformSpec::BodyCapture(cfg) => out.push(Arc::new(BodyCapture::new(cfg))),
+            #[allow(unreachable_patterns)]
+            _ => errors.push(BuildError::Unsupported {
+                index,
+                name: e.name.clone(),
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Pipeline::new(out))
+    } else {
+        Err(errors)
+    }
+}

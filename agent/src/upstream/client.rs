@@ -1,0 +1,71 @@
+//! Pooled upstream HTTP client with the response-header timeout.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::connect::{ConnectError, Connector};
+use crate::transform::ProxyBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Connect(ConnectError),
+    #[error("timeout awaiting response headers")]
+    HeaderTimeout,
+    #[error("{0}")]
+    Http(String),
+}
+
+pub struct UpstreamClient {
+    client: Client<Connector, ProxyBody>,
+    header_timeout: Duration,
+}
+
+impl UpstreamClient {
+    pub fn new(connector: Connector, header_timeout: Duration) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http1_preserve_header_case(true)
+            .http1_title_case_headers(false)
+            // The agent forwards the client's Host header itself.
+            .set_host(false)
+            .build(connector);
+        Self {
+            client,
+            header_timeout,
+        }
+    }
+
+    pub async fn send(
+        &self,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.header_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::HeaderTimeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+}
+
+/// Surfaces our connector's error (deny list, DNS, dial, TLS) instead of hyper's wrapper text.
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(c) = s.downcast_ref::<ConnectError>() {
+            return UpstreamError::Connect(c.clone());
+        }
+        src = s.source();
+    }
+    let mut msg = e.to_string();
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    UpstreamError::Http(msg)
+}

@@ -1,0 +1,191 @@
+//! Resolve → deny-CIDR check on each address → TCP connect → TLS. Nothing is dialled that the
+//! deny list covers, whatever the name resolved to.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::io::{MaybeTls, UpstreamIo};
+use crate::policy::unmap;
+use crate::resolve::Resolver;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    #[error("dial tcp {addr}: denied by upstream_deny_cidrs: {ip} in {net}")]
+    Denied {
+        addr: SocketAddr,
+        ip: IpAddr,
+        net: IpNet,
+    },
+    #[error("{reason}")]
+    Resolve { host: String, reason: String },
+    #[error("dial tcp {addr}: {reason}")]
+    Dial { addr: SocketAddr, reason: String },
+    #[error("tls handshake with {host}: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("invalid upstream uri: {0}")]
+    BadUri(String),
+}
+
+/// `upstream_deny_cidrs`, checked on the literal address being dialled.
+#[derive(Debug, Clone, Default)]
+pub struct DenyList(Vec<IpNet>);
+
+impl DenyList {
+    pub fn new(nets: Vec<IpNet>) -> Self {
+        Self(nets)
+    }
+
+    /// The first denied prefix containing `ip` (IPv4-mapped IPv6 is unmapped first).
+    pub fn check(&self, ip: IpAddr) -> Option<IpNet> {
+        let ip = unmap(ip);
+        self.0.iter().find(|n| n.contains(&ip)).copied()
+    }
+
+    pub fn nets(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
+pub struct Connector {
+    resolver: Arc<Resolver>,
+    deny: Arc<DenyList>,
+    tls: TlsConnector,
+}
+
+impl Connector {
+    pub fn new(resolver: Arc<Resolver>, deny: DenyList, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            resolver,
+            deny: Arc::new(deny),
+            tls: TlsConnector::from(tls),
+        }
+    }
+
+    /// Dials `host:port`, trying each resolved address that the deny list allows, in order.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let ips = self
+            .resolver
+            .lookup_ip(host)
+            .await
+            .map_err(|e| ConnectError::Resolve {
+                host: host.to_string(),
+                reason: e.to_string(),
+            })?;
+        if ips.is_empty() {
+            return Err(ConnectError::Resolve {
+                host: host.into(),
+                reason: format!("lookup {host}: no addresses"),
+            });
+        }
+        let mut last_err = None;
+        for ip in ips {
+            let addr = SocketAddr::new(ip, port);
+            if let Some(net) = self.deny.check(ip) {
+                last_err = Some(ConnectError::Denied {
+                    addr,
+                    ip: unmap(ip),
+                    net,
+                });
+                continue;
+            }
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => {
+                    last_err = Some(ConnectError::Dial {
+                        addr,
+                        reason: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    last_err = Some(ConnectError::Dial {
+                        addr,
+                        reason: "i/o timeout".into(),
+                    })
+                }
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ConnectError::Resolve {
+            host: host.into(),
+            reason: format!("lookup {host}: no addresses"),
+        }))
+    }
+
+    async fn connect_uri(self, uri: http::Uri) -> Result<UpstreamIo, ConnectError> {
+        let host = uri
+            .host()
+            .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = self.dial(host, port).await?;
+        if !tls {
+            return Ok(UpstreamIo(TokioIo::new(MaybeTls::Plain(tcp))));
+        }
+        let name = ServerName::try_from(host.to_string()).map_err(|e| ConnectError::Tls {
+            host: host.into(),
+            reason: e.to_string(),
+        })?;
+        let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.tls.connect(name, tcp))
+            .await
+            .map_err(|_| ConnectError::Tls {
+                host: host.into(),
+                reason: "handshake timeout".into(),
+            })?
+            .map_err(|e| ConnectError::Tls {
+                host: host.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(UpstreamIo(TokioIo::new(MaybeTls::Tls(Box::new(stream)))))
+    }
+}
+
+impl tower_service::Service<http::Uri> for Connector {
+    type Response = UpstreamIo;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        Box::pin(self.clone().connect_uri(uri))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_list_unmaps_v4_mapped() {
+        let d = DenyList::new(vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
+        assert!(d.check("127.0.0.1".parse().unwrap()).is_some());
+        assert!(d.check("::ffff:127.0.0.2".parse().unwrap()).is_some());
+        assert!(d.check("::1".parse().unwrap()).is_some());
+        assert!(d.check("10.0.0.1".parse().unwrap()).is_none());
+    }
+}

@@ -1,0 +1,250 @@
+//! Runs the real `iron-agent` binary with a config and captures its JSON log lines.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of the binary under test: `$IRON_AGENT_BIN`, else `<target>/debug/iron-agent`.
+pub fn agent_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("IRON_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(root.join("target"));
+    target.join("debug").join("iron-agent")
+}
+
+pub struct AgentBuilder {
+    config: String,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl AgentBuilder {
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Extra arguments placed instead of the default `run --config FILE`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Starts the agent and waits until it logged every listener it will open (or exited).
+    pub fn start(self) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg_path = dir.path().join("agent.yaml");
+        std::fs::write(&cfg_path, &self.config).expect("write config");
+        let mut cmd = Command::new(agent_bin());
+        if self.args.is_empty() {
+            cmd.arg("run").arg("--config").arg(&cfg_path);
+        } else {
+            cmd.args(
+                self.args
+                    .iter()
+                    .map(|a| a.replace("{config}", &cfg_path.to_string_lossy())),
+            );
+        }
+        // Tests never reach outside loopback; keep the host's proxy settings out of the agent.
+        for k in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(k);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", agent_bin().display()));
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l.lock().expect("lines").push(line);
+            }
+        });
+        let mut agent = Agent {
+            child: Some(child),
+            lines,
+            listeners: HashMap::new(),
+            _dir: dir,
+            config_path: cfg_path,
+        };
+        agent.wait_started();
+        agent
+    }
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    pub listeners: HashMap<String, SocketAddr>,
+    _dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Agent {
+    pub fn with_config(config: &str) -> AgentBuilder {
+        AgentBuilder {
+            config: config.to_string(),
+            env: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    fn wait_started(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let started = self
+                .json_lines()
+                .iter()
+                .any(|v| v["msg"] == "iron-agent starting");
+            for v in self.json_lines() {
+                if v["msg"] == "listening"
+                    && let (Some(name), Some(addr)) = (v["listener"].as_str(), v["addr"].as_str())
+                    && let Ok(a) = addr.parse()
+                {
+                    self.listeners.insert(name.to_string(), a);
+                }
+            }
+            if started {
+                return;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                return; // exited; callers inspect status and logs
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("agent did not start in time; logs:\n{}", self.logs());
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        *self
+            .listeners
+            .get(listener)
+            .unwrap_or_else(|| panic!("no {listener} listener; logs:\n{}", self.logs()))
+    }
+
+    pub fn logs(&self) -> String {
+        self.lines.lock().expect("lines").join("\n")
+    }
+
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Audit records (`msg == "request"`) written so far.
+    pub fn audits(&self) -> Vec<Value> {
+        self.json_lines()
+            .into_iter()
+            .filter(|v| v["msg"] == "request")
+            .collect()
+    }
+
+    /// Waits until at least `n` audit records exist; returns them all.
+    pub fn wait_audits(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let a = self.audits();
+            if a.len() >= n || Instant::now() > deadline {
+                assert!(
+                    a.len() >= n,
+                    "expected {n} audit records, got {}; logs:\n{}",
+                    a.len(),
+                    self.logs()
+                );
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The single audit record matching `pred`, waiting for it to appear.
+    pub fn audit_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<Value> = self.audits().into_iter().filter(|v| pred(v)).collect();
+            if !found.is_empty() || Instant::now() > deadline {
+                assert_eq!(
+                    found.len(),
+                    1,
+                    "expected one matching audit record; logs:\n{}",
+                    self.logs()
+                );
+                return found.into_iter().next().expect("one");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends a signal and waits (bounded) for exit.
+    pub fn signal(&mut self, sig: i32) -> ExitStatus {
+        let pid = self.pid() as i32;
+        // SAFETY: plain kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, sig);
+        }
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    /// Waits for the process to exit on its own (bounded), returning its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running agent");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                // Give the reader thread a moment to drain stderr.
+                std::thread::sleep(Duration::from_millis(100));
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not exit in time; logs:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Test certificate authorities made at test time with rcgen (nothing checked in).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+pub struct TestCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+    cert_der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(cn: &str) -> Self {
+        let key = KeyPair::generate().expect("ca key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).expect("ca cert");
+        let cert_pem = cert.pem();
+        let key_pem = key.serialize_pem();
+        let cert_der = cert.der().clone();
+        let issuer = Issuer::new(params, key);
+        Self {
+            cert_pem,
+            key_pem,
+            cert_der,
+            issuer,
+        }
+    }
+
+    /// Writes ca.crt / ca.key into `dir` and returns their paths.
+    pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let c = dir.join("ca.crt");
+        let k = dir.join("ca.key");
+        std::fs::write(&c, &self.cert_pem).expect("write ca.crt");
+        std::fs::write(&k, &self.key_pem).expect("write ca.key");
+        (c, k)
+    }
+
+    /// A server certificate for `names` (DNS names or IP literals) signed by this CA.
+    pub fn server_cert(
+        &self,
+        names: &[&str],
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*n).try_into().expect("dns name")),
+            })
+            .collect();
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone(), self.cert_der.clone()], key_der)
+    }
+
+    /// A rustls client config trusting only this CA.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert_der.clone()).expect("add root");
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    }
+
+    pub fn der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+}
