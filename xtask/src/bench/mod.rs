@@ -256,6 +256,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         pid: Some(relay.guard.pid()),
     };
 
+    let loadavg_before = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     let direct_res = ctx.run_hop(&direct).map_err(|e| format!("{e:#}"));
     let relay_res = ctx.run_hop(&via_relay).map_err(|e| format!("{e:#}"));
     let agent_res = match &agent {
@@ -290,6 +293,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         relay: relay_res,
         agent: agent_res,
         leaf_mint_us: mint,
+        loadavg_before,
     };
     report.print();
     let out = root.join("bench-results");

@@ -17,6 +17,8 @@ pub struct Report {
     pub relay: Result<HopResults, String>,
     pub agent: Result<HopResults, String>,
     pub leaf_mint_us: Result<f64, String>,
+    /// /proc/loadavg before the first run: other work on the machine skews every number.
+    pub loadavg_before: String,
 }
 
 /// A bench target: `value` compared against `limit`.
@@ -87,6 +89,10 @@ impl Report {
             self.run_seconds, self.warmup_seconds
         );
         println!("pinning: oha + relay + agent on CPU 0, origin on CPU 1 (taskset)");
+        println!(
+            "load average before the runs: {} (other work on these 2 CPUs adds noise)",
+            self.loadavg_before
+        );
         println!(
             "TLS: the client verifies certificates (oha --cacert: origin CA for direct/relay, agent CA for agent; no --insecure)"
         );
@@ -356,6 +362,7 @@ impl Report {
             .map_or(0, |d| d.as_secs());
         let doc = json!({
             "unix_time": unix_time,
+            "loadavg_before": self.loadavg_before,
             "run_seconds": self.run_seconds,
             "warmup_seconds": self.warmup_seconds,
             "connections": { "small": self.small_conns, "large": self.large_conns, "other": self.other_conns },

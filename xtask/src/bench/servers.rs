@@ -1,11 +1,9 @@
 //! Building and starting the origin, the relay and the agent.
 
 use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::Command,
-    sync::mpsc::RecvTimeoutError,
     time::{Duration, Instant},
 };
 
@@ -137,11 +135,14 @@ pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent
         );
     }
 
+    // At `log.level: warn` the agent's INFO "listening" lines are filtered out, so we choose the
+    // ports ourselves (free a moment ago) and probe them; a "listening" line still wins if logged.
+    let [http, https, metrics] = free_ports()?;
     let config = format!(
         "dns:\n  enabled: false\n\
-         proxy:\n  http_listen: \"127.0.0.1:0\"\n  https_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []\n\
+         proxy:\n  http_listen: \"127.0.0.1:{http}\"\n  https_listen: \"127.0.0.1:{https}\"\n  upstream_deny_cidrs: []\n\
          tls:\n  ca_cert: {}\n  ca_key: {}\n\
-         metrics:\n  listen: \"127.0.0.1:0\"\n\
+         metrics:\n  listen: \"127.0.0.1:{metrics}\"\n\
          # warn: per-request audit lines would otherwise cost CPU and flood stderr\n\
          log:\n  level: warn\n\
          transforms:\n  - name: allowlist\n    config:\n      domains: [localhost]\n",
@@ -158,8 +159,7 @@ pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent
         .arg(&config_path)
         .env("SSL_CERT_FILE", origin_ca);
     let mut guard = Guard::spawn("iron-agent", cmd)?;
-    let listeners = wait_for_listeners(&mut guard)?;
-    let https = *listeners.get("https").context("no https listener")?;
+    let https = wait_ready(&mut guard, SocketAddr::from(([127, 0, 0, 1], https)))?;
     Ok(Agent {
         guard,
         https,
@@ -167,54 +167,56 @@ pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent
     })
 }
 
-/// Reads the agent's JSON log lines until the https listener is announced.
-fn wait_for_listeners(guard: &mut Guard) -> Result<BTreeMap<String, SocketAddr>> {
+/// Three distinct loopback ports that were free when we asked.
+fn free_ports() -> Result<[u16; 3]> {
+    // Hold all three at once so they differ; released when this returns.
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port");
+    let ls = [bind()?, bind()?, bind()?];
+    let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).context("local_addr");
+    Ok([port(&ls[0])?, port(&ls[1])?, port(&ls[2])?])
+}
+
+/// Waits until the agent's https listener accepts connections (or announces itself in a
+/// `{"msg":"listening","listener":"https"}` log line), the agent exits, or the timeout passes.
+fn wait_ready(guard: &mut Guard, https: SocketAddr) -> Result<SocketAddr> {
     let deadline = Instant::now() + START_TIMEOUT;
     let rx = guard
         .stderr_lines
         .take()
         .context("agent stderr already taken")?;
-    let mut listeners = BTreeMap::new();
-    while !listeners.contains_key("https") {
-        let now = Instant::now();
-        if now >= deadline {
+    loop {
+        while let Ok(line) = rx.try_recv() {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v.get("msg").and_then(Value::as_str) == Some("listening")
+                && v.get("listener").and_then(Value::as_str) == Some("https")
+                && let Some(addr) = v
+                    .get("addr")
+                    .and_then(Value::as_str)
+                    .and_then(|a| a.parse().ok())
+            {
+                return Ok(addr);
+            }
+        }
+        if TcpStream::connect_timeout(&https, Duration::from_millis(100)).is_ok() {
+            return Ok(https);
+        }
+        if let Some(status) = guard.exited() {
+            std::thread::sleep(Duration::from_millis(100));
             bail!(
-                "the agent did not announce its https listener within {START_TIMEOUT:?} \
-                 (expected a JSON log line with msg \"listening\", listener \"https\"); stderr:\n{}",
+                "the agent exited before listening ({status}); stderr:\n{}",
                 guard.stderr_tail.text()
             );
         }
-        match rx.recv_timeout(deadline - now) {
-            Ok(line) => {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if v.get("msg").and_then(Value::as_str) != Some("listening") {
-                    continue;
-                }
-                let name = v.get("listener").and_then(Value::as_str);
-                let addr = v
-                    .get("addr")
-                    .and_then(Value::as_str)
-                    .and_then(|a| a.parse().ok());
-                if let (Some(name), Some(addr)) = (name, addr) {
-                    listeners.insert(name.to_owned(), addr);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(100));
-                let status = guard
-                    .exited()
-                    .map_or("still running".to_owned(), |s| s.to_string());
-                bail!(
-                    "the agent closed stderr before announcing its https listener ({status}); stderr:\n{}",
-                    guard.stderr_tail.text()
-                );
-            }
+        if Instant::now() >= deadline {
+            bail!(
+                "the agent did not accept connections on its https listener {https} within {START_TIMEOUT:?}; stderr:\n{}",
+                guard.stderr_tail.text()
+            );
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(listeners)
 }
 
 /// `iron-agent bench-mint --iterations N` → mean leaf-mint time in µs, or why it is unavailable.
