@@ -380,7 +380,8 @@ fn attach(
 
 fn staging_dir(pin_dir: &Path) -> PathBuf {
     let mut s = pin_dir.as_os_str().to_owned();
-    s.push(format!(".staging-{}", std::process::id()));
+    // No dot: bpffs rejects names containing one (EPERM, "reserved for future use").
+    s.push(format!("-staging-{}", std::process::id()));
     PathBuf::from(s)
 }
 
@@ -403,7 +404,7 @@ fn remove_stale_staging(pin_dir: &Path) {
     let (Some(parent), Some(name)) = (pin_dir.parent(), pin_dir.file_name()) else {
         return;
     };
-    let prefix = format!("{}.staging-", name.to_string_lossy());
+    let prefix = format!("{}-staging-", name.to_string_lossy());
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
