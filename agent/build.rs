@@ -118,6 +118,14 @@ fn flag(name: &str) -> bool {
 
 /// Writes the empty placeholder the userspace loader recognises as "not built".
 fn placeholder(object: &Path, why: &str) -> Result<(), String> {
+    // A path that never exists makes cargo rerun this script on every build, so installing the
+    // toolchain later takes effect without a `cargo clean` (the check costs ~0.1 s).
+    println!(
+        "cargo:rerun-if-changed={}",
+        object
+            .with_file_name("ebpf-toolchain-missing-sentinel")
+            .display()
+    );
     println!(
         "cargo:warning=eBPF object not built ({why}); eBPF interception will fail at run time. To build it: {HINT}"
     );
@@ -140,6 +148,10 @@ fn toolchain_present() -> Result<(), String> {
     if !core_src.is_file() {
         return Err("rust-src is not installed for nightly".into());
     }
+    if let Some(linker) = find_in_path("bpf-linker") {
+        // A rebuilt linker (e.g. for a new LLVM) must rebuild the object.
+        println!("cargo:rerun-if-changed={}", linker.display());
+    }
     let linker_ok = Command::new("bpf-linker")
         .arg("--version")
         .output()
@@ -148,4 +160,10 @@ fn toolchain_present() -> Result<(), String> {
         return Err("bpf-linker not found on PATH".into());
     }
     Ok(())
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -47,7 +47,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn skip(name: &str, why: &str) {
     // Written to the real stderr (not the captured `eprintln!`), so a skip is never silent.
-    let _ = writeln!(std::io::stderr(), "SKIPPED ebpf::{name}: {why}");
+    let test = thread::current().name().unwrap_or(name).to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED ebpf::{test}: {why}");
 }
 
 fn sh(cmd: &str) -> (bool, String) {
@@ -895,4 +896,24 @@ fn pins_survive_drop_fail_closed_and_adopt_restores() {
         Interceptor::adopt(&cfg),
         Err(iron_agent::ebpf::InterceptError::NotInstalled { .. })
     ));
+}
+
+#[test]
+fn missing_object_is_a_clear_runtime_error() {
+    if object_built() {
+        skip(
+            "not_built",
+            "this binary has the eBPF object (only checked in placeholder builds)",
+        );
+        return;
+    }
+    let err = Interceptor::install(&InterceptConfig::default()).unwrap_err();
+    assert!(matches!(
+        err,
+        iron_agent::ebpf::InterceptError::ObjectNotBuilt
+    ));
+    assert_eq!(
+        err.to_string(),
+        "eBPF object not built: install rust-src for nightly, llvm-22-dev and bpf-linker (cargo xtask setup)"
+    );
 }
