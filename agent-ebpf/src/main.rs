@@ -416,7 +416,15 @@ fn redirect4(
         return deny(Counter::DenyNoListener);
     }
     let a = mapped4(ip_be);
-    if !record(sa.cast(), a, a, port, AF_INET, AF_INET, kind, pol, uid) {
+    // The socket may be AF_INET6: a dual-stack socket sending to `::ffff:a.b.c.d` reaches
+    // udp_sendmsg and therefore this sendmsg4 hook, while its replies go through recvmsg6.
+    // SAFETY: ctx field read at a constant offset.
+    let sock_family = if rd(unsafe { &raw const (*sa).family }) == u32::from(AF_INET6) {
+        AF_INET6
+    } else {
+        AF_INET
+    };
+    if !record(sa.cast(), a, a, port, AF_INET, sock_family, kind, pol, uid) {
         return deny(Counter::DenyRecordFailed);
     }
     // SAFETY: connect4/sendmsg4 may write user_ip4 and user_port (as a 4-byte store).

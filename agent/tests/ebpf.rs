@@ -619,6 +619,17 @@ fn udp_dns_redirect_and_other_udp_denied() {
         .finish();
     assert_eq!(line(&out, "FROM"), Some("2001:4860:4860::8888 53"), "{out}");
     assert_eq!(line(&out, "DATA"), Some("ANS:query"), "{out}");
+    // IPv4-mapped resolver on an AF_INET6 socket (sendmsg6/recvmsg6 via the IPv4 listener).
+    let out = env
+        .spawn(
+            Who::User,
+            false,
+            UDP_CLIENT,
+            &["6", "::ffff:8.8.8.8", "53", "sendto"],
+        )
+        .finish();
+    assert_eq!(line(&out, "FROM"), Some("::ffff:8.8.8.8 53"), "{out}");
+    assert_eq!(line(&out, "DATA"), Some("ANS:query"), "{out}");
 
     // Anything else (QUIC, other ports), connected or not, v4 or v6: denied before sending.
     for (fam, host, port, mode) in [
@@ -916,4 +927,52 @@ fn missing_object_is_a_clear_runtime_error() {
         err.to_string(),
         "eBPF object not built: install rust-src for nightly, llvm-22-dev and bpf-linker (cargo xtask setup)"
     );
+}
+
+/// 16 concurrent clients, 20 connections each: every accepted connection finds its origin (the
+/// sock_ops entry is written before the client's final ACK, so it exists when accept() returns).
+const STRESS_CLIENT: &str = r#"
+import socket, sys, threading
+per = int(sys.argv[1]); done = [0]; lock = threading.Lock()
+def worker():
+    for _ in range(per):
+        s = socket.create_connection(("192.0.2.10", 80), timeout=10)
+        s.sendall(b"x"); s.recv(10); s.close()
+        with lock: done[0] += 1
+ts = [threading.Thread(target=worker) for _ in range(16)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print("DONE", done[0])
+"#;
+
+#[test]
+fn lookup_finds_every_concurrent_connection() {
+    let Some(env) = Env::setup("stress") else {
+        return;
+    };
+    let l = Listeners::new();
+    let icpt = env.install(&l);
+    let per = 20;
+    let total = 16 * per;
+    let run = env.spawn(Who::User, false, STRESS_CLIENT, &[&per.to_string()]);
+    let pid = run.pid();
+    let mut found = 0;
+    for _ in 0..total {
+        let (_, origin) = accept_one(&l.http4, &icpt);
+        if let Some(o) = origin {
+            assert_eq!(
+                (o.orig_dst, o.uid, o.pid),
+                ("192.0.2.10:80".parse().unwrap(), env.uid, pid)
+            );
+            found += 1;
+        }
+    }
+    let out = run.finish();
+    assert_eq!(
+        line(&out, "DONE"),
+        Some(total.to_string().as_str()),
+        "{out}"
+    );
+    assert_eq!(found, total, "lookups that found their origin");
+    let mode = std::fs::metadata(&env.pin_dir).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o700, "pin dir must be private to the agent");
 }

@@ -2,6 +2,7 @@
 
 use std::{
     fs::{self, File},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -120,6 +121,12 @@ impl Interceptor {
         for d in [&maps_dir, &links_dir] {
             fs::create_dir_all(d)
                 .map_err(|e| InterceptError::io(format!("creating {}", d.display()), e))?;
+        }
+        // Only the agent may reach the pins: a governed task that could open the maps could
+        // exempt itself or forge origins (threat T16). Pin files themselves are created 0600.
+        for d in [&staging, &maps_dir, &links_dir] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+                .map_err(|e| InterceptError::io(format!("chmod 0700 {}", d.display()), e))?;
         }
         for name in MAP_NAMES {
             let map = ebpf
