@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod ebpf;
 pub mod identify;
 pub mod policy;
 pub mod proxy;
