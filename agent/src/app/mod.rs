@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod default;
+pub mod identity;
+pub mod intercept;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use crate::proxy::{Runtime, server};
 use crate::resolve::{ResolveError, Resolver};
 use crate::secrets::SecretRegistry;
 use crate::tls::{self, CertAuthority, LeafCache, TlsError};
-use crate::transform::{self, BuildError, Mode};
+use crate::transform::{self, BuildError, Mode, PipelineSet};
 use crate::upstream::{Connector, DenyList, UpstreamClient};
 
 /// In-flight requests get this long to finish after SIGINT/SIGTERM.
@@ -31,6 +33,8 @@ pub enum AppError {
     Pipeline(Vec<BuildError>),
     #[error("{}", .0.join("\n"))]
     Unsupported(Vec<String>),
+    #[error("{0}")]
+    Intercept(#[from] intercept::SetupError),
     #[error("initializing cert cache: {0}")]
     Tls(#[from] TlsError),
     #[error("initializing resolver: {0}")]
@@ -52,6 +56,11 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if let Err(errs) = transform::build_pipeline(&cfg.transforms, &mut SecretRegistry::default()) {
         out.extend(errs.iter().map(|e| e.to_string()));
+    }
+    for (i, p) in cfg.intercept.policies.iter().enumerate() {
+        if let Err(errs) = transform::build_pipeline(&p.transforms, &mut SecretRegistry::default()) {
+            out.extend(errs.iter().map(|e| format!("intercept.policies[{i}].{e}")));
+        }
     }
     let not_yet = |what: &str| format!("{what} is not supported yet");
     if cfg.mcp.is_some() {
@@ -80,8 +89,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         return Err(AppError::Unsupported(refused));
     }
     let mut secrets = SecretRegistry::default();
-    let pipeline =
-        transform::build_pipeline(&cfg.transforms, &mut secrets).map_err(AppError::Pipeline)?;
+    let pipelines = build_pipelines(&cfg, &mut secrets)?;
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
     if !cfg.transforms.iter().any(|t| t.name == "allowlist") {
@@ -123,8 +131,32 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?);
     let upstream = UpstreamClient::new(connector, cfg.proxy.upstream_response_header_timeout.0);
 
+    // Bind everything before serving anything: a port conflict is fatal at startup.
+    let dns_sockets = if cfg.dns.enabled {
+        Some(accept::bind_dns(&cfg.dns.listen).await?)
+    } else {
+        None
+    };
+    let http = accept::bind_tcp("http", &cfg.proxy.http_listen).await?;
+    let https = accept::bind_tcp("https", &cfg.proxy.https_listen).await?;
+    let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
+
+    // eBPF interception goes live only once every listener it redirects to is bound.
+    let interceptor = if cfg.intercept.enabled() {
+        let bound = intercept::Bound {
+            http: bound_addr(&http)?,
+            https: bound_addr(&https)?,
+            dns: dns_sockets.as_ref().and_then(|(u, _)| u.local_addr().ok()),
+        };
+        Some(intercept::setup(&cfg.intercept, &bound)?)
+    } else {
+        None
+    };
+
     let rt = Arc::new(Runtime {
-        pipeline: ArcSwap::from_pointee(pipeline),
+        pipelines: ArcSwap::from_pointee(pipelines),
+        origins: interceptor.clone().map(|i| i as Arc<dyn crate::ebpf::OrigDstLookup>),
+        resolver: resolver.clone(),
         upstream,
         audit: audit.clone(),
         leaf_cache,
@@ -136,16 +168,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         response_body_limit: cfg.proxy.response_body_limit(),
     });
 
-    // Bind everything before serving anything: a port conflict is fatal at startup.
-    let dns_sockets = if cfg.dns.enabled {
-        Some(accept::bind_dns(&cfg.dns.listen).await?)
-    } else {
-        None
-    };
-    let http = accept::bind_tcp("http", &cfg.proxy.http_listen).await?;
-    let https = accept::bind_tcp("https", &cfg.proxy.https_listen).await?;
-    let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
-    let describe = rt.pipeline.load().describe();
+    let describe = rt.pipelines.load().default.describe();
     tracing::info!(
         target: crate::telemetry::STARTUP,
         http_listen = %addr_of(&http),
@@ -174,8 +197,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     ));
     if let Some((udp, tcp)) = dns_sockets {
         let (dns_cfg, resolver, token) = (cfg.dns.clone(), resolver.clone(), shutdown.clone());
+        // In eBPF mode the DNS server answers real addresses, only for names a policy may allow.
+        let names = interceptor
+            .as_ref()
+            .map(|_| Arc::new(PolicyNames(rt.clone())) as Arc<dyn crate::dns::NamePolicy>);
         servers.spawn(async move {
-            match crate::dns::serve(dns_cfg, udp, tcp, resolver, token).await {
+            match crate::dns::serve(dns_cfg, udp, tcp, resolver, names, token).await {
                 Ok(()) => ("dns", None),
                 Err(e) => ("dns", Some(e.to_string())),
             }
@@ -209,6 +236,30 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     tracing::info!("iron-agent stopped");
     audit.flush(Duration::from_secs(2));
     result
+}
+
+/// Builds the top-level pipeline and one per `intercept.policies` entry.
+fn build_pipelines(cfg: &Config, secrets: &mut SecretRegistry) -> Result<PipelineSet, AppError> {
+    let default = transform::build_pipeline(&cfg.transforms, secrets).map_err(AppError::Pipeline)?;
+    let mut policies = Vec::new();
+    for p in &cfg.intercept.policies {
+        let pipeline = transform::build_pipeline(&p.transforms, secrets).map_err(AppError::Pipeline)?;
+        policies.push((p.name.clone(), Arc::new(pipeline)));
+    }
+    Ok(PipelineSet { default: Arc::new(default), policies })
+}
+
+fn bound_addr(l: &tokio::net::TcpListener) -> Result<SocketAddr, AppError> {
+    l.local_addr().map_err(|e| AppError::Fatal { component: "listener", reason: e.to_string() })
+}
+
+/// DNS answers in eBPF mode follow the live pipelines.
+struct PolicyNames(Arc<Runtime>);
+
+impl crate::dns::NamePolicy for PolicyNames {
+    fn may_allow(&self, host: &str) -> bool {
+        self.0.pipelines.load().may_allow_host(host)
+    }
 }
 
 async fn named(

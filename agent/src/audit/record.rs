@@ -84,6 +84,21 @@ pub struct AuditRecord {
     pub protocol: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_capture: Option<BodyCapture>,
+    /// Identity of the workload, for connections that arrived through the eBPF redirect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// The address the workload connected to before the redirect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orig_dst: Option<String>,
+    /// The `intercept.policies` entry whose pipeline ran (absent = the top-level pipeline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl AuditRecord {

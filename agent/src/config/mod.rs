@@ -6,6 +6,7 @@
 //! found, each naming its field path.
 
 pub mod env;
+pub mod intercept;
 pub mod error;
 pub mod mcp;
 pub mod transforms;
@@ -41,6 +42,8 @@ pub struct Config {
     pub management: ManagementConfig,
     pub control_plane: ControlPlaneConfig,
     pub log: LogConfig,
+    /// iron-agent extension: eBPF interception and per-identity policies.
+    pub intercept: intercept::InterceptConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

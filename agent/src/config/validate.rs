@@ -41,7 +41,9 @@ fn entry_path(indices: &[usize], n: usize) -> String {
 }
 
 pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigError>) {
-    if cfg.dns.enabled && cfg.dns.proxy_ip.is_none() {
+    cfg.intercept.validate(errors);
+    // With eBPF interception the DNS server answers real addresses, so no proxy_ip is needed.
+    if cfg.dns.enabled && cfg.dns.proxy_ip.is_none() && !cfg.intercept.enabled() {
         errors.push(ConfigError::new(
             "dns.proxy_ip",
             "is required when dns is enabled",

@@ -18,7 +18,7 @@ use super::transforms::{
 use super::{Config, ConfigError};
 
 /// Names accepted at the top level, in documentation order.
-pub const TOP_LEVEL_KEYS: [&str; 9] = [
+pub const TOP_LEVEL_KEYS: [&str; 10] = [
     "dns",
     "proxy",
     "tls",
@@ -28,6 +28,7 @@ pub const TOP_LEVEL_KEYS: [&str; 9] = [
     "management",
     "control_plane",
     "log",
+    "intercept",
 ];
 
 /// The outcome of decoding a document: whatever decoded, and every error found on the way.
@@ -118,6 +119,7 @@ pub(super) fn parse_document(text: &str) -> Parsed {
     block!("management", management);
     block!("control_plane", control_plane);
     block!("log", log);
+    block!("intercept", intercept);
     parsed
 }
 

@@ -37,8 +37,16 @@ impl Answer {
     }
 }
 
+/// What happens to names that are neither static nor passthrough.
+pub enum Interception {
+    /// DNS-interception mode: `A` answers the agent's address.
+    ProxyIp(Ipv4Addr),
+    /// eBPF mode: real answers for names a policy may allow, NXDOMAIN for the rest.
+    Policy(Arc<dyn super::NamePolicy>),
+}
+
 pub struct DnsHandler {
-    proxy_ip: Ipv4Addr,
+    interception: Interception,
     records: StaticRecords,
     passthrough: Vec<HostGlob>,
     resolver: Arc<Resolver>,
@@ -46,7 +54,7 @@ pub struct DnsHandler {
 
 impl DnsHandler {
     pub fn new(
-        proxy_ip: Ipv4Addr,
+        interception: Interception,
         records: StaticRecords,
         passthrough: &[String],
         resolver: Arc<Resolver>,
@@ -63,7 +71,7 @@ impl DnsHandler {
             })
             .collect();
         Self {
-            proxy_ip,
+            interception,
             records,
             passthrough,
             resolver,
@@ -121,15 +129,20 @@ impl DnsHandler {
     ) -> ResponseCode {
         let key = name_key(owner);
         if !self.passthrough.iter().any(|g| g.matches(&key)) {
-            if qtype == RecordType::A {
-                out.push(Record::from_rdata(
-                    owner.clone(),
-                    ANSWER_TTL,
-                    RData::A(A(self.proxy_ip)),
-                ));
+            match &self.interception {
+                Interception::ProxyIp(ip) => {
+                    if qtype == RecordType::A {
+                        out.push(Record::from_rdata(owner.clone(), ANSWER_TTL, RData::A(A(*ip))));
+                    }
+                    // AAAA, HTTPS, SVCB and the rest: NODATA, so clients fall back to the A answer.
+                    return ResponseCode::NoError;
+                }
+                Interception::Policy(p) if !p.may_allow(key.trim_end_matches('.')) => {
+                    return ResponseCode::NXDomain;
+                }
+                // Allowed in eBPF mode: resolved for real below, like a passthrough name.
+                Interception::Policy(_) => {}
             }
-            // AAAA, HTTPS, SVCB and the rest: NODATA, so clients fall back to the A answer.
-            return ResponseCode::NoError;
         }
         if qtype != RecordType::A && qtype != RecordType::AAAA {
             // Only addresses are passed through; other types are NODATA and never forwarded.

@@ -35,16 +35,29 @@ pub enum DnsError {
     Server(String),
 }
 
-/// Serves DNS on the already-bound sockets until `shutdown` fires.
+/// Which names may resolve, in eBPF mode (where workloads connect to real addresses and the
+/// kernel redirects them): names no policy could allow answer NXDOMAIN, so nothing leaks through
+/// the agent's resolver.
+pub trait NamePolicy: Send + Sync {
+    fn may_allow(&self, host: &str) -> bool;
+}
+
+/// Serves DNS on the already-bound sockets until `shutdown` fires. With `names` (eBPF mode),
+/// non-static names get real answers when a policy may allow them and NXDOMAIN otherwise;
+/// without it, they are intercepted with `proxy_ip`.
 pub async fn serve(
     cfg: DnsConfig,
     udp: UdpSocket,
     tcp: TcpListener,
     resolver: Arc<Resolver>,
+    names: Option<Arc<dyn NamePolicy>>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
-    let proxy_ip = cfg.proxy_ip.ok_or(DnsError::MissingProxyIp)?;
+    let interception = match names {
+        Some(n) => handler::Interception::Policy(n),
+        None => handler::Interception::ProxyIp(cfg.proxy_ip.ok_or(DnsError::MissingProxyIp)?),
+    };
     let records = records::StaticRecords::new(&cfg.records);
-    let handler = handler::DnsHandler::new(proxy_ip, records, &cfg.passthrough, resolver);
+    let handler = handler::DnsHandler::new(interception, records, &cfg.passthrough, resolver);
     server::run(handler, udp, tcp, shutdown).await
 }

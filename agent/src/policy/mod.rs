@@ -138,6 +138,12 @@ impl RuleSet {
         self.rules.iter().any(|r| r.matches(input))
     }
 
+    /// Whether a CIDR rule contains `ip` (IPv4-mapped addresses unmapped).
+    pub fn cidr_contains(&self, ip: IpAddr) -> bool {
+        let ip = unmap(ip);
+        self.rules.iter().any(|r| matches!(&r.dest, Dest::Cidr(n) if n.contains(&ip)))
+    }
+
     /// Host/CIDR-only match: used where only the destination is known (tunnel setup).
     pub fn matches_dest(&self, input: &MatchInput<'_>) -> bool {
         self.rules.iter().any(|r| r.matches_dest(input))

@@ -37,6 +37,14 @@ pub async fn handle(
         ..AuditRecord::default()
     };
     let mut audit = PendingAudit::new(record, rt.audit.clone());
+    if let Some(o) = &conn.origin {
+        let rec = audit.record();
+        rec.uid = Some(o.uid);
+        rec.user = crate::app::identity::name_of(o.uid);
+        rec.pid = Some(o.pid);
+        rec.comm = Some(o.comm.clone());
+        rec.orig_dst = Some(o.orig_dst.to_string());
+    }
 
     // 1. identify
     let scheme = if conn.tls {
@@ -66,12 +74,22 @@ pub async fn handle(
         .insert(DecodedPath(target.decoded_path.clone()));
     let mut cx = RequestCx::new(target.host.clone(), conn.client, rt.mode);
     cx.sni = conn.sni.clone();
-    cx.dest_ip = conn.dest_ip;
+    cx.dest_ip = conn.dest_ip();
     cx.request_body_limit = rt.request_body_limit;
     cx.response_body_limit = rt.response_body_limit;
 
-    // 2. policy and transforms (one snapshot for the whole request)
-    let pipeline = rt.pipeline.load_full();
+    // 2. policy and transforms (one snapshot for the whole request; per-identity in eBPF mode)
+    let set = rt.pipelines.load_full();
+    let (policy_name, pipeline) = set.for_policy(conn.origin.as_ref().map_or(0, |o| o.policy_id));
+    let pipeline = pipeline.clone();
+    audit.record().policy = policy_name.map(str::to_string);
+    if let Some(dest) = conn.dest_ip() {
+        if !destination_matches(&rt, &pipeline, &target.host, dest).await {
+            audit.record().reason = Some("destination_mismatch".into());
+            audit.record().rejected_by = Some("proxy".into());
+            return Ok(finish(audit, Action::Reject, respond::forbidden()));
+        }
+    }
     let mut traces = Vec::new();
     let outcome = pipeline.run_request(&mut cx, &mut req, &mut traces).await;
     audit.record().request_transforms = traces;
@@ -126,6 +144,28 @@ pub async fn handle(
             ))
         }
         ResponseOutcome::Error { by, error } => Ok(transform_failed(audit, &by, "response", error)),
+    }
+}
+
+/// A redirected connection's real destination must be where the named host lives: an address
+/// the agent's resolver returns for it, or one a CIDR rule allows. Otherwise the workload is
+/// using an allowed name as cover for a hard-coded IP (domain fronting, pinned addresses).
+async fn destination_matches(
+    rt: &Runtime,
+    pipeline: &crate::transform::Pipeline,
+    host: &str,
+    dest: std::net::IpAddr,
+) -> bool {
+    let dest = crate::policy::unmap(dest);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return crate::policy::unmap(ip) == dest;
+    }
+    if pipeline.allows_ip(dest) {
+        return true;
+    }
+    match rt.resolver.lookup_ip(host).await {
+        Ok(ips) => ips.into_iter().any(|ip| crate::policy::unmap(ip) == dest),
+        Err(_) => false,
     }
 }
 

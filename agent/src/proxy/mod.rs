@@ -14,13 +14,18 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::audit::AuditSink;
+use crate::ebpf::{ConnOrigin, OrigDstLookup};
+use crate::resolve::Resolver;
 use crate::tls::LeafCache;
-use crate::transform::{Mode, Pipeline};
+use crate::transform::{Mode, PipelineSet};
 use crate::upstream::UpstreamClient;
 
 /// Everything a request needs, built once at startup. The pipeline is a swappable snapshot.
 pub struct Runtime {
-    pub pipeline: ArcSwap<Pipeline>,
+    pub pipelines: ArcSwap<PipelineSet>,
+    /// Original destinations of redirected connections (eBPF mode).
+    pub origins: Option<Arc<dyn OrigDstLookup>>,
+    pub resolver: Arc<Resolver>,
     pub upstream: UpstreamClient,
     pub audit: Arc<AuditSink>,
     /// Present in MITM mode.
@@ -37,6 +42,12 @@ pub struct ConnInfo {
     pub tls: bool,
     /// TLS server name from the ClientHello.
     pub sni: Option<String>,
-    /// Original destination IP of a redirected connection.
-    pub dest_ip: Option<IpAddr>,
+    /// Original destination and identity of a redirected connection.
+    pub origin: Option<ConnOrigin>,
+}
+
+impl ConnInfo {
+    pub fn dest_ip(&self) -> Option<IpAddr> {
+        self.origin.as_ref().map(|o| o.orig_dst.ip())
+    }
 }

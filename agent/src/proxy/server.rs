@@ -33,12 +33,8 @@ pub async fn serve_http(
         move |stream, peer, shutdown| {
             let rt = rt.clone();
             async move {
-                let conn = ConnInfo {
-                    client: peer,
-                    tls: false,
-                    sni: None,
-                    dest_ip: None,
-                };
+                let origin = origin_of(&rt, &stream, peer);
+            let conn = ConnInfo { client: peer, tls: false, sni: None, origin };
                 serve_conn(rt, stream, conn, shutdown).await;
             }
         },
@@ -60,15 +56,16 @@ pub async fn serve_https(
         move |stream, peer, shutdown| {
             let rt = rt.clone();
             async move {
-                let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls_accept(&rt, stream)).await;
+                let origin = origin_of(&rt, &stream, peer);
+                let fallback = origin.as_ref().map(|o| o.orig_dst.ip().to_string());
+                let hs = tokio::time::timeout(
+                    TLS_HANDSHAKE_TIMEOUT,
+                    tls_accept(&rt, stream, fallback),
+                )
+                .await;
                 match hs {
                     Ok(Ok((tls, sni))) => {
-                        let conn = ConnInfo {
-                            client: peer,
-                            tls: true,
-                            sni: Some(sni),
-                            dest_ip: None,
-                        };
+                        let conn = ConnInfo { client: peer, tls: true, sni, origin };
                         serve_conn(rt, tls, conn, shutdown).await;
                     }
                     Ok(Err(reason)) => {
@@ -82,21 +79,28 @@ pub async fn serve_https(
     .await;
 }
 
+/// The original destination and identity of a redirected connection (eBPF mode).
+fn origin_of(rt: &Runtime, stream: &TcpStream, peer: std::net::SocketAddr) -> Option<crate::ebpf::ConnOrigin> {
+    let lookup = rt.origins.as_ref()?;
+    let local = stream.local_addr().ok()?;
+    lookup.lookup(peer, local)
+}
+
 /// Reads the ClientHello, mints (or reuses) a leaf for its SNI, and completes the handshake.
+/// Without SNI, a redirected connection is served a certificate for its original destination
+/// IP (`fallback`) and judged by that address; other connections without SNI are refused.
 async fn tls_accept(
     rt: &Runtime,
     stream: TcpStream,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, String), String> {
+    fallback: Option<String>,
+) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), String> {
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
         .await
         .map_err(|e| e.to_string())?;
-    let sni = start
-        .client_hello()
-        .server_name()
-        .map(str::to_string)
-        .ok_or("no SNI provided")?;
+    let sni = start.client_hello().server_name().map(str::to_string);
+    let name = sni.clone().or(fallback).ok_or("no SNI provided")?;
     let cache = rt.leaf_cache.as_ref().ok_or("no CA configured")?;
-    let config = cache.server_config(&sni).await.map_err(|e| e.to_string())?;
+    let config = cache.server_config(&name).await.map_err(|e| e.to_string())?;
     let tls = start.into_stream(config).await.map_err(|e| e.to_string())?;
     Ok((tls, sni))
 }

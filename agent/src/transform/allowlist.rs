@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::AllowlistConfig;
-use crate::policy::{Rule, RuleSet};
+use crate::policy::{MatchInput, Rule, RuleSet};
 
 pub struct Allowlist {
     rules: RuleSet,
@@ -22,10 +22,6 @@ impl Allowlist {
         }
     }
 
-    /// Whether the destination alone could be allowed (tunnel setup, DNS answers).
-    pub fn allows_destination(&self, input: &crate::policy::MatchInput<'_>) -> bool {
-        self.warn || self.rules.matches_dest(input)
-    }
 }
 
 #[async_trait]
@@ -47,5 +43,14 @@ impl Transform for Allowlist {
             return Ok(Verdict::Continue);
         }
         Ok(Verdict::Reject(None))
+    }
+
+    fn admits_host(&self, host: &str) -> bool {
+        let input = MatchInput { host, method: "", path: "", dest_ip: None };
+        self.warn || self.rules.matches_dest(&input)
+    }
+
+    fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.rules.cidr_contains(ip)
     }
 }

@@ -25,7 +25,7 @@ use crate::policy::MatchInput;
 
 pub use body::{ProxyBody, ProxyRequest, ProxyResponse};
 pub use build::{BuildError, build_pipeline};
-pub use pipeline::{Pipeline, RequestOutcome, ResponseOutcome};
+pub use pipeline::{Pipeline, PipelineSet, RequestOutcome, ResponseOutcome};
 
 pub use crate::audit::Trace;
 
@@ -136,5 +136,15 @@ pub trait Transform: Send + Sync {
         _resp: &mut ProxyResponse,
     ) -> Result<Verdict, TransformError> {
         Ok(Verdict::Continue)
+    }
+
+    /// Could a request to `host` pass this transform? Only policy transforms say no.
+    fn admits_host(&self, _host: &str) -> bool {
+        true
+    }
+
+    /// Does a CIDR rule of this transform explicitly allow destination `ip`?
+    fn allows_ip(&self, _ip: IpAddr) -> bool {
+        false
     }
 }

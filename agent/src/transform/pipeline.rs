@@ -13,6 +13,29 @@ pub struct Pipeline {
     transforms: Vec<Arc<dyn Transform>>,
 }
 
+/// The top-level pipeline plus one per `intercept.policies` entry (policy id = index + 1).
+#[derive(Default)]
+pub struct PipelineSet {
+    pub default: Arc<Pipeline>,
+    pub policies: Vec<(Option<String>, Arc<Pipeline>)>,
+}
+
+impl PipelineSet {
+    /// The pipeline for a policy id reported by the kernel (0 or unknown = the default).
+    pub fn for_policy(&self, id: u32) -> (Option<&str>, &Arc<Pipeline>) {
+        match id.checked_sub(1).and_then(|i| self.policies.get(i as usize)) {
+            Some((name, p)) => (Some(name.as_deref().unwrap_or("")), p),
+            None => (None, &self.default),
+        }
+    }
+
+    /// Whether any pipeline could allow a request to `host` (DNS in eBPF mode answers only
+    /// names some policy may allow).
+    pub fn may_allow_host(&self, host: &str) -> bool {
+        self.default.may_allow_host(host) || self.policies.iter().any(|(_, p)| p.may_allow_host(host))
+    }
+}
+
 /// How the request phase ended.
 pub enum RequestOutcome {
     /// Every transform continued: forward upstream.
@@ -53,6 +76,17 @@ impl Pipeline {
 
     pub fn is_empty(&self) -> bool {
         self.transforms.is_empty()
+    }
+
+    /// Whether every transform could let a request to `host` through (method and path unknown).
+    pub fn may_allow_host(&self, host: &str) -> bool {
+        self.transforms.iter().all(|t| t.admits_host(host))
+    }
+
+    /// Whether a CIDR rule of this pipeline names `ip` (a hard-coded destination the operator
+    /// allowed explicitly).
+    pub fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.transforms.iter().any(|t| t.allows_ip(ip))
     }
 
     /// Names in order, for the startup log (`allowlist → secrets`).

@@ -1,0 +1,105 @@
+//! Turns the `intercept:` block into attached eBPF programs: redirect targets from the bound
+//! listeners, and a kernel policy entry for every configured identity.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::Arc;
+
+use crate::config::intercept::{IdentityMode, Identities, InterceptConfig as Yaml, LoopbackMode};
+use crate::ebpf::{InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode};
+
+use super::identity;
+
+/// Where the bound listeners are, for the redirect targets.
+pub struct Bound {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub dns: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("intercept: {0}")]
+    Ebpf(#[from] InterceptError),
+    #[error("intercept.{field}: unknown user {user:?}")]
+    UnknownUser { field: String, user: String },
+}
+
+/// Loads (or adopts) the programs and writes every identity's policy.
+pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> {
+    let (http_v4, http_v6) = targets(bound.http);
+    let (https_v4, https_v6) = targets(bound.https);
+    let (dns_v4, dns_v6) = match bound.dns {
+        Some(d) => targets(d),
+        None => (None, None),
+    };
+    let kcfg = InterceptConfig {
+        http_v4,
+        https_v4,
+        dns_v4,
+        http_v6,
+        https_v6,
+        dns_v6,
+        default_mode: mode(cfg.default),
+        loopback: match cfg.loopback {
+            LoopbackMode::Allow => LoopbackPolicy::Allow,
+            LoopbackMode::Deny => LoopbackPolicy::Deny,
+        },
+        pin_dir: cfg.pin_dir.clone(),
+        ..InterceptConfig::default()
+    };
+    let icpt = Interceptor::install_or_adopt(&kcfg)?;
+    apply(&icpt, "governed", &cfg.governed, Mode::Redirect, 0)?;
+    apply(&icpt, "exempt", &cfg.exempt, Mode::Exempt, 0)?;
+    apply(&icpt, "deny", &cfg.deny, Mode::DenyAll, 0)?;
+    for (i, p) in cfg.policies.iter().enumerate() {
+        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        apply(&icpt, &format!("policies[{i}]"), &p.identities(), Mode::Redirect, id)?;
+    }
+    tracing::info!(
+        pin_dir = %cfg.pin_dir.display(),
+        default = ?cfg.default,
+        policies = cfg.policies.len(),
+        "eBPF interception attached"
+    );
+    Ok(Arc::new(icpt))
+}
+
+fn apply(icpt: &Interceptor, field: &str, ids: &Identities, mode: Mode, policy: u32) -> Result<(), SetupError> {
+    for uid in &ids.uids {
+        icpt.set_uid_policy(*uid, mode, policy)?;
+    }
+    for user in &ids.users {
+        let uid = identity::uid_of(user)
+            .ok_or_else(|| SetupError::UnknownUser { field: format!("{field}.users"), user: user.clone() })?;
+        icpt.set_uid_policy(uid, mode, policy)?;
+    }
+    for cg in &ids.cgroups {
+        icpt.govern_cgroup(cg, mode, policy)?;
+    }
+    Ok(())
+}
+
+fn mode(m: IdentityMode) -> Mode {
+    match m {
+        IdentityMode::Redirect => Mode::Redirect,
+        IdentityMode::Deny => Mode::DenyAll,
+        IdentityMode::Exempt => Mode::Exempt,
+    }
+}
+
+/// Redirect targets for a bound listener. An unspecified bind is reached on loopback; IPv6
+/// sockets reach an IPv4 listener through its IPv4-mapped address.
+fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
+    let port = addr.port();
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            let ip = if ip.is_unspecified() { Ipv4Addr::LOCALHOST } else { ip };
+            (Some(SocketAddrV4::new(ip, port)), Some(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0)))
+        }
+        IpAddr::V6(ip) => {
+            let ip = if ip.is_unspecified() { Ipv6Addr::LOCALHOST } else { ip };
+            let v4 = ip.to_ipv4_mapped().map(|v4| SocketAddrV4::new(v4, port));
+            (v4, Some(SocketAddrV6::new(ip, port, 0, 0)))
+        }
+    }
+}

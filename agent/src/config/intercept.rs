@@ -1,0 +1,151 @@
+//! `intercept:` (iron-agent extension): transparent interception with eBPF cgroup hooks, the
+//! identities it governs, and per-identity policies.
+//!
+//! ```yaml
+//! intercept:
+//!   mode: ebpf              # or none (default): DNS/proxy-settings mode only
+//!   default: redirect       # uids not listed below (except root and the agent): redirect | deny | exempt
+//!   governed: {users: [ci], uids: [1001], cgroups: [/sys/fs/cgroup/unified/jobs]}
+//!   exempt: {users: [backup]}
+//!   deny: {uids: [1002]}    # no network at all
+//!   loopback: allow         # or deny
+//!   policies:
+//!     - users: [alice]
+//!       transforms: [...]   # alice's own pipeline; everyone else gets the top-level one
+//! ```
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::transforms::TransformEntry;
+use super::{ConfigError, ListenAddr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptMode {
+    #[default]
+    None,
+    Ebpf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityMode {
+    #[default]
+    Redirect,
+    Deny,
+    Exempt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopbackMode {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// A set of identities: uids, user names (resolved at startup) and cgroup v2 directories.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identities {
+    pub uids: Vec<u32>,
+    pub users: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+}
+
+impl Identities {
+    pub fn is_empty(&self) -> bool {
+        self.uids.is_empty() && self.users.is_empty() && self.cgroups.is_empty()
+    }
+}
+
+/// Where each redirected port goes. Defaults: the proxy's own HTTP/HTTPS listeners and the DNS
+/// listener (an unspecified bind address is reached on loopback).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedirectListeners {
+    pub http: Option<ListenAddr>,
+    pub https: Option<ListenAddr>,
+    pub dns: Option<ListenAddr>,
+}
+
+/// One per-identity policy: its own transform pipeline.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Shown in audit records as `policy`.
+    pub name: Option<String>,
+    pub uids: Vec<u32>,
+    pub users: Vec<String>,
+    pub cgroups: Vec<PathBuf>,
+    pub transforms: Vec<TransformEntry>,
+}
+
+impl PolicyConfig {
+    pub fn identities(&self) -> Identities {
+        Identities { uids: self.uids.clone(), users: self.users.clone(), cgroups: self.cgroups.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterceptConfig {
+    pub mode: InterceptMode,
+    pub default: IdentityMode,
+    pub governed: Identities,
+    pub exempt: Identities,
+    pub deny: Identities,
+    pub listeners: RedirectListeners,
+    pub loopback: LoopbackMode,
+    pub pin_dir: PathBuf,
+    pub policies: Vec<PolicyConfig>,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        Self {
+            mode: InterceptMode::None,
+            default: IdentityMode::Redirect,
+            governed: Identities::default(),
+            exempt: Identities::default(),
+            deny: Identities::default(),
+            listeners: RedirectListeners::default(),
+            loopback: LoopbackMode::Allow,
+            pin_dir: PathBuf::from("/sys/fs/bpf/iron-agent"),
+            policies: Vec::new(),
+        }
+    }
+}
+
+impl InterceptConfig {
+    pub fn enabled(&self) -> bool {
+        self.mode == InterceptMode::Ebpf
+    }
+
+    pub fn validate(&self, errors: &mut Vec<ConfigError>) {
+        for (i, p) in self.policies.iter().enumerate() {
+            let base = format!("intercept.policies[{i}]");
+            if p.uids.is_empty() && p.users.is_empty() && p.cgroups.is_empty() {
+                errors.push(ConfigError::new(base.clone(), "names no uids, users or cgroups"));
+            }
+            for (j, t) in p.transforms.iter().enumerate() {
+                t.validate(&format!("{base}.transforms[{j}]"), errors);
+            }
+        }
+        if self.policies.len() > 1000 {
+            errors.push(ConfigError::new("intercept.policies", "at most 1000 policies"));
+        }
+        if !self.enabled() && (!self.policies.is_empty() || !self.governed.is_empty()) {
+            errors.push(ConfigError::new("intercept.mode", "must be ebpf when policies or governed identities are set"));
+        }
+        for (name, set) in [("governed", &self.governed), ("exempt", &self.exempt), ("deny", &self.deny)] {
+            for (i, c) in set.cgroups.iter().enumerate() {
+                if !c.is_absolute() {
+                    errors.push(ConfigError::new(format!("intercept.{name}.cgroups[{i}]"), "must be an absolute path"));
+                }
+            }
+        }
+    }
+}
