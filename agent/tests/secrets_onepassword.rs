@@ -22,9 +22,11 @@ use iron_agent::config::transforms::source::{OnePasswordConnectSource, OnePasswo
 use iron_agent::secrets::onepassword::{self, OpCliOptions};
 use iron_agent::secrets::onepassword_connect::{self, EnvLookup};
 use iron_agent::secrets::{Secret, SecretError, SecretResolver};
+use iron_agent::tls::{UpstreamRoots, upstream_client_config_from};
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// Every value a test could leak; no error string may contain any of them.
 const SECRETS: &[&str] = &[
@@ -162,8 +164,14 @@ fn route(req: &hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
 
 impl FakeConnect {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// With `tls`, serves https on 127.0.0.1.
+    async fn start_with(tls: Option<TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
         let log2 = log.clone();
         tokio::spawn(async move {
@@ -172,15 +180,24 @@ impl FakeConnect {
                     return;
                 };
                 let log = log2.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<Incoming>| {
                         log.lock().unwrap().push(req.uri().to_string());
                         let resp = route(&req);
                         async move { Ok::<_, Infallible>(resp) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -247,6 +264,56 @@ async fn connect_vault_item_field() {
     )
     .unwrap();
     assert_eq!(r.fetch().await.unwrap().expose(), "top-level-secret-1");
+}
+
+#[tokio::test]
+async fn connect_over_https() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let c = FakeConnect::start_with(Some(TlsAcceptor::from(Arc::new(server)))).await;
+    let roots = UpstreamRoots {
+        system: false,
+        files: vec![],
+        dirs: vec![],
+        extra: vec![cert.der().clone()],
+    };
+    // The upstream config offers http/1.1 via ALPN; the resolver must cope with that.
+    let tls = upstream_client_config_from(&roots, vec![b"http/1.1".to_vec()]).unwrap();
+    let src = connect_source("op://Engineering/OpenAI/password");
+    let r = onepassword_connect::resolver_with(&src, c.env(), Some(tls)).unwrap();
+    assert_eq!(r.fetch().await.unwrap().expose(), "top-level-secret-1");
+
+    // Not trusted (the store holds some other certificate): a TLS error, no secret.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&other_key)
+        .unwrap();
+    let roots = UpstreamRoots {
+        extra: vec![other.der().clone()],
+        ..roots
+    };
+    let tls = upstream_client_config_from(&roots, vec![]).unwrap();
+    let r = onepassword_connect::resolver_with(&src, c.env(), Some(tls)).unwrap();
+    let e = r.fetch().await.unwrap_err();
+    assert!(
+        e.to_string().contains("1password_connect: GET https://"),
+        "{e}"
+    );
+    assert_no_leak(&e);
 }
 
 #[tokio::test]
@@ -575,12 +642,12 @@ async fn op_cli_failures_carry_stderr_but_no_secret() {
 #[tokio::test]
 async fn op_cli_not_installed() {
     let (_, empty) = op_dirs();
-    let e = op_read(
-        "op://Engineering/OpenAI/credential",
-        op_options(empty, Some(OP_TOKEN)),
-    )
-    .await
-    .unwrap_err();
+    // Only the empty directory, so an `op` installed on this machine cannot be found either.
+    let mut opts = op_options(empty, Some(OP_TOKEN));
+    opts.path = Some(empty.clone().into_os_string());
+    let e = op_read("op://Engineering/OpenAI/credential", opts)
+        .await
+        .unwrap_err();
     assert!(
         e.to_string().contains(
             "1password: the `op` CLI is not installed (needed for source type 1password)"

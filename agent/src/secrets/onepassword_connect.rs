@@ -52,6 +52,16 @@ pub fn resolver_with_env(
     s: &OnePasswordConnectSource,
     env: EnvLookup,
 ) -> Result<Arc<dyn SecretResolver>, SecretError> {
+    resolver_with(s, env, None)
+}
+
+/// As [`resolver_with_env`], with `tls` instead of the upstream trust store (system roots plus
+/// `SSL_CERT_FILE`) for https Connect servers.
+pub fn resolver_with(
+    s: &OnePasswordConnectSource,
+    env: EnvLookup,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Arc<dyn SecretResolver>, SecretError> {
     let reference = OpRef::parse(&s.secret_ref).ok_or_else(|| SecretError::Remote {
         source_name: s.secret_ref.clone(),
         reason: "invalid secret reference: expected op://vault/item/[section/]field".into(),
@@ -62,6 +72,7 @@ pub fn resolver_with_env(
         host_env: nonempty_or(&s.host_env, DEFAULT_HOST_ENV),
         token_env: nonempty_or(&s.token_env, DEFAULT_TOKEN_ENV),
         env,
+        tls,
         client: OnceCell::new(),
     }))
 }
@@ -121,6 +132,7 @@ struct ConnectResolver {
     host_env: String,
     token_env: String,
     env: EnvLookup,
+    tls: Option<Arc<rustls::ClientConfig>>,
     client: OnceCell<HttpClient>,
 }
 
@@ -192,8 +204,11 @@ impl ConnectResolver {
     async fn client(&self) -> Result<&HttpClient, SecretError> {
         self.client
             .get_or_try_init(|| async {
-                let tls = crate::tls::upstream_client_config()
-                    .map_err(|e| self.err(format!("1password_connect: TLS setup: {e}")))?;
+                let tls = match &self.tls {
+                    Some(c) => c.clone(),
+                    None => crate::tls::upstream_client_config()
+                        .map_err(|e| self.err(format!("1password_connect: TLS setup: {e}")))?,
+                };
                 let mut tls = (*tls).clone();
                 // hyper-rustls sets ALPN itself and panics if the config already has some.
                 tls.alpn_protocols.clear();
