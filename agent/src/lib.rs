@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod resolve;
 pub mod secrets;
 pub mod telemetry;
+pub mod template;
 pub mod tls;
 pub mod transform;
 pub mod upstream;

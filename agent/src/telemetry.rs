@@ -36,6 +36,10 @@ fn tracing_level(l: LogLevel) -> Level {
     }
 }
 
+/// Log target of the startup lines (`listening`, `iron-agent starting`): always shown, whatever
+/// `log.level` says, because operators and tools discover bound ports (port 0) from them.
+pub const STARTUP: &str = "iron_agent::startup";
+
 /// Installs the global JSON logger at `level`. Only our own crate logs below WARN, so library
 /// chatter (rustls, hickory) does not drown the audit stream.
 pub fn init(level: LogLevel) {
@@ -45,6 +49,7 @@ pub fn init(level: LogLevel) {
     let filter = Targets::new()
         .with_default(LevelFilter::from_level(Level::WARN).min(LevelFilter::from_level(ours)))
         .with_target("iron_agent", ours)
+        .with_target(STARTUP, Level::INFO.max(ours))
         .with_target("iron_agent_tests", ours);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

@@ -64,7 +64,7 @@ fn bind_err(listener: &'static str, addr: &ListenAddr, e: std::io::Error) -> Bin
 
 fn log_listening(listener: &'static str, addr: Option<SocketAddr>) {
     let addr = addr.map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(listener, addr = %addr, "listening");
+    tracing::info!(target: crate::telemetry::STARTUP, listener, addr = %addr, "listening");
 }
 
 /// Runs an accept loop until `shutdown`, spawning `serve(stream, peer, shutdown)` per

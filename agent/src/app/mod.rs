@@ -17,6 +17,7 @@ use crate::audit::AuditSink;
 use crate::config::{Config, TlsMode};
 use crate::proxy::{Runtime, server};
 use crate::resolve::{ResolveError, Resolver};
+use crate::secrets::SecretRegistry;
 use crate::tls::{self, CertAuthority, LeafCache, TlsError};
 use crate::transform::{self, BuildError, Mode};
 use crate::upstream::{Connector, DenyList, UpstreamClient};
@@ -49,7 +50,7 @@ pub enum AppError {
 /// silently drop a policy the operator wrote, so each one refuses startup (fail closed).
 pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if let Err(errs) = transform::build_pipeline(&cfg.transforms) {
+    if let Err(errs) = transform::build_pipeline(&cfg.transforms, &mut SecretRegistry::default()) {
         out.extend(errs.iter().map(|e| e.to_string()));
     }
     let not_yet = |what: &str| format!("{what} is not supported yet");
@@ -78,7 +79,11 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
     }
-    let pipeline = transform::build_pipeline(&cfg.transforms).map_err(AppError::Pipeline)?;
+    let mut secrets = SecretRegistry::default();
+    let pipeline =
+        transform::build_pipeline(&cfg.transforms, &mut secrets).map_err(AppError::Pipeline)?;
+    // Secrets are resolved before the first request; failures are retried in the background.
+    secrets.resolve_all().await;
     if !cfg.transforms.iter().any(|t| t.name == "allowlist") {
         tracing::warn!("no allowlist transform configured: every destination is allowed");
     }
@@ -142,6 +147,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
     let describe = rt.pipeline.load().describe();
     tracing::info!(
+        target: crate::telemetry::STARTUP,
         http_listen = %addr_of(&http),
         https_listen = %addr_of(&https),
         metrics_listen = %addr_of(&metrics),
@@ -151,6 +157,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     );
 
     let shutdown = CancellationToken::new();
+    secrets.spawn_refreshers(shutdown.clone());
     let conns = TaskTracker::new();
     let mut servers = tokio::task::JoinSet::new();
     servers.spawn(named(

@@ -498,7 +498,7 @@ fn per_kind_validation_messages() {
     assert_eq!(msg("transforms[4].config.audience"), "is required");
     assert!(msg("transforms[4].config.header").starts_with("must be \"authorization\""));
     assert!(msg("transforms[5].config").ends_with("not both"));
-    assert!(msg("transforms[6].config.signature.message").contains("can't evaluate field Nope"));
+    assert!(msg("transforms[6].config.signature.message").contains("unknown template field .Nope"));
     assert!(msg("transforms[6].config.credentials").contains("\"secret\""));
     assert!(msg("transforms[6].config.headers[0].value").contains(".Credentials.other"));
     assert!(msg("transforms[7].config.provider.type").starts_with("is required"));

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::audited_body::AuditedBody;
-use super::{ConnInfo, Runtime, headers, respond};
+use super::{ConnInfo, Runtime, header_case, headers, respond};
 use crate::audit::{Action, AuditRecord, PendingAudit};
 use crate::identify::{self, Refusal, Target};
 use crate::transform::body::DecodedPath;
@@ -90,6 +90,10 @@ pub async fn handle(
     // 3. upstream
     if let Err(e) = prepare_upstream(&mut req, &target) {
         audit.record().error = Some(format!("building upstream request: {e}"));
+        return Ok(finish(audit, Action::Error, respond::bad_gateway()));
+    }
+    if let Err(e) = header_case::apply(&mut req).await {
+        audit.record().error = Some(e.to_string());
         return Ok(finish(audit, Action::Error, respond::bad_gateway()));
     }
     let upstream = match rt.upstream.send(req).await {

@@ -42,7 +42,15 @@ pub async fn apply<B>(req: &mut Request<B>) -> Result<(), CasingError> {
     let Some(wanted) = req.extensions_mut().remove::<ConfiguredCasing>() else {
         return Ok(());
     };
-    let head = encode_head(req).await?;
+    // Owned copy of the head: the body type need not be `Sync` to cross the awaits below.
+    let mut probe = Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| CasingError(e.to_string()))?;
+    *probe.headers_mut() = req.headers().clone();
+    *probe.extensions_mut() = req.extensions().clone();
+    let head = encode_head(probe).await?;
     let rewritten = rewrite_names(&head, &wanted.0);
     let parsed_ext = parse_head(rewritten).await?;
     let mut ext = std::mem::take(req.extensions_mut());
@@ -53,17 +61,10 @@ pub async fn apply<B>(req: &mut Request<B>) -> Result<(), CasingError> {
 }
 
 /// The request head as hyper would write it (client's casing preserved).
-async fn encode_head<B>(req: &Request<B>) -> Result<Vec<u8>, CasingError> {
-    let mut probe = Request::builder()
-        .method(req.method().clone())
-        .uri(req.uri().path_and_query().map_or("/", |p| p.as_str()))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| CasingError(e.to_string()))?;
-    *probe.headers_mut() = req.headers().clone();
+async fn encode_head(mut probe: Request<Empty<Bytes>>) -> Result<Vec<u8>, CasingError> {
     // Framing headers would make hyper wait for a body; they are irrelevant to casing.
     probe.headers_mut().remove(http::header::CONTENT_LENGTH);
     probe.headers_mut().remove(http::header::TRANSFER_ENCODING);
-    *probe.extensions_mut() = req.extensions().clone();
     let (client_io, mut server_io) = tokio::io::duplex(64 * 1024);
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(true)
@@ -166,7 +167,13 @@ mod tests {
         *req.extensions_mut() = ext;
         ConfiguredCasing::insert(&mut req, "X-API-Key");
         apply(&mut req).await.unwrap();
-        let out = String::from_utf8(encode_head(&req).await.unwrap()).unwrap();
+        let mut probe = Request::builder()
+            .uri("/x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        *probe.headers_mut() = req.headers().clone();
+        *probe.extensions_mut() = req.extensions().clone();
+        let out = String::from_utf8(encode_head(probe).await.unwrap()).unwrap();
         assert!(out.contains("\r\nX-API-Key: real\r\n"), "{out}");
         assert!(out.contains("\r\nX-Client-Case: 1\r\n"), "{out}");
         assert!(out.contains("\r\nHost: a.test\r\n"), "{out}");

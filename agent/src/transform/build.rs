@@ -5,18 +5,25 @@ use std::sync::Arc;
 use super::annotate::Annotate;
 use super::body_capture::BodyCapture;
 use super::header_allowlist::HeaderAllowlist;
+use super::secrets::Secrets;
 use super::{Pipeline, Transform, allowlist::Allowlist};
 use crate::config::{TransformEntry, TransformSpec};
+use crate::secrets::SecretRegistry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("transforms[{index}]: {name} is not supported yet")]
     Unsupported { index: usize, name: String },
+    #[error("transforms[{index}].config.{message}")]
+    Invalid { index: usize, message: String },
 }
 
-/// Builds every transform, refusing kinds whose runtime does not exist yet (they parse and
-/// validate, but running without them would silently drop a policy).
-pub fn build_pipeline(entries: &[TransformEntry]) -> Result<Pipeline, Vec<BuildError>> {
+/// Builds every transform, registering the secrets they use in `secrets`. Kinds whose runtime
+/// does not exist yet are refused: running without them would silently drop a policy.
+pub fn build_pipeline(
+    entries: &[TransformEntry],
+    secrets: &mut SecretRegistry,
+) -> Result<Pipeline, Vec<BuildError>> {
     let mut out: Vec<Arc<dyn Transform>> = Vec::new();
     let mut errors = Vec::new();
     for (index, e) in entries.iter().enumerate() {
@@ -25,7 +32,13 @@ pub fn build_pipeline(entries: &[TransformEntry]) -> Result<Pipeline, Vec<BuildE
             TransformSpec::HeaderAllowlist(cfg) => out.push(Arc::new(HeaderAllowlist::new(cfg))),
             TransformSpec::Annotate(cfg) => out.push(Arc::new(Annotate::new(cfg))),
             TransformSpec::BodyCapture(cfg) => out.push(Arc::new(BodyCapture::new(cfg))),
-            #[allow(unreachable_patterns)]
+            TransformSpec::Secrets(cfg) => match Secrets::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
             _ => errors.push(BuildError::Unsupported {
                 index,
                 name: e.name.clone(),

@@ -12,6 +12,8 @@ pub mod build;
 pub mod header_allowlist;
 pub mod headers;
 pub mod pipeline;
+pub mod secrets;
+pub mod uri;
 
 use std::net::{IpAddr, SocketAddr};
 
