@@ -12,7 +12,8 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     no_lint: bool,
-    /// Passed to `cargo test` after the workspace flags (a test-name filter, `-- --nocapture`, ...).
+    /// Passed to `cargo test` after `--workspace`: `cargo xtask test proxy` filters by name;
+    /// `cargo xtask test -- proxy -- --nocapture` reaches the test binaries (clap eats the first `--`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     cargo_test_args: Vec<String>,
 }

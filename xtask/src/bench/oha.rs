@@ -168,3 +168,35 @@ fn parse(json: &str) -> Result<LoadResult> {
         failure_kinds,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_oha_json_and_ignores_deadline_aborts() {
+        let json = r#"{
+            "summary": {"successRate": 1.0, "total": 2.0, "requestsPerSec": 101.0, "totalData": 20000},
+            "latencyPercentiles": {"p50": 0.001, "p99": 0.004},
+            "statusCodeDistribution": {"200": 200, "502": 2},
+            "errorDistribution": {"aborted due to deadline": 16, "connection refused": 3}
+        }"#;
+        let r = parse(json).unwrap();
+        assert_eq!(r.ok, 200);
+        assert_eq!(r.failures, 5);
+        assert!((r.ok_per_sec - 100.0).abs() < 1e-9);
+        assert!((r.p50_ms - 1.0).abs() < 1e-9);
+        assert!((r.p99_ms - 4.0).abs() < 1e-9);
+        assert_eq!(r.failure_kinds.len(), 2);
+    }
+
+    #[test]
+    fn missing_percentiles_are_nan() {
+        let json = r#"{"summary": {"total": 1.0, "totalData": 0},
+            "latencyPercentiles": {"p50": null, "p99": null},
+            "statusCodeDistribution": {}, "errorDistribution": {}}"#;
+        let r = parse(json).unwrap();
+        assert_eq!(r.ok, 0);
+        assert!(r.p99_ms.is_nan());
+    }
+}
