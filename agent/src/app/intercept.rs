@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
-use crate::config::intercept::{IdentityMode, Identities, InterceptConfig as Yaml, LoopbackMode};
+use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
 use crate::ebpf::{InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode};
 
 use super::identity;
@@ -53,7 +53,13 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     apply(&icpt, "deny", &cfg.deny, Mode::DenyAll, 0)?;
     for (i, p) in cfg.policies.iter().enumerate() {
         let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        apply(&icpt, &format!("policies[{i}]"), &p.identities(), Mode::Redirect, id)?;
+        apply(
+            &icpt,
+            &format!("policies[{i}]"),
+            &p.identities(),
+            Mode::Redirect,
+            id,
+        )?;
     }
     tracing::info!(
         pin_dir = %cfg.pin_dir.display(),
@@ -64,13 +70,21 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     Ok(Arc::new(icpt))
 }
 
-fn apply(icpt: &Interceptor, field: &str, ids: &Identities, mode: Mode, policy: u32) -> Result<(), SetupError> {
+fn apply(
+    icpt: &Interceptor,
+    field: &str,
+    ids: &Identities,
+    mode: Mode,
+    policy: u32,
+) -> Result<(), SetupError> {
     for uid in &ids.uids {
         icpt.set_uid_policy(*uid, mode, policy)?;
     }
     for user in &ids.users {
-        let uid = identity::uid_of(user)
-            .ok_or_else(|| SetupError::UnknownUser { field: format!("{field}.users"), user: user.clone() })?;
+        let uid = identity::uid_of(user).ok_or_else(|| SetupError::UnknownUser {
+            field: format!("{field}.users"),
+            user: user.clone(),
+        })?;
         icpt.set_uid_policy(uid, mode, policy)?;
     }
     for cg in &ids.cgroups {
@@ -93,11 +107,22 @@ fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
     let port = addr.port();
     match addr.ip() {
         IpAddr::V4(ip) => {
-            let ip = if ip.is_unspecified() { Ipv4Addr::LOCALHOST } else { ip };
-            (Some(SocketAddrV4::new(ip, port)), Some(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0)))
+            let ip = if ip.is_unspecified() {
+                Ipv4Addr::LOCALHOST
+            } else {
+                ip
+            };
+            (
+                Some(SocketAddrV4::new(ip, port)),
+                Some(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0)),
+            )
         }
         IpAddr::V6(ip) => {
-            let ip = if ip.is_unspecified() { Ipv6Addr::LOCALHOST } else { ip };
+            let ip = if ip.is_unspecified() {
+                Ipv6Addr::LOCALHOST
+            } else {
+                ip
+            };
             let v4 = ip.to_ipv4_mapped().map(|v4| SocketAddrV4::new(v4, port));
             (v4, Some(SocketAddrV6::new(ip, port, 0, 0)))
         }
