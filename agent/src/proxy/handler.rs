@@ -83,12 +83,12 @@ pub async fn handle(
     let (policy_name, pipeline) = set.for_policy(conn.origin.as_ref().map_or(0, |o| o.policy_id));
     let pipeline = pipeline.clone();
     audit.record().policy = policy_name.map(str::to_string);
-    if let Some(dest) = conn.dest_ip() {
-        if !destination_matches(&rt, &pipeline, &target.host, dest).await {
-            audit.record().reason = Some("destination_mismatch".into());
-            audit.record().rejected_by = Some("proxy".into());
-            return Ok(finish(audit, Action::Reject, respond::forbidden()));
-        }
+    if let Some(dest) = conn.dest_ip()
+        && !destination_matches(&rt, &pipeline, &target.host, dest).await
+    {
+        audit.record().reason = Some("destination_mismatch".into());
+        audit.record().rejected_by = Some("proxy".into());
+        return Ok(finish(audit, Action::Reject, respond::forbidden()));
     }
     let mut traces = Vec::new();
     let outcome = pipeline.run_request(&mut cx, &mut req, &mut traces).await;
