@@ -315,6 +315,15 @@ fn governed_users_under_policy_end_to_end() {
     assert_eq!((rc, code.as_str()), (0, "200"), "{out}");
     assert!(!out.contains(API_KEY), "the other policy injects nothing");
 
+    // Connecting to the agent's listener directly (not through the redirect) does not escape
+    // the user's own policy.
+    let direct = format!("http://{}/direct", agent.addr("http"));
+    let (_, code, out) = curl(&u2, &ca, &["-H", "Host: api.test"], &direct);
+    assert_eq!(code, "403", "{out}");
+    let a = agent.audit_where(|a| a["path"] == "/direct");
+    assert_eq!(a["policy"], "restricted");
+    assert_eq!(a["uid"], u2.uid);
+
     // Root is not redirected: it reaches the service on 8080 directly.
     assert_eq!(
         py_as_root(&py_connect("10.231.0.2:8080".parse().unwrap())),

@@ -22,16 +22,32 @@ pub enum SetupError {
     Ebpf(#[from] InterceptError),
     #[error("intercept.{field}: unknown user {user:?}")]
     UnknownUser { field: String, user: String },
+    #[error("intercept.{field}: {reason}")]
+    Listener { field: String, reason: String },
 }
 
 /// Loads (or adopts) the programs and writes every identity's policy.
 pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> {
-    let (http_v4, http_v6) = targets(bound.http);
-    let (https_v4, https_v6) = targets(bound.https);
-    let (dns_v4, dns_v6) = match bound.dns {
-        Some(d) => targets(d),
-        None => (None, None),
-    };
+    // `intercept.listeners` overrides where traffic is sent (e.g. a fronting socket); by default
+    // it goes to the listeners this agent bound.
+    let over =
+        |o: &Option<crate::config::ListenAddr>, field: &str, dflt: Option<SocketAddr>| match o {
+            Some(a) => a
+                .socket_addr()
+                .map(Some)
+                .map_err(|reason| SetupError::Listener {
+                    field: format!("listeners.{field}"),
+                    reason,
+                }),
+            None => Ok(dflt),
+        };
+    let http = over(&cfg.listeners.http, "http", Some(bound.http))?;
+    let https = over(&cfg.listeners.https, "https", Some(bound.https))?;
+    let dns = over(&cfg.listeners.dns, "dns", bound.dns)?;
+    let pair = |a: Option<SocketAddr>| a.map_or((None, None), targets);
+    let (http_v4, http_v6) = pair(http);
+    let (https_v4, https_v6) = pair(https);
+    let (dns_v4, dns_v6) = pair(dns);
     let kcfg = InterceptConfig {
         http_v4,
         https_v4,
@@ -91,6 +107,19 @@ fn apply(
         icpt.govern_cgroup(cg, mode, policy)?;
     }
     Ok(())
+}
+
+/// Policy id by uid for the `policies` entries that name uids or users (policy id = index + 1).
+pub fn uid_policies(cfg: &Yaml) -> std::collections::HashMap<u32, u32> {
+    let mut out = std::collections::HashMap::new();
+    for (i, p) in cfg.policies.iter().enumerate() {
+        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let users = p.users.iter().filter_map(|u| identity::uid_of(u));
+        for uid in p.uids.iter().copied().chain(users) {
+            out.insert(uid, id);
+        }
+    }
+    out
 }
 
 fn mode(m: IdentityMode) -> Mode {

@@ -159,6 +159,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         origins: interceptor
             .clone()
             .map(|i| i as Arc<dyn crate::ebpf::OrigDstLookup>),
+        direct_uid_policy: interceptor
+            .as_ref()
+            .map(|_| intercept::uid_policies(&cfg.intercept)),
         resolver: resolver.clone(),
         upstream,
         audit: audit.clone(),

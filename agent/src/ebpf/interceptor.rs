@@ -313,6 +313,36 @@ impl Interceptor {
         remove_ok_if_absent(self.cgroups.lock().remove(&id), MAP_GOVERNED_CGROUPS)
     }
 
+    /// Removes every uid and cgroup entry not in `uids` / `cgroups`: after a restart with an
+    /// edited config, identities that were dropped must not stay governed by stale entries.
+    /// Called after the new entries are written, so no identity is ever briefly ungoverned.
+    pub fn retain_policies(
+        &self,
+        uids: &std::collections::HashSet<u32>,
+        cgroups: &std::collections::HashSet<u64>,
+    ) -> Result<(), InterceptError> {
+        let mut map = self.uid_policy.lock();
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|u| !uids.contains(u))
+            .collect();
+        for u in stale {
+            remove_ok_if_absent(map.remove(&u), MAP_UID_POLICY)?;
+        }
+        drop(map);
+        let mut map = self.cgroups.lock();
+        let stale: Vec<u64> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|c| !cgroups.contains(c))
+            .collect();
+        for c in stale {
+            remove_ok_if_absent(map.remove(&c), MAP_GOVERNED_CGROUPS)?;
+        }
+        Ok(())
+    }
+
     /// Current counter values, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, InterceptError> {
         let mut out = Counters::default();

@@ -34,11 +34,13 @@ pub async fn serve_http(
             let rt = rt.clone();
             async move {
                 let origin = origin_of(&rt, &stream, peer);
+                let peer_uid = direct_peer_uid(&rt, &stream, peer, &origin);
                 let conn = ConnInfo {
                     client: peer,
                     tls: false,
                     sni: None,
                     origin,
+                    peer_uid,
                 };
                 serve_conn(rt, stream, conn, shutdown).await;
             }
@@ -62,6 +64,7 @@ pub async fn serve_https(
             let rt = rt.clone();
             async move {
                 let origin = origin_of(&rt, &stream, peer);
+                let peer_uid = direct_peer_uid(&rt, &stream, peer, &origin);
                 let fallback = origin.as_ref().map(|o| o.orig_dst.ip().to_string());
                 let hs =
                     tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls_accept(&rt, stream, fallback))
@@ -73,6 +76,7 @@ pub async fn serve_https(
                             tls: true,
                             sni,
                             origin,
+                            peer_uid,
                         };
                         serve_conn(rt, tls, conn, shutdown).await;
                     }
@@ -96,6 +100,19 @@ fn origin_of(
     let lookup = rt.origins.as_ref()?;
     let local = stream.local_addr().ok()?;
     lookup.lookup(peer, local)
+}
+
+/// eBPF mode: who opened a connection that did not come through the redirect.
+fn direct_peer_uid(
+    rt: &Runtime,
+    stream: &TcpStream,
+    peer: std::net::SocketAddr,
+    origin: &Option<crate::ebpf::ConnOrigin>,
+) -> Option<u32> {
+    if origin.is_some() || rt.direct_uid_policy.is_none() {
+        return None;
+    }
+    crate::accept::peer::loopback_peer_uid(peer, stream.local_addr().ok()?)
 }
 
 /// Reads the ClientHello, mints (or reuses) a leaf for its SNI, and completes the handshake.
