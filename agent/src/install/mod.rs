@@ -444,6 +444,9 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
         }
     }
     if let Some(store) = m.trust_store {
+        if store == TrustStore::Debian && layout.is_real() {
+            system::debian_forget_anchor()?;
+        }
         refresh_trust(&layout, store)?;
     }
     if layout.is_real() && system::systemd_running() && m.created(Path::new(UNIT)) {

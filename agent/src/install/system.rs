@@ -120,3 +120,65 @@ pub fn unit_state() -> Option<String> {
         .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// Debian's `update-ca-certificates` only notices a removed local anchor with `--fresh` (which
+/// relinks every certificate and so touches files we do not own): it keeps our links in
+/// /etc/ssl/certs and never tells its hooks (the Java keystore) about the removal. So we do what
+/// its own `remove()` does: unlink our `.pem` and its hash links, then run the hooks with
+/// `-/etc/ssl/certs/iron-agent.pem`. The bundle itself is rebuilt by the refresh that follows.
+pub fn debian_forget_anchor() -> Result<(), InstallError> {
+    let certs = Path::new("/etc/ssl/certs");
+    let pem_name = ANCHOR_NAME.replace(".crt", ".pem");
+    let anchor = Path::new(DEBIAN_ANCHOR_DIR).join(ANCHOR_NAME);
+    let Ok(entries) = std::fs::read_dir(certs) else {
+        return Ok(());
+    };
+    let mut removed_pem = false;
+    for e in entries.flatten() {
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if target == anchor || target == Path::new(&pem_name) {
+            std::fs::remove_file(e.path())
+                .map_err(|err| InstallError::io(format!("removing {}", e.path().display()), err))?;
+            removed_pem |= target == anchor;
+        }
+    }
+    let hooks = Path::new("/etc/ca-certificates/update.d");
+    if !removed_pem || !hooks.is_dir() {
+        return Ok(());
+    }
+    let mut list: Vec<PathBuf> = std::fs::read_dir(hooks)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    list.sort();
+    for hook in list {
+        use std::io::Write as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let executable = std::fs::metadata(&hook)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !executable {
+            continue;
+        }
+        let child = Command::new(&hook)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else { continue };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = writeln!(stdin, "-{}", certs.join(&pem_name).display());
+        }
+        // A failing hook (e.g. no Java installed) must not fail the uninstall; it is reported.
+        if let Ok(out) = child.wait_with_output()
+            && !out.status.success()
+        {
+            eprintln!(
+                "warning: {} failed: {}",
+                hook.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
