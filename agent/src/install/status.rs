@@ -1,7 +1,7 @@
 //! `iron-agent status`: what is installed, attached and governed, and the program counters.
 //! Read-only: it never adopts the pins (adopting rewrites the programs' config).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use agent_common::{PIN_LINKS_SUBDIR, PROGRAMS};
 use serde_json::{Value, json};
@@ -225,16 +225,5 @@ fn ids_text(ids: &Value) -> String {
         "none".into()
     } else {
         parts.join("; ")
-    }
-}
-
-/// Human-readable status of a path for messages elsewhere.
-pub fn describe_pins(pin_dir: &Path) -> &'static str {
-    if ebpf::is_installed(pin_dir) {
-        "attached"
-    } else if pin_dir.exists() {
-        "incomplete"
-    } else {
-        "absent"
     }
 }
