@@ -5,6 +5,7 @@ pub mod admin;
 pub mod default;
 pub mod identity;
 pub mod intercept;
+pub mod jail;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
