@@ -27,6 +27,12 @@ pub enum Command {
     GenerateCa(GenerateCaArgs),
     /// Print the version.
     Version,
+    /// Set the agent up as a systemd service (root): CA, config, trust store, unit; start it.
+    Install(InstallArgs),
+    /// Undo `install`: stop the service, detach the programs, remove what install created.
+    Uninstall(UninstallArgs),
+    /// Show whether programs are attached, the governed identities, and the counters.
+    Status(StatusArgs),
     /// Measure leaf-certificate minting (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchMint {
@@ -40,6 +46,50 @@ pub struct RunArgs {
     /// YAML config; without it the embedded default config is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// With `-- CMD`: run CMD as this user (default: the user who invoked sudo, else yourself).
+    #[arg(long, requires = "cmd")]
+    pub user: Option<String>,
+    /// `-- CMD ARGS...`: run CMD in a fresh cgroup governed by a private agent instance and exit
+    /// with its status (root).
+    #[arg(last = true, value_name = "CMD")]
+    pub cmd: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Install this config (validated first) instead of generating one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Hosts for the generated allowlist, comma separated (none: deny everything).
+    #[arg(long, value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Enable the service but do not start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Install below this directory instead of `/` and run no host commands (tests).
+    #[arg(long, hide = true)]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Also remove the CA (/etc/iron-agent/ca.crt, ca.key).
+    #[arg(long)]
+    pub purge: bool,
+    #[arg(long, hide = true)]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Config whose identities and pin directory to show (default: the installed one).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, hide = true)]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -71,7 +121,8 @@ pub struct GenerateCaArgs {
 }
 
 /// Long options that iron-proxy users pass with a single dash (Go's `flag` package).
-const GO_STYLE: [&str; 8] = [
+const GO_STYLE: [&str; 9] = [
+    "allow",
     "config",
     "outdir",
     "name",
@@ -82,12 +133,18 @@ const GO_STYLE: [&str; 8] = [
     "iterations",
 ];
 
-/// Rewrites `-config x` / `-config=x` into `--config x` / `--config=x`.
+/// Rewrites `-config x` / `-config=x` into `--config x` / `--config=x`. Nothing after a bare `--`
+/// is touched: that is the jailed command's own argument list.
 pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
+    let mut passthrough = false;
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
-            if i == 0 {
+            if i == 0 || passthrough {
+                return a;
+            }
+            if a == "--" {
+                passthrough = true;
                 return a;
             }
             let Some(s) = a.to_str() else { return a };
@@ -119,8 +176,53 @@ mod tests {
         let c = parse(&["iron-agent", "run", "--config", "/z.yaml"]);
         assert!(matches!(
             c.command,
-            Some(Command::Run(RunArgs { config: Some(_) }))
+            Some(Command::Run(RunArgs {
+                config: Some(_),
+                ..
+            }))
         ));
+    }
+
+    #[test]
+    fn run_with_command_keeps_its_args() {
+        let c = parse(&[
+            "iron-agent",
+            "run",
+            "-config",
+            "/c.yaml",
+            "--user",
+            "ci",
+            "--",
+            "tool",
+            "-config",
+            "x",
+        ]);
+        match c.command {
+            Some(Command::Run(a)) => {
+                assert_eq!(a.config.unwrap(), PathBuf::from("/c.yaml"));
+                assert_eq!(a.user.as_deref(), Some("ci"));
+                assert_eq!(a.cmd, ["tool", "-config", "x"].map(OsString::from));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn install_allow_list() {
+        let c = parse(&[
+            "iron-agent",
+            "install",
+            "--allow",
+            "a.com,b.org",
+            "--no-start",
+        ]);
+        match c.command {
+            Some(Command::Install(a)) => {
+                assert_eq!(a.allow, ["a.com", "b.org"]);
+                assert!(a.no_start);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod identify;
+pub mod install;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;

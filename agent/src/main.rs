@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use iron_agent::cli::{Alg, Cli, Command, normalize_args};
 use iron_agent::config::{self, Config};
-use iron_agent::{app, telemetry, tls};
+use iron_agent::{app, install, telemetry, tls};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
@@ -17,8 +17,42 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(a)) => check_config(&a.config),
         Some(Command::GenerateCa(a)) => generate_ca(a),
         Some(Command::BenchMint { iterations }) => bench_mint(iterations),
-        Some(Command::Run(a)) => run(a.config.or(cli.config)),
-        None => run(cli.config),
+        Some(Command::Run(a)) if !a.cmd.is_empty() => {
+            let jail = app::jail::JailOptions {
+                user: a.user,
+                cmd: a.cmd,
+            };
+            run(a.config.or(cli.config), Some(jail))
+        }
+        Some(Command::Run(a)) => run(a.config.or(cli.config), None),
+        Some(Command::Install(a)) => report(install::install(&install::InstallOptions {
+            config: a.config,
+            allow: a.allow,
+            no_start: a.no_start,
+            root: a.root,
+        })),
+        Some(Command::Uninstall(a)) => report(install::uninstall(&install::UninstallOptions {
+            purge: a.purge,
+            root: a.root,
+        })),
+        Some(Command::Status(a)) => report(install::status(&install::StatusOptions {
+            config: a.config,
+            json: a.json,
+            root: a.root,
+        })),
+        None => run(cli.config, None),
+    }
+}
+
+fn report(r: Result<(), install::InstallError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -84,7 +118,13 @@ fn bench_mint(iterations: usize) -> ExitCode {
     }
 }
 
-fn run(path: Option<std::path::PathBuf>) -> ExitCode {
+fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -> ExitCode {
+    // Checked before loading the config: without root the default config would generate its CA
+    // in the user's state directory for nothing.
+    if jail.is_some() && !install::is_root() {
+        eprintln!("error: {}", app::jail::JailError::NotRoot);
+        return ExitCode::from(1);
+    }
     let env = |k: &str| std::env::var(k).ok();
     let loaded: Result<Config, String> = match &path {
         Some(p) => config::load(p).map_err(|e| e.to_string()),
@@ -105,6 +145,15 @@ fn run(path: Option<std::path::PathBuf>) -> ExitCode {
             ca_cert = %cfg.tls.ca_cert.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             "no --config given: using the embedded default config (loopback listeners, deny-all allowlist)"
         );
+    }
+    if let Some(jail) = jail {
+        return match app::jail::run(cfg, &jail) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -93,3 +93,75 @@ pub async fn fake_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// A fake authoritative server on 127.0.0.1 for fixed names (`name`, ip) — A for IPv4 and AAAA
+/// for IPv6 entries; unknown names get NXDOMAIN.
+pub async fn fake_zone(entries: &[(&str, &str)]) -> SocketAddr {
+    use hickory_proto::rr::rdata::AAAA;
+    let zone: Vec<(String, std::net::IpAddr)> = entries
+        .iter()
+        .map(|(n, ip)| {
+            (
+                n.trim_end_matches('.').to_ascii_lowercase(),
+                ip.parse().expect("ip"),
+            )
+        })
+        .collect();
+    let sock = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind fake zone");
+    let addr = sock.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut resp = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            resp.metadata.recursion_available = true;
+            resp.metadata.authoritative = true;
+            let mut known = false;
+            for query in &q.queries {
+                resp.add_query(query.clone());
+                let name = query
+                    .name()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                for (zn, ip) in &zone {
+                    if *zn != name {
+                        continue;
+                    }
+                    known = true;
+                    match (ip, query.query_type()) {
+                        (std::net::IpAddr::V4(v4), RecordType::A) => {
+                            resp.add_answer(Record::from_rdata(
+                                query.name().clone(),
+                                30,
+                                RData::A(A(*v4)),
+                            ));
+                        }
+                        (std::net::IpAddr::V6(v6), RecordType::AAAA) => {
+                            resp.add_answer(Record::from_rdata(
+                                query.name().clone(),
+                                30,
+                                RData::AAAA(AAAA(*v6)),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if !known {
+                resp.metadata.response_code = ResponseCode::NXDomain;
+            }
+            if let Ok(bytes) = resp.to_vec() {
+                let _ = sock.send_to(&bytes, peer).await;
+            }
+        }
+    });
+    addr
+}

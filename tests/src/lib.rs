@@ -9,6 +9,7 @@ pub mod agent;
 pub mod ca;
 pub mod client;
 pub mod dns;
+pub mod netns;
 pub mod origin;
 
 pub use agent::{Agent, AgentBuilder};

@@ -86,7 +86,12 @@ impl Origin {
 
     /// Starts on 127.0.0.1:0. For HTTPS the certificate is signed by `ca`.
     pub async fn start(kind: OriginKind, ca: Option<&TestCa>) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), kind, ca).await
+    }
+
+    /// Starts on `bind` (e.g. an address inside a test network namespace).
+    pub async fn start_on(bind: SocketAddr, kind: OriginKind, ca: Option<&TestCa>) -> Origin {
+        let listener = TcpListener::bind(bind).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let acceptor = match kind {

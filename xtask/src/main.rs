@@ -1,8 +1,11 @@
-//! Project tasks: `cargo xtask test` (the one test command) and `cargo xtask bench`.
+//! Project tasks: `cargo xtask setup` (prerequisites), `cargo xtask run` (build and start the
+//! agent), `cargo xtask test` (the one test command) and `cargo xtask bench`.
 
 mod bench;
 mod children;
 mod cmd;
+mod run;
+mod setup;
 mod test;
 
 use anyhow::Result;
@@ -17,6 +20,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Install what the build and tests need (rust-src, llvm-22-dev, bpf-linker, bpffs, ...).
+    Setup,
+    /// Set up, build (release) and start the agent on its embedded default config.
+    Run(run::RunArgs),
     /// Check prerequisites, lint, build, and run every test in the workspace.
     Test(test::TestArgs),
     /// Benchmark the agent against a direct connection and a plain TCP relay.
@@ -27,6 +34,8 @@ fn main() -> Result<()> {
     // Children (origin, relay, agent, oha) must not outlive us on Ctrl-C or SIGTERM.
     children::install_signal_handler()?;
     match Cli::parse().command {
+        Command::Setup => setup::ensure_prerequisites(),
+        Command::Run(args) => run::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Bench(args) => bench::run(&args),
     }

@@ -41,7 +41,9 @@ pub fn name_of(uid: u32) -> Option<String> {
 mod tests {
     #[test]
     fn parses_passwd_lines() {
-        let t = super::parse("root:x:0:0:root:/root:/bin/bash\n# c\napp:x:1001:1001::/home/app:/bin/sh\nbad\n");
+        let t = super::parse(
+            "root:x:0:0:root:/root:/bin/bash\n# c\napp:x:1001:1001::/home/app:/bin/sh\nbad\n",
+        );
         assert_eq!(t.get(&1001).map(String::as_str), Some("app"));
         assert_eq!(t.get(&0).map(String::as_str), Some("root"));
         assert_eq!(t.len(), 2);

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
-use crate::config::intercept::{IdentityMode, Identities, InterceptConfig as Yaml, LoopbackMode};
+use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
 use crate::ebpf::{InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode};
 
 use super::identity;
@@ -22,16 +22,32 @@ pub enum SetupError {
     Ebpf(#[from] InterceptError),
     #[error("intercept.{field}: unknown user {user:?}")]
     UnknownUser { field: String, user: String },
+    #[error("intercept.{field}: {reason}")]
+    Listener { field: String, reason: String },
 }
 
 /// Loads (or adopts) the programs and writes every identity's policy.
 pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> {
-    let (http_v4, http_v6) = targets(bound.http);
-    let (https_v4, https_v6) = targets(bound.https);
-    let (dns_v4, dns_v6) = match bound.dns {
-        Some(d) => targets(d),
-        None => (None, None),
-    };
+    // `intercept.listeners` overrides where traffic is sent (e.g. a fronting socket); by default
+    // it goes to the listeners this agent bound.
+    let over =
+        |o: &Option<crate::config::ListenAddr>, field: &str, dflt: Option<SocketAddr>| match o {
+            Some(a) => a
+                .socket_addr()
+                .map(Some)
+                .map_err(|reason| SetupError::Listener {
+                    field: format!("listeners.{field}"),
+                    reason,
+                }),
+            None => Ok(dflt),
+        };
+    let http = over(&cfg.listeners.http, "http", Some(bound.http))?;
+    let https = over(&cfg.listeners.https, "https", Some(bound.https))?;
+    let dns = over(&cfg.listeners.dns, "dns", bound.dns)?;
+    let pair = |a: Option<SocketAddr>| a.map_or((None, None), targets);
+    let (http_v4, http_v6) = pair(http);
+    let (https_v4, https_v6) = pair(https);
+    let (dns_v4, dns_v6) = pair(dns);
     let kcfg = InterceptConfig {
         http_v4,
         https_v4,
@@ -53,7 +69,13 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     apply(&icpt, "deny", &cfg.deny, Mode::DenyAll, 0)?;
     for (i, p) in cfg.policies.iter().enumerate() {
         let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        apply(&icpt, &format!("policies[{i}]"), &p.identities(), Mode::Redirect, id)?;
+        apply(
+            &icpt,
+            &format!("policies[{i}]"),
+            &p.identities(),
+            Mode::Redirect,
+            id,
+        )?;
     }
     tracing::info!(
         pin_dir = %cfg.pin_dir.display(),
@@ -64,19 +86,40 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     Ok(Arc::new(icpt))
 }
 
-fn apply(icpt: &Interceptor, field: &str, ids: &Identities, mode: Mode, policy: u32) -> Result<(), SetupError> {
+fn apply(
+    icpt: &Interceptor,
+    field: &str,
+    ids: &Identities,
+    mode: Mode,
+    policy: u32,
+) -> Result<(), SetupError> {
     for uid in &ids.uids {
         icpt.set_uid_policy(*uid, mode, policy)?;
     }
     for user in &ids.users {
-        let uid = identity::uid_of(user)
-            .ok_or_else(|| SetupError::UnknownUser { field: format!("{field}.users"), user: user.clone() })?;
+        let uid = identity::uid_of(user).ok_or_else(|| SetupError::UnknownUser {
+            field: format!("{field}.users"),
+            user: user.clone(),
+        })?;
         icpt.set_uid_policy(uid, mode, policy)?;
     }
     for cg in &ids.cgroups {
         icpt.govern_cgroup(cg, mode, policy)?;
     }
     Ok(())
+}
+
+/// Policy id by uid for the `policies` entries that name uids or users (policy id = index + 1).
+pub fn uid_policies(cfg: &Yaml) -> std::collections::HashMap<u32, u32> {
+    let mut out = std::collections::HashMap::new();
+    for (i, p) in cfg.policies.iter().enumerate() {
+        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let users = p.users.iter().filter_map(|u| identity::uid_of(u));
+        for uid in p.uids.iter().copied().chain(users) {
+            out.insert(uid, id);
+        }
+    }
+    out
 }
 
 fn mode(m: IdentityMode) -> Mode {
@@ -93,11 +136,22 @@ fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
     let port = addr.port();
     match addr.ip() {
         IpAddr::V4(ip) => {
-            let ip = if ip.is_unspecified() { Ipv4Addr::LOCALHOST } else { ip };
-            (Some(SocketAddrV4::new(ip, port)), Some(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0)))
+            let ip = if ip.is_unspecified() {
+                Ipv4Addr::LOCALHOST
+            } else {
+                ip
+            };
+            (
+                Some(SocketAddrV4::new(ip, port)),
+                Some(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0)),
+            )
         }
         IpAddr::V6(ip) => {
-            let ip = if ip.is_unspecified() { Ipv6Addr::LOCALHOST } else { ip };
+            let ip = if ip.is_unspecified() {
+                Ipv6Addr::LOCALHOST
+            } else {
+                ip
+            };
             let v4 = ip.to_ipv4_mapped().map(|v4| SocketAddrV4::new(v4, port));
             (v4, Some(SocketAddrV6::new(ip, port, 0, 0)))
         }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod default;
 pub mod identity;
 pub mod intercept;
+pub mod jail;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,7 +59,8 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         out.extend(errs.iter().map(|e| e.to_string()));
     }
     for (i, p) in cfg.intercept.policies.iter().enumerate() {
-        if let Err(errs) = transform::build_pipeline(&p.transforms, &mut SecretRegistry::default()) {
+        if let Err(errs) = transform::build_pipeline(&p.transforms, &mut SecretRegistry::default())
+        {
             out.extend(errs.iter().map(|e| format!("intercept.policies[{i}].{e}")));
         }
     }
@@ -155,7 +157,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
 
     let rt = Arc::new(Runtime {
         pipelines: ArcSwap::from_pointee(pipelines),
-        origins: interceptor.clone().map(|i| i as Arc<dyn crate::ebpf::OrigDstLookup>),
+        origins: interceptor
+            .clone()
+            .map(|i| i as Arc<dyn crate::ebpf::OrigDstLookup>),
+        direct_uid_policy: interceptor
+            .as_ref()
+            .map(|_| intercept::uid_policies(&cfg.intercept)),
         resolver: resolver.clone(),
         upstream,
         audit: audit.clone(),
@@ -240,17 +247,25 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
 
 /// Builds the top-level pipeline and one per `intercept.policies` entry.
 fn build_pipelines(cfg: &Config, secrets: &mut SecretRegistry) -> Result<PipelineSet, AppError> {
-    let default = transform::build_pipeline(&cfg.transforms, secrets).map_err(AppError::Pipeline)?;
+    let default =
+        transform::build_pipeline(&cfg.transforms, secrets).map_err(AppError::Pipeline)?;
     let mut policies = Vec::new();
     for p in &cfg.intercept.policies {
-        let pipeline = transform::build_pipeline(&p.transforms, secrets).map_err(AppError::Pipeline)?;
+        let pipeline =
+            transform::build_pipeline(&p.transforms, secrets).map_err(AppError::Pipeline)?;
         policies.push((p.name.clone(), Arc::new(pipeline)));
     }
-    Ok(PipelineSet { default: Arc::new(default), policies })
+    Ok(PipelineSet {
+        default: Arc::new(default),
+        policies,
+    })
 }
 
 fn bound_addr(l: &tokio::net::TcpListener) -> Result<SocketAddr, AppError> {
-    l.local_addr().map_err(|e| AppError::Fatal { component: "listener", reason: e.to_string() })
+    l.local_addr().map_err(|e| AppError::Fatal {
+        component: "listener",
+        reason: e.to_string(),
+    })
 }
 
 /// DNS answers in eBPF mode follow the live pipelines.

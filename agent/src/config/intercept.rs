@@ -85,7 +85,11 @@ pub struct PolicyConfig {
 
 impl PolicyConfig {
     pub fn identities(&self) -> Identities {
-        Identities { uids: self.uids.clone(), users: self.users.clone(), cgroups: self.cgroups.clone() }
+        Identities {
+            uids: self.uids.clone(),
+            users: self.users.clone(),
+            cgroups: self.cgroups.clone(),
+        }
     }
 }
 
@@ -128,22 +132,38 @@ impl InterceptConfig {
         for (i, p) in self.policies.iter().enumerate() {
             let base = format!("intercept.policies[{i}]");
             if p.uids.is_empty() && p.users.is_empty() && p.cgroups.is_empty() {
-                errors.push(ConfigError::new(base.clone(), "names no uids, users or cgroups"));
+                errors.push(ConfigError::new(
+                    base.clone(),
+                    "names no uids, users or cgroups",
+                ));
             }
             for (j, t) in p.transforms.iter().enumerate() {
                 t.validate(&format!("{base}.transforms[{j}]"), errors);
             }
         }
         if self.policies.len() > 1000 {
-            errors.push(ConfigError::new("intercept.policies", "at most 1000 policies"));
+            errors.push(ConfigError::new(
+                "intercept.policies",
+                "at most 1000 policies",
+            ));
         }
         if !self.enabled() && (!self.policies.is_empty() || !self.governed.is_empty()) {
-            errors.push(ConfigError::new("intercept.mode", "must be ebpf when policies or governed identities are set"));
+            errors.push(ConfigError::new(
+                "intercept.mode",
+                "must be ebpf when policies or governed identities are set",
+            ));
         }
-        for (name, set) in [("governed", &self.governed), ("exempt", &self.exempt), ("deny", &self.deny)] {
+        for (name, set) in [
+            ("governed", &self.governed),
+            ("exempt", &self.exempt),
+            ("deny", &self.deny),
+        ] {
             for (i, c) in set.cgroups.iter().enumerate() {
                 if !c.is_absolute() {
-                    errors.push(ConfigError::new(format!("intercept.{name}.cgroups[{i}]"), "must be an absolute path"));
+                    errors.push(ConfigError::new(
+                        format!("intercept.{name}.cgroups[{i}]"),
+                        "must be an absolute path",
+                    ));
                 }
             }
         }

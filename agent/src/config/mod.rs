@@ -6,8 +6,8 @@
 //! found, each naming its field path.
 
 pub mod env;
-pub mod intercept;
 pub mod error;
+pub mod intercept;
 pub mod mcp;
 pub mod transforms;
 pub mod types;

@@ -172,6 +172,23 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
         t.spec
             .warnings(&format!("transforms[{i}].config"), &mut out);
     }
+    for (i, p) in cfg.intercept.policies.iter().enumerate() {
+        if !p
+            .transforms
+            .iter()
+            .any(|t| matches!(t.spec, TransformSpec::Allowlist(_)))
+        {
+            out.push(format!(
+                "intercept.policies[{i}]: no allowlist transform, so every destination is allowed for it"
+            ));
+        }
+        for (j, t) in p.transforms.iter().enumerate() {
+            t.spec.warnings(
+                &format!("intercept.policies[{i}].transforms[{j}].config"),
+                &mut out,
+            );
+        }
+    }
     if cfg.tls.mode == TlsMode::SniOnly && (cfg.tls.ca_cert.is_some() || cfg.tls.ca_key.is_some()) {
         out.push("tls: ca_cert and ca_key are ignored when tls.mode=sni-only".to_string());
     }

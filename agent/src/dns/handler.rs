@@ -132,7 +132,11 @@ impl DnsHandler {
             match &self.interception {
                 Interception::ProxyIp(ip) => {
                     if qtype == RecordType::A {
-                        out.push(Record::from_rdata(owner.clone(), ANSWER_TTL, RData::A(A(*ip))));
+                        out.push(Record::from_rdata(
+                            owner.clone(),
+                            ANSWER_TTL,
+                            RData::A(A(*ip)),
+                        ));
                     }
                     // AAAA, HTTPS, SVCB and the rest: NODATA, so clients fall back to the A answer.
                     return ResponseCode::NoError;

@@ -313,18 +313,39 @@ impl Interceptor {
         remove_ok_if_absent(self.cgroups.lock().remove(&id), MAP_GOVERNED_CGROUPS)
     }
 
+    /// Removes every uid and cgroup entry not in `uids` / `cgroups`: after a restart with an
+    /// edited config, identities that were dropped must not stay governed by stale entries.
+    /// Called after the new entries are written, so no identity is ever briefly ungoverned.
+    pub fn retain_policies(
+        &self,
+        uids: &std::collections::HashSet<u32>,
+        cgroups: &std::collections::HashSet<u64>,
+    ) -> Result<(), InterceptError> {
+        let mut map = self.uid_policy.lock();
+        let stale: Vec<u32> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|u| !uids.contains(u))
+            .collect();
+        for u in stale {
+            remove_ok_if_absent(map.remove(&u), MAP_UID_POLICY)?;
+        }
+        drop(map);
+        let mut map = self.cgroups.lock();
+        let stale: Vec<u64> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|c| !cgroups.contains(c))
+            .collect();
+        for c in stale {
+            remove_ok_if_absent(map.remove(&c), MAP_GOVERNED_CGROUPS)?;
+        }
+        Ok(())
+    }
+
     /// Current counter values, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, InterceptError> {
-        let mut out = Counters::default();
-        for (i, slot) in out.values.iter_mut().enumerate() {
-            let idx = u32::try_from(i).unwrap_or(u32::MAX);
-            let per_cpu = self
-                .counters
-                .get(&idx, 0)
-                .map_err(|e| InterceptError::map(MAP_COUNTERS, e))?;
-            *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
-        }
-        Ok(out)
+        sum_counters(&self.counters)
     }
 
     /// The original-destination table (also available through this type's [`OrigDstLookup`]).
@@ -347,6 +368,32 @@ impl OrigDstLookup for Interceptor {
 pub fn is_installed(pin_dir: &Path) -> bool {
     let links = pin_dir.join(PIN_LINKS_SUBDIR);
     PROGRAMS.iter().all(|(name, _)| links.join(name).exists())
+}
+
+/// Counters of the installation pinned under `pin_dir`, read without adopting it (adopting
+/// rewrites the listener config, which a read-only `status` must not do).
+pub fn pinned_counters(pin_dir: &Path) -> Result<Counters, InterceptError> {
+    let path = pin_dir.join(PIN_MAPS_SUBDIR).join(MAP_COUNTERS);
+    if !path.exists() {
+        return Err(InterceptError::NotInstalled { path });
+    }
+    let data = MapData::from_pin(&path).map_err(|e| InterceptError::map(MAP_COUNTERS, e))?;
+    let map = Map::from_map_data(data).map_err(|e| InterceptError::map(MAP_COUNTERS, e))?;
+    let counters: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(map).map_err(|e| InterceptError::map(MAP_COUNTERS, e))?;
+    sum_counters(&counters)
+}
+
+fn sum_counters(counters: &PerCpuArray<MapData, u64>) -> Result<Counters, InterceptError> {
+    let mut out = Counters::default();
+    for (i, slot) in out.values.iter_mut().enumerate() {
+        let idx = u32::try_from(i).unwrap_or(u32::MAX);
+        let per_cpu = counters
+            .get(&idx, 0)
+            .map_err(|e| InterceptError::map(MAP_COUNTERS, e))?;
+        *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+    }
+    Ok(out)
 }
 
 fn attach(

@@ -35,6 +35,6 @@ mod sys;
 pub use agent_common::{Counter, ListenerConfig, PIN_DIR};
 pub use config::{InterceptConfig, LoopbackPolicy, Mode};
 pub use error::InterceptError;
-pub use interceptor::{Counters, Interceptor, is_installed, object_built};
+pub use interceptor::{Counters, Interceptor, is_installed, object_built, pinned_counters};
 pub use lookup::{ConnOrigin, OrigDstLookup, OrigDstTable, sock_key};
 pub use sys::{cgroup_id, cgroup2_mount, ensure_bpffs};

@@ -141,7 +141,9 @@ impl RuleSet {
     /// Whether a CIDR rule contains `ip` (IPv4-mapped addresses unmapped).
     pub fn cidr_contains(&self, ip: IpAddr) -> bool {
         let ip = unmap(ip);
-        self.rules.iter().any(|r| matches!(&r.dest, Dest::Cidr(n) if n.contains(&ip)))
+        self.rules
+            .iter()
+            .any(|r| matches!(&r.dest, Dest::Cidr(n) if n.contains(&ip)))
     }
 
     /// Host/CIDR-only match: used where only the destination is known (tunnel setup).

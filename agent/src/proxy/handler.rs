@@ -34,10 +34,13 @@ pub async fn handle(
         ..AuditRecord::default()
     };
     let mut audit = PendingAudit::new(record, rt.audit.clone());
+    if let Some(uid) = conn.uid() {
+        let rec = audit.record();
+        rec.uid = Some(uid);
+        rec.user = crate::app::identity::name_of(uid);
+    }
     if let Some(o) = &conn.origin {
         let rec = audit.record();
-        rec.uid = Some(o.uid);
-        rec.user = crate::app::identity::name_of(o.uid);
         rec.pid = Some(o.pid);
         rec.comm = Some(o.comm.clone());
         rec.orig_dst = Some(o.orig_dst.to_string());
@@ -82,15 +85,20 @@ pub async fn handle(
 
     // 2. policy and transforms (one snapshot for the whole request; per-identity in eBPF mode)
     let set = rt.pipelines.load_full();
-    let (policy_name, pipeline) = set.for_policy(conn.origin.as_ref().map_or(0, |o| o.policy_id));
+    let policy_id = match (&conn.origin, conn.peer_uid, &rt.direct_uid_policy) {
+        (Some(o), _, _) => o.policy_id,
+        (None, Some(uid), Some(map)) => map.get(&uid).copied().unwrap_or(0),
+        _ => 0,
+    };
+    let (policy_name, pipeline) = set.for_policy(policy_id);
     let pipeline = pipeline.clone();
     audit.record().policy = policy_name.map(str::to_string);
-    if let Some(dest) = conn.dest_ip() {
-        if !destination_matches(&rt, &pipeline, &target.host, dest).await {
-            audit.record().reason = Some("destination_mismatch".into());
-            audit.record().rejected_by = Some("proxy".into());
-            return Ok(finish(audit, Action::Reject, respond::forbidden()));
-        }
+    if let Some(dest) = conn.dest_ip()
+        && !destination_matches(&rt, &pipeline, &target.host, dest).await
+    {
+        audit.record().reason = Some("destination_mismatch".into());
+        audit.record().rejected_by = Some("proxy".into());
+        return Ok(finish(audit, Action::Reject, respond::forbidden()));
     }
     let mut traces = Vec::new();
     let outcome = pipeline.run_request(&mut cx, &mut req, &mut traces).await;

@@ -25,6 +25,9 @@ pub struct Runtime {
     pub pipelines: ArcSwap<PipelineSet>,
     /// Original destinations of redirected connections (eBPF mode).
     pub origins: Option<Arc<dyn OrigDstLookup>>,
+    /// eBPF mode: policy id by uid, for governed workloads that connect to a listener directly
+    /// instead of through the redirect (they still get their own identity's pipeline).
+    pub direct_uid_policy: Option<std::collections::HashMap<u32, u32>>,
     pub resolver: Arc<Resolver>,
     pub upstream: UpstreamClient,
     pub audit: Arc<AuditSink>,
@@ -44,10 +47,17 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// Original destination and identity of a redirected connection.
     pub origin: Option<ConnOrigin>,
+    /// eBPF mode, not redirected: the uid owning the client socket.
+    pub peer_uid: Option<u32>,
 }
 
 impl ConnInfo {
     pub fn dest_ip(&self) -> Option<IpAddr> {
         self.origin.as_ref().map(|o| o.orig_dst.ip())
+    }
+
+    /// The workload's uid, redirected or not (eBPF mode only).
+    pub fn uid(&self) -> Option<u32> {
+        self.origin.as_ref().map(|o| o.uid).or(self.peer_uid)
     }
 }

@@ -34,7 +34,14 @@ pub async fn serve_http(
             let rt = rt.clone();
             async move {
                 let origin = origin_of(&rt, &stream, peer);
-            let conn = ConnInfo { client: peer, tls: false, sni: None, origin };
+                let peer_uid = direct_peer_uid(&rt, &stream, peer, &origin);
+                let conn = ConnInfo {
+                    client: peer,
+                    tls: false,
+                    sni: None,
+                    origin,
+                    peer_uid,
+                };
                 serve_conn(rt, stream, conn, shutdown).await;
             }
         },
@@ -57,15 +64,20 @@ pub async fn serve_https(
             let rt = rt.clone();
             async move {
                 let origin = origin_of(&rt, &stream, peer);
+                let peer_uid = direct_peer_uid(&rt, &stream, peer, &origin);
                 let fallback = origin.as_ref().map(|o| o.orig_dst.ip().to_string());
-                let hs = tokio::time::timeout(
-                    TLS_HANDSHAKE_TIMEOUT,
-                    tls_accept(&rt, stream, fallback),
-                )
-                .await;
+                let hs =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls_accept(&rt, stream, fallback))
+                        .await;
                 match hs {
                     Ok(Ok((tls, sni))) => {
-                        let conn = ConnInfo { client: peer, tls: true, sni, origin };
+                        let conn = ConnInfo {
+                            client: peer,
+                            tls: true,
+                            sni,
+                            origin,
+                            peer_uid,
+                        };
                         serve_conn(rt, tls, conn, shutdown).await;
                     }
                     Ok(Err(reason)) => {
@@ -80,10 +92,27 @@ pub async fn serve_https(
 }
 
 /// The original destination and identity of a redirected connection (eBPF mode).
-fn origin_of(rt: &Runtime, stream: &TcpStream, peer: std::net::SocketAddr) -> Option<crate::ebpf::ConnOrigin> {
+fn origin_of(
+    rt: &Runtime,
+    stream: &TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<crate::ebpf::ConnOrigin> {
     let lookup = rt.origins.as_ref()?;
     let local = stream.local_addr().ok()?;
     lookup.lookup(peer, local)
+}
+
+/// eBPF mode: who opened a connection that did not come through the redirect.
+fn direct_peer_uid(
+    rt: &Runtime,
+    stream: &TcpStream,
+    peer: std::net::SocketAddr,
+    origin: &Option<crate::ebpf::ConnOrigin>,
+) -> Option<u32> {
+    if origin.is_some() || rt.direct_uid_policy.is_none() {
+        return None;
+    }
+    crate::accept::peer::loopback_peer_uid(peer, stream.local_addr().ok()?)
 }
 
 /// Reads the ClientHello, mints (or reuses) a leaf for its SNI, and completes the handshake.
@@ -100,7 +129,10 @@ async fn tls_accept(
     let sni = start.client_hello().server_name().map(str::to_string);
     let name = sni.clone().or(fallback).ok_or("no SNI provided")?;
     let cache = rt.leaf_cache.as_ref().ok_or("no CA configured")?;
-    let config = cache.server_config(&name).await.map_err(|e| e.to_string())?;
+    let config = cache
+        .server_config(&name)
+        .await
+        .map_err(|e| e.to_string())?;
     let tls = start.into_stream(config).await.map_err(|e| e.to_string())?;
     Ok((tls, sni))
 }

@@ -21,7 +21,6 @@ impl Allowlist {
             warn: cfg.warn,
         }
     }
-
 }
 
 #[async_trait]
@@ -46,7 +45,12 @@ impl Transform for Allowlist {
     }
 
     fn admits_host(&self, host: &str) -> bool {
-        let input = MatchInput { host, method: "", path: "", dest_ip: None };
+        let input = MatchInput {
+            host,
+            method: "",
+            path: "",
+            dest_ip: None,
+        };
         self.warn || self.rules.matches_dest(&input)
     }
 

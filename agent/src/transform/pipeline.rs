@@ -23,7 +23,10 @@ pub struct PipelineSet {
 impl PipelineSet {
     /// The pipeline for a policy id reported by the kernel (0 or unknown = the default).
     pub fn for_policy(&self, id: u32) -> (Option<&str>, &Arc<Pipeline>) {
-        match id.checked_sub(1).and_then(|i| self.policies.get(i as usize)) {
+        match id
+            .checked_sub(1)
+            .and_then(|i| self.policies.get(i as usize))
+        {
             Some((name, p)) => (Some(name.as_deref().unwrap_or("")), p),
             None => (None, &self.default),
         }
@@ -32,7 +35,8 @@ impl PipelineSet {
     /// Whether any pipeline could allow a request to `host` (DNS in eBPF mode answers only
     /// names some policy may allow).
     pub fn may_allow_host(&self, host: &str) -> bool {
-        self.default.may_allow_host(host) || self.policies.iter().any(|(_, p)| p.may_allow_host(host))
+        self.default.may_allow_host(host)
+            || self.policies.iter().any(|(_, p)| p.may_allow_host(host))
     }
 }
 

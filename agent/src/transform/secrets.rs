@@ -104,7 +104,9 @@ fn inject_mode(i: &InjectConfig) -> Result<Mode, String> {
         (None, Some(q)) => InjectTarget::Query(q.clone()),
         _ => return Err("inject must specify exactly one of header or query_param".into()),
     };
+    // The formatter shapes header values only (a query value is set as is, like iron-proxy).
     let formatter = match &i.formatter {
+        Some(_) if matches!(target, InjectTarget::Query(_)) => None,
         Some(f) => Some(
             Template::parse(f, &["Value"])
                 .map_err(|e| format!("parsing formatter template: {e}"))?,

@@ -1,0 +1,502 @@
+//! `iron-agent run [--config FILE] [--user NAME] -- CMD ARGS...`: run one command jailed by a
+//! private agent instance.
+//!
+//! The agent runs in this process with its own pin directory and ephemeral loopback listeners, so
+//! concurrent jails and an installed service do not interfere. Only a fresh cgroup is governed
+//! (`default: exempt` for everything else); CMD joins that cgroup before `exec`, so none of its
+//! instructions run ungoverned. When CMD ends, everything left in the cgroup is killed, the agent
+//! stops, its programs are detached and the cgroup removed. CMD's exit status becomes ours (128 +
+//! signal when it was killed). Fail closed: when the agent cannot start, CMD is not run.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::config::intercept::{IdentityMode, InterceptMode};
+use crate::config::{Config, ListenAddr};
+use crate::ebpf;
+
+/// How long the agent may take to bind its listeners and attach its programs.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the agent may drain after CMD is done before it is dropped.
+const STOP_TIMEOUT: Duration = Duration::from_secs(12);
+
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error(
+        "`iron-agent run -- CMD` must run as root: it attaches eBPF programs and creates a cgroup (try: sudo iron-agent run ... -- CMD)"
+    )]
+    NotRoot,
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Ebpf(#[from] ebpf::InterceptError),
+    #[error("the agent did not start, so the command was not run: {0}")]
+    AgentFailed(String),
+    #[error("interrupted by {0} before the command started")]
+    Interrupted(&'static str),
+}
+
+fn io(context: impl Into<String>, source: std::io::Error) -> JailError {
+    JailError::Io {
+        context: context.into(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct JailOptions {
+    /// Run CMD as this user instead of the invoking one.
+    pub user: Option<String>,
+    pub cmd: Vec<OsString>,
+}
+
+/// A passwd entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+fn passwd() -> Vec<Account> {
+    let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some(Account {
+                name: (*f.first()?).to_string(),
+                uid: f.get(2)?.parse().ok()?,
+                gid: f.get(3)?.parse().ok()?,
+                home: (*f.get(5)?).to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The primary group plus every /etc/group entry listing `user` (what initgroups(3) computes
+/// from files), looked up before fork so the child only makes system calls.
+fn groups_of(user: &str, primary: u32) -> Vec<libc::gid_t> {
+    let text = fs::read_to_string("/etc/group").unwrap_or_default();
+    let mut out = vec![primary];
+    for l in text.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        let (Some(gid), Some(members)) = (f.get(2).and_then(|g| g.parse().ok()), f.get(3)) else {
+            continue;
+        };
+        if members.split(',').any(|m| m == user) && !out.contains(&gid) {
+            out.push(gid);
+        }
+    }
+    out
+}
+
+/// Who CMD runs as: `--user`, else the user who invoked sudo, else ourselves (`None`: no change).
+fn target_account(
+    user: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Account>, JailError> {
+    let all = passwd();
+    if let Some(u) = user {
+        let by_name = all.iter().find(|a| a.name == u);
+        let by_uid = u
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| all.iter().find(|a| a.uid == n));
+        return by_name
+            .or(by_uid)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| JailError::UnknownUser(u.to_string()));
+    }
+    let Some(uid) = env("SUDO_UID").and_then(|u| u.parse::<u32>().ok()) else {
+        return Ok(None);
+    };
+    let gid = env("SUDO_GID").and_then(|g| g.parse::<u32>().ok());
+    Ok(Some(match all.into_iter().find(|a| a.uid == uid) {
+        Some(mut a) => {
+            a.gid = gid.unwrap_or(a.gid);
+            a
+        }
+        None => Account {
+            name: env("SUDO_USER").unwrap_or_default(),
+            uid,
+            gid: gid.unwrap_or(uid),
+            home: "/".into(),
+        },
+    }))
+}
+
+/// The fresh cgroup CMD runs in; removed (after killing what is left in it) on drop.
+struct JailCgroup {
+    path: PathBuf,
+}
+
+impl JailCgroup {
+    fn create() -> Result<Self, JailError> {
+        let mount = ebpf::cgroup2_mount()?;
+        let path = mount.join(format!("iron-agent.run.{}", std::process::id()));
+        fs::create_dir(&path).map_err(|e| io(format!("creating cgroup {}", path.display()), e))?;
+        Ok(Self { path })
+    }
+
+    fn procs(&self) -> Vec<String> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Kills everything still in the cgroup (CMD's background children): once the programs are
+    /// detached they would run ungoverned.
+    fn kill_all(&self) {
+        if self.procs().is_empty() {
+            return;
+        }
+        if fs::write(self.path.join("cgroup.kill"), "1").is_err() {
+            // Kernels before 5.14 have no cgroup.kill.
+            for pid in self.procs() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    send_signal(pid, libc::SIGKILL);
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.procs().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for JailCgroup {
+    fn drop(&mut self) {
+        self.kill_all();
+        if let Err(e) = fs::remove_dir(&self.path) {
+            eprintln!("warning: removing cgroup {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Removes this run's pins on drop (after the agent is stopped), so nothing stays attached.
+struct JailPins(PathBuf);
+
+impl Drop for JailPins {
+    fn drop(&mut self) {
+        if let Err(e) = crate::install::detach(&self.0) {
+            eprintln!("warning: {e}");
+        }
+    }
+}
+
+/// A loopback port that is free right now (for the metrics listener, which we poll for
+/// readiness; the other listeners bind port 0 and the programs learn the bound ports).
+fn free_port() -> Result<u16, JailError> {
+    let l =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| io("picking a free port", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| io("picking a free port", e))
+}
+
+/// Makes `cfg` this jail's: only `cgroup` governed, private pins and ports.
+pub fn jail_config(mut cfg: Config, cgroup: &Path, pin_dir: PathBuf, metrics_port: u16) -> Config {
+    let lo = |port| ListenAddr {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    cfg.intercept.mode = InterceptMode::Ebpf;
+    cfg.intercept.default = IdentityMode::Exempt;
+    cfg.intercept.pin_dir = pin_dir;
+    cfg.intercept.governed.cgroups.push(cgroup.to_path_buf());
+    cfg.proxy.http_listen = lo(0);
+    cfg.proxy.https_listen = lo(0);
+    cfg.dns.listen = lo(0);
+    cfg.metrics.listen = lo(metrics_port);
+    cfg
+}
+
+/// Runs the jail; returns CMD's exit status. `cfg` is the loaded config (or the default one).
+pub fn run(cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
+    if !crate::install::is_root() {
+        return Err(JailError::NotRoot);
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let account = target_account(opts.user.as_deref(), &env)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| io("starting the runtime", e))?;
+
+    // Order matters for cleanup: drops run in reverse, so the cgroup is emptied and removed
+    // after the pins are gone, and the pins are removed after the agent stopped.
+    let cgroup = JailCgroup::create()?;
+    let pins = JailPins(PathBuf::from(format!(
+        "/sys/fs/bpf/iron-agent-run-{}",
+        std::process::id()
+    )));
+    let metrics_port = free_port()?;
+    let cfg = jail_config(cfg, &cgroup.path, pins.0.clone(), metrics_port);
+    let status = rt.block_on(supervise(cfg, &cgroup, metrics_port, account, &opts.cmd));
+    cgroup.kill_all();
+    drop(rt);
+    drop(pins);
+    drop(cgroup);
+    status
+}
+
+async fn supervise(
+    cfg: Config,
+    cgroup: &JailCgroup,
+    metrics_port: u16,
+    account: Option<Account>,
+    cmd: &[OsString],
+) -> Result<u8, JailError> {
+    // Registered before the agent starts: a Ctrl-C during startup must reach our cleanup rather
+    // than kill the process with the programs attached and the cgroup left behind.
+    let mut sigs = Signals::new()?;
+    let mut agent = tokio::spawn(super::run(cfg));
+    let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port));
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        tokio::select! {
+            done = &mut agent => {
+                let why = match done {
+                    Ok(Ok(())) => "it stopped during startup".to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                return Err(JailError::AgentFailed(why));
+            }
+            sig = sigs.recv() => {
+                stop_agent(agent).await;
+                return Err(JailError::Interrupted(sig.1));
+            }
+            ready = ready(metrics) => if ready { break },
+        }
+        if tokio::time::Instant::now() > deadline {
+            agent.abort();
+            return Err(JailError::AgentFailed(format!(
+                "not ready after {}s",
+                READY_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let status = match spawn_jailed(cgroup, account.as_ref(), cmd) {
+        Ok(mut child) => {
+            let pid = child.id().and_then(|p| i32::try_from(p).ok());
+            loop {
+                tokio::select! {
+                    st = child.wait() => break st.map(exit_code).map_err(|e| io("waiting for the command", e)),
+                    sig = sigs.recv() => if let Some(pid) = pid { send_signal(pid, sig.0) },
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            // Like a shell: 127 when the command does not exist, 126 when it cannot run.
+            Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            })
+        }
+    };
+    cgroup.kill_all();
+    stop_agent(agent).await;
+    status
+}
+
+/// Asks the agent to shut down the way a signal would, and waits a bounded time.
+async fn stop_agent(agent: tokio::task::JoinHandle<Result<(), super::AppError>>) {
+    send_signal(std::process::id().cast_signed(), libc::SIGTERM);
+    let abort = agent.abort_handle();
+    match tokio::time::timeout(STOP_TIMEOUT, agent).await {
+        Ok(Ok(Err(e))) => eprintln!("warning: agent: {e}"),
+        Ok(_) => {}
+        Err(_) => abort.abort(),
+    }
+}
+
+/// Whether the metrics listener answers `/readyz`. It is served only after the listeners are
+/// bound and the programs attached with every identity written.
+async fn ready(addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+fn exit_code(st: std::process::ExitStatus) -> u8 {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(1),
+        (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(255),
+        _ => 1,
+    }
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    quit: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, JailError> {
+        let s = |k| signal(k).map_err(|e| io("installing signal handlers", e));
+        Ok(Self {
+            int: s(SignalKind::interrupt())?,
+            term: s(SignalKind::terminate())?,
+            hup: s(SignalKind::hangup())?,
+            quit: s(SignalKind::quit())?,
+        })
+    }
+
+    async fn recv(&mut self) -> (i32, &'static str) {
+        tokio::select! {
+            _ = self.int.recv() => (libc::SIGINT, "SIGINT"),
+            _ = self.term.recv() => (libc::SIGTERM, "SIGTERM"),
+            _ = self.hup.recv() => (libc::SIGHUP, "SIGHUP"),
+            _ = self.quit.recv() => (libc::SIGQUIT, "SIGQUIT"),
+        }
+    }
+}
+
+fn spawn_jailed(
+    cgroup: &JailCgroup,
+    account: Option<&Account>,
+    cmd: &[OsString],
+) -> std::io::Result<tokio::process::Child> {
+    let (prog, args) = cmd
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"))?;
+    // Opened here, written in the child: the open-time credentials (root) authorize the move,
+    // and "0" means "the writing process", so the child needs no formatting after fork.
+    let procs = OpenOptions::new()
+        .write(true)
+        .open(cgroup.path.join("cgroup.procs"))?;
+    let mut c = tokio::process::Command::new(prog);
+    c.args(args);
+    let ident = account.map(|a| (a.uid, a.gid, groups_of(&a.name, a.gid)));
+    if let Some(a) = account {
+        c.env("HOME", &a.home)
+            .env("USER", &a.name)
+            .env("LOGNAME", &a.name);
+    }
+    join_and_drop_privileges(&mut c, &procs, ident);
+    let child = c.spawn();
+    drop(procs);
+    child
+}
+
+/// Makes the child join the jail cgroup, then take on `ident`, between fork and exec.
+#[allow(unsafe_code)]
+fn join_and_drop_privileges(
+    c: &mut tokio::process::Command,
+    procs: &File,
+    ident: Option<(u32, u32, Vec<libc::gid_t>)>,
+) {
+    let fd = procs.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (write, setgroups, setgid, setuid) on data prepared before the fork; it
+    // allocates nothing except the error value on failure. The fd stays open in the parent
+    // until spawn returns.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some((uid, gid, groups)) = &ident {
+                // Groups, then gid, then uid: after setuid we could no longer change the others.
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(*gid) != 0
+                    || libc::setuid(*uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+#[allow(unsafe_code)]
+fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) takes plain integers; an invalid or gone pid only yields an error code.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(std::process::ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(
+            exit_code(std::process::ExitStatus::from_raw(libc::SIGKILL)),
+            137
+        );
+    }
+
+    #[test]
+    fn sudo_user_is_default() {
+        let env = |k: &str| match k {
+            "SUDO_UID" => Some("0".to_string()),
+            "SUDO_GID" => Some("0".to_string()),
+            _ => None,
+        };
+        let a = target_account(None, &env).unwrap().unwrap();
+        assert_eq!((a.uid, a.gid, a.name.as_str()), (0, 0, "root"));
+        assert!(target_account(None, &|_| None).unwrap().is_none());
+        assert!(matches!(
+            target_account(Some("no-such-user-xyz"), &|_| None),
+            Err(JailError::UnknownUser(_))
+        ));
+    }
+
+    #[test]
+    fn config_is_jailed() {
+        let cfg = crate::config::parse("log:\n  level: info\n").unwrap();
+        let cfg = jail_config(
+            cfg,
+            Path::new("/sys/fs/cgroup/x"),
+            "/sys/fs/bpf/y".into(),
+            4242,
+        );
+        assert_eq!(cfg.intercept.default, IdentityMode::Exempt);
+        assert_eq!(
+            cfg.intercept.governed.cgroups,
+            [PathBuf::from("/sys/fs/cgroup/x")]
+        );
+        assert_eq!(cfg.metrics.listen.port, 4242);
+        assert_eq!(cfg.proxy.http_listen.port, 0);
+    }
+}

@@ -1,0 +1,502 @@
+//! `iron-agent install | uninstall | status`: set the agent up as a systemd service on this host
+//! (CA, config, trust store, unit), undo exactly that, and show what is attached.
+//!
+//! Everything `install` creates is recorded in [`layout::MANIFEST`]; `uninstall` removes those
+//! paths only (so a file that was there before is never deleted) and keeps the CA unless asked to
+//! purge it. Each step prints one line to stdout.
+
+pub mod layout;
+pub mod manifest;
+pub mod status;
+pub mod system;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::config;
+use crate::ebpf::{self, InterceptConfig, InterceptError, Interceptor, Mode};
+use crate::tls::{self, TlsError};
+use layout::{
+    BINARY, CA_CERT, CA_KEY, CONFIG, ETC_DIR, Layout, MANIFEST, STATE_DIR, UNIT, UNIT_NAME,
+    UNIT_TEMPLATE,
+};
+use manifest::{Kind, Manifest, TrustStore, write_file};
+
+pub use status::{StatusOptions, status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{0} must run as root (try: sudo iron-agent {0})")]
+    NotRoot(&'static str),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid:\n{reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("generating the CA: {0}")]
+    Tls(#[from] TlsError),
+    #[error("`{cmd}` failed: {reason}")]
+    Command { cmd: String, reason: String },
+    #[error("manifest {path}: {reason}")]
+    Manifest { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("detaching programs: {0}")]
+    Intercept(#[from] InterceptError),
+}
+
+impl InstallError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// Config to install instead of the generated one (validated first).
+    pub config: Option<PathBuf>,
+    /// Hosts for the generated allowlist (empty: deny everything).
+    pub allow: Vec<String>,
+    /// Enable the unit but do not start it.
+    pub no_start: bool,
+    /// Install below this directory instead of `/` (tests); skips host commands.
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UninstallOptions {
+    /// Also remove the CA.
+    pub purge: bool,
+    pub root: Option<PathBuf>,
+}
+
+fn say(line: impl AsRef<str>) {
+    println!("{}", line.as_ref());
+}
+
+/// Effective uid 0, read from /proc so no unsafe libc call is needed.
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
+    let layout = Layout::new(opts.root.clone());
+    if layout.is_real() && !is_root() {
+        return Err(InstallError::NotRoot("install"));
+    }
+    // Validate before touching anything: a bad config must not leave a half-installed host.
+    let supplied = match &opts.config {
+        Some(p) => Some(validated_config(p)?),
+        None => None,
+    };
+    let mut m = Manifest::load(&layout)?.unwrap_or(Manifest {
+        version: 1,
+        ..Manifest::default()
+    });
+
+    m.mkdirs(&layout, Path::new(STATE_DIR))?;
+    m.save(&layout)?;
+    m.mkdirs(&layout, Path::new(ETC_DIR))?;
+    m.save(&layout)?;
+
+    install_ca(&layout, &mut m)?;
+    m.save(&layout)?;
+    install_config(&layout, &mut m, supplied.as_deref(), &opts.allow)?;
+    m.save(&layout)?;
+    install_binary(&layout, &mut m)?;
+    m.save(&layout)?;
+    install_file(
+        &layout,
+        &mut m,
+        Path::new(UNIT),
+        UNIT_TEMPLATE.as_bytes(),
+        0o644,
+        "systemd unit",
+    )?;
+    m.save(&layout)?;
+    install_trust(&layout, &mut m)?;
+    m.save(&layout)?;
+    start_service(&layout, &mut m, opts.no_start)?;
+    m.save(&layout)?;
+    say(format!(
+        "recorded what was created in {}",
+        layout.path(MANIFEST).display()
+    ));
+    Ok(())
+}
+
+fn validated_config(path: &Path) -> Result<Vec<u8>, InstallError> {
+    let cfg = config::load(path).map_err(|e| InstallError::Config {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let refused = crate::app::unsupported(&cfg);
+    if !refused.is_empty() {
+        return Err(InstallError::Config {
+            path: path.to_path_buf(),
+            reason: refused.join("\n"),
+        });
+    }
+    fs::read(path).map_err(|e| InstallError::io(format!("reading {}", path.display()), e))
+}
+
+fn install_ca(layout: &Layout, m: &mut Manifest) -> Result<(), InstallError> {
+    let (cert, key) = (layout.path(CA_CERT), layout.path(CA_KEY));
+    match (cert.exists(), key.exists()) {
+        (true, true) => {
+            say(format!(
+                "CA: kept existing {} and {}",
+                cert.display(),
+                key.display()
+            ));
+            return Ok(());
+        }
+        (false, false) => {}
+        _ => {
+            return Err(InstallError::Refused(format!(
+                "only one of {} and {} exists; remove it or restore the other",
+                cert.display(),
+                key.display()
+            )));
+        }
+    }
+    let written = tls::generate_ca(&tls::GenerateCaOptions {
+        outdir: layout.path(ETC_DIR),
+        name: "iron-agent CA".into(),
+        expiry_hours: 2160,
+        alg: tls::CaAlgorithm::EcdsaP256,
+    })?;
+    // The CA survives uninstall unless purged: workloads may still hold certificates it signed.
+    m.record(Path::new(CA_CERT), Kind::File, true);
+    m.record(Path::new(CA_KEY), Kind::File, true);
+    say(format!(
+        "CA: generated {} (0644) and {} (0600)",
+        written.cert_path.display(),
+        written.key_path.display()
+    ));
+    Ok(())
+}
+
+/// The config written when none exists: eBPF interception for every non-root user, loopback
+/// listeners on unprivileged ports, the installed CA, and an allowlist of `allow`.
+pub fn generated_config(allow: &[String]) -> String {
+    let mut domains = String::new();
+    if allow.is_empty() {
+        domains.push_str(" []\n");
+    } else {
+        domains.push('\n');
+        for h in allow {
+            // JSON string syntax is valid YAML and escapes anything odd in a host name.
+            domains.push_str(&format!(
+                "        - {}\n",
+                serde_json::Value::from(h.as_str())
+            ));
+        }
+    }
+    format!(
+        "# Written by `iron-agent install`; edit freely (install never overwrites it).\n\
+         # Apply changes with: systemctl restart iron-agent\n\
+         dns:\n  listen: \"127.0.0.1:15053\"\n  proxy_ip: \"127.0.0.1\"\n\
+         proxy:\n  http_listen: \"127.0.0.1:15080\"\n  https_listen: \"127.0.0.1:15443\"\n\
+         metrics:\n  listen: \"127.0.0.1:15090\"\n\
+         tls:\n  ca_cert: \"{CA_CERT}\"\n  ca_key: \"{CA_KEY}\"\n\
+         intercept:\n  mode: ebpf\n  # Every uid except root and the agent: 80/443/53 go to the agent, the rest is denied.\n  default: redirect\n\
+         transforms:\n  - name: allowlist\n    config:\n      domains:{domains}\
+         log:\n  level: info\n"
+    )
+}
+
+fn install_config(
+    layout: &Layout,
+    m: &mut Manifest,
+    supplied: Option<&[u8]>,
+    allow: &[String],
+) -> Result<(), InstallError> {
+    let real = layout.path(CONFIG);
+    match supplied {
+        None if real.exists() => {
+            say(format!(
+                "config: kept existing {} (never overwritten)",
+                real.display()
+            ));
+            if !allow.is_empty() {
+                say(
+                    "config: --allow ignored because the config already exists; edit its allowlist instead",
+                );
+            }
+            Ok(())
+        }
+        None => {
+            let text = generated_config(allow);
+            write_file(&real, text.as_bytes(), 0o600)?;
+            m.record(Path::new(CONFIG), Kind::File, false);
+            let hosts = if allow.is_empty() {
+                "none: all egress denied".to_string()
+            } else {
+                allow.join(",")
+            };
+            say(format!(
+                "config: wrote {} (eBPF interception, allowed hosts: {hosts})",
+                real.display()
+            ));
+            Ok(())
+        }
+        Some(bytes) => install_file(layout, m, Path::new(CONFIG), bytes, 0o600, "config"),
+    }
+}
+
+/// Writes a file this install owns. A file that exists with other content is replaced only if an
+/// earlier install created it; anything else is the operator's and is refused.
+fn install_file(
+    layout: &Layout,
+    m: &mut Manifest,
+    system: &Path,
+    bytes: &[u8],
+    mode: u32,
+    what: &str,
+) -> Result<(), InstallError> {
+    let real = layout.path(system);
+    match fs::read(&real) {
+        Ok(old) if old == bytes => {
+            say(format!("{what}: {} is up to date", real.display()));
+            return Ok(());
+        }
+        Ok(_) if !m.created(system) => {
+            return Err(InstallError::Refused(format!(
+                "{what}: {} exists and was not written by iron-agent install; move it away first",
+                real.display()
+            )));
+        }
+        Ok(_) => {
+            write_file(&real, bytes, mode)?;
+            say(format!("{what}: updated {}", real.display()));
+            return Ok(());
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(InstallError::io(format!("reading {}", real.display()), e)),
+    }
+    if let Some(parent) = system.parent() {
+        m.mkdirs(layout, parent)?;
+    }
+    write_file(&real, bytes, mode)?;
+    m.record(system, Kind::File, false);
+    say(format!("{what}: wrote {}", real.display()));
+    Ok(())
+}
+
+fn install_binary(layout: &Layout, m: &mut Manifest) -> Result<(), InstallError> {
+    let exe = std::env::current_exe().map_err(|e| InstallError::io("locating this binary", e))?;
+    let dest = layout.path(BINARY);
+    if fs::canonicalize(&dest).ok() == fs::canonicalize(&exe).ok() {
+        say(format!("binary: running from {} already", dest.display()));
+        return Ok(());
+    }
+    let bytes =
+        fs::read(&exe).map_err(|e| InstallError::io(format!("reading {}", exe.display()), e))?;
+    install_file(layout, m, Path::new(BINARY), &bytes, 0o755, "binary")
+}
+
+fn install_trust(layout: &Layout, m: &mut Manifest) -> Result<(), InstallError> {
+    let Some(store) = TrustStore::detect(layout) else {
+        say(format!(
+            "trust store: no Debian/Ubuntu or RHEL trust store found; trust {} in your clients yourself",
+            layout.path(CA_CERT).display()
+        ));
+        return Ok(());
+    };
+    let cert = fs::read(layout.path(CA_CERT))
+        .map_err(|e| InstallError::io(format!("reading {}", layout.path(CA_CERT).display()), e))?;
+    install_file(layout, m, &store.anchor(), &cert, 0o644, "trust store")?;
+    m.trust_store = Some(store);
+    refresh_trust(layout, store)
+}
+
+fn refresh_trust(layout: &Layout, store: TrustStore) -> Result<(), InstallError> {
+    let cmd = store.refresh_command();
+    let what = system::describe(&cmd);
+    if !layout.is_real() {
+        say(format!("trust store: skipped `{what}` (--root)"));
+        return Ok(());
+    }
+    system::run(cmd)?;
+    say(format!("trust store: ran `{what}`"));
+    Ok(())
+}
+
+fn start_command() -> String {
+    format!("{BINARY} run --config {CONFIG}")
+}
+
+fn start_service(layout: &Layout, m: &mut Manifest, no_start: bool) -> Result<(), InstallError> {
+    if !layout.is_real() {
+        say("service: skipped systemctl (--root)");
+        return Ok(());
+    }
+    if !system::systemd_running() {
+        say(format!(
+            "service: systemd is not running on this host, so {UNIT_NAME} was neither enabled nor started; start the agent with: {}",
+            start_command()
+        ));
+        return Ok(());
+    }
+    system::systemctl(&["daemon-reload"])?;
+    if no_start {
+        system::systemctl(&["enable", UNIT_NAME])?;
+        say(format!(
+            "service: enabled {UNIT_NAME} (not started: --no-start; start with `systemctl start {UNIT_NAME}`)"
+        ));
+    } else {
+        system::systemctl(&["enable", UNIT_NAME])?;
+        // restart, not start: a reinstall must pick up a new binary or config.
+        system::systemctl(&["restart", UNIT_NAME])?;
+        say(format!("service: enabled and started {UNIT_NAME}"));
+    }
+    m.unit_enabled = true;
+    Ok(())
+}
+
+pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
+    let layout = Layout::new(opts.root.clone());
+    if layout.is_real() && !is_root() {
+        return Err(InstallError::NotRoot("uninstall"));
+    }
+    let Some(m) = Manifest::load(&layout)? else {
+        say(format!(
+            "nothing to uninstall: no manifest at {} (iron-agent install was not run here)",
+            layout.path(MANIFEST).display()
+        ));
+        return Ok(());
+    };
+    let installed_config = layout.path(CONFIG);
+    let pin_dir = pin_dir_of(&installed_config);
+
+    if layout.is_real() && system::systemd_running() && m.created(Path::new(UNIT)) {
+        // The unit may already be gone from systemd's view; a failure here must not stop cleanup.
+        match system::systemctl(&["disable", "--now", UNIT_NAME]) {
+            Ok(()) => say(format!("service: stopped and disabled {UNIT_NAME}")),
+            Err(e) => say(format!("service: {e} (continuing)")),
+        }
+    } else if layout.is_real() {
+        say("service: systemd is not running; nothing to stop");
+    } else {
+        say("service: skipped systemctl (--root)");
+    }
+
+    if layout.is_real() {
+        say(detach(&pin_dir)?);
+    } else {
+        say(format!(
+            "programs: skipped detaching {} (--root)",
+            pin_dir.display()
+        ));
+    }
+
+    // The manifest goes first so its directory can be removed with the others; the kept
+    // entries are written back below.
+    Manifest::remove_file(&layout)?;
+    let mut kept = Manifest {
+        version: 1,
+        ..Manifest::default()
+    };
+    for e in m.created.iter().rev() {
+        let real = layout.path(&e.path);
+        if e.keep && !opts.purge {
+            say(format!(
+                "kept {} (use --purge to remove it)",
+                real.display()
+            ));
+            kept.created.insert(0, e.clone());
+            continue;
+        }
+        let res = match e.kind {
+            Kind::File => fs::remove_file(&real),
+            Kind::Dir => fs::remove_dir(&real),
+        };
+        match res {
+            Ok(()) => say(format!("removed {}", real.display())),
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                say(format!("{} was already gone", real.display()))
+            }
+            Err(err) if e.kind == Kind::Dir && err.kind() == ErrorKind::DirectoryNotEmpty => {
+                say(format!("kept {} (not empty)", real.display()));
+                kept.created.insert(0, e.clone());
+            }
+            Err(err) => {
+                return Err(InstallError::io(
+                    format!("removing {}", real.display()),
+                    err,
+                ));
+            }
+        }
+    }
+    if let Some(store) = m.trust_store {
+        if store == TrustStore::Debian && layout.is_real() {
+            system::debian_forget_anchor()?;
+        }
+        refresh_trust(&layout, store)?;
+    }
+    if layout.is_real() && system::systemd_running() && m.created(Path::new(UNIT)) {
+        let _ = system::systemctl(&["daemon-reload"]);
+    }
+    if kept.created.iter().any(|e| layout.path(&e.path).exists()) {
+        kept.created.retain(|e| layout.path(&e.path).exists());
+        kept.mkdirs(&layout, Path::new(STATE_DIR))?;
+        kept.save(&layout)?;
+        say(format!(
+            "recorded the kept files in {} (uninstall --purge removes them)",
+            layout.path(MANIFEST).display()
+        ));
+    }
+    Ok(())
+}
+
+/// The pin directory the installed config uses (the default when it cannot be read).
+fn pin_dir_of(config_path: &Path) -> PathBuf {
+    config::load(config_path)
+        .map(|c| c.intercept.pin_dir)
+        .unwrap_or_else(|_| config::intercept::InterceptConfig::default().pin_dir)
+}
+
+/// Detaches the programs pinned under `pin_dir` and removes the pins. Adopting rewrites the
+/// listener config, so it is written with `default: exempt` first: for the moment until the pins
+/// are gone nobody is newly denied.
+pub fn detach(pin_dir: &Path) -> Result<String, InstallError> {
+    if !pin_dir.exists() {
+        return Ok(format!("programs: none pinned at {}", pin_dir.display()));
+    }
+    if ebpf::is_installed(pin_dir) {
+        let cfg = InterceptConfig {
+            default_mode: Mode::Exempt,
+            pin_dir: pin_dir.to_path_buf(),
+            ..InterceptConfig::default()
+        };
+        if let Ok(icpt) = Interceptor::adopt(&cfg) {
+            icpt.detach_and_unpin()?;
+            return Ok(format!(
+                "programs: detached and removed pins in {}",
+                pin_dir.display()
+            ));
+        }
+    }
+    // Incomplete or unreadable pins: removing the files is what detaches them anyway.
+    fs::remove_dir_all(pin_dir)
+        .map_err(|e| InstallError::io(format!("removing pins in {}", pin_dir.display()), e))?;
+    Ok(format!(
+        "programs: removed pin directory {}",
+        pin_dir.display()
+    ))
+}

@@ -1,0 +1,229 @@
+//! `iron-agent status`: what is installed, attached and governed, and the program counters.
+//! Read-only: it never adopts the pins (adopting rewrites the programs' config).
+
+use std::path::PathBuf;
+
+use agent_common::{PIN_LINKS_SUBDIR, PROGRAMS};
+use serde_json::{Value, json};
+
+use super::InstallError;
+use super::layout::{BINARY, CONFIG, Layout, MANIFEST, UNIT};
+use super::manifest::Manifest;
+use super::system;
+use crate::config::intercept::{Identities, InterceptConfig};
+use crate::config::{self};
+use crate::ebpf;
+
+#[derive(Debug, Clone, Default)]
+pub struct StatusOptions {
+    /// Config to read the identities and pin directory from (default: the installed one).
+    pub config: Option<PathBuf>,
+    pub json: bool,
+    pub root: Option<PathBuf>,
+}
+
+/// Collects the status as JSON (also the source of the human-readable form).
+pub fn collect(opts: &StatusOptions) -> Result<Value, InstallError> {
+    let layout = Layout::new(opts.root.clone());
+    let manifest = Manifest::load(&layout)?;
+    let config_path = opts.config.clone().unwrap_or_else(|| layout.path(CONFIG));
+    let (intercept, config_error) = if config_path.exists() {
+        match config::load(&config_path) {
+            Ok(c) => (Some(c.intercept), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    } else {
+        (None, Some("not found".to_string()))
+    };
+    let pin_dir = intercept
+        .as_ref()
+        .map_or_else(|| InterceptConfig::default().pin_dir, |i| i.pin_dir.clone());
+
+    let links_dir = pin_dir.join(PIN_LINKS_SUBDIR);
+    let links: Vec<Value> = PROGRAMS
+        .iter()
+        .map(|(name, _)| json!({"program": name, "pinned": links_dir.join(name).exists()}))
+        .collect();
+    let attached = ebpf::is_installed(&pin_dir);
+    let (counters, counters_error) = if attached {
+        match ebpf::pinned_counters(&pin_dir) {
+            Ok(c) => (
+                Some(
+                    c.iter()
+                        .map(|(k, v)| (format!("{k:?}"), Value::from(v)))
+                        .collect::<serde_json::Map<_, _>>(),
+                ),
+                None,
+            ),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    } else {
+        (None, None)
+    };
+    let pins_readable = !pin_dir.exists() || std::fs::read_dir(&pin_dir).is_ok();
+
+    Ok(json!({
+        "installed": manifest.is_some(),
+        "manifest": layout.path(MANIFEST),
+        "unit_file": layout.path(UNIT).exists().then(|| layout.path(UNIT)),
+        "binary": layout.path(BINARY).exists().then(|| layout.path(BINARY)),
+        "systemd_running": system::systemd_running(),
+        "service": system::unit_state(),
+        "config": config_path,
+        "config_error": config_error,
+        "pin_dir": pin_dir,
+        "pin_dir_present": pin_dir.exists(),
+        "pins_readable": pins_readable,
+        "attached": attached,
+        "links": links,
+        "counters": counters,
+        "counters_error": counters_error,
+        "intercept": intercept.as_ref().map(intercept_json),
+    }))
+}
+
+fn ids_json(ids: &Identities) -> Value {
+    json!({"uids": ids.uids, "users": ids.users, "cgroups": ids.cgroups})
+}
+
+fn intercept_json(i: &InterceptConfig) -> Value {
+    json!({
+        "mode": format!("{:?}", i.mode).to_lowercase(),
+        "default": format!("{:?}", i.default).to_lowercase(),
+        "governed": ids_json(&i.governed),
+        "exempt": ids_json(&i.exempt),
+        "deny": ids_json(&i.deny),
+        "policies": i.policies.iter().enumerate().map(|(n, p)| json!({
+            "name": p.name.clone().unwrap_or_else(|| format!("policies[{n}]")),
+            "identities": ids_json(&p.identities()),
+            "transforms": p.transforms.len(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn status(opts: &StatusOptions) -> Result<(), InstallError> {
+    let v = collect(opts)?;
+    if opts.json {
+        println!("{v:#}");
+        return Ok(());
+    }
+    print!("{}", human(&v));
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn human(v: &Value) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, val: String| out.push_str(&format!("{k:<12} {val}\n"));
+    line(
+        "installed",
+        if v["installed"] == true {
+            format!("yes ({})", s(&v["manifest"]))
+        } else {
+            "no".into()
+        },
+    );
+    line("unit", s(&v["unit_file"]));
+    line(
+        "service",
+        if v["systemd_running"] == true {
+            s(&v["service"])
+        } else {
+            "systemd not running".into()
+        },
+    );
+    let cfg_err = if v["config_error"].is_null() {
+        String::new()
+    } else {
+        format!(" ({})", s(&v["config_error"]))
+    };
+    line("config", format!("{}{cfg_err}", s(&v["config"])));
+    let pinned: Vec<String> = v["links"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|l| l["pinned"] == true)
+                .map(|l| s(&l["program"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let attached = if v["attached"] == true {
+        format!(
+            "yes: {} programs attached through pins in {}",
+            pinned.len(),
+            s(&v["pin_dir"])
+        )
+    } else if v["pins_readable"] == false {
+        format!("unknown: cannot read {} (run as root)", s(&v["pin_dir"]))
+    } else if v["pin_dir_present"] == true {
+        format!(
+            "no: {} is incomplete ({} of {} link pins)",
+            s(&v["pin_dir"]),
+            pinned.len(),
+            PROGRAMS.len()
+        )
+    } else {
+        format!("no: nothing pinned at {}", s(&v["pin_dir"]))
+    };
+    line("attached", attached);
+    if let Some(i) = v["intercept"].as_object() {
+        line(
+            "mode",
+            format!(
+                "{} (default for other uids: {})",
+                s(&i["mode"]),
+                s(&i["default"])
+            ),
+        );
+        for k in ["governed", "exempt", "deny"] {
+            line(k, ids_text(&i[k]));
+        }
+        if let Some(ps) = i["policies"].as_array() {
+            for p in ps {
+                line(
+                    "policy",
+                    format!(
+                        "{}: {} ({} transforms)",
+                        s(&p["name"]),
+                        ids_text(&p["identities"]),
+                        s(&p["transforms"])
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(c) = v["counters"].as_object() {
+        let text: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        line("counters", text.join(" "));
+    } else if !v["counters_error"].is_null() {
+        line(
+            "counters",
+            format!("unreadable: {}", s(&v["counters_error"])),
+        );
+    }
+    out
+}
+
+fn ids_text(ids: &Value) -> String {
+    let mut parts = Vec::new();
+    for k in ["uids", "users", "cgroups"] {
+        if let Some(a) = ids[k].as_array().filter(|a| !a.is_empty()) {
+            parts.push(format!(
+                "{k}: {}",
+                a.iter().map(s).collect::<Vec<_>>().join(",")
+            ));
+        }
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join("; ")
+    }
+}

@@ -1,0 +1,588 @@
+//! `iron-agent install | uninstall | status` and `iron-agent run -- CMD`, against the real binary.
+//!
+//! The `--root` tests run anywhere. The others change this machine (trust store, /usr/local/bin,
+//! eBPF programs, cgroups) and need root; without it they print `SKIP` and pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use iron_agent_tests::agent::agent_bin;
+
+/// Tests that change machine-wide state take turns.
+static MACHINE: Mutex<()> = Mutex::new(());
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    pid: u32,
+}
+
+/// Runs the agent binary with a time limit (killed and failed when it is exceeded).
+fn agent(args: &[&str], limit: Duration) -> Out {
+    let mut child = Command::new(agent_bin())
+        .args(args)
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn iron-agent");
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "iron-agent {args:?} did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        pid,
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("SKIP {test}: needs root (changes the trust store, attaches eBPF programs)");
+    println!("SKIP {test}: needs root");
+    true
+}
+
+/// Every path below `dir` with its type, mode and content (or link target).
+fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    fn walk(base: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let Ok(md) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        let rel = p.strip_prefix(base).unwrap().to_path_buf();
+        let mode = md.permissions().mode() & 0o7777;
+        if md.file_type().is_symlink() {
+            out.insert(
+                rel,
+                format!("link -> {}", std::fs::read_link(p).unwrap().display()),
+            );
+        } else if md.is_dir() {
+            out.insert(rel, format!("dir {mode:o}"));
+            let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().flatten().collect();
+            entries.sort_by_key(|e| e.path());
+            for e in entries {
+                walk(base, &e.path(), out);
+            }
+        } else {
+            let bytes = std::fs::read(p).unwrap_or_default();
+            out.insert(
+                rel,
+                format!("file {mode:o} {} bytes {:x}", bytes.len(), fnv(&bytes)),
+            );
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn install_into_root_and_uninstall_restores_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Things that were there before must survive uninstall untouched.
+    std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+    std::fs::write(root.join("etc/systemd/system/other.service"), "[Unit]\n").unwrap();
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::write(root.join("usr/local/bin/tool"), "#!/bin/sh\n").unwrap();
+    let before = tree(root);
+    let r = root.to_str().unwrap();
+
+    let out = agent(
+        &[
+            "install",
+            "--root",
+            r,
+            "--allow",
+            "api.openai.com,*.example.org",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    // One line per step, and the real paths.
+    assert!(out.stdout.contains("CA: generated"), "{}", out.stdout);
+    assert!(out.stdout.contains("systemd unit: wrote"), "{}", out.stdout);
+
+    let etc = root.join("etc/iron-agent");
+    assert_eq!(mode(&etc.join("ca.crt")), 0o644);
+    assert_eq!(mode(&etc.join("ca.key")), 0o600);
+    assert_eq!(mode(&etc.join("config.yaml")), 0o600);
+    let cfg = std::fs::read_to_string(etc.join("config.yaml")).unwrap();
+    assert!(
+        cfg.contains("- \"api.openai.com\"") && cfg.contains("- \"*.example.org\""),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains("mode: ebpf") && cfg.contains("default: redirect"),
+        "{cfg}"
+    );
+    assert!(cfg.contains("ca_cert: \"/etc/iron-agent/ca.crt\""), "{cfg}");
+    // The written config passes the same validation as check-config.
+    let check = agent(
+        &[
+            "check-config",
+            "--config",
+            etc.join("config.yaml").to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(check.code, 0, "{}", check.stderr);
+
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/iron-agent.service")).unwrap();
+    assert!(
+        unit.contains(
+            "\nExecStart=/usr/local/bin/iron-agent run --config /etc/iron-agent/config.yaml\n"
+        ),
+        "{unit}"
+    );
+    let caps = unit
+        .lines()
+        .find(|l| l.starts_with("CapabilityBoundingSet="))
+        .unwrap();
+    let mut caps: Vec<&str> = caps
+        .trim_start_matches("CapabilityBoundingSet=")
+        .split(' ')
+        .collect();
+    caps.sort_unstable();
+    assert_eq!(
+        caps,
+        [
+            "CAP_BPF",
+            "CAP_DAC_READ_SEARCH",
+            "CAP_NET_ADMIN",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_ADMIN",
+            "CAP_SYS_RESOURCE"
+        ]
+    );
+    for line in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/sys/fs/bpf /var/lib/iron-agent",
+        "Restart=always",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "missing {line} in:\n{unit}"
+        );
+    }
+    let bin = root.join("usr/local/bin/iron-agent");
+    assert_eq!(mode(&bin), 0o755);
+    assert_eq!(
+        std::fs::read(&bin).unwrap(),
+        std::fs::read(agent_bin()).unwrap()
+    );
+    let anchor = root.join("usr/local/share/ca-certificates/iron-agent.crt");
+    let anchor_rhel = root.join("etc/pki/ca-trust/source/anchors/iron-agent.crt");
+    let anchor = if anchor.exists() { anchor } else { anchor_rhel };
+    assert_eq!(
+        std::fs::read(&anchor).unwrap(),
+        std::fs::read(etc.join("ca.crt")).unwrap()
+    );
+
+    // Idempotent, and the config (edited by the operator) is never overwritten.
+    std::fs::write(etc.join("config.yaml"), format!("# edited\n{cfg}")).unwrap();
+    let after_first = tree(root);
+    let out = agent(
+        &["install", "--root", r, "--allow", "other.example"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("config: kept existing"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(tree(root), after_first, "a second install changed files");
+
+    let st = agent(&["status", "--root", r, "--json"], Duration::from_secs(20));
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v["installed"], true);
+    assert_eq!(v["intercept"]["default"], "redirect");
+
+    // Uninstall keeps the CA (and records it); --purge then restores the tree exactly.
+    let out = agent(&["uninstall", "--root", r], Duration::from_secs(60));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(etc.join("ca.crt").exists() && etc.join("ca.key").exists());
+    assert!(!etc.join("config.yaml").exists());
+    assert!(!root.join("etc/systemd/system/iron-agent.service").exists());
+    assert!(root.join("etc/systemd/system/other.service").exists());
+    assert!(root.join("usr/local/bin/tool").exists() && !bin.exists());
+    let out = agent(
+        &["uninstall", "--root", r, "--purge"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(tree(root), before);
+}
+
+#[test]
+fn install_validates_a_supplied_config_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let r = root.to_str().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "proxy:\n  http_listen: 12\n  nonsense: true\n").unwrap();
+    let out = agent(
+        &["install", "--root", r, "--config", bad.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is not valid"), "{}", out.stderr);
+    assert!(
+        tree(&root).len() == 1,
+        "a rejected config must leave nothing behind: {:?}",
+        tree(&root)
+    );
+
+    let good = dir.path().join("good.yaml");
+    let text = "dns:\n  proxy_ip: \"127.0.0.1\"\ntls:\n  ca_cert: /etc/iron-agent/ca.crt\n  ca_key: /etc/iron-agent/ca.key\ntransforms:\n  - name: allowlist\n    config:\n      domains: [\"a.example\"]\n";
+    std::fs::write(&good, text).unwrap();
+    let out = agent(
+        &["install", "--root", r, "--config", good.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/iron-agent/config.yaml")).unwrap(),
+        text
+    );
+    let out = agent(
+        &["uninstall", "--root", r, "--purge"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(tree(&root).len(), 1, "{:?}", tree(&root));
+}
+
+/// The machine-level paths install touches, for an exact before/after comparison.
+fn machine_snapshot() -> BTreeMap<PathBuf, String> {
+    let mut all = BTreeMap::new();
+    for p in [
+        "/etc/iron-agent",
+        "/var/lib/iron-agent",
+        "/usr/local/bin",
+        "/etc/systemd/system",
+        "/usr/local/share/ca-certificates",
+        "/etc/ssl/certs",
+        "/etc/pki/ca-trust/source/anchors",
+        "/sys/fs/bpf/iron-agent",
+    ] {
+        let p = Path::new(p);
+        if p.exists() {
+            for (k, v) in tree(p) {
+                // The Java keystore is re-serialized by its hook on every change (adding and
+                // removing our CA leaves different bytes); the bundle and links are compared.
+                if k.starts_with("java") {
+                    continue;
+                }
+                all.insert(p.join(k), v);
+            }
+        } else {
+            all.insert(p.to_path_buf(), "absent".into());
+        }
+    }
+    all
+}
+
+#[test]
+fn install_status_uninstall_on_this_machine() {
+    if skip_unless_root("install_status_uninstall_on_this_machine") {
+        return;
+    }
+    let _g = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    if Path::new("/etc/iron-agent").exists()
+        || Path::new("/var/lib/iron-agent/install-manifest.json").exists()
+    {
+        println!(
+            "SKIP install_status_uninstall_on_this_machine: iron-agent is already installed here"
+        );
+        return;
+    }
+    let before = machine_snapshot();
+    let out = agent(
+        &["install", "--allow", "example.com"],
+        Duration::from_secs(120),
+    );
+    // Clean up even when an assertion below fails.
+    struct Undo;
+    impl Drop for Undo {
+        fn drop(&mut self) {
+            let _ = agent(&["uninstall", "--purge"], Duration::from_secs(120));
+        }
+    }
+    let undo = Undo;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    if !Path::new("/run/systemd/system").exists() {
+        assert!(
+            out.stdout.contains("systemd is not running"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            out.stdout
+                .contains("/usr/local/bin/iron-agent run --config /etc/iron-agent/config.yaml"),
+            "{}",
+            out.stdout
+        );
+    }
+    assert!(Path::new("/etc/iron-agent/ca.key").exists());
+    assert!(Path::new("/etc/systemd/system/iron-agent.service").exists());
+    assert!(Path::new("/usr/local/bin/iron-agent").exists());
+    let pem = std::fs::read_to_string("/etc/iron-agent/ca.crt").unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let bundle_has_ca = || {
+        let bundle: String = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        bundle.contains(&body)
+    };
+    if Path::new("/usr/sbin/update-ca-certificates").exists() {
+        assert!(
+            bundle_has_ca(),
+            "CA not in /etc/ssl/certs/ca-certificates.crt"
+        );
+    }
+
+    let st = agent(&["status"], Duration::from_secs(20));
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert!(st.stdout.contains("installed    yes"), "{}", st.stdout);
+    if !Path::new("/sys/fs/bpf/iron-agent").exists() {
+        assert!(st.stdout.contains("attached     no"), "{}", st.stdout);
+    }
+    let st = agent(&["status", "--json"], Duration::from_secs(20));
+    let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(v["intercept"]["mode"], "ebpf");
+
+    let out = agent(&["uninstall", "--purge"], Duration::from_secs(120));
+    std::mem::forget(undo);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(!bundle_has_ca(), "CA still in the bundle after uninstall");
+    let after = machine_snapshot();
+    let diff: Vec<_> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(v))
+        .map(|(k, v)| format!("{}: {v} -> {:?}", k.display(), after.get(k)))
+        .chain(
+            after
+                .keys()
+                .filter(|k| !before.contains_key(*k))
+                .map(|k| format!("new: {}", k.display())),
+        )
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "machine state differs after uninstall:\n{}",
+        diff.join("\n")
+    );
+}
+
+/// A config with a generated CA in a temp dir, for `run -- CMD`.
+fn jail_config(dir: &Path) -> PathBuf {
+    let out = agent(
+        &["generate-ca", "--outdir", dir.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let cfg = dir.join("jail.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dns:\n  proxy_ip: \"127.0.0.1\"\ntls:\n  ca_cert: {0}/ca.crt\n  ca_key: {0}/ca.key\n\
+             transforms:\n  - name: allowlist\n    config:\n      domains: []\nlog:\n  level: warn\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn cgroup2_mount() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| PathBuf::from(f[1]))
+        .expect("cgroup2 mount")
+}
+
+/// Nothing of run `pid` remains: no pins, no cgroup.
+fn assert_cleaned(pid: u32) {
+    let pins = PathBuf::from(format!("/sys/fs/bpf/iron-agent-run-{pid}"));
+    assert!(!pins.exists(), "{} left behind", pins.display());
+    let cg = cgroup2_mount().join(format!("iron-agent.run.{pid}"));
+    assert!(!cg.exists(), "{} left behind", cg.display());
+}
+
+#[test]
+fn run_command_exit_status_and_cgroup() {
+    if skip_unless_root("run_command_exit_status_and_cgroup") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = jail_config(dir.path());
+    let c = cfg.to_str().unwrap();
+    let out = agent(
+        &[
+            "run",
+            "--config",
+            c,
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; exit 7",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 7, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!("/iron-agent.run.{}", out.pid)),
+        "CMD did not run in the jail cgroup: {}",
+        out.stdout
+    );
+    assert_cleaned(out.pid);
+
+    let out = agent(
+        &["run", "--config", c, "--", "sh", "-c", "kill -TERM $$"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 128 + 15, "{}", out.stderr);
+    assert_cleaned(out.pid);
+
+    let out = agent(
+        &["run", "--config", c, "--user", "nobody", "--", "id", "-u"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "65534");
+
+    let out = agent(
+        &["run", "--config", c, "--", "/nonexistent/cmd"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 127, "{}", out.stderr);
+    assert_cleaned(out.pid);
+}
+
+#[test]
+fn run_command_is_governed() {
+    if skip_unless_root("run_command_is_governed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = jail_config(dir.path());
+    // TEST-NET-1 on a port that is neither redirected nor allowed: the connect itself must fail
+    // (curl exit 7, immediately) instead of timing out (exit 28) or reaching anything.
+    let out = agent(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--",
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "-m",
+            "10",
+            "http://192.0.2.1:8080/",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 7, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Couldn't connect") || out.stderr.contains("Failed to connect"),
+        "{}",
+        out.stderr
+    );
+    assert_cleaned(out.pid);
+}
+
+#[test]
+fn run_fails_closed_when_the_agent_cannot_start() {
+    if skip_unless_root("run_fails_closed_when_the_agent_cannot_start") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("broken.yaml");
+    // The CA files do not exist: the agent cannot start, so the command must not run.
+    std::fs::write(&cfg, "dns:\n  proxy_ip: \"127.0.0.1\"\ntls:\n  ca_cert: /nonexistent/ca.crt\n  ca_key: /nonexistent/ca.key\n").unwrap();
+    let marker = dir.path().join("ran");
+    let script = format!("touch {}", marker.display());
+    let out = agent(
+        &[
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("error:"), "{}", out.stderr);
+    assert!(
+        !marker.exists(),
+        "the command ran although the agent did not start"
+    );
+    assert_cleaned(out.pid);
+}
+
+#[test]
+fn status_without_installation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = agent(
+        &["status", "--root", dir.path().to_str().unwrap(), "--json"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["installed"], false);
+    assert_eq!(v["attached"], false);
+}
