@@ -3,7 +3,7 @@
 //! (missing Host, dot segments, TLS SNI naming a different host).
 
 use http::Uri;
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use percent_encoding::percent_decode_str;
 
 use crate::policy::normalize_host;
@@ -23,17 +23,18 @@ pub struct Target {
 impl Target {
     /// Absolute upstream URI: `scheme://authority/path?query`, path kept raw (so `%2F` survives).
     pub fn upstream_uri(&self, original: &Uri) -> Result<Uri, http::Error> {
-        let pq = original.path_and_query().map_or("/", |pq| pq.as_str());
-        let pq = if pq.starts_with('/') {
-            pq.to_string()
-        } else {
-            format!("/{pq}")
+        // Per-request hot path: reuse the parsed (shared-buffer) path-and-query instead of
+        // formatting and re-parsing a string; only a target without a leading '/' is rebuilt.
+        let pq = match original.path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.clone(),
+            Some(pq) => format!("/{pq}").parse()?,
+            None => PathAndQuery::from_static("/"),
         };
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(pq);
+        Ok(Uri::from_parts(parts)?)
     }
 
     /// The port to dial: explicit, or the scheme's default.

@@ -15,8 +15,7 @@ use crate::audit::{Action, AuditRecord, PendingAudit};
 use crate::identify::{self, Refusal, Target};
 use crate::transform::body::DecodedPath;
 use crate::transform::{
-    ProxyBody, ProxyRequest, ProxyResponse, RequestCx, RequestOutcome, ResponseOutcome,
-    TransformError,
+    ProxyRequest, ProxyResponse, RequestCx, RequestOutcome, ResponseOutcome, TransformError,
 };
 
 /// hyper service entry point. Never fails: every outcome is a response plus one audit record.
@@ -24,12 +23,10 @@ pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
     req: http::Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<AuditedBody>, Infallible> {
+    // `path` is filled from identify's decoded path (or by the refusal below), not decoded twice.
     let record = AuditRecord {
         method: req.method().to_string(),
-        path: percent_encoding::percent_decode_str(req.uri().path())
-            .decode_utf8_lossy()
-            .into_owned(),
         client: conn.client.to_string(),
         sni: conn.sni.clone().unwrap_or_default(),
         mode: rt.mode.as_str(),
@@ -57,7 +54,12 @@ pub async fn handle(
     };
     let target = match identify::identify(&req, scheme, conn.sni.as_deref()) {
         Ok(t) => t,
-        Err((refusal, host)) => return Ok(refuse(audit, refusal, host, &conn)),
+        Err((refusal, host)) => {
+            audit.record().path = percent_encoding::percent_decode_str(req.uri().path())
+                .decode_utf8_lossy()
+                .into_owned();
+            return Ok(refuse(audit, refusal, host, &conn));
+        }
     };
     audit.record().host = target.authority.to_string();
     audit.record().path = target.decoded_path.clone();
@@ -184,16 +186,22 @@ fn prepare_upstream(req: &mut ProxyRequest, target: &Target) -> Result<(), http:
     *req.uri_mut() = uri;
     *req.version_mut() = http::Version::HTTP_11;
     headers::strip_request(req.headers_mut());
-    if let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
+    // Usually the client's Host already is the authority: keep it rather than re-allocate.
+    let host_matches = req
+        .headers()
+        .get(header::HOST)
+        .is_some_and(|h| h.as_bytes() == target.authority.as_str().as_bytes());
+    if !host_matches && let Ok(v) = HeaderValue::from_str(target.authority.as_str()) {
         req.headers_mut().insert(header::HOST, v);
     }
     Ok(())
 }
 
-/// Hands the response to hyper with the audit record riding on its body.
-fn finish(audit: PendingAudit, action: Action, resp: ProxyResponse) -> Response<ProxyBody> {
+/// Hands the response to hyper with the audit record riding on its body. Not boxed again:
+/// the inner body already is, and a second box costs an allocation and a virtual call per frame.
+fn finish(audit: PendingAudit, action: Action, resp: ProxyResponse) -> Response<AuditedBody> {
     let status = resp.status().as_u16();
-    resp.map(|b| AuditedBody::new(b, audit, action, status).boxed_unsync())
+    resp.map(|b| AuditedBody::new(b, audit, action, status))
 }
 
 fn refuse(
@@ -201,7 +209,7 @@ fn refuse(
     refusal: Refusal,
     host: String,
     conn: &ConnInfo,
-) -> Response<ProxyBody> {
+) -> Response<AuditedBody> {
     if refusal == Refusal::SniMismatch {
         tracing::warn!(sni = conn.sni.as_deref().unwrap_or(""), host = %host, "SNI/Host mismatch");
     }
@@ -221,7 +229,7 @@ fn transform_failed(
     by: &str,
     phase: &str,
     error: TransformError,
-) -> Response<ProxyBody> {
+) -> Response<AuditedBody> {
     if let TransformError::BodyTooLarge { .. } = error {
         audit.record().rejected_by = Some(by.to_string());
         audit.record().reason = Some("body_too_large".into());
