@@ -54,42 +54,33 @@ impl Template {
 
     /// Every field path the template reads, dotted (`Credentials.key`).
     pub fn field_refs(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for p in &self.parts {
-            let Part::Action(cmds) = p else { continue };
-            for c in cmds {
-                let ops: Vec<&Operand> = match c {
-                    Command::Operand(o) => vec![o],
-                    Command::Call(_, args) => args.iter().collect(),
-                };
-                for o in ops {
-                    if let Operand::Field(path) = o {
-                        out.push(path.join("."));
-                    }
-                }
-            }
-        }
-        out
+        self.fields().map(|p| p.join(".")).collect()
+    }
+
+    /// Every field reference, in order.
+    fn fields(&self) -> impl Iterator<Item = &Vec<String>> {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Action(cmds) => Some(cmds),
+                Part::Text(_) => None,
+            })
+            .flatten()
+            .flat_map(|c| match c {
+                Command::Operand(o) => std::slice::from_ref(o),
+                Command::Call(_, args) => args.as_slice(),
+            })
+            .filter_map(|o| match o {
+                Operand::Field(path) => Some(path),
+                Operand::Str(_) => None,
+            })
     }
 
     fn check_fields(&self, allowed: &[&str]) -> Result<(), TemplateError> {
-        for p in &self.parts {
-            let Part::Action(cmds) = p else { continue };
-            for c in cmds {
-                let ops: Vec<&Operand> = match c {
-                    Command::Operand(o) => vec![o],
-                    Command::Call(_, args) => args.iter().collect(),
-                };
-                for o in ops {
-                    if let Operand::Field(path) = o
-                        && !field_allowed(path, allowed)
-                    {
-                        return Err(TemplateError::UnknownField(format!(".{}", path.join("."))));
-                    }
-                }
-            }
+        match self.fields().find(|path| !field_allowed(path, allowed)) {
+            Some(path) => Err(TemplateError::UnknownField(format!(".{}", path.join(".")))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Renders with `lookup` answering field paths (`["Credentials", "key"]`).

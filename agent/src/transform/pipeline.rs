@@ -111,17 +111,7 @@ impl Pipeline {
         for t in &self.transforms {
             let started = Instant::now();
             let res = t.on_request(cx, req).await;
-            let (action, error) = match &res {
-                Ok(Verdict::Continue) => (TraceAction::Allow, None),
-                Ok(Verdict::Reject(_)) => (TraceAction::Reject, None),
-                Ok(Verdict::Stub(_)) => (TraceAction::Stub, None),
-                Err(TransformError::BodyTooLarge { .. }) => {
-                    cx.annotate("rejected", "body_too_large");
-                    (TraceAction::Reject, None)
-                }
-                Err(e) => (TraceAction::Error, Some(e.to_string())),
-            };
-            traces.push(trace(t.name(), action, started, error, cx));
+            traces.push(trace(t.name(), &res, started, cx));
             let by = || t.name().to_string();
             match res {
                 Ok(Verdict::Continue) => {}
@@ -144,17 +134,7 @@ impl Pipeline {
         for t in &self.transforms {
             let started = Instant::now();
             let res = t.on_response(cx, resp).await;
-            let (action, error) = match &res {
-                Ok(Verdict::Continue) => (TraceAction::Allow, None),
-                Ok(Verdict::Reject(_)) => (TraceAction::Reject, None),
-                Ok(Verdict::Stub(_)) => (TraceAction::Stub, None),
-                Err(TransformError::BodyTooLarge { .. }) => {
-                    cx.annotate("rejected", "body_too_large");
-                    (TraceAction::Reject, None)
-                }
-                Err(e) => (TraceAction::Error, Some(e.to_string())),
-            };
-            traces.push(trace(t.name(), action, started, error, cx));
+            traces.push(trace(t.name(), &res, started, cx));
             match res {
                 Ok(Verdict::Continue) => {}
                 Ok(Verdict::Reject(r)) => {
@@ -181,13 +161,24 @@ impl Pipeline {
     }
 }
 
+/// One transform's trace entry for either phase. A body over the buffer limit is recorded as a
+/// reject (the client gets 413), other errors as errors.
 fn trace(
     name: &str,
-    action: TraceAction,
+    res: &Result<Verdict, TransformError>,
     started: Instant,
-    error: Option<String>,
     cx: &mut RequestCx,
 ) -> Trace {
+    let (action, error) = match res {
+        Ok(Verdict::Continue) => (TraceAction::Allow, None),
+        Ok(Verdict::Reject(_)) => (TraceAction::Reject, None),
+        Ok(Verdict::Stub(_)) => (TraceAction::Stub, None),
+        Err(TransformError::BodyTooLarge { .. }) => {
+            cx.annotate("rejected", "body_too_large");
+            (TraceAction::Reject, None)
+        }
+        Err(e) => (TraceAction::Error, Some(e.to_string())),
+    };
     Trace {
         name: name.to_string(),
         action,
