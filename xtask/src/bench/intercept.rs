@@ -550,12 +550,15 @@ impl Bench<'_> {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut agent = agent;
         loop {
-            let probe = self
+            // A failed probe (oha error included) is retried until the deadline.
+            let last = match self
                 .load(&url, ca, 1, true, Duration::from_millis(300))
-                .run()?;
-            if probe.ok > 0 {
-                break;
-            }
+                .run()
+            {
+                Ok(probe) if probe.ok > 0 => break,
+                Ok(probe) => probe.failure_kinds.join(", "),
+                Err(e) => format!("{e:#}"),
+            };
             if let Some(g) = agent.as_deref_mut()
                 && let Some(status) = g.exited()
             {
@@ -567,8 +570,7 @@ impl Bench<'_> {
             if Instant::now() >= deadline {
                 let agent_log = agent.map(|g| g.stderr_tail.text()).unwrap_or_default();
                 bail!(
-                    "{name}: no successful request within {START_TIMEOUT:?} ({}){}",
-                    probe.failure_kinds.join(", "),
+                    "{name}: no successful request within {START_TIMEOUT:?} ({last}){}",
                     if agent_log.is_empty() {
                         String::new()
                     } else {
