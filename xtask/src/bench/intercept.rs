@@ -37,7 +37,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
-    MIB, Measured,
+    Measured,
     oha::Load,
     procfs,
     servers::{Bins, CPU_ORIGIN, CPU_PROXY},
