@@ -1,6 +1,6 @@
 //! HTTPS origin for `cargo xtask bench`.
 //!
-//! Generates a throwaway CA and a `localhost` leaf, writes the CA to `--ca-dir/origin-ca.crt`,
+//! Generates a throwaway CA and a `localhost` leaf (plus any `--name`s), writes the CA to `--ca-dir/origin-ca.crt`,
 //! serves HTTP/1.1 over rustls and prints one JSON line `{"addr": "...", "ca": "..."}` on stdout
 //! once it is accepting. Routes: `/small` (100 bytes), `/1mib` (1 MiB), anything else 404.
 
@@ -24,11 +24,14 @@ const LARGE_LEN: usize = 1 << 20;
 struct Args {
     ca_dir: PathBuf,
     listen: SocketAddr,
+    /// Extra DNS names for the leaf (e.g. `bench.test` for the interception bench).
+    names: Vec<String>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut ca_dir = None;
     let mut listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut names = Vec::new();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -42,19 +45,21 @@ fn parse_args() -> Result<Args> {
                     .parse()
                     .context("--listen must be ip:port")?;
             }
+            "--name" => names.push(it.next().context("--name needs a value")?),
             other => bail!(
-                "unknown argument {other:?} (usage: bench-origin --ca-dir DIR [--listen ADDR])"
+                "unknown argument {other:?} (usage: bench-origin --ca-dir DIR [--listen ADDR] [--name DNS]...)"
             ),
         }
     }
     Ok(Args {
         ca_dir: ca_dir.context("--ca-dir is required")?,
         listen,
+        names,
     })
 }
 
 /// Returns the server config and the CA certificate PEM clients must trust.
-fn make_tls() -> Result<(rustls::ServerConfig, String)> {
+fn make_tls(names: &[String]) -> Result<(rustls::ServerConfig, String)> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -64,8 +69,9 @@ fn make_tls() -> Result<(rustls::ServerConfig, String)> {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
     // 127.0.0.1 as well so a client that skips the name can still verify.
-    let mut leaf_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+    let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    sans.extend_from_slice(names);
+    let mut leaf_params = CertificateParams::new(sans)?;
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
@@ -137,7 +143,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, small: Bytes,
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
-    let (config, ca_pem) = make_tls()?;
+    let (config, ca_pem) = make_tls(&args.names)?;
     std::fs::create_dir_all(&args.ca_dir)
         .with_context(|| format!("creating {}", args.ca_dir.display()))?;
     let ca_path = args.ca_dir.join("origin-ca.crt");

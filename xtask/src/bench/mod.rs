@@ -1,8 +1,11 @@
-//! `cargo xtask bench`: the agent against a direct connection and a plain TCP relay.
+//! `cargo xtask bench`: the agent against a direct connection and a plain TCP relay, then (as
+//! root) the eBPF redirect against an iptables REDIRECT rule.
 //!
 //! Layout: `servers` builds and starts the processes, `oha` drives load, `procfs` samples CPU
-//! and memory, `report` prints the table and writes bench-results/latest.json.
+//! and memory, `report` prints the table and writes bench-results/latest.json; `intercept` is the
+//! eBPF-vs-iptables bench (bench-results/intercept.json).
 
+mod intercept;
 mod oha;
 mod procfs;
 mod report;
@@ -35,6 +38,9 @@ pub struct BenchArgs {
     /// Seconds per measured run (default 10, or 3 with --quick).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Only the interception bench: eBPF redirect vs iptables REDIRECT vs direct (root).
+    #[arg(long)]
+    intercept: bool,
 }
 
 /// One measured run, with the CPU the relay or agent spent during it.
@@ -227,6 +233,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let bins = servers::build_release(&root, &target)?;
     let oha = oha::ensure_installed()?;
     let work = WorkDir::new()?;
+    let intercept = intercept::Setup {
+        root: &root,
+        bins: &bins,
+        oha: &oha,
+        workdir: &work.0,
+        duration,
+        warmup,
+    };
+    if args.intercept {
+        return intercept::run(&intercept);
+    }
 
     let mut origin = servers::start_origin(&bins.origin, &work.0)?;
     let relay = servers::start_relay(&bins.relay, origin.addr)?;
@@ -299,6 +316,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let out = root.join("bench-results");
     report.write_json(&out)?;
     eprintln!("raw numbers: {}", out.join("latest.json").display());
+    drop((agent, relay, origin));
+    let intercept_res = if intercept::is_root() {
+        intercept::run(&intercept)
+    } else {
+        eprintln!(
+            "==> skipping the interception bench: {}",
+            intercept::NOT_ROOT
+        );
+        Ok(())
+    };
 
     let failed: Vec<&str> = [
         ("direct", &report.direct),
@@ -312,5 +339,5 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if !failed.is_empty() {
         bail!("scenario(s) failed: {} (see above)", failed.join(", "));
     }
-    Ok(())
+    intercept_res
 }
