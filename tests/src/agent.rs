@@ -188,6 +188,24 @@ impl Agent {
         }
     }
 
+    /// Waits (bounded) until `n` audit records match `pred`; returns them.
+    pub fn audits_where(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: Vec<Value> = self.audits().into_iter().filter(|v| pred(v)).collect();
+            if found.len() >= n || Instant::now() > deadline {
+                assert_eq!(
+                    found.len(),
+                    n,
+                    "matching audit records; logs:\n{}",
+                    self.logs()
+                );
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The single audit record matching `pred`, waiting for it to appear.
     pub fn audit_where(&self, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -94,11 +94,16 @@ pub async fn handle(
     let pipeline = pipeline.clone();
     audit.record().policy = policy_name.map(str::to_string);
     if let Some(dest) = conn.dest_ip()
+        && !conn.is_verified(&target.host)
         && !destination_matches(&rt, &pipeline, &target.host, dest).await
     {
         audit.record().reason = Some("destination_mismatch".into());
         audit.record().rejected_by = Some("proxy".into());
         return Ok(finish(audit, Action::Reject, respond::forbidden()));
+    }
+    if conn.dest_ip().is_some() {
+        // Keep-alive requests for the same host skip the resolver on this connection.
+        conn.set_verified(&target.host);
     }
     let mut traces = Vec::new();
     let outcome = pipeline.run_request(&mut cx, &mut req, &mut traces).await;

@@ -39,7 +39,7 @@ pub struct Runtime {
 }
 
 /// What is known about the connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub tls: bool,
@@ -49,11 +49,24 @@ pub struct ConnInfo {
     pub origin: Option<ConnOrigin>,
     /// eBPF mode, not redirected: the uid owning the client socket.
     pub peer_uid: Option<u32>,
+    /// The host whose address already matched this connection's original destination.
+    pub verified_host: parking_lot::Mutex<Option<String>>,
 }
 
 impl ConnInfo {
     pub fn dest_ip(&self) -> Option<IpAddr> {
         self.origin.as_ref().map(|o| o.orig_dst.ip())
+    }
+
+    pub fn is_verified(&self, host: &str) -> bool {
+        self.verified_host.lock().as_deref() == Some(host)
+    }
+
+    pub fn set_verified(&self, host: &str) {
+        let mut v = self.verified_host.lock();
+        if v.as_deref() != Some(host) {
+            *v = Some(host.to_string());
+        }
     }
 
     /// The workload's uid, redirected or not (eBPF mode only).

@@ -41,6 +41,7 @@ pub async fn serve_http(
                     sni: None,
                     origin,
                     peer_uid,
+                    verified_host: Default::default(),
                 };
                 serve_conn(rt, stream, conn, shutdown).await;
             }
@@ -77,6 +78,7 @@ pub async fn serve_https(
                             sni,
                             origin,
                             peer_uid,
+                            verified_host: Default::default(),
                         };
                         serve_conn(rt, tls, conn, shutdown).await;
                     }
