@@ -421,14 +421,6 @@ fn dns_answer(q: &[u8], name: &str, ip: Ipv4Addr) -> Option<Vec<u8>> {
     Some(r)
 }
 
-/// Three distinct loopback ports that were free when we asked.
-fn free_ports() -> Result<[u16; 3]> {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port");
-    let ls = [bind()?, bind()?, bind()?];
-    let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).context("local_addr");
-    Ok([port(&ls[0])?, port(&ls[1])?, port(&ls[2])?])
-}
-
 fn yaml_str(p: &Path) -> String {
     Value::String(p.display().to_string()).to_string()
 }
@@ -613,7 +605,7 @@ impl Bench<'_> {
     /// The release agent on CPU 0, with or without the `intercept:` block; returns it and its
     /// HTTPS port once that accepts connections.
     fn start_agent(&self, ebpf: bool) -> Result<(Guard, u16)> {
-        let [http, https, metrics] = free_ports()?;
+        let [http, https, metrics] = super::servers::free_ports()?;
         let intercept = if ebpf {
             format!(
                 "intercept:\n  mode: ebpf\n  default: exempt\n  governed:\n    users: [{USER}]\n  pin_dir: \"{PIN_DIR}\"\n"

@@ -168,7 +168,7 @@ pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent
 }
 
 /// Three distinct loopback ports that were free when we asked.
-fn free_ports() -> Result<[u16; 3]> {
+pub(super) fn free_ports() -> Result<[u16; 3]> {
     // Hold all three at once so they differ; released when this returns.
     let bind = || std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port");
     let ls = [bind()?, bind()?, bind()?];
