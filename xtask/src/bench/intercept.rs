@@ -21,7 +21,7 @@
 //! and by a watchdog shell if xtask dies without dropping it (Ctrl-C, SIGKILL).
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -642,23 +642,7 @@ impl Bench<'_> {
             .env("SSL_CERT_FILE", self.origin_ca);
         let mut guard = Guard::spawn("iron-agent", cmd)?;
         let addr = SocketAddr::from(([127, 0, 0, 1], https));
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            if let Some(status) = guard.exited() {
-                std::thread::sleep(Duration::from_millis(100));
-                bail!(
-                    "the agent exited before listening ({status}); stderr:\n{}",
-                    guard.stderr_tail.text()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "the agent did not listen on {addr} within {START_TIMEOUT:?}; stderr:\n{}",
-                    guard.stderr_tail.text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::servers::wait_ready(&mut guard, addr)?;
         Ok((guard, https))
     }
 

@@ -178,7 +178,7 @@ pub(super) fn free_ports() -> Result<[u16; 3]> {
 
 /// Waits until the agent's https listener accepts connections (or announces itself in a
 /// `{"msg":"listening","listener":"https"}` log line), the agent exits, or the timeout passes.
-fn wait_ready(guard: &mut Guard, https: SocketAddr) -> Result<SocketAddr> {
+pub(super) fn wait_ready(guard: &mut Guard, https: SocketAddr) -> Result<SocketAddr> {
     let deadline = Instant::now() + START_TIMEOUT;
     let rx = guard
         .stderr_lines
