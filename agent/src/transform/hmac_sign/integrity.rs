@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body::Body as _;
 
-use super::Reject;
+use super::reject::Reject;
 use crate::transform::{ProxyRequest, RequestCx, TransformError, body};
 
 /// The body to sign, or why the request must be refused. A body over the buffer limit is a
@@ -46,18 +46,18 @@ pub async fn read_for_signing(
         Err(e) => return Err(e),
     };
     match declared {
+        // Unreachable with hyper (a short body is a read error), kept as iron-proxy's checks.
         Some(len) if bytes.is_empty() => {
-            cx.annotate("content_length", len);
-            Ok(Err(Reject::new(StatusCode::BAD_REQUEST, "body_missing")))
+            Ok(Err(
+                Reject::new(StatusCode::BAD_REQUEST, "body_missing").with("content_length", len)
+            ))
         }
-        Some(len) if (bytes.len() as u64) < len => {
-            cx.annotate("content_length", len);
-            cx.annotate("buffered_length", bytes.len());
-            Ok(Err(Reject::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_truncated",
-            )))
-        }
+        Some(len) if (bytes.len() as u64) < len => Ok(Err(Reject::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_truncated",
+        )
+        .with("content_length", len)
+        .with("buffered_length", bytes.len()))),
         Some(_) => Ok(Ok(bytes)),
         None => {
             tracing::warn!(
