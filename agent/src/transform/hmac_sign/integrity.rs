@@ -37,11 +37,8 @@ pub async fn read_for_signing(
     let bytes = match body::buffer_request(req, cx.request_body_limit).await {
         Ok(b) => b,
         Err(TransformError::Body(e)) => {
-            cx.annotate("error", e);
-            return Ok(Err(Reject::new(
-                StatusCode::BAD_REQUEST,
-                "body_read_failed",
-            )));
+            let reject = Reject::new(StatusCode::BAD_REQUEST, "body_read_failed");
+            return Ok(Err(reject.with("error", e)));
         }
         Err(e) => return Err(e),
     };
