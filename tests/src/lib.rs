@@ -11,6 +11,7 @@ pub mod client;
 pub mod dns;
 pub mod netns;
 pub mod origin;
+pub mod proxies;
 
 pub use agent::{Agent, AgentBuilder};
 pub use ca::TestCa;
