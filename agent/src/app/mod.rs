@@ -73,10 +73,8 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     if cfg.proxy.tunnel_listen.is_some() {
         out.push(not_yet("proxy.tunnel_listen"));
     }
-    // Not unsupported, but checked here so that `check` and `install` report bad values too.
-    if let Err(errs) = UpstreamProxies::from_env_and_config(&cfg.proxy.upstream_proxy) {
-        out.extend(errs.iter().map(|e| e.to_string()));
-    }
+    // Not unsupported, but checked here so that `check-config` and `install` report bad values.
+    out.extend(UpstreamProxies::check(&cfg.proxy.upstream_proxy));
     if cfg.management.listen.is_some() {
         out.push(not_yet("management.listen"));
     }

@@ -59,9 +59,10 @@ impl std::fmt::Debug for UpstreamProxies {
 }
 
 impl UpstreamProxies {
-    /// `cfg` overlaid with the environment. `env` is injected so tests never touch the process
-    /// environment. Every bad value is reported, not just the first.
-    pub fn from_config(
+    /// `cfg` overlaid with the environment, parsed, without the TLS set-up (what `check-config`
+    /// runs). `env` is injected so tests never touch the process environment. Every bad value
+    /// is reported, not just the first.
+    pub fn parse(
         cfg: &UpstreamProxyConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<ProxyConfigError>> {
@@ -104,20 +105,6 @@ impl UpstreamProxies {
         let no_proxy = pick(["NO_PROXY", "no_proxy"], &cfg.no_proxy, "no_proxy")
             .map(|(list, _)| NoProxy::parse(&list))
             .unwrap_or_default();
-        let needs_tls = [&http, &https]
-            .iter()
-            .any(|p| p.as_ref().is_some_and(|p| p.kind == ProxyKind::Https));
-        let tls = if needs_tls {
-            match tls::upstream_client_config_with_alpn(vec![tls::ALPN_HTTP11.to_vec()]) {
-                Ok(c) => Some(TlsConnector::from(c)),
-                Err(e) => {
-                    errors.push(e.into());
-                    None
-                }
-            }
-        } else {
-            None
-        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -125,13 +112,39 @@ impl UpstreamProxies {
             http,
             https,
             no_proxy,
-            tls,
+            tls: None,
         })
+    }
+
+    /// [`UpstreamProxies::parse`], then the TLS client for `https://` proxies (the upstream
+    /// roots, ALPN `http/1.1` only).
+    pub fn from_config(
+        cfg: &UpstreamProxyConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Vec<ProxyConfigError>> {
+        let mut out = Self::parse(cfg, env)?;
+        let needs_tls = [&out.http, &out.https]
+            .iter()
+            .any(|p| p.as_ref().is_some_and(|p| p.kind == ProxyKind::Https));
+        if needs_tls {
+            let c = tls::upstream_client_config_with_alpn(vec![tls::ALPN_HTTP11.to_vec()])
+                .map_err(|e| vec![e.into()])?;
+            out.tls = Some(TlsConnector::from(c));
+        }
+        Ok(out)
     }
 
     /// From the process environment.
     pub fn from_env_and_config(cfg: &UpstreamProxyConfig) -> Result<Self, Vec<ProxyConfigError>> {
         Self::from_config(cfg, &|k| std::env::var(k).ok())
+    }
+
+    /// What [`UpstreamProxies::parse`] finds wrong, given the process environment.
+    pub fn check(cfg: &UpstreamProxyConfig) -> Vec<String> {
+        match Self::parse(cfg, &|k| std::env::var(k).ok()) {
+            Ok(_) => Vec::new(),
+            Err(errs) => errs.iter().map(ToString::to_string).collect(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
