@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
+use super::{ConnectionCheck, ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::AllowlistConfig;
 use crate::policy::{MatchInput, Rule, RuleSet};
 
@@ -56,5 +56,23 @@ impl Transform for Allowlist {
 
     fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
         self.rules.cidr_contains(ip)
+    }
+
+    fn judge_connection(&self, cx: &mut RequestCx, check: &ConnectionCheck<'_>) -> Option<bool> {
+        let input = MatchInput {
+            host: check.host,
+            method: "",
+            path: "",
+            dest_ip: check.dest_ip,
+        };
+        let matched = if check.requests_follow {
+            self.rules.matches_dest(&input)
+        } else {
+            self.rules.matches(&input)
+        };
+        if !matched && self.warn {
+            cx.annotate("action", "warn");
+        }
+        Some(matched || self.warn)
     }
 }
