@@ -230,8 +230,8 @@ fn features_not_built_yet_refuse_to_start() {
         "  - name: grpc\n    config:\n      name: policy\n      target: \"127.0.0.1:9\"\n",
     )
     .replace(
-        "  upstream_deny_cidrs: []\n",
-        "  upstream_deny_cidrs: []\n  tunnel_listen: \"127.0.0.1:0\"\n",
+        "metrics:\n",
+        "management:\n  listen: \"127.0.0.1:0\"\nmetrics:\n",
     );
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, &cfg).unwrap();
@@ -242,7 +242,7 @@ fn features_not_built_yet_refuse_to_start() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("proxy.tunnel_listen is not supported yet"),
+        stderr.contains("management.listen is not supported yet"),
         "{stderr}"
     );
     let mut agent = Agent::with_config(&cfg).start();

@@ -28,12 +28,17 @@ struct Env {
 /// An HTTPS origin on port 443 of some 127.0.0.x not in use (root can bind it; tests must not
 /// collide with each other or with anything else listening on 127.0.0.1:443).
 async fn origin_on_443(ca: &TestCa, name: &str) -> Origin {
-    let seed = std::process::id() as usize + std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as usize;
+    let seed = std::process::id() as usize
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as usize;
     for i in 0..50 {
-        let ip = format!("127.0.{}.{}", 100 + (seed + i) % 100, 2 + (seed / 7 + i) % 250);
+        let ip = format!(
+            "127.0.{}.{}",
+            100 + (seed + i) % 100,
+            2 + (seed / 7 + i) % 250
+        );
         let addr: SocketAddr = format!("{ip}:443").parse().unwrap();
         if std::net::TcpListener::bind(addr).is_ok() {
             return Origin::start_on(
@@ -236,7 +241,11 @@ fn tunnel_tls_branch_passes_through() {
         let proxy = format!("http://{}", env.agent.addr("tunnel"));
         let url = format!("https://localhost:{}/via-tunnel", env.local.port());
         // curl trusts only the origin CA; the agent has none to mint with.
-        let out = curl(&["--cacert", &env.origin_ca_path, &url], &[("HTTPS_PROXY", &proxy)]).await;
+        let out = curl(
+            &["--cacert", &env.origin_ca_path, &url],
+            &[("HTTPS_PROXY", &proxy)],
+        )
+        .await;
         assert_eq!(out.code, Some(0), "{out:?}");
         assert!(out.stdout.contains("/via-tunnel"), "{out:?}");
         assert_eq!(env.local.hits(), 1);

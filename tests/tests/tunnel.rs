@@ -116,7 +116,10 @@ fn curl_https_proxy_connect() {
         .await;
         assert_eq!(out.code, Some(0), "{out:?}");
         // The secret was injected inside the tunnel, and the origin saw the tunnel's port.
-        assert_eq!(echo_header(&out.stdout, "x-api-key").as_deref(), Some(API_KEY));
+        assert_eq!(
+            echo_header(&out.stdout, "x-api-key").as_deref(),
+            Some(API_KEY)
+        );
         let target = format!("localhost:{}", env.https.port());
         assert_eq!(
             echo_header(&out.stdout, "host").as_deref(),
@@ -156,14 +159,15 @@ fn curl_https_proxy_connect() {
         .await;
         assert_ne!(out.code, Some(0));
         assert!(out.stderr.contains("403"), "{out:?}");
-        let denied = env
-            .agent
-            .audit_where(|a| a["host"] == "denied.test:443");
+        let denied = env.agent.audit_where(|a| a["host"] == "denied.test:443");
         assert_eq!(denied["method"], "CONNECT");
         assert_eq!(denied["action"], "reject");
         assert_eq!(denied["status_code"], 403);
         assert_eq!(denied["rejected_by"], "allowlist");
-        assert!(!env.agent.logs().contains(API_KEY), "secret leaked into logs");
+        assert!(
+            !env.agent.logs().contains(API_KEY),
+            "secret leaked into logs"
+        );
     });
 }
 
@@ -176,7 +180,10 @@ fn curl_socks5h() {
         let url = format!("https://localhost:{}/socks", env.https.port());
         let out = curl(&["--cacert", &env.mitm_pem, &url], &[("ALL_PROXY", &proxy)]).await;
         assert_eq!(out.code, Some(0), "{out:?}");
-        assert_eq!(echo_header(&out.stdout, "x-api-key").as_deref(), Some(API_KEY));
+        assert_eq!(
+            echo_header(&out.stdout, "x-api-key").as_deref(),
+            Some(API_KEY)
+        );
         let inner = env.agent.audit_where(|a| a["path"] == "/socks");
         assert_eq!(inner["tunnel"]["protocol"], "socks5");
         let setup = env.agent.audit_where(|a| {
@@ -206,7 +213,10 @@ fn plain_http_through_connect_and_http_proxy() {
         let url = format!("http://localhost:{}/plain-tunnel", env.http.port());
         let out = curl(&["-p", "-x", &proxy, &url], &[]).await;
         assert_eq!(out.code, Some(0), "{out:?}");
-        assert_eq!(echo_header(&out.stdout, "x-api-key").as_deref(), Some(API_KEY));
+        assert_eq!(
+            echo_header(&out.stdout, "x-api-key").as_deref(),
+            Some(API_KEY)
+        );
         let inner = env.agent.audit_where(|a| a["path"] == "/plain-tunnel");
         assert_eq!(inner["sni"], "");
         assert_eq!(inner["tunnel"]["protocol"], "connect");
@@ -322,9 +332,11 @@ async fn socks_connect(tunnel: SocketAddr, atyp: u8, addr: &[u8], port: u16) -> 
 }
 
 async fn get_over(s: &mut TcpStream, host: &str, path: &str) -> String {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     read_all(s).await
 }
 
@@ -342,8 +354,7 @@ fn raw_socks5_address_types_and_refusals() {
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 
         let p6 = env.http6.port();
-        let (mut s, code) =
-            socks_connect(t, 4, &std::net::Ipv6Addr::LOCALHOST.octets(), p6).await;
+        let (mut s, code) = socks_connect(t, 4, &std::net::Ipv6Addr::LOCALHOST.octets(), p6).await;
         assert_eq!(code, 0);
         let r = get_over(&mut s, &format!("[::1]:{p6}"), "/v6").await;
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");

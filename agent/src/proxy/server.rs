@@ -145,8 +145,12 @@ where
 }
 
 /// Serves HTTP/1.1 on one connection until it closes or shutdown asks it to finish.
-pub(crate) async fn serve_conn<I>(rt: Arc<Runtime>, io: I, conn: ConnInfo, shutdown: CancellationToken)
-where
+pub(crate) async fn serve_conn<I>(
+    rt: Arc<Runtime>,
+    io: I,
+    conn: ConnInfo,
+    shutdown: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);

@@ -91,7 +91,10 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("example.com", 8443));
         assert_eq!(parse_target("example.com").unwrap().port, 443);
         let t = parse_target("[::1]:443").unwrap();
-        assert_eq!((t.host.as_str(), t.authority().as_str()), ("::1", "[::1]:443"));
+        assert_eq!(
+            (t.host.as_str(), t.authority().as_str()),
+            ("::1", "[::1]:443")
+        );
         assert!(parse_target("/path").is_none());
         assert!(parse_target("user@host:1").is_none());
     }

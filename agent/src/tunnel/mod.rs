@@ -158,7 +158,12 @@ enum Opened {
     PlainProxy { buffered: bytes::Bytes },
 }
 
-async fn handle(rt: Arc<Runtime>, mut stream: TcpStream, conn: ConnInfo, shutdown: CancellationToken) {
+async fn handle(
+    rt: Arc<Runtime>,
+    mut stream: TcpStream,
+    conn: ConnInfo,
+    shutdown: CancellationToken,
+) {
     let peer = conn.client;
     let opened = tokio::select! {
         _ = shutdown.cancelled() => return,

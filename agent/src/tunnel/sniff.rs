@@ -96,7 +96,9 @@ pub async fn serve_inner(
                 Ok(Err(reason)) => {
                     tracing::debug!(client = %conn.client, reason = %reason, "tls handshake in tunnel failed")
                 }
-                Err(_) => tracing::debug!(client = %conn.client, "tls handshake in tunnel timed out"),
+                Err(_) => {
+                    tracing::debug!(client = %conn.client, "tls handshake in tunnel timed out")
+                }
             }
         }
         Kind::Http => server::serve_conn(rt, io, conn, shutdown).await,
