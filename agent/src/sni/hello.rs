@@ -7,9 +7,9 @@ use std::time::Duration;
 use rustls::server::Acceptor;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Largest ClientHello accepted: a full TLS record plus room for post-quantum key shares
-/// spread over more than one record.
-pub const MAX_HELLO: usize = 32 * 1024;
+/// Largest ClientHello accepted: one maximum-size TLS record (16 KiB plus its header), far
+/// above real ones (post-quantum key shares included). rustls' own buffer ends near here too.
+pub const MAX_HELLO: usize = 17 * 1024;
 /// A client has this long to deliver its whole ClientHello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,9 +56,10 @@ async fn read_unbounded_time<S: AsyncRead + Unpin>(io: &mut S) -> Result<ClientH
         raw.extend_from_slice(&chunk[..n]);
         let mut rd = &chunk[..n];
         while !rd.is_empty() {
+            // Reading from a slice cannot fail: an error here is rustls' buffer being full.
             let fed = acceptor
                 .read_tls(&mut rd)
-                .map_err(|e| HelloError::Malformed(e.to_string()))?;
+                .map_err(|_| HelloError::TooLarge)?;
             if fed == 0 {
                 return Err(HelloError::TooLarge);
             }
@@ -71,5 +72,75 @@ async fn read_unbounded_time<S: AsyncRead + Unpin>(io: &mut S) -> Result<ClientH
             Ok(None) => {}
             Err((e, _alert)) => return Err(HelloError::Malformed(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    fn client_hello(name: &str) -> Vec<u8> {
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let mut conn =
+            rustls::ClientConnection::new(Arc::new(cfg), name.to_string().try_into().unwrap())
+                .unwrap();
+        let mut raw = Vec::new();
+        conn.write_tls(&mut raw).unwrap();
+        raw
+    }
+
+    #[tokio::test]
+    async fn reassembles_a_hello_sent_in_pieces() {
+        let raw = client_hello("Sni.Test");
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let sent = raw.clone();
+        tokio::spawn(async move {
+            for piece in sent.chunks(7) {
+                client.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            // Keep the stream open: the reader must stop at the end of the hello by itself.
+            std::future::pending::<()>().await;
+        });
+        let hello = read(&mut server).await.unwrap();
+        assert_eq!(hello.sni.as_deref(), Some("sni.test"));
+        assert_eq!(hello.raw, raw);
+    }
+
+    #[tokio::test]
+    async fn refuses_what_is_not_a_hello() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(matches!(
+            read(&mut server).await,
+            Err(HelloError::Malformed(_))
+        ));
+        let (client, mut server) = tokio::io::duplex(1024);
+        drop(client);
+        assert!(matches!(read(&mut server).await, Err(HelloError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn caps_the_hello_size() {
+        // A handshake record header announcing 16 KiB, then endless handshake-looking bytes.
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut rec = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xff];
+            rec.resize(2 * MAX_HELLO, 0);
+            let _ = client.write_all(&rec).await;
+            std::future::pending::<()>().await;
+        });
+        let err = read(&mut server).await.err().unwrap();
+        assert!(matches!(err, HelloError::TooLarge), "{err}");
     }
 }
