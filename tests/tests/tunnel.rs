@@ -404,3 +404,38 @@ fn raw_socks5_address_types_and_refusals() {
         assert_eq!(read_all(&mut s).await, "");
     });
 }
+
+#[test]
+fn shutdown_closes_open_tunnels_promptly() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let mut env = start().await;
+        // One tunnel open and silent, one keep-alive HTTP connection idle inside a tunnel, one
+        // SOCKS5 handshake half done.
+        let silent = raw_connect(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
+        let mut idle = raw_connect(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
+        idle.write_all(b"GET /idle HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let mut half = TcpStream::connect(env.tunnel()).await.unwrap();
+        half.write_all(&[5, 1, 0]).await.unwrap();
+
+        let started = std::time::Instant::now();
+        let st = tokio::task::block_in_place(|| env.agent.signal(libc::SIGTERM));
+        assert_eq!(st.code(), Some(0), "{}", env.agent.logs());
+        // Well inside the 10 s drain: nothing waited for the drain timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!env.agent.logs().contains("drain timeout"));
+        drop((silent, idle, half));
+    });
+}
