@@ -55,6 +55,11 @@ async fn origin_on_443(ca: &TestCa, name: &str) -> Origin {
 }
 
 async fn start() -> Env {
+    start_with("  upstream_deny_cidrs: []\n").await
+}
+
+/// `deny` is the `upstream_deny_cidrs` line (empty = the default, which covers loopback).
+async fn start_with(deny: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("sni-only origin CA");
     let origin_ca_path = dir.path().join("origin-ca.pem");
@@ -82,8 +87,7 @@ proxy:
   http_listen: "127.0.0.1:0"
   https_listen: "127.0.0.1:0"
   tunnel_listen: "127.0.0.1:0"
-  upstream_deny_cidrs: []
-tls:
+{deny}tls:
   mode: sni-only
 metrics:
   listen: "127.0.0.1:0"
@@ -261,5 +265,33 @@ fn tunnel_tls_branch_passes_through() {
         assert_eq!(rec["action"], "allow");
         assert_eq!(rec["tunnel"]["target"], target);
         assert_eq!(rec["tunnel"]["protocol"], "connect");
+    });
+}
+
+#[test]
+fn deny_cidrs_apply_to_the_dialled_address() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        // Default deny list: loopback. sni.test is allowed by policy but resolves to 127.0.0.x.
+        let env = start_with("").await;
+        let err = https_request(
+            env.agent.addr("https"),
+            "sni.test",
+            env.origin_ca.client_config(),
+            get("sni.test", "/"),
+        )
+        .await;
+        assert!(err.is_err(), "{err:?}");
+        let rec = env.agent.audit_where(|a| a["host"] == "sni.test");
+        assert_eq!(rec["action"], "error");
+        assert_eq!(rec["status_code"], 502);
+        assert!(
+            rec["error"]
+                .as_str()
+                .unwrap()
+                .contains("denied by upstream_deny_cidrs"),
+            "{rec}"
+        );
+        assert_eq!(env.on_443.hits(), 0);
     });
 }
