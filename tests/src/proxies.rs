@@ -1,7 +1,8 @@
 //! Local upstream proxies for the agent to chain through: an HTTP CONNECT proxy (optionally
 //! over TLS, optionally requiring Basic credentials) and a SOCKS5 server (optionally requiring
 //! a user name and password). Both record every target they were asked for, resolve every
-//! name to 127.0.0.1, and splice bytes once the tunnel is up.
+//! name to 127.0.0.1 (or send every tunnel to one fixed address), and splice bytes once the
+//! tunnel is up.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -44,19 +45,26 @@ impl TestProxy {
         require: Option<&str>,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> TestProxy {
-        Self::start(Kind::Connect, require, tls).await
+        Self::start(Kind::Connect, require, tls, None).await
+    }
+
+    /// An HTTP CONNECT proxy without credentials that connects every tunnel to `fixed`,
+    /// whatever was asked (the target is still recorded).
+    pub async fn connect_to(fixed: SocketAddr) -> TestProxy {
+        Self::start(Kind::Connect, None, None, Some(fixed)).await
     }
 
     /// A SOCKS5 proxy; `require` is `user:password` (username/password method only), or
     /// `None` for the no-authentication method.
     pub async fn socks5(require: Option<&str>) -> TestProxy {
-        Self::start(Kind::Socks5, require, None).await
+        Self::start(Kind::Socks5, require, None, None).await
     }
 
     async fn start(
         kind: Kind,
         require: Option<&str>,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        fixed: Option<SocketAddr>,
     ) -> TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
@@ -74,10 +82,10 @@ impl TestProxy {
                         match (kind, tls) {
                             (Kind::Connect, Some(acceptor)) => {
                                 if let Ok(s) = acceptor.accept(tcp).await {
-                                    serve_connect(s, require, seen).await;
+                                    serve_connect(s, require, seen, fixed).await;
                                 }
                             }
-                            (Kind::Connect, None) => serve_connect(tcp, require, seen).await,
+                            (Kind::Connect, None) => serve_connect(tcp, require, seen, fixed).await,
                             (Kind::Socks5, _) => serve_socks5(tcp, require, seen).await,
                         }
                     };
@@ -102,6 +110,7 @@ async fn serve_connect<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     require: Option<String>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    fixed: Option<SocketAddr>,
 ) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -140,7 +149,11 @@ async fn serve_connect<S: AsyncRead + AsyncWrite + Unpin>(
             .await;
         return;
     }
-    let Some(mut upstream) = dial(target).await else {
+    let upstream = match fixed {
+        Some(a) => TcpStream::connect(a).await.ok(),
+        None => dial(target).await,
+    };
+    let Some(mut upstream) = upstream else {
         let _ = s
             .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             .await;

@@ -501,3 +501,47 @@ fn bad_proxy_url_refuses_startup_without_echoing_credentials() {
     assert!(logs.contains("unsupported proxy scheme"), "{logs}");
     assert_no_credentials(&agent);
 }
+
+#[test]
+fn sni_only_passthrough_dials_through_the_proxy() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = Setup::new();
+        let origin = s.https_origin().await;
+        // sni-only dials port 443 of the name; the proxy sends that tunnel to the origin.
+        let proxy = TestProxy::connect_to(origin.addr).await;
+        let config = format!(
+            r#"dns:
+  enabled: false
+  upstream_resolver: "{}"
+proxy:
+  http_listen: "127.0.0.1:0"
+  https_listen: "127.0.0.1:0"
+  upstream_deny_cidrs: []
+  upstream_proxy:
+    https_proxy: "http://{}"
+tls:
+  mode: sni-only
+metrics:
+  listen: "127.0.0.1:0"
+transforms:
+{ALLOW_TEST}"#,
+            zone().await,
+            proxy.addr
+        );
+        let agent = s.agent(&config, &[]);
+        // The client trusts the origin's CA only: TLS is end to end, through both proxies.
+        let r = https_request(
+            agent.addr("https"),
+            "api.test",
+            s.upstream_ca.client_config(),
+            get("api.test", "/sni"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.echo()["uri"], "/sni");
+        assert_eq!(proxy.seen()[0].target, "api.test:443");
+        assert_eq!(origin.hits(), 1);
+    });
+}
