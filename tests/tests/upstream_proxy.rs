@@ -500,6 +500,26 @@ fn bad_proxy_url_refuses_startup_without_echoing_credentials() {
     );
     assert!(logs.contains("unsupported proxy scheme"), "{logs}");
     assert_no_credentials(&agent);
+
+    // check-config reads the same environment: a bad HTTPS_PROXY fails it, named.
+    let good = s.config(zone, "  upstream_deny_cidrs: []", "    no_proxy: \"\"");
+    let mut check = Agent::with_config(&good)
+        .args(&["check-config", "--config", "{config}"])
+        .env(
+            "HTTPS_PROXY",
+            format!("http://agent:{PASSWORD}@proxy.test/some/path"),
+        )
+        .start();
+    assert_eq!(
+        check.wait_exit(std::time::Duration::from_secs(10)).code(),
+        Some(1)
+    );
+    let logs = check.logs();
+    assert!(
+        logs.contains("error: HTTPS_PROXY: invalid proxy URL \"http://[redacted]@proxy.test/some/path\": a proxy URL has no path"),
+        "{logs}"
+    );
+    assert_no_credentials(&check);
 }
 
 #[test]

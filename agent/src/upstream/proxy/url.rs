@@ -94,6 +94,7 @@ impl ProxyUrl {
             Some((userinfo, _)) => Some(credentials(userinfo)?),
             None => None,
         };
+        let host = host.to_ascii_lowercase();
         let shown = if host.contains(':') {
             format!("{scheme}://[{host}]:{port}")
         } else {
@@ -101,7 +102,7 @@ impl ProxyUrl {
         };
         Ok(Self {
             kind,
-            host: host.to_ascii_lowercase(),
+            host,
             port,
             credentials,
             shown,
