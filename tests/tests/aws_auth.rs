@@ -445,6 +445,27 @@ fn static_credentials_every_mode_and_rejection() {
                 .contains("AWS4-HMAC-SHA256")
         );
 
+        // A header value that is not text cannot be canonicalised: the signer refuses.
+        let r = s
+            .send(
+                signed("GET", &host, "/gated/latin1", "us-east-1", "s3", b"")
+                    .header(
+                        "x-amz-meta-name",
+                        http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+                    )
+                    .body(body(b""))
+                    .unwrap(),
+            )
+            .await;
+        sent += 1;
+        assert_refused(&r, 500, "signing_failed");
+        assert!(
+            s.trace("/gated/latin1")["annotations"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("x-amz-meta-name")
+        );
+
         // Region and service gates.
         let r = s
             .send(
@@ -593,5 +614,75 @@ fn workload_identity_without_credentials_fails_closed() {
         let t = s.trace("/model/x/invoke");
         assert_eq!(t["annotations"]["credential"], "workload_identity");
         assert_eq!(s.agent.wait_audits(1).len(), 1);
+    });
+}
+
+/// `YYYYMMDDTHHMMSSZ` for now (UTC), without a date crate.
+fn amz_date_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The verifier is not a rubber stamp: sent to it directly, a request with the real key, the
+/// current date and a wrong signature is refused, and so is the workload's placeholder request.
+#[test]
+fn verifier_refuses_bad_signatures() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("aws-origin");
+        let up = start_upstream(dir.path(), &ca);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", up.port).parse().unwrap();
+        let host = format!("localhost:{}", up.port);
+        let now = amz_date_now();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={REAL_AK}/{}/us-east-1/s3/aws4_request, \
+             SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={}",
+            &now[..8],
+            "0".repeat(64)
+        );
+        let forged = http::Request::builder()
+            .uri("/bucket/key")
+            .header("host", &host)
+            .header("authorization", auth)
+            .header("x-amz-date", &now)
+            .header(
+                "x-amz-content-sha256",
+                "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            )
+            .body(body(b""))
+            .unwrap();
+        let r = https_request(addr, "localhost", ca.client_config(), forged)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r.text().contains("signature mismatch"), "{}", r.text());
+
+        let placeholder = signed("GET", &host, "/bucket/key", "us-east-1", "s3", b"")
+            .body(body(b""))
+            .unwrap();
+        let r = https_request(addr, "localhost", ca.client_config(), placeholder)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{}", r.text());
     });
 }
