@@ -228,3 +228,100 @@ impl AwsAuth {
 fn too_large(limit: u64) -> Refusal {
     Refusal::new("body_too_large", StatusCode::PAYLOAD_TOO_LARGE).with("limit", limit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::transforms::source::ControlPlaneSource;
+    use crate::config::transforms::{RuleConfig, SecretSource};
+
+    async fn transform(chunked_ok: bool) -> AwsAuth {
+        let inline = |v: &str| {
+            Some(SecretSource::ControlPlane(ControlPlaneSource {
+                value: v.into(),
+                json_key: None,
+            }))
+        };
+        let cfg = AwsAuthConfig {
+            access_key_id: inline("AKIDEXAMPLE"),
+            secret_access_key: inline("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            allow_chunked_body: chunked_ok,
+            rules: vec![RuleConfig {
+                host: Some("*.amazonaws.com".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut registry = SecretRegistry::default();
+        let t = AwsAuth::new(&cfg, &mut registry).unwrap();
+        registry.resolve_all().await;
+        t
+    }
+
+    fn request(content_length: Option<&str>, body: ProxyBody) -> ProxyRequest {
+        let mut b = http::Request::builder()
+            .method("PUT")
+            .uri("/bucket/key")
+            .header("host", "s3.us-east-1.amazonaws.com")
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            );
+        if let Some(cl) = content_length {
+            b = b.header("content-length", cl);
+        }
+        b.body(body).unwrap()
+    }
+
+    /// Runs the transform; returns the status and `rejected` annotation (None = signed).
+    async fn run(t: &AwsAuth, mut req: ProxyRequest, limit: Option<u64>) -> (u16, Option<String>) {
+        let mut cx = RequestCx::new(
+            "s3.us-east-1.amazonaws.com".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            crate::transform::Mode::Mitm,
+        );
+        cx.request_body_limit = limit;
+        let verdict = t.on_request(&mut cx, &mut req).await.unwrap();
+        let notes = cx.take_annotations();
+        let rejected = notes
+            .get("rejected")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        match verdict {
+            Verdict::Continue => {
+                let auth = req.headers()["authorization"].to_str().unwrap();
+                assert!(
+                    auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+                    "{auth}"
+                );
+                assert!(auth.contains("/us-east-1/s3/aws4_request"));
+                (200, rejected)
+            }
+            Verdict::Reject(Some(r)) => (r.status().as_u16(), rejected),
+            _ => panic!("unexpected verdict"),
+        }
+    }
+
+    use crate::transform::ProxyBody;
+
+    #[tokio::test]
+    async fn body_rules() {
+        let t = transform(false).await;
+        let ok = run(&t, request(Some("5"), body::full("hello")), Some(16)).await;
+        assert_eq!(ok, (200, None));
+        let r = run(&t, request(Some("5"), body::empty()), None).await;
+        assert_eq!(r, (400, Some("body_missing".into())));
+        let r = run(&t, request(Some("10"), body::full("abc")), None).await;
+        assert_eq!(r, (413, Some("body_truncated".into())));
+        let r = run(&t, request(Some("100"), body::full("x")), Some(16)).await;
+        assert_eq!(r, (413, Some("body_too_large".into())));
+        let r = run(&t, request(None, body::full("chunk")), None).await;
+        assert_eq!(r, (400, Some("chunked_body_not_allowed".into())));
+
+        let t = transform(true).await;
+        let r = run(&t, request(None, body::full("chunk")), None).await;
+        assert_eq!(r, (200, None));
+        let r = run(&t, request(None, body::full(vec![b'x'; 64])), Some(16)).await;
+        assert_eq!(r, (413, Some("body_too_large".into())));
+    }
+}
