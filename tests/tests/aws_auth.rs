@@ -137,6 +137,36 @@ impl Setup {
         acted[0].clone()
     }
 
+    /// Sends a header-signed PUT declaring 100 bytes, writes 10 and closes its side. Returns
+    /// the response status if the agent could still answer.
+    async fn send_partial(&self, host: &str, path: &str) -> Option<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(self.agent.addr("https"))
+            .await
+            .unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(self.mitm.client_config())
+            .connect("localhost".try_into().unwrap(), tcp)
+            .await
+            .unwrap();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: AWS4-HMAC-SHA256 \
+             Credential={PLACEHOLDER_AK}/20200101/us-east-1/s3/aws4_request, \
+             SignedHeaders=host, Signature=00\r\nContent-Length: 100\r\n\r\n0123456789"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tls.read_to_end(&mut out),
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out);
+        text.strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+    }
+
     fn assert_no_credentials_in_logs(&self) {
         let logs = self.agent.logs();
         for v in [REAL_AK, REAL_SK, REAL_TOKEN] {
@@ -519,6 +549,13 @@ fn static_credentials_every_mode_and_rejection() {
             .await;
         sent += 1;
         assert_refused(&r, 403, "region_not_allowed");
+
+        // The client hangs up mid-body: body_read_failed, still exactly one audit record.
+        let status = s.send_partial(&host, "/gated/partial").await;
+        sent += 1;
+        assert!(status.is_none() || status == Some(400), "{status:?}");
+        let t = s.trace("/gated/partial");
+        assert_eq!(t["annotations"]["rejected"], "body_read_failed", "{t}");
 
         // Exactly one audit record per request.
         let audits = s.agent.wait_audits(sent);
