@@ -80,7 +80,7 @@ struct Setup {
     agent: Agent,
     mitm: TestCa,
     upstream: Upstream,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Starts the fake AWS endpoint and the agent with `transforms` and the agent's environment.
@@ -93,8 +93,10 @@ fn setup(transforms: &str, env: &[(&str, &str)]) -> Setup {
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
     let transforms = transforms.replace("{dir}", &dir.path().to_string_lossy());
-    let config = loopback_config(&c, &k, &transforms)
-        .replace("proxy:\n", "proxy:\n  max_request_body_bytes: 4096\n");
+    let config = loopback_config(&c, &k, &transforms).replace(
+        "proxy:\n",
+        "proxy:\n  max_request_body_bytes: 4096\n  tunnel_listen: \"127.0.0.1:0\"\n",
+    );
     let mut b = Agent::with_config(&config).env("SSL_CERT_FILE", ca_path.to_string_lossy());
     for (k, v) in env {
         b = b.env(k, *v);
@@ -103,7 +105,7 @@ fn setup(transforms: &str, env: &[(&str, &str)]) -> Setup {
         agent: b.start(),
         mitm,
         upstream,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -722,4 +724,79 @@ fn verifier_refuses_bad_signatures() {
             .unwrap();
         assert_eq!(r.status, 403, "{}", r.text());
     });
+}
+
+const SDK: &str = r#"  - name: allowlist
+    config:
+      domains: ["localhost"]
+  - name: aws_auth
+    config:
+      access_key_id: {type: env, var: REAL_AK}
+      secret_access_key: {type: env, var: REAL_SK}
+      session_token: {type: env, var: REAL_TOKEN}
+      allowed_regions: ["us-east-1", "eu-west-1"]
+      rules: [{host: localhost}]
+"#;
+
+/// The real AWS SDK as the workload: boto3 signs with the documented example credentials and
+/// uses the agent's tunnel listener as its HTTPS proxy; the agent re-signs inside the tunnel.
+#[test]
+fn boto3_through_the_tunnel() {
+    let s = setup(
+        SDK,
+        &[
+            ("REAL_AK", REAL_AK),
+            ("REAL_SK", REAL_SK),
+            ("REAL_TOKEN", REAL_TOKEN),
+        ],
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("aws_sdk_client.py");
+    let nowhere = s.dir.path().join("no-aws-config");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("https://{}", s.host()))
+        .arg(format!("http://{}", s.agent.addr("tunnel")))
+        .arg(s.dir.path().join("ca.crt"))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_CONFIG_FILE", &nowhere)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &nowhere)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("python3 with boto3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(calls.len(), 3, "{stdout}");
+
+    let invoke = &calls[0]["body"];
+    assert_eq!(calls[0]["status"], 200, "{stdout}");
+    assert_eq!(invoke["ok"], true);
+    assert_eq!(invoke["service"], "bedrock");
+    assert_eq!(invoke["path"], "/model/anthropic.claude-v2%3A1/invoke");
+    assert_eq!(invoke["session_token"], true);
+    assert_eq!(invoke["content_sha256"], invoke["body_sha256"]);
+
+    let get = &calls[1]["body"];
+    assert_eq!(calls[1]["status"], 200, "{stdout}");
+    assert_eq!(get["ok"], true);
+    assert_eq!(get["service"], "s3");
+    assert_eq!(get["region"], "eu-west-1");
+
+    assert_eq!(calls[2]["status"], 403, "{stdout}");
+    let denied = s.trace("/bucket/k");
+    assert_eq!(denied["annotations"]["rejected"], "region_not_allowed");
+    let inner = s.agent.audit_where(|r| r["path"] == "/bucket/k");
+    assert_eq!(inner["tunnel"]["protocol"], "connect", "{inner}");
+    s.assert_no_credentials_in_logs();
 }
