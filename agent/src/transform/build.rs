@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::annotate::Annotate;
+use super::aws_auth::AwsAuth;
 use super::body_capture::BodyCapture;
 use super::header_allowlist::HeaderAllowlist;
 use super::hmac_sign::HmacSign;
@@ -46,6 +47,10 @@ pub fn build_pipeline(
                     index,
                     message: err.to_string(),
                 }),
+            },
+            TransformSpec::AwsAuth(cfg) => match AwsAuth::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(message) => errors.push(BuildError::Invalid { index, message }),
             },
             _ => errors.push(BuildError::Unsupported {
                 index,

@@ -6,6 +6,7 @@
 
 pub mod allowlist;
 pub mod annotate;
+pub mod aws_auth;
 pub mod body;
 pub mod body_capture;
 pub mod build;
