@@ -2,11 +2,13 @@
 //! (identify → pipeline → upstream → response pipeline → audit) and answer the client.
 
 pub mod audited_body;
+mod first_byte;
 pub mod handler;
 pub mod header_case;
 pub mod headers;
 pub mod respond;
 pub mod server;
+pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-//! Pooled upstream HTTP client with the response-header timeout.
+//! Pooled upstream HTTP client with the response-header timeout. HTTP/2 is used when the
+//! upstream chose it by ALPN (the connector reports it), HTTP/1.1 otherwise; h2 connections
+//! are shared by concurrent requests to the same authority.
 
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ pub enum UpstreamError {
 
 pub struct UpstreamClient {
     client: Client<Connector, ProxyBody>,
+    /// For connections outside the pool (WebSocket upgrades).
+    connector: Connector,
     header_timeout: Duration,
 }
 
@@ -32,11 +36,21 @@ impl UpstreamClient {
             .http1_title_case_headers(false)
             // The agent forwards the client's Host header itself.
             .set_host(false)
-            .build(connector);
+            .build(connector.clone());
         Self {
             client,
+            connector,
             header_timeout,
         }
+    }
+
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// How long to wait for an upstream's response headers.
+    pub fn header_timeout(&self) -> Duration {
+        self.header_timeout
     }
 
     pub async fn send(
