@@ -22,9 +22,13 @@ use crate::TestCa;
 pub enum OriginKind {
     Http,
     /// HTTPS, HTTP/1.1 only (no ALPN).
-    Https { names: Vec<String> },
+    Https {
+        names: Vec<String>,
+    },
     /// HTTPS offering ALPN `h2` and `http/1.1`, serving whichever the client picks.
-    HttpsH2 { names: Vec<String> },
+    HttpsH2 {
+        names: Vec<String>,
+    },
 }
 
 pub struct Origin {

@@ -104,7 +104,11 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
         let res: Value = serde_json::from_str(stdout.trim()).unwrap();
 
         // Unary: the server saw the real credential; the response and its trailers arrived.
-        assert_eq!(res["unary"], format!("auth=Bearer {TOKEN};msg=hello"), "{res}");
+        assert_eq!(
+            res["unary"],
+            format!("auth=Bearer {TOKEN};msg=hello"),
+            "{res}"
+        );
         assert_eq!(res["unary_code"], "OK");
         assert_eq!(res["unary_trailers"]["x-trailer"], "t1", "{res}");
         // Server streaming: every message, in order, then OK.
@@ -126,7 +130,10 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
             assert_eq!(rec["status_code"], 200);
             assert_eq!(rec["host"], format!("localhost:{port}"));
         }
-        assert!(!agent.logs().contains(TOKEN), "secret value leaked into logs");
+        assert!(
+            !agent.logs().contains(TOKEN),
+            "secret value leaked into logs"
+        );
         let _ = server.kill().await;
     });
 }

@@ -78,9 +78,10 @@ async fn h2_connect(s: &Setup) -> SendRequest<Full<Bytes>> {
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -112,7 +113,10 @@ fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 fn assert_no_secret(agent: &Agent) {
-    assert!(!agent.logs().contains(TOKEN), "secret value leaked into logs");
+    assert!(
+        !agent.logs().contains(TOKEN),
+        "secret value leaked into logs"
+    );
 }
 
 #[test]
@@ -126,8 +130,14 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
         let (status, echo) = h2_get(&mut sender, s.h2_origin.port(), "/h2?q=1").await;
         assert_eq!(status, 200);
         assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
-        assert_eq!(echo["uri"], format!("https://localhost:{}/h2?q=1", s.h2_origin.port()));
-        assert_eq!(header(&echo, "authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            echo["uri"],
+            format!("https://localhost:{}/h2?q=1", s.h2_origin.port())
+        );
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
         for hop in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
             assert!(header(&echo, hop).is_none(), "{hop} sent upstream: {echo}");
         }
@@ -141,7 +151,10 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
             header(&echo, "host"),
             Some(format!("localhost:{}", s.h1_origin.port()).as_str())
         );
-        assert_eq!(header(&echo, "authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
 
         // An HTTP/1.1 client (no ALPN) to the h2-capable upstream still works.
         let req = http::Request::builder()
@@ -149,9 +162,14 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
             .header("host", format!("localhost:{}", s.h2_origin.port()))
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let r = https_request(s.agent.addr("https"), "localhost", s.mitm.client_config(), req)
-            .await
-            .unwrap();
+        let r = https_request(
+            s.agent.addr("https"),
+            "localhost",
+            s.mitm.client_config(),
+            req,
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 200);
 
         let recs = s.agent.wait_audits(3);
@@ -197,15 +215,50 @@ fn curl_http2_through_the_mitm() {
         .unwrap()
         .expect("curl runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "curl: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "curl: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let (body, version) = stdout.rsplit_once('\n').unwrap();
         assert_eq!(version, "2", "curl did not speak HTTP/2");
         let echo: Value = serde_json::from_str(body).unwrap();
         assert_eq!(echo["version"], "HTTP/2.0");
-        assert_eq!(header(&echo, "authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
         let recs = s.agent.wait_audits(1);
         assert_eq!(recs[0]["protocol"], "h2");
         assert_eq!(recs[0]["path"], "/curl");
         assert_no_secret(&s.agent);
+    });
+}
+
+#[test]
+fn h2_stream_cancelled_by_the_client_is_audited_once_as_client_cancel() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let mut sender = h2_connect(&s).await;
+        let req = http::Request::builder()
+            .uri(format!("https://localhost:{}/slow", s.h2_origin.port()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        // The origin answers /slow after 3 s; the agent's header timeout (2 s) would make it a
+        // 502. Giving up after 300 ms resets the stream, which must end the request first.
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;
+        assert!(gave_up.is_err(), "the slow request answered early");
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs[0]["action"], "client_cancel", "{recs:?}");
+        assert_eq!(recs[0]["protocol"], "h2");
+        // The connection stays usable, and no second record appears for the cancelled stream.
+        let (status, _) = h2_get(&mut sender, s.h2_origin.port(), "/after").await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let recs = s.agent.audits();
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        assert_eq!(recs.iter().filter(|r| r["path"] == "/slow").count(), 1);
     });
 }

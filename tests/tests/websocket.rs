@@ -204,7 +204,10 @@ fn websocket_over_http1_with_injected_header() {
         let recs = s.agent.wait_audits(1);
         assert_eq!(recs.len(), 1, "{recs:?}");
         assert_ws_record(&s, &recs[0]);
-        assert!(!s.agent.logs().contains(TOKEN), "secret value leaked into logs");
+        assert!(
+            !s.agent.logs().contains(TOKEN),
+            "secret value leaked into logs"
+        );
     });
 }
 
@@ -234,14 +237,45 @@ fn websocket_over_http2_extended_connect() {
             .unwrap();
         assert_eq!(resp.status(), 200, "extended CONNECT refused: {resp:?}");
         let upgraded = hyper::upgrade::on(resp).await.unwrap();
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         echo_and_close(&mut ws).await;
         drop(ws);
         let recs = s.agent.wait_audits(1);
         assert_eq!(recs.len(), 1, "{recs:?}");
         assert_ws_record(&s, &recs[0]);
-        assert!(!s.agent.logs().contains(TOKEN), "secret value leaked into logs");
+        assert!(
+            !s.agent.logs().contains(TOKEN),
+            "secret value leaked into logs"
+        );
+    });
+}
+
+#[test]
+fn websocket_dropped_without_close_is_audited_once() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
+        let req = format!("wss://localhost:{}/chat", s.origin.addr.port())
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        ws.send(Message::text("one")).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text("one"));
+        // The client vanishes: no close frame, the TCP connection just goes away.
+        drop(ws);
+        let recs = s.agent.wait_audits(1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(s.agent.audits().len(), 1, "{:?}", s.agent.audits());
+        assert_eq!(recs[0]["status_code"], 101, "{}", recs[0]);
+        assert_eq!(recs[0]["protocol"], "websocket");
     });
 }
 

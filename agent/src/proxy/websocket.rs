@@ -218,7 +218,10 @@ mod tests {
             .extension(Protocol::from_static("websocket"))
             .body(())
             .unwrap();
-        assert_eq!(detect(&mut req).map(|c| c.kind), Some(Kind::ExtendedConnect));
+        assert_eq!(
+            detect(&mut req).map(|c| c.kind),
+            Some(Kind::ExtendedConnect)
+        );
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.headers()["upgrade"], "websocket");
         assert_eq!(req.headers()["connection"], "Upgrade");

@@ -139,7 +139,11 @@ impl Connector {
         }))
     }
 
-    async fn connect_uri(self, uri: http::Uri, http1_only: bool) -> Result<UpstreamIo, ConnectError> {
+    async fn connect_uri(
+        self,
+        uri: http::Uri,
+        http1_only: bool,
+    ) -> Result<UpstreamIo, ConnectError> {
         let host = uri
             .host()
             .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
@@ -157,7 +161,11 @@ impl Connector {
             host: host.into(),
             reason: e.to_string(),
         })?;
-        let tls = if http1_only { &self.tls_http1 } else { &self.tls };
+        let tls = if http1_only {
+            &self.tls_http1
+        } else {
+            &self.tls
+        };
         let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.connect(name, tcp))
             .await
             .map_err(|_| ConnectError::Tls {
