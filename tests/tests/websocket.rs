@@ -73,6 +73,8 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                // The callback's signature is tungstenite's.
+                #[allow(clippy::result_large_err)]
                 let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
                           resp| {
                     let key = req
