@@ -262,3 +262,33 @@ fn h2_stream_cancelled_by_the_client_is_audited_once_as_client_cancel() {
         assert_eq!(recs.iter().filter(|r| r["path"] == "/slow").count(), 1);
     });
 }
+
+#[test]
+fn h2c_prior_knowledge_on_the_http_listener() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let origin = Origin::start(OriginKind::Http, None).await;
+        let tcp = TcpStream::connect(s.agent.addr("http")).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://localhost:{}/h2c", origin.port()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echo: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo["version"], "HTTP/1.1");
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs[0]["protocol"], "h2");
+        assert_eq!(recs[0]["path"], "/h2c");
+    });
+}

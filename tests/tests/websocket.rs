@@ -84,6 +84,11 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
                         .unwrap_or("")
                         .to_string();
                     seen.lock().unwrap().push(key);
+                    if req.uri().path() == "/unauthorized" {
+                        let mut refused = http::Response::new(Some("no".to_string()));
+                        *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+                        return Err(refused);
+                    }
                     Ok(resp)
                 };
                 let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, cb).await else {
@@ -278,6 +283,34 @@ fn websocket_dropped_without_close_is_audited_once() {
         assert_eq!(s.agent.audits().len(), 1, "{:?}", s.agent.audits());
         assert_eq!(recs[0]["status_code"], 101, "{}", recs[0]);
         assert_eq!(recs[0]["protocol"], "websocket");
+    });
+}
+
+#[test]
+fn upstream_refusing_the_handshake_is_relayed_as_a_normal_response() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
+        let req = format!("wss://localhost:{}/unauthorized", s.origin.addr.port())
+            .into_client_request()
+            .unwrap();
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async(req, tls),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        match err {
+            WsError::Http(resp) => assert_eq!(resp.status(), 401),
+            other => panic!("expected an HTTP 401, got {other:?}"),
+        }
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs[0]["status_code"], 401, "{}", recs[0]);
+        assert_eq!(recs[0]["action"], "allow");
+        assert_eq!(recs[0]["protocol"], "websocket");
+        assert_eq!(s.origin.seen_keys.lock().unwrap().len(), 1);
     });
 }
 
