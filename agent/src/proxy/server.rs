@@ -140,16 +140,16 @@ async fn tls_accept(
     Ok((tls, sni))
 }
 
-/// Serves one connection until it closes or shutdown asks it to finish. HTTP/1.1 or HTTP/2
-/// (chosen by the client's first bytes, which follow the ALPN it negotiated; on the plain
-/// listener that is h2c with prior knowledge), with upgrades (WebSocket) and, on HTTP/2,
-/// extended CONNECT (RFC 8441).
+/// Serves HTTP/1.1 on one connection until it closes or shutdown asks it to finish.
 async fn serve_conn<I>(rt: Arc<Runtime>, io: I, conn: ConnInfo, shutdown: CancellationToken)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| handler::handle(rt.clone(), conn.clone(), req));
+    // HTTP/1.1 or HTTP/2, chosen by the client's first bytes (which follow the ALPN it
+    // negotiated; on the plain listener, HTTP/2 is h2c with prior knowledge), with upgrades
+    // (WebSocket) and, on HTTP/2, extended CONNECT (RFC 8441).
     let builder = http_builder();
     let io = FirstByteDeadline::new(io, HEADER_READ_TIMEOUT);
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
