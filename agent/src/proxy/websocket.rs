@@ -104,10 +104,8 @@ pub enum Handshake {
 /// dedicated HTTP/1.1 connection.
 pub async fn handshake(rt: &Runtime, mut req: ProxyRequest) -> Result<Handshake, UpstreamError> {
     let uri = req.uri().clone();
-    let io = rt
-        .upstream
-        .connector()
-        .connect_http1(uri.clone())
+    let mut connector = rt.upstream.connector().http1_only();
+    let io = tower_service::Service::call(&mut connector, uri.clone())
         .await
         .map_err(UpstreamError::Connect)?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()

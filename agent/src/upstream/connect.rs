@@ -64,27 +64,15 @@ pub struct Connector {
     resolver: Arc<Resolver>,
     deny: Arc<DenyList>,
     tls: TlsConnector,
-    /// The same TLS config offering only `http/1.1`: an HTTP/1.1 Upgrade (WebSocket) must not
-    /// land on a connection where the server chose h2.
-    tls_http1: TlsConnector,
 }
 
 impl Connector {
     pub fn new(resolver: Arc<Resolver>, deny: DenyList, tls: Arc<rustls::ClientConfig>) -> Self {
-        let mut http1 = (*tls).clone();
-        http1.alpn_protocols = vec![crate::tls::ALPN_HTTP11.to_vec()];
         Self {
             resolver,
             deny: Arc::new(deny),
             tls: TlsConnector::from(tls),
-            tls_http1: TlsConnector::from(Arc::new(http1)),
         }
-    }
-
-    /// A dedicated connection that speaks HTTP/1.1 whatever the server prefers (for
-    /// WebSocket handshakes). Same resolve, deny-list and TLS checks as pooled connections.
-    pub async fn connect_http1(&self, uri: http::Uri) -> Result<UpstreamIo, ConnectError> {
-        self.clone().connect_uri(uri, true).await
     }
 
     /// Dials `host:port`, trying each resolved address that the deny list allows, in order.
@@ -139,11 +127,7 @@ impl Connector {
         }))
     }
 
-    async fn connect_uri(
-        self,
-        uri: http::Uri,
-        http1_only: bool,
-    ) -> Result<UpstreamIo, ConnectError> {
+    async fn connect_uri(self, uri: http::Uri) -> Result<UpstreamIo, ConnectError> {
         let host = uri
             .host()
             .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
@@ -161,12 +145,7 @@ impl Connector {
             host: host.into(),
             reason: e.to_string(),
         })?;
-        let tls = if http1_only {
-            &self.tls_http1
-        } else {
-            &self.tls
-        };
-        let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.connect(name, tcp))
+        let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.tls.connect(name, tcp))
             .await
             .map_err(|_| ConnectError::Tls {
                 host: host.into(),
@@ -190,7 +169,20 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        Box::pin(self.clone().connect_uri(uri, false))
+        Box::pin(self.clone().connect_uri(uri))
+    }
+}
+
+impl Connector {
+    /// The same connector offering only `http/1.1` by ALPN, for a dedicated connection that
+    /// must speak HTTP/1.1 whatever the server prefers (a WebSocket Upgrade cannot run on a
+    /// connection where the server chose h2). Same resolve, deny-list and TLS checks.
+    pub fn http1_only(&self) -> Connector {
+        let mut config = (**self.tls.config()).clone();
+        config.alpn_protocols = vec![crate::tls::ALPN_HTTP11.to_vec()];
+        let mut c = self.clone();
+        c.tls = TlsConnector::from(Arc::new(config));
+        c
     }
 }
 
