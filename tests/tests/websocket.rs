@@ -35,7 +35,7 @@ const TRANSFORMS: &str = r#"  - name: allowlist
           rules: [{host: localhost}]
 "#;
 
-/// A TLS WebSocket echo server (HTTP/1.1 only); records each handshake's `x-api-key`.
+/// A TLS WebSocket echo server (WebSocket over HTTP/1.1; ALPN offers h2 too); records each handshake's `x-api-key`.
 struct WsOrigin {
     addr: SocketAddr,
     seen_keys: Arc<Mutex<Vec<String>>>,
@@ -50,7 +50,7 @@ impl Drop for WsOrigin {
 
 async fn ws_origin(ca: &TestCa) -> WsOrigin {
     let (chain, key) = ca.server_cert(&["localhost"]);
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -58,6 +58,9 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
     .with_no_client_auth()
     .with_single_cert(chain, key)
     .unwrap();
+    // Like most real servers it would pick h2 if offered; the agent must offer only http/1.1
+    // for the WebSocket handshake.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -73,6 +76,10 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
+                // A real server would now speak HTTP/2, where an HTTP/1.1 Upgrade is impossible.
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    return;
+                }
                 // The callback's signature is tungstenite's.
                 #[allow(clippy::result_large_err)]
                 let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
