@@ -322,6 +322,35 @@ fn upstream_refusing_the_handshake_is_relayed_as_a_normal_response() {
 }
 
 #[test]
+fn open_websocket_is_closed_and_audited_at_shutdown() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let mut s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
+        let req = format!("wss://localhost:{}/chat", s.origin.addr.port())
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        ws.send(Message::text("one")).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap();
+        assert_eq!(back.unwrap().unwrap(), Message::text("one"));
+        let status = tokio::task::block_in_place(|| s.agent.signal(libc::SIGTERM));
+        assert!(status.success(), "exit status {status:?}");
+        let recs = s.agent.audits();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_eq!(recs[0]["protocol"], "websocket");
+        assert_eq!(recs[0]["status_code"], 101);
+        // The client sees its connection end.
+        let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap();
+        assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    });
+}
+
+#[test]
 fn denied_websocket_handshake_gets_403_and_one_record() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {

@@ -139,7 +139,7 @@ pub async fn handle(
         None => rt.upstream.send(req).await,
         Some(client) => match websocket::handshake(&rt, req).await {
             Ok(websocket::Handshake::Switched(resp)) => {
-                return Ok(websocket::relay(audit, client, resp));
+                return Ok(websocket::relay(&rt.websockets, audit, client, resp));
             }
             Ok(websocket::Handshake::Answered(resp)) => Ok(resp),
             Err(e) => Err(e),

@@ -38,6 +38,8 @@ pub struct Runtime {
     pub mode: Mode,
     pub request_body_limit: Option<u64>,
     pub response_body_limit: Option<u64>,
+    /// Open WebSockets (closed and audited at shutdown).
+    pub websockets: websocket::Relays,
 }
 
 /// What is known about the connection a request arrived on.

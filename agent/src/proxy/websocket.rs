@@ -9,12 +9,16 @@
 //! closes; the audit record is written then, with the upstream's status. Any other answer goes
 //! back to the client as an ordinary response.
 
+use std::time::Duration;
+
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::ext::Protocol;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::Runtime;
 use super::audited_body::AuditedBody;
@@ -22,6 +26,29 @@ use super::headers;
 use crate::audit::{Action, PendingAudit};
 use crate::transform::{ProxyRequest, body};
 use crate::upstream::UpstreamError;
+
+/// The open WebSockets. Their relays outlive the HTTP connection that carried the handshake,
+/// so shutdown closes them here (each still writes its audit record) before the audit log is
+/// flushed.
+#[derive(Default)]
+pub struct Relays {
+    tasks: TaskTracker,
+    closing: CancellationToken,
+}
+
+impl Relays {
+    /// Closes every open WebSocket and waits (at most `limit`) for their audit records.
+    pub async fn close(&self, limit: Duration) {
+        self.closing.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(limit, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("websocket relays did not finish in time");
+        }
+    }
+}
 
 /// How the client asked for the WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +167,7 @@ pub async fn handshake(rt: &Runtime, mut req: ProxyRequest) -> Result<Handshake,
 /// Answers the client (101, or 200 for extended CONNECT) and relays bytes in the background
 /// until the WebSocket closes; the audit record is written then.
 pub fn relay(
+    relays: &Relays,
     mut audit: PendingAudit,
     client: ClientSide,
     mut upstream: Response<Incoming>,
@@ -153,14 +181,21 @@ pub fn relay(
         headers::strip_response(&mut parts.headers);
         parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
     }
-    tokio::spawn(async move {
+    let closing = relays.closing.clone();
+    relays.tasks.spawn(async move {
         let (c, u) = tokio::join!(client.upgrade, upstream_upgrade);
         match (c, u) {
             (Ok(c), Ok(u)) => {
                 let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
-                    // Resets after the WebSocket was established are how many clients leave.
-                    tracing::debug!(error = %e, "websocket relay ended");
+                tokio::select! {
+                    res = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+                        if let Err(e) = res {
+                            // Resets after the WebSocket was established are how many clients
+                            // leave; the WebSocket itself was allowed and worked.
+                            tracing::debug!(error = %e, "websocket relay ended");
+                        }
+                    }
+                    _ = closing.cancelled() => {}
                 }
                 audit.finish(Action::Allow, status);
             }
