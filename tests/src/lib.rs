@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod ca;
 pub mod client;
+pub mod curl;
 pub mod dns;
 pub mod netns;
 pub mod origin;

@@ -55,7 +55,11 @@ async fn setup() -> Setup {
     std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
-    let agent = Agent::with_config(&loopback_config(&c, &k, TRANSFORMS))
+    let config = loopback_config(&c, &k, TRANSFORMS).replace(
+        "  upstream_deny_cidrs: []",
+        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
+    );
+    let agent = Agent::with_config(&config)
         .env("SSL_CERT_FILE", ca_path.to_string_lossy())
         .env("API_TOKEN", TOKEN)
         .start();
@@ -290,5 +294,49 @@ fn h2c_prior_knowledge_on_the_http_listener() {
         let recs = s.agent.wait_audits(1);
         assert_eq!(recs[0]["protocol"], "h2");
         assert_eq!(recs[0]["path"], "/h2c");
+    });
+}
+
+#[test]
+fn h2_inside_a_connect_tunnel() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let ca = s.dir.path().join("ca.crt");
+        let port = s.h2_origin.port();
+        let proxy = format!("http://{}", s.agent.addr("tunnel"));
+        let out = iron_agent_tests::curl::curl(
+            &[
+                "--http2",
+                "--cacert",
+                &ca.to_string_lossy(),
+                "--proxy",
+                &proxy,
+                "-H",
+                &format!("Authorization: Bearer {PLACEHOLDER}"),
+                "-w",
+                "\n%{http_version}",
+                &format!("https://localhost:{port}/tunnelled"),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out.code, Some(0), "{out:?}\n{}", s.agent.logs());
+        let (body, version) = out.stdout.rsplit_once('\n').unwrap();
+        assert_eq!(version, "2", "curl did not speak HTTP/2 inside the tunnel");
+        let echo: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        let recs = s.agent.wait_audits(2);
+        let inner = recs
+            .iter()
+            .find(|r| r["path"] == "/tunnelled")
+            .expect("inner record");
+        assert_eq!(inner["protocol"], "h2", "{inner}");
+        assert!(inner.get("tunnel").is_some(), "{inner}");
+        assert_no_secret(&s.agent);
     });
 }

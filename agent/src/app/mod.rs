@@ -68,18 +68,12 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     if cfg.mcp.is_some() {
         out.push(not_yet("mcp"));
     }
-    if cfg.proxy.tunnel_listen.is_some() {
-        out.push(not_yet("proxy.tunnel_listen"));
-    }
     let up = &cfg.proxy.upstream_proxy;
     if up.http_proxy.is_some() || up.https_proxy.is_some() || up.no_proxy.is_some() {
         out.push(not_yet("proxy.upstream_proxy"));
     }
     if cfg.management.listen.is_some() {
         out.push(not_yet("management.listen"));
-    }
-    if cfg.tls.mode == TlsMode::SniOnly {
-        out.push(not_yet("tls.mode: sni-only"));
     }
     out
 }
@@ -131,7 +125,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         tracing::info!(cidrs = %cidrs.join(","), "upstream deny list active");
     }
     let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?);
-    let upstream = UpstreamClient::new(connector, cfg.proxy.upstream_response_header_timeout.0);
+    let upstream = UpstreamClient::new(
+        connector.clone(),
+        cfg.proxy.upstream_response_header_timeout.0,
+    );
 
     // Bind everything before serving anything: a port conflict is fatal at startup.
     let dns_sockets = if cfg.dns.enabled {
@@ -142,6 +139,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let http = accept::bind_tcp("http", &cfg.proxy.http_listen).await?;
     let https = accept::bind_tcp("https", &cfg.proxy.https_listen).await?;
     let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
+    let tunnel = match &cfg.proxy.tunnel_listen {
+        Some(addr) => Some(accept::bind_tcp("tunnel", addr).await?),
+        None => None,
+    };
 
     // eBPF interception goes live only once every listener it redirects to is bound.
     let interceptor = if cfg.intercept.enabled() {
@@ -165,6 +166,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             .map(|_| intercept::uid_policies(&cfg.intercept)),
         resolver: resolver.clone(),
         upstream,
+        connector,
         audit: audit.clone(),
         leaf_cache,
         mode: match cfg.tls.mode {
@@ -182,6 +184,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         http_listen = %addr_of(&http),
         https_listen = %addr_of(&https),
         metrics_listen = %addr_of(&metrics),
+        tunnel_listen = %tunnel.as_ref().map_or("disabled".to_string(), addr_of),
         dns_listen = %dns_sockets.as_ref().map_or("disabled".to_string(), |(u, _)| u.local_addr().map(|a| a.to_string()).unwrap_or_default()),
         transforms = %describe,
         "iron-agent starting"
@@ -195,10 +198,22 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         "http",
         server::serve_http(rt.clone(), http, conns.clone(), shutdown.clone()),
     ));
-    servers.spawn(named(
-        "https",
-        server::serve_https(rt.clone(), https, conns.clone(), shutdown.clone()),
-    ));
+    match rt.mode {
+        Mode::Mitm => servers.spawn(named(
+            "https",
+            server::serve_https(rt.clone(), https, conns.clone(), shutdown.clone()),
+        )),
+        Mode::SniOnly => servers.spawn(named(
+            "https",
+            crate::sni::serve_https(rt.clone(), https, conns.clone(), shutdown.clone()),
+        )),
+    };
+    if let Some(tunnel) = tunnel {
+        servers.spawn(named(
+            "tunnel",
+            crate::tunnel::serve(rt.clone(), tunnel, conns.clone(), shutdown.clone()),
+        ));
+    }
     servers.spawn(named(
         "metrics",
         admin::serve(metrics, audit.clone(), conns.clone(), shutdown.clone()),

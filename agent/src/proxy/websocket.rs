@@ -131,7 +131,7 @@ pub enum Handshake {
 /// dedicated HTTP/1.1 connection.
 pub async fn handshake(rt: &Runtime, mut req: ProxyRequest) -> Result<Handshake, UpstreamError> {
     let uri = req.uri().clone();
-    let mut connector = rt.upstream.connector().http1_only();
+    let mut connector = rt.connector.http1_only();
     let io = tower_service::Service::call(&mut connector, uri.clone())
         .await
         .map_err(UpstreamError::Connect)?;

@@ -23,8 +23,6 @@ pub enum UpstreamError {
 
 pub struct UpstreamClient {
     client: Client<Connector, ProxyBody>,
-    /// For connections outside the pool (WebSocket upgrades).
-    connector: Connector,
     header_timeout: Duration,
 }
 
@@ -36,16 +34,11 @@ impl UpstreamClient {
             .http1_title_case_headers(false)
             // The agent forwards the client's Host header itself.
             .set_host(false)
-            .build(connector.clone());
+            .build(connector);
         Self {
             client,
-            connector,
             header_timeout,
         }
-    }
-
-    pub fn connector(&self) -> &Connector {
-        &self.connector
     }
 
     /// How long to wait for an upstream's response headers.
