@@ -145,7 +145,7 @@ where
     Ok((tls, sni))
 }
 
-/// Serves HTTP/1.1 on one connection until it closes or shutdown asks it to finish.
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it closes or shutdown asks it to finish.
 pub(crate) async fn serve_conn<I>(
     rt: Arc<Runtime>,
     io: I,
