@@ -340,3 +340,44 @@ fn h2_inside_a_connect_tunnel() {
         assert_no_secret(&s.agent);
     });
 }
+
+#[test]
+fn h2_client_to_http1_upstream_gets_configured_header_casing() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let o = Origin::start_raw().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = TestCa::new("m").write(dir.path());
+        let t = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: API_KEY}\n          inject: {header: \"X-API-Key\"}\n";
+        let agent = Agent::with_config(&loopback_config(&c, &k, t))
+            .env("API_KEY", "cased-real")
+            .start();
+        // h2c (prior knowledge): HTTP/2 header names are lower-case on the wire.
+        let tcp = TcpStream::connect(agent.addr("http")).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://localhost:{}/c", o.port()))
+            .header("x-client", "1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echo: Value = serde_json::from_slice(&body).unwrap();
+        let head = echo["head"].as_str().unwrap();
+        // The HTTP/1.1 upstream sees the configured casing; other names as HTTP/2 carried them.
+        assert!(head.starts_with("GET /c HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nX-API-Key: cased-real"), "{head}");
+        assert!(head.contains("\r\nx-client: 1"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nhost: localhost:{}", o.port())),
+            "{head}"
+        );
+    });
+}
