@@ -131,7 +131,11 @@ async fn setup() -> Setup {
     std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
-    let agent = Agent::with_config(&loopback_config(&c, &k, TRANSFORMS))
+    let config = loopback_config(&c, &k, TRANSFORMS).replace(
+        "  upstream_deny_cidrs: []",
+        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
+    );
+    let agent = Agent::with_config(&config)
         .env("SSL_CERT_FILE", ca_path.to_string_lossy())
         .env("WS_KEY", TOKEN)
         .start();
@@ -347,6 +351,53 @@ fn open_websocket_is_closed_and_audited_at_shutdown() {
             .await
             .unwrap();
         assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    });
+}
+
+#[test]
+fn websocket_inside_a_connect_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let target = format!("localhost:{}", s.origin.addr.port());
+        let mut tcp = TcpStream::connect(s.agent.addr("tunnel")).await.unwrap();
+        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(tcp.read(&mut b).await.unwrap(), 1, "tunnel closed");
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut cfg = (*s.mitm.client_config()).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut req = format!("wss://{target}/chat")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-api-key", "proxy-ws-key".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
+        echo_and_close(&mut ws).await;
+        drop(ws);
+        let recs = s.agent.wait_audits(2);
+        let inner = recs
+            .iter()
+            .find(|r| r["protocol"] == "websocket")
+            .unwrap_or_else(|| panic!("{recs:?}"));
+        assert_ws_record(&s, inner);
+        assert!(inner.get("tunnel").is_some(), "{inner}");
     });
 }
 
