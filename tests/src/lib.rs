@@ -12,6 +12,7 @@ pub mod curl;
 pub mod dns;
 pub mod netns;
 pub mod origin;
+pub mod proxies;
 
 pub use agent::{Agent, AgentBuilder};
 pub use ca::TestCa;

@@ -23,7 +23,7 @@ use crate::resolve::{ResolveError, Resolver};
 use crate::secrets::SecretRegistry;
 use crate::tls::{self, CertAuthority, LeafCache, TlsError};
 use crate::transform::{self, BuildError, Mode, PipelineSet};
-use crate::upstream::{Connector, DenyList, UpstreamClient};
+use crate::upstream::{Connector, DenyList, UpstreamClient, UpstreamProxies};
 
 /// In-flight requests get this long to finish after SIGINT/SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +44,8 @@ pub enum AppError {
     Bind(#[from] BindError),
     #[error("dns.upstream_resolver: {0}")]
     UpstreamResolver(String),
+    #[error("{}", .0.join("\n"))]
+    UpstreamProxy(Vec<String>),
     #[error("fatal error: {component}: {reason}")]
     Fatal {
         component: &'static str,
@@ -68,10 +70,8 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     if cfg.mcp.is_some() {
         out.push(not_yet("mcp"));
     }
-    let up = &cfg.proxy.upstream_proxy;
-    if up.http_proxy.is_some() || up.https_proxy.is_some() || up.no_proxy.is_some() {
-        out.push(not_yet("proxy.upstream_proxy"));
-    }
+    // Not unsupported, but checked here so that `check-config` and `install` report bad values.
+    out.extend(UpstreamProxies::check(&cfg.proxy.upstream_proxy));
     if cfg.management.listen.is_some() {
         out.push(not_yet("management.listen"));
     }
@@ -124,7 +124,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         let cidrs: Vec<String> = deny.nets().iter().map(|n| n.to_string()).collect();
         tracing::info!(cidrs = %cidrs.join(","), "upstream deny list active");
     }
-    let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?);
+    let proxies = UpstreamProxies::from_env_and_config(&cfg.proxy.upstream_proxy)
+        .map_err(|errs| AppError::UpstreamProxy(errs.iter().map(|e| e.to_string()).collect()))?;
+    let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?)
+        .with_upstream_proxies(proxies);
     let upstream = UpstreamClient::new(
         connector.clone(),
         cfg.proxy.upstream_response_header_timeout.0,
