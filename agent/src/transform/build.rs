@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::annotate::Annotate;
 use super::body_capture::BodyCapture;
 use super::header_allowlist::HeaderAllowlist;
+use super::hmac_sign::HmacSign;
 use super::secrets::Secrets;
 use super::{Pipeline, Transform, allowlist::Allowlist};
 use crate::config::{TransformEntry, TransformSpec};
@@ -33,6 +34,13 @@ pub fn build_pipeline(
             TransformSpec::Annotate(cfg) => out.push(Arc::new(Annotate::new(cfg))),
             TransformSpec::BodyCapture(cfg) => out.push(Arc::new(BodyCapture::new(cfg))),
             TransformSpec::Secrets(cfg) => match Secrets::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::HmacSign(cfg) => match HmacSign::new(cfg, secrets) {
                 Ok(t) => out.push(Arc::new(t)),
                 Err(err) => errors.push(BuildError::Invalid {
                     index,

@@ -11,6 +11,7 @@ pub mod body_capture;
 pub mod build;
 pub mod header_allowlist;
 pub mod headers;
+pub mod hmac_sign;
 pub mod pipeline;
 pub mod secrets;
 pub mod uri;
