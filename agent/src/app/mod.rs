@@ -178,6 +178,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         },
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
+        websockets: Default::default(),
     });
 
     let describe = rt.pipelines.load().default.describe();
@@ -258,6 +259,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         tracing::warn!("drain timeout: closing remaining connections");
     }
     servers.abort_all();
+    rt.websockets.close(Duration::from_secs(2)).await;
     tracing::info!("iron-agent stopped");
     audit.flush(Duration::from_secs(2));
     result
