@@ -77,7 +77,9 @@ impl TokenServer {
     /// Starts on 127.0.0.1:0. `handler` gets the request and its 1-based sequence number;
     /// every answer is delayed by `delay` (to make concurrent callers overlap).
     pub async fn start(delay: Duration, handler: Handler) -> TokenServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind token server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind token server");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(Mutex::new(Vec::<Recorded>::new()));
         let reqs = requests.clone();

@@ -12,8 +12,8 @@ use http_body_util::Full;
 use iron_agent_tests::client::get;
 use iron_agent_tests::token_server::{Answer, Handler};
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, Recorded, Reply, TestCa, TokenServer, http_request,
-    https_request, loopback_config,
+    Agent, Origin, OriginKind, Recorded, Reply, TestCa, TokenServer, http_request, https_request,
+    loopback_config,
 };
 use serde_json::{Value, json};
 
@@ -76,7 +76,11 @@ impl ServiceAccount {
             let Ok(header) = jsonwebtoken::decode_header(&assertion) else {
                 return bad("header");
             };
-            let aud = format!("http://{}{}", r.header("host").unwrap_or_default(), r.path());
+            let aud = format!(
+                "http://{}{}",
+                r.header("host").unwrap_or_default(),
+                r.path()
+            );
             let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
             v.set_audience(&[aud.as_str()]);
             v.set_issuer(&[SA_EMAIL]);

@@ -13,8 +13,8 @@ use http_body_util::Full;
 use iron_agent_tests::client::get;
 use iron_agent_tests::token_server::{Answer, Handler};
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, Recorded, Reply, TestCa, TokenServer, http_request,
-    https_request, loopback_config,
+    Agent, Origin, OriginKind, Recorded, Reply, TestCa, TokenServer, http_request, https_request,
+    loopback_config,
 };
 use serde_json::{Value, json};
 
@@ -56,11 +56,7 @@ impl Setup {
 
 /// Starts an HTTPS echo origin on localhost and the agent with `transforms` (`{dir}` is a temp
 /// directory, `{origin}` the origin's port).
-async fn setup(
-    transforms: &str,
-    env: &[(&str, &str)],
-    files: &[(&str, &str)],
-) -> Setup {
+async fn setup(transforms: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     for (name, content) in files {
         std::fs::write(dir.path().join(name), content).unwrap();
@@ -175,12 +171,18 @@ fn client_credentials_single_flight_cache_and_endpoint_headers() {
         for r in futures_util::future::join_all(calls).await {
             let r = r.unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
-            assert_eq!(r.echoed_header("authorization").unwrap(), "Bearer cc-token-1");
+            assert_eq!(
+                r.echoed_header("authorization").unwrap(),
+                "Bearer cc-token-1"
+            );
         }
         // Later requests reuse the cached token.
         for _ in 0..5 {
             let r = s.get("/api").await;
-            assert_eq!(r.echoed_header("authorization").unwrap(), "Bearer cc-token-1");
+            assert_eq!(
+                r.echoed_header("authorization").unwrap(),
+                "Bearer cc-token-1"
+            );
         }
         assert_eq!(ts.count(), 1, "exactly one mint: {:?}", ts.requests());
         let req = &ts.requests()[0];
@@ -193,7 +195,10 @@ fn client_credentials_single_flight_cache_and_endpoint_headers() {
         for a in &audits {
             assert_eq!(a["action"], "allow");
             assert_eq!(annotations(a, 0)["grant"], "client_credentials");
-            assert_eq!(annotations(a, 0)["injected"], json!(["header:Authorization"]));
+            assert_eq!(
+                annotations(a, 0)["injected"],
+                json!(["header:Authorization"])
+            );
         }
         s.assert_not_in_logs(&[CLIENT_SECRET, API_KEY, "cc-token-1"]);
     });
@@ -245,7 +250,7 @@ fn refresh_token_rotation_and_refresh_ahead_of_expiry() {
         assert_eq!(ts.count(), 1);
         // The token lives 4 s: its successor is minted from 2.67 s on, and it is no longer
         // handed out after 3.6 s. It was minted just before `first`.
-        tokio::time::sleep(Duration::from_millis(3100)).await;
+        tokio::time::sleep(Duration::from_millis(3100).saturating_sub(first.elapsed())).await;
         let r = s.get("/a").await;
         assert_eq!(
             r.echoed_header("authorization").unwrap(),
@@ -330,7 +335,9 @@ fn password_grant_stub_and_first_match_wins() {
         let stub_req = http::Request::post("/token")
             .header("host", ts.addr.to_string())
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from("grant_type=client_credentials&client_id=placeholder")))
+            .body(Full::new(Bytes::from(
+                "grant_type=client_credentials&client_id=placeholder",
+            )))
             .unwrap();
         let r = http_request(s.agent.addr("http"), stub_req).await;
         assert_eq!(r.status, 200);
@@ -339,7 +346,11 @@ fn password_grant_stub_and_first_match_wins() {
             r.text(),
             r#"{"access_token":"iron-proxy-stub-token","expires_in":3600,"token_type":"Bearer"}"#
         );
-        assert_eq!(ts.count(), 0, "the real endpoint is not contacted for a stub");
+        assert_eq!(
+            ts.count(),
+            0,
+            "the real endpoint is not contacted for a stub"
+        );
         let a = s.agent.audit_where(|a| a["path"] == "/token");
         assert_eq!(a["action"], "stub");
         assert_eq!(a["stubbed_by"], "oauth_token");
@@ -349,17 +360,34 @@ fn password_grant_stub_and_first_match_wins() {
         let r = s.get("/special/x").await;
         assert_eq!(r.echoed_header("x-api-token").unwrap(), "Token pw-token-1");
         let r = s.get("/other").await;
-        assert_eq!(r.echoed_header("authorization").unwrap(), "Bearer cc-token-2");
+        assert_eq!(
+            r.echoed_header("authorization").unwrap(),
+            "Bearer cc-token-2"
+        );
         assert_eq!(r.echoed_header("x-api-token"), None);
         let a = s.agent.audit_where(|a| a["path"] == "/special/x");
         assert_eq!(annotations(&a, 0)["grant"], "password");
-        assert_eq!(annotations(&a, 0)["injected"], json!(["header:X-Api-Token"]));
+        assert_eq!(
+            annotations(&a, 0)["injected"],
+            json!(["header:X-Api-Token"])
+        );
         let reqs = ts.requests();
         assert_eq!(
             reqs[0].form_keys(),
-            ["client_id", "client_secret", "grant_type", "password", "username"]
+            [
+                "client_id",
+                "client_secret",
+                "grant_type",
+                "password",
+                "username"
+            ]
         );
-        s.assert_not_in_logs(&[CLIENT_SECRET, "svc-password-123", "pw-token-1", "cc-token-2"]);
+        s.assert_not_in_logs(&[
+            CLIENT_SECRET,
+            "svc-password-123",
+            "pw-token-1",
+            "cc-token-2",
+        ]);
     });
 }
 
@@ -436,8 +464,15 @@ fn jwt_bearer_signed_assertion() {
         )
         .await;
         let r = s.get("/restapi").await;
-        assert_eq!(r.echoed_header("authorization").unwrap(), "Bearer jwt-token-1");
-        assert_eq!(checked.load(Ordering::SeqCst), 1, "the endpoint verified the assertion");
+        assert_eq!(
+            r.echoed_header("authorization").unwrap(),
+            "Bearer jwt-token-1"
+        );
+        assert_eq!(
+            checked.load(Ordering::SeqCst),
+            1,
+            "the endpoint verified the assertion"
+        );
         let a = s.agent.audit_where(|a| a["path"] == "/restapi");
         assert_eq!(annotations(&a, 0)["grant"], "jwt_bearer");
         let key_body = private_pem.lines().nth(1).unwrap();

@@ -151,7 +151,10 @@ mod tests {
         async fn mint(&self) -> Result<Token, MintError> {
             tokio::time::sleep(self.delay).await;
             let n = self.n.fetch_add(1, Ordering::SeqCst) + 1;
-            Ok(Token::new(SecretValue::new(format!("t{n}")), Some(self.life)))
+            Ok(Token::new(
+                SecretValue::new(format!("t{n}")),
+                Some(self.life),
+            ))
         }
     }
 

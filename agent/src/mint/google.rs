@@ -202,10 +202,11 @@ impl AdcSource {
         }
         let home = (self.env)("HOME").filter(|h| !h.is_empty())?;
         let p = PathBuf::from(home).join(".config/gcloud/application_default_credentials.json");
-        p.is_file().then_some((p, "gcloud application default credentials"))
+        p.is_file()
+            .then_some((p, "gcloud application default credentials"))
     }
 
-    async fn from_file(&self, path: PathBuf, origin: &str) -> Result<Token, MintError> {
+    async fn mint_from_file(&self, path: PathBuf, origin: &str) -> Result<Token, MintError> {
         let what = format!("{origin} file {}", path.display());
         let json = tokio::fs::read_to_string(&path)
             .await
@@ -246,7 +247,7 @@ impl AdcSource {
         format!("http://{host}{SA_PATH}")
     }
 
-    async fn from_metadata(&self) -> Result<Token, MintError> {
+    async fn mint_from_metadata(&self) -> Result<Token, MintError> {
         let base = self.metadata_base();
         let mut url = format!("{base}/token");
         if !self.scopes.is_empty() {
@@ -278,7 +279,11 @@ impl AdcSource {
             .await
             .ok()?;
         let email = String::from_utf8(body.to_vec()).ok()?.trim().to_string();
-        if !status.is_success() || email.is_empty() || email.len() > 256 || email.contains(char::is_whitespace) {
+        if !status.is_success()
+            || email.is_empty()
+            || email.len() > 256
+            || email.contains(char::is_whitespace)
+        {
             return None;
         }
         *self.metadata_email.lock() = Some(email.clone());
@@ -290,8 +295,8 @@ impl AdcSource {
 impl TokenSource for AdcSource {
     async fn mint(&self) -> Result<Token, MintError> {
         match self.credentials_file() {
-            Some((path, origin)) => self.from_file(path, origin).await,
-            None => self.from_metadata().await,
+            Some((path, origin)) => self.mint_from_file(path, origin).await,
+            None => self.mint_from_metadata().await,
         }
     }
 }
@@ -306,7 +311,9 @@ mod tests {
             .err()
             .unwrap();
         assert!(!e.to_string().contains("SECRETKEY"), "{e}");
-        let e = parse("{\"type\":\"external_account\"}", "keyfile").err().unwrap();
+        let e = parse("{\"type\":\"external_account\"}", "keyfile")
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("external_account"));
         assert!(matches!(
             parse_service_account(

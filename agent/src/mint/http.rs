@@ -91,12 +91,12 @@ impl TokenHttp {
             .get_or_try_init(|| async {
                 let tls = match &self.tls {
                     Some(c) => c.clone(),
-                    None => crate::tls::upstream_client_config().map_err(|e| {
-                        MintError::Transport {
+                    None => {
+                        crate::tls::upstream_client_config().map_err(|e| MintError::Transport {
                             endpoint: display_url(endpoint).into(),
                             reason: format!("TLS setup: {e}"),
-                        }
-                    })?,
+                        })?
+                    }
                 };
                 let mut tls = (*tls).clone();
                 // hyper-rustls sets ALPN itself and refuses a config that already has some.
@@ -159,17 +159,16 @@ impl TokenHttp {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let invalid = |reason: String| MintError::Invalid(format!(
-            "token request to {}: {reason}",
-            display_url(endpoint)
-        ));
+        let invalid = |reason: String| {
+            MintError::Invalid(format!(
+                "token request to {}: {reason}",
+                display_url(endpoint)
+            ))
+        };
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(endpoint)
-            .header(
-                header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, USER_AGENT)
             .body(Full::new(Bytes::from(body)))
@@ -178,8 +177,11 @@ impl TokenHttp {
             let n = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(format!("invalid header name {name:?}")))?;
             // The value is a secret: the error names the header only.
-            let v = HeaderValue::from_str(value.expose())
-                .map_err(|_| invalid(format!("value of header {name} is not a valid header value")))?;
+            let v = HeaderValue::from_str(value.expose()).map_err(|_| {
+                invalid(format!(
+                    "value of header {name} is not a valid header value"
+                ))
+            })?;
             req.headers_mut().insert(n, v);
             ConfiguredCasing::insert(&mut req, name);
         }
@@ -200,9 +202,9 @@ impl TokenHttp {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        let req = b.body(Full::new(Bytes::new())).map_err(|e| {
-            MintError::Invalid(format!("request to {}: {e}", display_url(url)))
-        })?;
+        let req = b
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| MintError::Invalid(format!("request to {}: {e}", display_url(url))))?;
         self.send(url, req).await
     }
 }

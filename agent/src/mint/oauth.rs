@@ -54,10 +54,7 @@ impl OAuthSource {
         }
     }
 
-    fn required<'a>(
-        v: &'a Option<SecretValue>,
-        field: &str,
-    ) -> Result<&'a SecretValue, MintError> {
+    fn required<'a>(v: &'a Option<SecretValue>, field: &str) -> Result<&'a SecretValue, MintError> {
         v.as_ref().ok_or_else(|| MintError::Credential {
             field: field.into(),
             reason: "not configured".into(),
@@ -84,8 +81,14 @@ impl OAuthSource {
             }
             OauthGrant::Password => {
                 push("grant_type", "password");
-                push("username", Self::required(&c.username, "username")?.expose());
-                push("password", Self::required(&c.password, "password")?.expose());
+                push(
+                    "username",
+                    Self::required(&c.username, "username")?.expose(),
+                );
+                push(
+                    "password",
+                    Self::required(&c.password, "password")?.expose(),
+                );
                 if !scope.is_empty() {
                     push("scope", &scope);
                 }
@@ -131,7 +134,11 @@ impl TokenSource for OAuthSource {
         let form: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let reply = self
             .http
-            .post_form(&self.cfg.token_endpoint, &form, &self.creds.endpoint_headers)
+            .post_form(
+                &self.cfg.token_endpoint,
+                &form,
+                &self.creds.endpoint_headers,
+            )
             .await?;
         if self.cfg.grant == OauthGrant::RefreshToken
             && let Some(rotated) = reply.refresh_token

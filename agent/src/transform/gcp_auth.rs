@@ -14,9 +14,9 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::oauth_token::{MintedHeaders, stub_token_response};
+use crate::config::transforms::SecretSource;
 use crate::config::transforms::gcp_auth::GcpAuthConfig;
 use crate::config::transforms::source::FileSource;
-use crate::config::transforms::SecretSource;
 use crate::mint::google::{AdcSource, ServiceAccountSource, parse_service_account};
 use crate::mint::{MintError, Token, TokenCache, TokenHttp};
 use crate::policy::RuleSet;
@@ -54,7 +54,10 @@ pub struct GcpAuth {
 }
 
 impl GcpAuth {
-    pub fn new(cfg: &GcpAuthConfig, registry: &mut SecretRegistry) -> Result<Self, GcpAuthBuildError> {
+    pub fn new(
+        cfg: &GcpAuthConfig,
+        registry: &mut SecretRegistry,
+    ) -> Result<Self, GcpAuthBuildError> {
         let http = Arc::new(TokenHttp::new());
         let keyfile = |field: &'static str, src: &SecretSource, registry: &mut SecretRegistry| {
             registry
@@ -122,8 +125,12 @@ impl GcpAuth {
         if cur.is_some() {
             tracing::info!(transform = "gcp_auth", service_account = %sa.client_email, "keyfile changed; rebuilding the token source");
         }
-        let source =
-            ServiceAccountSource::new(sa, self.scopes.clone(), self.subject.clone(), self.http.clone());
+        let source = ServiceAccountSource::new(
+            sa,
+            self.scopes.clone(),
+            self.subject.clone(),
+            self.http.clone(),
+        );
         let cache = TokenCache::new(Arc::new(source));
         *cur = Some((fp, cache.clone()));
         Ok(cache)
@@ -194,10 +201,9 @@ impl Transform for GcpAuth {
         // 3. Mint or reuse.
         match self.token().await {
             Ok(t) => {
-                let v = HeaderValue::from_str(&format!("Bearer {}", t.value.expose()))
-                    .map_err(|_| {
-                        TransformError::Failed("minted token is not a valid header value".into())
-                    })?;
+                let v = HeaderValue::from_str(&format!("Bearer {}", t.value.expose())).map_err(
+                    |_| TransformError::Failed("minted token is not a valid header value".into()),
+                )?;
                 MintedHeaders::set(req, header::AUTHORIZATION, v);
                 if let Some(p) = t.principal {
                     cx.annotate("service_account", p);

@@ -167,8 +167,12 @@ impl Entry {
                 .map_err(|x| err(&format!("token_endpoint_headers.{name}"), x.to_string()))?;
             endpoint_headers.push((name.clone(), s));
         }
-        let header = HeaderName::from_bytes(e.header().as_bytes())
-            .map_err(|_| err("header", format!("{:?} is not a valid header name", e.header())))?;
+        let header = HeaderName::from_bytes(e.header().as_bytes()).map_err(|_| {
+            err(
+                "header",
+                format!("{:?} is not a valid header name", e.header()),
+            )
+        })?;
         HeaderValue::from_str(e.value_prefix())
             .map_err(|_| err("value_prefix", "is not a valid header value".into()))?;
         Ok(Self {
@@ -275,7 +279,11 @@ impl Transform for OauthToken {
             return Ok(Verdict::Stub(stub_token_response()));
         }
         // 2. First matching entry wins.
-        let Some(e) = self.entries.iter().find(|e| e.rules.matches(&cx.match_input(req))) else {
+        let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| e.rules.matches(&cx.match_input(req)))
+        else {
             return Ok(Verdict::Continue);
         };
         if MintedHeaders::contains(req, &e.header) {
