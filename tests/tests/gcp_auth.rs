@@ -410,3 +410,128 @@ fn mint_failure_rejects_403_with_one_audit_record() {
         s.assert_not_in_logs(&[sa.key_fragment()]);
     });
 }
+
+fn b64url(v: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let p = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn id_tokens_minted_and_stubbed_next_to_gcp_auth() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let sa = Arc::new(ServiceAccount::new());
+        let me = sa.clone();
+        // Google's endpoint for ID tokens: the assertion carries target_audience, no scope.
+        let handler: Handler = Arc::new(move |r: &Recorded, n: usize| -> Answer {
+            let assertion = r.form("assertion").unwrap_or_default();
+            let aud = format!("http://{}{}", r.header("host").unwrap_or_default(), r.path());
+            let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+            v.set_audience(&[aud.as_str()]);
+            v.set_issuer(&[SA_EMAIL]);
+            let ok = jsonwebtoken::decode::<Value>(&assertion, &me.decoding, &v)
+                .is_ok_and(|d| {
+                    d.claims["target_audience"] == "https://svc-abc.a.run.app"
+                        && d.claims.get("scope").is_none()
+                });
+            if !ok {
+                return (400, "application/json", json!({"error": "invalid_grant"}).to_string());
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let id = format!(
+                "{}.{}.{}",
+                b64url(br#"{"alg":"RS256"}"#),
+                b64url(json!({"aud": "https://svc-abc.a.run.app", "exp": now + 3600, "n": n}).to_string().as_bytes()),
+                b64url(b"google-signature")
+            );
+            (200, "application/json", json!({"id_token": id}).to_string())
+        });
+        let ts = TokenServer::start(Duration::ZERO, handler).await;
+        let t = format!(
+            r#"  - name: gcp_auth
+    config:
+      keyfile: {{type: env, var: GCP_SA_JSON}}
+      scopes: {SCOPES_YAML}
+      rules: [{{host: localhost, paths: ["/api/*"]}}]
+  - name: gcp_id_token
+    config:
+      keyfile: {{type: env, var: GCP_SA_JSON}}
+      audience: "https://svc-abc.a.run.app"
+      header: x-serverless-authorization
+      rules: [{{host: localhost, paths: ["/run/*"]}}]
+"#
+        );
+        let keyfile = sa.keyfile(&ts.url("/token"));
+        let s = setup(&t, &[("GCP_SA_JSON", &keyfile)], &[]).await;
+        let r = s.get("/run/job").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let injected = r.echoed_header("x-serverless-authorization").unwrap();
+        let id = injected.strip_prefix("Bearer ").unwrap();
+        assert_eq!(jwt_claims(id)["n"], 1);
+        assert_eq!(r.echoed_header("authorization"), None);
+        let a = s.agent.audit_where(|a| a["path"] == "/run/job");
+        let an = &a["request_transforms"][1]["annotations"];
+        assert_eq!(an["service_account"], SA_EMAIL);
+        assert_eq!(an["audience"], "https://svc-abc.a.run.app");
+        assert_eq!(an["injected"], json!(["header:X-Serverless-Authorization"]));
+        // Cached: no second mint.
+        s.get("/run/job").await;
+        assert_eq!(ts.count(), 1);
+
+        // Stubs: the metadata identity path, and an ID-token assertion to Google's endpoint
+        // (gcp_auth lets it through, gcp_id_token answers it).
+        let http = s.agent.addr("http");
+        let req = http::Request::get(
+            "/computeMetadata/v1/instance/service-accounts/default/identity?audience=https%3A%2F%2Fx.example",
+        )
+        .header("host", "metadata.google.internal")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+        let r = http_request(http, req).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.headers["content-type"], "text/plain");
+        assert_eq!(jwt_claims(&r.text())["aud"], "https://x.example");
+        let assertion = format!(
+            "{}.{}.sig",
+            b64url(br#"{"alg":"RS256"}"#),
+            b64url(br#"{"target_audience":"https://y.example"}"#)
+        );
+        let req = http::Request::post("/token")
+            .header("host", "oauth2.googleapis.com")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(format!(
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+            ))))
+            .unwrap();
+        let r = http_request(http, req).await;
+        assert_eq!(r.status, 200);
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(jwt_claims(body["id_token"].as_str().unwrap())["aud"], "https://y.example");
+        let stubs = s.agent.audits_where(2, |a| a["action"] == "stub");
+        assert_eq!(stubs[0]["stubbed_by"], "gcp_id_token");
+        assert_eq!(
+            stubs[0]["request_transforms"][1]["annotations"]["stubbed"],
+            "gcp_metadata_identity_endpoint"
+        );
+        assert_eq!(
+            stubs[1]["request_transforms"][1]["annotations"]["stubbed"],
+            "gcp_oauth2_id_token_endpoint"
+        );
+        assert_eq!(ts.count(), 1, "stubs never mint");
+        s.assert_not_in_logs(&[sa.key_fragment(), id]);
+    });
+}

@@ -156,6 +156,17 @@ impl TokenHttp {
         form: &[(&str, &str)],
         headers: &[(String, SecretValue)],
     ) -> Result<TokenReply, MintError> {
+        let (status, ctype, body) = self.post_form_raw(endpoint, form, headers).await?;
+        parse_token_response(display_url(endpoint), status, ctype.as_deref(), &body)
+    }
+
+    /// As [`TokenHttp::post_form`], returning the status, content type and body unparsed.
+    pub async fn post_form_raw(
+        &self,
+        endpoint: &str,
+        form: &[(&str, &str)],
+        headers: &[(String, SecretValue)],
+    ) -> Result<(StatusCode, Option<String>, Bytes), MintError> {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -188,8 +199,7 @@ impl TokenHttp {
         header_case::apply(&mut req)
             .await
             .map_err(|e| invalid(e.to_string()))?;
-        let (status, ctype, body) = self.send(endpoint, req).await?;
-        parse_token_response(display_url(endpoint), status, ctype.as_deref(), &body)
+        self.send(endpoint, req).await
     }
 
     /// GET with extra headers (metadata server); returns the status and body.
@@ -257,17 +267,7 @@ pub fn parse_token_response(
         .filter(|c| !c.is_empty())
         .map(sanitize_code);
     if !status.is_success() {
-        return Err(match code {
-            Some(code) => MintError::OAuth {
-                endpoint: endpoint.into(),
-                status: status.as_u16(),
-                code,
-            },
-            None => MintError::Status {
-                endpoint: endpoint.into(),
-                status: status.as_u16(),
-            },
-        });
+        return Err(status_error(endpoint, status, code));
     }
     let bad = |reason: &str| MintError::BadResponse {
         endpoint: endpoint.into(),
@@ -304,6 +304,79 @@ pub fn parse_token_response(
             .filter(|t| !t.is_empty())
             .map(SecretValue::new),
     })
+}
+
+/// The error for a non-success token response: the OAuth `error` code when there is one.
+fn status_error(endpoint: &str, status: StatusCode, code: Option<String>) -> MintError {
+    match code {
+        Some(code) => MintError::OAuth {
+            endpoint: endpoint.into(),
+            status: status.as_u16(),
+            code,
+        },
+        None => MintError::Status {
+            endpoint: endpoint.into(),
+            status: status.as_u16(),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct RawId {
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Parses Google's ID-token response (`{"id_token": "<jwt>"}`); the token's lifetime is its
+/// `exp` claim, as golang.org/x/oauth2/google reads it.
+pub fn parse_id_token_response(
+    endpoint: &str,
+    status: StatusCode,
+    body: &[u8],
+) -> Result<TokenReply, MintError> {
+    let raw = serde_json::from_slice::<RawId>(body).ok();
+    let code = raw
+        .as_ref()
+        .and_then(|r| r.error.as_deref())
+        .filter(|c| !c.is_empty())
+        .map(sanitize_code);
+    if !status.is_success() || code.is_some() {
+        return Err(status_error(endpoint, status, code));
+    }
+    let bad = |reason: &str| MintError::BadResponse {
+        endpoint: endpoint.into(),
+        reason: reason.into(),
+    };
+    let token = raw
+        .and_then(|r| r.id_token)
+        .filter(|t| !t.is_empty() && HeaderValue::from_str(t).is_ok())
+        .ok_or_else(|| bad("response has no usable id_token"))?;
+    let exp = jwt_exp(&token).ok_or_else(|| bad("id_token has no readable exp claim"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(TokenReply {
+        access_token: SecretValue::new(token),
+        // An already expired token still gets a tiny lifetime, so it is re-minted at once.
+        expires_in: Some(Duration::from_secs(exp.saturating_sub(now).max(1))),
+        refresh_token: None,
+    })
+}
+
+/// The `exp` claim of a JWT, read without verifying it (it comes from the token endpoint).
+fn jwt_exp(jwt: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("exp")?
+        .as_u64()
 }
 
 /// OAuth error codes are `[\x20-\x21\x23-\x5B\x5D-\x7E]+` (RFC 6749 §5.2); anything else, or an

@@ -25,6 +25,9 @@ struct Claims<'a> {
     iat: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<&'a str>,
+    /// Google's private claim asking for an ID token for this audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_audience: Option<&'a str>,
 }
 
 /// What goes into one assertion.
@@ -34,6 +37,7 @@ pub struct Assertion<'a> {
     pub audience: &'a str,
     pub scopes: &'a [String],
     pub key_id: Option<&'a str>,
+    pub target_audience: Option<&'a str>,
 }
 
 /// Signs `a` with the PEM RSA key (PKCS#1 or PKCS#8). Errors never include key material.
@@ -55,6 +59,7 @@ pub fn sign(a: &Assertion<'_>, private_key_pem: &SecretValue) -> Result<String, 
         exp: iat + LIFETIME_SECS,
         iat,
         sub: a.subject.filter(|s| !s.is_empty()),
+        target_audience: a.target_audience,
     };
     jsonwebtoken::encode(&header, &claims, &key)
         .map_err(|e| MintError::Invalid(format!("signing the JWT assertion: {e}")))

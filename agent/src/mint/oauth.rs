@@ -105,6 +105,7 @@ impl OAuthSource {
                         audience,
                         scopes: &self.cfg.scopes,
                         key_id: c.private_key_id.as_ref().map(|k| k.expose()),
+                        target_audience: None,
                     },
                     key,
                 )?;

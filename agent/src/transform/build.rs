@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::annotate::Annotate;
 use super::body_capture::BodyCapture;
 use super::gcp_auth::GcpAuth;
+use super::gcp_id_token::GcpIdToken;
 use super::header_allowlist::HeaderAllowlist;
 use super::oauth_token::OauthToken;
 use super::secrets::Secrets;
@@ -49,6 +50,13 @@ pub fn build_pipeline(
                 }),
             },
             TransformSpec::GcpAuth(cfg) => match GcpAuth::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::GcpIdToken(cfg) => match GcpIdToken::new(cfg, secrets) {
                 Ok(t) => out.push(Arc::new(t)),
                 Err(err) => errors.push(BuildError::Invalid {
                     index,

@@ -8,7 +8,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use base64::Engine;
 use http::{HeaderValue, header};
 use parking_lot::Mutex;
 use serde_json::json;
@@ -17,7 +16,9 @@ use super::oauth_token::{MintedHeaders, stub_token_response};
 use crate::config::transforms::SecretSource;
 use crate::config::transforms::gcp_auth::GcpAuthConfig;
 use crate::config::transforms::source::FileSource;
-use crate::mint::google::{AdcSource, ServiceAccountSource, parse_service_account};
+use crate::mint::google::{
+    AdcSource, ServiceAccountSource, id_token_request_audience, parse_service_account,
+};
 use crate::mint::{MintError, Token, TokenCache, TokenHttp};
 use crate::policy::RuleSet;
 use crate::secrets::{Secret, SecretRegistry};
@@ -141,29 +142,10 @@ impl GcpAuth {
     }
 }
 
-/// A token request meant for `gcp_id_token`: a JWT-bearer grant whose assertion asks for an
-/// ID token (`target_audience`). Those are not stubbed with an access token.
+/// A token request meant for `gcp_id_token` (an ID-token assertion) is not stubbed with an
+/// access token.
 fn is_id_token_request(body: &[u8]) -> bool {
-    let mut grant = None;
-    let mut assertion = None;
-    for (k, v) in form_urlencoded::parse(body) {
-        match k.as_ref() {
-            "grant_type" => grant = Some(v.into_owned()),
-            "assertion" => assertion = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    if grant.as_deref() != Some(crate::mint::jwt::GRANT_TYPE) {
-        return false;
-    }
-    let Some(payload) = assertion.as_deref().and_then(|a| a.split('.').nth(1)) else {
-        return false;
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_some_and(|c| c.get("target_audience").is_some_and(|a| !a.is_null()))
+    id_token_request_audience(body).is_some()
 }
 
 #[async_trait]
@@ -223,6 +205,8 @@ impl Transform for GcpAuth {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+
     use super::*;
 
     #[test]

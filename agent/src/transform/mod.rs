@@ -10,6 +10,7 @@ pub mod body;
 pub mod body_capture;
 pub mod build;
 pub mod gcp_auth;
+pub mod gcp_id_token;
 pub mod header_allowlist;
 pub mod headers;
 pub mod oauth_token;
