@@ -195,6 +195,52 @@ mod tests {
         assert_eq!(cache.token().await.unwrap().value.expose(), "t2");
     }
 
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_cancel_the_mint() {
+        let src = Arc::new(Counting {
+            n: AtomicUsize::new(0),
+            life: Duration::from_secs(3600),
+            delay: Duration::from_millis(100),
+        });
+        let cache = TokenCache::new(src.clone());
+        let c = cache.clone();
+        let caller = tokio::spawn(async move { c.token().await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        caller.abort();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(src.n.load(Ordering::SeqCst), 1);
+        // The mint finished and was cached: the next caller needs no second one.
+        assert_eq!(cache.token().await.unwrap().value.expose(), "t1");
+        assert_eq!(src.n.load(Ordering::SeqCst), 1);
+    }
+
+    struct Failing(AtomicUsize);
+
+    #[async_trait]
+    impl TokenSource for Failing {
+        async fn mint(&self) -> Result<Token, MintError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(MintError::Invalid("down".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_mint_is_shared_then_retried() {
+        let src = Arc::new(Failing(AtomicUsize::new(0)));
+        let cache = TokenCache::new(src.clone());
+        let calls = (0..10).map(|_| {
+            let c = cache.clone();
+            tokio::spawn(async move { c.token().await.is_err() })
+        });
+        for r in futures_util::future::join_all(calls).await {
+            assert!(r.unwrap());
+        }
+        assert_eq!(src.0.load(Ordering::SeqCst), 1);
+        assert!(cache.token().await.is_err());
+        assert_eq!(src.0.load(Ordering::SeqCst), 2, "failures are not cached");
+    }
+
     #[test]
     fn ages() {
         let now = Instant::now();

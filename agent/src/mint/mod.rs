@@ -7,11 +7,13 @@
 //! are the agent's own traffic ([`TokenHttp`]): bounded in time, and their errors never carry a
 //! credential or token value.
 
+pub mod adc;
 pub mod cache;
 pub mod google;
 pub mod http;
 pub mod jwt;
 pub mod oauth;
+pub mod response;
 
 use std::time::{Duration, Instant};
 

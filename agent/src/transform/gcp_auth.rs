@@ -16,9 +16,8 @@ use super::oauth_token::{MintedHeaders, stub_token_response};
 use crate::config::transforms::SecretSource;
 use crate::config::transforms::gcp_auth::GcpAuthConfig;
 use crate::config::transforms::source::FileSource;
-use crate::mint::google::{
-    AdcSource, ServiceAccountSource, id_token_request_audience, parse_service_account,
-};
+use crate::mint::adc::AdcSource;
+use crate::mint::google::{ServiceAccountSource, id_token_request_audience, parse_service_account};
 use crate::mint::{MintError, Token, TokenCache, TokenHttp};
 use crate::policy::RuleSet;
 use crate::secrets::{Secret, SecretRegistry};
