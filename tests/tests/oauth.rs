@@ -136,7 +136,7 @@ fn client_credentials_single_flight_cache_and_endpoint_headers() {
                 oauth_error(400, "invalid_request")
             }
         });
-        let ts = TokenServer::start(Duration::from_millis(400), handler).await;
+        let ts = TokenServer::start(Duration::from_secs(1), handler).await;
         let t = format!(
             r#"  - name: oauth_token
     config:
@@ -162,7 +162,7 @@ fn client_credentials_single_flight_cache_and_endpoint_headers() {
             &[],
         )
         .await;
-        // 50 concurrent requests while the endpoint takes 400 ms: one mint between them.
+        // 50 concurrent requests while the endpoint takes 1 s: one mint between them.
         let s = Arc::new(s);
         let calls = (0..50).map(|_| {
             let s = s.clone();
@@ -225,7 +225,7 @@ fn refresh_token_rotation_and_refresh_ahead_of_expiry() {
             (
                 200,
                 "application/json",
-                json!({"access_token": format!("rt-token-{n}"), "expires_in": 4, "refresh_token": *cur})
+                json!({"access_token": format!("rt-token-{n}"), "expires_in": 6, "refresh_token": *cur})
                     .to_string(),
             )
         });
@@ -248,9 +248,9 @@ fn refresh_token_rotation_and_refresh_ahead_of_expiry() {
         let first = Instant::now();
         assert_eq!(r.echoed_header("authorization").unwrap(), "Bearer rt-token-1");
         assert_eq!(ts.count(), 1);
-        // The token lives 4 s: its successor is minted from 2.67 s on, and it is no longer
-        // handed out after 3.6 s. It was minted just before `first`.
-        tokio::time::sleep(Duration::from_millis(3100).saturating_sub(first.elapsed())).await;
+        // The token lives 6 s: its successor is minted from 4 s on, and it is no longer handed
+        // out after 5.4 s. It was minted just before `first`.
+        tokio::time::sleep(Duration::from_millis(4400).saturating_sub(first.elapsed())).await;
         let r = s.get("/a").await;
         assert_eq!(
             r.echoed_header("authorization").unwrap(),
@@ -264,7 +264,7 @@ fn refresh_token_rotation_and_refresh_ahead_of_expiry() {
         let reqs = ts.requests();
         assert_eq!(reqs[1].form("refresh_token").unwrap(), "refresh-token-rotated-1");
         // A request long after expiry gets a fresh token (minted in the foreground).
-        tokio::time::sleep(Duration::from_millis(4200)).await;
+        tokio::time::sleep(Duration::from_millis(6200)).await;
         let r = s.get("/a").await;
         assert_eq!(r.echoed_header("authorization").unwrap(), "Bearer rt-token-3");
         assert_eq!(ts.requests()[2].form("refresh_token").unwrap(), "refresh-token-rotated-2");
