@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::TestCa;
+
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -77,6 +79,29 @@ impl TokenServer {
     /// Starts on 127.0.0.1:0. `handler` gets the request and its 1-based sequence number;
     /// every answer is delayed by `delay` (to make concurrent callers overlap).
     pub async fn start(delay: Duration, handler: Handler) -> TokenServer {
+        Self::start_with(delay, handler, None).await
+    }
+
+    /// As [`TokenServer::start`], over TLS with a `localhost` certificate signed by `ca`.
+    pub async fn start_tls(delay: Duration, handler: Handler, ca: &TestCa) -> TokenServer {
+        let (chain, key) = ca.server_cert(&["localhost"]);
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("token server cert");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        Self::start_with(delay, handler, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        delay: Duration,
+        handler: Handler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> TokenServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind token server");
@@ -85,12 +110,20 @@ impl TokenServer {
         let reqs = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else {
+                let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 let reqs = reqs.clone();
                 let handler = handler.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let mut s: Box<dyn Stream> = match tls {
+                        Some(a) => match a.accept(tcp).await {
+                            Ok(t) => Box::new(t),
+                            Err(_) => return,
+                        },
+                        None => Box::new(tcp),
+                    };
                     let Some(rec) = read_request(&mut s).await else {
                         return;
                     };
@@ -121,6 +154,11 @@ impl TokenServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The URL of a TLS server (`start_tls`), by its certificate's name.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().expect("requests").clone()
     }
@@ -143,7 +181,10 @@ impl TokenServer {
     }
 }
 
-async fn read_request(s: &mut tokio::net::TcpStream) -> Option<Recorded> {
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+async fn read_request(s: &mut Box<dyn Stream>) -> Option<Recorded> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let end = loop {

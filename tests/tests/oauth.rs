@@ -57,6 +57,16 @@ impl Setup {
 /// Starts an HTTPS echo origin on localhost and the agent with `transforms` (`{dir}` is a temp
 /// directory, `{origin}` the origin's port).
 async fn setup(transforms: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
+    setup_trusting(transforms, env, files, None).await
+}
+
+/// As [`setup`], with the agent also trusting `extra` (a TLS token endpoint's CA).
+async fn setup_trusting(
+    transforms: &str,
+    env: &[(&str, &str)],
+    files: &[(&str, &str)],
+    extra: Option<&TestCa>,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     for (name, content) in files {
         std::fs::write(dir.path().join(name), content).unwrap();
@@ -73,7 +83,11 @@ async fn setup(transforms: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -
         .replace("{dir}", &dir.path().to_string_lossy())
         .replace("{origin}", &origin.port().to_string());
     let ca_path = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
+    let mut trusted = origin_ca.cert_pem.clone();
+    if let Some(ca) = extra {
+        trusted.push_str(&ca.cert_pem);
+    }
+    std::fs::write(&ca_path, trusted).unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
     let mut b = Agent::with_config(&loopback_config(&c, &k, &transforms))
@@ -600,5 +614,48 @@ fn rotated_credential_rebuilds_the_token_source() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(ts.count(), 2);
+    });
+}
+
+#[test]
+fn https_token_endpoint_trusted_through_ssl_cert_file() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let token_ca = TestCa::new("token-endpoint");
+        let handler: Handler = Arc::new(|r: &Recorded, n: usize| {
+            if client_auth_ok(r, true) {
+                token_json(&format!("tls-token-{n}"), 3600)
+            } else {
+                oauth_error(401, "invalid_client")
+            }
+        });
+        let ts = TokenServer::start_tls(Duration::ZERO, handler, &token_ca).await;
+        let t = format!(
+            r#"  - name: oauth_token
+    config:
+      tokens:
+        - grant: client_credentials
+          client_id: {{type: env, var: TLS_ID}}
+          client_secret: {{type: env, var: TLS_SECRET}}
+          token_endpoint: "{}"
+          rules: [{{host: localhost, paths: ["/api"]}}]
+"#,
+            ts.https_url("/oauth/token")
+        );
+        let s = setup_trusting(
+            &t,
+            &[("TLS_ID", CLIENT_ID), ("TLS_SECRET", CLIENT_SECRET)],
+            &[],
+            Some(&token_ca),
+        )
+        .await;
+        let r = s.get("/api").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.echoed_header("authorization").unwrap(),
+            "Bearer tls-token-1"
+        );
+        assert_eq!(ts.count(), 1);
+        s.assert_not_in_logs(&[CLIENT_SECRET, "tls-token-1"]);
     });
 }
