@@ -8,9 +8,11 @@
 pub mod agent;
 pub mod ca;
 pub mod client;
+pub mod curl;
 pub mod dns;
 pub mod netns;
 pub mod origin;
+pub mod proxies;
 pub mod token_server;
 
 pub use agent::{Agent, AgentBuilder};

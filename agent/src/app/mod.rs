@@ -23,7 +23,7 @@ use crate::resolve::{ResolveError, Resolver};
 use crate::secrets::SecretRegistry;
 use crate::tls::{self, CertAuthority, LeafCache, TlsError};
 use crate::transform::{self, BuildError, Mode, PipelineSet};
-use crate::upstream::{Connector, DenyList, UpstreamClient};
+use crate::upstream::{Connector, DenyList, UpstreamClient, UpstreamProxies};
 
 /// In-flight requests get this long to finish after SIGINT/SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +44,8 @@ pub enum AppError {
     Bind(#[from] BindError),
     #[error("dns.upstream_resolver: {0}")]
     UpstreamResolver(String),
+    #[error("{}", .0.join("\n"))]
+    UpstreamProxy(Vec<String>),
     #[error("fatal error: {component}: {reason}")]
     Fatal {
         component: &'static str,
@@ -68,18 +70,10 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     if cfg.mcp.is_some() {
         out.push(not_yet("mcp"));
     }
-    if cfg.proxy.tunnel_listen.is_some() {
-        out.push(not_yet("proxy.tunnel_listen"));
-    }
-    let up = &cfg.proxy.upstream_proxy;
-    if up.http_proxy.is_some() || up.https_proxy.is_some() || up.no_proxy.is_some() {
-        out.push(not_yet("proxy.upstream_proxy"));
-    }
+    // Not unsupported, but checked here so that `check-config` and `install` report bad values.
+    out.extend(UpstreamProxies::check(&cfg.proxy.upstream_proxy));
     if cfg.management.listen.is_some() {
         out.push(not_yet("management.listen"));
-    }
-    if cfg.tls.mode == TlsMode::SniOnly {
-        out.push(not_yet("tls.mode: sni-only"));
     }
     out
 }
@@ -130,8 +124,14 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         let cidrs: Vec<String> = deny.nets().iter().map(|n| n.to_string()).collect();
         tracing::info!(cidrs = %cidrs.join(","), "upstream deny list active");
     }
-    let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?);
-    let upstream = UpstreamClient::new(connector, cfg.proxy.upstream_response_header_timeout.0);
+    let proxies = UpstreamProxies::from_env_and_config(&cfg.proxy.upstream_proxy)
+        .map_err(|errs| AppError::UpstreamProxy(errs.iter().map(|e| e.to_string()).collect()))?;
+    let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?)
+        .with_upstream_proxies(proxies);
+    let upstream = UpstreamClient::new(
+        connector.clone(),
+        cfg.proxy.upstream_response_header_timeout.0,
+    );
 
     // Bind everything before serving anything: a port conflict is fatal at startup.
     let dns_sockets = if cfg.dns.enabled {
@@ -142,6 +142,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let http = accept::bind_tcp("http", &cfg.proxy.http_listen).await?;
     let https = accept::bind_tcp("https", &cfg.proxy.https_listen).await?;
     let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
+    let tunnel = match &cfg.proxy.tunnel_listen {
+        Some(addr) => Some(accept::bind_tcp("tunnel", addr).await?),
+        None => None,
+    };
 
     // eBPF interception goes live only once every listener it redirects to is bound.
     let interceptor = if cfg.intercept.enabled() {
@@ -165,6 +169,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
             .map(|_| intercept::uid_policies(&cfg.intercept)),
         resolver: resolver.clone(),
         upstream,
+        connector,
         audit: audit.clone(),
         leaf_cache,
         mode: match cfg.tls.mode {
@@ -181,6 +186,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         http_listen = %addr_of(&http),
         https_listen = %addr_of(&https),
         metrics_listen = %addr_of(&metrics),
+        tunnel_listen = %tunnel.as_ref().map_or("disabled".to_string(), addr_of),
         dns_listen = %dns_sockets.as_ref().map_or("disabled".to_string(), |(u, _)| u.local_addr().map(|a| a.to_string()).unwrap_or_default()),
         transforms = %describe,
         "iron-agent starting"
@@ -194,10 +200,22 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         "http",
         server::serve_http(rt.clone(), http, conns.clone(), shutdown.clone()),
     ));
-    servers.spawn(named(
-        "https",
-        server::serve_https(rt.clone(), https, conns.clone(), shutdown.clone()),
-    ));
+    match rt.mode {
+        Mode::Mitm => servers.spawn(named(
+            "https",
+            server::serve_https(rt.clone(), https, conns.clone(), shutdown.clone()),
+        )),
+        Mode::SniOnly => servers.spawn(named(
+            "https",
+            crate::sni::serve_https(rt.clone(), https, conns.clone(), shutdown.clone()),
+        )),
+    };
+    if let Some(tunnel) = tunnel {
+        servers.spawn(named(
+            "tunnel",
+            crate::tunnel::serve(rt.clone(), tunnel, conns.clone(), shutdown.clone()),
+        ));
+    }
     servers.spawn(named(
         "metrics",
         admin::serve(metrics, audit.clone(), conns.clone(), shutdown.clone()),

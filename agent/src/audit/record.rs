@@ -56,6 +56,17 @@ pub struct BodyCapture {
     pub request_body_truncated: bool,
 }
 
+/// `tunnel` group on requests that arrived inside a CONNECT or SOCKS5 tunnel.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelAudit {
+    /// `host:port` the client asked the tunnel for.
+    pub target: String,
+    /// `connect` or `socks5`.
+    pub protocol: &'static str,
+    /// The tunnel setup's traces (its own record has them too).
+    pub request_transforms: Vec<Trace>,
+}
+
 /// One audit line. Field names and presence follow iron-proxy's documented shape; optional
 /// groups are omitted when empty. Never put a credential value in here.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -99,6 +110,8 @@ pub struct AuditRecord {
     /// The `intercept.policies` entry whose pipeline ran (absent = the top-level pipeline).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelAudit>,
 }
 
 impl AuditRecord {

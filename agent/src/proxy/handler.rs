@@ -34,17 +34,7 @@ pub async fn handle(
         ..AuditRecord::default()
     };
     let mut audit = PendingAudit::new(record, rt.audit.clone());
-    if let Some(uid) = conn.uid() {
-        let rec = audit.record();
-        rec.uid = Some(uid);
-        rec.user = crate::app::identity::name_of(uid);
-    }
-    if let Some(o) = &conn.origin {
-        let rec = audit.record();
-        rec.pid = Some(o.pid);
-        rec.comm = Some(o.comm.clone());
-        rec.orig_dst = Some(o.orig_dst.to_string());
-    }
+    conn.describe(audit.record());
 
     // 1. identify
     let scheme = if conn.tls {
@@ -85,12 +75,7 @@ pub async fn handle(
 
     // 2. policy and transforms (one snapshot for the whole request; per-identity in eBPF mode)
     let set = rt.pipelines.load_full();
-    let policy_id = match (&conn.origin, conn.peer_uid, &rt.direct_uid_policy) {
-        (Some(o), _, _) => o.policy_id,
-        (None, Some(uid), Some(map)) => map.get(&uid).copied().unwrap_or(0),
-        _ => 0,
-    };
-    let (policy_name, pipeline) = set.for_policy(policy_id);
+    let (policy_name, pipeline) = set.for_policy(conn.policy_id(&rt));
     let pipeline = pipeline.clone();
     audit.record().policy = policy_name.map(str::to_string);
     if let Some(dest) = conn.dest_ip()
@@ -124,6 +109,10 @@ pub async fn handle(
     if let Err(e) = prepare_upstream(&mut req, &target) {
         audit.record().error = Some(format!("building upstream request: {e}"));
         return Ok(finish(audit, Action::Error, respond::bad_gateway()));
+    }
+    if let Some(t) = &conn.tunnel {
+        // Inside a tunnel the client chose the port when it opened it.
+        crate::tunnel::pin_port(req.uri_mut(), t.port);
     }
     if let Err(e) = header_case::apply(&mut req).await {
         audit.record().error = Some(e.to_string());
@@ -165,7 +154,7 @@ pub async fn handle(
 /// A redirected connection's real destination must be where the named host lives: an address
 /// the agent's resolver returns for it, or one a CIDR rule allows. Otherwise the workload is
 /// using an allowed name as cover for a hard-coded IP (domain fronting, pinned addresses).
-async fn destination_matches(
+pub(crate) async fn destination_matches(
     rt: &Runtime,
     pipeline: &crate::transform::Pipeline,
     host: &str,

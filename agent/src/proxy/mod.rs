@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::audit::AuditSink;
+use crate::audit::{AuditRecord, AuditSink};
 use crate::ebpf::{ConnOrigin, OrigDstLookup};
 use crate::resolve::Resolver;
 use crate::tls::LeafCache;
 use crate::transform::{Mode, PipelineSet};
-use crate::upstream::UpstreamClient;
+use crate::upstream::{Connector, UpstreamClient};
 
 /// Everything a request needs, built once at startup. The pipeline is a swappable snapshot.
 pub struct Runtime {
@@ -30,6 +30,8 @@ pub struct Runtime {
     pub direct_uid_policy: Option<std::collections::HashMap<u32, u32>>,
     pub resolver: Arc<Resolver>,
     pub upstream: UpstreamClient,
+    /// Raw dials (sni-only passthrough), with the same deny-CIDR checks as `upstream`.
+    pub connector: Connector,
     pub audit: Arc<AuditSink>,
     /// Present in MITM mode.
     pub leaf_cache: Option<Arc<LeafCache>>,
@@ -51,6 +53,8 @@ pub struct ConnInfo {
     pub peer_uid: Option<u32>,
     /// The host whose address already matched this connection's original destination.
     pub verified_host: parking_lot::Mutex<Option<String>>,
+    /// Set when the connection runs inside a CONNECT or SOCKS5 tunnel.
+    pub tunnel: Option<crate::tunnel::TunnelInfo>,
 }
 
 impl ConnInfo {
@@ -72,5 +76,28 @@ impl ConnInfo {
     /// The workload's uid, redirected or not (eBPF mode only).
     pub fn uid(&self) -> Option<u32> {
         self.origin.as_ref().map(|o| o.uid).or(self.peer_uid)
+    }
+
+    /// Which identity's pipeline judges this connection (0 = the top-level one).
+    pub fn policy_id(&self, rt: &Runtime) -> u32 {
+        match (&self.origin, self.peer_uid, &rt.direct_uid_policy) {
+            (Some(o), _, _) => o.policy_id,
+            (None, Some(uid), Some(map)) => map.get(&uid).copied().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// Fills the audit fields that come from the connection: identity and tunnel.
+    pub fn describe(&self, rec: &mut AuditRecord) {
+        if let Some(uid) = self.uid() {
+            rec.uid = Some(uid);
+            rec.user = crate::app::identity::name_of(uid);
+        }
+        if let Some(o) = &self.origin {
+            rec.pid = Some(o.pid);
+            rec.comm = Some(o.comm.clone());
+            rec.orig_dst = Some(o.orig_dst.to_string());
+        }
+        rec.tunnel = self.tunnel.as_ref().map(|t| t.audit.clone());
     }
 }

@@ -17,7 +17,7 @@ use crate::accept::accept_loop;
 
 /// Slow clients may not hold a connection open forever before sending headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn serve_http(
     rt: Arc<Runtime>,
@@ -42,6 +42,7 @@ pub async fn serve_http(
                     origin,
                     peer_uid,
                     verified_host: Default::default(),
+                    tunnel: None,
                 };
                 serve_conn(rt, stream, conn, shutdown).await;
             }
@@ -79,6 +80,7 @@ pub async fn serve_https(
                             origin,
                             peer_uid,
                             verified_host: Default::default(),
+                            tunnel: None,
                         };
                         serve_conn(rt, tls, conn, shutdown).await;
                     }
@@ -94,7 +96,7 @@ pub async fn serve_https(
 }
 
 /// The original destination and identity of a redirected connection (eBPF mode).
-fn origin_of(
+pub(crate) fn origin_of(
     rt: &Runtime,
     stream: &TcpStream,
     peer: std::net::SocketAddr,
@@ -105,7 +107,7 @@ fn origin_of(
 }
 
 /// eBPF mode: who opened a connection that did not come through the redirect.
-fn direct_peer_uid(
+pub(crate) fn direct_peer_uid(
     rt: &Runtime,
     stream: &TcpStream,
     peer: std::net::SocketAddr,
@@ -120,11 +122,14 @@ fn direct_peer_uid(
 /// Reads the ClientHello, mints (or reuses) a leaf for its SNI, and completes the handshake.
 /// Without SNI, a redirected connection is served a certificate for its original destination
 /// IP (`fallback`) and judged by that address; other connections without SNI are refused.
-async fn tls_accept(
+pub(crate) async fn tls_accept<I>(
     rt: &Runtime,
-    stream: TcpStream,
+    stream: I,
     fallback: Option<String>,
-) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, Option<String>), String> {
+) -> Result<(tokio_rustls::server::TlsStream<I>, Option<String>), String>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
         .await
         .map_err(|e| e.to_string())?;
@@ -140,8 +145,12 @@ async fn tls_accept(
 }
 
 /// Serves HTTP/1.1 on one connection until it closes or shutdown asks it to finish.
-async fn serve_conn<I>(rt: Arc<Runtime>, io: I, conn: ConnInfo, shutdown: CancellationToken)
-where
+pub(crate) async fn serve_conn<I>(
+    rt: Arc<Runtime>,
+    io: I,
+    conn: ConnInfo,
+    shutdown: CancellationToken,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);

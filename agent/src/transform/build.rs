@@ -7,6 +7,7 @@ use super::body_capture::BodyCapture;
 use super::gcp_auth::GcpAuth;
 use super::gcp_id_token::GcpIdToken;
 use super::header_allowlist::HeaderAllowlist;
+use super::hmac_sign::HmacSign;
 use super::oauth_token::OauthToken;
 use super::secrets::Secrets;
 use super::{Pipeline, Transform, allowlist::Allowlist};
@@ -57,6 +58,13 @@ pub fn build_pipeline(
                 }),
             },
             TransformSpec::GcpIdToken(cfg) => match GcpIdToken::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::HmacSign(cfg) => match HmacSign::new(cfg, secrets) {
                 Ok(t) => out.push(Arc::new(t)),
                 Err(err) => errors.push(BuildError::Invalid {
                     index,

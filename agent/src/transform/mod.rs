@@ -13,6 +13,7 @@ pub mod gcp_auth;
 pub mod gcp_id_token;
 pub mod header_allowlist;
 pub mod headers;
+pub mod hmac_sign;
 pub mod oauth_token;
 pub mod pipeline;
 pub mod secrets;
@@ -150,4 +151,22 @@ pub trait Transform: Send + Sync {
     fn allows_ip(&self, _ip: IpAddr) -> bool {
         false
     }
+
+    /// Judges a connection before any request on it is visible (tunnel setup, sni-only).
+    /// `None`: this transform acts on requests only and takes no part.
+    fn judge_connection(&self, _cx: &mut RequestCx, _check: &ConnectionCheck<'_>) -> Option<bool> {
+        None
+    }
+}
+
+/// What a connection-level decision can see: where the connection goes, nothing more.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionCheck<'a> {
+    /// Normalised host (or IP literal) without port.
+    pub host: &'a str,
+    pub dest_ip: Option<IpAddr>,
+    /// Requests will follow and be judged one by one (tunnel setup, decision 9): rules
+    /// restricted by method or path count by destination only. False when no request will
+    /// ever be visible (sni-only): such rules cannot match, as in iron-proxy.
+    pub requests_follow: bool,
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict};
+use super::{
+    ConnectionCheck, ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict,
+};
 use crate::audit::{Trace, TraceAction};
 
 /// An immutable, compiled pipeline. Swapped as a whole (`ArcSwap<Pipeline>`) on reload, so a
@@ -100,6 +102,32 @@ impl Pipeline {
             .map(|t| t.name())
             .collect::<Vec<_>>()
             .join(" → ")
+    }
+
+    /// Runs the connection-level check of every transform that has one (tunnel setup,
+    /// sni-only), one trace each, stopping at the first that refuses. True = allowed.
+    pub fn judge_connection(
+        &self,
+        cx: &mut RequestCx,
+        check: &ConnectionCheck<'_>,
+        traces: &mut Vec<Trace>,
+    ) -> bool {
+        for t in &self.transforms {
+            let started = Instant::now();
+            let Some(allowed) = t.judge_connection(cx, check) else {
+                continue;
+            };
+            let res = Ok(if allowed {
+                Verdict::Continue
+            } else {
+                Verdict::Reject(None)
+            });
+            traces.push(trace(t.name(), &res, started, cx));
+            if !allowed {
+                return false;
+            }
+        }
+        true
     }
 
     pub async fn run_request(

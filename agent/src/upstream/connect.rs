@@ -1,5 +1,6 @@
 //! Resolve → deny-CIDR check on each address → TCP connect → TLS. Nothing is dialled that the
-//! deny list covers, whatever the name resolved to.
+//! deny list covers, whatever the name resolved to. With `proxy.upstream_proxy`, the dial step
+//! goes through the proxy instead (see `super::proxy`).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::io::{MaybeTls, UpstreamIo};
+use super::proxy::{self, DialedStream, UpstreamProxies};
 use crate::policy::unmap;
 use crate::resolve::Resolver;
 
@@ -37,6 +39,9 @@ pub enum ConnectError {
     Tls { host: String, reason: String },
     #[error("invalid upstream uri: {0}")]
     BadUri(String),
+    /// Anything that failed at or through the upstream proxy; `proxy` never has credentials.
+    #[error("proxy {proxy}: {reason}")]
+    Proxy { proxy: String, reason: String },
 }
 
 /// `upstream_deny_cidrs`, checked on the literal address being dialled.
@@ -62,8 +67,9 @@ impl DenyList {
 #[derive(Clone)]
 pub struct Connector {
     resolver: Arc<Resolver>,
-    deny: Arc<DenyList>,
+    pub(super) deny: Arc<DenyList>,
     tls: TlsConnector,
+    proxies: Arc<UpstreamProxies>,
 }
 
 impl Connector {
@@ -72,11 +78,39 @@ impl Connector {
             resolver,
             deny: Arc::new(deny),
             tls: TlsConnector::from(tls),
+            proxies: Arc::default(),
         }
     }
 
-    /// Dials `host:port`, trying each resolved address that the deny list allows, in order.
-    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    /// Routes every dial through `proxies` (unless `no_proxy` exempts the destination).
+    pub fn with_upstream_proxies(mut self, proxies: UpstreamProxies) -> Self {
+        proxies.log_startup(&self.deny);
+        self.proxies = Arc::new(proxies);
+        self
+    }
+
+    /// A byte stream to the TLS destination `host:port` (no TLS is done here): through the
+    /// `https_proxy` when one applies, else direct.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<DialedStream, ConnectError> {
+        self.dial_for(true, host, port).await
+    }
+
+    /// As [`Connector::dial`]; `https` is the destination's scheme and picks `https_proxy` or
+    /// `http_proxy`.
+    pub async fn dial_for(
+        &self,
+        https: bool,
+        host: &str,
+        port: u16,
+    ) -> Result<DialedStream, ConnectError> {
+        match self.proxies.route(https, host, port) {
+            Some(p) => proxy::dial(self, &self.proxies, p, host, port).await,
+            None => self.dial_direct(host, port).await.map(DialedStream::Tcp),
+        }
+    }
+
+    /// Every address of `host` (an IP literal is itself).
+    pub(super) async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, ConnectError> {
         let ips = self
             .resolver
             .lookup_ip(host)
@@ -91,6 +125,17 @@ impl Connector {
                 reason: format!("lookup {host}: no addresses"),
             });
         }
+        Ok(ips)
+    }
+
+    /// Dials `host:port` directly, trying each resolved address that the deny list allows, in
+    /// order.
+    pub(super) async fn dial_direct(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpStream, ConnectError> {
+        let ips = self.lookup(host).await?;
         let mut last_err = None;
         for ip in ips {
             let addr = SocketAddr::new(ip, port);
@@ -127,7 +172,8 @@ impl Connector {
         }))
     }
 
-    async fn connect_uri(self, uri: http::Uri) -> Result<UpstreamIo, ConnectError> {
+    /// The full connection for `uri`: dial (direct or through the proxy), then TLS for https.
+    pub async fn connect(&self, uri: &http::Uri) -> Result<UpstreamIo, ConnectError> {
         let host = uri
             .host()
             .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
@@ -137,7 +183,7 @@ impl Connector {
             .unwrap_or(host);
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let tcp = self.dial(host, port).await?;
+        let tcp = self.dial_for(tls, host, port).await?;
         if !tls {
             return Ok(UpstreamIo(TokioIo::new(MaybeTls::Plain(tcp))));
         }
@@ -169,7 +215,8 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        Box::pin(self.clone().connect_uri(uri))
+        let this = self.clone();
+        Box::pin(async move { this.connect(&uri).await })
     }
 }
 

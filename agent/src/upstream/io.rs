@@ -1,4 +1,5 @@
-//! The connection type handed to hyper: plain TCP or TLS over TCP.
+//! The connection type handed to hyper: the dialled stream (TCP, or a tunnel through an
+//! upstream proxy), plain or with TLS to the origin on top.
 
 use std::io;
 use std::pin::Pin;
@@ -7,12 +8,13 @@ use std::task::{Context, Poll};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::proxy::DialedStream;
+
 pub enum MaybeTls {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(DialedStream),
+    Tls(Box<TlsStream<DialedStream>>),
 }
 
 impl AsyncRead for MaybeTls {

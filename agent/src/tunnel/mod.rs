@@ -1,0 +1,237 @@
+//! The tunnel listener (`proxy.tunnel_listen`): HTTP CONNECT and SOCKS5 on one port.
+//!
+//! Per connection, in order: the first byte picks the protocol ([`socks5`] on `0x05`, else
+//! [`connect`]), which names the requested `host:port`; [`setup`] lets the pipeline judge that
+//! destination (decision 9: host and port only) and writes the setup's one audit record; the
+//! client gets its success or refusal reply; then [`sniff`] looks at the first bytes inside the
+//! tunnel and hands them to the MITM TLS server, the sni-only passthrough, or the plain HTTP
+//! server, so every inner request runs the full pipeline. Anything else is closed and audited.
+
+pub mod connect;
+pub mod prefixed;
+pub mod setup;
+pub mod sniff;
+pub mod socks5;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accept::accept_loop;
+use crate::audit::record::TunnelAudit;
+use crate::policy::normalize_host;
+use crate::proxy::{ConnInfo, Runtime, server};
+use prefixed::Prefixed;
+
+/// The whole handshake (request and reply) must complete within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("client closed the connection during the handshake")]
+    Closed,
+    #[error("malformed handshake: {0}")]
+    Malformed(String),
+    /// Answered with the protocol's refusal.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Which tunnel protocol the client spoke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Connect,
+    Socks5,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Connect => "connect",
+            Protocol::Socks5 => "socks5",
+        }
+    }
+}
+
+/// What the client asked the tunnel for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Normalised host name or IP literal, without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// `None` when `host` is empty or not a plausible host name.
+    pub fn new(host: &str, port: u16) -> Option<Self> {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let host = normalize_host(host);
+        let plausible = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+        plausible.then_some(Self { host, port })
+    }
+
+    /// `host:port`, IPv6 in brackets (audit `host` and `tunnel.target`).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What connections inside a tunnel carry: the port inner requests go to and the audit group.
+#[derive(Debug, Clone)]
+pub struct TunnelInfo {
+    pub port: u16,
+    pub audit: TunnelAudit,
+}
+
+/// Inside a tunnel the upstream port is the one the client opened the tunnel to, whatever
+/// the inner `Host` says (the client believes it is connected to that port).
+pub fn pin_port(uri: &mut http::Uri, port: u16) {
+    let Some(host) = uri.host() else { return };
+    let Ok(authority) = format!("{host}:{port}").parse::<http::uri::Authority>() else {
+        return;
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.authority = Some(authority);
+    if let Ok(u) = http::Uri::from_parts(parts) {
+        *uri = u;
+    }
+}
+
+pub async fn serve(
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    accept_loop(
+        "tunnel",
+        listener,
+        tracker,
+        shutdown,
+        move |stream, peer, shutdown| {
+            let rt = rt.clone();
+            async move {
+                // Not a redirect target: in eBPF mode the peer's uid picks the identity.
+                let peer_uid = server::direct_peer_uid(&rt, &stream, peer, &None);
+                let conn = ConnInfo {
+                    client: peer,
+                    tls: false,
+                    sni: None,
+                    origin: None,
+                    peer_uid,
+                    verified_host: Default::default(),
+                    tunnel: None,
+                };
+                handle(rt, stream, conn, shutdown).await;
+            }
+        },
+    )
+    .await;
+}
+
+/// Where the handshake left the connection.
+enum Opened {
+    Tunnel {
+        target: Target,
+        protocol: Protocol,
+        rest: bytes::Bytes,
+        /// The setup's traces, repeated on every inner request's record.
+        traces: Vec<crate::audit::Trace>,
+    },
+    /// Not a CONNECT: an `HTTP_PROXY`-style request to serve as the HTTP listener would.
+    PlainProxy { buffered: bytes::Bytes },
+}
+
+async fn handle(
+    rt: Arc<Runtime>,
+    mut stream: TcpStream,
+    conn: ConnInfo,
+    shutdown: CancellationToken,
+) {
+    let peer = conn.client;
+    let opened = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(&rt, &mut stream, &conn)) => r,
+    };
+    match opened {
+        Ok(Ok(Some(Opened::Tunnel {
+            target,
+            protocol,
+            rest,
+            traces,
+        }))) => {
+            let info = TunnelInfo {
+                port: target.port,
+                audit: TunnelAudit {
+                    target: target.authority(),
+                    protocol: protocol.as_str(),
+                    request_transforms: traces,
+                },
+            };
+            let conn = ConnInfo {
+                tunnel: Some(info),
+                ..conn
+            };
+            let io = Prefixed::new(rest, stream);
+            sniff::serve_inner(rt, io, conn, target, shutdown).await;
+        }
+        Ok(Ok(Some(Opened::PlainProxy { buffered }))) => {
+            server::serve_conn(rt, Prefixed::new(buffered, stream), conn, shutdown).await;
+        }
+        Ok(Ok(None)) => {} // refused and audited
+        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "tunnel handshake failed"),
+        Err(_) => tracing::debug!(client = %peer, "tunnel handshake timed out"),
+    }
+}
+
+/// Reads the tunnel request, asks the pipeline, and answers. `None` = refused (audited).
+async fn open(
+    rt: &Runtime,
+    stream: &mut TcpStream,
+    conn: &ConnInfo,
+) -> Result<Option<Opened>, HandshakeError> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(HandshakeError::Closed);
+    }
+    let (target, protocol, rest) = if first[0] == socks5::VERSION {
+        let target = socks5::read_request(stream).await?;
+        (target, Protocol::Socks5, bytes::Bytes::new())
+    } else {
+        match connect::read_request(stream).await? {
+            connect::Request::Connect { target, rest } => (target, Protocol::Connect, rest),
+            connect::Request::Other { buffered } => {
+                return Ok(Some(Opened::PlainProxy { buffered }));
+            }
+        }
+    };
+    let (allowed, traces) = setup::authorize(rt, conn, &target, protocol);
+    match (protocol, allowed) {
+        (Protocol::Connect, true) => stream.write_all(connect::ESTABLISHED).await?,
+        (Protocol::Connect, false) => stream.write_all(connect::FORBIDDEN).await?,
+        (Protocol::Socks5, true) => socks5::reply(stream, socks5::Reply::Succeeded).await?,
+        (Protocol::Socks5, false) => socks5::reply(stream, socks5::Reply::NotAllowed).await?,
+    }
+    Ok(allowed.then_some(Opened::Tunnel {
+        target,
+        protocol,
+        rest,
+        traces,
+    }))
+}

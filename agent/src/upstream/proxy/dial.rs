@@ -1,0 +1,210 @@
+//! Dialling a destination through a proxy.
+//!
+//! `upstream_deny_cidrs` is checked on what the agent itself dials: the proxy's addresses
+//! (a denied proxy is never dialled; the request fails with the deny error). The final hop is
+//! dialled by the proxy, so it is checked where the agent knows the address: an IP-literal
+//! destination, and every address of a `socks5://` destination (the agent resolves those
+//! names itself). Names sent to an HTTP(S) proxy or to `socks5h://` are resolved by the proxy;
+//! the deny list cannot see where they lead, as in iron-proxy.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_socks::TargetAddr;
+use tokio_socks::tcp::Socks5Stream;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::UpstreamProxies;
+use super::stream::DialedStream;
+use super::url::{ProxyKind, ProxyUrl};
+use crate::policy::unmap;
+use crate::upstream::connect::{ConnectError, Connector};
+
+/// TLS handshake with an `https://` proxy.
+const PROXY_TLS_TIMEOUT: Duration = Duration::from_secs(10);
+/// The CONNECT or SOCKS exchange, which includes the proxy's own dial to the destination.
+const PROXY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A stream to `host:port` through `proxy`.
+pub(in crate::upstream) async fn dial(
+    connector: &Connector,
+    proxies: &UpstreamProxies,
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+) -> Result<DialedStream, ConnectError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        check_deny(connector, SocketAddr::new(ip, port))?;
+    }
+    tracing::debug!(proxy = %proxy, host, port, "dialling through upstream proxy");
+    let fail = |reason: String| ConnectError::Proxy {
+        proxy: proxy.to_string(),
+        reason,
+    };
+    match proxy.kind {
+        ProxyKind::Http => {
+            let tcp = dial_proxy(connector, proxy).await?;
+            let tunnel = http_connect(tcp, proxy, host, port).await.map_err(fail)?;
+            Ok(DialedStream::Tunnel(TokioIo::new(tunnel)))
+        }
+        ProxyKind::Https => {
+            let tcp = dial_proxy(connector, proxy).await?;
+            let tls = proxies
+                .tls()
+                .ok_or_else(|| fail("no TLS configuration for an https proxy".into()))?;
+            let name =
+                ServerName::try_from(proxy.host.clone()).map_err(|e| fail(format!("tls: {e}")))?;
+            let stream = tokio::time::timeout(PROXY_TLS_TIMEOUT, tls.connect(name, tcp))
+                .await
+                .map_err(|_| fail("tls handshake timeout".into()))?
+                .map_err(|e| fail(format!("tls handshake: {e}")))?;
+            let tunnel = http_connect(stream, proxy, host, port)
+                .await
+                .map_err(fail)?;
+            Ok(DialedStream::Tunnel(TokioIo::new(tunnel)))
+        }
+        ProxyKind::Socks5 { remote_dns: true } => {
+            let tcp = dial_proxy(connector, proxy).await?;
+            let target = match host.parse::<IpAddr>() {
+                Ok(ip) => TargetAddr::Ip(SocketAddr::new(ip, port)),
+                Err(_) => TargetAddr::Domain(host.into(), port),
+            };
+            socks5(tcp, proxy, target)
+                .await
+                .map(DialedStream::Tcp)
+                .map_err(fail)
+        }
+        ProxyKind::Socks5 { remote_dns: false } => {
+            socks5_resolved(connector, proxy, host, port).await
+        }
+    }
+}
+
+fn check_deny(connector: &Connector, addr: SocketAddr) -> Result<(), ConnectError> {
+    match connector.deny.check(addr.ip()) {
+        Some(net) => Err(ConnectError::Denied {
+            addr,
+            ip: unmap(addr.ip()),
+            net,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// TCP to the proxy itself, through the deny list like any direct dial.
+async fn dial_proxy(connector: &Connector, proxy: &ProxyUrl) -> Result<TcpStream, ConnectError> {
+    connector
+        .dial_direct(&proxy.host, proxy.port)
+        .await
+        .map_err(|e| ConnectError::Proxy {
+            proxy: proxy.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// `CONNECT host:port` with hyper's HTTP/1.1 client; the upgraded connection is the tunnel.
+async fn http_connect<S>(io: S, proxy: &ProxyUrl, host: &str, port: u16) -> Result<Upgraded, String>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let exchange = async {
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+        // Dropping the handle (timeout, error) closes the proxy connection.
+        let _driver = AbortOnDropHandle::new(tokio::spawn(conn.with_upgrades()));
+        let mut req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(authority.as_str())
+            .header(http::header::HOST, authority.as_str());
+        if let Some(auth) = proxy.basic_auth() {
+            req = req.header(http::header::PROXY_AUTHORIZATION, auth);
+        }
+        let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("proxy answered {}", resp.status()));
+        }
+        hyper::upgrade::on(resp).await.map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(PROXY_HANDSHAKE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "timeout".to_string())
+        .and_then(|r| r)
+        .map_err(|e| format!("CONNECT {authority}: {e}"))
+}
+
+async fn socks5(
+    tcp: TcpStream,
+    proxy: &ProxyUrl,
+    target: TargetAddr<'_>,
+) -> Result<TcpStream, String> {
+    let shown = match &target {
+        TargetAddr::Ip(a) => a.to_string(),
+        TargetAddr::Domain(h, p) => format!("{h}:{p}"),
+    };
+    let exchange = async {
+        match &proxy.credentials {
+            Some(c) => {
+                Socks5Stream::connect_with_password_and_socket(
+                    tcp,
+                    target,
+                    c.user.expose(),
+                    c.password.expose(),
+                )
+                .await
+            }
+            None => Socks5Stream::connect_with_socket(tcp, target).await,
+        }
+    };
+    tokio::time::timeout(PROXY_HANDSHAKE_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("SOCKS5 connect {shown}: timeout"))?
+        .map(Socks5Stream::into_inner)
+        .map_err(|e| format!("SOCKS5 connect {shown}: {e}"))
+}
+
+/// `socks5://`: the agent resolves the name and tries each address the deny list allows.
+async fn socks5_resolved(
+    connector: &Connector,
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+) -> Result<DialedStream, ConnectError> {
+    let ips = connector.lookup(host).await?;
+    let mut last_err = None;
+    for ip in ips {
+        let addr = SocketAddr::new(ip, port);
+        if let Err(e) = check_deny(connector, addr) {
+            last_err = Some(e);
+            continue;
+        }
+        let tcp = dial_proxy(connector, proxy).await?;
+        match socks5(tcp, proxy, TargetAddr::Ip(addr)).await {
+            Ok(s) => return Ok(DialedStream::Tcp(s)),
+            Err(reason) => {
+                last_err = Some(ConnectError::Proxy {
+                    proxy: proxy.to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| ConnectError::Resolve {
+        host: host.into(),
+        reason: format!("lookup {host}: no addresses"),
+    }))
+}
