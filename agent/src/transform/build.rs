@@ -5,8 +5,11 @@ use std::sync::Arc;
 use super::annotate::Annotate;
 use super::aws_auth::AwsAuth;
 use super::body_capture::BodyCapture;
+use super::gcp_auth::GcpAuth;
+use super::gcp_id_token::GcpIdToken;
 use super::header_allowlist::HeaderAllowlist;
 use super::hmac_sign::HmacSign;
+use super::oauth_token::OauthToken;
 use super::secrets::Secrets;
 use super::{Pipeline, Transform, allowlist::Allowlist};
 use crate::config::{TransformEntry, TransformSpec};
@@ -35,6 +38,27 @@ pub fn build_pipeline(
             TransformSpec::Annotate(cfg) => out.push(Arc::new(Annotate::new(cfg))),
             TransformSpec::BodyCapture(cfg) => out.push(Arc::new(BodyCapture::new(cfg))),
             TransformSpec::Secrets(cfg) => match Secrets::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::OauthToken(cfg) => match OauthToken::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::GcpAuth(cfg) => match GcpAuth::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::GcpIdToken(cfg) => match GcpIdToken::new(cfg, secrets) {
                 Ok(t) => out.push(Arc::new(t)),
                 Err(err) => errors.push(BuildError::Invalid {
                     index,
