@@ -799,11 +799,15 @@ async fn child_upstream_client_trusts_ssl_cert_file() {
     let cache = Arc::new(LeafCache::new(ca, 10, Duration::from_secs(H)));
 
     let client = upstream_client_config().unwrap();
-    assert_eq!(client.alpn_protocols, [b"http/1.1".to_vec()]);
+    // HTTP/2 first: the agent speaks h2 to upstreams that negotiate it.
+    assert_eq!(
+        client.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
     let hs = handshake_with(&cache, client, "upstream.example")
         .await
         .unwrap();
-    assert_eq!(hs.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(hs.alpn.as_deref(), Some(&b"h2"[..]));
 
     // The variable adds to the system store rather than replacing it.
     let roots = UpstreamRoots::from_env().load().unwrap();
