@@ -37,15 +37,26 @@ pub async fn bind_tcp(listener: &'static str, addr: &ListenAddr) -> Result<TcpLi
 /// when the configured port is 0).
 pub async fn bind_dns(addr: &ListenAddr) -> Result<(UdpSocket, TcpListener), BindError> {
     let sa = socket_addr("dns", addr)?;
-    let udp = UdpSocket::bind(sa)
-        .await
-        .map_err(|e| bind_err("dns", addr, e))?;
-    let bound = udp.local_addr().map_err(|e| bind_err("dns", addr, e))?;
-    let tcp = TcpListener::bind(bound)
-        .await
-        .map_err(|e| bind_err("dns", addr, e))?;
-    log_listening("dns", Some(bound));
-    Ok((udp, tcp))
+    // With port 0 the kernel picks a free UDP port, which a TCP socket may already hold:
+    // pick again a bounded number of times rather than fail startup on bad luck.
+    let attempts = if sa.port() == 0 { 16 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(sa)
+            .await
+            .map_err(|e| bind_err("dns", addr, e))?;
+        let bound = udp.local_addr().map_err(|e| bind_err("dns", addr, e))?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => {
+                log_listening("dns", Some(bound));
+                return Ok((udp, tcp));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(bind_err("dns", addr, e)),
+        }
+    }
+    let e = last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse));
+    Err(bind_err("dns", addr, e))
 }
 
 fn socket_addr(listener: &'static str, addr: &ListenAddr) -> Result<SocketAddr, BindError> {
