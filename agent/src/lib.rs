@@ -15,6 +15,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod identify;
 pub mod install;
+pub mod mint;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;

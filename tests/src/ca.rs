@@ -64,6 +64,23 @@ impl TestCa {
         (vec![cert.der().clone(), self.cert_der.clone()], key_der)
     }
 
+    /// As [`TestCa::server_cert`], as PEM: (certificate chain, private key), for servers that
+    /// read files (e.g. a Python gRPC server).
+    pub fn server_cert_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| SanType::DnsName((*n).try_into().expect("dns name")))
+            .collect();
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        (
+            format!("{}{}", cert.pem(), self.cert_pem),
+            key.serialize_pem(),
+        )
+    }
+
     /// A rustls client config trusting only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();

@@ -14,11 +14,13 @@ pub mod ebpf_world;
 pub mod netns;
 pub mod origin;
 pub mod proxies;
+pub mod token_server;
 
 pub use agent::{Agent, AgentBuilder};
 pub use ca::TestCa;
 pub use client::{Reply, http_request, https_request};
 pub use origin::{Origin, OriginKind};
+pub use token_server::{Recorded, TokenServer};
 
 /// A multi-threaded runtime for tests that drive blocking helpers too.
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -21,7 +21,14 @@ use crate::TestCa;
 
 pub enum OriginKind {
     Http,
-    Https { names: Vec<String> },
+    /// HTTPS, HTTP/1.1 only (no ALPN).
+    Https {
+        names: Vec<String>,
+    },
+    /// HTTPS offering ALPN `h2` and `http/1.1`, serving whichever the client picks.
+    HttpsH2 {
+        names: Vec<String>,
+    },
 }
 
 pub struct Origin {
@@ -94,22 +101,27 @@ impl Origin {
         let listener = TcpListener::bind(bind).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let acceptor = match kind {
-            OriginKind::Http => None,
-            OriginKind::Https { names } => {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let (chain, key) = ca.expect("https origin needs a CA").server_cert(&names);
-                let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .expect("protocols")
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .expect("origin cert");
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
-            }
+        let (names, h2) = match kind {
+            OriginKind::Http => (None, false),
+            OriginKind::Https { names } => (Some(names), false),
+            OriginKind::HttpsH2 { names } => (Some(names), true),
         };
+        let acceptor = names.map(|names| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (chain, key) = ca.expect("https origin needs a CA").server_cert(&names);
+            let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("origin cert");
+            if h2 {
+                cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            }
+            tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+        });
         let h = hits.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -126,6 +138,14 @@ impl Origin {
                     let mut b = http1::Builder::new();
                     b.preserve_header_case(true);
                     match acceptor {
+                        Some(a) if h2 => {
+                            if let Ok(tls) = a.accept(stream).await {
+                                let auto = hyper_util::server::conn::auto::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                );
+                                let _ = auto.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        }
                         Some(a) => {
                             if let Ok(tls) = a.accept(stream).await {
                                 let _ = b.serve_connection(TokioIo::new(tls), svc).await;
@@ -183,8 +203,9 @@ async fn handle(req: http::Request<Incoming>) -> Result<http::Response<Body>, In
     {
         return Ok(http::Response::new(full(Bytes::from(vec![b'x'; n]))));
     }
-    // Echo: method, raw path+query, headers (name as received), body.
+    // Echo: method, raw path+query, HTTP version, headers (name as received), body.
     let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
     let uri = req.uri().to_string();
     let headers: Vec<(String, String)> = req
         .headers()
@@ -205,6 +226,7 @@ async fn handle(req: http::Request<Incoming>) -> Result<http::Response<Body>, In
     let echo = serde_json::json!({
         "method": method,
         "uri": uri,
+        "version": version,
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });

@@ -117,7 +117,13 @@ fn prerequisites() -> Vec<Prereq> {
             name: "moto[server]",
             why: "local AWS Secrets Manager/SSM endpoint for the secret-source tests",
             check: || succeeds(Command::new("python3").args(["-c", "import moto.server"])),
-            install: install_moto,
+            install: || pip_install("moto[server]"),
+        },
+        Prereq {
+            name: "grpcio",
+            why: "a real gRPC server and client for the gRPC-through-the-agent test",
+            check: || succeeds(Command::new("python3").args(["-c", "import grpc"])),
+            install: || pip_install("grpcio"),
         },
     ]
 }
@@ -267,13 +273,13 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     )
 }
 
-fn install_moto() -> Result<()> {
+fn pip_install(package: &str) -> Result<()> {
     let pip = |extra: &[&str]| {
         run_streamed(
             Command::new("python3")
                 .args(["-m", "pip", "install", "--quiet"])
                 .args(extra)
-                .arg("moto[server]"),
+                .arg(package),
         )
     };
     // Debian's python refuses pip installs into the system environment (PEP 668) unless told to.

@@ -84,6 +84,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
     }
+    let signals = Signals::install();
     let mut secrets = SecretRegistry::default();
     let pipelines = build_pipelines(&cfg, &mut secrets)?;
     // Secrets are resolved before the first request; failures are retried in the background.
@@ -178,6 +179,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         },
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
+        websockets: Default::default(),
     });
 
     let describe = rt.pipelines.load().default.describe();
@@ -235,7 +237,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     }
 
     let result = tokio::select! {
-        sig = shutdown_signal() => {
+        sig = shutdown_signal(signals) => {
             tracing::info!(signal = sig, "received signal, shutting down");
             Ok(())
         }
@@ -258,6 +260,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         tracing::warn!("drain timeout: closing remaining connections");
     }
     servers.abort_all();
+    rt.websockets.close(Duration::from_secs(2)).await;
     tracing::info!("iron-agent stopped");
     audit.flush(Duration::from_secs(2));
     result
@@ -309,12 +312,25 @@ fn addr_of(l: &tokio::net::TcpListener) -> String {
         .unwrap_or_default()
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+/// SIGTERM/SIGINT handlers, installed before any listener is announced: a supervisor that
+/// signals as soon as it sees the agent up must get a clean shutdown, not the default kill.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Signals(Some((term, int))),
+            _ => Signals(None),
+        }
+    }
+}
+
+async fn shutdown_signal(signals: Signals) -> &'static str {
+    let Some((mut term, mut int)) = signals.0 else {
         // Without signal handlers the agent can still be stopped by SIGKILL; wait forever.
         std::future::pending::<()>().await;
         return "none";

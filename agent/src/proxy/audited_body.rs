@@ -1,6 +1,7 @@
 //! A response body that writes the request's audit record when it is done: after the last
 //! byte reached the client, or when the client went away. `duration_ms` therefore covers
-//! streamed responses (SSE) end to end.
+//! streamed responses (SSE, gRPC streams) end to end. Every frame passes through unchanged,
+//! trailers included (gRPC's `grpc-status`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,6 +24,11 @@ impl AuditedBody {
             inner,
             audit: Some((audit, action, status)),
         }
+    }
+
+    /// A body whose request is audited elsewhere (an upgraded WebSocket, audited on close).
+    pub fn unaudited(inner: ProxyBody) -> Self {
+        Self { inner, audit: None }
     }
 
     fn finish(&mut self) {

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::audited_body::AuditedBody;
-use super::{ConnInfo, Runtime, header_case, headers, respond};
+use super::{ConnInfo, Runtime, header_case, headers, respond, websocket};
 use crate::audit::{Action, AuditRecord, PendingAudit};
 use crate::identify::{self, Refusal, Target};
 use crate::transform::body::DecodedPath;
@@ -22,15 +22,21 @@ use crate::transform::{
 pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
 ) -> Result<Response<AuditedBody>, Infallible> {
+    // Before anything reads the method: an HTTP/2 extended CONNECT becomes a GET handshake.
+    let ws = websocket::detect(&mut req);
     // `path` is filled from identify's decoded path (or by the refusal below), not decoded twice.
     let record = AuditRecord {
         method: req.method().to_string(),
         client: conn.client.to_string(),
         sni: conn.sni.clone().unwrap_or_default(),
         mode: rt.mode.as_str(),
-        protocol: "http/1.1",
+        protocol: if ws.is_some() {
+            "websocket"
+        } else {
+            protocol_name(req.version())
+        },
         ..AuditRecord::default()
     };
     let mut audit = PendingAudit::new(record, rt.audit.clone());
@@ -118,7 +124,17 @@ pub async fn handle(
         audit.record().error = Some(e.to_string());
         return Ok(finish(audit, Action::Error, respond::bad_gateway()));
     }
-    let upstream = match rt.upstream.send(req).await {
+    let upstream = match ws {
+        None => rt.upstream.send(req).await,
+        Some(client) => match websocket::handshake(&rt, req).await {
+            Ok(websocket::Handshake::Switched(resp)) => {
+                return Ok(websocket::relay(&rt.websockets, audit, client, resp));
+            }
+            Ok(websocket::Handshake::Answered(resp)) => Ok(resp),
+            Err(e) => Err(e),
+        },
+    };
+    let upstream = match upstream {
         Ok(r) => r,
         Err(e) => {
             audit.record().error = Some(e.to_string());
@@ -151,6 +167,15 @@ pub async fn handle(
     }
 }
 
+/// The audit `protocol` for a request's HTTP version.
+fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_2 => "h2",
+        http::Version::HTTP_09 | http::Version::HTTP_10 => "http/1.0",
+        _ => "http/1.1",
+    }
+}
+
 /// A redirected connection's real destination must be where the named host lives: an address
 /// the agent's resolver returns for it, or one a CIDR rule allows. Otherwise the workload is
 /// using an allowed name as cover for a hard-coded IP (domain fronting, pinned addresses).
@@ -175,6 +200,11 @@ pub(crate) async fn destination_matches(
 
 /// Points the request at the upstream: absolute URI, `Host` as the client named it, and no
 /// hop-by-hop headers. Nothing is added (no Via, User-Agent or Accept-Encoding).
+///
+/// One model whatever the client spoke: the request leaves as HTTP/1.1 and the pooled client
+/// sends it as HTTP/2 when the upstream negotiated h2 (then the URI's authority becomes
+/// `:authority`, the equal `Host` rides along as RFC 9113 §8.3.1 permits, and `TE: trailers`
+/// survives for gRPC).
 fn prepare_upstream(req: &mut ProxyRequest, target: &Target) -> Result<(), http::Error> {
     let uri = target.upstream_uri(req.uri())?;
     *req.uri_mut() = uri;

@@ -2,11 +2,13 @@
 //! (identify → pipeline → upstream → response pipeline → audit) and answer the client.
 
 pub mod audited_body;
+mod first_byte;
 pub mod handler;
 pub mod header_case;
 pub mod headers;
 pub mod respond;
 pub mod server;
+pub mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -38,6 +40,8 @@ pub struct Runtime {
     pub mode: Mode,
     pub request_body_limit: Option<u64>,
     pub response_body_limit: Option<u64>,
+    /// Open WebSockets (closed and audited at shutdown).
+    pub websockets: websocket::Relays,
 }
 
 /// What is known about the connection a request arrived on.

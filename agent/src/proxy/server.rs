@@ -1,17 +1,18 @@
-//! Connection serving for the HTTP and HTTPS (MITM) listeners.
+//! Connection serving for the HTTP and HTTPS (MITM) listeners: HTTP/1.1 and HTTP/2.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::first_byte::FirstByteDeadline;
 use super::{ConnInfo, Runtime, handler};
 use crate::accept::accept_loop;
 
@@ -144,7 +145,7 @@ where
     Ok((tls, sni))
 }
 
-/// Serves HTTP/1.1 on one connection until it closes or shutdown asks it to finish.
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it closes or shutdown asks it to finish.
 pub(crate) async fn serve_conn<I>(
     rt: Arc<Runtime>,
     io: I,
@@ -155,12 +156,12 @@ pub(crate) async fn serve_conn<I>(
 {
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| handler::handle(rt.clone(), conn.clone(), req));
-    let mut builder = http1::Builder::new();
-    builder
-        .preserve_header_case(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let served = builder.serve_connection(TokioIo::new(io), svc);
+    // HTTP/1.1 or HTTP/2, chosen by the client's first bytes (which follow the ALPN it
+    // negotiated; on the plain listener, HTTP/2 is h2c with prior knowledge), with upgrades
+    // (WebSocket) and, on HTTP/2, extended CONNECT (RFC 8441).
+    let builder = http_builder();
+    let io = FirstByteDeadline::new(io, HEADER_READ_TIMEOUT);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(served);
     tokio::select! {
         _ = served.as_mut() => {}
@@ -169,4 +170,20 @@ pub(crate) async fn serve_conn<I>(
             let _ = served.await;
         }
     }
+}
+
+/// HTTP/1.1 keeps the client's header casing and a header read timeout; HTTP/2 accepts
+/// `:protocol` so WebSocket can be bootstrapped over it.
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .preserve_header_case(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    builder
 }

@@ -5,9 +5,14 @@
 
 mod parse;
 
+use std::borrow::Cow;
+
 use base64::Engine;
 
 pub use parse::TemplateError;
+
+/// Answers a field path (`["Credentials", "key"]`) with its bytes, borrowed where possible.
+pub type ByteLookup<'l, 'a> = &'l dyn Fn(&[String]) -> Option<Cow<'a, [u8]>>;
 
 /// A compiled template.
 #[derive(Debug, Clone)]
@@ -88,11 +93,20 @@ impl Template {
         &self,
         lookup: &dyn Fn(&[String]) -> Option<String>,
     ) -> Result<String, TemplateError> {
-        let mut out = String::new();
+        let bytes = self.render_bytes(&|p| lookup(p).map(|s| Cow::Owned(s.into_bytes())))?;
+        // Every input is a `String` and every function returns text, so this cannot fail.
+        String::from_utf8(bytes)
+            .map_err(|_| TemplateError::Syntax("rendered text is not UTF-8".into()))
+    }
+
+    /// Renders to bytes, for values that need not be UTF-8 (a request body that is signed
+    /// byte for byte, as Go's `string(body)` would be).
+    pub fn render_bytes<'a>(&self, lookup: ByteLookup<'_, 'a>) -> Result<Vec<u8>, TemplateError> {
+        let mut out = Vec::new();
         for p in &self.parts {
             match p {
-                Part::Text(t) => out.push_str(t),
-                Part::Action(cmds) => out.push_str(&run_pipeline(cmds, lookup)?),
+                Part::Text(t) => out.extend_from_slice(t.as_bytes()),
+                Part::Action(cmds) => out.extend_from_slice(&run_pipeline(cmds, lookup)?),
             }
         }
         Ok(out)
@@ -107,11 +121,11 @@ fn field_allowed(path: &[String], allowed: &[&str]) -> bool {
     })
 }
 
-fn run_pipeline(
+fn run_pipeline<'a>(
     cmds: &[Command],
-    lookup: &dyn Fn(&[String]) -> Option<String>,
-) -> Result<String, TemplateError> {
-    let mut carried: Option<String> = None;
+    lookup: ByteLookup<'_, 'a>,
+) -> Result<Cow<'a, [u8]>, TemplateError> {
+    let mut carried: Option<Cow<'a, [u8]>> = None;
     for c in cmds {
         let value = match c {
             Command::Operand(o) => {
@@ -128,7 +142,7 @@ fn run_pipeline(
                     .map(|a| eval(a, lookup))
                     .collect::<Result<Vec<_>, _>>()?;
                 vals.extend(carried.take());
-                call(*f, &vals)
+                Cow::Owned(call(*f, &vals))
             }
         };
         carried = Some(value);
@@ -136,12 +150,9 @@ fn run_pipeline(
     Ok(carried.unwrap_or_default())
 }
 
-fn eval(
-    o: &Operand,
-    lookup: &dyn Fn(&[String]) -> Option<String>,
-) -> Result<String, TemplateError> {
+fn eval<'a>(o: &Operand, lookup: ByteLookup<'_, 'a>) -> Result<Cow<'a, [u8]>, TemplateError> {
     match o {
-        Operand::Str(s) => Ok(s.clone()),
+        Operand::Str(s) => Ok(Cow::Owned(s.clone().into_bytes())),
         // The field name is safe to report; its value never is.
         Operand::Field(path) => {
             lookup(path).ok_or_else(|| TemplateError::MissingValue(format!(".{}", path.join("."))))
@@ -149,10 +160,12 @@ fn eval(
     }
 }
 
-fn call(f: Func, args: &[String]) -> String {
-    let joined: String = args.concat();
+fn call(f: Func, args: &[Cow<'_, [u8]>]) -> Vec<u8> {
+    let joined: Vec<u8> = args.concat();
     match f {
-        Func::Base64 => base64::engine::general_purpose::STANDARD.encode(joined.as_bytes()),
+        Func::Base64 => base64::engine::general_purpose::STANDARD
+            .encode(&joined)
+            .into_bytes(),
         Func::Print => joined,
     }
 }
@@ -196,5 +209,15 @@ mod tests {
             .unwrap();
         assert_eq!(out, "K");
         assert!(Template::parse("{{ .Credentials }}", &["Credentials.*"]).is_err());
+    }
+
+    #[test]
+    fn bytes_pass_through_unchanged() {
+        let t = Template::parse("{{ .Body }}|{{ base64 .Body }}", &["Body"]).unwrap();
+        let body: &[u8] = &[0xff, 0x00, b'a'];
+        let out = t
+            .render_bytes(&|p| (p == ["Body"]).then_some(Cow::Borrowed(body)))
+            .unwrap();
+        assert_eq!(out, b"\xff\x00a|/wBh");
     }
 }

@@ -12,7 +12,7 @@ use rustls::ServerConfig;
 use tokio::sync::OnceCell;
 
 use super::leaf::{ConfigTemplate, LeafName, mint_config};
-use super::{ALPN_HTTP11, CertAuthority, TlsError};
+use super::{ALPN_H2, ALPN_HTTP11, CertAuthority, TlsError};
 
 /// Entries are dropped this long before their leaf expires (capped at a quarter of the
 /// validity), so a cached leaf is never served at the edge of its lifetime.
@@ -90,13 +90,16 @@ impl std::fmt::Debug for LeafCache {
 
 impl LeafCache {
     /// A cache of at most `capacity` (at least 1) leaves, each valid for `validity`.
-    /// ALPN offers `http/1.1` only; see [`LeafCache::with_alpn`].
+    /// ALPN offers `h2` then `http/1.1`; see [`LeafCache::with_alpn`].
     pub fn new(ca: CertAuthority, capacity: usize, validity: Duration) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
             shared: Arc::new(Shared {
                 ca,
-                template: ConfigTemplate::new(super::provider(), vec![ALPN_HTTP11.to_vec()]),
+                template: ConfigTemplate::new(
+                    super::provider(),
+                    vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+                ),
                 validity,
             }),
             state: Mutex::new(State {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rustls::{ClientConfig, RootCertStore, version};
 use rustls_pki_types::CertificateDer;
 
-use super::{ALPN_HTTP11, TlsError};
+use super::{ALPN_H2, ALPN_HTTP11, TlsError};
 
 const ENV_CERT_FILE: &str = "SSL_CERT_FILE";
 const ENV_CERT_DIR: &str = "SSL_CERT_DIR";
@@ -86,9 +86,9 @@ impl UpstreamRoots {
 }
 
 /// Client config for upstream TLS: system roots plus `SSL_CERT_FILE` / `SSL_CERT_DIR`,
-/// TLS 1.2+, ALPN `http/1.1`.
+/// TLS 1.2+, ALPN `h2` then `http/1.1` (the upstream client speaks whichever is chosen).
 pub fn upstream_client_config() -> Result<Arc<ClientConfig>, TlsError> {
-    upstream_client_config_with_alpn(vec![ALPN_HTTP11.to_vec()])
+    upstream_client_config_with_alpn(vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()])
 }
 
 /// As [`upstream_client_config`], offering `alpn` (most preferred first).

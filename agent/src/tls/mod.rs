@@ -32,7 +32,7 @@ pub use leaf::mint_benchmark;
 
 /// ALPN protocol id for HTTP/1.1.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
-/// ALPN protocol id for HTTP/2 (not offered by default yet).
+/// ALPN protocol id for HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
 
 #[derive(Debug, thiserror::Error)]

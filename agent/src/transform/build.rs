@@ -3,8 +3,13 @@
 use std::sync::Arc;
 
 use super::annotate::Annotate;
+use super::aws_auth::AwsAuth;
 use super::body_capture::BodyCapture;
+use super::gcp_auth::GcpAuth;
+use super::gcp_id_token::GcpIdToken;
 use super::header_allowlist::HeaderAllowlist;
+use super::hmac_sign::HmacSign;
+use super::oauth_token::OauthToken;
 use super::secrets::Secrets;
 use super::{Pipeline, Transform, allowlist::Allowlist};
 use crate::config::{TransformEntry, TransformSpec};
@@ -38,6 +43,38 @@ pub fn build_pipeline(
                     index,
                     message: err.to_string(),
                 }),
+            },
+            TransformSpec::OauthToken(cfg) => match OauthToken::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::GcpAuth(cfg) => match GcpAuth::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::GcpIdToken(cfg) => match GcpIdToken::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::HmacSign(cfg) => match HmacSign::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(err) => errors.push(BuildError::Invalid {
+                    index,
+                    message: err.to_string(),
+                }),
+            },
+            TransformSpec::AwsAuth(cfg) => match AwsAuth::new(cfg, secrets) {
+                Ok(t) => out.push(Arc::new(t)),
+                Err(message) => errors.push(BuildError::Invalid { index, message }),
             },
             _ => errors.push(BuildError::Unsupported {
                 index,

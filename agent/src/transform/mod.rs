@@ -6,11 +6,16 @@
 
 pub mod allowlist;
 pub mod annotate;
+pub mod aws_auth;
 pub mod body;
 pub mod body_capture;
 pub mod build;
+pub mod gcp_auth;
+pub mod gcp_id_token;
 pub mod header_allowlist;
 pub mod headers;
+pub mod hmac_sign;
+pub mod oauth_token;
 pub mod pipeline;
 pub mod secrets;
 pub mod uri;

@@ -1,4 +1,6 @@
-//! Pooled upstream HTTP client with the response-header timeout.
+//! Pooled upstream HTTP client with the response-header timeout. HTTP/2 is used when the
+//! upstream chose it by ALPN (the connector reports it), HTTP/1.1 otherwise; h2 connections
+//! are shared by concurrent requests to the same authority.
 
 use std::time::Duration;
 
@@ -37,6 +39,11 @@ impl UpstreamClient {
             client,
             header_timeout,
         }
+    }
+
+    /// How long to wait for an upstream's response headers.
+    pub fn header_timeout(&self) -> Duration {
+        self.header_timeout
     }
 
     pub async fn send(

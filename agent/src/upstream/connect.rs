@@ -220,6 +220,19 @@ impl tower_service::Service<http::Uri> for Connector {
     }
 }
 
+impl Connector {
+    /// The same connector offering only `http/1.1` by ALPN, for a dedicated connection that
+    /// must speak HTTP/1.1 whatever the server prefers (a WebSocket Upgrade cannot run on a
+    /// connection where the server chose h2). Same resolve, deny-list and TLS checks.
+    pub fn http1_only(&self) -> Connector {
+        let mut config = (**self.tls.config()).clone();
+        config.alpn_protocols = vec![crate::tls::ALPN_HTTP11.to_vec()];
+        let mut c = self.clone();
+        c.tls = TlsConnector::from(Arc::new(config));
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,11 @@ impl HmacSignConfig {
             let p = format!("{path}.headers[{i}]");
             if h.name.trim().is_empty() {
                 errors.push(ConfigError::new(format!("{p}.name"), "is required"));
+            } else if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+                errors.push(ConfigError::new(
+                    format!("{p}.name"),
+                    format!("{:?} is not a valid header name", h.name),
+                ));
             }
             if h.value.is_empty() {
                 errors.push(ConfigError::new(format!("{p}.value"), "is required"));

@@ -35,7 +35,7 @@ impl OauthGrant {
     }
 
     /// (required, optional) credential fields for this grant.
-    fn credential_fields(self) -> (&'static [&'static str], &'static [&'static str]) {
+    pub fn credential_fields(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
             Self::RefreshToken => (&["refresh_token", "client_id"], &["client_secret"]),
             Self::ClientCredentials => (&["client_id", "client_secret"], &[]),
@@ -59,8 +59,9 @@ pub struct OauthTokenEntry {
     pub header: Option<String>,
     /// Defaults to `Bearer `.
     pub value_prefix: Option<String>,
-    /// Reject with 502 when minting fails (default: forward untouched).
-    pub require: bool,
+    /// Reject with 502 when minting fails. Default true, as documented (iron-proxy's code
+    /// defaults to forwarding untouched); `false` forwards without the header.
+    pub require: Option<bool>,
     /// Header name → source, sent on the token POST only (name casing preserved).
     pub token_endpoint_headers: BTreeMap<String, SecretSource>,
     pub refresh_token: Option<SecretSource>,
@@ -82,6 +83,10 @@ impl OauthTokenEntry {
             .as_deref()
             .filter(|h| !h.is_empty())
             .unwrap_or(DEFAULT_OAUTH_HEADER)
+    }
+
+    pub fn require(&self) -> bool {
+        self.require.unwrap_or(true)
     }
 
     pub fn value_prefix(&self) -> &str {

@@ -1,0 +1,327 @@
+//! `aws_auth`: the workload's AWS SDK signs with placeholder credentials; the agent reads the
+//! region and service from that signature's scope, gates them, and re-signs the request with
+//! the real credentials (SigV4, current time). The workload never holds a working key.
+//!
+//! Order per request: rules → scope ([`scope`]) → region/service gates → credentials
+//! ([`credentials`]) → payload hash (body rules below) → re-sign ([`sign`]). Every refusal is
+//! a JSON `{"error":"aws_auth","reason":...}` with the status of the documented table.
+
+mod credentials;
+mod scope;
+mod sign;
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body::Body as _;
+use serde_json::Value;
+
+use crate::config::transforms::AwsAuthConfig;
+use crate::policy::RuleSet;
+use crate::secrets::SecretRegistry;
+use crate::transform::{
+    ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
+};
+use credentials::CredentialSource;
+use sign::Payload;
+
+pub struct AwsAuth {
+    rules: RuleSet,
+    /// Empty = any.
+    allowed_regions: Vec<String>,
+    allowed_services: Vec<String>,
+    creds: CredentialSource,
+    unsigned_payload: bool,
+    allow_chunked_body: bool,
+}
+
+impl AwsAuth {
+    pub fn new(cfg: &AwsAuthConfig, registry: &mut SecretRegistry) -> Result<Self, String> {
+        let nonempty = |v: &[String]| {
+            v.iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        Ok(Self {
+            rules: RuleSet::from_configs(&cfg.rules),
+            allowed_regions: nonempty(&cfg.allowed_regions),
+            allowed_services: nonempty(&cfg.allowed_services),
+            creds: CredentialSource::new(cfg, registry)?,
+            unsigned_payload: cfg.unsigned_payload,
+            allow_chunked_body: cfg.allow_chunked_body,
+        })
+    }
+}
+
+/// A refusal: the documented reason and status, plus annotations giving context.
+struct Refusal {
+    reason: &'static str,
+    status: StatusCode,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, status: StatusCode) -> Self {
+        Self {
+            reason,
+            status,
+            extra: Vec::new(),
+        }
+    }
+
+    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
+        self.extra.push((key, value.into()));
+        self
+    }
+
+    fn into_verdict(self, cx: &mut RequestCx) -> Verdict {
+        cx.annotate("rejected", self.reason);
+        for (k, v) in self.extra {
+            cx.annotate(k, v);
+        }
+        Verdict::Reject(Some(json_error(self.status, self.reason)))
+    }
+}
+
+fn json_error(status: StatusCode, reason: &str) -> ProxyResponse {
+    let text = format!(r#"{{"error":"aws_auth","reason":"{reason}"}}"#);
+    let mut r = http::Response::new(body::full(Bytes::from(text.clone())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    r
+}
+
+#[async_trait]
+impl Transform for AwsAuth {
+    fn name(&self) -> &str {
+        "aws_auth"
+    }
+
+    async fn on_request(
+        &self,
+        cx: &mut RequestCx,
+        req: &mut ProxyRequest,
+    ) -> Result<Verdict, TransformError> {
+        if req.method() == http::Method::CONNECT || !self.rules.matches(&cx.match_input(req)) {
+            return Ok(Verdict::Continue);
+        }
+        match self.sign_request(cx, req).await {
+            Ok(()) => Ok(Verdict::Continue),
+            Err(refusal) => Ok(refusal.into_verdict(cx)),
+        }
+    }
+}
+
+impl AwsAuth {
+    async fn sign_request(
+        &self,
+        cx: &mut RequestCx,
+        req: &mut ProxyRequest,
+    ) -> Result<(), Refusal> {
+        let scope = scope::parse(req.headers(), req.uri().query()).map_err(|e| {
+            Refusal::new("missing_sigv4", StatusCode::BAD_REQUEST).with("error", e.to_string())
+        })?;
+        // Gates come before any credential is read: a refused scope never touches the keys.
+        if !self.allowed_regions.is_empty() && !self.allowed_regions.contains(&scope.region) {
+            return Err(Refusal::new("region_not_allowed", StatusCode::FORBIDDEN)
+                .with("region", scope.region));
+        }
+        if !self.allowed_services.is_empty() && !self.allowed_services.contains(&scope.service) {
+            return Err(Refusal::new("service_not_allowed", StatusCode::FORBIDDEN)
+                .with("service", scope.service));
+        }
+        let creds = self.creds.get().await.map_err(|e| {
+            Refusal::new("credential_unavailable", StatusCode::BAD_GATEWAY)
+                .with("credential", self.creds.kind())
+                .with("error", e.to_string())
+        })?;
+        let buffered = if self.unsigned_payload {
+            None
+        } else {
+            Some(self.read_body(cx, req).await?)
+        };
+        let payload = match &buffered {
+            Some(b) => Payload::Bytes(b),
+            None => Payload::Unsigned,
+        };
+        let injected =
+            sign::resign(req, &scope, creds, payload, SystemTime::now()).map_err(|e| {
+                Refusal::new("signing_failed", StatusCode::INTERNAL_SERVER_ERROR)
+                    .with("error", e.to_string())
+            })?;
+        cx.annotate("injected", injected);
+        cx.annotate("service", scope.service);
+        cx.annotate("region", scope.region);
+        if scope.presigned {
+            cx.annotate("presigned", true);
+        }
+        Ok(())
+    }
+
+    /// The body the payload hash covers, buffered (within the request body limit) and put back
+    /// with an exact `Content-Length`. Nothing is forwarded that differs from what was hashed.
+    async fn read_body(&self, cx: &RequestCx, req: &mut ProxyRequest) -> Result<Bytes, Refusal> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let ended = req.body().is_end_stream();
+        match declared {
+            Some(0) => return Ok(Bytes::new()),
+            Some(n) if ended => {
+                return Err(
+                    Refusal::new("body_missing", StatusCode::BAD_REQUEST).with("content_length", n)
+                );
+            }
+            Some(n) => {
+                if let Some(limit) = cx.request_body_limit.filter(|l| n > *l) {
+                    return Err(too_large(limit).with("content_length", n));
+                }
+            }
+            None if ended => return Ok(Bytes::new()),
+            None if !self.allow_chunked_body => {
+                return Err(Refusal::new(
+                    "chunked_body_not_allowed",
+                    StatusCode::BAD_REQUEST,
+                ));
+            }
+            None => {}
+        }
+        let bytes = match body::buffer_request(req, cx.request_body_limit).await {
+            Ok(b) => b,
+            Err(TransformError::BodyTooLarge { limit }) => return Err(too_large(limit)),
+            Err(e) => {
+                return Err(Refusal::new("body_read_failed", StatusCode::BAD_REQUEST)
+                    .with("error", e.to_string()));
+            }
+        };
+        if let Some(n) = declared
+            && (bytes.len() as u64) < n
+        {
+            return Err(
+                Refusal::new("body_truncated", StatusCode::PAYLOAD_TOO_LARGE)
+                    .with("content_length", n)
+                    .with("buffered_length", bytes.len()),
+            );
+        }
+        if declared.is_none() {
+            tracing::warn!(
+                host = %cx.host,
+                buffered_length = bytes.len(),
+                "aws_auth signing chunked request body without length verification"
+            );
+        }
+        Ok(bytes)
+    }
+}
+
+/// Over `proxy.max_request_body_bytes`: refused whole, never hashed or forwarded truncated.
+fn too_large(limit: u64) -> Refusal {
+    Refusal::new("body_too_large", StatusCode::PAYLOAD_TOO_LARGE).with("limit", limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::transforms::source::ControlPlaneSource;
+    use crate::config::transforms::{RuleConfig, SecretSource};
+
+    async fn transform(chunked_ok: bool) -> AwsAuth {
+        let inline = |v: &str| {
+            Some(SecretSource::ControlPlane(ControlPlaneSource {
+                value: v.into(),
+                json_key: None,
+            }))
+        };
+        let cfg = AwsAuthConfig {
+            access_key_id: inline("AKIDEXAMPLE"),
+            secret_access_key: inline("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            allow_chunked_body: chunked_ok,
+            rules: vec![RuleConfig {
+                host: Some("*.amazonaws.com".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut registry = SecretRegistry::default();
+        let t = AwsAuth::new(&cfg, &mut registry).unwrap();
+        registry.resolve_all().await;
+        t
+    }
+
+    fn request(content_length: Option<&str>, body: ProxyBody) -> ProxyRequest {
+        let mut b = http::Request::builder()
+            .method("PUT")
+            .uri("/bucket/key")
+            .header("host", "s3.us-east-1.amazonaws.com")
+            .header(
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20200101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00",
+            );
+        if let Some(cl) = content_length {
+            b = b.header("content-length", cl);
+        }
+        b.body(body).unwrap()
+    }
+
+    /// Runs the transform; returns the status and `rejected` annotation (None = signed).
+    async fn run(t: &AwsAuth, mut req: ProxyRequest, limit: Option<u64>) -> (u16, Option<String>) {
+        let mut cx = RequestCx::new(
+            "s3.us-east-1.amazonaws.com".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            crate::transform::Mode::Mitm,
+        );
+        cx.request_body_limit = limit;
+        let verdict = t.on_request(&mut cx, &mut req).await.unwrap();
+        let notes = cx.take_annotations();
+        let rejected = notes
+            .get("rejected")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        match verdict {
+            Verdict::Continue => {
+                let auth = req.headers()["authorization"].to_str().unwrap();
+                assert!(
+                    auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+                    "{auth}"
+                );
+                assert!(auth.contains("/us-east-1/s3/aws4_request"));
+                (200, rejected)
+            }
+            Verdict::Reject(Some(r)) => (r.status().as_u16(), rejected),
+            _ => panic!("unexpected verdict"),
+        }
+    }
+
+    use crate::transform::ProxyBody;
+
+    #[tokio::test]
+    async fn body_rules() {
+        let t = transform(false).await;
+        let ok = run(&t, request(Some("5"), body::full("hello")), Some(16)).await;
+        assert_eq!(ok, (200, None));
+        let r = run(&t, request(Some("5"), body::empty()), None).await;
+        assert_eq!(r, (400, Some("body_missing".into())));
+        let r = run(&t, request(Some("10"), body::full("abc")), None).await;
+        assert_eq!(r, (413, Some("body_truncated".into())));
+        let r = run(&t, request(Some("100"), body::full("x")), Some(16)).await;
+        assert_eq!(r, (413, Some("body_too_large".into())));
+        let r = run(&t, request(None, body::full("chunk")), None).await;
+        assert_eq!(r, (400, Some("chunked_body_not_allowed".into())));
+
+        let t = transform(true).await;
+        let r = run(&t, request(None, body::full("chunk")), None).await;
+        assert_eq!(r, (200, None));
+        let r = run(&t, request(None, body::full(vec![b'x'; 64])), Some(16)).await;
+        assert_eq!(r, (413, Some("body_too_large".into())));
+    }
+}

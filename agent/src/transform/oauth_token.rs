@@ -1,0 +1,327 @@
+//! `oauth_token` (§12.7): mints OAuth2 access tokens from credentials the workload never
+//! sees and sets them on matching requests; answers the workload's own requests to a
+//! configured `token_endpoint` with a stub token.
+//!
+//! Each entry keeps one [`TokenCache`] built from a snapshot of its resolved credentials. When
+//! a credential's value changes (a `ttl` re-read after rotation), the fingerprint changes and a
+//! fresh token source replaces the old one, dropping any rotated refresh token with it.
+
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::config::transforms::oauth_token::{OauthGrant, OauthTokenConfig, OauthTokenEntry};
+use crate::mint::oauth::{Credentials, GrantConfig, OAuthSource};
+use crate::mint::{MintError, Token, TokenCache, TokenHttp};
+use crate::policy::{RuleSet, normalize_host};
+use crate::secrets::{Secret, SecretRegistry};
+use crate::transform::headers::canonical_name;
+use crate::transform::{
+    ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
+};
+
+/// The token every stubbed token endpoint hands out; worthless outside the agent.
+pub const STUB_TOKEN_BODY: &str =
+    r#"{"access_token":"iron-proxy-stub-token","expires_in":3600,"token_type":"Bearer"}"#;
+
+/// `200 application/json` with [`STUB_TOKEN_BODY`].
+pub fn stub_token_response() -> ProxyResponse {
+    json_response(StatusCode::OK, STUB_TOKEN_BODY.to_string())
+}
+
+fn json_response(status: StatusCode, body: String) -> ProxyResponse {
+    let len = body.len();
+    let mut r = http::Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// Headers a minting transform (`oauth_token`, `gcp_auth`) already set on this request. A later
+/// one leaves them alone: the first credential transform in config order wins (documented).
+#[derive(Debug, Clone, Default)]
+pub struct MintedHeaders(Vec<HeaderName>);
+
+impl MintedHeaders {
+    pub fn contains(req: &ProxyRequest, name: &HeaderName) -> bool {
+        req.extensions()
+            .get::<MintedHeaders>()
+            .is_some_and(|m| m.0.contains(name))
+    }
+
+    /// Sets `name: value` and records it.
+    pub fn set(req: &mut ProxyRequest, name: HeaderName, mut value: HeaderValue) {
+        value.set_sensitive(true);
+        req.headers_mut().insert(name.clone(), value);
+        match req.extensions_mut().get_mut::<MintedHeaders>() {
+            Some(m) => m.0.push(name),
+            None => {
+                req.extensions_mut().insert(MintedHeaders(vec![name]));
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OauthBuildError {
+    #[error("tokens[{index}].{field}: {message}")]
+    Entry {
+        index: usize,
+        field: String,
+        message: String,
+    },
+}
+
+pub struct OauthToken {
+    entries: Vec<Entry>,
+    /// (host, path) of every configured token endpoint.
+    stubs: Vec<(String, String)>,
+}
+
+struct Entry {
+    grant: OauthGrant,
+    cfg: Arc<GrantConfig>,
+    rules: RuleSet,
+    header: HeaderName,
+    /// `header:<Canonical>` for the `injected` annotation.
+    location: String,
+    prefix: String,
+    require: bool,
+    fields: Vec<(&'static str, Arc<Secret>)>,
+    endpoint_headers: Vec<(String, Arc<Secret>)>,
+    http: Arc<TokenHttp>,
+    hasher: RandomState,
+    /// Fingerprint of the credentials the cache was built from, and the cache.
+    current: Mutex<Option<(u64, Arc<TokenCache>)>>,
+}
+
+/// Host (normalised, port dropped) and path (`/` when empty) of a token endpoint URL.
+pub fn endpoint_host_path(url: &str) -> Option<(String, String)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = normalize_host(uri.host()?.trim_start_matches('[').trim_end_matches(']'));
+    let path = match uri.path() {
+        "" => "/".to_string(),
+        p => p.to_string(),
+    };
+    Some((host, path))
+}
+
+impl OauthToken {
+    pub fn new(
+        cfg: &OauthTokenConfig,
+        registry: &mut SecretRegistry,
+    ) -> Result<Self, OauthBuildError> {
+        let http = Arc::new(TokenHttp::new());
+        let mut entries = Vec::new();
+        let mut stubs = Vec::new();
+        for (index, e) in cfg.tokens.iter().enumerate() {
+            let err = |field: &str, message: String| OauthBuildError::Entry {
+                index,
+                field: field.into(),
+                message,
+            };
+            let stub = endpoint_host_path(&e.token_endpoint)
+                .ok_or_else(|| err("token_endpoint", "is not a valid URL".into()))?;
+            stubs.push(stub);
+            entries.push(Entry::new(e, registry, http.clone(), &err)?);
+        }
+        Ok(Self { entries, stubs })
+    }
+}
+
+impl Entry {
+    fn new(
+        e: &OauthTokenEntry,
+        registry: &mut SecretRegistry,
+        http: Arc<TokenHttp>,
+        err: &dyn Fn(&str, String) -> OauthBuildError,
+    ) -> Result<Self, OauthBuildError> {
+        let grant = e.grant.ok_or_else(|| err("grant", "is required".into()))?;
+        let (required, optional) = grant.credential_fields();
+        let mut fields = Vec::new();
+        for f in required.iter().chain(optional) {
+            if let Some(src) = e.credential(f) {
+                let s = registry.register(src).map_err(|x| err(f, x.to_string()))?;
+                fields.push((*f, s));
+            }
+        }
+        let mut endpoint_headers = Vec::new();
+        for (name, src) in &e.token_endpoint_headers {
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                err(
+                    &format!("token_endpoint_headers.{name}"),
+                    "is not a valid header name".into(),
+                )
+            })?;
+            let s = registry
+                .register(src)
+                .map_err(|x| err(&format!("token_endpoint_headers.{name}"), x.to_string()))?;
+            endpoint_headers.push((name.clone(), s));
+        }
+        let header = HeaderName::from_bytes(e.header().as_bytes()).map_err(|_| {
+            err(
+                "header",
+                format!("{:?} is not a valid header name", e.header()),
+            )
+        })?;
+        HeaderValue::from_str(e.value_prefix())
+            .map_err(|_| err("value_prefix", "is not a valid header value".into()))?;
+        Ok(Self {
+            grant,
+            cfg: Arc::new(GrantConfig {
+                grant,
+                token_endpoint: e.token_endpoint.clone(),
+                scopes: e.scopes.clone(),
+                audience: e.audience.clone(),
+            }),
+            rules: RuleSet::from_configs(&e.rules),
+            location: format!("header:{}", canonical_name(e.header())),
+            header,
+            prefix: e.value_prefix().to_string(),
+            require: e.require(),
+            fields,
+            endpoint_headers,
+            http,
+            hasher: RandomState::new(),
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The current credential values; a missing one fails the mint (fail closed).
+    fn credentials(&self) -> Result<(u64, Credentials), MintError> {
+        let mut h = self.hasher.build_hasher();
+        let mut c = Credentials::default();
+        let value = |field: &str, s: &Secret| {
+            s.current().map_err(|e| MintError::Credential {
+                field: field.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        for (field, s) in &self.fields {
+            let v = value(field, s)?;
+            field.hash(&mut h);
+            v.expose().hash(&mut h);
+            let slot = match *field {
+                "refresh_token" => &mut c.refresh_token,
+                "client_id" => &mut c.client_id,
+                "client_secret" => &mut c.client_secret,
+                "username" => &mut c.username,
+                "password" => &mut c.password,
+                "issuer" => &mut c.issuer,
+                "subject" => &mut c.subject,
+                "private_key" => &mut c.private_key,
+                "private_key_id" => &mut c.private_key_id,
+                // `credential_fields` names nothing else.
+                _ => continue,
+            };
+            *slot = Some(v);
+        }
+        for (name, s) in &self.endpoint_headers {
+            let v = value(&format!("token_endpoint_headers.{name}"), s)?;
+            name.hash(&mut h);
+            v.expose().hash(&mut h);
+            c.endpoint_headers.push((name.clone(), v));
+        }
+        Ok((h.finish(), c))
+    }
+
+    /// The token cache for the current credentials, rebuilt when they changed.
+    fn cache(&self) -> Result<Arc<TokenCache>, MintError> {
+        let (fp, creds) = self.credentials()?;
+        let mut cur = self.current.lock();
+        if let Some((old, cache)) = cur.as_ref()
+            && *old == fp
+        {
+            return Ok(cache.clone());
+        }
+        if cur.is_some() {
+            tracing::info!(
+                transform = "oauth_token",
+                grant = self.grant.as_str(),
+                "credentials changed; rebuilding the token source"
+            );
+        }
+        let source = OAuthSource::new(self.cfg.clone(), creds, self.http.clone());
+        let cache = TokenCache::new(Arc::new(source));
+        *cur = Some((fp, cache.clone()));
+        Ok(cache)
+    }
+
+    async fn token(&self) -> Result<Token, MintError> {
+        self.cache()?.token().await
+    }
+}
+
+#[async_trait]
+impl Transform for OauthToken {
+    fn name(&self) -> &str {
+        "oauth_token"
+    }
+
+    async fn on_request(
+        &self,
+        cx: &mut RequestCx,
+        req: &mut ProxyRequest,
+    ) -> Result<Verdict, TransformError> {
+        // 1. The workload's own token requests get the stub, whatever the rules say.
+        let path = body::decoded_path(req);
+        if self.stubs.iter().any(|(h, p)| *h == cx.host && p == path) {
+            cx.annotate("stubbed", "oauth2_token_endpoint");
+            return Ok(Verdict::Stub(stub_token_response()));
+        }
+        // 2. First matching entry wins.
+        let Some(e) = self
+            .entries
+            .iter()
+            .find(|e| e.rules.matches(&cx.match_input(req)))
+        else {
+            return Ok(Verdict::Continue);
+        };
+        if MintedHeaders::contains(req, &e.header) {
+            return Ok(Verdict::Continue);
+        }
+        cx.annotate("grant", e.grant.as_str());
+        match e.token().await {
+            Ok(t) => {
+                let v = HeaderValue::from_str(&format!("{}{}", e.prefix, t.value.expose()))
+                    .map_err(|_| {
+                        TransformError::Failed("minted token is not a valid header value".into())
+                    })?;
+                MintedHeaders::set(req, e.header.clone(), v);
+                cx.annotate("injected", json!([e.location]));
+                Ok(Verdict::Continue)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    transform = "oauth_token",
+                    grant = e.grant.as_str(),
+                    error = %err,
+                    "minting an access token failed"
+                );
+                cx.annotate("error", err.reason());
+                if !e.require {
+                    cx.annotate("skipped", "token_unavailable");
+                    return Ok(Verdict::Continue);
+                }
+                cx.annotate("rejected", "token_unavailable");
+                let body = json!({
+                    "error": "oauth_token failed to mint an access token",
+                    "grant": e.grant.as_str(),
+                });
+                Ok(Verdict::Reject(Some(json_response(
+                    StatusCode::BAD_GATEWAY,
+                    body.to_string(),
+                ))))
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! gRPC through the agent: a real gRPC server (Python grpcio, TLS with a test CA) and a real
+//! gRPC client dialling the agent's MITM listener. Unary with trailing metadata, server
+//! streaming, and an error status (a trailers-only response) must all arrive intact, with a
+//! credential injected into the call's metadata by the `secrets` transform.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use iron_agent_tests::{Agent, TestCa, loopback_config};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const TOKEN: &str = "real-grpc-token-777";
+
+const TRANSFORMS: &str = r#"  - name: allowlist
+    config:
+      domains: ["localhost"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: API_TOKEN}
+          replace:
+            proxy_value: "proxy-token-abc"
+            match_headers: ["Authorization"]
+          rules: [{host: localhost}]
+"#;
+
+fn script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/grpc")
+        .join(name)
+}
+
+/// grpcio is a test prerequisite (`pip install grpcio`); without it this test fails loudly.
+fn require_grpcio() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "python3 with grpcio is required: pip install grpcio");
+}
+
+#[test]
+fn grpc_unary_streaming_and_error_status_through_the_agent() {
+    require_grpcio();
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let origin_ca = TestCa::new("origin");
+        let (chain, key) = origin_ca.server_cert_pem(&["localhost"]);
+        let (chain_path, key_path) = (dir.path().join("srv.crt"), dir.path().join("srv.key"));
+        std::fs::write(&chain_path, chain).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        let origin_ca_path = dir.path().join("origin-ca.pem");
+        std::fs::write(&origin_ca_path, &origin_ca.cert_pem).unwrap();
+
+        let mut server = tokio::process::Command::new("python3")
+            .arg(script("server.py"))
+            .arg(&chain_path)
+            .arg(&key_path)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+        let port: u16 = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("grpc server start")
+            .unwrap()
+            .expect("grpc server port")
+            .trim()
+            .parse()
+            .unwrap();
+
+        let mitm = TestCa::new("mitm");
+        let (c, k) = mitm.write(dir.path());
+        let agent = Agent::with_config(&loopback_config(&c, &k, TRANSFORMS))
+            .env("SSL_CERT_FILE", origin_ca_path.to_string_lossy())
+            .env("API_TOKEN", TOKEN)
+            .start();
+
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new("python3")
+                .arg(script("client.py"))
+                .arg(agent.addr("https").to_string())
+                .arg(format!("localhost:{port}"))
+                .arg(&c)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("grpc client finished")
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "grpc client failed: {stdout}\n{}\nagent logs:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            agent.logs()
+        );
+        let res: Value = serde_json::from_str(stdout.trim()).unwrap();
+
+        // Unary: the server saw the real credential; the response and its trailers arrived.
+        assert_eq!(
+            res["unary"],
+            format!("auth=Bearer {TOKEN};msg=hello"),
+            "{res}"
+        );
+        assert_eq!(res["unary_code"], "OK");
+        assert_eq!(res["unary_trailers"]["x-trailer"], "t1", "{res}");
+        // Server streaming: every message, in order, then OK.
+        assert_eq!(res["stream"], serde_json::json!(["s-0", "s-1", "s-2"]));
+        // Error status travels in trailers (here a trailers-only response).
+        assert_eq!(res["fail"]["code"], "NOT_FOUND", "{res}");
+        assert_eq!(res["fail"]["details"], "no such thing");
+
+        let recs = agent.wait_audits(3);
+        assert_eq!(recs.len(), 3, "{recs:?}");
+        for (path, rec) in ["/test.Echo/Unary", "/test.Echo/Stream", "/test.Echo/Fail"]
+            .iter()
+            .map(|p| (*p, recs.iter().find(|r| r["path"] == *p)))
+        {
+            let rec = rec.unwrap_or_else(|| panic!("no record for {path}: {recs:?}"));
+            assert_eq!(rec["protocol"], "h2", "{rec}");
+            assert_eq!(rec["method"], "POST");
+            assert_eq!(rec["action"], "allow");
+            assert_eq!(rec["status_code"], 200);
+            assert_eq!(rec["host"], format!("localhost:{port}"));
+        }
+        assert!(
+            !agent.logs().contains(TOKEN),
+            "secret value leaked into logs"
+        );
+        let _ = server.kill().await;
+    });
+}

@@ -1,0 +1,523 @@
+//! `hmac_sign` end to end: client → agent (MITM) → an HTTPS upstream that recomputes every
+//! signature with an independent implementation (Python's hmac/hashlib) and answers 401 on a
+//! mismatch. Covers each algorithm, key and output encoding and timestamp format, bodies and
+//! queries, credentials in headers and in the message, every reachable rejection, config-time
+//! template errors, one audit record per request, and no credential in the agent's output.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "hmac_sign/schemes.rs"]
+mod schemes;
+#[path = "hmac_sign/upstream.rs"]
+mod upstream;
+
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use iron_agent_tests::agent::agent_bin;
+use iron_agent_tests::{Agent, Reply, TestCa, https_request};
+use schemes::*;
+use serde_json::{Value, json};
+use upstream::{Scheme, Upstream, raw_https};
+
+struct Setup {
+    agent: Agent,
+    mitm: TestCa,
+    upstream: Upstream,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn host(&self) -> String {
+        format!("localhost:{}", self.upstream.port)
+    }
+
+    async fn send(&self, req: http::Request<Full<Bytes>>) -> Reply {
+        https_request(
+            self.agent.addr("https"),
+            "localhost",
+            self.mitm.client_config(),
+            req,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}; agent logs:\n{}", self.agent.logs()))
+    }
+
+    async fn raw(&self, raw: &str, half_close: bool) -> upstream::RawReply {
+        raw_https(
+            self.agent.addr("https"),
+            self.mitm.client_config(),
+            raw.as_bytes(),
+            half_close,
+        )
+        .await
+    }
+
+    fn assert_no_secret_in_logs(&self, values: &[&str]) {
+        let logs = self.agent.logs();
+        for v in values {
+            assert!(!logs.contains(v), "a credential value leaked into the logs");
+        }
+    }
+
+    /// Exactly `n` audit records, after giving stragglers a moment to show up.
+    fn assert_audit_count(&self, n: usize) -> Vec<Value> {
+        self.agent.wait_audits(n);
+        std::thread::sleep(Duration::from_millis(300));
+        let all = self.agent.audits();
+        assert_eq!(all.len(), n, "one audit record per request");
+        all
+    }
+}
+
+/// Agent + verifier for `schemes`; `extra_proxy` adds lines under `proxy:`. A credential
+/// whose value is empty has its env var left unset.
+fn setup(schemes: &[Scheme], extra_proxy: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_ca = TestCa::new("hmac upstream");
+    let upstream = Upstream::start(dir.path(), &origin_ca, schemes);
+    let ca_path = dir.path().join("origin-ca.pem");
+    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
+    let mitm = TestCa::new("mitm");
+    let (c, k) = mitm.write(dir.path());
+    let transforms: String = std::iter::once(
+        "  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n".to_string(),
+    )
+    .chain(schemes.iter().filter(|s| s.agent_signs).map(Scheme::yaml))
+    .collect();
+    let config = format!(
+        "dns:\n  enabled: false\nproxy:\n  http_listen: \"127.0.0.1:0\"\n  https_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []\n  upstream_response_header_timeout: \"5s\"\n{extra_proxy}tls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\ntransforms:\n{transforms}",
+        c.display(),
+        k.display()
+    );
+    let mut b = Agent::with_config(&config).env("SSL_CERT_FILE", ca_path.to_string_lossy());
+    for s in schemes {
+        for (_, var, value) in s.creds.iter().filter(|c| !c.2.is_empty()) {
+            b = b.env(var, *value);
+        }
+    }
+    let agent = b.start();
+    assert!(
+        agent.listeners.contains_key("https"),
+        "agent did not start:\n{}",
+        agent.logs()
+    );
+    Setup {
+        agent,
+        mitm,
+        upstream,
+        _dir: dir,
+    }
+}
+
+fn request(
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::copy_from_slice(body))).unwrap()
+}
+
+fn verified(r: &Reply, what: &str) -> Value {
+    assert_eq!(r.status, 200, "{what}: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["ok"], true, "{what}: {v}");
+    v
+}
+
+fn hmac_trace(audit: &Value) -> Value {
+    audit["request_transforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "hmac_sign" && t.get("annotations").is_some())
+        .cloned()
+        .unwrap_or_else(|| panic!("no annotated hmac_sign trace: {audit}"))
+}
+
+#[test]
+fn every_algorithm_encoding_and_timestamp_verifies_upstream() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup(&schemes(), "");
+        let host = s.host();
+        let mut sent = 0;
+        let binary: &[u8] = &[0x00, 0x9f, 0x92, 0x96, 0xff, b'\n', b'{'];
+        for scheme in schemes().iter().filter(|s| s.agent_signs) {
+            let n = scheme.name;
+            let cases: [(&str, String, &[u8]); 4] = [
+                ("GET", format!("/s/{n}/orders"), b""),
+                (
+                    "GET",
+                    format!("/s/{n}/orders?symbol=BTC-USD&limit=5&q=a%20b"),
+                    b"",
+                ),
+                (
+                    "POST",
+                    format!("/s/{n}/orders?client_oid=42"),
+                    br#"{"side":"buy","size":"0.01"}"#,
+                ),
+                ("PUT", format!("/s/{n}/blob"), binary),
+            ];
+            for (method, target, body) in cases {
+                let r = s
+                    .send(request(
+                        method,
+                        &host,
+                        &target,
+                        &[("content-type", "application/octet-stream")],
+                        body,
+                    ))
+                    .await;
+                let v = verified(&r, &format!("{n} {method} {target}"));
+                assert_eq!(v["body_len"], body.len());
+                sent += 1;
+            }
+        }
+
+        // The configured casing reaches the wire, and a placeholder the workload sent for a
+        // signed header is replaced, not duplicated (the verifier wants exactly one).
+        let r = s
+            .send(request(
+                "POST",
+                &host,
+                "/s/falconx/orders",
+                &[
+                    ("fx-access-sign", "workload-placeholder"),
+                    ("Fx-Access-Key", "workload-placeholder"),
+                ],
+                b"{}",
+            ))
+            .await;
+        let v = verified(&r, "falconx with placeholders");
+        sent += 1;
+        let received: Vec<&str> = v["received"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        for name in [
+            "FX-ACCESS-KEY",
+            "FX-ACCESS-SIGN",
+            "FX-ACCESS-TIMESTAMP",
+            "FX-ACCESS-PASSPHRASE",
+        ] {
+            assert!(received.contains(&name), "{name} casing: {received:?}");
+        }
+
+        // The verifier is live: unsigned and forged requests fail there.
+        let r = s
+            .send(request("GET", &host, "/s/unsigned/orders", &[], b""))
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        let r = s
+            .send(request(
+                "GET",
+                &host,
+                "/s/unsigned/orders",
+                &[("X-Ts", "1700000000"), ("X-Sig", "Zm9yZ2Vk")],
+                b"",
+            ))
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text());
+        sent += 2;
+
+        let audits = s.assert_audit_count(sent);
+        let a = audits
+            .iter()
+            .find(|a| a["path"] == "/s/falconx/orders" && a["method"] == "POST")
+            .unwrap();
+        assert_eq!(a["action"], "allow");
+        assert_eq!(
+            hmac_trace(a)["annotations"],
+            json!({"injected": [
+                "header:FX-ACCESS-KEY",
+                "header:FX-ACCESS-SIGN",
+                "header:FX-ACCESS-TIMESTAMP",
+                "header:FX-ACCESS-PASSPHRASE"
+            ]})
+        );
+        let a = audits.iter().find(|a| a["path"] == "/s/sha1/blob").unwrap();
+        assert_eq!(
+            hmac_trace(a)["annotations"]["injected"],
+            json!(["header:Authorization", "header:X-Ts"])
+        );
+        // Transforms whose rules do not match leave no annotations.
+        let unsigned = audits
+            .iter()
+            .find(|a| a["path"] == "/s/unsigned/orders")
+            .unwrap();
+        assert!(
+            unsigned["request_transforms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t.get("annotations").is_none()),
+            "{unsigned}"
+        );
+        assert_eq!(s.upstream.requests().len(), sent);
+        s.assert_no_secret_in_logs(&ALL_SECRETS);
+    });
+}
+
+fn assert_json_reject(status: u16, body: &[u8], want_status: u16, reason: &str) {
+    assert_eq!(status, want_status, "{}", String::from_utf8_lossy(body));
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v, json!({"error": "hmac_sign", "reason": reason}));
+}
+
+#[test]
+fn body_integrity_and_every_reachable_rejection() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup(&rejection_schemes(), "  max_request_body_bytes: 64\n");
+        let host = s.host();
+        let mut sent = 0;
+
+        // Chunked body without allow_chunked_body: 400, never forwarded.
+        let chunked = |path: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+        };
+        let r = s.raw(&chunked("/s/strict/x", "{\"a\":1}"), false).await;
+        assert_json_reject(r.status, &r.body, 400, "chunked_body_not_allowed");
+        assert!(
+            r.head
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{}",
+            r.head
+        );
+        sent += 1;
+        // With allow_chunked_body: signed over the buffered body, re-framed with a length.
+        let r = s.raw(&chunked("/s/chunky/x", "{\"a\":1}"), false).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["ok"], true);
+        assert_eq!(r.json()["framing"], 7);
+        sent += 1;
+
+        // Over the 64-byte buffer limit: 413, whether the length is declared or chunked.
+        let big = "x".repeat(100);
+        let r = s
+            .send(request("POST", &host, "/s/strict/big", &[], big.as_bytes()))
+            .await;
+        assert_eq!(r.status, 413, "{}", r.text());
+        let r = s.raw(&chunked("/s/chunky/big", &big), false).await;
+        assert_eq!(r.status, 413);
+        sent += 2;
+
+        // A body shorter than its Content-Length (the client gave up): 400 body_read_failed.
+        let short = format!(
+            "POST /s/strict/short HTTP/1.1\r\nHost: {host}\r\nContent-Length: 50\r\nConnection: close\r\n\r\n0123456789"
+        );
+        let r = s.raw(&short, true).await;
+        assert_json_reject(r.status, &r.body, 400, "body_read_failed");
+        sent += 1;
+
+        let r = s.send(request("GET", &host, "/s/badkey/x", &[], b"")).await;
+        assert_json_reject(r.status, &r.body, 500, "key_decode_failed");
+        let r = s.send(request("GET", &host, "/s/nocred/x", &[], b"")).await;
+        assert_json_reject(r.status, &r.body, 502, "credential_unavailable");
+        let r = s
+            .send(request("GET", &host, "/s/badheader/x", &[], b""))
+            .await;
+        assert_json_reject(r.status, &r.body, 500, "header_template_failed");
+        sent += 3;
+
+        let audits = s.assert_audit_count(sent);
+        let by_path = |p: &str| -> Value {
+            audits
+                .iter()
+                .find(|a| a["path"] == p)
+                .cloned()
+                .unwrap_or_else(|| panic!("no audit for {p}"))
+        };
+        let ann = |p: &str| hmac_trace(&by_path(p))["annotations"].clone();
+
+        let a = by_path("/s/strict/x");
+        assert_eq!(a["action"], "reject");
+        assert_eq!(a["status_code"], 400);
+        assert_eq!(a["rejected_by"], "hmac_sign");
+        assert_eq!(ann("/s/strict/x"), json!({"rejected": "chunked_body_not_allowed"}));
+        assert_eq!(by_path("/s/chunky/x")["action"], "allow");
+
+        let a = by_path("/s/strict/big");
+        assert_eq!(a["status_code"], 413);
+        assert_eq!(a["reason"], "body_too_large");
+        assert_eq!(a["rejected_by"], "hmac_sign");
+        assert_eq!(
+            ann("/s/strict/big"),
+            json!({"content_length": 100, "rejected": "body_too_large"})
+        );
+        assert_eq!(ann("/s/chunky/big")["rejected"], "body_too_large");
+
+        let a = ann("/s/strict/short");
+        assert_eq!(a["rejected"], "body_read_failed");
+        assert!(a["error"].is_string(), "{a}");
+
+        let a = ann("/s/badkey/x");
+        assert_eq!(a["rejected"], "key_decode_failed");
+        assert_eq!(
+            a["error"], "decoding base64 key: invalid character at offset 3",
+            "names the position, never the key"
+        );
+        assert_eq!(by_path("/s/badkey/x")["status_code"], 500);
+
+        let a = ann("/s/nocred/x");
+        assert_eq!(a["rejected"], "credential_unavailable");
+        assert_eq!(a["credential"], "passphrase");
+        assert!(
+            a["error"]
+                .as_str()
+                .unwrap()
+                .contains("NOCRED_PASSPHRASE_UNSET"),
+            "{a}"
+        );
+        assert_eq!(by_path("/s/nocred/x")["status_code"], 502);
+
+        let a = ann("/s/badheader/x");
+        assert_eq!(a["rejected"], "header_template_failed");
+        assert_eq!(a["header"], "X-Passphrase");
+        assert_eq!(a["error"], "rendered value is not a valid header value");
+
+        // Only the chunked request allowed to be signed reached the verifier.
+        assert_eq!(
+            s.upstream.requests(),
+            vec!["POST /s/chunky/x".to_string()]
+        );
+        let logs = s.agent.logs();
+        assert!(
+            logs.contains("hmac_sign signing chunked request body without length verification"),
+            "{logs}"
+        );
+        s.assert_no_secret_in_logs(&[
+            DEF_SECRET,
+            RFC_SECRET,
+            "not*base64!key-4711",
+            PRE_SECRET,
+            HEX_SECRET,
+            "line-passphrase-99",
+        ]);
+    });
+}
+
+/// Runs `iron-agent check-config` on an `hmac_sign` entry; returns (exit code, stderr).
+fn check_config(entry: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("c");
+    let (c, k) = ca.write(dir.path());
+    let cfg = iron_agent_tests::loopback_config(&c, &k, entry);
+    let path = dir.path().join("agent.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn entry(message: &str, headers: &str, credentials: &str) -> String {
+    format!(
+        "  - name: hmac_sign\n    config:\n      signature: {{message: {}}}\n      credentials: {credentials}\n      headers: {headers}\n      rules: [{{host: api.example.com}}]\n",
+        json!(message)
+    )
+}
+
+#[test]
+fn template_and_credential_mistakes_are_config_errors() {
+    let creds = "{secret: {type: env, var: S}, key: {type: env, var: K}}";
+    let sig = r#"[{name: X-Sig, value: "{{.Signature}}"}]"#;
+    let good = entry("{{.Timestamp}}{{.Credentials.key}}{{.Body}}", sig, creds);
+    let (code, stderr) = check_config(&good);
+    assert_eq!(code, 0, "{stderr}");
+
+    let cases = [
+        (
+            entry("{{.Timestamp}}{{.Nope}}", sig, creds),
+            "transforms[0].config.signature.message",
+            ".Nope",
+        ),
+        (
+            entry("{{.Signature}}", sig, creds),
+            "transforms[0].config.signature.message",
+            ".Signature",
+        ),
+        (
+            entry("{{.Body}}", r#"[{name: X-Sig, value: "{{.Body}}"}]"#, creds),
+            "transforms[0].config.headers[0].value",
+            ".Body",
+        ),
+        (
+            entry(
+                "{{.Body}}",
+                r#"[{name: X-Key, value: "{{.Credentials.missing}}"}]"#,
+                creds,
+            ),
+            "transforms[0].config.headers[0].value",
+            ".Credentials.missing",
+        ),
+        (
+            entry("{{.Credentials.other}}", sig, creds),
+            "transforms[0].config.signature.message",
+            ".Credentials.other",
+        ),
+        (
+            entry("{{.Body", sig, creds),
+            "transforms[0].config.signature.message",
+            "template syntax",
+        ),
+        (
+            entry("{{.Body}}", sig, "{key: {type: env, var: K}}"),
+            "transforms[0].config.credentials",
+            "\"secret\"",
+        ),
+        (
+            entry(
+                "{{.Body}}",
+                r#"[{name: "X Sig", value: "{{.Signature}}"}]"#,
+                creds,
+            ),
+            "transforms[0].config.headers[0].name",
+            "not a valid header name",
+        ),
+    ];
+    for (cfg, field, detail) in cases {
+        let (code, stderr) = check_config(&cfg);
+        assert_eq!(code, 1, "{cfg}\n{stderr}");
+        assert!(
+            stderr.contains(field) && stderr.contains(detail),
+            "want {field} / {detail} in:\n{stderr}"
+        );
+    }
+
+    // `run` refuses the same config before listening.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("c");
+    let (c, k) = ca.write(dir.path());
+    let bad = entry("{{.Nope}}", sig, creds);
+    let mut agent = Agent::with_config(&iron_agent_tests::loopback_config(&c, &k, &bad)).start();
+    let status = agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    assert!(agent.listeners.is_empty());
+    assert!(
+        agent.logs().contains("signature.message"),
+        "{}",
+        agent.logs()
+    );
+}

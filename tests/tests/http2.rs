@@ -1,0 +1,383 @@
+//! HTTP/2 through the MITM listener: an h2 client (hyper and curl) with a secret injected by
+//! the `secrets` transform, to an upstream that negotiates h2 and to an HTTP/1.1-only one.
+//! The audit record says which protocol the client spoke.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, https_request, loopback_config};
+use rustls_pki_types::ServerName;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+const TOKEN: &str = "real-h2-token-5551234";
+const PLACEHOLDER: &str = "proxy-token-abc";
+
+const TRANSFORMS: &str = r#"  - name: allowlist
+    config:
+      domains: ["localhost"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: API_TOKEN}
+          replace:
+            proxy_value: "proxy-token-abc"
+            match_headers: ["Authorization"]
+          rules: [{host: localhost}]
+"#;
+
+struct Setup {
+    agent: Agent,
+    mitm: TestCa,
+    h2_origin: Origin,
+    h1_origin: Origin,
+    dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_ca = TestCa::new("origin");
+    let names = vec!["localhost".to_string()];
+    let h2_origin = Origin::start(
+        OriginKind::HttpsH2 {
+            names: names.clone(),
+        },
+        Some(&origin_ca),
+    )
+    .await;
+    let h1_origin = Origin::start(OriginKind::Https { names }, Some(&origin_ca)).await;
+    let ca_path = dir.path().join("origin-ca.pem");
+    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
+    let mitm = TestCa::new("mitm");
+    let (c, k) = mitm.write(dir.path());
+    let config = loopback_config(&c, &k, TRANSFORMS).replace(
+        "  upstream_deny_cidrs: []",
+        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
+    );
+    let agent = Agent::with_config(&config)
+        .env("SSL_CERT_FILE", ca_path.to_string_lossy())
+        .env("API_TOKEN", TOKEN)
+        .start();
+    Setup {
+        agent,
+        mitm,
+        h2_origin,
+        h1_origin,
+        dir,
+    }
+}
+
+/// An HTTP/2 connection to the agent's MITM listener, ALPN `h2` only.
+async fn h2_connect(s: &Setup) -> SendRequest<Full<Bytes>> {
+    let mut cfg = (*s.mitm.client_config()).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(s.agent.addr("https")).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn h2_get(sender: &mut SendRequest<Full<Bytes>>, port: u16, path: &str) -> (u16, Value) {
+    let req = http::Request::builder()
+        .uri(format!("https://localhost:{port}{path}"))
+        .header("authorization", format!("Bearer {PLACEHOLDER}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("not an echo: {}", String::from_utf8_lossy(&body)));
+    (status, echo)
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    echo["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .and_then(|h| h[1].as_str())
+}
+
+fn assert_no_secret(agent: &Agent) {
+    assert!(
+        !agent.logs().contains(TOKEN),
+        "secret value leaked into logs"
+    );
+}
+
+#[test]
+fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let mut sender = h2_connect(&s).await;
+
+        // h2 end to end: the upstream negotiated h2 and got the real credential.
+        let (status, echo) = h2_get(&mut sender, s.h2_origin.port(), "/h2?q=1").await;
+        assert_eq!(status, 200);
+        assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
+        assert_eq!(
+            echo["uri"],
+            format!("https://localhost:{}/h2?q=1", s.h2_origin.port())
+        );
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        for hop in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+            assert!(header(&echo, hop).is_none(), "{hop} sent upstream: {echo}");
+        }
+
+        // Same client connection, an HTTP/1.1-only upstream: translated, Host set from :authority.
+        let (status, echo) = h2_get(&mut sender, s.h1_origin.port(), "/h1").await;
+        assert_eq!(status, 200);
+        assert_eq!(echo["version"], "HTTP/1.1", "{echo}");
+        assert_eq!(echo["uri"], "/h1");
+        assert_eq!(
+            header(&echo, "host"),
+            Some(format!("localhost:{}", s.h1_origin.port()).as_str())
+        );
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+
+        // An HTTP/1.1 client (no ALPN) to the h2-capable upstream still works.
+        let req = http::Request::builder()
+            .uri("/plain")
+            .header("host", format!("localhost:{}", s.h2_origin.port()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = https_request(
+            s.agent.addr("https"),
+            "localhost",
+            s.mitm.client_config(),
+            req,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+
+        let recs = s.agent.wait_audits(3);
+        assert_eq!(recs.len(), 3, "{recs:?}");
+        let by_path = |p: &str| {
+            recs.iter()
+                .find(|r| r["path"] == p)
+                .unwrap_or_else(|| panic!("no record for {p}: {recs:?}"))
+                .clone()
+        };
+        for (path, proto) in [("/h2", "h2"), ("/h1", "h2"), ("/plain", "http/1.1")] {
+            let r = by_path(path);
+            assert_eq!(r["protocol"], proto, "{r}");
+            assert_eq!(r["action"], "allow", "{r}");
+            assert_eq!(r["status_code"], 200, "{r}");
+        }
+        let h2 = by_path("/h2");
+        assert_eq!(h2["request_transforms"][1]["name"], "secrets", "{h2}");
+        assert_no_secret(&s.agent);
+    });
+}
+
+#[test]
+fn curl_http2_through_the_mitm() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let ca = s.dir.path().join("ca.crt");
+        let port = s.h2_origin.port();
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new("curl")
+                .args(["-sS", "--http2", "--cacert"])
+                .arg(&ca)
+                .arg("--connect-to")
+                .arg(format!("localhost:{port}:{}", s.agent.addr("https")))
+                .args(["-H", &format!("Authorization: Bearer {PLACEHOLDER}")])
+                .args(["-w", "\n%{http_version}"])
+                .arg(format!("https://localhost:{port}/curl"))
+                .output(),
+        )
+        .await
+        .unwrap()
+        .expect("curl runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (body, version) = stdout.rsplit_once('\n').unwrap();
+        assert_eq!(version, "2", "curl did not speak HTTP/2");
+        let echo: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs[0]["protocol"], "h2");
+        assert_eq!(recs[0]["path"], "/curl");
+        assert_no_secret(&s.agent);
+    });
+}
+
+#[test]
+fn h2_stream_cancelled_by_the_client_is_audited_once_as_client_cancel() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let mut sender = h2_connect(&s).await;
+        let req = http::Request::builder()
+            .uri(format!("https://localhost:{}/slow", s.h2_origin.port()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        // The origin answers /slow after 3 s; the agent's header timeout (2 s) would make it a
+        // 502. Giving up after 300 ms resets the stream, which must end the request first.
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(300), sender.send_request(req)).await;
+        assert!(gave_up.is_err(), "the slow request answered early");
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs[0]["action"], "client_cancel", "{recs:?}");
+        assert_eq!(recs[0]["protocol"], "h2");
+        // The connection stays usable, and no second record appears for the cancelled stream.
+        let (status, _) = h2_get(&mut sender, s.h2_origin.port(), "/after").await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let recs = s.agent.audits();
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        assert_eq!(recs.iter().filter(|r| r["path"] == "/slow").count(), 1);
+    });
+}
+
+#[test]
+fn h2c_prior_knowledge_on_the_http_listener() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let origin = Origin::start(OriginKind::Http, None).await;
+        let tcp = TcpStream::connect(s.agent.addr("http")).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://localhost:{}/h2c", origin.port()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echo: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echo["version"], "HTTP/1.1");
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs[0]["protocol"], "h2");
+        assert_eq!(recs[0]["path"], "/h2c");
+    });
+}
+
+#[test]
+fn h2_inside_a_connect_tunnel() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let ca = s.dir.path().join("ca.crt");
+        let port = s.h2_origin.port();
+        let proxy = format!("http://{}", s.agent.addr("tunnel"));
+        let out = iron_agent_tests::curl::curl(
+            &[
+                "--http2",
+                "--cacert",
+                &ca.to_string_lossy(),
+                "--proxy",
+                &proxy,
+                "-H",
+                &format!("Authorization: Bearer {PLACEHOLDER}"),
+                "-w",
+                "\n%{http_version}",
+                &format!("https://localhost:{port}/tunnelled"),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out.code, Some(0), "{out:?}\n{}", s.agent.logs());
+        let (body, version) = out.stdout.rsplit_once('\n').unwrap();
+        assert_eq!(version, "2", "curl did not speak HTTP/2 inside the tunnel");
+        let echo: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(echo["version"], "HTTP/2.0");
+        assert_eq!(
+            header(&echo, "authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        let recs = s.agent.wait_audits(2);
+        let inner = recs
+            .iter()
+            .find(|r| r["path"] == "/tunnelled")
+            .expect("inner record");
+        assert_eq!(inner["protocol"], "h2", "{inner}");
+        assert!(inner.get("tunnel").is_some(), "{inner}");
+        assert_no_secret(&s.agent);
+    });
+}
+
+#[test]
+fn h2_client_to_http1_upstream_gets_configured_header_casing() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let o = Origin::start_raw().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = TestCa::new("m").write(dir.path());
+        let t = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: API_KEY}\n          inject: {header: \"X-API-Key\"}\n";
+        let agent = Agent::with_config(&loopback_config(&c, &k, t))
+            .env("API_KEY", "cased-real")
+            .start();
+        // h2c (prior knowledge): HTTP/2 header names are lower-case on the wire.
+        let tcp = TcpStream::connect(agent.addr("http")).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri(format!("http://localhost:{}/c", o.port()))
+            .header("x-client", "1")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let echo: Value = serde_json::from_slice(&body).unwrap();
+        let head = echo["head"].as_str().unwrap();
+        // The HTTP/1.1 upstream sees the configured casing; other names as HTTP/2 carried them.
+        assert!(head.starts_with("GET /c HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nX-API-Key: cased-real"), "{head}");
+        assert!(head.contains("\r\nx-client: 1"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nhost: localhost:{}", o.port())),
+            "{head}"
+        );
+    });
+}

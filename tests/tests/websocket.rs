@@ -1,0 +1,434 @@
+//! WebSocket through the agent: over HTTP/1.1 (Upgrade) and over HTTP/2 (extended CONNECT,
+//! RFC 8441), to a TLS echo server that checks the credential the `secrets` transform
+//! injected into the handshake. One audit record per WebSocket, written when it closes, with
+//! the upstream's 101; a denied handshake gets 403 and one record.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use iron_agent_tests::{Agent, TestCa, loopback_config};
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+const TOKEN: &str = "real-ws-key-31337";
+
+const TRANSFORMS: &str = r#"  - name: allowlist
+    config:
+      domains: ["localhost"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: WS_KEY}
+          replace:
+            proxy_value: "proxy-ws-key"
+            match_headers: ["X-Api-Key"]
+          rules: [{host: localhost}]
+"#;
+
+/// A TLS WebSocket echo server (WebSocket over HTTP/1.1; ALPN offers h2 too); records each handshake's `x-api-key`.
+struct WsOrigin {
+    addr: SocketAddr,
+    seen_keys: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WsOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn ws_origin(ca: &TestCa) -> WsOrigin {
+    let (chain, key) = ca.server_cert(&["localhost"]);
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    // Like most real servers it would pick h2 if offered; the agent must offer only http/1.1
+    // for the WebSocket handshake.
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen_keys = Arc::new(Mutex::new(Vec::new()));
+    let seen = seen_keys.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                // A real server would now speak HTTP/2, where an HTTP/1.1 Upgrade is impossible.
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    return;
+                }
+                // The callback's signature is tungstenite's.
+                #[allow(clippy::result_large_err)]
+                let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                          resp| {
+                    let key = req
+                        .headers()
+                        .get("x-api-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    seen.lock().unwrap().push(key);
+                    if req.uri().path() == "/unauthorized" {
+                        let mut refused = http::Response::new(Some("no".to_string()));
+                        *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+                        return Err(refused);
+                    }
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, cb).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    WsOrigin {
+        addr,
+        seen_keys,
+        task,
+    }
+}
+
+struct Setup {
+    agent: Agent,
+    mitm: TestCa,
+    origin: WsOrigin,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let origin_ca = TestCa::new("origin");
+    let origin = ws_origin(&origin_ca).await;
+    let ca_path = dir.path().join("origin-ca.pem");
+    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
+    let mitm = TestCa::new("mitm");
+    let (c, k) = mitm.write(dir.path());
+    let config = loopback_config(&c, &k, TRANSFORMS).replace(
+        "  upstream_deny_cidrs: []",
+        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
+    );
+    let agent = Agent::with_config(&config)
+        .env("SSL_CERT_FILE", ca_path.to_string_lossy())
+        .env("WS_KEY", TOKEN)
+        .start();
+    Setup {
+        agent,
+        mitm,
+        origin,
+        _dir: dir,
+    }
+}
+
+/// TLS to the agent's MITM listener with `sni`, offering `alpn`.
+async fn tls_to_agent(
+    s: &Setup,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut cfg = (*s.mitm.client_config()).clone();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(s.agent.addr("https")).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// Echo round trip (text and binary), then a clean close.
+async fn echo_and_close<S>(ws: &mut WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    for msg in [Message::text("hello"), Message::binary(vec![1u8, 2, 3])] {
+        ws.send(msg.clone()).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+    }
+    ws.close(None).await.unwrap();
+    // Drain until the server's close arrives and the stream ends.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    assert!(drained.is_ok(), "close handshake did not finish");
+}
+
+fn assert_ws_record(s: &Setup, rec: &serde_json::Value) {
+    assert_eq!(rec["protocol"], "websocket", "{rec}");
+    assert_eq!(rec["status_code"], 101, "{rec}");
+    assert_eq!(rec["action"], "allow", "{rec}");
+    assert_eq!(rec["method"], "GET", "{rec}");
+    assert_eq!(rec["path"], "/chat", "{rec}");
+    assert_eq!(rec["host"], format!("localhost:{}", s.origin.addr.port()));
+    assert_eq!(rec["request_transforms"][1]["name"], "secrets", "{rec}");
+}
+
+#[test]
+fn websocket_over_http1_with_injected_header() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
+        let mut req = format!("wss://localhost:{}/chat", s.origin.addr.port())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-api-key", "proxy-ws-key".parse().unwrap());
+        let (mut ws, resp) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async(req, tls),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(resp.status(), 101);
+        assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
+        // Nothing is audited while the WebSocket is open.
+        assert!(s.agent.audits().is_empty(), "{:?}", s.agent.audits());
+        echo_and_close(&mut ws).await;
+        drop(ws);
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_ws_record(&s, &recs[0]);
+        assert!(
+            !s.agent.logs().contains(TOKEN),
+            "secret value leaked into logs"
+        );
+    });
+}
+
+#[test]
+fn websocket_over_http2_extended_connect() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"h2"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("https://localhost:{}/chat", s.origin.addr.port()))
+            .header("sec-websocket-version", "13")
+            .header("x-api-key", "proxy-ws-key")
+            .extension(hyper::ext::Protocol::from_static("websocket"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "extended CONNECT refused: {resp:?}");
+        let upgraded = hyper::upgrade::on(resp).await.unwrap();
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+        assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
+        echo_and_close(&mut ws).await;
+        drop(ws);
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_ws_record(&s, &recs[0]);
+        assert!(
+            !s.agent.logs().contains(TOKEN),
+            "secret value leaked into logs"
+        );
+    });
+}
+
+#[test]
+fn websocket_dropped_without_close_is_audited_once() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
+        let req = format!("wss://localhost:{}/chat", s.origin.addr.port())
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        ws.send(Message::text("one")).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text("one"));
+        // The client vanishes: no close frame, the TCP connection just goes away.
+        drop(ws);
+        let recs = s.agent.wait_audits(1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(s.agent.audits().len(), 1, "{:?}", s.agent.audits());
+        assert_eq!(recs[0]["status_code"], 101, "{}", recs[0]);
+        assert_eq!(recs[0]["protocol"], "websocket");
+    });
+}
+
+#[test]
+fn upstream_refusing_the_handshake_is_relayed_as_a_normal_response() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
+        let req = format!("wss://localhost:{}/unauthorized", s.origin.addr.port())
+            .into_client_request()
+            .unwrap();
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async(req, tls),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        match err {
+            WsError::Http(resp) => assert_eq!(resp.status(), 401),
+            other => panic!("expected an HTTP 401, got {other:?}"),
+        }
+        let recs = s.agent.wait_audits(1);
+        assert_eq!(recs[0]["status_code"], 401, "{}", recs[0]);
+        assert_eq!(recs[0]["action"], "allow");
+        assert_eq!(recs[0]["protocol"], "websocket");
+        assert_eq!(s.origin.seen_keys.lock().unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn open_websocket_is_closed_and_audited_at_shutdown() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let mut s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
+        let req = format!("wss://localhost:{}/chat", s.origin.addr.port())
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        ws.send(Message::text("one")).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap();
+        assert_eq!(back.unwrap().unwrap(), Message::text("one"));
+        let status = tokio::task::block_in_place(|| s.agent.signal(libc::SIGTERM));
+        assert!(status.success(), "exit status {status:?}");
+        let recs = s.agent.audits();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert_eq!(recs[0]["protocol"], "websocket");
+        assert_eq!(recs[0]["status_code"], 101);
+        // The client sees its connection end.
+        let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap();
+        assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    });
+}
+
+#[test]
+fn websocket_inside_a_connect_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let target = format!("localhost:{}", s.origin.addr.port());
+        let mut tcp = TcpStream::connect(s.agent.addr("tunnel")).await.unwrap();
+        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(tcp.read(&mut b).await.unwrap(), 1, "tunnel closed");
+            head.push(b[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut cfg = (*s.mitm.client_config()).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let mut req = format!("wss://{target}/chat")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-api-key", "proxy-ws-key".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
+        echo_and_close(&mut ws).await;
+        drop(ws);
+        let recs = s.agent.wait_audits(2);
+        let inner = recs
+            .iter()
+            .find(|r| r["protocol"] == "websocket")
+            .unwrap_or_else(|| panic!("{recs:?}"));
+        assert_ws_record(&s, inner);
+        assert!(inner.get("tunnel").is_some(), "{inner}");
+    });
+}
+
+#[test]
+fn denied_websocket_handshake_gets_403_and_one_record() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "denied.test", &[b"http/1.1"]).await;
+        let req = "wss://denied.test/chat".into_client_request().unwrap();
+        let err = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async(req, tls),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+        match err {
+            WsError::Http(resp) => assert_eq!(resp.status(), 403),
+            other => panic!("expected an HTTP 403, got {other:?}"),
+        }
+        let recs = s.agent.wait_audits(1);
+        // Give a stray second record a moment to show up before counting.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let recs_after = s.agent.audits();
+        assert_eq!(recs_after.len(), 1, "{recs_after:?}");
+        let rec = &recs[0];
+        assert_eq!(rec["protocol"], "websocket", "{rec}");
+        assert_eq!(rec["action"], "reject", "{rec}");
+        assert_eq!(rec["status_code"], 403, "{rec}");
+        assert_eq!(rec["host"], "denied.test");
+        assert!(s.origin.seen_keys.lock().unwrap().is_empty());
+    });
+}
