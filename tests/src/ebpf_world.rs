@@ -1,13 +1,15 @@
 //! The world of the root-only eBPF end-to-end tests: a network namespace `iae2e` whose
 //! addresses stand in for remote hosts (HTTPS echo origins for `api.test`, `other.test` and
-//! `denied.test` on 10.231.0.2:443, [fd31::2]:443 and 10.231.0.3:443; a plain HTTP echo on
-//! 10.231.0.2:8080), a fake DNS zone naming them, and an agent with `intercept: mode: ebpf`
+//! `denied.test` on 10.231.0.2:443, [fd31::2]:443 and 10.231.0.3:443; an HTTPS echo offering
+//! HTTP/2 for `h2.test` on 10.231.0.4:443; a plain HTTP echo on 10.231.0.2:8080; 10.231.0.5 and
+//! 10.231.0.6 free for test files' own servers, named `ws.test` and `grpc.test`), a fake DNS
+//! zone naming them, and an agent with `intercept: mode: ebpf`
 //! governing the test users `iatest1` (top-level pipeline) and `iatest2` (policy `restricted`).
 //! Nothing leaves the machine.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::dns::fake_zone;
@@ -25,6 +27,8 @@ pub struct World {
     pub ns: NetNs,
     pub dir: tempfile::TempDir,
     pub zone: std::net::SocketAddr,
+    /// Signs every origin's certificate; the agent trusts it (`SSL_CERT_FILE`).
+    pub origin_ca: Arc<TestCa>,
     /// Runs helpers the tests start in the agent's (root, exempt) world, e.g. upstream proxies.
     pub rt: tokio::runtime::Runtime,
 }
@@ -35,13 +39,20 @@ impl World {
         let ns = NetNs::new(
             "iae2e",
             "10.231.0.1",
-            &["10.231.0.2", "10.231.0.3"],
+            &[
+                "10.231.0.2",
+                "10.231.0.3",
+                "10.231.0.4",
+                "10.231.0.5",
+                "10.231.0.6",
+            ],
             "fd31::1",
             "fd31::2",
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let origin_ca = TestCa::new("e2e origin CA");
+        let origin_ca = Arc::new(TestCa::new("e2e origin CA"));
+        let ca = origin_ca.clone();
         let ca_path = dir.path().join("origin-ca.pem");
         std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
         std::fs::set_permissions(&ca_path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -56,17 +67,18 @@ impl World {
                     names: vec!["api.test".into(), "other.test".into(), "denied.test".into()],
                 };
                 let _a =
-                    Origin::start_on("10.231.0.2:443".parse().unwrap(), names(), Some(&origin_ca))
-                        .await;
+                    Origin::start_on("10.231.0.2:443".parse().unwrap(), names(), Some(&ca)).await;
                 let _b =
-                    Origin::start_on("[fd31::2]:443".parse().unwrap(), names(), Some(&origin_ca))
-                        .await;
+                    Origin::start_on("[fd31::2]:443".parse().unwrap(), names(), Some(&ca)).await;
                 let _c =
-                    Origin::start_on("10.231.0.3:443".parse().unwrap(), names(), Some(&origin_ca))
-                        .await;
+                    Origin::start_on("10.231.0.3:443".parse().unwrap(), names(), Some(&ca)).await;
                 let _d =
                     Origin::start_on("10.231.0.2:8080".parse().unwrap(), OriginKind::Http, None)
                         .await;
+                let h2 = OriginKind::HttpsH2 {
+                    names: vec!["h2.test".into()],
+                };
+                let _e = Origin::start_on("10.231.0.4:443".parse().unwrap(), h2, Some(&ca)).await;
                 tx.send(()).unwrap();
                 std::future::pending::<()>().await;
             });
@@ -77,8 +89,17 @@ impl World {
             ("api.test", "fd31::2"),
             ("other.test", "10.231.0.2"),
             ("denied.test", "10.231.0.2"),
+            ("h2.test", "10.231.0.4"),
+            ("ws.test", "10.231.0.5"),
+            ("grpc.test", "10.231.0.6"),
         ]));
-        World { ns, dir, zone, rt }
+        World {
+            ns,
+            dir,
+            zone,
+            origin_ca,
+            rt,
+        }
     }
 
     /// The standard config: MITM with `mitm` as the agent's CA.
@@ -113,13 +134,18 @@ proxy:
 transforms:
   - name: allowlist
     config:
-      domains: ["api.test", "other.test"]
+      domains: ["api.test", "other.test", "h2.test", "ws.test", "grpc.test"]
   - name: secrets
     config:
       secrets:
         - source: {{type: env, var: API_KEY}}
           inject: {{header: "X-Api-Key"}}
-          rules: [{{host: api.test}}]
+          rules: [{{host: api.test}}, {{host: h2.test}}, {{host: ws.test}}]
+        - source: {{type: env, var: API_KEY}}
+          replace:
+            proxy_value: "proxy-token-abc"
+            match_headers: ["Authorization"]
+          rules: [{{host: grpc.test}}]
 intercept:
   mode: ebpf
   default: exempt
