@@ -125,6 +125,21 @@ fn governed_users_through_the_tunnel_listener_keep_their_identity() {
     let inner = agent.audit_where(|a| a["path"] == "/s1");
     assert_eq!(inner["uid"], u1.uid);
     assert_eq!(inner["tunnel"]["protocol"], "socks5");
+
+    // Ports the redirect does not cover (here plain HTTP on 8080, EPERM when dialled directly)
+    // are reachable through the tunnel, with the full pipeline on the inner request.
+    let (rc, code, out) = curl_env(
+        &u1,
+        &[],
+        &ca,
+        &["-p", "-x", &connect],
+        "http://api.test:8080/p8080",
+    );
+    assert_eq!((rc, code.as_str()), (0, "200"), "{out}\n{}", agent.logs());
+    assert_eq!(echoed_header(&out, "x-api-key").as_deref(), Some(API_KEY));
+    let inner = agent.audit_where(|a| a["path"] == "/p8080");
+    assert_eq!(inner["uid"], u1.uid);
+    assert_eq!(inner["tunnel"]["target"], "api.test:8080");
     assert!(
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
@@ -143,7 +158,10 @@ fn sni_only_passes_tls_through_the_redirect() {
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     // No CA anywhere: the workload trusts only the origins' CA and sees their certificates.
-    let cfg = world.config_with("tls:\n  mode: sni-only\n", "");
+    let cfg = world.config_with(
+        "tls:\n  mode: sni-only\n",
+        "  tunnel_listen: \"127.0.0.1:0\"\n",
+    );
     let agent = world.start_agent(&cfg);
     let ca = world.origin_ca();
     let tls_for = |uid: u32, host: &'static str| {
@@ -208,6 +226,34 @@ fn sni_only_passes_tls_through_the_redirect() {
     assert_eq!((rc, code.as_str()), (0, "200"), "{out}");
     let a = agent.audit_where(tls_for(u2.uid, "other.test"));
     assert_eq!(a["action"], "allow");
+    assert_eq!(a["policy"], "restricted");
+
+    // The tunnel's TLS branch passes through too, under the connecting user's policy.
+    let socks = format!("socks5h://{}", agent.addr("tunnel"));
+    let (rc, code, out) = curl_env(
+        &u2,
+        &[("ALL_PROXY", &socks)],
+        &ca,
+        &[],
+        "https://other.test/tunneled",
+    );
+    assert_eq!((rc, code.as_str()), (0, "200"), "{out}\n{}", agent.logs());
+    let a = agent.audit_where(|a| {
+        a["protocol"] == "tls" && a["host"] == "other.test" && a["tunnel"]["protocol"] == "socks5"
+    });
+    assert_eq!(a["action"], "allow");
+    assert_eq!(a["uid"], u2.uid);
+    assert_eq!(a["policy"], "restricted");
+    let (rc, _, out) = curl_env(
+        &u2,
+        &[("ALL_PROXY", &socks)],
+        &ca,
+        &[],
+        "https://api.test/tunneled",
+    );
+    assert_ne!(rc, 0, "{out}");
+    let a = agent.audit_where(setup_of(u2.uid, "api.test:443"));
+    assert_eq!(a["action"], "reject");
     assert_eq!(a["policy"], "restricted");
     drop(world.ns);
 }
