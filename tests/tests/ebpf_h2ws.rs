@@ -1,4 +1,4 @@
-//! eBPF interception end to end, as root, for HTTP/2, WebSocket and gRPC: governed users with no
+//! eBPF interception end to end, as root, for HTTP/2, WebSocket (over HTTP/1.1 and HTTP/2) and gRPC: governed users with no
 //! proxy settings speak them to "remote" hosts in the test namespace, through the redirect, and
 //! get the same policy, credentials and identity-carrying audit records as HTTP/1.1 clients.
 //! Same world as `ebpf_e2e.rs` (see `iron_agent_tests::ebpf_world`).
@@ -198,6 +198,29 @@ fn http2_and_websocket_through_the_redirect() {
         "{res}"
     );
     assert_eq!(ws_keys.lock().unwrap().len(), 1);
+
+    // WebSocket over HTTP/2 (extended CONNECT) from a governed user's own process; the agent
+    // opens the origin side as an HTTP/1.1 Upgrade, with the credential.
+    let client = env!("CARGO_BIN_EXE_ws-h2-client");
+    let out = u1.run(&[client, "ws.test", "/h2chat", &ca_arg]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let res: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "ws-h2-client: {stdout}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            agent.logs()
+        )
+    });
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(res["opcode"], 1, "{res}");
+    assert_eq!(res["echo"], "hello over h2", "{res}");
+    assert_eq!(*ws_keys.lock().unwrap(), [API_KEY, API_KEY]);
+    let a = agent.audit_where(|a| a["path"] == "/h2chat");
+    assert_eq!(a["protocol"], "websocket");
+    assert_eq!(a["status_code"], 101);
+    assert_eq!(a["uid"], u1.uid);
+    assert_eq!(a["comm"], "ws-h2-client");
+    assert_eq!(a["orig_dst"], "10.231.0.5:443");
     assert!(
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
