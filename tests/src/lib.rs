@@ -10,6 +10,7 @@ pub mod ca;
 pub mod client;
 pub mod curl;
 pub mod dns;
+pub mod ebpf_world;
 pub mod netns;
 pub mod origin;
 pub mod proxies;

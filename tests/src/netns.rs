@@ -119,6 +119,11 @@ impl TestUser {
 
     /// Runs a command as this user, without any proxy settings, bounded in time.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(&[], args)
+    }
+
+    /// Like [`TestUser::run`] with exactly the given extra environment variables.
+    pub fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let mut c = Command::new("timeout");
         c.arg("20")
             .arg("setpriv")
@@ -129,7 +134,8 @@ impl TestUser {
             .args(args)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", "/tmp");
+            .env("HOME", "/tmp")
+            .envs(env.iter().copied());
         c.output().expect("run as test user")
     }
 

@@ -125,6 +125,23 @@ fn prerequisites() -> Vec<Prereq> {
             check: || succeeds(Command::new("python3").args(["-c", "import grpc"])),
             install: || pip_install("grpcio"),
         },
+        Prereq {
+            name: "grpcio for /usr/bin/python3",
+            why: "the root-only eBPF gRPC test runs the client as a test user with the system python",
+            check: || {
+                !is_root() || succeeds(Command::new("/usr/bin/python3").args(["-c", "import grpc"]))
+            },
+            install: || {
+                run_streamed(Command::new("/usr/bin/python3").args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--break-system-packages",
+                    "grpcio",
+                ]))
+            },
+        },
     ]
 }
 

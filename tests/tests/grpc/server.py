@@ -3,7 +3,8 @@ bytes. Methods of service test.Echo:
   Unary  -> b"auth=<authorization metadata>;msg=<request>", plus trailing metadata x-trailer: t1
   Stream -> three messages b"<request>-0..2"
   Fail   -> NOT_FOUND "no such thing" (a trailers-only response)
-Usage: server.py CERT_CHAIN_PEM KEY_PEM; prints the bound port on stdout."""
+Usage: server.py CERT_CHAIN_PEM KEY_PEM [BIND_ADDR, default 127.0.0.1:0]; prints the bound port
+on stdout."""
 import sys
 from concurrent import futures
 
@@ -45,7 +46,8 @@ chain = open(sys.argv[1], "rb").read()
 key = open(sys.argv[2], "rb").read()
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
-port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(((key, chain),)))
+bind = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1:0"
+port = server.add_secure_port(bind, grpc.ssl_server_credentials(((key, chain),)))
 server.start()
 print(port, flush=True)
 server.wait_for_termination()

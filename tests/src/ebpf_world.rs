@@ -1,0 +1,274 @@
+//! The world of the root-only eBPF end-to-end tests: a network namespace `iae2e` whose
+//! addresses stand in for remote hosts (HTTPS echo origins for `api.test`, `other.test` and
+//! `denied.test` on 10.231.0.2:443, [fd31::2]:443 and 10.231.0.3:443; an HTTPS echo offering
+//! HTTP/2 for `h2.test` on 10.231.0.4:443; a plain HTTP echo on 10.231.0.2:8080; 10.231.0.5 and
+//! 10.231.0.6 free for test files' own servers, named `ws.test` and `grpc.test`), a fake DNS
+//! zone naming them, and an agent with `intercept: mode: ebpf`
+//! governing the test users `iatest1` (top-level pipeline) and `iatest2` (policy `restricted`).
+//! Nothing leaves the machine.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::dns::fake_zone;
+use crate::netns::{NetNs, TestUser, sh};
+use crate::{Agent, Origin, OriginKind, TestCa};
+
+/// eBPF programs attach at the cgroup root: one scenario at a time within a test binary.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub const PIN_DIR: &str = "/sys/fs/bpf/iron-agent-e2e";
+/// The credential the top-level pipeline injects for `api.test` (as `X-Api-Key`).
+pub const API_KEY: &str = "real-api-key-7f3a";
+
+pub struct World {
+    pub ns: NetNs,
+    pub dir: tempfile::TempDir,
+    pub zone: std::net::SocketAddr,
+    /// Signs every origin's certificate; the agent trusts it (`SSL_CERT_FILE`).
+    pub origin_ca: Arc<TestCa>,
+    /// Runs helpers the tests start in the agent's (root, exempt) world, e.g. upstream proxies.
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    pub fn new() -> World {
+        let rt = crate::runtime();
+        let ns = NetNs::new(
+            "iae2e",
+            "10.231.0.1",
+            &[
+                "10.231.0.2",
+                "10.231.0.3",
+                "10.231.0.4",
+                "10.231.0.5",
+                "10.231.0.6",
+            ],
+            "fd31::1",
+            "fd31::2",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let origin_ca = Arc::new(TestCa::new("e2e origin CA"));
+        let ca = origin_ca.clone();
+        let ca_path = dir.path().join("origin-ca.pem");
+        std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
+        std::fs::set_permissions(&ca_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        ns.spawn_in(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let names = || OriginKind::Https {
+                    names: vec!["api.test".into(), "other.test".into(), "denied.test".into()],
+                };
+                let _a =
+                    Origin::start_on("10.231.0.2:443".parse().unwrap(), names(), Some(&ca)).await;
+                let _b =
+                    Origin::start_on("[fd31::2]:443".parse().unwrap(), names(), Some(&ca)).await;
+                let _c =
+                    Origin::start_on("10.231.0.3:443".parse().unwrap(), names(), Some(&ca)).await;
+                let _d =
+                    Origin::start_on("10.231.0.2:8080".parse().unwrap(), OriginKind::Http, None)
+                        .await;
+                let h2 = OriginKind::HttpsH2 {
+                    names: vec!["h2.test".into()],
+                };
+                let _e = Origin::start_on("10.231.0.4:443".parse().unwrap(), h2, Some(&ca)).await;
+                tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let zone = rt.block_on(fake_zone(&[
+            ("api.test", "10.231.0.2"),
+            ("api.test", "fd31::2"),
+            ("other.test", "10.231.0.2"),
+            ("denied.test", "10.231.0.2"),
+            ("h2.test", "10.231.0.4"),
+            ("ws.test", "10.231.0.5"),
+            ("grpc.test", "10.231.0.6"),
+        ]));
+        World {
+            ns,
+            dir,
+            zone,
+            origin_ca,
+            rt,
+        }
+    }
+
+    /// The standard config: MITM with `mitm` as the agent's CA.
+    pub fn config(&self, mitm: &TestCa) -> String {
+        self.config_with(&self.mitm_tls(mitm), "")
+    }
+
+    /// The `tls:` block for MITM with `mitm` (written to `ca.crt`/`ca.key`, the cert readable by
+    /// the test users).
+    pub fn mitm_tls(&self, mitm: &TestCa) -> String {
+        let (c, k) = mitm.write(self.dir.path());
+        std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o644)).unwrap();
+        format!(
+            "tls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\n",
+            c.display(),
+            k.display()
+        )
+    }
+
+    /// The standard config with another `tls:` block and extra lines for the `proxy:` section
+    /// (two-space indented, e.g. `tunnel_listen` or `upstream_proxy`).
+    pub fn config_with(&self, tls: &str, proxy_extra: &str) -> String {
+        format!(
+            r#"dns:
+  listen: "127.0.0.1:0"
+  upstream_resolver: "{zone}"
+proxy:
+  http_listen: "127.0.0.1:0"
+  https_listen: "127.0.0.1:0"
+{proxy_extra}{tls}metrics:
+  listen: "127.0.0.1:0"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["api.test", "other.test", "h2.test", "ws.test", "grpc.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: API_KEY}}
+          inject: {{header: "X-Api-Key"}}
+          rules: [{{host: api.test}}, {{host: h2.test}}, {{host: ws.test}}]
+        - source: {{type: env, var: API_KEY}}
+          replace:
+            proxy_value: "proxy-token-abc"
+            match_headers: ["Authorization"]
+          rules: [{{host: grpc.test}}]
+intercept:
+  mode: ebpf
+  default: exempt
+  governed:
+    users: [iatest1]
+  pin_dir: "{PIN_DIR}"
+  policies:
+    - name: restricted
+      users: [iatest2]
+      transforms:
+        - name: allowlist
+          config:
+            domains: ["other.test"]
+"#,
+            zone = self.zone,
+        )
+    }
+
+    /// Starts the agent (trusting the origins' CA, with `API_KEY` set) and checks that the eBPF
+    /// programs are attached.
+    pub fn start_agent(&self, cfg: &str) -> Agent {
+        let agent = Agent::with_config(cfg)
+            .env("SSL_CERT_FILE", self.origin_ca().to_string_lossy())
+            .env("API_KEY", API_KEY)
+            .start();
+        assert!(
+            agent.logs().contains("eBPF interception attached"),
+            "{}",
+            agent.logs()
+        );
+        agent
+    }
+
+    /// The agent's MITM CA certificate (after [`World::mitm_tls`]).
+    pub fn mitm_ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// The CA that signed the origins' certificates.
+    pub fn origin_ca(&self) -> PathBuf {
+        self.dir.path().join("origin-ca.pem")
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Removes the pins (and so detaches the programs) whatever happened in the test.
+pub struct Unpin;
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        let _ = sh(&format!("rm -rf {PIN_DIR}"));
+    }
+}
+
+/// curl as `user` trusting only `ca`: (exit code, HTTP status, stdout + stderr).
+pub fn curl(user: &TestUser, ca: &Path, extra: &[&str], url: &str) -> (i32, String, String) {
+    curl_env(user, &[], ca, extra, url)
+}
+
+/// [`curl`] with environment variables (e.g. `HTTPS_PROXY`).
+pub fn curl_env(
+    user: &TestUser,
+    env: &[(&str, &str)],
+    ca: &Path,
+    extra: &[&str],
+    url: &str,
+) -> (i32, String, String) {
+    let ca = ca.to_string_lossy().into_owned();
+    let mut args = vec![
+        "/usr/bin/curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        ca.as_str(),
+        "-w",
+        "\n%{http_code}",
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = user.run_env(env, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = stdout.lines().last().unwrap_or("").to_string();
+    (
+        out.status.code().unwrap_or(-1),
+        code,
+        stdout + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// `python3 -c code` as `user`: stdout and stderr, trimmed.
+pub fn py(user: &TestUser, code: &str) -> String {
+    let out = user.python(code);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .trim()
+    .to_string()
+}
+
+/// `python3 -c code` as root (exempt from interception): stdout, trimmed.
+pub fn py_as_root(code: &str) -> String {
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(code)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The value of header `name` in an echo origin's JSON reply found in curl's output.
+pub fn echoed_header(out: &str, name: &str) -> Option<String> {
+    let json = out.lines().find(|l| l.starts_with('{'))?;
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .and_then(|h| h[1].as_str().map(str::to_string))
+}
