@@ -153,6 +153,14 @@ impl Agent {
         self.lines.lock().expect("lines").join("\n")
     }
 
+    /// Fails the test if `secret` appears anywhere in the agent's output.
+    pub fn assert_not_logged(&self, secret: &str) {
+        assert!(
+            !self.logs().contains(secret),
+            "secret value leaked into the agent's output"
+        );
+    }
+
     pub fn json_lines(&self) -> Vec<Value> {
         self.lines
             .lock()

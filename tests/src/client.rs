@@ -32,12 +32,17 @@ impl Reply {
 
     /// An echoed request header (case-insensitive name).
     pub fn echoed_header(&self, name: &str) -> Option<String> {
-        self.echo()["headers"]
-            .as_array()?
-            .iter()
-            .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-            .and_then(|h| h[1].as_str().map(str::to_string))
+        echo_header(&self.echo(), name).map(str::to_string)
     }
+}
+
+/// A request header (case-insensitive name) in an origin's JSON echo.
+pub fn echo_header<'a>(echo: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    echo["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .and_then(|h| h[1].as_str())
 }
 
 /// Sends `req` over plain TCP to `addr`.
@@ -98,4 +103,67 @@ pub fn get(host: &str, path: &str) -> http::Request<Full<Bytes>> {
         .header("host", host)
         .body(Full::new(Bytes::new()))
         .expect("request")
+}
+
+/// Opens an HTTP CONNECT tunnel to `target` (`host:port`) through the agent's tunnel listener
+/// on a raw socket; returns the socket after asserting the 200.
+pub async fn connect_tunnel(tunnel: SocketAddr, target: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(tunnel)
+        .await
+        .expect("connect tunnel listener");
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .expect("send CONNECT");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .expect("CONNECT answered in time")
+            .expect("read CONNECT reply");
+        assert_eq!(n, 1, "closed during CONNECT");
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
+/// TLS over `io` with SNI `sni`, trusting `client_cfg`'s roots and offering `alpn`.
+pub async fn tls_connect<S>(
+    io: S,
+    client_cfg: &rustls::ClientConfig,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut cfg = client_cfg.clone();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = ServerName::try_from(sni.to_string()).expect("server name");
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, io)
+        .await
+        .expect("tls handshake")
+}
+
+/// An HTTP/2 client connection over `io` (prior knowledge, or after ALPN `h2`); the connection
+/// is driven in the background.
+pub async fn h2_handshake<I, B>(io: I) -> hyper::client::conn::http2::SendRequest<B>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    sender
 }

@@ -18,7 +18,9 @@ pub mod token_server;
 
 pub use agent::{Agent, AgentBuilder};
 pub use ca::TestCa;
-pub use client::{Reply, http_request, https_request};
+pub use client::{
+    Reply, connect_tunnel, echo_header, h2_handshake, http_request, https_request, tls_connect,
+};
 pub use origin::{Origin, OriginKind};
 pub use token_server::{Recorded, TokenServer};
 
@@ -57,5 +59,13 @@ transforms:
         ca_cert.display(),
         ca_key.display(),
         transforms
+    )
+}
+
+/// [`loopback_config`] with the tunnel listener (`proxy.tunnel_listen`) on a free port too.
+pub fn with_tunnel_listener(config: &str) -> String {
+    config.replace(
+        "  upstream_deny_cidrs: []",
+        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
     )
 }

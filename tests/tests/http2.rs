@@ -3,15 +3,15 @@
 //! The audit record says which protocol the client spoke.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, https_request, loopback_config};
-use rustls_pki_types::ServerName;
+use iron_agent_tests::{
+    Agent, Origin, OriginKind, TestCa, echo_header, h2_handshake, https_request, loopback_config,
+    tls_connect, with_tunnel_listener,
+};
 use serde_json::Value;
 use tokio::net::TcpStream;
 
@@ -55,10 +55,7 @@ async fn setup() -> Setup {
     std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
-    let config = loopback_config(&c, &k, TRANSFORMS).replace(
-        "  upstream_deny_cidrs: []",
-        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
-    );
+    let config = with_tunnel_listener(&loopback_config(&c, &k, TRANSFORMS));
     let agent = Agent::with_config(&config)
         .env("SSL_CERT_FILE", ca_path.to_string_lossy())
         .env("API_TOKEN", TOKEN)
@@ -74,20 +71,10 @@ async fn setup() -> Setup {
 
 /// An HTTP/2 connection to the agent's MITM listener, ALPN `h2` only.
 async fn h2_connect(s: &Setup) -> SendRequest<Full<Bytes>> {
-    let mut cfg = (*s.mitm.client_config()).clone();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = TcpStream::connect(s.agent.addr("https")).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    sender
+    h2_handshake(tls).await
 }
 
 async fn h2_get(sender: &mut SendRequest<Full<Bytes>>, port: u16, path: &str) -> (u16, Value) {
@@ -108,21 +95,6 @@ async fn h2_get(sender: &mut SendRequest<Full<Bytes>>, port: u16, path: &str) ->
     (status, echo)
 }
 
-fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
-    echo["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
-}
-
-fn assert_no_secret(agent: &Agent) {
-    assert!(
-        !agent.logs().contains(TOKEN),
-        "secret value leaked into logs"
-    );
-}
-
 #[test]
 fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
     let rt = iron_agent_tests::runtime();
@@ -139,11 +111,14 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
             format!("https://localhost:{}/h2?q=1", s.h2_origin.port())
         );
         assert_eq!(
-            header(&echo, "authorization"),
+            echo_header(&echo, "authorization"),
             Some(format!("Bearer {TOKEN}").as_str())
         );
         for hop in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
-            assert!(header(&echo, hop).is_none(), "{hop} sent upstream: {echo}");
+            assert!(
+                echo_header(&echo, hop).is_none(),
+                "{hop} sent upstream: {echo}"
+            );
         }
 
         // Same client connection, an HTTP/1.1-only upstream: translated, Host set from :authority.
@@ -152,11 +127,11 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
         assert_eq!(echo["version"], "HTTP/1.1", "{echo}");
         assert_eq!(echo["uri"], "/h1");
         assert_eq!(
-            header(&echo, "host"),
+            echo_header(&echo, "host"),
             Some(format!("localhost:{}", s.h1_origin.port()).as_str())
         );
         assert_eq!(
-            header(&echo, "authorization"),
+            echo_header(&echo, "authorization"),
             Some(format!("Bearer {TOKEN}").as_str())
         );
 
@@ -192,7 +167,7 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
         }
         let h2 = by_path("/h2");
         assert_eq!(h2["request_transforms"][1]["name"], "secrets", "{h2}");
-        assert_no_secret(&s.agent);
+        s.agent.assert_not_logged(TOKEN);
     });
 }
 
@@ -229,13 +204,13 @@ fn curl_http2_through_the_mitm() {
         let echo: Value = serde_json::from_str(body).unwrap();
         assert_eq!(echo["version"], "HTTP/2.0");
         assert_eq!(
-            header(&echo, "authorization"),
+            echo_header(&echo, "authorization"),
             Some(format!("Bearer {TOKEN}").as_str())
         );
         let recs = s.agent.wait_audits(1);
         assert_eq!(recs[0]["protocol"], "h2");
         assert_eq!(recs[0]["path"], "/curl");
-        assert_no_secret(&s.agent);
+        s.agent.assert_not_logged(TOKEN);
     });
 }
 
@@ -274,11 +249,7 @@ fn h2c_prior_knowledge_on_the_http_listener() {
         let s = setup().await;
         let origin = Origin::start(OriginKind::Http, None).await;
         let tcp = TcpStream::connect(s.agent.addr("http")).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2_handshake(tcp).await;
         let req = http::Request::builder()
             .uri(format!("http://localhost:{}/h2c", origin.port()))
             .body(Full::new(Bytes::new()))
@@ -327,7 +298,7 @@ fn h2_inside_a_connect_tunnel() {
         let echo: Value = serde_json::from_str(body).unwrap();
         assert_eq!(echo["version"], "HTTP/2.0");
         assert_eq!(
-            header(&echo, "authorization"),
+            echo_header(&echo, "authorization"),
             Some(format!("Bearer {TOKEN}").as_str())
         );
         let recs = s.agent.wait_audits(2);
@@ -337,7 +308,7 @@ fn h2_inside_a_connect_tunnel() {
             .expect("inner record");
         assert_eq!(inner["protocol"], "h2", "{inner}");
         assert!(inner.get("tunnel").is_some(), "{inner}");
-        assert_no_secret(&s.agent);
+        s.agent.assert_not_logged(TOKEN);
     });
 }
 
@@ -354,11 +325,7 @@ fn h2_client_to_http1_upstream_gets_configured_header_casing() {
             .start();
         // h2c (prior knowledge): HTTP/2 header names are lower-case on the wire.
         let tcp = TcpStream::connect(agent.addr("http")).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2_handshake(tcp).await;
         let req = http::Request::builder()
             .uri(format!("http://localhost:{}/c", o.port()))
             .header("x-client", "1")

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use iron_agent_tests::curl::curl;
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, loopback_config};
+use iron_agent_tests::{
+    Agent, Origin, OriginKind, TestCa, connect_tunnel, loopback_config, with_tunnel_listener,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -70,15 +72,10 @@ async fn start() -> Env {
             header: X-Api-Key
           rules: [{host: localhost}]
 "#;
-    let config = loopback_config(&c, &k, transforms)
-        .replace(
-            "  upstream_deny_cidrs: []",
-            "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
-        )
-        .replace(
-            "dns:\n  enabled: false",
-            &format!("dns:\n  enabled: false\n  upstream_resolver: \"{zone}\""),
-        );
+    let config = with_tunnel_listener(&loopback_config(&c, &k, transforms)).replace(
+        "dns:\n  enabled: false",
+        &format!("dns:\n  enabled: false\n  upstream_resolver: \"{zone}\""),
+    );
     let agent = Agent::with_config(&config)
         .env("SSL_CERT_FILE", origin_ca_path.to_string_lossy())
         .env("TUNNEL_API_KEY", API_KEY)
@@ -95,11 +92,7 @@ async fn start() -> Env {
 
 fn echo_header(body: &str, name: &str) -> Option<String> {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not an echo: {body}"));
-    v["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str().map(str::to_string))
+    iron_agent_tests::echo_header(&v, name).map(str::to_string)
 }
 
 #[test]
@@ -164,10 +157,7 @@ fn curl_https_proxy_connect() {
         assert_eq!(denied["action"], "reject");
         assert_eq!(denied["status_code"], 403);
         assert_eq!(denied["rejected_by"], "allowlist");
-        assert!(
-            !env.agent.logs().contains(API_KEY),
-            "secret leaked into logs"
-        );
+        env.agent.assert_not_logged(API_KEY);
     });
 }
 
@@ -231,23 +221,6 @@ fn plain_http_through_connect_and_http_proxy() {
     });
 }
 
-/// Opens a CONNECT tunnel on a raw socket and returns it after the 200.
-async fn raw_connect(tunnel: SocketAddr, target: &str) -> TcpStream {
-    let mut s = TcpStream::connect(tunnel).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut b).await.unwrap(), 1, "closed during CONNECT");
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    s
-}
-
 async fn read_all(s: &mut TcpStream) -> String {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
@@ -263,7 +236,7 @@ fn junk_inside_tunnel_is_closed_and_audited() {
     rt.block_on(async {
         let env = start().await;
         let target = format!("localhost:{}", env.http.port());
-        let mut s = raw_connect(env.tunnel(), &target).await;
+        let mut s = connect_tunnel(env.tunnel(), &target).await;
         s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap();
         assert_eq!(read_all(&mut s).await, "");
         let rec = env
@@ -283,7 +256,7 @@ fn inner_requests_use_the_tunnel_port_and_their_own_rules() {
     rt.block_on(async {
         let env = start().await;
         // Inner Host without a port: the request still goes to the port of the tunnel.
-        let mut s = raw_connect(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
+        let mut s = connect_tunnel(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
         s.write_all(b"GET /portless HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
@@ -293,7 +266,7 @@ fn inner_requests_use_the_tunnel_port_and_their_own_rules() {
 
         // Decision 9: a rule limited to GET /ok admits the tunnel; each request is then judged.
         let target = format!("restricted.test:{}", env.http.port());
-        let mut s = raw_connect(env.tunnel(), &target).await;
+        let mut s = connect_tunnel(env.tunnel(), &target).await;
         s.write_all(b"GET /ok HTTP/1.1\r\nHost: restricted.test\r\n\r\n")
             .await
             .unwrap();
@@ -412,8 +385,9 @@ fn shutdown_closes_open_tunnels_promptly() {
         let mut env = start().await;
         // One tunnel open and silent, one keep-alive HTTP connection idle inside a tunnel, one
         // SOCKS5 handshake half done.
-        let silent = raw_connect(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
-        let mut idle = raw_connect(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
+        let silent = connect_tunnel(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
+        let mut idle =
+            connect_tunnel(env.tunnel(), &format!("localhost:{}", env.http.port())).await;
         idle.write_all(b"GET /idle HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();

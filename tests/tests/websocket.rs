@@ -11,9 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Empty;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use iron_agent_tests::{Agent, TestCa, loopback_config};
-use rustls_pki_types::ServerName;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use iron_agent_tests::{
+    Agent, TestCa, connect_tunnel, h2_handshake, loopback_config, tls_connect, with_tunnel_listener,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -83,7 +85,7 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
                 // The callback's signature is tungstenite's.
                 #[allow(clippy::result_large_err)]
                 let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                          resp| {
+                          resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
                     let key = req
                         .headers()
                         .get("x-api-key")
@@ -95,6 +97,14 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
                         let mut refused = http::Response::new(Some("no".to_string()));
                         *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
                         return Err(refused);
+                    }
+                    let mut resp = resp;
+                    if req.uri().path() == "/bad-accept" {
+                        // A 101 that does not answer the key the handshake carried.
+                        resp.headers_mut().insert(
+                            "sec-websocket-accept",
+                            http::HeaderValue::from_static("bm90IHRoZSByaWdodCBvbmU="),
+                        );
                     }
                     Ok(resp)
                 };
@@ -131,10 +141,7 @@ async fn setup() -> Setup {
     std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
-    let config = loopback_config(&c, &k, TRANSFORMS).replace(
-        "  upstream_deny_cidrs: []",
-        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
-    );
+    let config = with_tunnel_listener(&loopback_config(&c, &k, TRANSFORMS));
     let agent = Agent::with_config(&config)
         .env("SSL_CERT_FILE", ca_path.to_string_lossy())
         .env("WS_KEY", TOKEN)
@@ -153,13 +160,38 @@ async fn tls_to_agent(
     sni: &str,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut cfg = (*s.mitm.client_config()).clone();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(s.agent.addr("https")).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+    tls_connect(tcp, &s.mitm.client_config(), sni, alpn).await
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT) to the origin's `path`, on an h2
+/// connection to the agent; the placeholder credential rides in the handshake.
+async fn extended_connect<I>(io: I, port: u16, path: &str) -> http::Response<Incoming>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut sender = h2_handshake(io).await;
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("https://localhost:{port}{path}"))
+        .header("sec-websocket-version", "13")
+        .header("x-api-key", "proxy-ws-key")
+        .extension(hyper::ext::Protocol::from_static("websocket"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
         .await
         .unwrap()
+        .unwrap()
+}
+
+/// The client side of an accepted extended CONNECT, as a WebSocket.
+async fn ws_over_h2(
+    resp: http::Response<Incoming>,
+) -> WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    assert_eq!(resp.status(), 200, "extended CONNECT refused: {resp:?}");
+    let upgraded = hyper::upgrade::on(resp).await.unwrap();
+    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await
 }
 
 /// Echo round trip (text and binary), then a clean close.
@@ -222,10 +254,7 @@ fn websocket_over_http1_with_injected_header() {
         let recs = s.agent.wait_audits(1);
         assert_eq!(recs.len(), 1, "{recs:?}");
         assert_ws_record(&s, &recs[0]);
-        assert!(
-            !s.agent.logs().contains(TOKEN),
-            "secret value leaked into logs"
-        );
+        s.agent.assert_not_logged(TOKEN);
     });
 }
 
@@ -236,37 +265,15 @@ fn websocket_over_http2_extended_connect() {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"h2"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("https://localhost:{}/chat", s.origin.addr.port()))
-            .header("sec-websocket-version", "13")
-            .header("x-api-key", "proxy-ws-key")
-            .extension(hyper::ext::Protocol::from_static("websocket"))
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(resp.status(), 200, "extended CONNECT refused: {resp:?}");
-        let upgraded = hyper::upgrade::on(resp).await.unwrap();
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+        let resp = extended_connect(tls, s.origin.addr.port(), "/chat").await;
+        let mut ws = ws_over_h2(resp).await;
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         echo_and_close(&mut ws).await;
         drop(ws);
         let recs = s.agent.wait_audits(1);
         assert_eq!(recs.len(), 1, "{recs:?}");
         assert_ws_record(&s, &recs[0]);
-        assert!(
-            !s.agent.logs().contains(TOKEN),
-            "secret value leaked into logs"
-        );
+        s.agent.assert_not_logged(TOKEN);
     });
 }
 
@@ -356,32 +363,12 @@ fn open_websocket_is_closed_and_audited_at_shutdown() {
 
 #[test]
 fn websocket_inside_a_connect_tunnel() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let s = setup().await;
         let target = format!("localhost:{}", s.origin.addr.port());
-        let mut tcp = TcpStream::connect(s.agent.addr("tunnel")).await.unwrap();
-        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut b = [0u8; 1];
-            assert_eq!(tcp.read(&mut b).await.unwrap(), 1, "tunnel closed");
-            head.push(b[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        let mut cfg = (*s.mitm.client_config()).clone();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
+        let tcp = connect_tunnel(s.agent.addr("tunnel"), &target).await;
+        let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"http/1.1"]).await;
         let mut req = format!("wss://{target}/chat")
             .into_client_request()
             .unwrap();
@@ -430,5 +417,65 @@ fn denied_websocket_handshake_gets_403_and_one_record() {
         assert_eq!(rec["status_code"], 403, "{rec}");
         assert_eq!(rec["host"], "denied.test");
         assert!(s.origin.seen_keys.lock().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn websocket_over_http2_inside_a_connect_tunnel() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let target = format!("localhost:{}", s.origin.addr.port());
+        let tcp = connect_tunnel(s.agent.addr("tunnel"), &target).await;
+        let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"h2"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let resp = extended_connect(tls, s.origin.addr.port(), "/chat").await;
+        let mut ws = ws_over_h2(resp).await;
+        assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
+        echo_and_close(&mut ws).await;
+        drop(ws);
+        let recs = s.agent.wait_audits(2);
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        let setup_rec = recs
+            .iter()
+            .find(|r| r["method"] == "CONNECT")
+            .unwrap_or_else(|| panic!("{recs:?}"));
+        assert_eq!(setup_rec["action"], "allow", "{setup_rec}");
+        let inner = recs
+            .iter()
+            .find(|r| r["protocol"] == "websocket")
+            .unwrap_or_else(|| panic!("{recs:?}"));
+        assert_ws_record(&s, inner);
+        assert_eq!(inner["tunnel"]["target"], target, "{inner}");
+        s.agent.assert_not_logged(TOKEN);
+    });
+}
+
+/// For an extended CONNECT the agent made up the `Sec-WebSocket-Key`, so it must check the
+/// upstream's `Sec-WebSocket-Accept`: a 101 with the wrong one is a 502, audited once.
+#[test]
+fn extended_connect_upstream_with_wrong_accept_is_a_502() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let s = setup().await;
+        let tls = tls_to_agent(&s, "localhost", &[b"h2"]).await;
+        let resp = extended_connect(tls, s.origin.addr.port(), "/bad-accept").await;
+        assert_eq!(resp.status(), 502, "{resp:?}");
+        // The upstream did see the handshake: the refusal is the agent's.
+        assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
+        let recs = s.agent.wait_audits(1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(s.agent.audits().len(), 1, "{:?}", s.agent.audits());
+        let rec = &recs[0];
+        assert_eq!(rec["protocol"], "websocket", "{rec}");
+        assert_eq!(rec["action"], "error", "{rec}");
+        assert_eq!(rec["status_code"], 502, "{rec}");
+        assert!(
+            rec["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Sec-WebSocket-Accept")),
+            "{rec}"
+        );
+        s.agent.assert_not_logged(TOKEN);
     });
 }

@@ -126,7 +126,7 @@ pub async fn handle(
     }
     let upstream = match ws {
         None => rt.upstream.send(req).await,
-        Some(client) => match websocket::handshake(&rt, req).await {
+        Some(client) => match websocket::handshake(&rt, &client, req).await {
             Ok(websocket::Handshake::Switched(resp)) => {
                 return Ok(websocket::relay(&rt.websockets, audit, client, resp));
             }

@@ -62,6 +62,19 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// A connection as accepted: no TLS and no tunnel yet.
+    pub fn accepted(client: SocketAddr, origin: Option<ConnOrigin>, peer_uid: Option<u32>) -> Self {
+        Self {
+            client,
+            tls: false,
+            sni: None,
+            origin,
+            peer_uid,
+            verified_host: Default::default(),
+            tunnel: None,
+        }
+    }
+
     pub fn dest_ip(&self) -> Option<IpAddr> {
         self.origin.as_ref().map(|o| o.orig_dst.ip())
     }

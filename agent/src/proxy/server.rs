@@ -1,5 +1,7 @@
 //! Connection serving for the HTTP and HTTPS (MITM) listeners: HTTP/1.1 and HTTP/2.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,30 +28,17 @@ pub async fn serve_http(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    accept_loop(
-        "http",
-        listener,
-        tracker,
-        shutdown,
-        move |stream, peer, shutdown| {
-            let rt = rt.clone();
-            async move {
-                let origin = origin_of(&rt, &stream, peer);
-                let peer_uid = direct_peer_uid(&rt, &stream, peer, &origin);
-                let conn = ConnInfo {
-                    client: peer,
-                    tls: false,
-                    sni: None,
-                    origin,
-                    peer_uid,
-                    verified_host: Default::default(),
-                    tunnel: None,
-                };
-                serve_conn(rt, stream, conn, shutdown).await;
-            }
-        },
-    )
-    .await;
+    accept_each("http", rt, listener, tracker, shutdown, http_conn).await;
+}
+
+async fn http_conn(
+    rt: Arc<Runtime>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let conn = accepted(&rt, &stream, peer);
+    serve_conn(rt, stream, conn, shutdown).await;
 }
 
 pub async fn serve_https(
@@ -58,49 +47,66 @@ pub async fn serve_https(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    accept_each("https", rt, listener, tracker, shutdown, https_conn).await;
+}
+
+async fn https_conn(
+    rt: Arc<Runtime>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let mut conn = accepted(&rt, &stream, peer);
+    let fallback = conn.origin.as_ref().map(|o| o.orig_dst.ip().to_string());
+    let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls_accept(&rt, stream, fallback)).await;
+    match hs {
+        Ok(Ok((tls, sni))) => {
+            conn.tls = true;
+            conn.sni = sni;
+            serve_conn(rt, tls, conn, shutdown).await;
+        }
+        Ok(Err(reason)) => {
+            tracing::debug!(client = %peer, reason = %reason, "tls handshake failed")
+        }
+        Err(_) => tracing::debug!(client = %peer, "tls handshake timed out"),
+    }
+}
+
+/// [`accept_loop`] handing each connection to `serve` with the runtime.
+pub(crate) async fn accept_each<F, Fut>(
+    name: &'static str,
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    serve: F,
+) where
+    F: Fn(Arc<Runtime>, TcpStream, SocketAddr, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     accept_loop(
-        "https",
+        name,
         listener,
         tracker,
         shutdown,
-        move |stream, peer, shutdown| {
-            let rt = rt.clone();
-            async move {
-                let origin = origin_of(&rt, &stream, peer);
-                let peer_uid = direct_peer_uid(&rt, &stream, peer, &origin);
-                let fallback = origin.as_ref().map(|o| o.orig_dst.ip().to_string());
-                let hs =
-                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls_accept(&rt, stream, fallback))
-                        .await;
-                match hs {
-                    Ok(Ok((tls, sni))) => {
-                        let conn = ConnInfo {
-                            client: peer,
-                            tls: true,
-                            sni,
-                            origin,
-                            peer_uid,
-                            verified_host: Default::default(),
-                            tunnel: None,
-                        };
-                        serve_conn(rt, tls, conn, shutdown).await;
-                    }
-                    Ok(Err(reason)) => {
-                        tracing::debug!(client = %peer, reason = %reason, "tls handshake failed")
-                    }
-                    Err(_) => tracing::debug!(client = %peer, "tls handshake timed out"),
-                }
-            }
-        },
+        move |stream, peer, shutdown| serve(rt.clone(), stream, peer, shutdown),
     )
     .await;
+}
+
+/// A connection as a listener that redirected traffic can reach accepted it: its original
+/// destination and identity (eBPF redirect), or the uid of a direct local peer.
+pub(crate) fn accepted(rt: &Runtime, stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
+    let origin = origin_of(rt, stream, peer);
+    let peer_uid = direct_peer_uid(rt, stream, peer, &origin);
+    ConnInfo::accepted(peer, origin, peer_uid)
 }
 
 /// The original destination and identity of a redirected connection (eBPF mode).
 pub(crate) fn origin_of(
     rt: &Runtime,
     stream: &TcpStream,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
 ) -> Option<crate::ebpf::ConnOrigin> {
     let lookup = rt.origins.as_ref()?;
     let local = stream.local_addr().ok()?;
@@ -111,7 +117,7 @@ pub(crate) fn origin_of(
 pub(crate) fn direct_peer_uid(
     rt: &Runtime,
     stream: &TcpStream,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     origin: &Option<crate::ebpf::ConnOrigin>,
 ) -> Option<u32> {
     if origin.is_some() || rt.direct_uid_policy.is_none() {

@@ -24,6 +24,7 @@ use super::Runtime;
 use super::audited_body::AuditedBody;
 use super::headers;
 use crate::audit::{Action, PendingAudit};
+use crate::error::chain;
 use crate::transform::{ProxyRequest, body};
 use crate::upstream::UpstreamError;
 
@@ -119,6 +120,16 @@ fn new_key() -> HeaderValue {
     HeaderValue::from_str(&b64).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
+/// RFC 6455 §4.2.2: the `Sec-WebSocket-Accept` value proving a server read `key`.
+fn accept_for(key: &[u8]) -> Vec<u8> {
+    use sha1::{Digest, Sha1};
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();
+    base64::engine::general_purpose::STANDARD
+        .encode(digest)
+        .into_bytes()
+}
+
 /// The upstream's answer to the handshake.
 pub enum Handshake {
     /// 101: the upstream's side of the upgrade is pending in the response.
@@ -128,8 +139,20 @@ pub enum Handshake {
 }
 
 /// Sends the (transformed, hop-by-hop-stripped, absolute-URI) handshake upstream over a
-/// dedicated HTTP/1.1 connection.
-pub async fn handshake(rt: &Runtime, mut req: ProxyRequest) -> Result<Handshake, UpstreamError> {
+/// dedicated HTTP/1.1 connection. For an extended CONNECT the agent made up the key, so it is
+/// the agent that checks the upstream's `Sec-WebSocket-Accept` (an HTTP/1.1 client checks its
+/// own); a 101 that does not prove the upstream read this handshake is an error.
+pub async fn handshake(
+    rt: &Runtime,
+    client: &ClientSide,
+    mut req: ProxyRequest,
+) -> Result<Handshake, UpstreamError> {
+    // What the upstream must answer to the key that is actually sent (after transforms).
+    let expected_accept = (client.kind == Kind::ExtendedConnect).then(|| {
+        req.headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|k| accept_for(k.as_bytes()))
+    });
     let uri = req.uri().clone();
     let mut connector = rt.connector.http1_only();
     let io = tower_service::Service::call(&mut connector, uri.clone())
@@ -158,6 +181,14 @@ pub async fn handshake(rt: &Runtime, mut req: ProxyRequest) -> Result<Handshake,
         Ok(Ok(r)) => r,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(expected) = expected_accept {
+            let answered = resp.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+            if expected.is_none() || answered.map(HeaderValue::as_bytes) != expected.as_deref() {
+                return Err(UpstreamError::Http(
+                    "websocket upstream: Sec-WebSocket-Accept does not match the key sent".into(),
+                ));
+            }
+        }
         Ok(Handshake::Switched(resp))
     } else {
         Ok(Handshake::Answered(resp))
@@ -209,17 +240,6 @@ pub fn relay(
     Response::from_parts(parts, AuditedBody::unaudited(body::empty()))
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +259,15 @@ mod tests {
             .body(())
             .unwrap();
         assert!(detect(&mut req).is_none());
+    }
+
+    #[test]
+    fn accept_matches_rfc_6455_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_for(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]

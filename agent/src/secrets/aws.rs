@@ -16,6 +16,7 @@ use tokio::sync::OnceCell;
 
 use super::{SecretError, SecretResolver, SecretValue};
 use crate::config::transforms::source::{AwsSmSource, AwsSsmSource};
+use crate::error::chain;
 
 /// Longest SDK error text carried into a [`SecretError`]; AWS errors never echo a secret, the
 /// cap only keeps log lines readable.
@@ -147,22 +148,6 @@ where
         other => chain(other),
     };
     cap(s.replace(['\n', '\r'], " "))
-}
-
-/// `a: b: c` from an error and its sources; the SDK's `DisplayErrorContext` would append a
-/// `Debug` dump.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let part = s.to_string();
-        if !msg.ends_with(&part) {
-            msg.push_str(": ");
-            msg.push_str(&part);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 fn cap(mut s: String) -> String {

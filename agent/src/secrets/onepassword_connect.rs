@@ -21,6 +21,7 @@ use tokio::sync::OnceCell;
 
 use super::{SecretError, SecretResolver, SecretValue};
 use crate::config::transforms::source::OnePasswordConnectSource;
+use crate::error::chain;
 
 const DEFAULT_HOST_ENV: &str = "OP_CONNECT_HOST";
 const DEFAULT_TOKEN_ENV: &str = "OP_CONNECT_TOKEN";
@@ -447,17 +448,6 @@ fn cap(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@
 
 pub mod hello;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::accept_loop;
 use crate::audit::{Action, AuditRecord, PendingAudit};
 use crate::policy::normalize_host;
 use crate::proxy::{ConnInfo, Runtime, handler, server};
@@ -34,35 +34,23 @@ pub async fn serve_https(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    accept_loop(
-        "https",
-        listener,
-        tracker,
-        shutdown,
-        move |stream, peer, shutdown| {
-            let rt = rt.clone();
-            async move {
-                let origin = server::origin_of(&rt, &stream, peer);
-                let peer_uid = server::direct_peer_uid(&rt, &stream, peer, &origin);
-                // A redirected connection knows its real port; a direct one means HTTPS.
-                let route = Route {
-                    fallback_host: origin.as_ref().map(|o| o.orig_dst.ip().to_string()),
-                    port: origin.as_ref().map_or(443, |o| o.orig_dst.port()),
-                };
-                let conn = ConnInfo {
-                    client: peer,
-                    tls: true,
-                    sni: None,
-                    origin,
-                    peer_uid,
-                    verified_host: Default::default(),
-                    tunnel: None,
-                };
-                passthrough(rt, stream, conn, route, shutdown).await;
-            }
-        },
-    )
-    .await;
+    server::accept_each("https", rt, listener, tracker, shutdown, https_conn).await;
+}
+
+async fn https_conn(
+    rt: Arc<Runtime>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let mut conn = server::accepted(&rt, &stream, peer);
+    conn.tls = true;
+    // A redirected connection knows its real port; a direct one means HTTPS.
+    let route = Route {
+        fallback_host: conn.origin.as_ref().map(|o| o.orig_dst.ip().to_string()),
+        port: conn.origin.as_ref().map_or(443, |o| o.orig_dst.port()),
+    };
+    passthrough(rt, stream, conn, route, shutdown).await;
 }
 
 /// Judges one TLS connection by its ClientHello and, if allowed, splices it to the upstream.

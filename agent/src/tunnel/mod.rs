@@ -21,7 +21,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::accept_loop;
 use crate::audit::record::TunnelAudit;
 use crate::policy::normalize_host;
 use crate::proxy::{ConnInfo, Runtime, server};
@@ -119,27 +118,21 @@ pub async fn serve(
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    accept_loop(
+    server::accept_each(
         "tunnel",
+        rt,
         listener,
         tracker,
         shutdown,
-        move |stream, peer, shutdown| {
-            let rt = rt.clone();
-            async move {
-                // Not a redirect target: in eBPF mode the peer's uid picks the identity.
-                let peer_uid = server::direct_peer_uid(&rt, &stream, peer, &None);
-                let conn = ConnInfo {
-                    client: peer,
-                    tls: false,
-                    sni: None,
-                    origin: None,
-                    peer_uid,
-                    verified_host: Default::default(),
-                    tunnel: None,
-                };
-                handle(rt, stream, conn, shutdown).await;
-            }
+        |rt, stream, peer, shutdown| {
+            // Not a redirect target: in eBPF mode the peer's uid picks the identity.
+            let peer_uid = server::direct_peer_uid(&rt, &stream, peer, &None);
+            handle(
+                rt,
+                stream,
+                ConnInfo::accepted(peer, None, peer_uid),
+                shutdown,
+            )
         },
     )
     .await;

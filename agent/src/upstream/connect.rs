@@ -105,7 +105,7 @@ impl Connector {
     ) -> Result<DialedStream, ConnectError> {
         match self.proxies.route(https, host, port) {
             Some(p) => proxy::dial(self, &self.proxies, p, host, port).await,
-            None => self.dial_direct(host, port).await.map(DialedStream::Tcp),
+            None => self.dial_direct(host, port).await.map(DialedStream::Left),
         }
     }
 
@@ -185,7 +185,7 @@ impl Connector {
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let tcp = self.dial_for(tls, host, port).await?;
         if !tls {
-            return Ok(UpstreamIo(TokioIo::new(MaybeTls::Plain(tcp))));
+            return Ok(UpstreamIo(TokioIo::new(MaybeTls::Left(tcp))));
         }
         let name = ServerName::try_from(host.to_string()).map_err(|e| ConnectError::Tls {
             host: host.into(),
@@ -201,7 +201,7 @@ impl Connector {
                 host: host.into(),
                 reason: e.to_string(),
             })?;
-        Ok(UpstreamIo(TokioIo::new(MaybeTls::Tls(Box::new(stream)))))
+        Ok(UpstreamIo(TokioIo::new(MaybeTls::Right(Box::new(stream)))))
     }
 }
 

@@ -52,7 +52,7 @@ pub(in crate::upstream) async fn dial(
         ProxyKind::Http => {
             let tcp = dial_proxy(connector, proxy).await?;
             let tunnel = http_connect(tcp, proxy, host, port).await.map_err(fail)?;
-            Ok(DialedStream::Tunnel(TokioIo::new(tunnel)))
+            Ok(DialedStream::Right(TokioIo::new(tunnel)))
         }
         ProxyKind::Https => {
             let tcp = dial_proxy(connector, proxy).await?;
@@ -68,7 +68,7 @@ pub(in crate::upstream) async fn dial(
             let tunnel = http_connect(stream, proxy, host, port)
                 .await
                 .map_err(fail)?;
-            Ok(DialedStream::Tunnel(TokioIo::new(tunnel)))
+            Ok(DialedStream::Right(TokioIo::new(tunnel)))
         }
         ProxyKind::Socks5 { remote_dns: true } => {
             let tcp = dial_proxy(connector, proxy).await?;
@@ -78,7 +78,7 @@ pub(in crate::upstream) async fn dial(
             };
             socks5(tcp, proxy, target)
                 .await
-                .map(DialedStream::Tcp)
+                .map(DialedStream::Left)
                 .map_err(fail)
         }
         ProxyKind::Socks5 { remote_dns: false } => {
@@ -194,7 +194,7 @@ async fn socks5_resolved(
         }
         let tcp = dial_proxy(connector, proxy).await?;
         match socks5(tcp, proxy, TargetAddr::Ip(addr)).await {
-            Ok(s) => return Ok(DialedStream::Tcp(s)),
+            Ok(s) => return Ok(DialedStream::Left(s)),
             Err(reason) => {
                 last_err = Some(ConnectError::Proxy {
                     proxy: proxy.to_string(),
