@@ -69,3 +69,22 @@ pub fn with_tunnel_listener(config: &str) -> String {
         "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
     )
 }
+
+/// A `transforms:` block allowing `localhost` only, with a `secrets` transform that swaps the
+/// placeholder `proxy_value` in `header` for the value of the environment variable `var`.
+pub fn allow_localhost_with_secret(var: &str, proxy_value: &str, header: &str) -> String {
+    format!(
+        r#"  - name: allowlist
+    config:
+      domains: ["localhost"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: {var}}}
+          replace:
+            proxy_value: "{proxy_value}"
+            match_headers: ["{header}"]
+          rules: [{{host: localhost}}]
+"#
+    )
+}

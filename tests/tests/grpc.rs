@@ -8,24 +8,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use iron_agent_tests::{Agent, TestCa, loopback_config};
+use iron_agent_tests::{Agent, TestCa, allow_localhost_with_secret, loopback_config};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const TOKEN: &str = "real-grpc-token-777";
-
-const TRANSFORMS: &str = r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: API_TOKEN}
-          replace:
-            proxy_value: "proxy-token-abc"
-            match_headers: ["Authorization"]
-          rules: [{host: localhost}]
-"#;
+/// What `grpc/client.py` sends as its bearer token.
+const PLACEHOLDER: &str = "proxy-token-abc";
 
 fn script(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -76,7 +65,8 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
 
         let mitm = TestCa::new("mitm");
         let (c, k) = mitm.write(dir.path());
-        let agent = Agent::with_config(&loopback_config(&c, &k, TRANSFORMS))
+        let transforms = allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization");
+        let agent = Agent::with_config(&loopback_config(&c, &k, &transforms))
             .env("SSL_CERT_FILE", origin_ca_path.to_string_lossy())
             .env("API_TOKEN", TOKEN)
             .start();

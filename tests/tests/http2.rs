@@ -9,27 +9,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, TestCa, echo_header, h2_handshake, https_request, loopback_config,
-    tls_connect, with_tunnel_listener,
+    Agent, Origin, OriginKind, TestCa, allow_localhost_with_secret, echo_header, h2_handshake,
+    https_request, loopback_config, tls_connect, with_tunnel_listener,
 };
 use serde_json::Value;
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "real-h2-token-5551234";
 const PLACEHOLDER: &str = "proxy-token-abc";
-
-const TRANSFORMS: &str = r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: API_TOKEN}
-          replace:
-            proxy_value: "proxy-token-abc"
-            match_headers: ["Authorization"]
-          rules: [{host: localhost}]
-"#;
 
 struct Setup {
     agent: Agent,
@@ -55,7 +42,11 @@ async fn setup() -> Setup {
     std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
-    let config = with_tunnel_listener(&loopback_config(&c, &k, TRANSFORMS));
+    let config = with_tunnel_listener(&loopback_config(
+        &c,
+        &k,
+        &allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization"),
+    ));
     let agent = Agent::with_config(&config)
         .env("SSL_CERT_FILE", ca_path.to_string_lossy())
         .env("API_TOKEN", TOKEN)

@@ -14,7 +14,8 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use iron_agent_tests::{
-    Agent, TestCa, connect_tunnel, h2_handshake, loopback_config, tls_connect, with_tunnel_listener,
+    Agent, TestCa, allow_localhost_with_secret, connect_tunnel, h2_handshake, loopback_config,
+    tls_connect, with_tunnel_listener,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -23,19 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 const TOKEN: &str = "real-ws-key-31337";
-
-const TRANSFORMS: &str = r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: WS_KEY}
-          replace:
-            proxy_value: "proxy-ws-key"
-            match_headers: ["X-Api-Key"]
-          rules: [{host: localhost}]
-"#;
+const PLACEHOLDER: &str = "proxy-ws-key";
 
 /// A TLS WebSocket echo server (WebSocket over HTTP/1.1; ALPN offers h2 too); records each handshake's `x-api-key`.
 struct WsOrigin {
@@ -133,6 +122,13 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
+impl Setup {
+    /// `localhost:{origin port}`.
+    fn authority(&self) -> String {
+        format!("localhost:{}", self.origin.addr.port())
+    }
+}
+
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("origin");
@@ -141,7 +137,11 @@ async fn setup() -> Setup {
     std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
-    let config = with_tunnel_listener(&loopback_config(&c, &k, TRANSFORMS));
+    let config = with_tunnel_listener(&loopback_config(
+        &c,
+        &k,
+        &allow_localhost_with_secret("WS_KEY", PLACEHOLDER, "X-Api-Key"),
+    ));
     let agent = Agent::with_config(&config)
         .env("SSL_CERT_FILE", ca_path.to_string_lossy())
         .env("WS_KEY", TOKEN)
@@ -194,6 +194,35 @@ async fn ws_over_h2(
     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await
 }
 
+/// A WebSocket over HTTP/1.1 (Upgrade) to `wss://{authority}{path}` through `io`, with the
+/// placeholder credential in the handshake.
+async fn ws_over_http1<S>(
+    io: S,
+    authority: &str,
+    path: &str,
+) -> Result<
+    (
+        WebSocketStream<S>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    WsError,
+>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut req = format!("wss://{authority}{path}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("x-api-key", PLACEHOLDER.parse().unwrap());
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::client_async(req, io),
+    )
+    .await
+    .expect("websocket handshake in time")
+}
+
 /// Echo round trip (text and binary), then a clean close.
 async fn echo_and_close<S>(ws: &mut WebSocketStream<S>)
 where
@@ -217,13 +246,21 @@ where
     assert!(drained.is_ok(), "close handshake did not finish");
 }
 
+/// After the WebSocket closed: exactly one record, the WebSocket's; the secret never logged.
+fn assert_one_ws_record(s: &Setup) {
+    let recs = s.agent.wait_audits(1);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_ws_record(s, &recs[0]);
+    s.agent.assert_not_logged(TOKEN);
+}
+
 fn assert_ws_record(s: &Setup, rec: &serde_json::Value) {
     assert_eq!(rec["protocol"], "websocket", "{rec}");
     assert_eq!(rec["status_code"], 101, "{rec}");
     assert_eq!(rec["action"], "allow", "{rec}");
     assert_eq!(rec["method"], "GET", "{rec}");
     assert_eq!(rec["path"], "/chat", "{rec}");
-    assert_eq!(rec["host"], format!("localhost:{}", s.origin.addr.port()));
+    assert_eq!(rec["host"], s.authority());
     assert_eq!(rec["request_transforms"][1]["name"], "secrets", "{rec}");
 }
 
@@ -233,28 +270,14 @@ fn websocket_over_http1_with_injected_header() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let mut req = format!("wss://localhost:{}/chat", s.origin.addr.port())
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("x-api-key", "proxy-ws-key".parse().unwrap());
-        let (mut ws, resp) = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::client_async(req, tls),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let (mut ws, resp) = ws_over_http1(tls, &s.authority(), "/chat").await.unwrap();
         assert_eq!(resp.status(), 101);
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         // Nothing is audited while the WebSocket is open.
         assert!(s.agent.audits().is_empty(), "{:?}", s.agent.audits());
         echo_and_close(&mut ws).await;
         drop(ws);
-        let recs = s.agent.wait_audits(1);
-        assert_eq!(recs.len(), 1, "{recs:?}");
-        assert_ws_record(&s, &recs[0]);
-        s.agent.assert_not_logged(TOKEN);
+        assert_one_ws_record(&s);
     });
 }
 
@@ -270,10 +293,7 @@ fn websocket_over_http2_extended_connect() {
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         echo_and_close(&mut ws).await;
         drop(ws);
-        let recs = s.agent.wait_audits(1);
-        assert_eq!(recs.len(), 1, "{recs:?}");
-        assert_ws_record(&s, &recs[0]);
-        s.agent.assert_not_logged(TOKEN);
+        assert_one_ws_record(&s);
     });
 }
 
@@ -283,10 +303,7 @@ fn websocket_dropped_without_close_is_audited_once() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let req = format!("wss://localhost:{}/chat", s.origin.addr.port())
-            .into_client_request()
-            .unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        let (mut ws, _) = ws_over_http1(tls, &s.authority(), "/chat").await.unwrap();
         ws.send(Message::text("one")).await.unwrap();
         let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -310,16 +327,9 @@ fn upstream_refusing_the_handshake_is_relayed_as_a_normal_response() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let req = format!("wss://localhost:{}/unauthorized", s.origin.addr.port())
-            .into_client_request()
-            .unwrap();
-        let err = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::client_async(req, tls),
-        )
-        .await
-        .unwrap()
-        .unwrap_err();
+        let err = ws_over_http1(tls, &s.authority(), "/unauthorized")
+            .await
+            .unwrap_err();
         match err {
             WsError::Http(resp) => assert_eq!(resp.status(), 401),
             other => panic!("expected an HTTP 401, got {other:?}"),
@@ -338,10 +348,7 @@ fn open_websocket_is_closed_and_audited_at_shutdown() {
     rt.block_on(async {
         let mut s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let req = format!("wss://localhost:{}/chat", s.origin.addr.port())
-            .into_client_request()
-            .unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        let (mut ws, _) = ws_over_http1(tls, &s.authority(), "/chat").await.unwrap();
         ws.send(Message::text("one")).await.unwrap();
         let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -366,15 +373,10 @@ fn websocket_inside_a_connect_tunnel() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let s = setup().await;
-        let target = format!("localhost:{}", s.origin.addr.port());
+        let target = s.authority();
         let tcp = connect_tunnel(s.agent.addr("tunnel"), &target).await;
         let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"http/1.1"]).await;
-        let mut req = format!("wss://{target}/chat")
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("x-api-key", "proxy-ws-key".parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+        let (mut ws, _) = ws_over_http1(tls, &target, "/chat").await.unwrap();
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         echo_and_close(&mut ws).await;
         drop(ws);
@@ -394,14 +396,9 @@ fn denied_websocket_handshake_gets_403_and_one_record() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "denied.test", &[b"http/1.1"]).await;
-        let req = "wss://denied.test/chat".into_client_request().unwrap();
-        let err = tokio::time::timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::client_async(req, tls),
-        )
-        .await
-        .unwrap()
-        .unwrap_err();
+        let err = ws_over_http1(tls, "denied.test", "/chat")
+            .await
+            .unwrap_err();
         match err {
             WsError::Http(resp) => assert_eq!(resp.status(), 403),
             other => panic!("expected an HTTP 403, got {other:?}"),
@@ -425,7 +422,7 @@ fn websocket_over_http2_inside_a_connect_tunnel() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let s = setup().await;
-        let target = format!("localhost:{}", s.origin.addr.port());
+        let target = s.authority();
         let tcp = connect_tunnel(s.agent.addr("tunnel"), &target).await;
         let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"h2"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
