@@ -67,7 +67,7 @@ impl DenyList {
 #[derive(Clone)]
 pub struct Connector {
     resolver: Arc<Resolver>,
-    pub(super) deny: Arc<DenyList>,
+    deny: Arc<DenyList>,
     tls: TlsConnector,
     proxies: Arc<UpstreamProxies>,
 }
@@ -139,12 +139,8 @@ impl Connector {
         let mut last_err = None;
         for ip in ips {
             let addr = SocketAddr::new(ip, port);
-            if let Some(net) = self.deny.check(ip) {
-                last_err = Some(ConnectError::Denied {
-                    addr,
-                    ip: unmap(ip),
-                    net,
-                });
+            if let Err(e) = self.check_deny(addr) {
+                last_err = Some(e);
                 continue;
             }
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -170,6 +166,18 @@ impl Connector {
             host: host.into(),
             reason: format!("lookup {host}: no addresses"),
         }))
+    }
+
+    /// The deny error for `addr` when `upstream_deny_cidrs` covers its address.
+    pub(super) fn check_deny(&self, addr: SocketAddr) -> Result<(), ConnectError> {
+        match self.deny.check(addr.ip()) {
+            Some(net) => Err(ConnectError::Denied {
+                addr,
+                ip: unmap(addr.ip()),
+                net,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The full connection for `uri`: dial (direct or through the proxy), then TLS for https.

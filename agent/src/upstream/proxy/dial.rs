@@ -24,7 +24,6 @@ use tokio_util::task::AbortOnDropHandle;
 use super::UpstreamProxies;
 use super::stream::DialedStream;
 use super::url::{ProxyKind, ProxyUrl};
-use crate::policy::unmap;
 use crate::upstream::connect::{ConnectError, Connector};
 
 /// TLS handshake with an `https://` proxy.
@@ -41,7 +40,7 @@ pub(in crate::upstream) async fn dial(
     port: u16,
 ) -> Result<DialedStream, ConnectError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        check_deny(connector, SocketAddr::new(ip, port))?;
+        connector.check_deny(SocketAddr::new(ip, port))?;
     }
     tracing::debug!(proxy = %proxy, host, port, "dialling through upstream proxy");
     let fail = |reason: String| ConnectError::Proxy {
@@ -84,17 +83,6 @@ pub(in crate::upstream) async fn dial(
         ProxyKind::Socks5 { remote_dns: false } => {
             socks5_resolved(connector, proxy, host, port).await
         }
-    }
-}
-
-fn check_deny(connector: &Connector, addr: SocketAddr) -> Result<(), ConnectError> {
-    match connector.deny.check(addr.ip()) {
-        Some(net) => Err(ConnectError::Denied {
-            addr,
-            ip: unmap(addr.ip()),
-            net,
-        }),
-        None => Ok(()),
     }
 }
 
@@ -188,7 +176,7 @@ async fn socks5_resolved(
     let mut last_err = None;
     for ip in ips {
         let addr = SocketAddr::new(ip, port);
-        if let Err(e) = check_deny(connector, addr) {
+        if let Err(e) = connector.check_deny(addr) {
             last_err = Some(e);
             continue;
         }
