@@ -64,6 +64,27 @@ impl TestCa {
         (vec![cert.der().clone(), self.cert_der.clone()], key_der)
     }
 
+    /// A rustls server config presenting a certificate for `names` signed by this CA, offering
+    /// `alpn` (empty: no ALPN).
+    pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> rustls::ServerConfig {
+        let (chain, key) = self.server_cert(names);
+        let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocols")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server cert");
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        cfg
+    }
+
+    /// A TLS acceptor for [`TestCa::server_config`].
+    pub fn acceptor(&self, names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::new(self.server_config(names, alpn)))
+    }
+
     /// As [`TestCa::server_cert`], as PEM: (certificate chain, private key), for servers that
     /// read files (e.g. a Python gRPC server).
     pub fn server_cert_pem(&self, names: &[&str]) -> (String, String) {

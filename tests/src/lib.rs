@@ -15,6 +15,7 @@ pub mod netns;
 pub mod origin;
 pub mod proxies;
 pub mod token_server;
+pub mod ws;
 
 pub use agent::{Agent, AgentBuilder};
 pub use ca::TestCa;

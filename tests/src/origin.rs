@@ -108,19 +108,8 @@ impl Origin {
         };
         let acceptor = names.map(|names| {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let (chain, key) = ca.expect("https origin needs a CA").server_cert(&names);
-            let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("protocols")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("origin cert");
-            if h2 {
-                cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            }
-            tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+            let alpn: &[&[u8]] = if h2 { &[b"h2", b"http/1.1"] } else { &[] };
+            ca.expect("https origin needs a CA").acceptor(&names, alpn)
         });
         let h = hits.clone();
         let task = tokio::spawn(async move {

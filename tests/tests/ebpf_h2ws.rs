@@ -5,13 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use iron_agent_tests::TestCa;
 use iron_agent_tests::ebpf_world::{API_KEY, SERIAL, Unpin, World, curl, echoed_header};
 use iron_agent_tests::netns::{TestUser, is_root};
+use iron_agent_tests::ws::{SeenKeys, serve_echo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -25,18 +24,9 @@ fn skip(name: &str) -> bool {
 
 /// Starts a TLS WebSocket echo server for `ws.test` on 10.231.0.5:443 inside the namespace
 /// (HTTP/1.1 only); returns the `x-api-key` of every handshake it accepted.
-fn ws_origin(world: &World) -> Arc<Mutex<Vec<String>>> {
-    let (chain, key) = world.origin_ca.server_cert(&["ws.test"]);
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let seen = Arc::new(Mutex::new(Vec::new()));
+fn ws_origin(world: &World) -> SeenKeys {
+    let acceptor = world.origin_ca.acceptor(&["ws.test"], &[]);
+    let seen = SeenKeys::default();
     let keys = seen.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     world.ns.spawn_in(move || {
@@ -53,29 +43,8 @@ fn ws_origin(world: &World) -> Arc<Mutex<Vec<String>>> {
                 };
                 let (acceptor, keys) = (acceptor.clone(), keys.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    // The callback's signature is tungstenite's.
-                    #[allow(clippy::result_large_err)]
-                    let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                              resp| {
-                        let key = req
-                            .headers()
-                            .get("x-api-key")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        keys.lock().unwrap().push(key);
-                        Ok(resp)
-                    };
-                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, cb).await else {
-                        return;
-                    };
-                    while let Some(Ok(msg)) = ws.next().await {
-                        if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                            return;
-                        }
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        serve_echo(tls, keys).await;
                     }
                 });
             }

@@ -406,16 +406,7 @@ fn https_proxy_speaks_tls_to_the_proxy() {
     rt.block_on(async {
         let s = Setup::new();
         let origin = s.https_origin().await;
-        let (chain, key) = s.upstream_ca.server_cert(&["proxy.test"]);
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let acceptor = s.upstream_ca.acceptor(&["proxy.test"], &[]);
         let proxy = TestProxy::connect(Some(&basic("agent", PASSWORD)), Some(acceptor)).await;
         let agent = s.agent(
             &s.config(

@@ -5,14 +5,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Empty;
 use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioIo;
+use iron_agent_tests::ws::{SeenKeys, serve_echo};
 use iron_agent_tests::{
     Agent, TestCa, allow_localhost_with_secret, connect_tunnel, h2_handshake, loopback_config,
     tls_connect, with_tunnel_listener,
@@ -29,7 +30,7 @@ const PLACEHOLDER: &str = "proxy-ws-key";
 /// A TLS WebSocket echo server (WebSocket over HTTP/1.1; ALPN offers h2 too); records each handshake's `x-api-key`.
 struct WsOrigin {
     addr: SocketAddr,
-    seen_keys: Arc<Mutex<Vec<String>>>,
+    seen_keys: SeenKeys,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,22 +41,12 @@ impl Drop for WsOrigin {
 }
 
 async fn ws_origin(ca: &TestCa) -> WsOrigin {
-    let (chain, key) = ca.server_cert(&["localhost"]);
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
     // Like most real servers it would pick h2 if offered; the agent must offer only http/1.1
     // for the WebSocket handshake.
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = ca.acceptor(&["localhost"], &[b"h2", b"http/1.1"]);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen_keys = Arc::new(Mutex::new(Vec::new()));
+    let seen_keys = SeenKeys::default();
     let seen = seen_keys.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -71,40 +62,7 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
                 if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                     return;
                 }
-                // The callback's signature is tungstenite's.
-                #[allow(clippy::result_large_err)]
-                let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request,
-                          resp: tokio_tungstenite::tungstenite::handshake::server::Response| {
-                    let key = req
-                        .headers()
-                        .get("x-api-key")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    seen.lock().unwrap().push(key);
-                    if req.uri().path() == "/unauthorized" {
-                        let mut refused = http::Response::new(Some("no".to_string()));
-                        *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
-                        return Err(refused);
-                    }
-                    let mut resp = resp;
-                    if req.uri().path() == "/bad-accept" {
-                        // A 101 that does not answer the key the handshake carried.
-                        resp.headers_mut().insert(
-                            "sec-websocket-accept",
-                            http::HeaderValue::from_static("bm90IHRoZSByaWdodCBvbmU="),
-                        );
-                    }
-                    Ok(resp)
-                };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tls, cb).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        return;
-                    }
-                }
+                serve_echo(tls, seen).await;
             });
         }
     });
@@ -165,17 +123,18 @@ async fn tls_to_agent(
 }
 
 /// A WebSocket over HTTP/2 (RFC 8441 extended CONNECT) to the origin's `path`, on an h2
-/// connection to the agent; the placeholder credential rides in the handshake.
-async fn extended_connect<I>(io: I, port: u16, path: &str) -> http::Response<Incoming>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let mut sender = h2_handshake(io).await;
+/// connection to the agent; the placeholder credential rides in the handshake. The caller
+/// keeps `sender` alive as long as the WebSocket: dropping it ends the h2 connection.
+async fn extended_connect(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    port: u16,
+    path: &str,
+) -> http::Response<Incoming> {
     let req = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("https://localhost:{port}{path}"))
         .header("sec-websocket-version", "13")
-        .header("x-api-key", "proxy-ws-key")
+        .header("x-api-key", PLACEHOLDER)
         .extension(hyper::ext::Protocol::from_static("websocket"))
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -288,7 +247,8 @@ fn websocket_over_http2_extended_connect() {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"h2"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let resp = extended_connect(tls, s.origin.addr.port(), "/chat").await;
+        let mut sender = h2_handshake(tls).await;
+        let resp = extended_connect(&mut sender, s.origin.addr.port(), "/chat").await;
         let mut ws = ws_over_h2(resp).await;
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         echo_and_close(&mut ws).await;
@@ -426,7 +386,8 @@ fn websocket_over_http2_inside_a_connect_tunnel() {
         let tcp = connect_tunnel(s.agent.addr("tunnel"), &target).await;
         let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"h2"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-        let resp = extended_connect(tls, s.origin.addr.port(), "/chat").await;
+        let mut sender = h2_handshake(tls).await;
+        let resp = extended_connect(&mut sender, s.origin.addr.port(), "/chat").await;
         let mut ws = ws_over_h2(resp).await;
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         echo_and_close(&mut ws).await;
@@ -456,7 +417,8 @@ fn extended_connect_upstream_with_wrong_accept_is_a_502() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"h2"]).await;
-        let resp = extended_connect(tls, s.origin.addr.port(), "/bad-accept").await;
+        let mut sender = h2_handshake(tls).await;
+        let resp = extended_connect(&mut sender, s.origin.addr.port(), "/bad-accept").await;
         assert_eq!(resp.status(), 502, "{resp:?}");
         // The upstream did see the handshake: the refusal is the agent's.
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
