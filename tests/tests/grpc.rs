@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use iron_agent_tests::{Agent, TestCa, allow_localhost_with_secret, loopback_config};
+use iron_agent_tests::{TestCa, allow_localhost_with_secret, start_mitm_agent};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -42,8 +42,6 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
         let (chain_path, key_path) = (dir.path().join("srv.crt"), dir.path().join("srv.key"));
         std::fs::write(&chain_path, chain).unwrap();
         std::fs::write(&key_path, key).unwrap();
-        let origin_ca_path = dir.path().join("origin-ca.pem");
-        std::fs::write(&origin_ca_path, &origin_ca.cert_pem).unwrap();
 
         let mut server = tokio::process::Command::new("python3")
             .arg(script("server.py"))
@@ -63,13 +61,12 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
             .parse()
             .unwrap();
 
-        let mitm = TestCa::new("mitm");
-        let (c, k) = mitm.write(dir.path());
-        let transforms = allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization");
-        let agent = Agent::with_config(&loopback_config(&c, &k, &transforms))
-            .env("SSL_CERT_FILE", origin_ca_path.to_string_lossy())
-            .env("API_TOKEN", TOKEN)
-            .start();
+        let (agent, _mitm) = start_mitm_agent(
+            dir.path(),
+            &origin_ca,
+            &allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization"),
+            &[("API_TOKEN", TOKEN)],
+        );
 
         let out = tokio::time::timeout(
             Duration::from_secs(60),
@@ -77,7 +74,7 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
                 .arg(script("client.py"))
                 .arg(agent.addr("https").to_string())
                 .arg(format!("localhost:{port}"))
-                .arg(&c)
+                .arg(dir.path().join("ca.crt"))
                 .kill_on_drop(true)
                 .output(),
         )

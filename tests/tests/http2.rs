@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use iron_agent_tests::{
     Agent, Origin, OriginKind, TestCa, allow_localhost_with_secret, echo_header, h2_handshake,
-    https_request, loopback_config, tls_connect, with_tunnel_listener,
+    https_request, loopback_config, start_mitm_agent, tls_connect,
 };
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -38,19 +38,12 @@ async fn setup() -> Setup {
     )
     .await;
     let h1_origin = Origin::start(OriginKind::Https { names }, Some(&origin_ca)).await;
-    let ca_path = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir.path());
-    let config = with_tunnel_listener(&loopback_config(
-        &c,
-        &k,
+    let (agent, mitm) = start_mitm_agent(
+        dir.path(),
+        &origin_ca,
         &allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization"),
-    ));
-    let agent = Agent::with_config(&config)
-        .env("SSL_CERT_FILE", ca_path.to_string_lossy())
-        .env("API_TOKEN", TOKEN)
-        .start();
+        &[("API_TOKEN", TOKEN)],
+    );
     Setup {
         agent,
         mitm,

@@ -15,8 +15,8 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioIo;
 use iron_agent_tests::ws::{SeenKeys, serve_echo};
 use iron_agent_tests::{
-    Agent, TestCa, allow_localhost_with_secret, connect_tunnel, h2_handshake, loopback_config,
-    tls_connect, with_tunnel_listener,
+    Agent, TestCa, allow_localhost_with_secret, connect_tunnel, h2_handshake, start_mitm_agent,
+    tls_connect,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -91,19 +91,12 @@ async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("origin");
     let origin = ws_origin(&origin_ca).await;
-    let ca_path = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir.path());
-    let config = with_tunnel_listener(&loopback_config(
-        &c,
-        &k,
+    let (agent, mitm) = start_mitm_agent(
+        dir.path(),
+        &origin_ca,
         &allow_localhost_with_secret("WS_KEY", PLACEHOLDER, "X-Api-Key"),
-    ));
-    let agent = Agent::with_config(&config)
-        .env("SSL_CERT_FILE", ca_path.to_string_lossy())
-        .env("WS_KEY", TOKEN)
-        .start();
+        &[("WS_KEY", TOKEN)],
+    );
     Setup {
         agent,
         mitm,
