@@ -69,15 +69,20 @@ pub struct Connector {
     resolver: Arc<Resolver>,
     deny: Arc<DenyList>,
     tls: TlsConnector,
+    /// The same TLS client offering only `http/1.1` (see [`Connector::http1_only`]), built once.
+    tls_http1: TlsConnector,
     proxies: Arc<UpstreamProxies>,
 }
 
 impl Connector {
     pub fn new(resolver: Arc<Resolver>, deny: DenyList, tls: Arc<rustls::ClientConfig>) -> Self {
+        let mut http1 = (*tls).clone();
+        http1.alpn_protocols = vec![crate::tls::ALPN_HTTP11.to_vec()];
         Self {
             resolver,
             deny: Arc::new(deny),
             tls: TlsConnector::from(tls),
+            tls_http1: TlsConnector::from(Arc::new(http1)),
             proxies: Arc::default(),
         }
     }
@@ -233,10 +238,8 @@ impl Connector {
     /// must speak HTTP/1.1 whatever the server prefers (a WebSocket Upgrade cannot run on a
     /// connection where the server chose h2). Same resolve, deny-list and TLS checks.
     pub fn http1_only(&self) -> Connector {
-        let mut config = (**self.tls.config()).clone();
-        config.alpn_protocols = vec![crate::tls::ALPN_HTTP11.to_vec()];
         let mut c = self.clone();
-        c.tls = TlsConnector::from(Arc::new(config));
+        c.tls = self.tls_http1.clone();
         c
     }
 }
