@@ -236,10 +236,12 @@ impl ConnectResolver {
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| self.err(format!("1password_connect: bad request URL {uri:?}: {e}")))?;
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| self.err(format!("1password_connect: GET {uri}: {}", chain(&e))))?;
+        let resp = client.request(req).await.map_err(|e| {
+            self.err(format!(
+                "1password_connect: GET {uri}: {}",
+                crate::telemetry::error_chain(&e)
+            ))
+        })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
@@ -447,17 +449,6 @@ fn cap(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

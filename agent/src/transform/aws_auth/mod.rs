@@ -14,13 +14,13 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
-use http_body::Body as _;
+use http::StatusCode;
 use serde_json::Value;
 
 use crate::config::transforms::AwsAuthConfig;
 use crate::policy::RuleSet;
 use crate::secrets::SecretRegistry;
+use crate::transform::signed_body::{self, BodyRefusal};
 use crate::transform::{
     ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
 };
@@ -88,15 +88,7 @@ impl Refusal {
 
 fn json_error(status: StatusCode, reason: &str) -> ProxyResponse {
     let text = format!(r#"{{"error":"aws_auth","reason":"{reason}"}}"#);
-    let mut r = http::Response::new(body::full(Bytes::from(text.clone())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-    r
+    body::respond(status, "application/json", text)
 }
 
 #[async_trait]
@@ -169,64 +161,17 @@ impl AwsAuth {
     /// The body the payload hash covers, buffered (within the request body limit) and put back
     /// with an exact `Content-Length`. Nothing is forwarded that differs from what was hashed.
     async fn read_body(&self, cx: &RequestCx, req: &mut ProxyRequest) -> Result<Bytes, Refusal> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let ended = req.body().is_end_stream();
-        match declared {
-            Some(0) => return Ok(Bytes::new()),
-            Some(n) if ended => {
-                return Err(
-                    Refusal::new("body_missing", StatusCode::BAD_REQUEST).with("content_length", n)
-                );
-            }
-            Some(n) => {
-                if let Some(limit) = cx.request_body_limit.filter(|l| n > *l) {
-                    return Err(too_large(limit).with("content_length", n));
+        signed_body::read_for_signing(cx, req, self.allow_chunked_body, "aws_auth")
+            .await
+            .map_err(|refusal| {
+                let mut r = Refusal::new(refusal.reason(), refusal.status());
+                if let BodyRefusal::ReadFailed(e) = &refusal {
+                    r = r.with("error", e.to_string());
                 }
-            }
-            None if ended => return Ok(Bytes::new()),
-            None if !self.allow_chunked_body => {
-                return Err(Refusal::new(
-                    "chunked_body_not_allowed",
-                    StatusCode::BAD_REQUEST,
-                ));
-            }
-            None => {}
-        }
-        let bytes = match body::buffer_request(req, cx.request_body_limit).await {
-            Ok(b) => b,
-            Err(TransformError::BodyTooLarge { limit }) => return Err(too_large(limit)),
-            Err(e) => {
-                return Err(Refusal::new("body_read_failed", StatusCode::BAD_REQUEST)
-                    .with("error", e.to_string()));
-            }
-        };
-        if let Some(n) = declared
-            && (bytes.len() as u64) < n
-        {
-            return Err(
-                Refusal::new("body_truncated", StatusCode::PAYLOAD_TOO_LARGE)
-                    .with("content_length", n)
-                    .with("buffered_length", bytes.len()),
-            );
-        }
-        if declared.is_none() {
-            tracing::warn!(
-                host = %cx.host,
-                buffered_length = bytes.len(),
-                "aws_auth signing chunked request body without length verification"
-            );
-        }
-        Ok(bytes)
+                r.extra.extend(refusal.lengths());
+                r
+            })
     }
-}
-
-/// Over `proxy.max_request_body_bytes`: refused whole, never hashed or forwarded truncated.
-fn too_large(limit: u64) -> Refusal {
-    Refusal::new("body_too_large", StatusCode::PAYLOAD_TOO_LARGE).with("limit", limit)
 }
 
 #[cfg(test)]
@@ -304,6 +249,15 @@ mod tests {
 
     use crate::transform::ProxyBody;
 
+    /// A body without a known length, as hyper presents a chunked one.
+    fn chunked(data: &'static [u8]) -> ProxyBody {
+        use http_body_util::BodyExt;
+        let frames = futures_util::stream::iter([Ok::<_, body::BoxError>(http_body::Frame::data(
+            Bytes::from_static(data),
+        ))]);
+        http_body_util::StreamBody::new(frames).boxed_unsync()
+    }
+
     #[tokio::test]
     async fn body_rules() {
         let t = transform(false).await;
@@ -315,13 +269,13 @@ mod tests {
         assert_eq!(r, (413, Some("body_truncated".into())));
         let r = run(&t, request(Some("100"), body::full("x")), Some(16)).await;
         assert_eq!(r, (413, Some("body_too_large".into())));
-        let r = run(&t, request(None, body::full("chunk")), None).await;
+        let r = run(&t, request(None, chunked(b"chunk")), None).await;
         assert_eq!(r, (400, Some("chunked_body_not_allowed".into())));
 
         let t = transform(true).await;
-        let r = run(&t, request(None, body::full("chunk")), None).await;
+        let r = run(&t, request(None, chunked(b"chunk")), None).await;
         assert_eq!(r, (200, None));
-        let r = run(&t, request(None, body::full(vec![b'x'; 64])), Some(16)).await;
+        let r = run(&t, request(None, chunked(&[b'x'; 64])), Some(16)).await;
         assert_eq!(r, (413, Some("body_too_large".into())));
     }
 }

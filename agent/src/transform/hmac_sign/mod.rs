@@ -2,12 +2,11 @@
 //! signature (plus any auxiliary credentials) through templated headers.
 //!
 //! Data path per matching request (see [`HmacSign::on_request`]): body integrity
-//! ([`integrity`]) → every credential read from its cache → timestamp → message rendered
+//! ([`signed_body`]) → every credential read from its cache → timestamp → message rendered
 //! ([`message`]) → key decoded and HMAC ([`sign`]) → headers rendered and set with their
 //! configured casing. Each failure is a JSON reject with a documented reason ([`reject`]);
 //! annotations name credentials and headers, never their values.
 
-mod integrity;
 mod message;
 mod reject;
 pub mod sign;
@@ -26,6 +25,7 @@ use crate::policy::RuleSet;
 use crate::proxy::header_case::ConfiguredCasing;
 use crate::secrets::{Secret, SecretRegistry};
 use crate::template::Template;
+use crate::transform::signed_body::{self, BodyRefusal};
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use message::{Credentials, MessageData};
 use reject::Reject;
@@ -185,9 +185,16 @@ impl Transform for HmacSign {
         if !self.rules.matches(&cx.match_input(req)) {
             return Ok(Verdict::Continue);
         }
-        let signed = match integrity::read_for_signing(cx, req, self.allow_chunked_body).await? {
+        let signed = match signed_body::read_for_signing(
+            cx,
+            req,
+            self.allow_chunked_body,
+            "hmac_sign",
+        )
+        .await
+        {
             Ok(body) => self.sign(req, body),
-            Err(reject) => Err(reject),
+            Err(refusal) => Err(body_reject(cx, refusal)?),
         };
         match signed {
             Ok(injected) => {
@@ -196,6 +203,29 @@ impl Transform for HmacSign {
             }
             Err(reject) => Ok(reject.into_verdict(cx)),
         }
+    }
+}
+
+/// A body that cannot be signed: over the limit is the pipeline's `body_too_large` (413, never
+/// forwarded truncated); the rest are `hmac_sign` refusals.
+fn body_reject(cx: &mut RequestCx, refusal: BodyRefusal) -> Result<Reject, TransformError> {
+    let reject = Reject::new(refusal.status(), refusal.reason());
+    match refusal {
+        BodyRefusal::TooLarge {
+            limit,
+            content_length,
+        } => {
+            if let Some(n) = content_length {
+                cx.annotate("content_length", n);
+            }
+            Err(TransformError::BodyTooLarge { limit })
+        }
+        BodyRefusal::ReadFailed(TransformError::Body(e)) => Ok(reject.with("error", e)),
+        BodyRefusal::ReadFailed(e) => Err(e),
+        other => Ok(other
+            .lengths()
+            .into_iter()
+            .fold(reject, |r, (k, v)| r.with(k, v))),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Refusals: the documented reason, its status, iron-proxy's JSON body, and the contextual
 //! annotations (`credential`, `header`, `error`, lengths) — never a credential value.
 
-use http::{HeaderValue, StatusCode, header};
+use http::StatusCode;
 use serde_json::Value;
 
 use crate::transform::{ProxyResponse, RequestCx, Verdict, body};
@@ -40,14 +40,5 @@ impl Reject {
 /// iron-proxy's reject body: `{"error":"hmac_sign","reason":"<reason>"}`.
 fn response(status: StatusCode, reason: &str) -> ProxyResponse {
     let text = serde_json::json!({"error": "hmac_sign", "reason": reason}).to_string();
-    let len = text.len();
-    let mut r = http::Response::new(body::full(text));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
+    body::respond(status, "application/json", text)
 }
