@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use http::header;
 use serde_json::json;
 
-use super::google::{GOOGLE_TOKEN_HOST, Keyfile, is_metadata_sa_path, keyfile_source, set_bearer};
+use super::google::{GOOGLE_TOKEN_HOST, Keyfile, is_metadata_sa_path, keyfile_source};
 use super::oauth_token::{MintedHeaders, stub_token_response};
 use crate::config::transforms::gcp_auth::GcpAuthConfig;
 use crate::mint::adc::AdcSource;
@@ -134,7 +134,7 @@ impl Transform for GcpAuth {
         // 3. Mint or reuse.
         match self.token().await {
             Ok(t) => {
-                set_bearer(req, header::AUTHORIZATION, &t)?;
+                MintedHeaders::set_token(req, header::AUTHORIZATION, "Bearer ", &t)?;
                 if let Some(p) = t.principal {
                     cx.annotate("service_account", p);
                 }

@@ -12,7 +12,7 @@ use base64::Engine;
 use http::{HeaderName, StatusCode};
 use serde_json::json;
 
-use super::google::{GOOGLE_TOKEN_HOST, Keyfile, is_metadata_sa_path, keyfile_source, set_bearer};
+use super::google::{GOOGLE_TOKEN_HOST, Keyfile, is_metadata_sa_path, keyfile_source};
 use super::oauth_token::MintedHeaders;
 use crate::config::transforms::gcp_id_token::GcpIdTokenConfig;
 use crate::mint::google::{IdTokenSource, id_token_request_audience};
@@ -166,7 +166,7 @@ impl Transform for GcpIdToken {
         // 3. Mint or reuse.
         match self.token().await {
             Ok(t) => {
-                set_bearer(req, self.header.clone(), &t)?;
+                MintedHeaders::set_token(req, self.header.clone(), "Bearer ", &t)?;
                 if let Some(p) = t.principal {
                     cx.annotate("service_account", p);
                 }

@@ -1,19 +1,14 @@
 //! What `gcp_auth` and `gcp_id_token` share: the Google endpoints the workload's SDKs call
-//! (answered with stubs), the keyfile secret and the token cache built from it, and setting
-//! the minted `Bearer` header.
+//! (answered with stubs), and the keyfile secret with the token cache built from it.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
-
-use super::oauth_token::MintedHeaders;
 use crate::config::transforms::SecretSource;
 use crate::config::transforms::source::FileSource;
 use crate::mint::google::{ServiceAccount, parse_service_account};
-use crate::mint::{MintError, PerCredentials, Token, TokenCache, TokenSource};
+use crate::mint::{MintError, PerCredentials, TokenCache, TokenSource};
 use crate::secrets::Secret;
-use crate::transform::{ProxyRequest, TransformError};
 
 pub const GOOGLE_TOKEN_HOST: &str = "oauth2.googleapis.com";
 const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "169.254.169.254"];
@@ -78,16 +73,4 @@ impl Keyfile {
             Ok(source(sa))
         })
     }
-}
-
-/// Sets `name: Bearer <token>` as a minted header (first credential transform wins).
-pub fn set_bearer(
-    req: &mut ProxyRequest,
-    name: HeaderName,
-    t: &Token,
-) -> Result<(), TransformError> {
-    let v = HeaderValue::from_str(&format!("Bearer {}", t.value.expose()))
-        .map_err(|_| TransformError::Failed("minted token is not a valid header value".into()))?;
-    MintedHeaders::set(req, name, v);
-    Ok(())
 }

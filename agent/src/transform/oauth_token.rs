@@ -48,8 +48,24 @@ impl MintedHeaders {
             .is_some_and(|m| m.0.contains(name))
     }
 
+    /// Sets `name: <prefix><token>` and records it.
+    pub fn set_token(
+        req: &mut ProxyRequest,
+        name: HeaderName,
+        prefix: &str,
+        token: &Token,
+    ) -> Result<(), TransformError> {
+        // The error never quotes the value: it is the token.
+        let v =
+            HeaderValue::from_str(&format!("{prefix}{}", token.value.expose())).map_err(|_| {
+                TransformError::Failed("minted token is not a valid header value".into())
+            })?;
+        Self::set(req, name, v);
+        Ok(())
+    }
+
     /// Sets `name: value` and records it.
-    pub fn set(req: &mut ProxyRequest, name: HeaderName, mut value: HeaderValue) {
+    fn set(req: &mut ProxyRequest, name: HeaderName, mut value: HeaderValue) {
         value.set_sensitive(true);
         req.headers_mut().insert(name.clone(), value);
         match req.extensions_mut().get_mut::<MintedHeaders>() {
@@ -276,11 +292,7 @@ impl Transform for OauthToken {
         cx.annotate("grant", e.grant.as_str());
         match e.token().await {
             Ok(t) => {
-                let v = HeaderValue::from_str(&format!("{}{}", e.prefix, t.value.expose()))
-                    .map_err(|_| {
-                        TransformError::Failed("minted token is not a valid header value".into())
-                    })?;
-                MintedHeaders::set(req, e.header.clone(), v);
+                MintedHeaders::set_token(req, e.header.clone(), &e.prefix, &t)?;
                 cx.annotate("injected", json!([e.location]));
                 Ok(Verdict::Continue)
             }
