@@ -685,3 +685,56 @@ fn token_calls_go_through_the_upstream_proxy() {
         s.assert_not_in_logs(&[CLIENT_SECRET, "proxied-token-1"]);
     });
 }
+
+/// `upstream_deny_cidrs` governs where workloads may go, not the agent's own token calls: with
+/// 127.0.0.0/8 denied (the default), the workload's request to the loopback origin is refused,
+/// yet the token endpoint on 127.0.0.1 was reached and the token minted first.
+#[test]
+fn upstream_deny_cidrs_do_not_govern_token_calls() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let handler: Handler = Arc::new(|r: &Recorded, n: usize| {
+            if client_auth_ok(r, true) {
+                token_json(&format!("deny-token-{n}"), 3600)
+            } else {
+                oauth_error(400, "invalid_client")
+            }
+        });
+        let ts = TokenServer::start(Duration::ZERO, handler).await;
+        let transforms = format!(
+            r#"  - name: oauth_token
+    config:
+      tokens:
+        - grant: client_credentials
+          client_id: {{type: env, var: CC_ID}}
+          client_secret: {{type: env, var: CC_SECRET}}
+          token_endpoint: "{}"
+          rules: [{{host: localhost}}]
+"#,
+            ts.url("/token")
+        );
+        let (origin, origin_ca) = localhost_origin().await;
+        let m = MitmAgent::prepare(&[])
+            .trust(&origin_ca)
+            .envs(&[("CC_ID", CLIENT_ID), ("CC_SECRET", CLIENT_SECRET)])
+            .start(|c, k| {
+                loopback_config(c, k, &transforms).replace(
+                    "upstream_deny_cidrs: []",
+                    "upstream_deny_cidrs: [\"127.0.0.0/8\"]",
+                )
+            });
+        let s = Setup { m, origin };
+        let r = s.get("/a").await;
+        assert_ne!(
+            r.status, 200,
+            "the workload's loopback destination is denied"
+        );
+        assert_eq!(ts.count(), 1, "the token endpoint on 127.0.0.1 was reached");
+        let a = s.agent.audit_where(|r| r["path"] == "/a");
+        assert_eq!(
+            annotations(&a, 0)["injected"],
+            json!(["header:Authorization"])
+        );
+        s.assert_not_in_logs(&[CLIENT_SECRET, "deny-token-1"]);
+    });
+}
