@@ -16,6 +16,7 @@ pub mod google;
 pub mod header_allowlist;
 pub mod headers;
 pub mod hmac_sign;
+pub mod json_reject;
 pub mod oauth_token;
 pub mod pipeline;
 pub mod secrets;

@@ -3,8 +3,9 @@
 //! the real credentials (SigV4, current time). The workload never holds a working key.
 //!
 //! Order per request: rules → scope ([`scope`]) → region/service gates → credentials
-//! ([`credentials`]) → payload hash (body rules below) → re-sign ([`sign`]). Every refusal is
-//! a JSON `{"error":"aws_auth","reason":...}` with the status of the documented table.
+//! ([`credentials`]) → payload hash (body rules: [`signed_body`]) → re-sign ([`sign`]). Every
+//! refusal is a JSON `{"error":"aws_auth","reason":...}` with the status of the documented
+//! table ([`JsonReject`]).
 
 mod credentials;
 mod scope;
@@ -15,15 +16,13 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::Value;
 
 use crate::config::transforms::AwsAuthConfig;
 use crate::policy::RuleSet;
 use crate::secrets::SecretRegistry;
+use crate::transform::json_reject::JsonReject;
 use crate::transform::signed_body::{self, BodyRefusal};
-use crate::transform::{
-    ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
-};
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use credentials::CredentialSource;
 use sign::Payload;
 
@@ -56,39 +55,9 @@ impl AwsAuth {
     }
 }
 
-/// A refusal: the documented reason and status, plus annotations giving context.
-struct Refusal {
-    reason: &'static str,
-    status: StatusCode,
-    extra: Vec<(&'static str, Value)>,
-}
-
-impl Refusal {
-    fn new(reason: &'static str, status: StatusCode) -> Self {
-        Self {
-            reason,
-            status,
-            extra: Vec::new(),
-        }
-    }
-
-    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
-        self.extra.push((key, value.into()));
-        self
-    }
-
-    fn into_verdict(self, cx: &mut RequestCx) -> Verdict {
-        cx.annotate("rejected", self.reason);
-        for (k, v) in self.extra {
-            cx.annotate(k, v);
-        }
-        Verdict::Reject(Some(json_error(self.status, self.reason)))
-    }
-}
-
-fn json_error(status: StatusCode, reason: &str) -> ProxyResponse {
-    let text = format!(r#"{{"error":"aws_auth","reason":"{reason}"}}"#);
-    body::respond(status, "application/json", text)
+/// A refusal with the documented reason and status (see the table in docs/transforms/aws_auth.md).
+fn refusal(reason: &'static str, status: StatusCode) -> JsonReject {
+    JsonReject::new("aws_auth", status, reason)
 }
 
 #[async_trait]
@@ -107,7 +76,7 @@ impl Transform for AwsAuth {
         }
         match self.sign_request(cx, req).await {
             Ok(()) => Ok(Verdict::Continue),
-            Err(refusal) => Ok(refusal.into_verdict(cx)),
+            Err(r) => Ok(r.into_verdict(cx)),
         }
     }
 }
@@ -117,21 +86,22 @@ impl AwsAuth {
         &self,
         cx: &mut RequestCx,
         req: &mut ProxyRequest,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), JsonReject> {
         let scope = scope::parse(req.headers(), req.uri().query()).map_err(|e| {
-            Refusal::new("missing_sigv4", StatusCode::BAD_REQUEST).with("error", e.to_string())
+            refusal("missing_sigv4", StatusCode::BAD_REQUEST).with("error", e.to_string())
         })?;
         // Gates come before any credential is read: a refused scope never touches the keys.
         if !self.allowed_regions.is_empty() && !self.allowed_regions.contains(&scope.region) {
-            return Err(Refusal::new("region_not_allowed", StatusCode::FORBIDDEN)
-                .with("region", scope.region));
+            return Err(
+                refusal("region_not_allowed", StatusCode::FORBIDDEN).with("region", scope.region)
+            );
         }
         if !self.allowed_services.is_empty() && !self.allowed_services.contains(&scope.service) {
-            return Err(Refusal::new("service_not_allowed", StatusCode::FORBIDDEN)
+            return Err(refusal("service_not_allowed", StatusCode::FORBIDDEN)
                 .with("service", scope.service));
         }
         let creds = self.creds.get().await.map_err(|e| {
-            Refusal::new("credential_unavailable", StatusCode::BAD_GATEWAY)
+            refusal("credential_unavailable", StatusCode::BAD_GATEWAY)
                 .with("credential", self.creds.kind())
                 .with("error", e.to_string())
         })?;
@@ -146,7 +116,7 @@ impl AwsAuth {
         };
         let injected =
             sign::resign(req, &scope, creds, payload, SystemTime::now()).map_err(|e| {
-                Refusal::new("signing_failed", StatusCode::INTERNAL_SERVER_ERROR)
+                refusal("signing_failed", StatusCode::INTERNAL_SERVER_ERROR)
                     .with("error", e.to_string())
             })?;
         cx.annotate("injected", injected);
@@ -160,16 +130,15 @@ impl AwsAuth {
 
     /// The body the payload hash covers, buffered (within the request body limit) and put back
     /// with an exact `Content-Length`. Nothing is forwarded that differs from what was hashed.
-    async fn read_body(&self, cx: &RequestCx, req: &mut ProxyRequest) -> Result<Bytes, Refusal> {
+    async fn read_body(&self, cx: &RequestCx, req: &mut ProxyRequest) -> Result<Bytes, JsonReject> {
         signed_body::read_for_signing(cx, req, self.allow_chunked_body, "aws_auth")
             .await
-            .map_err(|refusal| {
-                let mut r = Refusal::new(refusal.reason(), refusal.status());
-                if let BodyRefusal::ReadFailed(e) = &refusal {
+            .map_err(|b| {
+                let mut r = refusal(b.reason(), b.status());
+                if let BodyRefusal::ReadFailed(e) = &b {
                     r = r.with("error", e.to_string());
                 }
-                r.extra.extend(refusal.lengths());
-                r
+                r.with_all(b.lengths())
             })
     }
 }
@@ -179,6 +148,7 @@ mod tests {
     use super::*;
     use crate::config::transforms::source::ControlPlaneSource;
     use crate::config::transforms::{RuleConfig, SecretSource};
+    use crate::transform::body;
 
     async fn transform(chunked_ok: bool) -> AwsAuth {
         let inline = |v: &str| {
