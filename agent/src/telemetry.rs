@@ -11,6 +11,22 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogLevel;
 
+/// An error and its causes on one line (`a: b: c`), each cause once: the top-level errors of
+/// hyper and the AWS SDK say little, the cause names what failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// RFC 3339 UTC timestamp with nanoseconds, like Go's `time.RFC3339Nano`.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();

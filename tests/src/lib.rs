@@ -11,6 +11,7 @@ pub mod client;
 pub mod curl;
 pub mod dns;
 pub mod ebpf_world;
+pub mod mitm;
 pub mod netns;
 pub mod origin;
 pub mod proxies;

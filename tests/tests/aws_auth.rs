@@ -11,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::{Agent, Reply, TestCa, https_request, loopback_config};
+use iron_agent_tests::mitm::MitmAgent;
+use iron_agent_tests::{Reply, TestCa, https_request, loopback_config};
 use serde_json::Value;
 
 const REAL_AK: &str = "AKIAREALKEY000000001";
@@ -77,52 +78,35 @@ fn start_upstream(dir: &Path, ca: &TestCa) -> Upstream {
 }
 
 struct Setup {
-    agent: Agent,
-    mitm: TestCa,
+    m: MitmAgent,
     upstream: Upstream,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = MitmAgent;
+    fn deref(&self) -> &MitmAgent {
+        &self.m
+    }
 }
 
 /// Starts the fake AWS endpoint and the agent with `transforms` and the agent's environment.
 fn setup(transforms: &str, env: &[(&str, &str)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("aws-origin");
-    let upstream = start_upstream(dir.path(), &origin_ca);
-    let ca_path = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir.path());
-    let transforms = transforms.replace("{dir}", &dir.path().to_string_lossy());
-    let config = loopback_config(&c, &k, &transforms).replace(
-        "proxy:\n",
-        "proxy:\n  max_request_body_bytes: 4096\n  tunnel_listen: \"127.0.0.1:0\"\n",
-    );
-    let mut b = Agent::with_config(&config).env("SSL_CERT_FILE", ca_path.to_string_lossy());
-    for (k, v) in env {
-        b = b.env(k, *v);
-    }
-    Setup {
-        agent: b.start(),
-        mitm,
-        upstream,
-        dir,
-    }
+    let b = MitmAgent::prepare(&[]).trust(&origin_ca).envs(env);
+    let upstream = start_upstream(b.dir(), &origin_ca);
+    let transforms = b.expand(transforms);
+    let m = b.start(|c, k| {
+        loopback_config(c, k, &transforms).replace(
+            "proxy:\n",
+            "proxy:\n  max_request_body_bytes: 4096\n  tunnel_listen: \"127.0.0.1:0\"\n",
+        )
+    });
+    Setup { m, upstream }
 }
 
 impl Setup {
     fn host(&self) -> String {
         format!("localhost:{}", self.upstream.port)
-    }
-
-    async fn send(&self, req: http::Request<Full<Bytes>>) -> Reply {
-        https_request(
-            self.agent.addr("https"),
-            "localhost",
-            self.mitm.client_config(),
-            req,
-        )
-        .await
-        .unwrap()
     }
 
     /// The trace of the `aws_auth` entry that acted on the one audit record for `path` (entries
@@ -170,10 +154,7 @@ impl Setup {
     }
 
     fn assert_no_credentials_in_logs(&self) {
-        let logs = self.agent.logs();
-        for v in [REAL_AK, REAL_SK, REAL_TOKEN] {
-            assert!(!logs.contains(v), "a real credential leaked into the logs");
-        }
+        self.assert_not_in_logs(&[REAL_AK, REAL_SK, REAL_TOKEN]);
     }
 }
 

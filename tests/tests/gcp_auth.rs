@@ -10,10 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
+use iron_agent_tests::mitm::{MitmAgent, localhost_origin};
 use iron_agent_tests::token_server::{Answer, Handler};
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, Recorded, Reply, TestCa, TokenServer, http_request, https_request,
-    loopback_config,
+    Origin, Recorded, Reply, TokenServer, http_request, https_request, loopback_config,
 };
 use serde_json::{Value, json};
 
@@ -107,64 +107,35 @@ impl ServiceAccount {
 }
 
 struct Setup {
-    agent: Agent,
-    mitm: TestCa,
+    m: MitmAgent,
     origin: Origin,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = MitmAgent;
+    fn deref(&self) -> &MitmAgent {
+        &self.m
+    }
 }
 
 impl Setup {
     async fn get(&self, path: &str) -> Reply {
-        https_request(
-            self.agent.addr("https"),
-            "localhost",
-            self.mitm.client_config(),
-            get(&format!("localhost:{}", self.origin.port()), path),
-        )
-        .await
-        .unwrap()
-    }
-
-    fn assert_not_in_logs(&self, values: &[&str]) {
-        let logs = self.agent.logs();
-        for v in values {
-            assert!(!logs.contains(v), "credential value leaked into logs");
-        }
+        self.send(get(&format!("localhost:{}", self.origin.port()), path))
+            .await
     }
 }
 
 async fn setup(config: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    let origin_ca = TestCa::new("origin");
-    let origin = Origin::start(
-        OriginKind::Https {
-            names: vec!["localhost".into()],
-        },
-        Some(&origin_ca),
-    )
-    .await;
-    let ca_path = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir.path());
-    let config = config.replace("{dir}", &dir.path().to_string_lossy());
-    let mut b = Agent::with_config(&loopback_config(&c, &k, &config))
-        .env("SSL_CERT_FILE", ca_path.to_string_lossy())
+    let (origin, origin_ca) = localhost_origin().await;
+    let b = MitmAgent::prepare(files)
+        .trust(&origin_ca)
         // No ambient Google credentials: ADC must come from what the test provides.
-        .env("HOME", dir.path().to_string_lossy())
-        .env("GOOGLE_APPLICATION_CREDENTIALS", "");
-    for (k, v) in env {
-        b = b.env(k, *v);
-    }
-    Setup {
-        agent: b.start(),
-        mitm,
-        origin,
-        _dir: dir,
-    }
+        .env("HOME", "{dir}")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", "")
+        .envs(env);
+    let config = b.expand(config);
+    let m = b.start(|c, k| loopback_config(c, k, &config));
+    Setup { m, origin }
 }
 
 fn annotations(a: &Value) -> &Value {

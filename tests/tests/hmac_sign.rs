@@ -16,32 +16,27 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::{Agent, Reply, TestCa, https_request};
+use iron_agent_tests::mitm::MitmAgent;
+use iron_agent_tests::{Agent, Reply, TestCa};
 use schemes::*;
 use serde_json::{Value, json};
 use upstream::{Scheme, Upstream, raw_https};
 
 struct Setup {
-    agent: Agent,
-    mitm: TestCa,
+    m: MitmAgent,
     upstream: Upstream,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = MitmAgent;
+    fn deref(&self) -> &MitmAgent {
+        &self.m
+    }
 }
 
 impl Setup {
     fn host(&self) -> String {
         format!("localhost:{}", self.upstream.port)
-    }
-
-    async fn send(&self, req: http::Request<Full<Bytes>>) -> Reply {
-        https_request(
-            self.agent.addr("https"),
-            "localhost",
-            self.mitm.client_config(),
-            req,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}; agent logs:\n{}", self.agent.logs()))
     }
 
     async fn raw(&self, raw: &str, half_close: bool) -> upstream::RawReply {
@@ -52,13 +47,6 @@ impl Setup {
             half_close,
         )
         .await
-    }
-
-    fn assert_no_secret_in_logs(&self, values: &[&str]) {
-        let logs = self.agent.logs();
-        for v in values {
-            assert!(!logs.contains(v), "a credential value leaked into the logs");
-        }
     }
 
     /// Exactly `n` audit records, after giving stragglers a moment to show up.
@@ -74,41 +62,30 @@ impl Setup {
 /// Agent + verifier for `schemes`; `extra_proxy` adds lines under `proxy:`. A credential
 /// whose value is empty has its env var left unset.
 fn setup(schemes: &[Scheme], extra_proxy: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("hmac upstream");
-    let upstream = Upstream::start(dir.path(), &origin_ca, schemes);
-    let ca_path = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir.path());
+    let mut b = MitmAgent::prepare(&[]).trust(&origin_ca);
+    let upstream = Upstream::start(b.dir(), &origin_ca, schemes);
     let transforms: String = std::iter::once(
         "  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n".to_string(),
     )
     .chain(schemes.iter().filter(|s| s.agent_signs).map(Scheme::yaml))
     .collect();
-    let config = format!(
+    for s in schemes {
+        for (_, var, value) in s.creds.iter().filter(|c| !c.2.is_empty()) {
+            b = b.env(var, value);
+        }
+    }
+    let m = b.start(|c, k| format!(
         "dns:\n  enabled: false\nproxy:\n  http_listen: \"127.0.0.1:0\"\n  https_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []\n  upstream_response_header_timeout: \"5s\"\n{extra_proxy}tls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\ntransforms:\n{transforms}",
         c.display(),
         k.display()
-    );
-    let mut b = Agent::with_config(&config).env("SSL_CERT_FILE", ca_path.to_string_lossy());
-    for s in schemes {
-        for (_, var, value) in s.creds.iter().filter(|c| !c.2.is_empty()) {
-            b = b.env(var, *value);
-        }
-    }
-    let agent = b.start();
+    ));
     assert!(
-        agent.listeners.contains_key("https"),
+        m.agent.listeners.contains_key("https"),
         "agent did not start:\n{}",
-        agent.logs()
+        m.agent.logs()
     );
-    Setup {
-        agent,
-        mitm,
-        upstream,
-        _dir: dir,
-    }
+    Setup { m, upstream }
 }
 
 fn request(
@@ -267,7 +244,7 @@ fn every_algorithm_encoding_and_timestamp_verifies_upstream() {
             "{unsigned}"
         );
         assert_eq!(s.upstream.requests().len(), sent);
-        s.assert_no_secret_in_logs(&ALL_SECRETS);
+        s.assert_not_in_logs(&ALL_SECRETS);
     });
 }
 
@@ -403,7 +380,7 @@ fn body_integrity_and_every_reachable_rejection() {
             logs.contains("hmac_sign signing chunked request body without length verification"),
             "{logs}"
         );
-        s.assert_no_secret_in_logs(&[
+        s.assert_not_in_logs(&[
             DEF_SECRET,
             RFC_SECRET,
             "not*base64!key-4711",

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
+use iron_agent_tests::mitm::{MitmAgent, localhost_origin};
+use iron_agent_tests::proxies::TestProxy;
 use iron_agent_tests::token_server::{Answer, Handler};
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, Recorded, Reply, TestCa, TokenServer, http_request, https_request,
-    loopback_config,
+    Origin, Recorded, Reply, TestCa, TokenServer, http_request, loopback_config,
 };
 use serde_json::{Value, json};
 
@@ -24,10 +25,15 @@ const API_KEY: &str = "token-endpoint-api-key-xyz";
 const REFRESH: &str = "refresh-token-original-0";
 
 struct Setup {
-    agent: Agent,
-    mitm: TestCa,
+    m: MitmAgent,
     origin: Origin,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = MitmAgent;
+    fn deref(&self) -> &MitmAgent {
+        &self.m
+    }
 }
 
 impl Setup {
@@ -36,21 +42,7 @@ impl Setup {
     }
 
     async fn get(&self, path: &str) -> Reply {
-        https_request(
-            self.agent.addr("https"),
-            "localhost",
-            self.mitm.client_config(),
-            get(&self.host(), path),
-        )
-        .await
-        .unwrap()
-    }
-
-    fn assert_not_in_logs(&self, values: &[&str]) {
-        let logs = self.agent.logs();
-        for v in values {
-            assert!(!logs.contains(v), "credential value leaked into logs");
-        }
+        self.send(get(&self.host(), path)).await
     }
 }
 
@@ -67,40 +59,16 @@ async fn setup_trusting(
     files: &[(&str, &str)],
     extra: Option<&TestCa>,
 ) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    let origin_ca = TestCa::new("origin");
-    let origin = Origin::start(
-        OriginKind::Https {
-            names: vec!["localhost".into()],
-        },
-        Some(&origin_ca),
-    )
-    .await;
-    let transforms = transforms
-        .replace("{dir}", &dir.path().to_string_lossy())
-        .replace("{origin}", &origin.port().to_string());
-    let ca_path = dir.path().join("origin-ca.pem");
-    let mut trusted = origin_ca.cert_pem.clone();
+    let (origin, origin_ca) = localhost_origin().await;
+    let mut b = MitmAgent::prepare(files).trust(&origin_ca).envs(env);
     if let Some(ca) = extra {
-        trusted.push_str(&ca.cert_pem);
+        b = b.trust(ca);
     }
-    std::fs::write(&ca_path, trusted).unwrap();
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir.path());
-    let mut b = Agent::with_config(&loopback_config(&c, &k, &transforms))
-        .env("SSL_CERT_FILE", ca_path.to_string_lossy());
-    for (k, v) in env {
-        b = b.env(k, *v);
-    }
-    Setup {
-        agent: b.start(),
-        mitm,
-        origin,
-        dir,
-    }
+    let transforms = b
+        .expand(transforms)
+        .replace("{origin}", &origin.port().to_string());
+    let m = b.start(|c, k| loopback_config(c, k, &transforms));
+    Setup { m, origin }
 }
 
 fn token_json(token: &str, expires_in: u64) -> Answer {
@@ -657,5 +625,116 @@ fn https_token_endpoint_trusted_through_ssl_cert_file() {
         );
         assert_eq!(ts.count(), 1);
         s.assert_not_in_logs(&[CLIENT_SECRET, "tls-token-1"]);
+    });
+}
+
+/// Token calls are the agent's own traffic but take the same way out as forwarded requests:
+/// through `proxy.upstream_proxy` (iron-proxy's go through Go's proxy-aware default transport).
+/// The endpoint's name exists only at the proxy, so a direct dial could not mint.
+#[test]
+fn token_calls_go_through_the_upstream_proxy() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let handler: Handler = Arc::new(|r: &Recorded, n: usize| {
+            if r.form("grant_type").as_deref() == Some("client_credentials")
+                && client_auth_ok(r, true)
+            {
+                token_json(&format!("proxied-token-{n}"), 3600)
+            } else {
+                oauth_error(400, "invalid_client")
+            }
+        });
+        let ts = TokenServer::start(Duration::ZERO, handler).await;
+        let proxy = TestProxy::connect(None, None).await;
+        let endpoint = format!("http://idp.proxied.test:{}/token", ts.addr.port());
+        let transforms = format!(
+            r#"  - name: oauth_token
+    config:
+      tokens:
+        - grant: client_credentials
+          client_id: {{type: env, var: CC_ID}}
+          client_secret: {{type: env, var: CC_SECRET}}
+          token_endpoint: "{endpoint}"
+          rules: [{{host: localhost}}]
+"#
+        );
+        let (origin, origin_ca) = localhost_origin().await;
+        let m = MitmAgent::prepare(&[])
+            .trust(&origin_ca)
+            .envs(&[("CC_ID", CLIENT_ID), ("CC_SECRET", CLIENT_SECRET)])
+            .start(|c, k| {
+                loopback_config(c, k, &transforms).replace(
+                    "proxy:\n",
+                    &format!(
+                        "proxy:\n  upstream_proxy:\n    http_proxy: \"http://{}\"\n",
+                        proxy.addr
+                    ),
+                )
+            });
+        let s = Setup { m, origin };
+        let r = s.get("/a").await;
+        assert_eq!(
+            r.echoed_header("authorization").as_deref(),
+            Some("Bearer proxied-token-1"),
+            "agent logs:\n{}",
+            s.agent.logs()
+        );
+        let port = ts.addr.port();
+        let targets: Vec<String> = proxy.seen().into_iter().map(|x| x.target).collect();
+        assert_eq!(targets, vec![format!("idp.proxied.test:{port}")]);
+        s.assert_not_in_logs(&[CLIENT_SECRET, "proxied-token-1"]);
+    });
+}
+
+/// `upstream_deny_cidrs` governs where workloads may go, not the agent's own token calls: with
+/// 127.0.0.0/8 denied (the default), the workload's request to the loopback origin is refused,
+/// yet the token endpoint on 127.0.0.1 was reached and the token minted first.
+#[test]
+fn upstream_deny_cidrs_do_not_govern_token_calls() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let handler: Handler = Arc::new(|r: &Recorded, n: usize| {
+            if client_auth_ok(r, true) {
+                token_json(&format!("deny-token-{n}"), 3600)
+            } else {
+                oauth_error(400, "invalid_client")
+            }
+        });
+        let ts = TokenServer::start(Duration::ZERO, handler).await;
+        let transforms = format!(
+            r#"  - name: oauth_token
+    config:
+      tokens:
+        - grant: client_credentials
+          client_id: {{type: env, var: CC_ID}}
+          client_secret: {{type: env, var: CC_SECRET}}
+          token_endpoint: "{}"
+          rules: [{{host: localhost}}]
+"#,
+            ts.url("/token")
+        );
+        let (origin, origin_ca) = localhost_origin().await;
+        let m = MitmAgent::prepare(&[])
+            .trust(&origin_ca)
+            .envs(&[("CC_ID", CLIENT_ID), ("CC_SECRET", CLIENT_SECRET)])
+            .start(|c, k| {
+                loopback_config(c, k, &transforms).replace(
+                    "upstream_deny_cidrs: []",
+                    "upstream_deny_cidrs: [\"127.0.0.0/8\"]",
+                )
+            });
+        let s = Setup { m, origin };
+        let r = s.get("/a").await;
+        assert_ne!(
+            r.status, 200,
+            "the workload's loopback destination is denied"
+        );
+        assert_eq!(ts.count(), 1, "the token endpoint on 127.0.0.1 was reached");
+        let a = s.agent.audit_where(|r| r["path"] == "/a");
+        assert_eq!(
+            annotations(&a, 0)["injected"],
+            json!(["header:Authorization"])
+        );
+        s.assert_not_in_logs(&[CLIENT_SECRET, "deny-token-1"]);
     });
 }

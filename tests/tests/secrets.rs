@@ -8,74 +8,36 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
-use iron_agent_tests::{
-    Agent, Origin, OriginKind, Reply, TestCa, http_request, https_request, loopback_config,
-};
+use iron_agent_tests::mitm::{MitmAgent, localhost_origin};
+use iron_agent_tests::{Agent, Origin, TestCa, http_request, https_request, loopback_config};
 
 const OPENAI: &str = "sk-real-openai-0123456789";
 const INTERNAL: &str = "int-real-token-9876";
 
 struct Setup {
-    agent: Agent,
-    mitm: TestCa,
+    m: MitmAgent,
     origin: Origin,
-    dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = MitmAgent;
+    fn deref(&self) -> &MitmAgent {
+        &self.m
+    }
 }
 
 impl Setup {
     fn host(&self) -> String {
         format!("localhost:{}", self.origin.port())
     }
-
-    async fn send(&self, req: http::Request<Full<Bytes>>) -> Reply {
-        https_request(
-            self.agent.addr("https"),
-            "localhost",
-            self.mitm.client_config(),
-            req,
-        )
-        .await
-        .unwrap()
-    }
-
-    /// No configured secret value may appear anywhere in the agent's output.
-    fn assert_no_secret_in_logs(&self, values: &[&str]) {
-        let logs = self.agent.logs();
-        for v in values {
-            assert!(!logs.contains(v), "secret value leaked into logs");
-        }
-    }
 }
 
 async fn setup(transforms: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, content) in files {
-        std::fs::write(dir.path().join(name), content).unwrap();
-    }
-    let transforms = transforms.replace("{dir}", &dir.path().to_string_lossy());
-    let origin_ca = TestCa::new("origin");
-    let origin = Origin::start(
-        OriginKind::Https {
-            names: vec!["localhost".into()],
-        },
-        Some(&origin_ca),
-    )
-    .await;
-    let ca_path = dir.path().join("origin-ca.pem");
-    std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir.path());
-    let mut b = Agent::with_config(&loopback_config(&c, &k, &transforms))
-        .env("SSL_CERT_FILE", ca_path.to_string_lossy());
-    for (k, v) in env {
-        b = b.env(k, *v);
-    }
-    Setup {
-        agent: b.start(),
-        mitm,
-        origin,
-        dir,
-    }
+    let (origin, origin_ca) = localhost_origin().await;
+    let b = MitmAgent::prepare(files).trust(&origin_ca).envs(env);
+    let transforms = b.expand(transforms);
+    let m = b.start(|c, k| loopback_config(c, k, &transforms));
+    Setup { m, origin }
 }
 
 fn req(host: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
@@ -183,7 +145,7 @@ fn quickstart_five_requests() {
         );
         let blocked = s.agent.audit_where(|a| a["host"] == "example.com");
         assert_eq!(blocked["rejected_by"], "allowlist");
-        s.assert_no_secret_in_logs(&[OPENAI, INTERNAL]);
+        s.assert_not_in_logs(&[OPENAI, INTERNAL]);
     });
 }
 
@@ -264,7 +226,7 @@ fn basic_auth_regex_headers_require_and_body() {
         // Outside the rules nothing is required.
         let r = s.send(get(&host, "/elsewhere")).await;
         assert_eq!(r.status, 200);
-        s.assert_no_secret_in_logs(&["ghp_realvalue"]);
+        s.assert_not_in_logs(&["ghp_realvalue"]);
     });
 }
 
@@ -329,7 +291,7 @@ fn inject_formatter_query_json_key_and_header_allowlist_after() {
             a["request_transforms"][0]["annotations"]["injected"][0]["locations"][0],
             "query:key"
         );
-        s.assert_no_secret_in_logs(&["gh-json-value", "maps-real-key", &expect]);
+        s.assert_not_in_logs(&["gh-json-value", "maps-real-key", &expect]);
     });
 }
 
@@ -379,7 +341,7 @@ fn file_source_ttl_refresh_and_unavailable_sources() {
             a["request_transforms"][0]["annotations"]["reject_reason"],
             "secret_unavailable"
         );
-        s.assert_no_secret_in_logs(&["version-one", "version-two"]);
+        s.assert_not_in_logs(&["version-one", "version-two"]);
     });
 }
 

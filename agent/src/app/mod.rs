@@ -129,6 +129,8 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         .map_err(|errs| AppError::UpstreamProxy(errs.iter().map(|e| e.to_string()).collect()))?;
     let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?)
         .with_upstream_proxies(proxies);
+    // Token mints are the agent's own traffic: same resolver, upstream proxies and roots.
+    crate::mint::http::install_connector(&connector);
     let upstream = UpstreamClient::new(
         connector.clone(),
         cfg.proxy.upstream_response_header_timeout.0,

@@ -6,6 +6,7 @@
 //! mint nor poisons later refreshes (iron-proxy tied refreshes to the first request's
 //! context, §12.7).
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -128,6 +129,40 @@ impl TokenCache {
         }
         .boxed()
         .shared()
+    }
+}
+
+/// The [`TokenCache`] for the credentials currently configured, rebuilt when they change (a
+/// `ttl` re-read after rotation): the new source starts clean, dropping any token or rotated
+/// refresh token of the old one. Credentials are compared by a keyed hash, never stored here.
+#[derive(Default)]
+pub struct PerCredentials {
+    hasher: RandomState,
+    current: Mutex<Option<(u64, Arc<TokenCache>)>>,
+}
+
+impl PerCredentials {
+    /// A hasher for the credentials' fingerprint (keyed per instance).
+    pub fn hasher(&self) -> std::hash::DefaultHasher {
+        self.hasher.build_hasher()
+    }
+
+    /// The cache for fingerprint `fp`; `build` makes the source when there is none for it,
+    /// told whether it replaces one built from other credentials.
+    pub fn get(
+        &self,
+        fp: u64,
+        build: impl FnOnce(bool) -> Result<Arc<dyn TokenSource>, MintError>,
+    ) -> Result<Arc<TokenCache>, MintError> {
+        let mut cur = self.current.lock();
+        if let Some((old, cache)) = cur.as_ref()
+            && *old == fp
+        {
+            return Ok(cache.clone());
+        }
+        let cache = TokenCache::new(build(cur.is_some())?);
+        *cur = Some((fp, cache.clone()));
+        Ok(cache)
     }
 }
 

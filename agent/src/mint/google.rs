@@ -105,6 +105,41 @@ pub fn parse_service_account(json: &str, what: &str) -> Result<ServiceAccount, M
     }
 }
 
+impl ServiceAccount {
+    /// Signs a JWT-bearer assertion for the keyfile's `token_uri` and POSTs it there.
+    async fn exchange(
+        &self,
+        http: &TokenHttp,
+        subject: Option<&str>,
+        scopes: &[String],
+        target_audience: Option<&str>,
+    ) -> Result<(::http::StatusCode, Option<String>, bytes::Bytes), MintError> {
+        let assertion = jwt::sign(
+            &jwt::Assertion {
+                issuer: &self.client_email,
+                subject,
+                audience: &self.token_uri,
+                scopes,
+                key_id: self.private_key_id.as_deref(),
+                target_audience,
+            },
+            &self.private_key,
+        )?;
+        http.post_form_raw(
+            &self.token_uri,
+            &[("assertion", &assertion), ("grant_type", jwt::GRANT_TYPE)],
+            &[],
+        )
+        .await
+    }
+
+    fn token(&self, reply: http::TokenReply) -> Token {
+        let mut t = Token::new(reply.access_token, reply.expires_in);
+        t.principal = Some(self.client_email.clone());
+        t
+    }
+}
+
 /// Service-account JWT-bearer exchange: `iss` = `client_email`, `aud` = `token_uri`,
 /// `scope` = the scopes, `sub` = the delegated user, `kid` = `private_key_id`.
 pub struct ServiceAccountSource {
@@ -133,28 +168,13 @@ impl ServiceAccountSource {
 #[async_trait]
 impl TokenSource for ServiceAccountSource {
     async fn mint(&self) -> Result<Token, MintError> {
-        let assertion = jwt::sign(
-            &jwt::Assertion {
-                issuer: &self.sa.client_email,
-                subject: self.subject.as_deref(),
-                audience: &self.sa.token_uri,
-                scopes: &self.scopes,
-                key_id: self.sa.private_key_id.as_deref(),
-                target_audience: None,
-            },
-            &self.sa.private_key,
-        )?;
-        let reply = self
-            .http
-            .post_form(
-                &self.sa.token_uri,
-                &[("assertion", &assertion), ("grant_type", jwt::GRANT_TYPE)],
-                &[],
-            )
+        let (status, ctype, body) = self
+            .sa
+            .exchange(&self.http, self.subject.as_deref(), &self.scopes, None)
             .await?;
-        let mut t = Token::new(reply.access_token, reply.expires_in);
-        t.principal = Some(self.sa.client_email.clone());
-        Ok(t)
+        let endpoint = http::display_url(&self.sa.token_uri);
+        let reply = http::parse_token_response(endpoint, status, ctype.as_deref(), &body)?;
+        Ok(self.sa.token(reply))
     }
 }
 
@@ -175,30 +195,13 @@ impl IdTokenSource {
 #[async_trait]
 impl TokenSource for IdTokenSource {
     async fn mint(&self) -> Result<Token, MintError> {
-        let assertion = jwt::sign(
-            &jwt::Assertion {
-                issuer: &self.sa.client_email,
-                subject: None,
-                audience: &self.sa.token_uri,
-                scopes: &[],
-                key_id: self.sa.private_key_id.as_deref(),
-                target_audience: Some(&self.audience),
-            },
-            &self.sa.private_key,
-        )?;
         let (status, _, body) = self
-            .http
-            .post_form_raw(
-                &self.sa.token_uri,
-                &[("assertion", &assertion), ("grant_type", jwt::GRANT_TYPE)],
-                &[],
-            )
+            .sa
+            .exchange(&self.http, None, &[], Some(&self.audience))
             .await?;
-        let reply =
-            http::parse_id_token_response(http::display_url(&self.sa.token_uri), status, &body)?;
-        let mut t = Token::new(reply.access_token, reply.expires_in);
-        t.principal = Some(self.sa.client_email.clone());
-        Ok(t)
+        let endpoint = http::display_url(&self.sa.token_uri);
+        let reply = http::parse_id_token_response(endpoint, status, &body)?;
+        Ok(self.sa.token(reply))
     }
 }
 

@@ -1,26 +1,29 @@
 //! The agent's own HTTP client for token endpoints and the metadata server.
 //!
-//! Not the workload data path: no transform pipeline, no deny list (the metadata server lives
-//! on 169.254.169.254). Every call is bounded by [`CALL_TIMEOUT`], responses by
-//! [`MAX_BODY`], and errors name the endpoint (without its query) but never a value sent or
-//! received.
+//! Not the workload data path: no transform pipeline. Calls dial through the agent's
+//! [`Connector`] (the configured resolver, `proxy.upstream_proxy` and the proxy environment
+//! variables, the upstream TLS roots) like iron-proxy's token calls go through Go's default
+//! transport, but without `upstream_deny_cidrs`: the endpoints are operator configuration, and
+//! the metadata server lives on 169.254.169.254. Metadata-server calls are always direct. Every call is bounded by [`CALL_TIMEOUT`],
+//! responses by [`MAX_BODY`], and errors name the endpoint (without its query) but never a
+//! value sent or received.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::OnceCell;
 
 use super::MintError;
 pub use super::response::{TokenReply, parse_id_token_response, parse_token_response};
 use crate::proxy::header_case::{self, ConfiguredCasing};
+use crate::resolve::Resolver;
 use crate::secrets::SecretValue;
+use crate::upstream::connect::{Connector, DenyList};
 
 /// One token or metadata call, connect to last body byte.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,12 +31,23 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BODY: usize = 1 << 20;
 const USER_AGENT: &str = concat!("iron-agent/", env!("CARGO_PKG_VERSION"));
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<Connector, Full<Bytes>>;
 
-/// Shared, lazily built HTTPS/HTTP client (system roots plus `SSL_CERT_FILE`/`SSL_CERT_DIR`).
+/// The agent's dial path, installed once at startup (see [`install_connector`]).
+static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+
+/// Makes every [`TokenHttp`] dial through `connector` (minus its deny list). Called once by
+/// the app after building the upstream connector; transforms are built before it, and their
+/// clients are built lazily on the first mint.
+pub fn install_connector(connector: &Connector) {
+    let _ = CONNECTOR.set(connector.without_deny_list().http1_only());
+}
+
+/// Shared, lazily built HTTP/1.1 clients: through the upstream proxies (token endpoints), and
+/// direct (the metadata server, which Google's libraries never reach through a proxy either).
 pub struct TokenHttp {
     client: OnceCell<HttpClient>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    direct: OnceCell<HttpClient>,
 }
 
 impl Default for TokenHttp {
@@ -47,63 +61,39 @@ pub fn display_url(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-/// The chain of an error's causes on one line (hyper's top-level errors say little).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
-
 impl TokenHttp {
     pub fn new() -> Self {
         Self {
             client: OnceCell::new(),
-            tls: None,
+            direct: OnceCell::new(),
         }
     }
 
-    /// As [`TokenHttp::new`], trusting exactly `tls`'s roots (tests).
-    pub fn with_tls(tls: Arc<rustls::ClientConfig>) -> Self {
-        Self {
-            client: OnceCell::new(),
-            tls: Some(tls),
-        }
-    }
-
-    async fn client(&self, endpoint: &str) -> Result<&HttpClient, MintError> {
-        self.client
-            .get_or_try_init(|| async {
-                let tls = match &self.tls {
-                    Some(c) => c.clone(),
-                    None => {
-                        crate::tls::upstream_client_config().map_err(|e| MintError::Transport {
-                            endpoint: display_url(endpoint).into(),
-                            reason: format!("TLS setup: {e}"),
-                        })?
-                    }
-                };
-                let mut tls = (*tls).clone();
-                // hyper-rustls sets ALPN itself and refuses a config that already has some.
-                tls.alpn_protocols.clear();
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls)
-                    .https_or_http()
-                    .enable_http1()
-                    .build();
-                Ok(Client::builder(TokioExecutor::new())
-                    .http1_preserve_header_case(true)
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .build(connector))
-            })
-            .await
+    async fn client(&self, endpoint: &str, direct: bool) -> Result<&HttpClient, MintError> {
+        let cell = if direct { &self.direct } else { &self.client };
+        cell.get_or_try_init(|| async {
+            let connector = match CONNECTOR.get() {
+                Some(c) if direct => c.without_upstream_proxies(),
+                Some(c) => c.clone(),
+                // Outside the agent (unit tests): system resolver, no upstream proxy.
+                None => {
+                    let setup = |reason: String| MintError::Transport {
+                        endpoint: display_url(endpoint).into(),
+                        reason,
+                    };
+                    let resolver =
+                        Resolver::new(None).map_err(|e| setup(format!("resolver setup: {e}")))?;
+                    let tls = crate::tls::upstream_client_config()
+                        .map_err(|e| setup(format!("TLS setup: {e}")))?;
+                    Connector::new(Arc::new(resolver), DenyList::new(Vec::new()), tls).http1_only()
+                }
+            };
+            Ok(Client::builder(TokioExecutor::new())
+                .http1_preserve_header_case(true)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector))
+        })
+        .await
     }
 
     /// Sends `req` and reads the whole response within [`CALL_TIMEOUT`].
@@ -111,17 +101,18 @@ impl TokenHttp {
         &self,
         endpoint: &str,
         req: Request<Full<Bytes>>,
+        direct: bool,
     ) -> Result<(StatusCode, Option<String>, Bytes), MintError> {
         let transport = |reason: String| MintError::Transport {
             endpoint: display_url(endpoint).into(),
             reason,
         };
-        let client = self.client(endpoint).await?;
+        let client = self.client(endpoint, direct).await?;
         let call = async {
             let resp = client
                 .request(req)
                 .await
-                .map_err(|e| transport(chain(&e)))?;
+                .map_err(|e| transport(crate::telemetry::error_chain(&e)))?;
             let status = resp.status();
             let ctype = resp
                 .headers()
@@ -191,10 +182,11 @@ impl TokenHttp {
         header_case::apply(&mut req)
             .await
             .map_err(|e| invalid(e.to_string()))?;
-        self.send(endpoint, req).await
+        self.send(endpoint, req, false).await
     }
 
-    /// GET with extra headers (metadata server); returns the status and body.
+    /// GET with extra headers, dialled directly (the metadata server); returns the status and
+    /// body.
     pub async fn get(
         &self,
         url: &str,
@@ -207,6 +199,6 @@ impl TokenHttp {
         let req = b
             .body(Full::new(Bytes::new()))
             .map_err(|e| MintError::Invalid(format!("request to {}: {e}", display_url(url))))?;
-        self.send(url, req).await
+        self.send(url, req, true).await
     }
 }

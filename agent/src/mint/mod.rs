@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 use crate::secrets::SecretValue;
 
-pub use cache::TokenCache;
+pub use cache::{PerCredentials, TokenCache};
 pub use http::TokenHttp;
 
 /// A minted access token. The value never prints (`SecretValue`).

@@ -237,10 +237,12 @@ impl ConnectResolver {
             .header(http::header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| self.err(format!("1password_connect: bad request URL {uri:?}: {e}")))?;
-        let resp = client
-            .request(req)
-            .await
-            .map_err(|e| self.err(format!("1password_connect: GET {uri}: {}", chain(&e))))?;
+        let resp = client.request(req).await.map_err(|e| {
+            self.err(format!(
+                "1password_connect: GET {uri}: {}",
+                crate::telemetry::error_chain(&e)
+            ))
+        })?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()

@@ -23,6 +23,28 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         .boxed_unsync()
 }
 
+/// A complete answer from the agent itself (stub, refusal): `status`, `Content-Type` and an
+/// exact `Content-Length`.
+pub fn respond(
+    status: http::StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> ProxyResponse {
+    let body = body.into();
+    let mut r = http::Response::new(full(body.clone()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body.len()),
+    );
+    r
+}
+
 /// The decoded request path, recorded by the proxy in an extension before the pipeline runs
 /// (falls back to the raw path).
 pub fn decoded_path(req: &ProxyRequest) -> &str {

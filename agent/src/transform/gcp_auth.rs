@@ -4,28 +4,21 @@
 //! token before rules are evaluated, so SDKs in the workload complete their credential dance
 //! without real credentials. A failed mint rejects with 403 (fail closed).
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{HeaderValue, header};
-use parking_lot::Mutex;
+use http::header;
 use serde_json::json;
 
+use super::google::{GOOGLE_TOKEN_HOST, Keyfile, is_metadata_sa_path, keyfile_source};
 use super::oauth_token::{MintedHeaders, stub_token_response};
-use crate::config::transforms::SecretSource;
 use crate::config::transforms::gcp_auth::GcpAuthConfig;
-use crate::config::transforms::source::FileSource;
 use crate::mint::adc::AdcSource;
-use crate::mint::google::{ServiceAccountSource, id_token_request_audience, parse_service_account};
+use crate::mint::google::{ServiceAccountSource, id_token_request_audience};
 use crate::mint::{MintError, Token, TokenCache, TokenHttp};
 use crate::policy::RuleSet;
-use crate::secrets::{Secret, SecretRegistry};
+use crate::secrets::SecretRegistry;
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body};
-
-const GOOGLE_TOKEN_HOST: &str = "oauth2.googleapis.com";
-const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "169.254.169.254"];
-const METADATA_SA_PREFIX: &str = "/computeMetadata/v1/instance/service-accounts/";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -36,11 +29,7 @@ pub struct GcpAuthBuildError {
 
 enum Creds {
     /// `keyfile` or `keyfile_path` (registered as a file source): the keyfile JSON.
-    Keyfile {
-        secret: Arc<Secret>,
-        hasher: RandomState,
-        current: Mutex<Option<(u64, Arc<TokenCache>)>>,
-    },
+    Keyfile(Keyfile),
     Adc(Arc<TokenCache>),
 }
 
@@ -59,32 +48,18 @@ impl GcpAuth {
         registry: &mut SecretRegistry,
     ) -> Result<Self, GcpAuthBuildError> {
         let http = Arc::new(TokenHttp::new());
-        let keyfile = |field: &'static str, src: &SecretSource, registry: &mut SecretRegistry| {
-            registry
-                .register(src)
-                .map(|secret| Creds::Keyfile {
-                    secret,
-                    hasher: RandomState::new(),
-                    current: Mutex::new(None),
-                })
-                .map_err(|e| GcpAuthBuildError {
+        let keyfile = keyfile_source(cfg.keyfile.as_ref(), cfg.keyfile_path.as_deref());
+        let creds = match (keyfile, &cfg.credentials_provider) {
+            (Some((field, src)), None) => {
+                let secret = registry.register(&src).map_err(|e| GcpAuthBuildError {
                     field,
                     message: e.to_string(),
-                })
-        };
-        let creds = match (&cfg.keyfile, &cfg.keyfile_path, &cfg.credentials_provider) {
-            (Some(src), None, None) => keyfile("keyfile", src, registry)?,
-            (None, Some(path), None) => {
-                let src = SecretSource::File(FileSource {
-                    path: path.to_string_lossy().into_owned(),
-                    ..FileSource::default()
-                });
-                keyfile("keyfile_path", &src, registry)?
+                })?;
+                Creds::Keyfile(Keyfile::new(secret))
             }
-            (None, None, Some(_)) => Creds::Adc(TokenCache::new(Arc::new(AdcSource::new(
-                cfg.scopes.clone(),
-                http.clone(),
-            )))),
+            (None, Some(_)) if cfg.keyfile.is_none() && cfg.keyfile_path.is_none() => Creds::Adc(
+                TokenCache::new(Arc::new(AdcSource::new(cfg.scopes.clone(), http.clone()))),
+            ),
             _ => {
                 return Err(GcpAuthBuildError {
                     field: "keyfile",
@@ -102,38 +77,17 @@ impl GcpAuth {
     }
 
     fn cache(&self) -> Result<Arc<TokenCache>, MintError> {
-        let (secret, hasher, current) = match &self.creds {
-            Creds::Adc(c) => return Ok(c.clone()),
-            Creds::Keyfile {
-                secret,
-                hasher,
-                current,
-            } => (secret, hasher, current),
-        };
-        let json = secret.current().map_err(|e| MintError::Credential {
-            field: "keyfile".into(),
-            reason: e.to_string(),
-        })?;
-        let fp = hasher.hash_one(json.expose());
-        let mut cur = current.lock();
-        if let Some((old, cache)) = cur.as_ref()
-            && *old == fp
-        {
-            return Ok(cache.clone());
+        match &self.creds {
+            Creds::Adc(c) => Ok(c.clone()),
+            Creds::Keyfile(k) => k.cache("gcp_auth", |sa| {
+                Arc::new(ServiceAccountSource::new(
+                    sa,
+                    self.scopes.clone(),
+                    self.subject.clone(),
+                    self.http.clone(),
+                ))
+            }),
         }
-        let sa = parse_service_account(json.expose(), "keyfile")?;
-        if cur.is_some() {
-            tracing::info!(transform = "gcp_auth", service_account = %sa.client_email, "keyfile changed; rebuilding the token source");
-        }
-        let source = ServiceAccountSource::new(
-            sa,
-            self.scopes.clone(),
-            self.subject.clone(),
-            self.http.clone(),
-        );
-        let cache = TokenCache::new(Arc::new(source));
-        *cur = Some((fp, cache.clone()));
-        Ok(cache)
     }
 
     async fn token(&self) -> Result<Token, MintError> {
@@ -160,9 +114,7 @@ impl Transform for GcpAuth {
     ) -> Result<Verdict, TransformError> {
         // 1. Stubs, before rules.
         let path = body::decoded_path(req);
-        let metadata_token = METADATA_HOSTS.contains(&cx.host.as_str())
-            && path.starts_with(METADATA_SA_PREFIX)
-            && path.ends_with("/token");
+        let metadata_token = is_metadata_sa_path(&cx.host, path, "/token");
         let google_token = cx.host == GOOGLE_TOKEN_HOST && path == "/token";
         if metadata_token
             || (google_token
@@ -182,10 +134,7 @@ impl Transform for GcpAuth {
         // 3. Mint or reuse.
         match self.token().await {
             Ok(t) => {
-                let v = HeaderValue::from_str(&format!("Bearer {}", t.value.expose())).map_err(
-                    |_| TransformError::Failed("minted token is not a valid header value".into()),
-                )?;
-                MintedHeaders::set(req, header::AUTHORIZATION, v);
+                MintedHeaders::set_token(req, header::AUTHORIZATION, "Bearer ", &t)?;
                 if let Some(p) = t.principal {
                     cx.annotate("service_account", p);
                 }

@@ -4,31 +4,25 @@
 //! answered with a fake, unsigned-looking JWT so SDKs in the workload never need a keyfile.
 //! A failed mint rejects with 403 (fail closed).
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine;
-use http::{HeaderName, HeaderValue, StatusCode, header};
-use parking_lot::Mutex;
+use http::{HeaderName, StatusCode};
 use serde_json::json;
 
+use super::google::{GOOGLE_TOKEN_HOST, Keyfile, is_metadata_sa_path, keyfile_source};
 use super::oauth_token::MintedHeaders;
-use crate::config::transforms::SecretSource;
 use crate::config::transforms::gcp_id_token::GcpIdTokenConfig;
-use crate::config::transforms::source::FileSource;
-use crate::mint::google::{IdTokenSource, id_token_request_audience, parse_service_account};
+use crate::mint::google::{IdTokenSource, id_token_request_audience};
 use crate::mint::{MintError, Token, TokenCache, TokenHttp};
 use crate::policy::RuleSet;
-use crate::secrets::{Secret, SecretRegistry};
+use crate::secrets::SecretRegistry;
 use crate::transform::{
     ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
 };
 
-const GOOGLE_TOKEN_HOST: &str = "oauth2.googleapis.com";
-const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "169.254.169.254"];
-const METADATA_SA_PREFIX: &str = "/computeMetadata/v1/instance/service-accounts/";
 const STUB_AUDIENCE: &str = "iron-proxy-stub-audience";
 
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +33,12 @@ pub struct GcpIdTokenBuildError {
 }
 
 pub struct GcpIdToken {
-    keyfile: Arc<Secret>,
+    keyfile: Keyfile,
     audience: String,
     header: HeaderName,
     location: String,
     rules: RuleSet,
     http: Arc<TokenHttp>,
-    hasher: RandomState,
-    current: Mutex<Option<(u64, Arc<TokenCache>)>>,
 }
 
 impl GcpIdToken {
@@ -54,26 +46,15 @@ impl GcpIdToken {
         cfg: &GcpIdTokenConfig,
         registry: &mut SecretRegistry,
     ) -> Result<Self, GcpIdTokenBuildError> {
-        let (field, src) = match (&cfg.keyfile, &cfg.keyfile_path) {
-            (Some(src), None) => ("keyfile", src.clone()),
-            (None, Some(path)) => (
-                "keyfile_path",
-                SecretSource::File(FileSource {
-                    path: path.to_string_lossy().into_owned(),
-                    ..FileSource::default()
-                }),
-            ),
-            _ => {
-                return Err(GcpIdTokenBuildError {
-                    field: "keyfile",
-                    message: "requires exactly one of \"keyfile_path\" or \"keyfile\"".into(),
-                });
-            }
-        };
-        let keyfile = registry.register(&src).map_err(|e| GcpIdTokenBuildError {
+        let (field, src) = keyfile_source(cfg.keyfile.as_ref(), cfg.keyfile_path.as_deref())
+            .ok_or_else(|| GcpIdTokenBuildError {
+                field: "keyfile",
+                message: "requires exactly one of \"keyfile_path\" or \"keyfile\"".into(),
+            })?;
+        let keyfile = Keyfile::new(registry.register(&src).map_err(|e| GcpIdTokenBuildError {
             field,
             message: e.to_string(),
-        })?;
+        })?);
         let name = cfg.header_name();
         Ok(Self {
             keyfile,
@@ -86,28 +67,17 @@ impl GcpIdToken {
             location: format!("header:{name}"),
             rules: RuleSet::from_configs(&cfg.rules),
             http: Arc::new(TokenHttp::new()),
-            hasher: RandomState::new(),
-            current: Mutex::new(None),
         })
     }
 
     fn cache(&self) -> Result<Arc<TokenCache>, MintError> {
-        let json = self.keyfile.current().map_err(|e| MintError::Credential {
-            field: "keyfile".into(),
-            reason: e.to_string(),
-        })?;
-        let fp = self.hasher.hash_one(json.expose());
-        let mut cur = self.current.lock();
-        if let Some((old, cache)) = cur.as_ref()
-            && *old == fp
-        {
-            return Ok(cache.clone());
-        }
-        let sa = parse_service_account(json.expose(), "keyfile")?;
-        let source = IdTokenSource::new(sa, self.audience.clone(), self.http.clone());
-        let cache = TokenCache::new(Arc::new(source));
-        *cur = Some((fp, cache.clone()));
-        Ok(cache)
+        self.keyfile.cache("gcp_id_token", |sa| {
+            Arc::new(IdTokenSource::new(
+                sa,
+                self.audience.clone(),
+                self.http.clone(),
+            ))
+        })
     }
 
     async fn token(&self) -> Result<Token, MintError> {
@@ -141,15 +111,8 @@ pub fn fake_id_token(audience: &str) -> String {
     )
 }
 
-fn respond(content_type: &'static str, body: String) -> ProxyResponse {
-    let len = body.len();
-    let mut r = http::Response::new(body::full(body));
-    *r.status_mut() = StatusCode::OK;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
+fn respond(content_type: &'static str, text: String) -> ProxyResponse {
+    body::respond(StatusCode::OK, content_type, text)
 }
 
 /// `?audience=` of a metadata identity request, when non-empty.
@@ -173,9 +136,7 @@ impl Transform for GcpIdToken {
     ) -> Result<Verdict, TransformError> {
         // 1. Stubs, before rules.
         let path = body::decoded_path(req);
-        if METADATA_HOSTS.contains(&cx.host.as_str())
-            && path.starts_with(METADATA_SA_PREFIX)
-            && path.ends_with("/identity")
+        if is_metadata_sa_path(&cx.host, path, "/identity")
             && let Some(aud) = query_audience(req)
         {
             cx.annotate("stubbed", "gcp_metadata_identity_endpoint");
@@ -205,10 +166,7 @@ impl Transform for GcpIdToken {
         // 3. Mint or reuse.
         match self.token().await {
             Ok(t) => {
-                let v = HeaderValue::from_str(&format!("Bearer {}", t.value.expose())).map_err(
-                    |_| TransformError::Failed("minted token is not a valid header value".into()),
-                )?;
-                MintedHeaders::set(req, self.header.clone(), v);
+                MintedHeaders::set_token(req, self.header.clone(), "Bearer ", &t)?;
                 if let Some(p) = t.principal {
                     cx.annotate("service_account", p);
                 }

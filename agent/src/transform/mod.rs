@@ -12,12 +12,15 @@ pub mod body_capture;
 pub mod build;
 pub mod gcp_auth;
 pub mod gcp_id_token;
+pub mod google;
 pub mod header_allowlist;
 pub mod headers;
 pub mod hmac_sign;
+pub mod json_reject;
 pub mod oauth_token;
 pub mod pipeline;
 pub mod secrets;
+pub mod signed_body;
 pub mod uri;
 
 use std::net::{IpAddr, SocketAddr};

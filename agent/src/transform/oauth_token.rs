@@ -6,17 +6,16 @@
 //! a credential's value changes (a `ttl` re-read after rotation), the fingerprint changes and a
 //! fresh token source replaces the old one, dropping any rotated refresh token with it.
 
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::{HeaderName, HeaderValue, StatusCode, header};
-use parking_lot::Mutex;
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::config::transforms::oauth_token::{OauthGrant, OauthTokenConfig, OauthTokenEntry};
 use crate::mint::oauth::{Credentials, GrantConfig, OAuthSource};
-use crate::mint::{MintError, Token, TokenCache, TokenHttp};
+use crate::mint::{MintError, PerCredentials, Token, TokenCache, TokenHttp};
 use crate::policy::{RuleSet, normalize_host};
 use crate::secrets::{Secret, SecretRegistry};
 use crate::transform::headers::canonical_name;
@@ -33,17 +32,8 @@ pub fn stub_token_response() -> ProxyResponse {
     json_response(StatusCode::OK, STUB_TOKEN_BODY.to_string())
 }
 
-fn json_response(status: StatusCode, body: String) -> ProxyResponse {
-    let len = body.len();
-    let mut r = http::Response::new(body::full(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
+fn json_response(status: StatusCode, json: String) -> ProxyResponse {
+    body::respond(status, "application/json", json)
 }
 
 /// Headers a minting transform (`oauth_token`, `gcp_auth`) already set on this request. A later
@@ -58,8 +48,24 @@ impl MintedHeaders {
             .is_some_and(|m| m.0.contains(name))
     }
 
+    /// Sets `name: <prefix><token>` and records it.
+    pub fn set_token(
+        req: &mut ProxyRequest,
+        name: HeaderName,
+        prefix: &str,
+        token: &Token,
+    ) -> Result<(), TransformError> {
+        // The error never quotes the value: it is the token.
+        let v =
+            HeaderValue::from_str(&format!("{prefix}{}", token.value.expose())).map_err(|_| {
+                TransformError::Failed("minted token is not a valid header value".into())
+            })?;
+        Self::set(req, name, v);
+        Ok(())
+    }
+
     /// Sets `name: value` and records it.
-    pub fn set(req: &mut ProxyRequest, name: HeaderName, mut value: HeaderValue) {
+    fn set(req: &mut ProxyRequest, name: HeaderName, mut value: HeaderValue) {
         value.set_sensitive(true);
         req.headers_mut().insert(name.clone(), value);
         match req.extensions_mut().get_mut::<MintedHeaders>() {
@@ -99,9 +105,7 @@ struct Entry {
     fields: Vec<(&'static str, Arc<Secret>)>,
     endpoint_headers: Vec<(String, Arc<Secret>)>,
     http: Arc<TokenHttp>,
-    hasher: RandomState,
-    /// Fingerprint of the credentials the cache was built from, and the cache.
-    current: Mutex<Option<(u64, Arc<TokenCache>)>>,
+    tokens: PerCredentials,
 }
 
 /// Host (normalised, port dropped) and path (`/` when empty) of a token endpoint URL.
@@ -191,14 +195,13 @@ impl Entry {
             fields,
             endpoint_headers,
             http,
-            hasher: RandomState::new(),
-            current: Mutex::new(None),
+            tokens: PerCredentials::default(),
         })
     }
 
     /// The current credential values; a missing one fails the mint (fail closed).
     fn credentials(&self) -> Result<(u64, Credentials), MintError> {
-        let mut h = self.hasher.build_hasher();
+        let mut h = self.tokens.hasher();
         let mut c = Credentials::default();
         let value = |field: &str, s: &Secret| {
             s.current().map_err(|e| MintError::Credential {
@@ -237,23 +240,20 @@ impl Entry {
     /// The token cache for the current credentials, rebuilt when they changed.
     fn cache(&self) -> Result<Arc<TokenCache>, MintError> {
         let (fp, creds) = self.credentials()?;
-        let mut cur = self.current.lock();
-        if let Some((old, cache)) = cur.as_ref()
-            && *old == fp
-        {
-            return Ok(cache.clone());
-        }
-        if cur.is_some() {
-            tracing::info!(
-                transform = "oauth_token",
-                grant = self.grant.as_str(),
-                "credentials changed; rebuilding the token source"
-            );
-        }
-        let source = OAuthSource::new(self.cfg.clone(), creds, self.http.clone());
-        let cache = TokenCache::new(Arc::new(source));
-        *cur = Some((fp, cache.clone()));
-        Ok(cache)
+        self.tokens.get(fp, |replacing| {
+            if replacing {
+                tracing::info!(
+                    transform = "oauth_token",
+                    grant = self.grant.as_str(),
+                    "credentials changed; rebuilding the token source"
+                );
+            }
+            Ok(Arc::new(OAuthSource::new(
+                self.cfg.clone(),
+                creds,
+                self.http.clone(),
+            )))
+        })
     }
 
     async fn token(&self) -> Result<Token, MintError> {
@@ -292,11 +292,7 @@ impl Transform for OauthToken {
         cx.annotate("grant", e.grant.as_str());
         match e.token().await {
             Ok(t) => {
-                let v = HeaderValue::from_str(&format!("{}{}", e.prefix, t.value.expose()))
-                    .map_err(|_| {
-                        TransformError::Failed("minted token is not a valid header value".into())
-                    })?;
-                MintedHeaders::set(req, e.header.clone(), v);
+                MintedHeaders::set_token(req, e.header.clone(), &e.prefix, &t)?;
                 cx.annotate("injected", json!([e.location]));
                 Ok(Verdict::Continue)
             }

@@ -87,6 +87,23 @@ impl Connector {
         }
     }
 
+    /// The same dial path (resolver, upstream proxies, TLS roots) without `upstream_deny_cidrs`,
+    /// for the agent's own calls to operator-configured endpoints (token endpoints, the
+    /// metadata server on 169.254.169.254), which the deny list does not govern.
+    pub fn without_deny_list(&self) -> Connector {
+        let mut c = self.clone();
+        c.deny = Arc::new(DenyList::new(Vec::new()));
+        c
+    }
+
+    /// The same connector dialling every destination directly, whatever `proxy.upstream_proxy`
+    /// says (the cloud metadata server must be this host's, never the proxy's).
+    pub fn without_upstream_proxies(&self) -> Connector {
+        let mut c = self.clone();
+        c.proxies = Arc::default();
+        c
+    }
+
     /// Routes every dial through `proxies` (unless `no_proxy` exempts the destination).
     pub fn with_upstream_proxies(mut self, proxies: UpstreamProxies) -> Self {
         proxies.log_startup(&self.deny);

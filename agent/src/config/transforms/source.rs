@@ -100,11 +100,21 @@ pub struct OnePasswordConnectSource {
     pub failure_ttl: Option<GoDuration>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlPlaneSource {
     pub value: String,
     pub json_key: Option<String>,
+}
+
+/// `value` is the credential itself: never printed (configs are Debug for diagnostics).
+impl std::fmt::Debug for ControlPlaneSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneSource")
+            .field("value", &"<redacted>")
+            .field("json_key", &self.json_key)
+            .finish()
+    }
 }
 
 /// Failure cache duration when `failure_ttl` is absent (§12.5).
@@ -232,5 +242,21 @@ pub fn validate_required(source: Option<&SecretSource>, path: &str, errors: &mut
     match source {
         Some(s) => s.validate(path, errors),
         None => errors.push(ConfigError::new(path, "is required")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_plane_value_never_debug_prints() {
+        let s = ControlPlaneSource {
+            value: "inline-credential-xyz".into(),
+            json_key: Some("k".into()),
+        };
+        let out = format!("{s:?}");
+        assert!(!out.contains("inline-credential-xyz"), "{out}");
+        assert!(out.contains("json_key"));
     }
 }

@@ -137,7 +137,7 @@ impl WorkloadIdentity {
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, chain.provide_credentials())
             .await
             .map_err(|_| CredentialError::Provider("timed out".into()))?
-            .map_err(|e| CredentialError::Provider(error_chain(&e)))?;
+            .map_err(|e| CredentialError::Provider(crate::telemetry::error_chain(&e)))?;
         *cached = Some(fetched.clone());
         Ok(fetched)
     }
@@ -146,16 +146,4 @@ impl WorkloadIdentity {
 fn fresh(c: &Credentials) -> bool {
     c.expiry()
         .is_none_or(|exp| exp > SystemTime::now() + EXPIRY_MARGIN)
-}
-
-/// The SDK's errors say little at the top level; the cause chain names the provider that failed.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }

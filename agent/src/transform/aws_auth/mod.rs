@@ -3,8 +3,9 @@
 //! the real credentials (SigV4, current time). The workload never holds a working key.
 //!
 //! Order per request: rules → scope ([`scope`]) → region/service gates → credentials
-//! ([`credentials`]) → payload hash (body rules below) → re-sign ([`sign`]). Every refusal is
-//! a JSON `{"error":"aws_auth","reason":...}` with the status of the documented table.
+//! ([`credentials`]) → payload hash (body rules: [`signed_body`]) → re-sign ([`sign`]). Every
+//! refusal is a JSON `{"error":"aws_auth","reason":...}` with the status of the documented
+//! table ([`JsonReject`]).
 
 mod credentials;
 mod scope;
@@ -14,16 +15,14 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
-use http_body::Body as _;
-use serde_json::Value;
+use http::StatusCode;
 
 use crate::config::transforms::AwsAuthConfig;
 use crate::policy::RuleSet;
 use crate::secrets::SecretRegistry;
-use crate::transform::{
-    ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
-};
+use crate::transform::json_reject::JsonReject;
+use crate::transform::signed_body::{self, BodyRefusal};
+use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use credentials::CredentialSource;
 use sign::Payload;
 
@@ -56,47 +55,9 @@ impl AwsAuth {
     }
 }
 
-/// A refusal: the documented reason and status, plus annotations giving context.
-struct Refusal {
-    reason: &'static str,
-    status: StatusCode,
-    extra: Vec<(&'static str, Value)>,
-}
-
-impl Refusal {
-    fn new(reason: &'static str, status: StatusCode) -> Self {
-        Self {
-            reason,
-            status,
-            extra: Vec::new(),
-        }
-    }
-
-    fn with(mut self, key: &'static str, value: impl Into<Value>) -> Self {
-        self.extra.push((key, value.into()));
-        self
-    }
-
-    fn into_verdict(self, cx: &mut RequestCx) -> Verdict {
-        cx.annotate("rejected", self.reason);
-        for (k, v) in self.extra {
-            cx.annotate(k, v);
-        }
-        Verdict::Reject(Some(json_error(self.status, self.reason)))
-    }
-}
-
-fn json_error(status: StatusCode, reason: &str) -> ProxyResponse {
-    let text = format!(r#"{{"error":"aws_auth","reason":"{reason}"}}"#);
-    let mut r = http::Response::new(body::full(Bytes::from(text.clone())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
-    r
+/// A refusal with the documented reason and status (see the table in docs/transforms/aws_auth.md).
+fn refusal(reason: &'static str, status: StatusCode) -> JsonReject {
+    JsonReject::new("aws_auth", status, reason)
 }
 
 #[async_trait]
@@ -115,7 +76,7 @@ impl Transform for AwsAuth {
         }
         match self.sign_request(cx, req).await {
             Ok(()) => Ok(Verdict::Continue),
-            Err(refusal) => Ok(refusal.into_verdict(cx)),
+            Err(r) => Ok(r.into_verdict(cx)),
         }
     }
 }
@@ -125,21 +86,22 @@ impl AwsAuth {
         &self,
         cx: &mut RequestCx,
         req: &mut ProxyRequest,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), JsonReject> {
         let scope = scope::parse(req.headers(), req.uri().query()).map_err(|e| {
-            Refusal::new("missing_sigv4", StatusCode::BAD_REQUEST).with("error", e.to_string())
+            refusal("missing_sigv4", StatusCode::BAD_REQUEST).with("error", e.to_string())
         })?;
         // Gates come before any credential is read: a refused scope never touches the keys.
         if !self.allowed_regions.is_empty() && !self.allowed_regions.contains(&scope.region) {
-            return Err(Refusal::new("region_not_allowed", StatusCode::FORBIDDEN)
-                .with("region", scope.region));
+            return Err(
+                refusal("region_not_allowed", StatusCode::FORBIDDEN).with("region", scope.region)
+            );
         }
         if !self.allowed_services.is_empty() && !self.allowed_services.contains(&scope.service) {
-            return Err(Refusal::new("service_not_allowed", StatusCode::FORBIDDEN)
+            return Err(refusal("service_not_allowed", StatusCode::FORBIDDEN)
                 .with("service", scope.service));
         }
         let creds = self.creds.get().await.map_err(|e| {
-            Refusal::new("credential_unavailable", StatusCode::BAD_GATEWAY)
+            refusal("credential_unavailable", StatusCode::BAD_GATEWAY)
                 .with("credential", self.creds.kind())
                 .with("error", e.to_string())
         })?;
@@ -154,7 +116,7 @@ impl AwsAuth {
         };
         let injected =
             sign::resign(req, &scope, creds, payload, SystemTime::now()).map_err(|e| {
-                Refusal::new("signing_failed", StatusCode::INTERNAL_SERVER_ERROR)
+                refusal("signing_failed", StatusCode::INTERNAL_SERVER_ERROR)
                     .with("error", e.to_string())
             })?;
         cx.annotate("injected", injected);
@@ -168,65 +130,17 @@ impl AwsAuth {
 
     /// The body the payload hash covers, buffered (within the request body limit) and put back
     /// with an exact `Content-Length`. Nothing is forwarded that differs from what was hashed.
-    async fn read_body(&self, cx: &RequestCx, req: &mut ProxyRequest) -> Result<Bytes, Refusal> {
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let ended = req.body().is_end_stream();
-        match declared {
-            Some(0) => return Ok(Bytes::new()),
-            Some(n) if ended => {
-                return Err(
-                    Refusal::new("body_missing", StatusCode::BAD_REQUEST).with("content_length", n)
-                );
-            }
-            Some(n) => {
-                if let Some(limit) = cx.request_body_limit.filter(|l| n > *l) {
-                    return Err(too_large(limit).with("content_length", n));
+    async fn read_body(&self, cx: &RequestCx, req: &mut ProxyRequest) -> Result<Bytes, JsonReject> {
+        signed_body::read_for_signing(cx, req, self.allow_chunked_body, "aws_auth")
+            .await
+            .map_err(|b| {
+                let mut r = refusal(b.reason(), b.status());
+                if let BodyRefusal::ReadFailed(e) = &b {
+                    r = r.with("error", e.to_string());
                 }
-            }
-            None if ended => return Ok(Bytes::new()),
-            None if !self.allow_chunked_body => {
-                return Err(Refusal::new(
-                    "chunked_body_not_allowed",
-                    StatusCode::BAD_REQUEST,
-                ));
-            }
-            None => {}
-        }
-        let bytes = match body::buffer_request(req, cx.request_body_limit).await {
-            Ok(b) => b,
-            Err(TransformError::BodyTooLarge { limit }) => return Err(too_large(limit)),
-            Err(e) => {
-                return Err(Refusal::new("body_read_failed", StatusCode::BAD_REQUEST)
-                    .with("error", e.to_string()));
-            }
-        };
-        if let Some(n) = declared
-            && (bytes.len() as u64) < n
-        {
-            return Err(
-                Refusal::new("body_truncated", StatusCode::PAYLOAD_TOO_LARGE)
-                    .with("content_length", n)
-                    .with("buffered_length", bytes.len()),
-            );
-        }
-        if declared.is_none() {
-            tracing::warn!(
-                host = %cx.host,
-                buffered_length = bytes.len(),
-                "aws_auth signing chunked request body without length verification"
-            );
-        }
-        Ok(bytes)
+                r.with_all(b.lengths())
+            })
     }
-}
-
-/// Over `proxy.max_request_body_bytes`: refused whole, never hashed or forwarded truncated.
-fn too_large(limit: u64) -> Refusal {
-    Refusal::new("body_too_large", StatusCode::PAYLOAD_TOO_LARGE).with("limit", limit)
 }
 
 #[cfg(test)]
@@ -234,6 +148,7 @@ mod tests {
     use super::*;
     use crate::config::transforms::source::ControlPlaneSource;
     use crate::config::transforms::{RuleConfig, SecretSource};
+    use crate::transform::body;
 
     async fn transform(chunked_ok: bool) -> AwsAuth {
         let inline = |v: &str| {
@@ -304,6 +219,15 @@ mod tests {
 
     use crate::transform::ProxyBody;
 
+    /// A body without a known length, as hyper presents a chunked one.
+    fn chunked(data: &'static [u8]) -> ProxyBody {
+        use http_body_util::BodyExt;
+        let frames = futures_util::stream::iter([Ok::<_, body::BoxError>(http_body::Frame::data(
+            Bytes::from_static(data),
+        ))]);
+        http_body_util::StreamBody::new(frames).boxed_unsync()
+    }
+
     #[tokio::test]
     async fn body_rules() {
         let t = transform(false).await;
@@ -315,13 +239,13 @@ mod tests {
         assert_eq!(r, (413, Some("body_truncated".into())));
         let r = run(&t, request(Some("100"), body::full("x")), Some(16)).await;
         assert_eq!(r, (413, Some("body_too_large".into())));
-        let r = run(&t, request(None, body::full("chunk")), None).await;
+        let r = run(&t, request(None, chunked(b"chunk")), None).await;
         assert_eq!(r, (400, Some("chunked_body_not_allowed".into())));
 
         let t = transform(true).await;
-        let r = run(&t, request(None, body::full("chunk")), None).await;
+        let r = run(&t, request(None, chunked(b"chunk")), None).await;
         assert_eq!(r, (200, None));
-        let r = run(&t, request(None, body::full(vec![b'x'; 64])), Some(16)).await;
+        let r = run(&t, request(None, chunked(&[b'x'; 64])), Some(16)).await;
         assert_eq!(r, (413, Some("body_too_large".into())));
     }
 }

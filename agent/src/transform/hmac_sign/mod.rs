@@ -2,14 +2,12 @@
 //! signature (plus any auxiliary credentials) through templated headers.
 //!
 //! Data path per matching request (see [`HmacSign::on_request`]): body integrity
-//! ([`integrity`]) → every credential read from its cache → timestamp → message rendered
+//! ([`signed_body`]) → every credential read from its cache → timestamp → message rendered
 //! ([`message`]) → key decoded and HMAC ([`sign`]) → headers rendered and set with their
-//! configured casing. Each failure is a JSON reject with a documented reason ([`reject`]);
+//! configured casing. Each failure is a JSON reject with a documented reason ([`JsonReject`]);
 //! annotations name credentials and headers, never their values.
 
-mod integrity;
 mod message;
-mod reject;
 pub mod sign;
 
 use std::sync::Arc;
@@ -26,9 +24,10 @@ use crate::policy::RuleSet;
 use crate::proxy::header_case::ConfiguredCasing;
 use crate::secrets::{Secret, SecretRegistry};
 use crate::template::Template;
+use crate::transform::json_reject::JsonReject;
+use crate::transform::signed_body::{self, BodyRefusal};
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use message::{Credentials, MessageData};
-use reject::Reject;
 
 /// The credential holding the HMAC key.
 const KEY_CREDENTIAL: &str = "secret";
@@ -185,9 +184,16 @@ impl Transform for HmacSign {
         if !self.rules.matches(&cx.match_input(req)) {
             return Ok(Verdict::Continue);
         }
-        let signed = match integrity::read_for_signing(cx, req, self.allow_chunked_body).await? {
+        let signed = match signed_body::read_for_signing(
+            cx,
+            req,
+            self.allow_chunked_body,
+            "hmac_sign",
+        )
+        .await
+        {
             Ok(body) => self.sign(req, body),
-            Err(reject) => Err(reject),
+            Err(refusal) => Err(body_reject(cx, refusal)?),
         };
         match signed {
             Ok(injected) => {
@@ -199,9 +205,33 @@ impl Transform for HmacSign {
     }
 }
 
+fn reject(status: StatusCode, reason: &'static str) -> JsonReject {
+    JsonReject::new("hmac_sign", status, reason)
+}
+
+/// A body that cannot be signed: over the limit is the pipeline's `body_too_large` (413, never
+/// forwarded truncated); the rest are `hmac_sign` refusals.
+fn body_reject(cx: &mut RequestCx, refusal: BodyRefusal) -> Result<JsonReject, TransformError> {
+    let reject = reject(refusal.status(), refusal.reason());
+    match refusal {
+        BodyRefusal::TooLarge {
+            limit,
+            content_length,
+        } => {
+            if let Some(n) = content_length {
+                cx.annotate("content_length", n);
+            }
+            Err(TransformError::BodyTooLarge { limit })
+        }
+        BodyRefusal::ReadFailed(TransformError::Body(e)) => Ok(reject.with("error", e)),
+        BodyRefusal::ReadFailed(e) => Err(e),
+        other => Ok(reject.with_all(other.lengths())),
+    }
+}
+
 impl HmacSign {
     /// Signs a request whose body is buffered; returns the `injected` annotation.
-    fn sign(&self, req: &mut ProxyRequest, body: Bytes) -> Result<Vec<Value>, Reject> {
+    fn sign(&self, req: &mut ProxyRequest, body: Bytes) -> Result<Vec<Value>, JsonReject> {
         let creds = self.credentials()?;
         let timestamp = sign::timestamp(self.timestamp, time::OffsetDateTime::now_utc());
         let data = MessageData::of(req, timestamp, body);
@@ -209,12 +239,12 @@ impl HmacSign {
             .message
             .render_bytes(&|p| data.lookup(&creds, p))
             .map_err(|e| {
-                Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "message_template_failed")
+                reject(StatusCode::INTERNAL_SERVER_ERROR, "message_template_failed")
                     .with("error", e.to_string())
             })?;
         let key_text = creds.get(KEY_CREDENTIAL).unwrap_or_default();
         let key = sign::decode_key(self.key_encoding, key_text).map_err(|e| {
-            Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "key_decode_failed")
+            reject(StatusCode::INTERNAL_SERVER_ERROR, "key_decode_failed")
                 .with("error", e.to_string())
         })?;
         let signature = sign::sign(self.algorithm, self.output_encoding, &key, &message);
@@ -223,12 +253,12 @@ impl HmacSign {
     }
 
     /// Every configured credential's current value, or `credential_unavailable`.
-    fn credentials(&self) -> Result<Credentials, Reject> {
+    fn credentials(&self) -> Result<Credentials, JsonReject> {
         let mut out = Vec::with_capacity(self.credentials.len());
         for (name, secret) in &self.credentials {
             // The error names the source (env var, secret id), never a value.
             let value = secret.current().map_err(|e| {
-                Reject::new(StatusCode::BAD_GATEWAY, "credential_unavailable")
+                reject(StatusCode::BAD_GATEWAY, "credential_unavailable")
                     .with("credential", name.as_str())
                     .with("error", e.to_string())
             })?;
@@ -243,7 +273,7 @@ impl HmacSign {
         timestamp: &str,
         signature: &str,
         creds: &Credentials,
-    ) -> Result<Vec<HeaderValue>, Reject> {
+    ) -> Result<Vec<HeaderValue>, JsonReject> {
         self.headers
             .iter()
             .map(|h| {
@@ -260,7 +290,7 @@ impl HmacSign {
                             .map_err(|_| "rendered value is not a valid header value".to_string())
                     })
                     .map_err(|e| {
-                        Reject::new(StatusCode::INTERNAL_SERVER_ERROR, "header_template_failed")
+                        reject(StatusCode::INTERNAL_SERVER_ERROR, "header_template_failed")
                             .with("header", h.configured.as_str())
                             .with("error", e)
                     })
