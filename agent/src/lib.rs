@@ -13,7 +13,6 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod ebpf;
-pub mod error;
 pub mod identify;
 pub mod install;
 pub mod mint;

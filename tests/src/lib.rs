@@ -90,25 +90,3 @@ pub fn allow_localhost_with_secret(var: &str, proxy_value: &str, header: &str) -
 "#
     )
 }
-
-/// Starts the agent in MITM mode with the tunnel listener on, trusting only `origin_ca` for
-/// upstream TLS, with `transforms` and the extra environment `env` (e.g. the secret values).
-/// Returns the agent and its MITM CA, whose `ca.crt` is written into `dir`.
-pub fn start_mitm_agent(
-    dir: &std::path::Path,
-    origin_ca: &TestCa,
-    transforms: &str,
-    env: &[(&str, &str)],
-) -> (Agent, TestCa) {
-    let origin_ca_path = dir.join("origin-ca.pem");
-    std::fs::write(&origin_ca_path, &origin_ca.cert_pem).expect("write origin CA");
-    let mitm = TestCa::new("mitm");
-    let (c, k) = mitm.write(dir);
-    let config = with_tunnel_listener(&loopback_config(&c, &k, transforms));
-    let mut agent =
-        Agent::with_config(&config).env("SSL_CERT_FILE", origin_ca_path.to_string_lossy());
-    for (k, v) in env {
-        agent = agent.env(k, *v);
-    }
-    (agent.start(), mitm)
-}

@@ -31,6 +31,11 @@ where
             "/unauthorized" => {
                 let mut refused = http::Response::new(Some("no".to_string()));
                 *refused.status_mut() = http::StatusCode::UNAUTHORIZED;
+                // Length-delimited: the connection is dropped right after (no TLS close_notify),
+                // which would truncate a close-delimited body.
+                refused
+                    .headers_mut()
+                    .insert("content-length", http::HeaderValue::from_static("2"));
                 Err(refused)
             }
             "/bad-accept" => {

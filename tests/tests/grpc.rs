@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use iron_agent_tests::{TestCa, allow_localhost_with_secret, start_mitm_agent};
+use iron_agent_tests::mitm::MitmAgent;
+use iron_agent_tests::{TestCa, allow_localhost_with_secret, loopback_config};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -61,12 +62,12 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
             .parse()
             .unwrap();
 
-        let (agent, _mitm) = start_mitm_agent(
-            dir.path(),
-            &origin_ca,
-            &allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization"),
-            &[("API_TOKEN", TOKEN)],
-        );
+        let transforms = allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization");
+        let m = MitmAgent::prepare(&[])
+            .trust(&origin_ca)
+            .env("API_TOKEN", TOKEN)
+            .start(|c, k| loopback_config(c, k, &transforms));
+        let agent = &m.agent;
 
         let out = tokio::time::timeout(
             Duration::from_secs(60),
@@ -74,7 +75,7 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
                 .arg(script("client.py"))
                 .arg(agent.addr("https").to_string())
                 .arg(format!("localhost:{port}"))
-                .arg(dir.path().join("ca.crt"))
+                .arg(m.dir.path().join("ca.crt"))
                 .kill_on_drop(true)
                 .output(),
         )

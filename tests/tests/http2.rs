@@ -8,9 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
+use iron_agent_tests::mitm::MitmAgent;
 use iron_agent_tests::{
     Agent, Origin, OriginKind, TestCa, allow_localhost_with_secret, echo_header, h2_handshake,
-    https_request, loopback_config, start_mitm_agent, tls_connect,
+    https_request, loopback_config, tls_connect, with_tunnel_listener,
 };
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -27,7 +28,6 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("origin");
     let names = vec!["localhost".to_string()];
     let h2_origin = Origin::start(
@@ -38,12 +38,11 @@ async fn setup() -> Setup {
     )
     .await;
     let h1_origin = Origin::start(OriginKind::Https { names }, Some(&origin_ca)).await;
-    let (agent, mitm) = start_mitm_agent(
-        dir.path(),
-        &origin_ca,
-        &allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization"),
-        &[("API_TOKEN", TOKEN)],
-    );
+    let transforms = allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization");
+    let MitmAgent { agent, mitm, dir } = MitmAgent::prepare(&[])
+        .trust(&origin_ca)
+        .env("API_TOKEN", TOKEN)
+        .start(|c, k| with_tunnel_listener(&loopback_config(c, k, &transforms)));
     Setup {
         agent,
         mitm,

@@ -24,7 +24,7 @@ use super::Runtime;
 use super::audited_body::AuditedBody;
 use super::headers;
 use crate::audit::{Action, PendingAudit};
-use crate::error::chain;
+use crate::telemetry::error_chain;
 use crate::transform::{ProxyRequest, body};
 use crate::upstream::UpstreamError;
 
@@ -162,7 +162,7 @@ pub async fn handshake(
         .preserve_header_case(true)
         .handshake(io)
         .await
-        .map_err(|e| UpstreamError::Http(chain(&e)))?;
+        .map_err(|e| UpstreamError::Http(error_chain(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "websocket upstream connection");
@@ -177,7 +177,7 @@ pub async fn handshake(
     let sent = tokio::time::timeout(rt.upstream.header_timeout(), sender.send_request(req)).await;
     let resp = match sent {
         Err(_) => return Err(UpstreamError::HeaderTimeout),
-        Ok(Err(e)) => return Err(UpstreamError::Http(chain(&e))),
+        Ok(Err(e)) => return Err(UpstreamError::Http(error_chain(&e))),
         Ok(Ok(r)) => r,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

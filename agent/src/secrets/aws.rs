@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 
 use super::{SecretError, SecretResolver, SecretValue};
 use crate::config::transforms::source::{AwsSmSource, AwsSsmSource};
-use crate::error::chain;
+use crate::telemetry::error_chain;
 
 /// Longest SDK error text carried into a [`SecretError`]; AWS errors never echo a secret, the
 /// cap only keeps log lines readable.
@@ -142,10 +142,10 @@ where
             match (err.code(), err.message()) {
                 (Some(c), Some(m)) => format!("{c}: {m}"),
                 (Some(c), None) => c.to_string(),
-                _ => chain(err),
+                _ => error_chain(err),
             }
         }
-        other => chain(other),
+        other => error_chain(other),
     };
     cap(s.replace(['\n', '\r'], " "))
 }

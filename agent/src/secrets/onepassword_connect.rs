@@ -21,7 +21,6 @@ use tokio::sync::OnceCell;
 
 use super::{SecretError, SecretResolver, SecretValue};
 use crate::config::transforms::source::OnePasswordConnectSource;
-use crate::error::chain;
 
 const DEFAULT_HOST_ENV: &str = "OP_CONNECT_HOST";
 const DEFAULT_TOKEN_ENV: &str = "OP_CONNECT_TOKEN";
