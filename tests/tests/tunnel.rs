@@ -352,7 +352,7 @@ fn raw_socks5_address_types_and_refusals() {
         assert_eq!(code, 2);
         env.agent.audit_where(|a| a["host"] == "denied.test:443");
 
-        // BIND: command not supported (0x07).
+        // BIND: command not supported (0x07); the address was sent, so the record names it.
         let mut s = TcpStream::connect(t).await.unwrap();
         s.write_all(&[5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
             .await
@@ -360,6 +360,9 @@ fn raw_socks5_address_types_and_refusals() {
         let mut r = [0u8; 12];
         s.read_exact(&mut r).await.unwrap();
         assert_eq!(&r[..4], &[5, 0, 5, 7]);
+        let bind = refusal_of(&env, &s, "socks5_command_not_supported");
+        assert_eq!(bind["host"], "127.0.0.1:80");
+        let mut refused = vec![s.local_addr().unwrap()];
 
         // Unknown address type: 0x08.
         let mut s = TcpStream::connect(t).await.unwrap();
@@ -367,6 +370,9 @@ fn raw_socks5_address_types_and_refusals() {
         let mut r = [0u8; 12];
         s.read_exact(&mut r).await.unwrap();
         assert_eq!(&r[..4], &[5, 0, 5, 8]);
+        let atyp = refusal_of(&env, &s, "socks5_address_type_not_supported");
+        assert_eq!(atyp["host"], "");
+        refused.push(s.local_addr().unwrap());
 
         // Only username/password offered: no acceptable method.
         let mut s = TcpStream::connect(t).await.unwrap();
@@ -375,6 +381,124 @@ fn raw_socks5_address_types_and_refusals() {
         s.read_exact(&mut r).await.unwrap();
         assert_eq!(r, [5, 0xff]);
         assert_eq!(read_all(&mut s).await, "");
+        let method = refusal_of(&env, &s, "socks5_no_acceptable_method");
+        assert_eq!(method["host"], "");
+        refused.push(s.local_addr().unwrap());
+
+        for rec in [&bind, &atyp, &method] {
+            assert_eq!(rec["protocol"], "socks5");
+            // As for a denied SOCKS5 setup: SOCKS has no HTTP status.
+            assert_eq!(rec["status_code"], 403);
+        }
+        assert_one_record_each(&env, &refused);
+    });
+}
+
+/// The audit record of the connection `s` (matched by its client address), which must be an
+/// agent refusal of the handshake with `reason`.
+fn refusal_of(env: &Env, s: &TcpStream, reason: &str) -> Value {
+    let client = s.local_addr().unwrap().to_string();
+    let rec = env.agent.audit_where(|a| a["client"] == client);
+    assert_eq!(rec["reason"], reason, "{rec}");
+    assert_eq!(rec["action"], "reject");
+    assert_eq!(rec["level"], "WARN");
+    assert_eq!(rec["rejected_by"], "proxy");
+    assert_eq!(rec["method"], "CONNECT");
+    assert_eq!(rec["path"], "");
+    assert_eq!(rec["request_transforms"], serde_json::json!([]));
+    rec
+}
+
+/// After a pause for stragglers, each client address has exactly one audit record.
+fn assert_one_record_each(env: &Env, clients: &[SocketAddr]) {
+    std::thread::sleep(Duration::from_millis(300));
+    let audits = env.agent.audits();
+    for c in clients {
+        let n = audits
+            .iter()
+            .filter(|a| a["client"] == c.to_string())
+            .count();
+        assert_eq!(n, 1, "records for {c}; logs:\n{}", env.agent.logs());
+    }
+}
+
+#[test]
+fn connect_refusals_are_audited_once() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let env = start().await;
+        let t = env.tunnel();
+        let mut refused = Vec::new();
+
+        // A CONNECT target that is not host:port.
+        let mut s = TcpStream::connect(t).await.unwrap();
+        s.write_all(b"CONNECT /not-an-authority HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_all(&mut s).await.starts_with("HTTP/1.1 400 "));
+        let rec = refusal_of(&env, &s, "malformed_connect");
+        assert_eq!(
+            (&rec["host"], &rec["status_code"]),
+            (&"".into(), &400.into())
+        );
+        assert_eq!(rec["protocol"], "connect");
+        refused.push(s.local_addr().unwrap());
+
+        // A head that reaches the 16 KiB cap unfinished (one endless header line). Exactly the
+        // cap, so the agent has read every byte when it closes (unread bytes would mean a RST
+        // racing the answer).
+        let mut s = TcpStream::connect(t).await.unwrap();
+        let mut head = b"CONNECT localhost:443 HTTP/1.1\r\nX-Big: ".to_vec();
+        head.resize(16 * 1024, b'a');
+        s.write_all(&head).await.unwrap();
+        assert!(read_all(&mut s).await.starts_with("HTTP/1.1 400 "));
+        let rec = refusal_of(&env, &s, "connect_head_too_large");
+        assert_eq!(
+            (&rec["host"], &rec["status_code"]),
+            (&"".into(), &400.into())
+        );
+        assert_eq!(rec["protocol"], "connect");
+        refused.push(s.local_addr().unwrap());
+
+        assert_one_record_each(&env, &refused);
+    });
+}
+
+/// Connections that never complete a handshake get no answer, so no record: silent ones and
+/// ones that stall mid-head are closed at the 10 s handshake timeout.
+#[test]
+fn unanswered_handshakes_leave_no_record() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let env = start().await;
+        let t = env.tunnel();
+        let silent = TcpStream::connect(t).await.unwrap();
+        let mut partial = TcpStream::connect(t).await.unwrap();
+        partial
+            .write_all(b"CONNECT localhost:443 HTTP/1.1\r\nHost: loc")
+            .await
+            .unwrap();
+        let mut socks = TcpStream::connect(t).await.unwrap();
+        socks.write_all(&[5, 1, 0, 5, 1]).await.unwrap();
+        let clients = [&silent, &partial, &socks].map(|s| s.local_addr().unwrap().to_string());
+        for mut s in [silent, partial, socks] {
+            let mut out = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out));
+            read.await
+                .expect("agent did not time the handshake out")
+                .ok();
+            // The SOCKS client got the method choice, nothing else.
+            assert!(out.is_empty() || out == [5, 0], "{out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let audits = env.agent.audits();
+        for c in clients {
+            assert!(
+                !audits.iter().any(|a| a["client"] == c),
+                "record for unanswered {c}; logs:\n{}",
+                env.agent.logs()
+            );
+        }
     });
 }
 

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{HandshakeError, Target};
+use super::{HandshakeError, Refusal, Target};
 
 /// Largest CONNECT request head accepted (request line plus headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -26,7 +26,24 @@ pub enum Request {
     Other { buffered: Bytes },
 }
 
-/// Reads one request head. Malformed heads get a 400 and an error.
+/// Answers 400 and returns the refusal to audit. A failed write is not an error of its own:
+/// the refusal was decided either way.
+async fn bad_request<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    reason: &'static str,
+    detail: String,
+) -> HandshakeError {
+    let _ = io.write_all(BAD_REQUEST).await;
+    HandshakeError::Refused(Refusal {
+        reason,
+        status: 400,
+        target: None,
+        detail,
+    })
+}
+
+/// Reads one request head. A CONNECT without a usable target, or a head over the size cap,
+/// gets a 400 and [`HandshakeError::Refused`]; bytes that are not HTTP get no answer.
 pub async fn read_request<S>(io: &mut S) -> Result<Request, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -50,19 +67,19 @@ where
                 }
                 let target = req.path.and_then(parse_target);
                 let Some(target) = target else {
-                    let _ = io.write_all(BAD_REQUEST).await;
-                    return Err(HandshakeError::Malformed(format!(
+                    let detail = format!(
                         "CONNECT target {:?} is not host:port",
                         req.path.unwrap_or("")
-                    )));
+                    );
+                    return Err(bad_request(io, "malformed_connect", detail).await);
                 };
                 let rest = Bytes::from(buf).slice(len..);
                 return Ok(Request::Connect { target, rest });
             }
             Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
             Ok(httparse::Status::Partial) => {
-                let _ = io.write_all(BAD_REQUEST).await;
-                return Err(HandshakeError::Malformed("request head too large".into()));
+                let detail = format!("request head over {MAX_HEAD} bytes");
+                return Err(bad_request(io, "connect_head_too_large", detail).await);
             }
             Err(e) => {
                 // Not HTTP at all: no answer, as for a failed TLS handshake.
@@ -124,5 +141,42 @@ mod tests {
             Request::Other { buffered } => assert_eq!(&buffered[..], head),
             Request::Connect { .. } => panic!("CONNECT?"),
         }
+    }
+
+    async fn refusal(client_bytes: &[u8]) -> (HandshakeError, String) {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(client_bytes).await.unwrap();
+        let err = match read_request(&mut server).await {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        };
+        drop(server);
+        let mut out = String::new();
+        client.read_to_string(&mut out).await.unwrap();
+        (err, out)
+    }
+
+    #[tokio::test]
+    async fn refusals_name_their_reason() {
+        let (e, out) = refusal(b"CONNECT /x HTTP/1.1\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+        assert!(
+            matches!(&e, HandshakeError::Refused(r) if r.reason == "malformed_connect" && r.status == 400 && r.target.is_none()),
+            "{e:?}"
+        );
+
+        let mut big = b"CONNECT a.test:443 HTTP/1.1\r\n".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));
+        let (e, out) = refusal(&big).await;
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+        assert!(
+            matches!(&e, HandshakeError::Refused(r) if r.reason == "connect_head_too_large"),
+            "{e:?}"
+        );
+
+        // Not HTTP: no answer, nothing to audit.
+        let (e, out) = refusal(b"\x16\x03\x01\x00\x00\r\n\r\n").await;
+        assert_eq!(out, "");
+        assert!(matches!(e, HandshakeError::Malformed(_)), "{e:?}");
     }
 }

@@ -33,13 +33,29 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum HandshakeError {
     #[error("client closed the connection during the handshake")]
     Closed,
+    /// Not answered: the bytes are not a handshake the agent can reply to.
     #[error("malformed handshake: {0}")]
     Malformed(String),
-    /// Answered with the protocol's refusal.
+    /// Answered with the protocol's refusal; audited by [`setup::refuse`].
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// A handshake the agent answered with a refusal before any destination was judged.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct Refusal {
+    /// Audit `reason` (`malformed_connect`, `socks5_no_acceptable_method`, ...).
+    pub reason: &'static str,
+    /// Audit `status_code`: the HTTP status sent, or 403 for a SOCKS5 refusal (as for a
+    /// denied SOCKS5 setup: SOCKS has no HTTP status).
+    pub status: u16,
+    /// The requested destination, when the handshake got far enough to name one.
+    pub target: Option<Target>,
+    /// For the debug log.
+    pub detail: String,
 }
 
 /// Which tunnel protocol the client spoke.
@@ -203,16 +219,32 @@ async fn open(
     if stream.peek(&mut first).await? == 0 {
         return Err(HandshakeError::Closed);
     }
-    let (target, protocol, rest) = if first[0] == socks5::VERSION {
-        let target = socks5::read_request(stream).await?;
-        (target, Protocol::Socks5, bytes::Bytes::new())
+    let protocol = if first[0] == socks5::VERSION {
+        Protocol::Socks5
     } else {
-        match connect::read_request(stream).await? {
-            connect::Request::Connect { target, rest } => (target, Protocol::Connect, rest),
-            connect::Request::Other { buffered } => {
+        Protocol::Connect
+    };
+    let read = match protocol {
+        Protocol::Socks5 => socks5::read_request(stream)
+            .await
+            .map(|target| (target, bytes::Bytes::new())),
+        Protocol::Connect => match connect::read_request(stream).await {
+            Ok(connect::Request::Connect { target, rest }) => Ok((target, rest)),
+            Ok(connect::Request::Other { buffered }) => {
                 return Ok(Some(Opened::PlainProxy { buffered }));
             }
+            Err(e) => Err(e),
+        },
+    };
+    let (target, rest) = match read {
+        Ok(r) => r,
+        // The client got the protocol's refusal: that answer is audited like a denied setup.
+        Err(HandshakeError::Refused(refusal)) => {
+            tracing::debug!(client = %conn.client, error = %refusal, "tunnel handshake refused");
+            setup::refuse(rt, conn, protocol, &refusal);
+            return Ok(None);
         }
+        Err(e) => return Err(e),
     };
     let (allowed, traces) = setup::authorize(rt, conn, &target, protocol);
     match (protocol, allowed) {

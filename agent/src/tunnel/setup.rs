@@ -1,12 +1,45 @@
 //! The tunnel setup decision: the pipeline judges the requested destination by host (and
 //! port) only, and the setup leaves exactly one audit record (method `CONNECT`, empty path,
-//! the target as host), whichever protocol opened it.
+//! the target as host), whichever protocol opened it. A handshake refused before any
+//! destination was judged ([`refuse`]) leaves one record of the same shape, `rejected_by: proxy`.
 
 use crate::audit::{Action, AuditRecord, PendingAudit, Trace};
 use crate::proxy::{ConnInfo, Runtime};
 use crate::transform::{ConnectionCheck, RequestCx};
 
-use super::{Protocol, Target};
+use super::{Protocol, Refusal, Target};
+
+/// The setup record before its outcome: `host` is the target, `""` when none was named.
+fn pending(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    target: Option<&Target>,
+    protocol: Protocol,
+    policy: Option<&str>,
+) -> PendingAudit {
+    let mut record = AuditRecord {
+        host: target.map(Target::authority).unwrap_or_default(),
+        method: "CONNECT".into(),
+        client: conn.client.to_string(),
+        mode: rt.mode.as_str(),
+        protocol: protocol.as_str(),
+        policy: policy.map(str::to_string),
+        ..AuditRecord::default()
+    };
+    conn.describe(&mut record);
+    PendingAudit::new(record, rt.audit.clone())
+}
+
+/// Writes the one record of a handshake the agent refused itself (the client already has the
+/// protocol's refusal). No transform ran.
+pub fn refuse(rt: &Runtime, conn: &ConnInfo, protocol: Protocol, refusal: &Refusal) {
+    let set = rt.pipelines.load_full();
+    let (policy_name, _) = set.for_policy(conn.policy_id(rt));
+    let mut audit = pending(rt, conn, refusal.target.as_ref(), protocol, policy_name);
+    audit.record().rejected_by = Some("proxy".into());
+    audit.record().reason = Some(refusal.reason.into());
+    audit.finish(Action::Reject, refusal.status);
+}
 
 /// Returns whether the tunnel may open, and the traces of the check.
 pub fn authorize(
@@ -15,20 +48,9 @@ pub fn authorize(
     target: &Target,
     protocol: Protocol,
 ) -> (bool, Vec<Trace>) {
-    let mut record = AuditRecord {
-        host: target.authority(),
-        method: "CONNECT".into(),
-        client: conn.client.to_string(),
-        mode: rt.mode.as_str(),
-        protocol: protocol.as_str(),
-        ..AuditRecord::default()
-    };
-    conn.describe(&mut record);
-    let mut audit = PendingAudit::new(record, rt.audit.clone());
-
     let set = rt.pipelines.load_full();
     let (policy_name, pipeline) = set.for_policy(conn.policy_id(rt));
-    audit.record().policy = policy_name.map(str::to_string);
+    let mut audit = pending(rt, conn, Some(target), protocol, policy_name);
     let mut cx = RequestCx::new(target.host.clone(), conn.client, rt.mode);
     // Decision 9: method and path rules are enforced on each request inside the tunnel.
     let check = ConnectionCheck {
