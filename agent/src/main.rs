@@ -7,11 +7,6 @@ use iron_agent::cli::{Alg, Cli, Command, normalize_args};
 use iron_agent::config::{self, Config};
 use iron_agent::{app, install, telemetry, tls};
 
-// Per-request allocations are many and small; mimalloc's thread-local free lists serve them
-// cheaper than glibc malloc (measured in docs/benchmarks.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
     match cli.command {

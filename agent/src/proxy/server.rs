@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -64,7 +63,7 @@ async fn https_conn(
         Ok(Ok((tls, sni))) => {
             conn.tls = true;
             conn.sni = sni;
-            serve_tls_conn(rt, tls, conn, shutdown).await;
+            serve_conn(rt, tls, conn, shutdown).await;
         }
         Ok(Err(reason)) => {
             tracing::debug!(client = %peer, reason = %reason, "tls handshake failed")
@@ -177,45 +176,6 @@ pub(crate) async fn serve_conn<I>(
             let _ = served.await;
         }
     }
-}
-
-/// A TLS connection: ALPN already chose the protocol, so anything but `h2` (`http/1.1` or no
-/// ALPN) is served as HTTP/1.1 directly, without the auto builder's version sniffing.
-pub(crate) async fn serve_tls_conn<I>(
-    rt: Arc<Runtime>,
-    tls: tokio_rustls::server::TlsStream<I>,
-    conn: ConnInfo,
-    shutdown: CancellationToken,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2) {
-        return serve_conn(rt, tls, conn, shutdown).await;
-    }
-    let conn = Arc::new(conn);
-    let svc = service_fn(move |req| handler::handle(rt.clone(), conn.clone(), req));
-    let io = FirstByteDeadline::new(tls, HEADER_READ_TIMEOUT);
-    let served = http1_builder()
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(served);
-    tokio::select! {
-        _ = served.as_mut() => {}
-        _ = shutdown.cancelled() => {
-            served.as_mut().graceful_shutdown();
-            let _ = served.await;
-        }
-    }
-}
-
-/// HTTP/1.1 as [`http_builder`] configures it.
-fn http1_builder() -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .preserve_header_case(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
 }
 
 /// HTTP/1.1 keeps the client's header casing and a header read timeout; HTTP/2 accepts

@@ -91,7 +91,7 @@ pub async fn serve_inner(
                 Ok(Ok((tls, sni))) => {
                     conn.tls = true;
                     conn.sni = sni;
-                    server::serve_tls_conn(rt, tls, conn, shutdown).await;
+                    server::serve_conn(rt, tls, conn, shutdown).await;
                 }
                 Ok(Err(reason)) => {
                     tracing::debug!(client = %conn.client, reason = %reason, "tls handshake in tunnel failed")
