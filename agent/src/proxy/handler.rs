@@ -48,7 +48,7 @@ pub async fn handle(
     } else {
         Scheme::HTTP
     };
-    let target = match identify::identify(&req, scheme, conn.sni.as_deref()) {
+    let mut target = match identify::identify(&req, scheme, conn.sni.as_deref()) {
         Ok(t) => t,
         Err((refusal, host)) => {
             audit.record().path = percent_encoding::percent_decode_str(req.uri().path())
@@ -71,9 +71,10 @@ pub async fn handle(
     }
 
     let mut req: ProxyRequest = req.map(|b| b.map_err(Into::into).boxed_unsync());
+    // Moved, not cloned (per-request allocations): from here on the host is `cx.host`.
     req.extensions_mut()
-        .insert(DecodedPath(target.decoded_path.clone()));
-    let mut cx = RequestCx::new(target.host.clone(), conn.client, rt.mode);
+        .insert(DecodedPath(std::mem::take(&mut target.decoded_path)));
+    let mut cx = RequestCx::new(std::mem::take(&mut target.host), conn.client, rt.mode);
     cx.sni = conn.sni.clone();
     cx.dest_ip = conn.dest_ip();
     cx.request_body_limit = rt.request_body_limit;
@@ -85,8 +86,8 @@ pub async fn handle(
     let pipeline = pipeline.clone();
     audit.record().policy = policy_name.map(str::to_string);
     if let Some(dest) = conn.dest_ip()
-        && !conn.is_verified(&target.host)
-        && !destination_matches(&rt, &pipeline, &target.host, dest).await
+        && !conn.is_verified(&cx.host)
+        && !destination_matches(&rt, &pipeline, &cx.host, dest).await
     {
         audit.record().reason = Some("destination_mismatch".into());
         audit.record().rejected_by = Some("proxy".into());
@@ -94,7 +95,7 @@ pub async fn handle(
     }
     if conn.dest_ip().is_some() {
         // Keep-alive requests for the same host skip the resolver on this connection.
-        conn.set_verified(&target.host);
+        conn.set_verified(&cx.host);
     }
     let mut traces = Vec::new();
     let outcome = pipeline.run_request(&mut cx, &mut req, &mut traces).await;

@@ -41,6 +41,16 @@ pub struct BenchArgs {
     /// Only the interception bench: eBPF redirect vs iptables REDIRECT vs direct (root).
     #[arg(long)]
     intercept: bool,
+    /// Skip the interception bench even as root (it needs a network namespace and a test user,
+    /// which collide with other work on a shared machine).
+    #[arg(long, conflicts_with = "intercept")]
+    no_intercept: bool,
+    /// Measure this agent binary instead of the fresh release build (A/B a saved build).
+    #[arg(long, value_name = "PATH")]
+    agent_bin: Option<std::path::PathBuf>,
+    /// Use the release binaries already in the target directory instead of building them.
+    #[arg(long)]
+    no_build: bool,
 }
 
 /// One measured run, with the CPU the relay or agent spent during it.
@@ -230,7 +240,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let root = cmd::workspace_root()?;
     let target = cmd::target_dir(&root);
-    let bins = servers::build_release(&root, &target)?;
+    let mut bins = if args.no_build {
+        servers::release_bins(&target)
+    } else {
+        servers::build_release(&root, &target)?
+    };
+    if let Some(agent) = &args.agent_bin {
+        bins.agent = agent.clone();
+    }
     let oha = oha::ensure_installed()?;
     let work = WorkDir::new()?;
     let intercept = intercept::Setup {
@@ -317,7 +334,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     report.write_json(&out)?;
     eprintln!("raw numbers: {}", out.join("latest.json").display());
     drop((agent, relay, origin));
-    let intercept_res = if intercept::is_root() {
+    let intercept_res = if args.no_intercept {
+        eprintln!("==> skipping the interception bench (--no-intercept)");
+        Ok(())
+    } else if intercept::is_root() {
         intercept::run(&intercept)
     } else {
         eprintln!(

@@ -40,12 +40,17 @@ pub fn build_release(root: &Path, target: &Path) -> Result<Bins> {
         "--bin",
         "bench-relay",
     ]))?;
+    Ok(release_bins(target))
+}
+
+/// Where `build_release` puts the binaries.
+pub fn release_bins(target: &Path) -> Bins {
     let dir = target.join("release");
-    Ok(Bins {
+    Bins {
         agent: dir.join("iron-agent"),
         origin: dir.join("bench-origin"),
         relay: dir.join("bench-relay"),
-    })
+    }
 }
 
 fn pinned(cpu: &str, bin: &Path) -> Command {
