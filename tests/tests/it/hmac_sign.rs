@@ -5,9 +5,7 @@
 //! template errors, one audit record per request, and no credential in the agent's output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "hmac_sign/schemes.rs"]
 mod schemes;
-#[path = "hmac_sign/upstream.rs"]
 mod upstream;
 
 use std::process::Command;
@@ -18,9 +16,9 @@ use http_body_util::Full;
 use iron_agent_tests::agent::agent_bin;
 use iron_agent_tests::mitm::MitmAgent;
 use iron_agent_tests::{Agent, Reply, TestCa};
-use schemes::*;
+use self::schemes::*;
 use serde_json::{Value, json};
-use upstream::{Scheme, Upstream, raw_https};
+use self::upstream::{Scheme, Upstream, raw_https};
 
 struct Setup {
     m: MitmAgent,

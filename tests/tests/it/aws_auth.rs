@@ -1,5 +1,5 @@
 //! `aws_auth` end to end: a workload request signed with placeholder credentials goes through
-//! the agent (real TLS both sides) to a fake AWS endpoint (`tests/aws_sigv4_upstream.py`) that
+//! the agent (real TLS both sides) to a fake AWS endpoint (`tests/helpers/aws_sigv4_upstream.py`) that
 //! recomputes the SigV4 signature with botocore and the real credentials, as AWS would. A 200
 //! from it means the re-signed request is valid; a 403 carries botocore's reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -53,7 +53,7 @@ fn start_upstream(dir: &Path, ca: &TestCa) -> Upstream {
     let chain_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
     std::fs::write(&cert_path, chain_pem).unwrap();
     std::fs::write(&key_path, pem("PRIVATE KEY", key.secret_der())).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("aws_sigv4_upstream.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/aws_sigv4_upstream.py");
     let mut child = Command::new("python3")
         .arg(script)
         .arg(&cert_path)
@@ -731,7 +731,7 @@ fn boto3_through_the_tunnel() {
             ("REAL_TOKEN", REAL_TOKEN),
         ],
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("aws_sdk_client.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/aws_sdk_client.py");
     let nowhere = s.dir.path().join("no-aws-config");
     let out = Command::new("python3")
         .arg(script)

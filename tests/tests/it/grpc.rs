@@ -19,8 +19,8 @@ const PLACEHOLDER: &str = "proxy-token-abc";
 
 fn script(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/grpc")
-        .join(name)
+        .join("helpers")
+        .join(format!("grpc_{name}"))
 }
 
 /// grpcio is a test prerequisite (`pip install grpcio`); without it this test fails loudly.

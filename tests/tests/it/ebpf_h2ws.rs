@@ -199,8 +199,8 @@ fn http2_and_websocket_through_the_redirect() {
 
 fn grpc_script(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/grpc")
-        .join(name)
+        .join("helpers")
+        .join(format!("grpc_{name}"))
         .to_string_lossy()
         .into_owned()
 }
