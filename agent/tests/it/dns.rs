@@ -5,15 +5,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use iron_agent::config::{DnsConfig, DnsRecord, DnsRecordType};
 use iron_agent::dns::serve;
 use iron_agent::resolve::Resolver;
+use iron_agent_tests::dns::{Answer, FakeDns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -25,78 +24,23 @@ const UPSTREAM_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
 const WAIT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------------
-// Fake upstream DNS server: a hand-rolled UDP responder with fixed answers.
+// Fake upstream DNS server (the shared one in iron-agent-tests) with fixed answers.
 // ---------------------------------------------------------------------------------------------
-
-struct FakeUpstream {
-    addr: SocketAddr,
-    queries: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// Names under `internal.test` and `pass.test` exist with one A and one AAAA, except:
 /// `v4only.internal.test` (A only), `missing.internal.test` (NXDOMAIN), `broken.internal.test`
 /// (SERVFAIL). Everything else is NXDOMAIN.
-async fn fake_upstream() -> FakeUpstream {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    let queries = Arc::new(AtomicUsize::new(0));
-    let counter = queries.clone();
-    let task = tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                return;
-            };
-            let Ok(req) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let mut resp = Message::response(req.metadata.id, OpCode::Query);
-            resp.metadata.recursion_desired = req.metadata.recursion_desired;
-            resp.metadata.recursion_available = true;
-            resp.add_queries(req.queries.clone());
-            if let Some(q) = req.queries.first() {
-                let name = q.name().to_ascii().to_ascii_lowercase();
-                let exists = name.ends_with(".internal.test.") || name.ends_with(".pass.test.");
-                if name == "missing.internal.test." || !exists {
-                    resp.metadata.response_code = ResponseCode::NXDomain;
-                } else if name == "broken.internal.test." {
-                    resp.metadata.response_code = ResponseCode::ServFail;
-                } else {
-                    match q.query_type() {
-                        RecordType::A => {
-                            resp.add_answer(Record::from_rdata(
-                                q.name().clone(),
-                                300,
-                                RData::A(A(UPSTREAM_V4)),
-                            ));
-                        }
-                        RecordType::AAAA if name != "v4only.internal.test." => {
-                            resp.add_answer(Record::from_rdata(
-                                q.name().clone(),
-                                300,
-                                RData::AAAA(AAAA(UPSTREAM_V6)),
-                            ));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            let _ = sock.send_to(&resp.to_vec().unwrap(), peer).await;
+async fn fake_upstream() -> FakeDns {
+    FakeDns::start(300, |name, _| {
+        let exists = name.ends_with(".internal.test") || name.ends_with(".pass.test");
+        match name {
+            _ if !exists || name == "missing.internal.test" => Answer::NxDomain,
+            "broken.internal.test" => Answer::ServFail,
+            "v4only.internal.test" => Answer::Ips(vec![UPSTREAM_V4.into()]),
+            _ => Answer::Ips(vec![UPSTREAM_V4.into(), UPSTREAM_V6.into()]),
         }
-    });
-    FakeUpstream {
-        addr,
-        queries,
-        task,
-    }
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,11 +316,7 @@ async fn static_records_take_precedence_over_passthrough() {
     let resp = udp_query(dns.udp, "static.internal.test.", RecordType::A).await;
     assert_eq!(a_answers(&resp), vec![Ipv4Addr::new(10, 9, 9, 9)]);
     assert_nodata(&udp_query(dns.udp, "static.internal.test.", RecordType::AAAA).await);
-    assert_eq!(
-        upstream.queries.load(Ordering::SeqCst),
-        0,
-        "static name went upstream"
-    );
+    assert_eq!(upstream.queries(), 0, "static name went upstream");
     dns.stop().await;
 }
 
@@ -416,7 +356,7 @@ async fn passthrough_answers_a_and_aaaa_from_the_upstream() {
     assert!(resp.answers.is_empty());
 
     // Names not matching a passthrough glob never leave the host.
-    let before = upstream.queries.load(Ordering::SeqCst);
+    let before = upstream.queries();
     assert_eq!(
         a_answers(&udp_query(dns.udp, "other.pass.test.", RecordType::A).await),
         vec![PROXY_IP]
@@ -426,7 +366,7 @@ async fn passthrough_answers_a_and_aaaa_from_the_upstream() {
         vec![PROXY_IP]
     );
     assert_nodata(&udp_query(dns.udp, "other.pass.test.", RecordType::AAAA).await);
-    assert_eq!(upstream.queries.load(Ordering::SeqCst), before);
+    assert_eq!(upstream.queries(), before);
     dns.stop().await;
 }
 
@@ -616,7 +556,7 @@ async fn resolver_uses_the_configured_upstream() {
     assert!(!err.is_not_found(), "{err}");
 
     // IP literals never reach the upstream.
-    let before = upstream.queries.load(Ordering::SeqCst);
+    let before = upstream.queries();
     assert_eq!(
         resolver.lookup_ip("[2001:db8::1]").await.unwrap(),
         vec![IpAddr::V6("2001:db8::1".parse().unwrap())]
@@ -625,7 +565,7 @@ async fn resolver_uses_the_configured_upstream() {
         resolver.lookup_ip("192.0.2.1").await.unwrap(),
         vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))]
     );
-    assert_eq!(upstream.queries.load(Ordering::SeqCst), before);
+    assert_eq!(upstream.queries(), before);
 }
 
 #[tokio::test]

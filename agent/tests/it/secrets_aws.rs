@@ -8,9 +8,7 @@
 // Helpers outside #[test] functions are not covered by clippy.toml's allow-*-in-tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
@@ -19,87 +17,26 @@ use iron_agent::config::transforms::source::{AwsSmSource, AwsSsmSource};
 use iron_agent::config::{GoDuration, SecretSource};
 use iron_agent::secrets::aws::{self, AwsOverrides};
 use iron_agent::secrets::{Secret, SecretError, SecretRegistry};
+use iron_agent_tests::moto::Moto;
 use tokio_util::sync::CancellationToken;
 
 const REGION: &str = "us-east-1";
-const PYTHON: &str = "python3";
 
 // ---------------------------------------------------------------------------------------------
 // moto
 
-/// Installs `moto[server]` once per test binary if it is not importable.
-fn ensure_moto() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = READY.get_or_init(|| {
-        let importable = || {
-            Command::new(PYTHON)
-                .args(["-c", "import moto.server"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if importable() {
-            return Ok(());
-        }
-        let pip = Command::new(PYTHON)
-            .args(["-m", "pip", "install", "--quiet", "moto[server]"])
-            .status();
-        if importable() {
-            return Ok(());
-        }
-        Err(format!(
-            "moto is required for the AWS secret-source tests and could not be installed \
-             (`{PYTHON} -m pip install 'moto[server]'` → {pip:?}); install it and re-run"
-        ))
-    });
-    if let Err(e) = r {
-        panic!("{e}");
-    }
+/// The AWS SDK pointed at the shared moto fixture.
+trait MotoClients {
+    fn overrides(&self) -> AwsOverrides;
+    async fn sdk_config(&self, region: &str) -> aws_config::SdkConfig;
+    async fn sm(&self) -> aws_sdk_secretsmanager::Client;
+    async fn ssm(&self, region: &str) -> aws_sdk_ssm::Client;
 }
 
-/// A moto server on an ephemeral loopback port, killed on drop.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Self {
-        ensure_moto();
-        let mut child = Command::new(PYTHON)
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning moto server");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keeps draining stderr after the banner so moto never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
-                    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(port) => Self {
-                child,
-                url: format!("http://127.0.0.1:{port}"),
-            },
-            Err(_) => {
-                let _ = child.kill();
-                panic!("moto server did not report its port within 60 s");
-            }
-        }
-    }
-
+impl MotoClients for Moto {
     fn overrides(&self) -> AwsOverrides {
         AwsOverrides {
-            endpoint_url: Some(self.url.clone()),
+            endpoint_url: Some(self.url()),
             region: Some(REGION.into()),
             static_credentials: Some(("testing".into(), "testing".into())),
         }
@@ -107,7 +44,7 @@ impl Moto {
 
     async fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(&self.url)
+            .endpoint_url(self.url())
             .region(Region::new(region.to_string()))
             .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
             .load()
@@ -120,13 +57,6 @@ impl Moto {
 
     async fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
         aws_sdk_ssm::Client::new(&self.sdk_config(region).await)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -308,7 +238,7 @@ fn sm_ttl_refresh_picks_up_rotation_env_configured() {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, "1")
-        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_ENDPOINT_URL", moto.url())
         .env("AWS_REGION", REGION)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")

@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::mitm::MitmAgent;
-use iron_agent_tests::{Reply, TestCa, https_request, loopback_config};
-use serde_json::Value;
+use iron_agent_tests::mitm::{MitmAgent, Setup, Upstream};
+use iron_agent_tests::{AgentConfig, Reply, TestCa, Transform, https_request};
+use serde_json::{Value, json};
 
 const REAL_AK: &str = "AKIAREALKEY000000001";
 const REAL_SK: &str = "real/secret+access-key-0123456789abcdefgh";
@@ -21,12 +21,12 @@ const REAL_TOKEN: &str = "real-session-token-FwoGZXIvYXdzEXAMPLE";
 const PLACEHOLDER_AK: &str = "AKIAIOSFODNN7EXAMPLE";
 
 /// The fake AWS endpoint (a Python child process, killed on drop).
-struct Upstream {
+struct AwsEndpoint {
     child: Child,
     port: u16,
 }
 
-impl Drop for Upstream {
+impl Drop for AwsEndpoint {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -46,14 +46,14 @@ fn pem(label: &str, der: &[u8]) -> String {
     )
 }
 
-fn start_upstream(dir: &Path, ca: &TestCa) -> Upstream {
+fn start_upstream(dir: &Path, ca: &TestCa) -> AwsEndpoint {
     let (chain, key) = ca.server_cert(&["localhost"]);
     let cert_path = dir.join("upstream.crt");
     let key_path = dir.join("upstream.key");
     let chain_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
     std::fs::write(&cert_path, chain_pem).unwrap();
     std::fs::write(&key_path, pem("PRIVATE KEY", key.secret_der())).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/aws_sigv4_upstream.py");
+    let script = iron_agent_tests::helper("aws_sigv4_upstream.py");
     let mut child = Command::new("python3")
         .arg(script)
         .arg(&cert_path)
@@ -74,41 +74,41 @@ fn start_upstream(dir: &Path, ca: &TestCa) -> Upstream {
         .unwrap_or_else(|| panic!("upstream did not start: {line:?}"))
         .parse()
         .unwrap();
-    Upstream { child, port }
+    AwsEndpoint { child, port }
 }
 
-struct Setup {
-    m: MitmAgent,
-    upstream: Upstream,
-}
-
-impl std::ops::Deref for Setup {
-    type Target = MitmAgent;
-    fn deref(&self) -> &MitmAgent {
-        &self.m
+impl Upstream for AwsEndpoint {
+    fn port(&self) -> u16 {
+        self.port
     }
 }
 
 /// Starts the fake AWS endpoint and the agent with `transforms` and the agent's environment.
-fn setup(transforms: &str, env: &[(&str, &str)]) -> Setup {
+fn setup(transforms: Vec<Transform>, env: &[(&str, &str)]) -> Setup<AwsEndpoint> {
     let origin_ca = TestCa::new("aws-origin");
     let b = MitmAgent::prepare(&[]).trust(&origin_ca).envs(env);
     let upstream = start_upstream(b.dir(), &origin_ca);
-    let transforms = b.expand(transforms);
+    let transforms = b.expand_transforms(transforms);
     let m = b.start(|c, k| {
-        loopback_config(c, k, &transforms).replace(
-            "proxy:\n",
-            "proxy:\n  max_request_body_bytes: 4096\n  tunnel_listen: \"127.0.0.1:0\"\n",
-        )
+        AgentConfig::loopback(c, k)
+            .tunnel_listener()
+            .transforms(transforms)
+            .with(|c| c.proxy.max_request_body_bytes = Some(4096))
     });
-    Setup { m, upstream }
+    Setup {
+        m,
+        origin: upstream,
+    }
 }
 
-impl Setup {
-    fn host(&self) -> String {
-        format!("localhost:{}", self.upstream.port)
-    }
+/// What these tests check on the agent, beyond [`MitmAgent`]'s own helpers.
+trait AwsChecks {
+    fn trace(&self, path: &str) -> Value;
+    async fn send_partial(&self, host: &str, path: &str) -> Option<u16>;
+    fn assert_no_credentials_in_logs(&self);
+}
 
+impl AwsChecks for MitmAgent {
     /// The trace of the `aws_auth` entry that acted on the one audit record for `path` (entries
     /// whose rules do not match leave a trace without annotations).
     fn trace(&self, path: &str) -> Value {
@@ -220,48 +220,64 @@ fn assert_refused(r: &Reply, status: u16, reason: &str) {
     );
 }
 
-const STATIC: &str = r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-  - name: aws_auth
-    config:
-      access_key_id: {type: env, var: REAL_AK}
-      secret_access_key: {type: env, var: REAL_SK}
-      allowed_regions: ["us-east-1", "eu-west-1"]
-      allowed_services: ["s3", "bedrock"]
-      rules: [{host: localhost, paths: ["/gated/*"]}]
-  - name: aws_auth
-    config:
-      access_key_id: {type: env, var: REAL_AK}
-      secret_access_key: {type: env, var: REAL_SK}
-      session_token: {type: env, var: REAL_TOKEN}
-      rules: [{host: localhost, paths: ["/token/*"]}]
-  - name: aws_auth
-    config:
-      access_key_id: {type: env, var: REAL_AK}
-      secret_access_key: {type: env, var: REAL_SK}
-      unsigned_payload: true
-      rules: [{host: localhost, paths: ["/unsigned/*"]}]
-  - name: aws_auth
-    config:
-      access_key_id: {type: env, var: REAL_AK}
-      secret_access_key: {type: env, var: REAL_SK}
-      allow_chunked_body: true
-      rules: [{host: localhost, paths: ["/chunked-ok/*"]}]
-  - name: aws_auth
-    config:
-      access_key_id: {type: file, path: "{dir}/missing-key"}
-      secret_access_key: {type: env, var: REAL_SK}
-      allowed_regions: ["us-east-1"]
-      rules: [{host: localhost, paths: ["/broken/*"]}]
-"#;
+fn static_keys() -> Vec<Transform> {
+    vec![
+        Transform::allowlist(&["localhost"]),
+        Transform::new(
+            "aws_auth",
+            json!({
+                "access_key_id": {"type": "env", "var": "REAL_AK"},
+                "secret_access_key": {"type": "env", "var": "REAL_SK"},
+                "allowed_regions": ["us-east-1", "eu-west-1"],
+                "allowed_services": ["s3", "bedrock"],
+                "rules": [{"host": "localhost", "paths": ["/gated/*"]}],
+            }),
+        ),
+        Transform::new(
+            "aws_auth",
+            json!({
+                "access_key_id": {"type": "env", "var": "REAL_AK"},
+                "secret_access_key": {"type": "env", "var": "REAL_SK"},
+                "session_token": {"type": "env", "var": "REAL_TOKEN"},
+                "rules": [{"host": "localhost", "paths": ["/token/*"]}],
+            }),
+        ),
+        Transform::new(
+            "aws_auth",
+            json!({
+                "access_key_id": {"type": "env", "var": "REAL_AK"},
+                "secret_access_key": {"type": "env", "var": "REAL_SK"},
+                "unsigned_payload": true,
+                "rules": [{"host": "localhost", "paths": ["/unsigned/*"]}],
+            }),
+        ),
+        Transform::new(
+            "aws_auth",
+            json!({
+                "access_key_id": {"type": "env", "var": "REAL_AK"},
+                "secret_access_key": {"type": "env", "var": "REAL_SK"},
+                "allow_chunked_body": true,
+                "rules": [{"host": "localhost", "paths": ["/chunked-ok/*"]}],
+            }),
+        ),
+        Transform::new(
+            "aws_auth",
+            json!({
+                "access_key_id": {"type": "file", "path": "{dir}/missing-key"},
+                "secret_access_key": {"type": "env", "var": "REAL_SK"},
+                "allowed_regions": ["us-east-1"],
+                "rules": [{"host": "localhost", "paths": ["/broken/*"]}],
+            }),
+        ),
+    ]
+}
 
 #[test]
 fn static_credentials_every_mode_and_rejection() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let s = setup(
-            STATIC,
+            static_keys(),
             &[
                 ("REAL_AK", REAL_AK),
                 ("REAL_SK", REAL_SK),
@@ -548,12 +564,16 @@ fn static_credentials_every_mode_and_rejection() {
     });
 }
 
-const WORKLOAD_IDENTITY: &str = r#"  - name: aws_auth
-    config:
-      credentials_provider: {type: workload_identity, region: us-east-1}
-      allowed_services: ["bedrock"]
-      rules: [{host: localhost}]
-"#;
+fn workload_identity() -> Vec<Transform> {
+    vec![Transform::new(
+        "aws_auth",
+        json!({
+            "credentials_provider": {"type": "workload_identity", "region": "us-east-1"},
+            "allowed_services": ["bedrock"],
+            "rules": [{"host": "localhost"}],
+        }),
+    )]
+}
 
 /// The SDK chain without any real source: env vars only, no profile files, no IMDS.
 fn chain_env(dir: &str) -> Vec<(&'static str, String)> {
@@ -577,7 +597,7 @@ fn workload_identity_uses_the_sdk_chain() {
         env.push(("AWS_SECRET_ACCESS_KEY", REAL_SK.into()));
         env.push(("AWS_SESSION_TOKEN", REAL_TOKEN.into()));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let s = setup(WORKLOAD_IDENTITY, &env);
+        let s = setup(workload_identity(), &env);
         let host = s.host();
         for i in 0..2 {
             let path = format!("/model/m{i}/invoke");
@@ -615,7 +635,7 @@ fn workload_identity_without_credentials_fails_closed() {
         let tmp = tempfile::tempdir().unwrap();
         let env = chain_env(&tmp.path().to_string_lossy());
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let s = setup(WORKLOAD_IDENTITY, &env);
+        let s = setup(workload_identity(), &env);
         let r = s
             .send(
                 signed(
@@ -707,31 +727,35 @@ fn verifier_refuses_bad_signatures() {
     });
 }
 
-const SDK: &str = r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-  - name: aws_auth
-    config:
-      access_key_id: {type: env, var: REAL_AK}
-      secret_access_key: {type: env, var: REAL_SK}
-      session_token: {type: env, var: REAL_TOKEN}
-      allowed_regions: ["us-east-1", "eu-west-1"]
-      rules: [{host: localhost}]
-"#;
+fn sdk_client() -> Vec<Transform> {
+    vec![
+        Transform::allowlist(&["localhost"]),
+        Transform::new(
+            "aws_auth",
+            json!({
+                "access_key_id": {"type": "env", "var": "REAL_AK"},
+                "secret_access_key": {"type": "env", "var": "REAL_SK"},
+                "session_token": {"type": "env", "var": "REAL_TOKEN"},
+                "allowed_regions": ["us-east-1", "eu-west-1"],
+                "rules": [{"host": "localhost"}],
+            }),
+        ),
+    ]
+}
 
 /// The real AWS SDK as the workload: boto3 signs with the documented example credentials and
 /// uses the agent's tunnel listener as its HTTPS proxy; the agent re-signs inside the tunnel.
 #[test]
 fn boto3_through_the_tunnel() {
     let s = setup(
-        SDK,
+        sdk_client(),
         &[
             ("REAL_AK", REAL_AK),
             ("REAL_SK", REAL_SK),
             ("REAL_TOKEN", REAL_TOKEN),
         ],
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/aws_sdk_client.py");
+    let script = iron_agent_tests::helper("aws_sdk_client.py");
     let nowhere = s.dir.path().join("no-aws-config");
     let out = Command::new("python3")
         .arg(script)

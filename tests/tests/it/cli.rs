@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::{Agent, TestCa, loopback_config};
+use iron_agent_tests::{Agent, AgentConfig, TestCa, Transform};
+use serde_json::json;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(agent_bin())
@@ -89,11 +90,9 @@ fn check_config_ok_and_errors_name_fields() {
     let good = dir.path().join("good.yaml");
     std::fs::write(
         &good,
-        loopback_config(
-            &c,
-            &k,
-            "  - name: allowlist\n    config:\n      domains: [a.com]\n",
-        ),
+        AgentConfig::loopback(&c, &k)
+            .transforms([Transform::allowlist(&["a.com"])])
+            .to_yaml(),
     )
     .unwrap();
     let (code, _, stderr) = run(&["check-config", "--config", good.to_str().unwrap()]);
@@ -137,23 +136,15 @@ fn sigterm_is_a_clean_exit_and_go_style_flag_runs() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
-    let cfg = loopback_config(
-        &c,
-        &k,
-        "  - name: allowlist\n    config:\n      domains: []\n",
-    );
-    let mut agent = Agent::with_config(&cfg)
-        .args(&["-config", "{config}"])
-        .start();
+    let cfg = AgentConfig::loopback(&c, &k).transforms([Transform::allowlist(&[])]);
+    let mut agent = Agent::with(&cfg).args(&["-config", "{config}"]).start();
     assert!(agent.listeners.contains_key("http") && agent.listeners.contains_key("https"));
     assert!(agent.listeners.contains_key("metrics"));
     let st = agent.signal(libc::SIGTERM);
     assert_eq!(st.code(), Some(0), "{}", agent.logs());
     assert!(agent.logs().contains("iron-agent stopped"));
 
-    let mut agent = Agent::with_config(&cfg)
-        .args(&["--config", "{config}"])
-        .start();
+    let mut agent = Agent::with(&cfg).args(&["--config", "{config}"]).start();
     assert_eq!(agent.signal(libc::SIGINT).code(), Some(0));
 }
 
@@ -165,11 +156,9 @@ fn fatal_startup_errors_exit_1() {
     // A port that is already taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let cfg = loopback_config(&c, &k, "  []\n").replace(
-        "http_listen: \"127.0.0.1:0\"",
-        &format!("http_listen: \"127.0.0.1:{port}\""),
-    );
-    let mut agent = Agent::with_config(&cfg).start();
+    let cfg = AgentConfig::loopback(&c, &k)
+        .with(|c| c.proxy.http_listen = Some(format!("127.0.0.1:{port}")));
+    let mut agent = Agent::with(&cfg).start();
     let st = agent.wait_exit(Duration::from_secs(10));
     assert_eq!(st.code(), Some(1), "{}", agent.logs());
     assert!(
@@ -179,8 +168,8 @@ fn fatal_startup_errors_exit_1() {
     );
 
     // A CA file that does not exist.
-    let cfg = loopback_config(&dir.path().join("nope.crt"), &k, "  []\n");
-    let mut agent = Agent::with_config(&cfg).start();
+    let cfg = AgentConfig::loopback(&dir.path().join("nope.crt"), &k);
+    let mut agent = Agent::with(&cfg).start();
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(1));
     assert!(agent.logs().contains("nope.crt"), "{}", agent.logs());
 
@@ -224,20 +213,19 @@ fn features_not_built_yet_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
-    let cfg = loopback_config(
-        &c,
-        &k,
-        "  - name: grpc\n    config:\n      name: policy\n      target: \"127.0.0.1:9\"\n",
-    );
+    let cfg = AgentConfig::loopback(&c, &k).transforms([Transform::new(
+        "grpc",
+        json!({"name": "policy", "target": "127.0.0.1:9"}),
+    )]);
     let path = dir.path().join("c.yaml");
-    std::fs::write(&path, &cfg).unwrap();
+    std::fs::write(&path, cfg.to_yaml()).unwrap();
     let (code, _, stderr) = run(&["check-config", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
         stderr.contains("transforms[0]: grpc is not supported yet"),
         "{stderr}"
     );
-    let mut agent = Agent::with_config(&cfg).start();
+    let mut agent = Agent::with(&cfg).start();
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(1));
     assert!(agent.logs().contains("grpc is not supported yet"));
 }

@@ -5,16 +5,31 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use iron_agent_tests::client::get;
+use iron_agent_tests::config::{Dns, DnsRecord};
 use iron_agent_tests::dns::{a_answers, fake_upstream, rcode, tcp, udp};
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, http_request, loopback_config};
+use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request};
 
-fn dns_config(c: &std::path::Path, k: &std::path::Path, upstream: std::net::SocketAddr) -> String {
-    loopback_config(c, k, "  - name: allowlist\n    config:\n      domains: [\"*.test\"]\n").replace(
-        "dns:\n  enabled: false\n",
-        &format!(
-            "dns:\n  listen: \"127.0.0.1:0\"\n  proxy_ip: \"10.9.8.7\"\n  upstream_resolver: \"{upstream}\"\n  passthrough: [\"*.passthrough.test\"]\n  records:\n    - {{name: fixed.test, type: A, value: 192.0.2.10}}\n"
-        ),
-    )
+fn dns_config(
+    c: &std::path::Path,
+    k: &std::path::Path,
+    upstream: std::net::SocketAddr,
+) -> AgentConfig {
+    AgentConfig {
+        dns: Dns {
+            listen: Some("127.0.0.1:0".into()),
+            proxy_ip: Some("10.9.8.7".into()),
+            upstream_resolver: Some(upstream.to_string()),
+            passthrough: vec!["*.passthrough.test".into()],
+            records: vec![DnsRecord {
+                name: "fixed.test".into(),
+                kind: "A".into(),
+                value: "192.0.2.10".into(),
+            }],
+            ..Dns::default()
+        },
+        ..AgentConfig::loopback(c, k)
+    }
+    .transforms([Transform::allowlist(&["*.test"])])
 }
 
 #[test]
@@ -24,7 +39,7 @@ fn dns_intercept_passthrough_records_over_udp_and_tcp() {
         let upstream = fake_upstream().await;
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = TestCa::new("m").write(dir.path());
-        let agent = Agent::with_config(&dns_config(&c, &k, upstream)).start();
+        let agent = Agent::with(&dns_config(&c, &k, upstream)).start();
         let dns = agent.addr("dns");
 
         let m = udp(dns, "api.example.com.", RecordType::A).await;
@@ -65,7 +80,7 @@ fn upstream_dials_use_the_configured_resolver() {
         let origin = Origin::start(OriginKind::Http, None).await;
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = TestCa::new("m").write(dir.path());
-        let agent = Agent::with_config(&dns_config(&c, &k, upstream)).start();
+        let agent = Agent::with(&dns_config(&c, &k, upstream)).start();
         // `origin.test` exists only in the fake resolver (→ 127.0.0.1).
         let r = http_request(
             agent.addr("http"),

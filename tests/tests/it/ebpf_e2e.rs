@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{API_KEY, SERIAL, Unpin, World, curl, py, py_as_root};
+use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, py, py_as_root};
 use iron_agent_tests::netns::{TestUser, is_root, py_connect};
 
 const DNS_QUERY: &str = r#"
@@ -37,7 +37,7 @@ fn governed_users_under_policy_end_to_end() {
         eprintln!("SKIPPED ebpf_e2e::governed_users_under_policy_end_to_end: needs root");
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
     let u1 = TestUser::ensure("iatest1");
@@ -161,7 +161,7 @@ fn killing_the_agent_fails_closed_and_a_restart_restores_service() {
         );
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
     let u1 = TestUser::ensure("iatest1");

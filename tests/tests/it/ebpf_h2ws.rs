@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{API_KEY, SERIAL, Unpin, World, curl, echoed_header};
+use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, echoed_header};
 use iron_agent_tests::netns::{TestUser, is_root};
 use iron_agent_tests::ws::{SeenKeys, serve_echo};
 use serde_json::Value;
@@ -97,7 +97,7 @@ fn http2_and_websocket_through_the_redirect() {
     if skip("http2_and_websocket_through_the_redirect") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
     let ws_keys = ws_origin(&world);
@@ -219,7 +219,7 @@ fn grpc_through_the_redirect() {
         ok,
         "/usr/bin/python3 with grpcio is required: /usr/bin/python3 -m pip install grpcio"
     );
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
     let (chain, key) = world.origin_ca.server_cert_pem(&["grpc.test"]);

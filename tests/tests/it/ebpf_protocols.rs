@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{API_KEY, SERIAL, Unpin, World, curl, curl_env, echoed_header};
+use iron_agent_tests::config::{Tls, UpstreamProxy};
+use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, curl_env, echoed_header};
 use iron_agent_tests::netns::{TestUser, is_root};
 use iron_agent_tests::proxies::TestProxy;
 use serde_json::Value;
@@ -28,13 +29,13 @@ fn governed_users_through_the_tunnel_listener_keep_their_identity() {
     if skip("governed_users_through_the_tunnel_listener_keep_their_identity") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     let mitm = TestCa::new("e2e MITM CA");
-    let cfg = world.config_with(&world.mitm_tls(&mitm), "  tunnel_listen: \"127.0.0.1:0\"\n");
+    let cfg = world.config(&mitm).tunnel_listener();
     let agent = world.start_agent(&cfg);
     let ca = world.mitm_ca();
     let connect = format!("http://{}", agent.addr("tunnel"));
@@ -152,16 +153,18 @@ fn sni_only_passes_tls_through_the_redirect() {
     if skip("sni_only_passes_tls_through_the_redirect") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     // No CA anywhere: the workload trusts only the origins' CA and sees their certificates.
-    let cfg = world.config_with(
-        "tls:\n  mode: sni-only\n",
-        "  tunnel_listen: \"127.0.0.1:0\"\n",
-    );
+    let cfg = world
+        .config_with(Tls {
+            mode: Some("sni-only".into()),
+            ..Tls::default()
+        })
+        .tunnel_listener();
     let agent = world.start_agent(&cfg);
     let ca = world.origin_ca();
     let tls_for = |uid: u32, host: &'static str| {
@@ -263,7 +266,7 @@ fn redirected_traffic_chains_through_an_upstream_proxy() {
     if skip("redirected_traffic_chains_through_an_upstream_proxy") {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
     let u1 = TestUser::ensure("iatest1");
@@ -274,11 +277,14 @@ fn redirected_traffic_chains_through_an_upstream_proxy() {
         .block_on(TestProxy::connect_to("10.231.0.3:443".parse().unwrap()));
     let mitm = TestCa::new("e2e MITM CA");
     // The default deny list covers loopback, where the proxy listens.
-    let extra = format!(
-        "  upstream_deny_cidrs: [\"169.254.169.254/32\"]\n  upstream_proxy:\n    https_proxy: \"http://{}\"\n",
-        proxy.addr
-    );
-    let agent = world.start_agent(&world.config_with(&world.mitm_tls(&mitm), &extra));
+    let cfg = world.config(&mitm).with(|c| {
+        c.proxy.upstream_deny_cidrs = Some(vec!["169.254.169.254/32".into()]);
+        c.proxy.upstream_proxy = Some(UpstreamProxy {
+            https_proxy: Some(format!("http://{}", proxy.addr)),
+            ..UpstreamProxy::default()
+        });
+    });
+    let agent = world.start_agent(&cfg);
     let ca = world.mitm_ca();
 
     let (rc, code, out) = curl(&u1, &ca, &["-4"], "https://api.test/chained");

@@ -9,12 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::client::get;
-use iron_agent_tests::mitm::{MitmAgent, localhost_origin};
+use iron_agent_tests::mitm::{MitmAgent, Setup, localhost_origin};
 use iron_agent_tests::token_server::{Answer, Handler};
-use iron_agent_tests::{
-    Origin, Recorded, Reply, TokenServer, http_request, https_request, loopback_config,
-};
+use iron_agent_tests::{Recorded, TokenServer, Transform, http_request, https_request};
 use serde_json::{Value, json};
 
 const SA_EMAIL: &str = "robot@test-project.iam.gserviceaccount.com";
@@ -106,35 +103,15 @@ impl ServiceAccount {
     }
 }
 
-struct Setup {
-    m: MitmAgent,
-    origin: Origin,
-}
-
-impl std::ops::Deref for Setup {
-    type Target = MitmAgent;
-    fn deref(&self) -> &MitmAgent {
-        &self.m
-    }
-}
-
-impl Setup {
-    async fn get(&self, path: &str) -> Reply {
-        self.send(get(&format!("localhost:{}", self.origin.port()), path))
-            .await
-    }
-}
-
-async fn setup(config: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
+async fn setup(transforms: Vec<Transform>, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
     let (origin, origin_ca) = localhost_origin().await;
-    let b = MitmAgent::prepare(files)
+    let m = MitmAgent::prepare(files)
         .trust(&origin_ca)
         // No ambient Google credentials: ADC must come from what the test provides.
         .env("HOME", "{dir}")
         .env("GOOGLE_APPLICATION_CREDENTIALS", "")
-        .envs(env);
-    let config = b.expand(config);
-    let m = b.start(|c, k| loopback_config(c, k, &config));
+        .envs(env)
+        .start_loopback(transforms);
     Setup { m, origin }
 }
 
@@ -142,7 +119,10 @@ fn annotations(a: &Value) -> &Value {
     &a["request_transforms"][0]["annotations"]
 }
 
-const SCOPES_YAML: &str = r#"["https://www.googleapis.com/auth/cloud-platform", "https://www.googleapis.com/auth/bigquery.readonly"]"#;
+const SCOPE_LIST: [&str; 2] = [
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/bigquery.readonly",
+];
 
 #[test]
 fn keyfile_secret_with_subject_mints_caches_and_injects() {
@@ -155,17 +135,17 @@ fn keyfile_secret_with_subject_mints_caches_and_injects() {
         )
         .await;
         let token_uri = ts.url("/token");
-        let t = format!(
-            r#"  - name: gcp_auth
-    config:
-      keyfile: {{type: env, var: GCP_SA_JSON}}
-      subject: "admin@example.com"
-      scopes: {SCOPES_YAML}
-      rules: [{{host: localhost}}]
-"#
-        );
+        let t = vec![Transform::new(
+            "gcp_auth",
+            json!({
+                "keyfile": {"type": "env", "var": "GCP_SA_JSON"},
+                "subject": "admin@example.com",
+                "scopes": SCOPE_LIST,
+                "rules": [{"host": "localhost"}],
+            }),
+        )];
         let keyfile = sa.keyfile(&token_uri);
-        let s = Arc::new(setup(&t, &[("GCP_SA_JSON", &keyfile)], &[]).await);
+        let s = Arc::new(setup(t, &[("GCP_SA_JSON", &keyfile)], &[]).await);
         let calls = (0..20).map(|_| {
             let s = s.clone();
             tokio::spawn(async move { s.get("/bigquery/v2/projects").await })
@@ -192,16 +172,18 @@ fn keyfile_path_stubs_google_endpoints_before_rules() {
     rt.block_on(async {
         let sa = Arc::new(ServiceAccount::new());
         let ts = TokenServer::start(Duration::ZERO, sa.endpoint(None)).await;
-        let t = format!(
-            r#"  - name: gcp_auth
-    config:
-      keyfile_path: "{{dir}}/sa.json"
-      scopes: {SCOPES_YAML}
-      rules: [{{host: localhost, paths: ["/storage/*"]}}]
-"#
-        );
+        let t = vec![
+            Transform::new(
+                "gcp_auth",
+                json!({
+                    "keyfile_path": "{dir}/sa.json",
+                    "scopes": SCOPE_LIST,
+                    "rules": [{"host": "localhost", "paths": ["/storage/*"]}],
+                }),
+            ),
+        ];
         let keyfile = sa.keyfile(&ts.url("/token"));
-        let s = setup(&t, &[], &[("sa.json", &keyfile)]).await;
+        let s = setup(t, &[], &[("sa.json", &keyfile)]).await;
         let http = s.agent.addr("http");
         // Google's token endpoint (any method, form body), and both metadata server names.
         let form = http::Request::post("/token")
@@ -277,15 +259,17 @@ fn workload_identity_from_the_metadata_server() {
             }
         });
         let md = TokenServer::start(Duration::ZERO, handler).await;
-        let t = format!(
-            r#"  - name: gcp_auth
-    config:
-      credentials_provider: {{type: workload_identity}}
-      scopes: {SCOPES_YAML}
-      rules: [{{host: localhost}}]
-"#
-        );
-        let s = setup(&t, &[("GCE_METADATA_HOST", &md.addr.to_string())], &[]).await;
+        let t = vec![
+            Transform::new(
+                "gcp_auth",
+                json!({
+                    "credentials_provider": {"type": "workload_identity"},
+                    "scopes": SCOPE_LIST,
+                    "rules": [{"host": "localhost"}],
+                }),
+            ),
+        ];
+        let s = setup(t, &[("GCE_METADATA_HOST", &md.addr.to_string())], &[]).await;
         for _ in 0..3 {
             let r = s.get("/compute/v1/instances").await;
             assert_eq!(r.status, 200);
@@ -317,18 +301,15 @@ fn workload_identity_from_google_application_credentials() {
     rt.block_on(async {
         let sa = Arc::new(ServiceAccount::new());
         let ts = TokenServer::start(Duration::ZERO, sa.endpoint(None)).await;
-        let t = format!(
-            r#"  - name: gcp_auth
-    config:
-      credentials_provider: {{type: workload_identity}}
-      scopes: {SCOPES_YAML}
-"#
-        );
+        let t = vec![Transform::new(
+            "gcp_auth",
+            json!({"credentials_provider": {"type": "workload_identity"}, "scopes": SCOPE_LIST}),
+        )];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("adc.json");
         std::fs::write(&path, sa.keyfile(&ts.url("/token"))).unwrap();
         let s = setup(
-            &t,
+            t,
             &[
                 ("GOOGLE_APPLICATION_CREDENTIALS", &path.to_string_lossy()),
                 // Must not be used when a credentials file is named.
@@ -354,16 +335,16 @@ fn mint_failure_rejects_403_with_one_audit_record() {
         // The endpoint expects a different key: the signature check fails.
         let other = Arc::new(ServiceAccount::new());
         let ts = TokenServer::start(Duration::ZERO, other.endpoint(None)).await;
-        let t = format!(
-            r#"  - name: gcp_auth
-    config:
-      keyfile: {{type: env, var: GCP_SA_JSON}}
-      scopes: {SCOPES_YAML}
-      rules: [{{host: localhost}}]
-"#
-        );
+        let t = vec![Transform::new(
+            "gcp_auth",
+            json!({
+                "keyfile": {"type": "env", "var": "GCP_SA_JSON"},
+                "scopes": SCOPE_LIST,
+                "rules": [{"host": "localhost"}],
+            }),
+        )];
         let keyfile = sa.keyfile(&ts.url("/token"));
-        let s = setup(&t, &[("GCP_SA_JSON", &keyfile)], &[]).await;
+        let s = setup(t, &[("GCP_SA_JSON", &keyfile)], &[]).await;
         let r = s.get("/api").await;
         assert_eq!(r.status, 403);
         assert_eq!(s.origin.hits(), 0);
@@ -432,22 +413,27 @@ fn id_tokens_minted_and_stubbed_next_to_gcp_auth() {
             (200, "application/json", json!({"id_token": id}).to_string())
         });
         let ts = TokenServer::start(Duration::ZERO, handler).await;
-        let t = format!(
-            r#"  - name: gcp_auth
-    config:
-      keyfile: {{type: env, var: GCP_SA_JSON}}
-      scopes: {SCOPES_YAML}
-      rules: [{{host: localhost, paths: ["/api/*"]}}]
-  - name: gcp_id_token
-    config:
-      keyfile: {{type: env, var: GCP_SA_JSON}}
-      audience: "https://svc-abc.a.run.app"
-      header: x-serverless-authorization
-      rules: [{{host: localhost, paths: ["/run/*"]}}]
-"#
-        );
+        let t = vec![
+            Transform::new(
+                "gcp_auth",
+                json!({
+                    "keyfile": {"type": "env", "var": "GCP_SA_JSON"},
+                    "scopes": SCOPE_LIST,
+                    "rules": [{"host": "localhost", "paths": ["/api/*"]}],
+                }),
+            ),
+            Transform::new(
+                "gcp_id_token",
+                json!({
+                    "keyfile": {"type": "env", "var": "GCP_SA_JSON"},
+                    "audience": "https://svc-abc.a.run.app",
+                    "header": "x-serverless-authorization",
+                    "rules": [{"host": "localhost", "paths": ["/run/*"]}],
+                }),
+            ),
+        ];
         let keyfile = sa.keyfile(&ts.url("/token"));
-        let s = setup(&t, &[("GCP_SA_JSON", &keyfile)], &[]).await;
+        let s = setup(t, &[("GCP_SA_JSON", &keyfile)], &[]).await;
         let r = s.get("/run/job").await;
         assert_eq!(r.status, 200, "{}", r.text());
         let injected = r.echoed_header("x-serverless-authorization").unwrap();

@@ -4,23 +4,20 @@
 //! credential injected into the call's metadata by the `secrets` transform.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use iron_agent_tests::mitm::MitmAgent;
-use iron_agent_tests::{TestCa, allow_localhost_with_secret, loopback_config};
+use iron_agent_tests::{AgentConfig, TestCa, allow_localhost_with_secret};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const TOKEN: &str = "real-grpc-token-777";
-/// What `grpc/client.py` sends as its bearer token.
+/// What `tests/helpers/grpc_client.py` sends as its bearer token.
 const PLACEHOLDER: &str = "proxy-token-abc";
 
 fn script(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("helpers")
-        .join(format!("grpc_{name}"))
+    iron_agent_tests::helper(&format!("grpc_{name}"))
 }
 
 /// grpcio is a test prerequisite (`pip install grpcio`); without it this test fails loudly.
@@ -66,7 +63,7 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
         let m = MitmAgent::prepare(&[])
             .trust(&origin_ca)
             .env("API_TOKEN", TOKEN)
-            .start(|c, k| loopback_config(c, k, &transforms));
+            .start(|c, k| AgentConfig::loopback(c, k).transforms(transforms));
         let agent = &m.agent;
 
         let out = tokio::time::timeout(

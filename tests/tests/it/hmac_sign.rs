@@ -11,32 +11,30 @@ mod upstream;
 use std::process::Command;
 use std::time::Duration;
 
+use self::schemes::*;
+use self::upstream::{Scheme, Upstream, raw_https};
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::mitm::MitmAgent;
-use iron_agent_tests::{Agent, Reply, TestCa};
-use self::schemes::*;
+use iron_agent_tests::mitm::{MitmAgent, Setup};
+use iron_agent_tests::{Agent, AgentConfig, Reply, TestCa, Transform};
 use serde_json::{Value, json};
-use self::upstream::{Scheme, Upstream, raw_https};
 
-struct Setup {
-    m: MitmAgent,
-    upstream: Upstream,
-}
-
-impl std::ops::Deref for Setup {
-    type Target = MitmAgent;
-    fn deref(&self) -> &MitmAgent {
-        &self.m
+impl iron_agent_tests::mitm::Upstream for Upstream {
+    fn port(&self) -> u16 {
+        self.port
     }
 }
 
-impl Setup {
-    fn host(&self) -> String {
-        format!("localhost:{}", self.upstream.port)
-    }
+/// How long stragglers get to show up before audit records are counted.
+const SETTLE: Duration = Duration::from_millis(300);
 
+/// Raw requests to the agent's MITM listener.
+trait RawClient {
+    async fn raw(&self, raw: &str, half_close: bool) -> upstream::RawReply;
+}
+
+impl RawClient for MitmAgent {
     async fn raw(&self, raw: &str, half_close: bool) -> upstream::RawReply {
         raw_https(
             self.agent.addr("https"),
@@ -46,44 +44,44 @@ impl Setup {
         )
         .await
     }
-
-    /// Exactly `n` audit records, after giving stragglers a moment to show up.
-    fn assert_audit_count(&self, n: usize) -> Vec<Value> {
-        self.agent.wait_audits(n);
-        std::thread::sleep(Duration::from_millis(300));
-        let all = self.agent.audits();
-        assert_eq!(all.len(), n, "one audit record per request");
-        all
-    }
 }
 
-/// Agent + verifier for `schemes`; `extra_proxy` adds lines under `proxy:`. A credential
+/// Agent + verifier for `schemes`; `max_body` is `proxy.max_request_body_bytes`. A credential
 /// whose value is empty has its env var left unset.
-fn setup(schemes: &[Scheme], extra_proxy: &str) -> Setup {
+fn setup(schemes: &[Scheme], max_body: Option<i64>) -> Setup<Upstream> {
     let origin_ca = TestCa::new("hmac upstream");
     let mut b = MitmAgent::prepare(&[]).trust(&origin_ca);
     let upstream = Upstream::start(b.dir(), &origin_ca, schemes);
-    let transforms: String = std::iter::once(
-        "  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n".to_string(),
-    )
-    .chain(schemes.iter().filter(|s| s.agent_signs).map(Scheme::yaml))
-    .collect();
+    let transforms: Vec<Transform> = std::iter::once(Transform::allowlist(&["localhost"]))
+        .chain(
+            schemes
+                .iter()
+                .filter(|s| s.agent_signs)
+                .map(Scheme::transform),
+        )
+        .collect();
     for s in schemes {
         for (_, var, value) in s.creds.iter().filter(|c| !c.2.is_empty()) {
             b = b.env(var, value);
         }
     }
-    let m = b.start(|c, k| format!(
-        "dns:\n  enabled: false\nproxy:\n  http_listen: \"127.0.0.1:0\"\n  https_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []\n  upstream_response_header_timeout: \"5s\"\n{extra_proxy}tls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\nmetrics:\n  listen: \"127.0.0.1:0\"\ntransforms:\n{transforms}",
-        c.display(),
-        k.display()
-    ));
+    let m = b.start(|c, k| {
+        AgentConfig::loopback(c, k)
+            .transforms(transforms)
+            .with(|c| {
+                c.proxy.upstream_response_header_timeout = Some("5s".into());
+                c.proxy.max_request_body_bytes = max_body;
+            })
+    });
     assert!(
         m.agent.listeners.contains_key("https"),
         "agent did not start:\n{}",
         m.agent.logs()
     );
-    Setup { m, upstream }
+    Setup {
+        m,
+        origin: upstream,
+    }
 }
 
 fn request(
@@ -124,7 +122,7 @@ fn hmac_trace(audit: &Value) -> Value {
 fn every_algorithm_encoding_and_timestamp_verifies_upstream() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
-        let s = setup(&schemes(), "");
+        let s = setup(&schemes(), None);
         let host = s.host();
         let mut sent = 0;
         let binary: &[u8] = &[0x00, 0x9f, 0x92, 0x96, 0xff, b'\n', b'{'];
@@ -208,7 +206,7 @@ fn every_algorithm_encoding_and_timestamp_verifies_upstream() {
         assert_eq!(r.status, 401, "{}", r.text());
         sent += 2;
 
-        let audits = s.assert_audit_count(sent);
+        let audits = s.assert_audit_count(sent, SETTLE);
         let a = audits
             .iter()
             .find(|a| a["path"] == "/s/falconx/orders" && a["method"] == "POST")
@@ -241,7 +239,7 @@ fn every_algorithm_encoding_and_timestamp_verifies_upstream() {
                 .all(|t| t.get("annotations").is_none()),
             "{unsigned}"
         );
-        assert_eq!(s.upstream.requests().len(), sent);
+        assert_eq!(s.origin.requests().len(), sent);
         s.assert_not_in_logs(&ALL_SECRETS);
     });
 }
@@ -256,7 +254,7 @@ fn assert_json_reject(status: u16, body: &[u8], want_status: u16, reason: &str) 
 fn body_integrity_and_every_reachable_rejection() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
-        let s = setup(&rejection_schemes(), "  max_request_body_bytes: 64\n");
+        let s = setup(&rejection_schemes(), Some(64));
         let host = s.host();
         let mut sent = 0;
 
@@ -312,7 +310,7 @@ fn body_integrity_and_every_reachable_rejection() {
         assert_json_reject(r.status, &r.body, 500, "header_template_failed");
         sent += 3;
 
-        let audits = s.assert_audit_count(sent);
+        let audits = s.assert_audit_count(sent, SETTLE);
         let by_path = |p: &str| -> Value {
             audits
                 .iter()
@@ -370,7 +368,7 @@ fn body_integrity_and_every_reachable_rejection() {
 
         // Only the chunked request allowed to be signed reached the verifier.
         assert_eq!(
-            s.upstream.requests(),
+            s.origin.requests(),
             vec!["POST /s/chunky/x".to_string()]
         );
         let logs = s.agent.logs();
@@ -390,13 +388,13 @@ fn body_integrity_and_every_reachable_rejection() {
 }
 
 /// Runs `iron-agent check-config` on an `hmac_sign` entry; returns (exit code, stderr).
-fn check_config(entry: &str) -> (i32, String) {
+fn check_config(entry: &Transform) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
-    let cfg = iron_agent_tests::loopback_config(&c, &k, entry);
+    let cfg = AgentConfig::loopback(&c, &k).transforms([entry.clone()]);
     let path = dir.path().join("agent.yaml");
-    std::fs::write(&path, cfg).unwrap();
+    std::fs::write(&path, cfg.to_yaml()).unwrap();
     let out = Command::new(agent_bin())
         .args(["check-config", "--config", path.to_str().unwrap()])
         .output()
@@ -407,66 +405,84 @@ fn check_config(entry: &str) -> (i32, String) {
     )
 }
 
-fn entry(message: &str, headers: &str, credentials: &str) -> String {
-    format!(
-        "  - name: hmac_sign\n    config:\n      signature: {{message: {}}}\n      credentials: {credentials}\n      headers: {headers}\n      rules: [{{host: api.example.com}}]\n",
-        json!(message)
+fn entry(message: &str, headers: Value, credentials: Value) -> Transform {
+    Transform::new(
+        "hmac_sign",
+        json!({
+            "signature": {"message": message},
+            "credentials": credentials,
+            "headers": headers,
+            "rules": [{"host": "api.example.com"}],
+        }),
     )
 }
 
 #[test]
 fn template_and_credential_mistakes_are_config_errors() {
-    let creds = "{secret: {type: env, var: S}, key: {type: env, var: K}}";
-    let sig = r#"[{name: X-Sig, value: "{{.Signature}}"}]"#;
-    let good = entry("{{.Timestamp}}{{.Credentials.key}}{{.Body}}", sig, creds);
+    let creds =
+        || json!({"secret": {"type": "env", "var": "S"}, "key": {"type": "env", "var": "K"}});
+    let sig = || json!([{"name": "X-Sig", "value": "{{.Signature}}"}]);
+    let good = entry(
+        "{{.Timestamp}}{{.Credentials.key}}{{.Body}}",
+        sig(),
+        creds(),
+    );
     let (code, stderr) = check_config(&good);
     assert_eq!(code, 0, "{stderr}");
 
     let cases = [
         (
-            entry("{{.Timestamp}}{{.Nope}}", sig, creds),
+            entry("{{.Timestamp}}{{.Nope}}", sig(), creds()),
             "transforms[0].config.signature.message",
             ".Nope",
         ),
         (
-            entry("{{.Signature}}", sig, creds),
+            entry("{{.Signature}}", sig(), creds()),
             "transforms[0].config.signature.message",
             ".Signature",
         ),
         (
-            entry("{{.Body}}", r#"[{name: X-Sig, value: "{{.Body}}"}]"#, creds),
+            entry(
+                "{{.Body}}",
+                json!([{"name": "X-Sig", "value": "{{.Body}}"}]),
+                creds(),
+            ),
             "transforms[0].config.headers[0].value",
             ".Body",
         ),
         (
             entry(
                 "{{.Body}}",
-                r#"[{name: X-Key, value: "{{.Credentials.missing}}"}]"#,
-                creds,
+                json!([{"name": "X-Key", "value": "{{.Credentials.missing}}"}]),
+                creds(),
             ),
             "transforms[0].config.headers[0].value",
             ".Credentials.missing",
         ),
         (
-            entry("{{.Credentials.other}}", sig, creds),
+            entry("{{.Credentials.other}}", sig(), creds()),
             "transforms[0].config.signature.message",
             ".Credentials.other",
         ),
         (
-            entry("{{.Body", sig, creds),
+            entry("{{.Body", sig(), creds()),
             "transforms[0].config.signature.message",
             "template syntax",
         ),
         (
-            entry("{{.Body}}", sig, "{key: {type: env, var: K}}"),
+            entry(
+                "{{.Body}}",
+                sig(),
+                json!({"key": {"type": "env", "var": "K"}}),
+            ),
             "transforms[0].config.credentials",
             "\"secret\"",
         ),
         (
             entry(
                 "{{.Body}}",
-                r#"[{name: "X Sig", value: "{{.Signature}}"}]"#,
-                creds,
+                json!([{"name": "X Sig", "value": "{{.Signature}}"}]),
+                creds(),
             ),
             "transforms[0].config.headers[0].name",
             "not a valid header name",
@@ -474,7 +490,7 @@ fn template_and_credential_mistakes_are_config_errors() {
     ];
     for (cfg, field, detail) in cases {
         let (code, stderr) = check_config(&cfg);
-        assert_eq!(code, 1, "{cfg}\n{stderr}");
+        assert_eq!(code, 1, "{cfg:?}\n{stderr}");
         assert!(
             stderr.contains(field) && stderr.contains(detail),
             "want {field} / {detail} in:\n{stderr}"
@@ -485,8 +501,8 @@ fn template_and_credential_mistakes_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
-    let bad = entry("{{.Nope}}", sig, creds);
-    let mut agent = Agent::with_config(&iron_agent_tests::loopback_config(&c, &k, &bad)).start();
+    let bad = entry("{{.Nope}}", sig(), creds());
+    let mut agent = Agent::with(&AgentConfig::loopback(&c, &k).transforms([bad])).start();
     let status = agent.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1));
     assert!(agent.listeners.is_empty());

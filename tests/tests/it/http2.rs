@@ -8,52 +8,51 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
-use iron_agent_tests::mitm::MitmAgent;
+use iron_agent_tests::mitm::{MitmAgent, Setup};
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, TestCa, allow_localhost_with_secret, echo_header, h2_handshake,
-    https_request, loopback_config, tls_connect, with_tunnel_listener,
+    Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, allow_localhost_with_secret,
+    echo_header, h2_handshake, https_request, tls_connect,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
 const TOKEN: &str = "real-h2-token-5551234";
 const PLACEHOLDER: &str = "proxy-token-abc";
 
-struct Setup {
-    agent: Agent,
-    mitm: TestCa,
-    h2_origin: Origin,
-    h1_origin: Origin,
-    dir: tempfile::TempDir,
+/// An upstream that negotiates h2 and an HTTP/1.1-only one, both for `localhost`.
+struct Origins {
+    h2: Origin,
+    h1: Origin,
 }
 
-async fn setup() -> Setup {
+async fn setup() -> Setup<Origins> {
     let origin_ca = TestCa::new("origin");
     let names = vec!["localhost".to_string()];
-    let h2_origin = Origin::start(
+    let h2 = Origin::start(
         OriginKind::HttpsH2 {
             names: names.clone(),
         },
         Some(&origin_ca),
     )
     .await;
-    let h1_origin = Origin::start(OriginKind::Https { names }, Some(&origin_ca)).await;
+    let h1 = Origin::start(OriginKind::Https { names }, Some(&origin_ca)).await;
     let transforms = allow_localhost_with_secret("API_TOKEN", PLACEHOLDER, "Authorization");
-    let MitmAgent { agent, mitm, dir } = MitmAgent::prepare(&[])
+    let m = MitmAgent::prepare(&[])
         .trust(&origin_ca)
         .env("API_TOKEN", TOKEN)
-        .start(|c, k| with_tunnel_listener(&loopback_config(c, k, &transforms)));
+        .start(|c, k| {
+            AgentConfig::loopback(c, k)
+                .tunnel_listener()
+                .transforms(transforms)
+        });
     Setup {
-        agent,
-        mitm,
-        h2_origin,
-        h1_origin,
-        dir,
+        m,
+        origin: Origins { h2, h1 },
     }
 }
 
 /// An HTTP/2 connection to the agent's MITM listener, ALPN `h2` only.
-async fn h2_connect(s: &Setup) -> SendRequest<Full<Bytes>> {
+async fn h2_connect(s: &MitmAgent) -> SendRequest<Full<Bytes>> {
     let tcp = TcpStream::connect(s.agent.addr("https")).await.unwrap();
     let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -86,12 +85,12 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
         let mut sender = h2_connect(&s).await;
 
         // h2 end to end: the upstream negotiated h2 and got the real credential.
-        let (status, echo) = h2_get(&mut sender, s.h2_origin.port(), "/h2?q=1").await;
+        let (status, echo) = h2_get(&mut sender, s.origin.h2.port(), "/h2?q=1").await;
         assert_eq!(status, 200);
         assert_eq!(echo["version"], "HTTP/2.0", "{echo}");
         assert_eq!(
             echo["uri"],
-            format!("https://localhost:{}/h2?q=1", s.h2_origin.port())
+            format!("https://localhost:{}/h2?q=1", s.origin.h2.port())
         );
         assert_eq!(
             echo_header(&echo, "authorization"),
@@ -105,13 +104,13 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
         }
 
         // Same client connection, an HTTP/1.1-only upstream: translated, Host set from :authority.
-        let (status, echo) = h2_get(&mut sender, s.h1_origin.port(), "/h1").await;
+        let (status, echo) = h2_get(&mut sender, s.origin.h1.port(), "/h1").await;
         assert_eq!(status, 200);
         assert_eq!(echo["version"], "HTTP/1.1", "{echo}");
         assert_eq!(echo["uri"], "/h1");
         assert_eq!(
             echo_header(&echo, "host"),
-            Some(format!("localhost:{}", s.h1_origin.port()).as_str())
+            Some(format!("localhost:{}", s.origin.h1.port()).as_str())
         );
         assert_eq!(
             echo_header(&echo, "authorization"),
@@ -121,7 +120,7 @@ fn h2_client_to_h2_and_http1_upstreams_with_secret_injected() {
         // An HTTP/1.1 client (no ALPN) to the h2-capable upstream still works.
         let req = http::Request::builder()
             .uri("/plain")
-            .header("host", format!("localhost:{}", s.h2_origin.port()))
+            .header("host", format!("localhost:{}", s.origin.h2.port()))
             .body(Full::new(Bytes::new()))
             .unwrap();
         let r = https_request(
@@ -160,7 +159,7 @@ fn curl_http2_through_the_mitm() {
     rt.block_on(async {
         let s = setup().await;
         let ca = s.dir.path().join("ca.crt");
-        let port = s.h2_origin.port();
+        let port = s.origin.h2.port();
         let out = tokio::time::timeout(
             Duration::from_secs(20),
             tokio::process::Command::new("curl")
@@ -204,7 +203,7 @@ fn h2_stream_cancelled_by_the_client_is_audited_once_as_client_cancel() {
         let s = setup().await;
         let mut sender = h2_connect(&s).await;
         let req = http::Request::builder()
-            .uri(format!("https://localhost:{}/slow", s.h2_origin.port()))
+            .uri(format!("https://localhost:{}/slow", s.origin.h2.port()))
             .body(Full::new(Bytes::new()))
             .unwrap();
         // The origin answers /slow after 3 s; the agent's header timeout (2 s) would make it a
@@ -216,7 +215,7 @@ fn h2_stream_cancelled_by_the_client_is_audited_once_as_client_cancel() {
         assert_eq!(recs[0]["action"], "client_cancel", "{recs:?}");
         assert_eq!(recs[0]["protocol"], "h2");
         // The connection stays usable, and no second record appears for the cancelled stream.
-        let (status, _) = h2_get(&mut sender, s.h2_origin.port(), "/after").await;
+        let (status, _) = h2_get(&mut sender, s.origin.h2.port(), "/after").await;
         assert_eq!(status, 200);
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let recs = s.agent.audits();
@@ -257,7 +256,7 @@ fn h2_inside_a_connect_tunnel() {
     rt.block_on(async {
         let s = setup().await;
         let ca = s.dir.path().join("ca.crt");
-        let port = s.h2_origin.port();
+        let port = s.origin.h2.port();
         let proxy = format!("http://{}", s.agent.addr("tunnel"));
         let out = iron_agent_tests::curl::curl(
             &[
@@ -302,8 +301,10 @@ fn h2_client_to_http1_upstream_gets_configured_header_casing() {
         let o = Origin::start_raw().await;
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = TestCa::new("m").write(dir.path());
-        let t = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: API_KEY}\n          inject: {header: \"X-API-Key\"}\n";
-        let agent = Agent::with_config(&loopback_config(&c, &k, t))
+        let t = Transform::secrets(json!([
+            {"source": {"type": "env", "var": "API_KEY"}, "inject": {"header": "X-API-Key"}},
+        ]));
+        let agent = Agent::with(&AgentConfig::loopback(&c, &k).transforms([t]))
             .env("API_KEY", "cased-real")
             .start();
         // h2c (prior knowledge): HTTP/2 header names are lower-case on the wire.

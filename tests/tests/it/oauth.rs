@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::client::get;
-use iron_agent_tests::mitm::{MitmAgent, localhost_origin};
+use iron_agent_tests::config::UpstreamProxy;
+use iron_agent_tests::mitm::{MitmAgent, Setup, localhost_origin};
 use iron_agent_tests::proxies::TestProxy;
 use iron_agent_tests::token_server::{Answer, Handler};
-use iron_agent_tests::{
-    Origin, Recorded, Reply, TestCa, TokenServer, http_request, loopback_config,
-};
+use iron_agent_tests::{AgentConfig, Recorded, TestCa, TokenServer, Transform, http_request};
 use serde_json::{Value, json};
 
 const CLIENT_ID: &str = "client-id-4711";
@@ -24,37 +22,15 @@ const CLIENT_SECRET: &str = "client-secret-s3cr3t-value";
 const API_KEY: &str = "token-endpoint-api-key-xyz";
 const REFRESH: &str = "refresh-token-original-0";
 
-struct Setup {
-    m: MitmAgent,
-    origin: Origin,
-}
-
-impl std::ops::Deref for Setup {
-    type Target = MitmAgent;
-    fn deref(&self) -> &MitmAgent {
-        &self.m
-    }
-}
-
-impl Setup {
-    fn host(&self) -> String {
-        format!("localhost:{}", self.origin.port())
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(get(&self.host(), path)).await
-    }
-}
-
 /// Starts an HTTPS echo origin on localhost and the agent with `transforms` (`{dir}` is a temp
-/// directory, `{origin}` the origin's port).
-async fn setup(transforms: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
+/// directory).
+async fn setup(transforms: Vec<Transform>, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
     setup_trusting(transforms, env, files, None).await
 }
 
 /// As [`setup`], with the agent also trusting `extra` (a TLS token endpoint's CA).
 async fn setup_trusting(
-    transforms: &str,
+    transforms: Vec<Transform>,
     env: &[(&str, &str)],
     files: &[(&str, &str)],
     extra: Option<&TestCa>,
@@ -64,10 +40,7 @@ async fn setup_trusting(
     if let Some(ca) = extra {
         b = b.trust(ca);
     }
-    let transforms = b
-        .expand(transforms)
-        .replace("{origin}", &origin.port().to_string());
-    let m = b.start(|c, k| loopback_config(c, k, &transforms));
+    let m = b.start_loopback(transforms);
     Setup { m, origin }
 }
 
@@ -119,23 +92,26 @@ fn client_credentials_single_flight_cache_and_endpoint_headers() {
             }
         });
         let ts = TokenServer::start(Duration::from_secs(1), handler).await;
-        let t = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: client_credentials
-          client_id: {{type: env, var: CC_ID}}
-          client_secret: {{type: env, var: CC_SECRET}}
-          token_endpoint: "{}"
-          token_endpoint_headers:
-            X-API-Key: {{type: env, var: CC_API_KEY}}
-          scopes: ["read", "write"]
-          rules: [{{host: localhost}}]
-"#,
-            ts.url("/oauth2/token")
-        );
+        let t = vec![
+            Transform::new(
+                "oauth_token",
+                json!({
+                    "tokens": [
+                        {
+                            "grant": "client_credentials",
+                            "client_id": {"type": "env", "var": "CC_ID"},
+                            "client_secret": {"type": "env", "var": "CC_SECRET"},
+                            "token_endpoint": ts.url("/oauth2/token"),
+                            "token_endpoint_headers": {"X-API-Key": {"type": "env", "var": "CC_API_KEY"}},
+                            "scopes": ["read", "write"],
+                            "rules": [{"host": "localhost"}],
+                        },
+                    ],
+                }),
+            ),
+        ];
         let s = setup(
-            &t,
+            t,
             &[
                 ("CC_ID", CLIENT_ID),
                 ("CC_SECRET", CLIENT_SECRET),
@@ -212,20 +188,24 @@ fn refresh_token_rotation_and_refresh_ahead_of_expiry() {
             )
         });
         let ts = TokenServer::start(Duration::ZERO, handler).await;
-        let t = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: refresh_token
-          refresh_token: {{type: env, var: RT_TOKEN}}
-          client_id: {{type: env, var: RT_ID}}
-          token_endpoint: "{}"
-          scopes: ["ignored.on.refresh"]
-          rules: [{{host: localhost}}]
-"#,
-            ts.url("/token")
-        );
-        let s = setup(&t, &[("RT_TOKEN", REFRESH), ("RT_ID", CLIENT_ID)], &[]).await;
+        let t = vec![
+            Transform::new(
+                "oauth_token",
+                json!({
+                    "tokens": [
+                        {
+                            "grant": "refresh_token",
+                            "refresh_token": {"type": "env", "var": "RT_TOKEN"},
+                            "client_id": {"type": "env", "var": "RT_ID"},
+                            "token_endpoint": ts.url("/token"),
+                            "scopes": ["ignored.on.refresh"],
+                            "rules": [{"host": "localhost"}],
+                        },
+                    ],
+                }),
+            ),
+        ];
+        let s = setup(t, &[("RT_TOKEN", REFRESH), ("RT_ID", CLIENT_ID)], &[]).await;
         let r = s.get("/a").await;
         let first = Instant::now();
         assert_eq!(r.echoed_header("authorization").unwrap(), "Bearer rt-token-1");
@@ -281,29 +261,33 @@ fn password_grant_stub_and_first_match_wins() {
             }
         });
         let ts = TokenServer::start(Duration::ZERO, handler).await;
-        let t = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: password
-          username: {{type: env, var: PW_USER}}
-          password: {{type: env, var: PW_PASS}}
-          client_id: {{type: env, var: PW_ID}}
-          client_secret: {{type: env, var: PW_SECRET}}
-          token_endpoint: "{url}"
-          header: X-Api-Token
-          value_prefix: "Token "
-          rules: [{{host: localhost, paths: ["/special/*"]}}]
-        - grant: client_credentials
-          client_id: {{type: env, var: PW_ID}}
-          client_secret: {{type: env, var: PW_SECRET}}
-          token_endpoint: "{url}"
-          rules: [{{host: localhost}}]
-"#,
-            url = ts.url("/token")
-        );
+        let t = vec![Transform::new(
+            "oauth_token",
+            json!({
+                "tokens": [
+                    {
+                        "grant": "password",
+                        "username": {"type": "env", "var": "PW_USER"},
+                        "password": {"type": "env", "var": "PW_PASS"},
+                        "client_id": {"type": "env", "var": "PW_ID"},
+                        "client_secret": {"type": "env", "var": "PW_SECRET"},
+                        "token_endpoint": ts.url("/token"),
+                        "header": "X-Api-Token",
+                        "value_prefix": "Token ",
+                        "rules": [{"host": "localhost", "paths": ["/special/*"]}],
+                    },
+                    {
+                        "grant": "client_credentials",
+                        "client_id": {"type": "env", "var": "PW_ID"},
+                        "client_secret": {"type": "env", "var": "PW_SECRET"},
+                        "token_endpoint": ts.url("/token"),
+                        "rules": [{"host": "localhost"}],
+                    },
+                ],
+            }),
+        )];
         let s = setup(
-            &t,
+            t,
             &[
                 ("PW_USER", "svc-user"),
                 ("PW_PASS", "svc-password-123"),
@@ -419,24 +403,26 @@ fn jwt_bearer_signed_assertion() {
             token_json(&format!("jwt-token-{n}"), 3600)
         });
         let ts = TokenServer::start(Duration::ZERO, handler).await;
-        let t = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: jwt_bearer
-          issuer: {{type: env, var: DS_ISSUER}}
-          subject: {{type: env, var: DS_SUBJECT}}
-          private_key: {{type: file, path: "{{dir}}/private.pem"}}
-          private_key_id: {{type: env, var: DS_KID}}
-          audience: "account-d.docusign.com"
-          token_endpoint: "{}"
-          scopes: ["signature", "impersonation"]
-          rules: [{{host: localhost}}]
-"#,
-            ts.url("/oauth/token")
-        );
+        let t = vec![Transform::new(
+            "oauth_token",
+            json!({
+                "tokens": [
+                    {
+                        "grant": "jwt_bearer",
+                        "issuer": {"type": "env", "var": "DS_ISSUER"},
+                        "subject": {"type": "env", "var": "DS_SUBJECT"},
+                        "private_key": {"type": "file", "path": "{dir}/private.pem"},
+                        "private_key_id": {"type": "env", "var": "DS_KID"},
+                        "audience": "account-d.docusign.com",
+                        "token_endpoint": ts.url("/oauth/token"),
+                        "scopes": ["signature", "impersonation"],
+                        "rules": [{"host": "localhost"}],
+                    },
+                ],
+            }),
+        )];
         let s = setup(
-            &t,
+            t,
             &[
                 ("DS_ISSUER", "integration-key-123"),
                 ("DS_SUBJECT", "user-guid-42"),
@@ -472,31 +458,39 @@ fn mint_failures_fail_closed_with_one_audit_record() {
                 _ => oauth_error(401, "invalid_client"),
             });
         let ts = TokenServer::start(Duration::ZERO, handler).await;
-        let t = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: client_credentials
-          client_id: {{type: env, var: BAD_ID}}
-          client_secret: {{type: env, var: BAD_SECRET}}
-          token_endpoint: "{url}"
-          rules: [{{host: localhost, paths: ["/denied"]}}]
-        - grant: client_credentials
-          client_id: {{type: env, var: MISSING_ID_VAR}}
-          client_secret: {{type: env, var: BAD_SECRET}}
-          token_endpoint: "{url}"
-          rules: [{{host: localhost, paths: ["/unresolved"]}}]
-        - grant: client_credentials
-          client_id: {{type: env, var: BROKEN_ID}}
-          client_secret: {{type: env, var: BAD_SECRET}}
-          token_endpoint: "{url}"
-          require: false
-          rules: [{{host: localhost, paths: ["/optional"]}}]
-"#,
-            url = ts.url("/token")
-        );
+        let t = vec![
+            Transform::new(
+                "oauth_token",
+                json!({
+                    "tokens": [
+                        {
+                            "grant": "client_credentials",
+                            "client_id": {"type": "env", "var": "BAD_ID"},
+                            "client_secret": {"type": "env", "var": "BAD_SECRET"},
+                            "token_endpoint": ts.url("/token"),
+                            "rules": [{"host": "localhost", "paths": ["/denied"]}],
+                        },
+                        {
+                            "grant": "client_credentials",
+                            "client_id": {"type": "env", "var": "MISSING_ID_VAR"},
+                            "client_secret": {"type": "env", "var": "BAD_SECRET"},
+                            "token_endpoint": ts.url("/token"),
+                            "rules": [{"host": "localhost", "paths": ["/unresolved"]}],
+                        },
+                        {
+                            "grant": "client_credentials",
+                            "client_id": {"type": "env", "var": "BROKEN_ID"},
+                            "client_secret": {"type": "env", "var": "BAD_SECRET"},
+                            "token_endpoint": ts.url("/token"),
+                            "require": false,
+                            "rules": [{"host": "localhost", "paths": ["/optional"]}],
+                        },
+                    ],
+                }),
+            ),
+        ];
         let s = setup(
-            &t,
+            t,
             &[
                 ("BAD_ID", "wrong-client"),
                 ("BAD_SECRET", CLIENT_SECRET),
@@ -551,19 +545,21 @@ fn rotated_credential_rebuilds_the_token_source() {
             token_json(&format!("tok-{n}-for-{secret}"), 3600)
         });
         let ts = TokenServer::start(Duration::ZERO, handler).await;
-        let t = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: client_credentials
-          client_id: {{type: env, var: ROT_ID}}
-          client_secret: {{type: file, path: "{{dir}}/secret", ttl: "300ms"}}
-          token_endpoint: "{}"
-          rules: [{{host: localhost}}]
-"#,
-            ts.url("/token")
-        );
-        let s = setup(&t, &[("ROT_ID", CLIENT_ID)], &[("secret", "secret-v1")]).await;
+        let t = vec![Transform::new(
+            "oauth_token",
+            json!({
+                "tokens": [
+                    {
+                        "grant": "client_credentials",
+                        "client_id": {"type": "env", "var": "ROT_ID"},
+                        "client_secret": {"type": "file", "path": "{dir}/secret", "ttl": "300ms"},
+                        "token_endpoint": ts.url("/token"),
+                        "rules": [{"host": "localhost"}],
+                    },
+                ],
+            }),
+        )];
+        let s = setup(t, &[("ROT_ID", CLIENT_ID)], &[("secret", "secret-v1")]).await;
         let r = s.get("/x").await;
         assert_eq!(
             r.echoed_header("authorization").unwrap(),
@@ -598,20 +594,22 @@ fn https_token_endpoint_trusted_through_ssl_cert_file() {
             }
         });
         let ts = TokenServer::start_tls(Duration::ZERO, handler, &token_ca).await;
-        let t = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: client_credentials
-          client_id: {{type: env, var: TLS_ID}}
-          client_secret: {{type: env, var: TLS_SECRET}}
-          token_endpoint: "{}"
-          rules: [{{host: localhost, paths: ["/api"]}}]
-"#,
-            ts.https_url("/oauth/token")
-        );
+        let t = vec![Transform::new(
+            "oauth_token",
+            json!({
+                "tokens": [
+                    {
+                        "grant": "client_credentials",
+                        "client_id": {"type": "env", "var": "TLS_ID"},
+                        "client_secret": {"type": "env", "var": "TLS_SECRET"},
+                        "token_endpoint": ts.https_url("/oauth/token"),
+                        "rules": [{"host": "localhost", "paths": ["/api"]}],
+                    },
+                ],
+            }),
+        )];
         let s = setup_trusting(
-            &t,
+            t,
             &[("TLS_ID", CLIENT_ID), ("TLS_SECRET", CLIENT_SECRET)],
             &[],
             Some(&token_ca),
@@ -647,29 +645,33 @@ fn token_calls_go_through_the_upstream_proxy() {
         let ts = TokenServer::start(Duration::ZERO, handler).await;
         let proxy = TestProxy::connect(None, None).await;
         let endpoint = format!("http://idp.proxied.test:{}/token", ts.addr.port());
-        let transforms = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: client_credentials
-          client_id: {{type: env, var: CC_ID}}
-          client_secret: {{type: env, var: CC_SECRET}}
-          token_endpoint: "{endpoint}"
-          rules: [{{host: localhost}}]
-"#
-        );
+        let transforms = vec![Transform::new(
+            "oauth_token",
+            json!({
+                "tokens": [
+                    {
+                        "grant": "client_credentials",
+                        "client_id": {"type": "env", "var": "CC_ID"},
+                        "client_secret": {"type": "env", "var": "CC_SECRET"},
+                        "token_endpoint": endpoint,
+                        "rules": [{"host": "localhost"}],
+                    },
+                ],
+            }),
+        )];
         let (origin, origin_ca) = localhost_origin().await;
         let m = MitmAgent::prepare(&[])
             .trust(&origin_ca)
             .envs(&[("CC_ID", CLIENT_ID), ("CC_SECRET", CLIENT_SECRET)])
             .start(|c, k| {
-                loopback_config(c, k, &transforms).replace(
-                    "proxy:\n",
-                    &format!(
-                        "proxy:\n  upstream_proxy:\n    http_proxy: \"http://{}\"\n",
-                        proxy.addr
-                    ),
-                )
+                AgentConfig::loopback(c, k)
+                    .transforms(transforms)
+                    .with(|c| {
+                        c.proxy.upstream_proxy = Some(UpstreamProxy {
+                            http_proxy: Some(format!("http://{}", proxy.addr)),
+                            ..UpstreamProxy::default()
+                        })
+                    })
             });
         let s = Setup { m, origin };
         let r = s.get("/a").await;
@@ -701,27 +703,28 @@ fn upstream_deny_cidrs_do_not_govern_token_calls() {
             }
         });
         let ts = TokenServer::start(Duration::ZERO, handler).await;
-        let transforms = format!(
-            r#"  - name: oauth_token
-    config:
-      tokens:
-        - grant: client_credentials
-          client_id: {{type: env, var: CC_ID}}
-          client_secret: {{type: env, var: CC_SECRET}}
-          token_endpoint: "{}"
-          rules: [{{host: localhost}}]
-"#,
-            ts.url("/token")
-        );
+        let transforms = vec![Transform::new(
+            "oauth_token",
+            json!({
+                "tokens": [
+                    {
+                        "grant": "client_credentials",
+                        "client_id": {"type": "env", "var": "CC_ID"},
+                        "client_secret": {"type": "env", "var": "CC_SECRET"},
+                        "token_endpoint": ts.url("/token"),
+                        "rules": [{"host": "localhost"}],
+                    },
+                ],
+            }),
+        )];
         let (origin, origin_ca) = localhost_origin().await;
         let m = MitmAgent::prepare(&[])
             .trust(&origin_ca)
             .envs(&[("CC_ID", CLIENT_ID), ("CC_SECRET", CLIENT_SECRET)])
             .start(|c, k| {
-                loopback_config(c, k, &transforms).replace(
-                    "upstream_deny_cidrs: []",
-                    "upstream_deny_cidrs: [\"127.0.0.0/8\"]",
-                )
+                AgentConfig::loopback(c, k)
+                    .transforms(transforms)
+                    .with(|c| c.proxy.upstream_deny_cidrs = Some(vec!["127.0.0.0/8".into()]))
             });
         let s = Setup { m, origin };
         let r = s.get("/a").await;

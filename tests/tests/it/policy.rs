@@ -8,14 +8,15 @@ use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, TestCa, http_request, https_request, loopback_config,
+    Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request, https_request,
 };
+use serde_json::json;
 
-fn agent_with(transforms: &str) -> (Agent, TestCa, tempfile::TempDir) {
+fn agent_with(transforms: Vec<Transform>) -> (Agent, TestCa, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mitm = TestCa::new("mitm");
     let (c, k) = mitm.write(dir.path());
-    let agent = Agent::with_config(&loopback_config(&c, &k, transforms)).start();
+    let agent = Agent::with(&AgentConfig::loopback(&c, &k).transforms(transforms)).start();
     (agent, mitm, dir)
 }
 
@@ -34,9 +35,8 @@ fn domains_globs_case_and_trailing_dot() {
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
         let p = o.port();
-        let (agent, _ca, _d) = agent_with(
-            "  - name: allowlist\n    config:\n      domains: [\"*.LOCALHOST\", \"api.*.test\"]\n",
-        );
+        let (agent, _ca, _d) =
+            agent_with(vec![Transform::allowlist(&["*.LOCALHOST", "api.*.test"])]);
         let http = agent.addr("http");
         // `*.x` matches the apex too, case-insensitively, with or without a trailing dot.
         for host in [
@@ -62,8 +62,10 @@ fn star_allows_everything_and_cidrs_match_ip_literals() {
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
         let p = o.port();
-        let (agent, _ca, _d) =
-            agent_with("  - name: allowlist\n    config:\n      cidrs: [\"127.0.0.0/8\"]\n");
+        let (agent, _ca, _d) = agent_with(vec![Transform::new(
+            "allowlist",
+            json!({"cidrs": ["127.0.0.0/8"]}),
+        )]);
         let http = agent.addr("http");
         assert_eq!(
             http_request(http, get(&format!("127.0.0.1:{p}"), "/"))
@@ -80,8 +82,7 @@ fn star_allows_everything_and_cidrs_match_ip_literals() {
         );
         drop(agent);
 
-        let (agent, _ca, _d) =
-            agent_with("  - name: allowlist\n    config:\n      domains: [\"*\"]\n");
+        let (agent, _ca, _d) = agent_with(vec![Transform::allowlist(&["*"])]);
         let r = http_request(agent.addr("http"), get(&format!("localhost:{p}"), "/any")).await;
         assert_eq!(r.status, 200);
     });
@@ -93,9 +94,15 @@ fn method_and_path_rules() {
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
         let host = format!("localhost:{}", o.port());
-        let (agent, _ca, _d) = agent_with(
-            "  - name: allowlist\n    config:\n      rules:\n        - host: localhost\n          methods: [\"post\"]\n          paths: [\"/v1/*\", \"/exact\"]\n        - cidr: \"10.0.0.0/8\"\n",
-        );
+        let (agent, _ca, _d) = agent_with(vec![Transform::new(
+            "allowlist",
+            json!({
+                "rules": [
+                    {"host": "localhost", "methods": ["post"], "paths": ["/v1/*", "/exact"]},
+                    {"cidr": "10.0.0.0/8"},
+                ],
+            }),
+        )]);
         let http = agent.addr("http");
         let cases = [
             ("POST", "/v1/chat/completions", 200),
@@ -118,10 +125,15 @@ fn warn_mode_allows_and_annotates() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _ca, _d) = agent_with(
-            "  - name: allowlist\n    config:\n      warn: true\n      domains: [\"example.org\"]\n",
-        );
-        let r = http_request(agent.addr("http"), get(&format!("localhost:{}", o.port()), "/w")).await;
+        let (agent, _ca, _d) = agent_with(vec![Transform::new(
+            "allowlist",
+            json!({"warn": true, "domains": ["example.org"]}),
+        )]);
+        let r = http_request(
+            agent.addr("http"),
+            get(&format!("localhost:{}", o.port()), "/w"),
+        )
+        .await;
         assert_eq!(r.status, 200);
         let a = agent.audit_where(|a| a["path"] == "/w");
         assert_eq!(a["action"], "allow");
@@ -134,8 +146,7 @@ fn sni_host_mismatch_and_dot_segments_are_400_and_audited() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, mitm, _d) =
-            agent_with("  - name: allowlist\n    config:\n      domains: [\"*\"]\n");
+        let (agent, mitm, _d) = agent_with(vec![Transform::allowlist(&["*"])]);
         // SNI names one host, Host header another: domain fronting.
         let r = https_request(
             agent.addr("https"),
@@ -176,8 +187,7 @@ fn absolute_form_requests_and_missing_host() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _ca, _d) =
-            agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
+        let (agent, _ca, _d) = agent_with(vec![Transform::allowlist(&["localhost"])]);
         // HTTP_PROXY-style absolute-form request.
         let uri = format!("http://localhost:{}/abs?q=1", o.port());
         let r = http_request(
@@ -216,8 +226,7 @@ fn sse_events_arrive_one_by_one() {
     rt.block_on(async {
         use http_body_util::BodyExt;
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _ca, _d) =
-            agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
+        let (agent, _ca, _d) = agent_with(vec![Transform::allowlist(&["localhost"])]);
         let tcp = tokio::net::TcpStream::connect(agent.addr("http"))
             .await
             .unwrap();
@@ -258,8 +267,7 @@ fn upstream_header_timeout_is_502() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _ca, _d) =
-            agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
+        let (agent, _ca, _d) = agent_with(vec![Transform::allowlist(&["localhost"])]);
         let r = http_request(
             agent.addr("http"),
             get(&format!("localhost:{}", o.port()), "/slow"),
@@ -278,7 +286,9 @@ fn hop_by_hop_stripped_nothing_added_and_case_kept() {
     rt.block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let o = Origin::start_raw().await;
-        let (agent, _ca, _d) = agent_with("  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n");
+        let (agent, _ca, _d) = agent_with(vec![
+            Transform::allowlist(&["localhost"]),
+        ]);
         let mut s = tokio::net::TcpStream::connect(agent.addr("http")).await.unwrap();
         let req = format!(
             "GET /h HTTP/1.1\r\nHost: localhost:{}\r\nX-Mixed-Case: 1\r\nConnection: close, X-Drop-Me\r\nX-Drop-Me: 1\r\nProxy-Authorization: Basic c2VjcmV0\r\nKeep-Alive: timeout=5\r\n\r\n",

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
 use iron_agent_tests::{
-    Agent, Origin, OriginKind, TestCa, http_request, https_request, loopback_config,
+    Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request, https_request,
 };
 
 struct Env {
@@ -17,14 +17,14 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
-fn start(transforms: &str, extra_env: &[(&str, String)]) -> (Env, tempfile::TempDir) {
+fn start(transforms: Vec<Transform>, extra_env: &[(&str, String)]) -> (Env, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mitm = TestCa::new("iron-agent test MITM CA");
     let (c, k) = mitm.write(dir.path());
     let origin_ca = TestCa::new("test origin CA");
     let origin_ca_path = dir.path().join("origin-ca.pem");
     std::fs::write(&origin_ca_path, &origin_ca.cert_pem).unwrap();
-    let mut b = Agent::with_config(&loopback_config(&c, &k, transforms))
+    let mut b = Agent::with(&AgentConfig::loopback(&c, &k).transforms(transforms))
         .env("SSL_CERT_FILE", origin_ca_path.to_string_lossy());
     for (k, v) in extra_env {
         b = b.env(k, v.clone());
@@ -42,14 +42,16 @@ fn start(transforms: &str, extra_env: &[(&str, String)]) -> (Env, tempfile::Temp
     )
 }
 
-const ALLOW_LOCALHOST: &str = "  - name: allowlist\n    config:\n      domains: [\"localhost\"]\n";
+fn allow_localhost() -> Vec<Transform> {
+    vec![Transform::allowlist(&["localhost"])]
+}
 
 #[test]
 fn http_allowed_and_denied() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let origin = Origin::start(OriginKind::Http, None).await;
-        let (env, _d) = start(ALLOW_LOCALHOST, &[]);
+        let (env, _d) = start(allow_localhost(), &[]);
         let http = env.agent.addr("http");
 
         // Allowed: Host names the origin; the agent dials it.
@@ -104,7 +106,7 @@ fn https_mitm_allowed_and_denied() {
         std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
         let mitm = TestCa::new("mitm");
         let (c, k) = mitm.write(dir.path());
-        let agent = Agent::with_config(&loopback_config(&c, &k, ALLOW_LOCALHOST))
+        let agent = Agent::with(&AgentConfig::loopback(&c, &k).transforms(allow_localhost()))
             .env("SSL_CERT_FILE", ca_path.to_string_lossy())
             .start();
         let https = agent.addr("https");
@@ -143,9 +145,10 @@ fn default_deny_cidr_blocks_loopback_upstream() {
         let mitm = TestCa::new("mitm");
         let (c, k) = mitm.write(dir.path());
         // Key absent → loopback denied by default; localhost resolves into 127.0.0.0/8.
-        let cfg =
-            loopback_config(&c, &k, ALLOW_LOCALHOST).replace("  upstream_deny_cidrs: []\n", "");
-        let agent = Agent::with_config(&cfg).start();
+        let cfg = AgentConfig::loopback(&c, &k)
+            .transforms(allow_localhost())
+            .with(|c| c.proxy.upstream_deny_cidrs = None);
+        let agent = Agent::with(&cfg).start();
         let host = format!("localhost:{}", origin.port());
         let r = http_request(agent.addr("http"), get(&host, "/x")).await;
         assert_eq!(r.status, 502);

@@ -3,72 +3,11 @@
 //! speaking the Connect REST API. The upstream must see the real values; the logs must not.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, http_request, loopback_config};
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let port = StdListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto is required (cargo xtask setup installs it: pip install 'moto[server]')");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, port }
-    }
-
-    /// One AWS JSON-protocol call (moto does not check signatures, but routes by the scope).
-    async fn call(&self, service: &str, target: &str, body: serde_json::Value) {
-        let req = http::Request::builder()
-            .method("POST")
-            .uri("/")
-            .header("host", format!("127.0.0.1:{}", self.port))
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", target)
-            .header(
-                "authorization",
-                format!("AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=00"),
-            )
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let r = http_request(format!("127.0.0.1:{}", self.port).parse().unwrap(), req).await;
-        assert_eq!(r.status, 200, "{target}: {}", r.text());
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use iron_agent_tests::moto::Moto;
+use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request};
+use serde_json::json;
 
 fn req(host: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
     let mut b = http::Request::builder().uri(path).header("host", host);
@@ -88,16 +27,25 @@ fn aws_secrets_manager_and_parameter_store_through_the_agent() {
         let origin = Origin::start(OriginKind::Http, None).await;
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = TestCa::new("m").write(dir.path());
-        let t = r#"  - name: secrets
-    config:
-      secrets:
-        - source: {type: aws_sm, secret_id: "prod/llm", json_key: key, region: us-east-1}
-          inject: {header: "X-Llm-Key"}
-        - source: {type: aws_ssm, name: "/app/token", region: us-east-1}
-          replace: {proxy_value: "ph-ssm"}
-"#;
-        let agent = Agent::with_config(&loopback_config(&c, &k, t))
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", moto.port))
+        let t = vec![
+            Transform::secrets(json!([
+                {
+                    "source": {
+                        "type": "aws_sm",
+                        "secret_id": "prod/llm",
+                        "json_key": "key",
+                        "region": "us-east-1",
+                    },
+                    "inject": {"header": "X-Llm-Key"},
+                },
+                {
+                    "source": {"type": "aws_ssm", "name": "/app/token", "region": "us-east-1"},
+                    "replace": {"proxy_value": "ph-ssm"},
+                },
+            ])),
+        ];
+        let agent = Agent::with(&AgentConfig::loopback(&c, &k).transforms(t))
+            .env("AWS_ENDPOINT_URL", moto.url())
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -185,13 +133,16 @@ fn onepassword_connect_through_the_agent() {
         let origin = Origin::start(OriginKind::Http, None).await;
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = TestCa::new("m").write(dir.path());
-        let t = r#"  - name: secrets
-    config:
-      secrets:
-        - source: {type: 1password_connect, secret_ref: "op://Engineering/OpenAI/credential"}
-          inject: {header: "Authorization", formatter: "Bearer {{ .Value }}"}
-"#;
-        let agent = Agent::with_config(&loopback_config(&c, &k, t))
+        let t = vec![Transform::secrets(json!([
+            {
+                "source": {
+                    "type": "1password_connect",
+                    "secret_ref": "op://Engineering/OpenAI/credential",
+                },
+                "inject": {"header": "Authorization", "formatter": "Bearer {{ .Value }}"},
+            },
+        ]))];
+        let agent = Agent::with(&AgentConfig::loopback(&c, &k).transforms(t))
             .env("OP_CONNECT_HOST", format!("http://{connect}"))
             .env("OP_CONNECT_TOKEN", "connect-token")
             .start();

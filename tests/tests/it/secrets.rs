@@ -8,36 +8,17 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::get;
-use iron_agent_tests::mitm::{MitmAgent, localhost_origin};
-use iron_agent_tests::{Agent, Origin, TestCa, http_request, https_request, loopback_config};
+use iron_agent_tests::mitm::Setup;
+use iron_agent_tests::{
+    Agent, AgentConfig, Origin, TestCa, Transform, http_request, https_request,
+};
+use serde_json::json;
 
 const OPENAI: &str = "sk-real-openai-0123456789";
 const INTERNAL: &str = "int-real-token-9876";
 
-struct Setup {
-    m: MitmAgent,
-    origin: Origin,
-}
-
-impl std::ops::Deref for Setup {
-    type Target = MitmAgent;
-    fn deref(&self) -> &MitmAgent {
-        &self.m
-    }
-}
-
-impl Setup {
-    fn host(&self) -> String {
-        format!("localhost:{}", self.origin.port())
-    }
-}
-
-async fn setup(transforms: &str, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
-    let (origin, origin_ca) = localhost_origin().await;
-    let b = MitmAgent::prepare(files).trust(&origin_ca).envs(env);
-    let transforms = b.expand(transforms);
-    let m = b.start(|c, k| loopback_config(c, k, &transforms));
-    Setup { m, origin }
+async fn setup(transforms: Vec<Transform>, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
+    Setup::localhost(transforms, env, files).await
 }
 
 fn req(host: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
@@ -48,31 +29,34 @@ fn req(host: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<B
     b.body(Full::new(Bytes::new())).unwrap()
 }
 
-const QUICKSTART: &str = r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: OPENAI_API_KEY}
-          replace:
-            proxy_value: "proxy-openai-abc123"
-            match_headers: ["Authorization"]
-            match_query: true
-          rules: [{host: localhost}]
-        - source: {type: env, var: INTERNAL_TOKEN}
-          replace:
-            proxy_value: "proxy-internal-tok"
-            match_headers: []
-          rules: [{host: localhost}]
-"#;
+fn quickstart() -> Vec<Transform> {
+    vec![
+        Transform::allowlist(&["localhost"]),
+        Transform::secrets(json!([
+            {
+                "source": {"type": "env", "var": "OPENAI_API_KEY"},
+                "replace": {
+                    "proxy_value": "proxy-openai-abc123",
+                    "match_headers": ["Authorization"],
+                    "match_query": true,
+                },
+                "rules": [{"host": "localhost"}],
+            },
+            {
+                "source": {"type": "env", "var": "INTERNAL_TOKEN"},
+                "replace": {"proxy_value": "proxy-internal-tok", "match_headers": []},
+                "rules": [{"host": "localhost"}],
+            },
+        ])),
+    ]
+}
 
 #[test]
 fn quickstart_five_requests() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let s = setup(
-            QUICKSTART,
+            quickstart(),
             &[("OPENAI_API_KEY", OPENAI), ("INTERNAL_TOKEN", INTERNAL)],
             &[],
         )
@@ -153,17 +137,18 @@ fn quickstart_five_requests() {
 fn basic_auth_regex_headers_require_and_body() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
-        let t = r#"  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: GH_TOKEN}
-          replace:
-            proxy_value: "ph-gh"
-            match_headers: ["Authorization", "/^x-token-.*$/"]
-            match_body: true
-            require: true
-          rules: [{host: localhost, paths: ["/gh/*"]}]
-"#;
+        let t = vec![Transform::secrets(json!([
+            {
+                "source": {"type": "env", "var": "GH_TOKEN"},
+                "replace": {
+                    "proxy_value": "ph-gh",
+                    "match_headers": ["Authorization", "/^x-token-.*$/"],
+                    "match_body": true,
+                    "require": true,
+                },
+                "rules": [{"host": "localhost", "paths": ["/gh/*"]}],
+            },
+        ]))];
         let s = setup(t, &[("GH_TOKEN", "ghp_realvalue")], &[]).await;
         let host = s.host();
         let b64 = |x: &str| base64::engine::general_purpose::STANDARD.encode(x);
@@ -234,22 +219,24 @@ fn basic_auth_regex_headers_require_and_body() {
 fn inject_formatter_query_json_key_and_header_allowlist_after() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
-        let t = r#"  - name: secrets
-    config:
-      secrets:
-        - source: {type: file, path: "{dir}/creds.json", json_key: github}
-          inject:
-            header: "Authorization"
-            formatter: '{{ base64 "x-access-token:" .Value }}'
-          rules: [{host: localhost, paths: ["/inject"]}]
-        - source: {type: env, var: MAPS_KEY}
-          inject:
-            query_param: "key"
-          rules: [{host: localhost, paths: ["/maps"]}]
-  - name: header_allowlist
-    config:
-      headers: ["Authorization"]
-"#;
+        let t = vec![
+            Transform::secrets(json!([
+                {
+                    "source": {"type": "file", "path": "{dir}/creds.json", "json_key": "github"},
+                    "inject": {
+                        "header": "Authorization",
+                        "formatter": "{{ base64 \"x-access-token:\" .Value }}",
+                    },
+                    "rules": [{"host": "localhost", "paths": ["/inject"]}],
+                },
+                {
+                    "source": {"type": "env", "var": "MAPS_KEY"},
+                    "inject": {"query_param": "key"},
+                    "rules": [{"host": "localhost", "paths": ["/maps"]}],
+                },
+            ])),
+            Transform::new("header_allowlist", json!({"headers": ["Authorization"]})),
+        ];
         let s = setup(
             t,
             &[("MAPS_KEY", "maps-real-key")],
@@ -299,18 +286,22 @@ fn inject_formatter_query_json_key_and_header_allowlist_after() {
 fn file_source_ttl_refresh_and_unavailable_sources() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
-        let t = r#"  - name: secrets
-    config:
-      secrets:
-        - source: {type: file, path: "{dir}/token", ttl: 1s}
-          replace: {proxy_value: "ph-file"}
-        - source: {type: env, var: NOT_SET_ANYWHERE}
-          replace: {proxy_value: "ph-missing"}
-          rules: [{host: localhost, paths: ["/soft"]}]
-        - source: {type: env, var: NOT_SET_EITHER}
-          inject: {header: "X-Key", require: true}
-          rules: [{host: localhost, paths: ["/hard"]}]
-"#;
+        let t = vec![Transform::secrets(json!([
+            {
+                "source": {"type": "file", "path": "{dir}/token", "ttl": "1s"},
+                "replace": {"proxy_value": "ph-file"},
+            },
+            {
+                "source": {"type": "env", "var": "NOT_SET_ANYWHERE"},
+                "replace": {"proxy_value": "ph-missing"},
+                "rules": [{"host": "localhost", "paths": ["/soft"]}],
+            },
+            {
+                "source": {"type": "env", "var": "NOT_SET_EITHER"},
+                "inject": {"header": "X-Key", "require": true},
+                "rules": [{"host": "localhost", "paths": ["/hard"]}],
+            },
+        ]))];
         let s = setup(t, &[], &[("token", "version-one")]).await;
         let host = s.host();
         let r = s.send(req(&host, "/f", &[("x-t", "ph-file")])).await;
@@ -353,8 +344,12 @@ fn injected_header_keeps_configured_casing_on_http1() {
         let o = Origin::start_raw().await;
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = TestCa::new("m").write(dir.path());
-        let t = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: API_KEY}\n          inject: {header: \"X-API-Key\"}\n";
-        let agent = Agent::with_config(&loopback_config(&c, &k, t)).env("API_KEY", "cased-real").start();
+        let t = Transform::secrets(json!([
+            {"source": {"type": "env", "var": "API_KEY"}, "inject": {"header": "X-API-Key"}},
+        ]));
+        let agent = Agent::with(&AgentConfig::loopback(&c, &k).transforms([t]))
+            .env("API_KEY", "cased-real")
+            .start();
         let mut s = tokio::net::TcpStream::connect(agent.addr("http")).await.unwrap();
         let raw = format!("GET /c HTTP/1.1\r\nHost: localhost:{}\r\nx-api-key: placeholder\r\nX-Client: 1\r\nConnection: close\r\n\r\n", o.port());
         s.write_all(raw.as_bytes()).await.unwrap();

@@ -4,16 +4,17 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, http_request, loopback_config};
+use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request};
+use serde_json::json;
 
-fn agent_with(transforms: &str, extra_proxy: &str) -> (Agent, tempfile::TempDir) {
+/// The agent with `transforms`; `max_body` is `proxy.max_request_body_bytes`.
+fn agent_with(transforms: Vec<Transform>, max_body: Option<i64>) -> (Agent, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (c, k) = TestCa::new("m").write(dir.path());
-    let cfg = loopback_config(&c, &k, transforms).replace(
-        "  upstream_deny_cidrs: []\n",
-        &format!("  upstream_deny_cidrs: []\n{extra_proxy}"),
-    );
-    (Agent::with_config(&cfg).start(), dir)
+    let cfg = AgentConfig::loopback(&c, &k)
+        .transforms(transforms)
+        .with(|c| c.proxy.max_request_body_bytes = max_body);
+    (Agent::with(&cfg).start(), dir)
 }
 
 fn post(host: &str, path: &str, body: Vec<u8>) -> http::Request<Full<Bytes>> {
@@ -26,14 +27,22 @@ fn post(host: &str, path: &str, body: Vec<u8>) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
-const CAPTURE: &str = "  - name: allowlist\n    config:\n      domains: [localhost]\n  - name: body_capture\n    config:\n      max_request_body_bytes: 8\n      rules:\n        - host: localhost\n          paths: [\"/cap/*\"]\n";
+fn capture() -> Vec<Transform> {
+    vec![
+        Transform::allowlist(&["localhost"]),
+        Transform::new(
+            "body_capture",
+            json!({"max_request_body_bytes": 8, "rules": [{"host": "localhost", "paths": ["/cap/*"]}]}),
+        ),
+    ]
+}
 
 #[test]
 fn body_over_the_limit_is_413_and_never_forwarded() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _d) = agent_with(CAPTURE, "  max_request_body_bytes: 1024\n");
+        let (agent, _d) = agent_with(capture(), Some(1024));
         let host = format!("localhost:{}", o.port());
         let r = http_request(
             agent.addr("http"),
@@ -71,7 +80,7 @@ fn body_capture_records_a_capped_body() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
-        let (agent, _d) = agent_with(CAPTURE, "");
+        let (agent, _d) = agent_with(capture(), None);
         let host = format!("localhost:{}", o.port());
         let r = http_request(
             agent.addr("http"),
@@ -97,8 +106,19 @@ fn header_allowlist_strips_and_annotate_records() {
     rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
         let (agent, _d) = agent_with(
-            "  - name: annotate\n    config:\n      annotations:\n        - rules: [{host: localhost}]\n          headers: [x-request-id]\n  - name: header_allowlist\n    config:\n      headers: [\"Content-Type\", \"/^x-trace-.*$/\", \"x-request-id\"]\n",
-            "",
+            vec![
+                Transform::new(
+                    "annotate",
+                    json!({
+                        "annotations": [{"rules": [{"host": "localhost"}], "headers": ["x-request-id"]}],
+                    }),
+                ),
+                Transform::new(
+                    "header_allowlist",
+                    json!({"headers": ["Content-Type", "/^x-trace-.*$/", "x-request-id"]}),
+                ),
+            ],
+            None,
         );
         let host = format!("localhost:{}", o.port());
         let req = http::Request::builder()

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use iron_agent_tests::client::get;
+use iron_agent_tests::config::{Dns, Metrics, Proxy, Tls};
 use iron_agent_tests::curl::curl;
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, https_request};
+use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, https_request};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -55,11 +57,11 @@ async fn origin_on_443(ca: &TestCa, name: &str) -> Origin {
 }
 
 async fn start() -> Env {
-    start_with("  upstream_deny_cidrs: []\n").await
+    start_with(Some(Vec::new())).await
 }
 
-/// `deny` is the `upstream_deny_cidrs` line (empty = the default, which covers loopback).
-async fn start_with(deny: &str) -> Env {
+/// `deny` is `upstream_deny_cidrs` (`None`: the default, which covers loopback).
+async fn start_with(deny: Option<Vec<String>>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let origin_ca = TestCa::new("sni-only origin CA");
     let origin_ca_path = dir.path().join("origin-ca.pem");
@@ -79,28 +81,33 @@ async fn start_with(deny: &str) -> Env {
     ])
     .await;
     // No CA anywhere in the config: sni-only never terminates TLS.
-    let config = format!(
-        r#"dns:
-  enabled: false
-  upstream_resolver: "{zone}"
-proxy:
-  http_listen: "127.0.0.1:0"
-  https_listen: "127.0.0.1:0"
-  tunnel_listen: "127.0.0.1:0"
-{deny}tls:
-  mode: sni-only
-metrics:
-  listen: "127.0.0.1:0"
-transforms:
-  - name: allowlist
-    config:
-      domains: ["sni.test", "localhost"]
-      rules:
-        - host: restricted.test
-          methods: [GET]
-"#
-    );
-    let agent = Agent::with_config(&config).start();
+    let config = AgentConfig {
+        dns: Dns {
+            enabled: Some(false),
+            upstream_resolver: Some(zone.to_string()),
+            ..Dns::default()
+        },
+        proxy: Proxy {
+            upstream_deny_cidrs: deny,
+            ..Proxy::any_port()
+        },
+        tls: Tls {
+            mode: Some("sni-only".into()),
+            ..Tls::default()
+        },
+        metrics: Some(Metrics::any_port()),
+        transforms: vec![Transform::new(
+            "allowlist",
+            json!({
+                "domains": ["sni.test", "localhost"],
+                "rules": [{"host": "restricted.test", "methods": ["GET"]}],
+            }),
+        )],
+        intercept: None,
+        log: None,
+    }
+    .tunnel_listener();
+    let agent = Agent::with(&config).start();
     Env {
         agent,
         origin_ca,
@@ -273,7 +280,7 @@ fn deny_cidrs_apply_to_the_dialled_address() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         // Default deny list: loopback. sni.test is allowed by policy but resolves to 127.0.0.x.
-        let env = start_with("").await;
+        let env = start_with(None).await;
         let err = https_request(
             env.agent.addr("https"),
             "sni.test",

@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use iron_agent_tests::curl::curl;
-use iron_agent_tests::{
-    Agent, Origin, OriginKind, TestCa, connect_tunnel, loopback_config, with_tunnel_listener,
-};
-use serde_json::Value;
+use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, connect_tunnel};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,27 +54,28 @@ async fn start() -> Env {
     let (c, k) = mitm.write(dir.path());
     let mitm_pem = dir.path().join("mitm.pem");
     std::fs::write(&mitm_pem, &mitm.cert_pem).unwrap();
-    let transforms = r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-      cidrs: ["127.0.0.1/32", "::1/128"]
-      rules:
-        - host: restricted.test
-          methods: [GET]
-          paths: ["/ok"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: TUNNEL_API_KEY}
-          inject:
-            header: X-Api-Key
-          rules: [{host: localhost}]
-"#;
-    let config = with_tunnel_listener(&loopback_config(&c, &k, transforms)).replace(
-        "dns:\n  enabled: false",
-        &format!("dns:\n  enabled: false\n  upstream_resolver: \"{zone}\""),
-    );
-    let agent = Agent::with_config(&config)
+    let transforms = vec![
+        Transform::new(
+            "allowlist",
+            json!({
+                "domains": ["localhost"],
+                "cidrs": ["127.0.0.1/32", "::1/128"],
+                "rules": [{"host": "restricted.test", "methods": ["GET"], "paths": ["/ok"]}],
+            }),
+        ),
+        Transform::secrets(json!([
+            {
+                "source": {"type": "env", "var": "TUNNEL_API_KEY"},
+                "inject": {"header": "X-Api-Key"},
+                "rules": [{"host": "localhost"}],
+            },
+        ])),
+    ];
+    let config = AgentConfig::loopback(&c, &k)
+        .tunnel_listener()
+        .resolver(zone)
+        .transforms(transforms);
+    let agent = Agent::with(&config)
         .env("SSL_CERT_FILE", origin_ca_path.to_string_lossy())
         .env("TUNNEL_API_KEY", API_KEY)
         .start();

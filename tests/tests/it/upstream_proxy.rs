@@ -8,10 +8,14 @@ use std::sync::Arc;
 
 use base64::Engine;
 use iron_agent_tests::client::get;
+use iron_agent_tests::config::{Tls, UpstreamProxy};
 use iron_agent_tests::proxies::TestProxy;
-use iron_agent_tests::{Agent, Origin, OriginKind, TestCa, http_request, https_request};
+use iron_agent_tests::{
+    Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request, https_request,
+};
 
-const ALLOW_TEST: &str = "  - name: allowlist\n    config:\n      domains: [\"*.test\"]\n";
+/// `upstream_deny_cidrs: []`: the test origins and proxies on loopback are reachable.
+const ALLOW_LOOPBACK: Option<&[&str]> = Some(&[]);
 const PASSWORD: &str = "pr0xy-s3cret";
 
 struct Setup {
@@ -40,45 +44,24 @@ impl Setup {
         }
     }
 
-    /// A config resolving names through `zone`; `deny` is the `upstream_deny_cidrs` line (or
-    /// empty for the defaults); `upstream_proxy` the block's indented body.
-    fn config(&self, zone: SocketAddr, deny: &str, upstream_proxy: &str) -> String {
-        self.config_with(zone, deny, upstream_proxy, ALLOW_TEST)
+    /// A config resolving names through `zone`, allowing `*.test`; `deny` is
+    /// `upstream_deny_cidrs` (`None`: the default, which covers loopback), `proxy` the
+    /// `upstream_proxy` settings.
+    fn config(&self, zone: SocketAddr, deny: Option<&[&str]>, proxy: UpstreamProxy) -> AgentConfig {
+        AgentConfig::loopback(&self.ca_paths.0, &self.ca_paths.1)
+            .resolver(zone)
+            .transforms([Transform::allowlist(&["*.test"])])
+            .with(|c| {
+                c.proxy.upstream_response_header_timeout = Some("5s".into());
+                c.proxy.upstream_deny_cidrs =
+                    deny.map(|d| d.iter().map(|s| s.to_string()).collect());
+                c.proxy.upstream_proxy = Some(proxy);
+            })
     }
 
-    fn config_with(
-        &self,
-        zone: SocketAddr,
-        deny: &str,
-        upstream_proxy: &str,
-        transforms: &str,
-    ) -> String {
-        format!(
-            r#"dns:
-  enabled: false
-  upstream_resolver: "{zone}"
-proxy:
-  http_listen: "127.0.0.1:0"
-  https_listen: "127.0.0.1:0"
-  upstream_response_header_timeout: "5s"
-{deny}
-  upstream_proxy:
-{upstream_proxy}
-tls:
-  ca_cert: "{}"
-  ca_key: "{}"
-metrics:
-  listen: "127.0.0.1:0"
-transforms:
-{transforms}"#,
-            self.ca_paths.0.display(),
-            self.ca_paths.1.display(),
-        )
-    }
-
-    fn agent(&self, config: &str, env: &[(&str, String)]) -> Agent {
-        let mut b = Agent::with_config(config)
-            .env("SSL_CERT_FILE", self.upstream_ca_path.to_string_lossy());
+    fn agent(&self, config: &AgentConfig, env: &[(&str, String)]) -> Agent {
+        let mut b =
+            Agent::with(config).env("SSL_CERT_FILE", self.upstream_ca_path.to_string_lossy());
         for (k, v) in env {
             b = b.env(k, v.clone());
         }
@@ -106,6 +89,20 @@ async fn zone() -> SocketAddr {
         ("proxy.test", "127.0.0.1"),
     ])
     .await
+}
+
+fn http_proxy(url: String) -> UpstreamProxy {
+    UpstreamProxy {
+        http_proxy: Some(url),
+        ..UpstreamProxy::default()
+    }
+}
+
+fn https_proxy(url: String) -> UpstreamProxy {
+    UpstreamProxy {
+        https_proxy: Some(url),
+        ..UpstreamProxy::default()
+    }
 }
 
 fn basic(user: &str, pass: &str) -> String {
@@ -140,10 +137,12 @@ fn connect_proxy_carries_http_and_https_and_no_proxy_bypasses_it() {
         let agent = s.agent(
             &s.config(
                 zone().await,
-                "  upstream_deny_cidrs: []",
-                &format!(
-                    "    http_proxy: \"{url}\"\n    https_proxy: \"{url}\"\n    no_proxy: \"example.com, .unrelated, direct.test\""
-                ),
+                ALLOW_LOOPBACK,
+                UpstreamProxy {
+                    http_proxy: Some(url.clone()),
+                    https_proxy: Some(url),
+                    no_proxy: Some("example.com, .unrelated, direct.test".into()),
+                },
             ),
             &[],
         );
@@ -158,13 +157,21 @@ fn connect_proxy_carries_http_and_https_and_no_proxy_bypasses_it() {
         let seen = proxy.seen();
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0].target, host);
-        assert_eq!(seen[0].auth.as_deref(), Some(basic("agent", PASSWORD).as_str()));
+        assert_eq!(
+            seen[0].auth.as_deref(),
+            Some(basic("agent", PASSWORD).as_str())
+        );
 
         // HTTPS through the MITM listener: CONNECT, then TLS to the origin over the tunnel.
         let host = format!("api.test:{}", https_origin.port());
-        let r = https_request(agent.addr("https"), "api.test", s.client(), get(&host, "/tls"))
-            .await
-            .unwrap();
+        let r = https_request(
+            agent.addr("https"),
+            "api.test",
+            s.client(),
+            get(&host, "/tls"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.echo()["uri"], "/tls");
         assert_eq!(https_origin.hits(), 1);
@@ -176,16 +183,25 @@ fn connect_proxy_carries_http_and_https_and_no_proxy_bypasses_it() {
         let r = http_request(agent.addr("http"), get(&host, "/direct")).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let host = format!("direct.test:{}", https_origin.port());
-        let r = https_request(agent.addr("https"), "direct.test", s.client(), get(&host, "/d"))
-            .await
-            .unwrap();
+        let r = https_request(
+            agent.addr("https"),
+            "direct.test",
+            s.client(),
+            get(&host, "/d"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(proxy.count(), 2, "{:?}", proxy.seen());
         assert_eq!(http_origin.hits(), 2);
 
         let audits = agent.wait_audits(4);
         assert_eq!(audits.len(), 4);
-        assert!(audits.iter().all(|a| a["action"] == "allow" && a["status_code"] == 200));
+        assert!(
+            audits
+                .iter()
+                .all(|a| a["action"] == "allow" && a["status_code"] == 200)
+        );
         assert!(agent.logs().contains("upstream proxy active"));
         assert_no_credentials(&agent);
     });
@@ -201,8 +217,8 @@ fn proxy_rejecting_credentials_is_a_502_naming_the_proxy() {
         let agent = s.agent(
             &s.config(
                 zone().await,
-                "  upstream_deny_cidrs: []",
-                &format!("    http_proxy: \"http://agent:{PASSWORD}@{}\"", proxy.addr),
+                ALLOW_LOOPBACK,
+                http_proxy(format!("http://agent:{PASSWORD}@{}", proxy.addr)),
             ),
             &[],
         );
@@ -235,8 +251,12 @@ fn environment_overrides_the_config_per_field() {
         let agent = s.agent(
             &s.config(
                 zone().await,
-                "  upstream_deny_cidrs: []",
-                "    https_proxy: \"http://127.0.0.1:1\"\n    http_proxy: \"http://127.0.0.1:1\"\n    no_proxy: \"api.test\"",
+                ALLOW_LOOPBACK,
+                UpstreamProxy {
+                    https_proxy: Some("http://127.0.0.1:1".into()),
+                    http_proxy: Some("http://127.0.0.1:1".into()),
+                    no_proxy: Some("api.test".into()),
+                },
             ),
             &[
                 ("https_proxy", format!("http://{}", proxy.addr)),
@@ -244,9 +264,14 @@ fn environment_overrides_the_config_per_field() {
             ],
         );
         let host = format!("api.test:{}", origin.port());
-        let r = https_request(agent.addr("https"), "api.test", s.client(), get(&host, "/env"))
-            .await
-            .unwrap();
+        let r = https_request(
+            agent.addr("https"),
+            "api.test",
+            s.client(),
+            get(&host, "/env"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(proxy.seen()[0].target, host);
         assert!(proxy.seen()[0].auth.is_none());
@@ -256,7 +281,10 @@ fn environment_overrides_the_config_per_field() {
         assert_eq!(r.status, 502);
         let a = agent.audit_where(|a| a["path"] == "/yaml");
         let err = a["error"].as_str().unwrap();
-        assert!(err.starts_with("proxy http://127.0.0.1:1: dial tcp 127.0.0.1:1:"), "{err}");
+        assert!(
+            err.starts_with("proxy http://127.0.0.1:1: dial tcp 127.0.0.1:1:"),
+            "{err}"
+        );
         assert_eq!(proxy.count(), 1);
     });
 }
@@ -274,8 +302,8 @@ fn unreachable_proxy_is_one_502_with_one_audit_record() {
         let agent = s.agent(
             &s.config(
                 zone().await,
-                "  upstream_deny_cidrs: []",
-                &format!("    https_proxy: \"https://agent:{PASSWORD}@{dead}\""),
+                ALLOW_LOOPBACK,
+                https_proxy(format!("https://agent:{PASSWORD}@{dead}")),
             ),
             &[],
         );
@@ -310,7 +338,11 @@ fn deny_list_covers_the_proxy_address_and_ip_destinations() {
         let proxy = TestProxy::connect(None, None).await;
         // Default deny list (loopback included): the proxy on 127.0.0.1 is never dialled.
         let agent = s.agent(
-            &s.config(zone().await, "", &format!("    http_proxy: \"http://{}\"", proxy.addr)),
+            &s.config(
+                zone().await,
+                None,
+                http_proxy(format!("http://{}", proxy.addr)),
+            ),
             &[],
         );
         assert!(agent.logs().contains("upstream proxy address is in upstream_deny_cidrs"));
@@ -331,12 +363,12 @@ fn deny_list_covers_the_proxy_address_and_ip_destinations() {
         // An IP destination in the deny list is refused before the proxy is asked, although
         // the proxy itself is allowed.
         let agent = s.agent(
-            &s.config_with(
+            &s.config(
                 zone().await,
-                "  upstream_deny_cidrs: [\"10.0.0.0/8\"]",
-                &format!("    http_proxy: \"http://{}\"", proxy.addr),
-                "  - name: allowlist\n    config:\n      domains: [\"*\"]\n",
-            ),
+                Some(&["10.0.0.0/8"]),
+                http_proxy(format!("http://{}", proxy.addr)),
+            )
+            .with(|c| c.transforms = vec![Transform::allowlist(&["*"])]),
             &[],
         );
         let r = http_request(agent.addr("http"), get("10.1.2.3", "/denied-ip")).await;
@@ -367,11 +399,12 @@ fn socks5_resolves_locally_and_socks5h_sends_the_name() {
         let agent = s.agent(
             &s.config(
                 zone().await,
-                "  upstream_deny_cidrs: []",
-                &format!(
-                    "    http_proxy: \"socks5://agent:{PASSWORD}@{0}\"\n    https_proxy: \"socks5h://agent:{PASSWORD}@{0}\"",
-                    proxy.addr
-                ),
+                ALLOW_LOOPBACK,
+                UpstreamProxy {
+                    http_proxy: Some(format!("socks5://agent:{PASSWORD}@{}", proxy.addr)),
+                    https_proxy: Some(format!("socks5h://agent:{PASSWORD}@{}", proxy.addr)),
+                    no_proxy: None,
+                },
             ),
             &[],
         );
@@ -382,13 +415,21 @@ fn socks5_resolves_locally_and_socks5h_sends_the_name() {
         assert_eq!(r.echoed_header("host").as_deref(), Some(host.as_str()));
         let seen = proxy.seen();
         assert_eq!(seen[0].target, format!("127.0.0.1:{}", http_origin.port()));
-        assert_eq!(seen[0].auth.as_deref(), Some(format!("agent:{PASSWORD}").as_str()));
+        assert_eq!(
+            seen[0].auth.as_deref(),
+            Some(format!("agent:{PASSWORD}").as_str())
+        );
 
         // socks5h://: the name goes to the proxy (the agent cannot resolve api.test).
         let host = format!("api.test:{}", https_origin.port());
-        let r = https_request(agent.addr("https"), "api.test", s.client(), get(&host, "/socks5h"))
-            .await
-            .unwrap();
+        let r = https_request(
+            agent.addr("https"),
+            "api.test",
+            s.client(),
+            get(&host, "/socks5h"),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(proxy.seen()[1].target, host);
 
@@ -411,11 +452,11 @@ fn https_proxy_speaks_tls_to_the_proxy() {
         let agent = s.agent(
             &s.config(
                 zone().await,
-                "  upstream_deny_cidrs: []",
-                &format!(
-                    "    https_proxy: \"https://agent:{PASSWORD}@proxy.test:{}\"",
+                ALLOW_LOOPBACK,
+                https_proxy(format!(
+                    "https://agent:{PASSWORD}@proxy.test:{}",
                     proxy.addr.port()
-                ),
+                )),
             ),
             &[],
         );
@@ -437,13 +478,10 @@ fn https_proxy_speaks_tls_to_the_proxy() {
         // Without the CA that signed the proxy's certificate the handshake fails: a 502.
         let other = s.dir.path().join("other-ca.pem");
         std::fs::write(&other, TestCa::new("unrelated").cert_pem).unwrap();
-        let agent = Agent::with_config(&s.config(
+        let agent = Agent::with(&s.config(
             zone().await,
-            "  upstream_deny_cidrs: []",
-            &format!(
-                "    https_proxy: \"https://proxy.test:{}\"",
-                proxy.addr.port()
-            ),
+            ALLOW_LOOPBACK,
+            https_proxy(format!("https://proxy.test:{}", proxy.addr.port())),
         ))
         .env("SSL_CERT_FILE", other.to_string_lossy())
         .start();
@@ -477,8 +515,8 @@ fn bad_proxy_url_refuses_startup_without_echoing_credentials() {
     let mut agent = s.agent(
         &s.config(
             zone,
-            "  upstream_deny_cidrs: []",
-            &format!("    https_proxy: \"ftp://agent:{PASSWORD}@proxy.test:21\""),
+            ALLOW_LOOPBACK,
+            https_proxy(format!("ftp://agent:{PASSWORD}@proxy.test:21")),
         ),
         &[],
     );
@@ -493,8 +531,15 @@ fn bad_proxy_url_refuses_startup_without_echoing_credentials() {
     assert_no_credentials(&agent);
 
     // check-config reads the same environment: a bad HTTPS_PROXY fails it, named.
-    let good = s.config(zone, "  upstream_deny_cidrs: []", "    no_proxy: \"\"");
-    let mut check = Agent::with_config(&good)
+    let good = s.config(
+        zone,
+        ALLOW_LOOPBACK,
+        UpstreamProxy {
+            no_proxy: Some(String::new()),
+            ..UpstreamProxy::default()
+        },
+    );
+    let mut check = Agent::with(&good)
         .args(&["check-config", "--config", "{config}"])
         .env(
             "HTTPS_PROXY",
@@ -521,25 +566,18 @@ fn sni_only_passthrough_dials_through_the_proxy() {
         let origin = s.https_origin().await;
         // sni-only dials port 443 of the name; the proxy sends that tunnel to the origin.
         let proxy = TestProxy::connect_to(origin.addr).await;
-        let config = format!(
-            r#"dns:
-  enabled: false
-  upstream_resolver: "{}"
-proxy:
-  http_listen: "127.0.0.1:0"
-  https_listen: "127.0.0.1:0"
-  upstream_deny_cidrs: []
-  upstream_proxy:
-    https_proxy: "http://{}"
-tls:
-  mode: sni-only
-metrics:
-  listen: "127.0.0.1:0"
-transforms:
-{ALLOW_TEST}"#,
-            zone().await,
-            proxy.addr
-        );
+        let config = AgentConfig {
+            tls: Tls {
+                mode: Some("sni-only".into()),
+                ..Tls::default()
+            },
+            ..s.config(
+                zone().await,
+                ALLOW_LOOPBACK,
+                https_proxy(format!("http://{}", proxy.addr)),
+            )
+        }
+        .with(|c| c.proxy.upstream_response_header_timeout = None);
         let agent = s.agent(&config, &[]);
         // The client trusts the origin's CA only: TLS is end to end, through both proxies.
         let r = https_request(

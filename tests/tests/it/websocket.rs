@@ -13,11 +13,10 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::TokioIo;
-use iron_agent_tests::mitm::MitmAgent;
+use iron_agent_tests::mitm::{MitmAgent, Setup, Upstream};
 use iron_agent_tests::ws::{SeenKeys, serve_echo};
 use iron_agent_tests::{
-    Agent, TestCa, allow_localhost_with_secret, connect_tunnel, h2_handshake, loopback_config,
-    tls_connect, with_tunnel_listener,
+    AgentConfig, TestCa, allow_localhost_with_secret, connect_tunnel, h2_handshake, tls_connect,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -74,39 +73,30 @@ async fn ws_origin(ca: &TestCa) -> WsOrigin {
     }
 }
 
-struct Setup {
-    agent: Agent,
-    mitm: TestCa,
-    origin: WsOrigin,
-    _dir: tempfile::TempDir,
-}
-
-impl Setup {
-    /// `localhost:{origin port}`.
-    fn authority(&self) -> String {
-        format!("localhost:{}", self.origin.addr.port())
+impl Upstream for WsOrigin {
+    fn port(&self) -> u16 {
+        self.addr.port()
     }
 }
 
-async fn setup() -> Setup {
+async fn setup() -> Setup<WsOrigin> {
     let origin_ca = TestCa::new("origin");
     let origin = ws_origin(&origin_ca).await;
     let transforms = allow_localhost_with_secret("WS_KEY", PLACEHOLDER, "X-Api-Key");
-    let MitmAgent { agent, mitm, dir } = MitmAgent::prepare(&[])
+    let m = MitmAgent::prepare(&[])
         .trust(&origin_ca)
         .env("WS_KEY", TOKEN)
-        .start(|c, k| with_tunnel_listener(&loopback_config(c, k, &transforms)));
-    Setup {
-        agent,
-        mitm,
-        origin,
-        _dir: dir,
-    }
+        .start(|c, k| {
+            AgentConfig::loopback(c, k)
+                .tunnel_listener()
+                .transforms(transforms)
+        });
+    Setup { m, origin }
 }
 
 /// TLS to the agent's MITM listener with `sni`, offering `alpn`.
 async fn tls_to_agent(
-    s: &Setup,
+    s: &MitmAgent,
     sni: &str,
     alpn: &[&[u8]],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
@@ -206,20 +196,20 @@ where
 }
 
 /// After the WebSocket closed: exactly one record, the WebSocket's; the secret never logged.
-fn assert_one_ws_record(s: &Setup) {
+fn assert_one_ws_record(s: &Setup<WsOrigin>) {
     let recs = s.agent.wait_audits(1);
     assert_eq!(recs.len(), 1, "{recs:?}");
     assert_ws_record(s, &recs[0]);
     s.agent.assert_not_logged(TOKEN);
 }
 
-fn assert_ws_record(s: &Setup, rec: &serde_json::Value) {
+fn assert_ws_record(s: &Setup<WsOrigin>, rec: &serde_json::Value) {
     assert_eq!(rec["protocol"], "websocket", "{rec}");
     assert_eq!(rec["status_code"], 101, "{rec}");
     assert_eq!(rec["action"], "allow", "{rec}");
     assert_eq!(rec["method"], "GET", "{rec}");
     assert_eq!(rec["path"], "/chat", "{rec}");
-    assert_eq!(rec["host"], s.authority());
+    assert_eq!(rec["host"], s.host());
     assert_eq!(rec["request_transforms"][1]["name"], "secrets", "{rec}");
 }
 
@@ -229,7 +219,7 @@ fn websocket_over_http1_with_injected_header() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let (mut ws, resp) = ws_over_http1(tls, &s.authority(), "/chat").await.unwrap();
+        let (mut ws, resp) = ws_over_http1(tls, &s.host(), "/chat").await.unwrap();
         assert_eq!(resp.status(), 101);
         assert_eq!(s.origin.seen_keys.lock().unwrap().as_slice(), [TOKEN]);
         // Nothing is audited while the WebSocket is open.
@@ -263,7 +253,7 @@ fn websocket_dropped_without_close_is_audited_once() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let (mut ws, _) = ws_over_http1(tls, &s.authority(), "/chat").await.unwrap();
+        let (mut ws, _) = ws_over_http1(tls, &s.host(), "/chat").await.unwrap();
         ws.send(Message::text("one")).await.unwrap();
         let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -287,7 +277,7 @@ fn upstream_refusing_the_handshake_is_relayed_as_a_normal_response() {
     rt.block_on(async {
         let s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let err = ws_over_http1(tls, &s.authority(), "/unauthorized")
+        let err = ws_over_http1(tls, &s.host(), "/unauthorized")
             .await
             .unwrap_err();
         match err {
@@ -308,7 +298,7 @@ fn open_websocket_is_closed_and_audited_at_shutdown() {
     rt.block_on(async {
         let mut s = setup().await;
         let tls = tls_to_agent(&s, "localhost", &[b"http/1.1"]).await;
-        let (mut ws, _) = ws_over_http1(tls, &s.authority(), "/chat").await.unwrap();
+        let (mut ws, _) = ws_over_http1(tls, &s.host(), "/chat").await.unwrap();
         ws.send(Message::text("one")).await.unwrap();
         let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -333,7 +323,7 @@ fn websocket_inside_a_connect_tunnel() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let s = setup().await;
-        let target = s.authority();
+        let target = s.host();
         let tcp = connect_tunnel(s.agent.addr("tunnel"), &target).await;
         let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"http/1.1"]).await;
         let (mut ws, _) = ws_over_http1(tls, &target, "/chat").await.unwrap();
@@ -382,7 +372,7 @@ fn websocket_over_http2_inside_a_connect_tunnel() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let s = setup().await;
-        let target = s.authority();
+        let target = s.host();
         let tcp = connect_tunnel(s.agent.addr("tunnel"), &target).await;
         let tls = tls_connect(tcp, &s.mitm.client_config(), "localhost", &[b"h2"]).await;
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use base64::Engine;
-use iron_agent_tests::TestCa;
+use iron_agent_tests::{TestCa, Transform};
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,43 +43,44 @@ pub struct Scheme {
 }
 
 impl Scheme {
-    /// The transform entry (indented list item) for `transforms:`.
-    pub fn yaml(&self) -> String {
-        let mut s = String::from("  - name: hmac_sign\n    config:\n");
-        if let Some(f) = self.timestamp {
-            s += &format!("      timestamp: {{format: {f}}}\n");
-        }
-        s += "      signature:\n";
+    /// The `hmac_sign` transform entry the agent gets.
+    pub fn transform(&self) -> Transform {
+        let mut signature = serde_json::Map::new();
         for (k, v) in [
             ("algorithm", self.algorithm),
             ("key_encoding", self.key_encoding),
             ("output_encoding", self.output_encoding),
         ] {
             if let Some(v) = v {
-                s += &format!("        {k}: {v}\n");
+                signature.insert(k.into(), json!(v));
             }
         }
-        s += &format!("        message: {}\n", json!(self.message));
-        s += "      credentials:\n";
-        for (name, var, _) in &self.creds {
-            s += &format!("        {name}: {{type: env, var: {var}}}\n");
+        signature.insert("message".into(), json!(self.message));
+        let credentials: serde_json::Map<String, Value> = self
+            .creds
+            .iter()
+            .map(|(name, var, _)| (name.to_string(), json!({"type": "env", "var": var})))
+            .collect();
+        let headers: Vec<Value> = self
+            .headers
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+        let mut config = serde_json::Map::new();
+        if let Some(f) = self.timestamp {
+            config.insert("timestamp".into(), json!({ "format": f }));
         }
-        s += "      headers:\n";
-        for (name, value) in &self.headers {
-            s += &format!(
-                "        - {{name: {}, value: {}}}\n",
-                json!(name),
-                json!(value)
-            );
-        }
+        config.insert("signature".into(), signature.into());
+        config.insert("credentials".into(), credentials.into());
+        config.insert("headers".into(), headers.into());
         if self.allow_chunked_body {
-            s += "      allow_chunked_body: true\n";
+            config.insert("allow_chunked_body".into(), true.into());
         }
-        s += &format!(
-            "      rules: [{{host: localhost, paths: [\"/s/{}/*\"]}}]\n",
-            self.name
+        config.insert(
+            "rules".into(),
+            json!([{"host": "localhost", "paths": [format!("/s/{}/*", self.name)]}]),
         );
-        s
+        Transform::new("hmac_sign", config.into())
     }
 
     fn verifier_json(&self) -> Value {
