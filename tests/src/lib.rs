@@ -12,6 +12,7 @@ pub mod config;
 pub mod curl;
 pub mod dns;
 pub mod ebpf_world;
+pub mod fs_snapshot;
 pub mod mitm;
 pub mod moto;
 pub mod netns;

@@ -8,13 +8,12 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use iron_agent_tests::agent::agent_bin;
-
-/// Tests that change machine-wide state take turns.
-static MACHINE: Mutex<()> = Mutex::new(());
+use iron_agent_tests::config::{Dns, Log, Proxy, Tls};
+use iron_agent_tests::fs_snapshot::{self, Entry};
+use iron_agent_tests::{AgentConfig, Transform};
 
 struct Out {
     code: i32,
@@ -74,41 +73,7 @@ fn skip_unless_root(test: &str) -> bool {
 
 /// Every path below `dir` with its type, mode and content (or link target).
 fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    fn walk(base: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
-        let Ok(md) = std::fs::symlink_metadata(p) else {
-            return;
-        };
-        let rel = p.strip_prefix(base).unwrap().to_path_buf();
-        let mode = md.permissions().mode() & 0o7777;
-        if md.file_type().is_symlink() {
-            out.insert(
-                rel,
-                format!("link -> {}", std::fs::read_link(p).unwrap().display()),
-            );
-        } else if md.is_dir() {
-            out.insert(rel, format!("dir {mode:o}"));
-            let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().flatten().collect();
-            entries.sort_by_key(|e| e.path());
-            for e in entries {
-                walk(base, &e.path(), out);
-            }
-        } else {
-            let bytes = std::fs::read(p).unwrap_or_default();
-            out.insert(
-                rel,
-                format!("file {mode:o} {} bytes {:x}", bytes.len(), fnv(&bytes)),
-            );
-        }
-    }
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf29ce484222325u64, |h, &x| {
-        (h ^ u64::from(x)).wrapping_mul(0x100000001b3)
-    })
+    fs_snapshot::Snapshot::take(dir, |_| false).strict()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -296,7 +261,9 @@ fn install_validates_a_supplied_config_first() {
     assert_eq!(tree(&root).len(), 1, "{:?}", tree(&root));
 }
 
-/// The machine-level paths install touches, for an exact before/after comparison.
+/// The machine-level paths install writes itself, for an exact before/after comparison. The
+/// trust store's output directory (`/etc/ssl/certs`) is compared by content instead
+/// ([`certs_snapshot`]): `update-ca-certificates` also relinks entries that are not ours.
 fn machine_snapshot() -> BTreeMap<PathBuf, String> {
     let mut all = BTreeMap::new();
     for p in [
@@ -305,18 +272,12 @@ fn machine_snapshot() -> BTreeMap<PathBuf, String> {
         "/usr/local/bin",
         "/etc/systemd/system",
         "/usr/local/share/ca-certificates",
-        "/etc/ssl/certs",
         "/etc/pki/ca-trust/source/anchors",
         "/sys/fs/bpf/iron-agent",
     ] {
         let p = Path::new(p);
         if p.exists() {
             for (k, v) in tree(p) {
-                // The Java keystore is re-serialized by its hook on every change (adding and
-                // removing our CA leaves different bytes); the bundle and links are compared.
-                if k.starts_with("java") {
-                    continue;
-                }
                 all.insert(p.join(k), v);
             }
         } else {
@@ -326,12 +287,30 @@ fn machine_snapshot() -> BTreeMap<PathBuf, String> {
     all
 }
 
+const CERTS: &str = "/etc/ssl/certs";
+const LOCAL_ANCHORS: &str = "/usr/local/share/ca-certificates";
+
+/// `/etc/ssl/certs` as found. The Java keystore is left out: its hook re-serializes it on every
+/// change (adding and removing our CA leaves different bytes for the same certificates).
+fn certs_snapshot() -> fs_snapshot::Snapshot {
+    fs_snapshot::Snapshot::take(Path::new(CERTS), |rel| rel.starts_with("java"))
+}
+
+/// Puts `/etc/ssl/certs` back as it was found (entries `update-ca-certificates` relinked),
+/// even when the test fails; runs after the uninstall guard.
+struct RestoreCerts(fs_snapshot::Snapshot);
+impl Drop for RestoreCerts {
+    fn drop(&mut self) {
+        self.0.restore_layout(&certs_snapshot());
+    }
+}
+
 #[test]
 fn install_status_uninstall_on_this_machine() {
     if skip_unless_root("install_status_uninstall_on_this_machine") {
         return;
     }
-    let _g = MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = iron_agent_tests::machine_lock();
     if Path::new("/etc/iron-agent").exists()
         || Path::new("/var/lib/iron-agent/install-manifest.json").exists()
     {
@@ -340,6 +319,15 @@ fn install_status_uninstall_on_this_machine() {
         );
         return;
     }
+    // As found, to leave it so; then the layout a fresh machine image ships (local anchors as
+    // plain files, which update-ca-certificates turns into symlinks), whatever earlier runs left.
+    let as_found = certs_snapshot();
+    let restore = RestoreCerts(as_found.clone());
+    let plain = fs_snapshot::make_local_anchors_plain(Path::new(CERTS), Path::new(LOCAL_ANCHORS));
+    if !plain.is_empty() {
+        println!("trust store: local anchors as plain files for this test: {plain:?}");
+    }
+    let certs_before = certs_snapshot();
     let before = machine_snapshot();
     let out = agent(
         &["install", "--allow", "example.com"],
@@ -401,23 +389,131 @@ fn install_status_uninstall_on_this_machine() {
     std::mem::forget(undo);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(!bundle_has_ca(), "CA still in the bundle after uninstall");
-    let after = machine_snapshot();
-    let diff: Vec<_> = before
-        .iter()
-        .filter(|(k, v)| after.get(*k) != Some(v))
-        .map(|(k, v)| format!("{}: {v} -> {:?}", k.display(), after.get(k)))
-        .chain(
-            after
-                .keys()
-                .filter(|k| !before.contains_key(*k))
-                .map(|k| format!("new: {}", k.display())),
-        )
-        .collect();
+    let diff = fs_snapshot::diff(&before, &machine_snapshot());
     assert!(
         diff.is_empty(),
         "machine state differs after uninstall:\n{}",
         diff.join("\n")
     );
+    let certs_after = certs_snapshot();
+    let diff = fs_snapshot::diff(&certs_before.contents, &certs_after.contents);
+    assert!(
+        diff.is_empty(),
+        "trust store content differs after uninstall:\n{}",
+        diff.join("\n")
+    );
+
+    // Leave /etc/ssl/certs exactly as found (a second run sees the same machine).
+    drop(restore);
+    let diff = fs_snapshot::diff(&as_found.strict(), &certs_snapshot().strict());
+    assert!(
+        diff.is_empty(),
+        "/etc/ssl/certs not restored to how it was found:\n{}",
+        diff.join("\n")
+    );
+}
+
+/// What the machine test relies on, without root and without touching /etc: a trust store
+/// shipped with a local anchor as a plain file, run through the real `update-ca-certificates`
+/// (on temp directories), holds the same certificates although its layout changed, and
+/// [`fs_snapshot::Snapshot::restore_layout`] puts the plain file back.
+#[test]
+fn trust_store_compared_by_content_and_restored_after_update_ca_certificates() {
+    let Some(tool) = [
+        "/usr/sbin/update-ca-certificates",
+        "/sbin/update-ca-certificates",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        println!("SKIP: no update-ca-certificates on this machine");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, anchors, shared) = (
+        dir.path().join("certs"),
+        dir.path().join("local"),
+        dir.path().join("share"),
+    );
+    for d in [&certs, &anchors, &shared] {
+        std::fs::create_dir(d).unwrap();
+    }
+    // One distribution certificate besides the local anchor, as on a real machine (a bundle
+    // of one certificate would look like a certificate file to `openssl rehash`).
+    let conf = dir.path().join("ca-certificates.conf");
+    std::fs::write(&conf, "distro/distro-ca.crt\n").unwrap();
+    std::fs::create_dir(shared.join("distro")).unwrap();
+    let distro = iron_agent_tests::TestCa::new("distribution CA");
+    std::fs::write(shared.join("distro/distro-ca.crt"), &distro.cert_pem).unwrap();
+    let ca = iron_agent_tests::TestCa::new("image CA");
+    std::fs::write(anchors.join("image-ca.crt"), &ca.cert_pem).unwrap();
+    let update = || {
+        let out = Command::new(tool)
+            .args(["--certsconf", conf.to_str().unwrap()])
+            .args(["--certsdir", shared.to_str().unwrap()])
+            .args(["--localcertsdir", anchors.to_str().unwrap()])
+            .args(["--etccertsdir", certs.to_str().unwrap()])
+            .args(["--hooksdir", dir.path().join("no-hooks").to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The image's shape: bundle and hash link built, the anchor's entry a plain file.
+    update();
+    let plain = fs_snapshot::make_local_anchors_plain(&certs, &anchors);
+    assert_eq!(plain, [certs.join("image-ca.pem")]);
+    assert!(
+        !std::fs::symlink_metadata(&plain[0])
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let fresh = fs_snapshot::Snapshot::take(&certs, |_| false);
+
+    update();
+    let after = fs_snapshot::Snapshot::take(&certs, |_| false);
+    let strict = fs_snapshot::diff(&fresh.strict(), &after.strict());
+    assert_eq!(
+        strict.len(),
+        1,
+        "update-ca-certificates relinks only the plain file: {strict:?}"
+    );
+    assert_eq!(
+        after.entries[Path::new("image-ca.pem")],
+        Entry::Link {
+            target: anchors.join("image-ca.crt")
+        },
+        "the layout the old strict diff called a change"
+    );
+    assert!(
+        fs_snapshot::diff(&fresh.contents, &after.contents).is_empty(),
+        "same certificates wherever the entries point"
+    );
+
+    assert_eq!(
+        fresh.restore_layout(&after),
+        [PathBuf::from("image-ca.pem")]
+    );
+    let restored = fs_snapshot::Snapshot::take(&certs, |_| false);
+    assert!(fs_snapshot::diff(&fresh.strict(), &restored.strict()).is_empty());
+    let md = std::fs::metadata(&plain[0]).unwrap();
+    assert_eq!(md.modified().unwrap(), {
+        let Entry::File { mtime, .. } = &fresh.entries[Path::new("image-ca.pem")] else {
+            panic!("a plain file")
+        };
+        *mtime
+    });
+
+    // A real change in content is not hidden: another certificate under the same name.
+    let other = iron_agent_tests::TestCa::new("another CA");
+    std::fs::write(anchors.join("image-ca.crt"), &other.cert_pem).unwrap();
+    update();
+    let changed = fs_snapshot::Snapshot::take(&certs, |_| false);
+    assert!(!fs_snapshot::diff(&fresh.contents, &changed.contents).is_empty());
+    assert!(fresh.restore_layout(&changed).is_empty());
 }
 
 /// A config with a generated CA in a temp dir, for `run -- CMD`.
@@ -428,15 +524,21 @@ fn jail_config(dir: &Path) -> PathBuf {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let cfg = dir.join("jail.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "dns:\n  proxy_ip: \"127.0.0.1\"\ntls:\n  ca_cert: {0}/ca.crt\n  ca_key: {0}/ca.key\n\
-             transforms:\n  - name: allowlist\n    config:\n      domains: []\nlog:\n  level: warn\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
+    let config = AgentConfig {
+        dns: Dns {
+            proxy_ip: Some("127.0.0.1".into()),
+            ..Dns::default()
+        },
+        proxy: Proxy::default(),
+        tls: Tls::mitm(&dir.join("ca.crt"), &dir.join("ca.key")),
+        metrics: None,
+        transforms: vec![Transform::allowlist(&[])],
+        intercept: None,
+        log: Some(Log {
+            level: "warn".into(),
+        }),
+    };
+    std::fs::write(&cfg, config.to_yaml()).unwrap();
     cfg
 }
 
@@ -463,6 +565,8 @@ fn run_command_exit_status_and_cgroup() {
     if skip_unless_root("run_command_exit_status_and_cgroup") {
         return;
     }
+    // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
+    let _g = iron_agent_tests::machine_lock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = jail_config(dir.path());
     let c = cfg.to_str().unwrap();
@@ -513,6 +617,8 @@ fn run_command_is_governed() {
     if skip_unless_root("run_command_is_governed") {
         return;
     }
+    // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
+    let _g = iron_agent_tests::machine_lock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = jail_config(dir.path());
     // TEST-NET-1 on a port that is neither redirected nor allowed: the connect itself must fail
@@ -547,6 +653,8 @@ fn run_fails_closed_when_the_agent_cannot_start() {
     if skip_unless_root("run_fails_closed_when_the_agent_cannot_start") {
         return;
     }
+    // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
+    let _g = iron_agent_tests::machine_lock();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("broken.yaml");
     // The CA files do not exist: the agent cannot start, so the command must not run.
