@@ -20,6 +20,7 @@ mod secret_stores;
 mod secrets;
 mod shaping;
 mod sni_only;
+mod support;
 mod tunnel;
 mod upstream_proxy;
 mod websocket;
