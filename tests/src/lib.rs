@@ -43,6 +43,16 @@ pub fn machine_lock() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The name libtest knows test function `f` of module `module` (pass `module_path!()`) by: the
+/// module path without the crate. A test that re-runs one of its binary's tests in a child
+/// process (`--exact NAME`) must use it, since every test binary holds several modules.
+pub fn test_name(module: &str, f: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{f}"),
+        None => f.to_string(),
+    }
+}
+
 /// A helper script in `tests/helpers/` (Python fakes and clients).
 pub fn helper(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -233,7 +233,7 @@ fn sm_ttl_refresh_picks_up_rotation_env_configured() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_env_configured_ttl_refresh",
+            &iron_agent_tests::test_name(module_path!(), "child_env_configured_ttl_refresh"),
             "--nocapture",
             "--test-threads=1",
         ])

@@ -773,7 +773,10 @@ fn upstream_client_config_trusts_ssl_cert_file() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_upstream_client_trusts_ssl_cert_file",
+            &iron_agent_tests::test_name(
+                module_path!(),
+                "child_upstream_client_trusts_ssl_cert_file",
+            ),
             "--nocapture",
         ])
         .env(CHILD_MARKER, &key)
