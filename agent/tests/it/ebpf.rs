@@ -48,7 +48,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn skip(name: &str, why: &str) {
     // Written to the real stderr (not the captured `eprintln!`), so a skip is never silent.
     let test = thread::current().name().unwrap_or(name).to_owned();
-    let _ = writeln!(std::io::stderr(), "SKIPPED ebpf::{test}: {why}");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 fn sh(cmd: &str) -> (bool, String) {
