@@ -54,7 +54,44 @@ pub enum Content {
     Dangling,
 }
 
-/// A directory tree below `root`, as found.
+/// Every path below `dir` with its type, mode and content digest (or link target): the strict
+/// view of [`Snapshot`] without keeping the bytes, for trees with large files.
+pub fn strict_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(base: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let Ok(md) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        let rel = p.strip_prefix(base).expect("below base").to_path_buf();
+        let mode = md.permissions().mode() & 0o7777;
+        if md.file_type().is_symlink() {
+            let target = std::fs::read_link(p).expect("read link");
+            out.insert(rel, format!("link -> {}", target.display()));
+        } else if md.is_dir() {
+            out.insert(rel, format!("dir {mode:o}"));
+            let mut children: Vec<PathBuf> = std::fs::read_dir(p)
+                .expect("read dir")
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            children.sort();
+            for c in children {
+                walk(base, &c, out);
+            }
+        } else {
+            let bytes = std::fs::read(p).unwrap_or_default();
+            out.insert(
+                rel,
+                format!("file {mode:o} {} bytes {:x}", bytes.len(), fnv(&bytes)),
+            );
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A directory tree below `root`, as found (bytes kept, for [`Snapshot::restore_layout`]: meant
+/// for small trees such as a trust store).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub root: PathBuf,
@@ -105,7 +142,8 @@ impl Snapshot {
         };
         let content = match &entry {
             Entry::Dir { .. } => Content::Dir,
-            _ => match std::fs::read(p) {
+            Entry::File { bytes, .. } => content_of(bytes),
+            Entry::Link { .. } => match std::fs::read(p) {
                 Ok(bytes) => content_of(&bytes),
                 Err(_) => Content::Dangling,
             },

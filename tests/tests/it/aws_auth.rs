@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::mitm::{MitmAgent, Setup, Upstream};
@@ -33,26 +32,8 @@ impl Drop for AwsEndpoint {
     }
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 fn start_upstream(dir: &Path, ca: &TestCa) -> AwsEndpoint {
-    let (chain, key) = ca.server_cert(&["localhost"]);
-    let cert_path = dir.join("upstream.crt");
-    let key_path = dir.join("upstream.key");
-    let chain_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-    std::fs::write(&cert_path, chain_pem).unwrap();
-    std::fs::write(&key_path, pem("PRIVATE KEY", key.secret_der())).unwrap();
+    let (cert_path, key_path) = ca.write_server_cert(dir, "upstream", &["localhost"]);
     let script = iron_agent_tests::helper("aws_sigv4_upstream.py");
     let mut child = Command::new("python3")
         .arg(script)

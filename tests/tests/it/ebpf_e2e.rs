@@ -5,7 +5,10 @@
 
 use iron_agent_tests::TestCa;
 use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, py, py_as_root};
-use iron_agent_tests::netns::{TestUser, is_root, py_connect};
+use iron_agent_tests::netns::{TestUser, py_connect, skip_unless_root};
+
+/// Why these tests need root.
+const WHY: &str = "eBPF programs, test users, a network namespace";
 
 const DNS_QUERY: &str = r#"
 import socket,struct,sys
@@ -33,8 +36,7 @@ fn dns_via_outside_resolver(user: &TestUser, name: &str) -> String {
 
 #[test]
 fn governed_users_under_policy_end_to_end() {
-    if !is_root() {
-        eprintln!("SKIPPED ebpf_e2e::governed_users_under_policy_end_to_end: needs root");
+    if skip_unless_root(WHY) {
         return;
     }
     let _g = iron_agent_tests::machine_lock();
@@ -155,10 +157,7 @@ fn governed_users_under_policy_end_to_end() {
 
 #[test]
 fn killing_the_agent_fails_closed_and_a_restart_restores_service() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED ebpf_e2e::killing_the_agent_fails_closed_and_a_restart_restores_service: needs root"
-        );
+    if skip_unless_root(WHY) {
         return;
     }
     let _g = iron_agent_tests::machine_lock();

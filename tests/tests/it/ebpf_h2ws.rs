@@ -4,23 +4,17 @@
 //! Same world as `ebpf_e2e.rs` (see `iron_agent_tests::ebpf_world`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use iron_agent_tests::TestCa;
 use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, echoed_header};
-use iron_agent_tests::netns::{TestUser, is_root};
+use iron_agent_tests::netns::{TestUser, skip_unless_root};
 use iron_agent_tests::ws::{SeenKeys, serve_echo};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-fn skip(name: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIPPED ebpf_h2ws::{name}: needs root");
-    true
-}
+/// Why these tests need root.
+const WHY: &str = "eBPF programs, test users, a network namespace";
 
 /// Starts a TLS WebSocket echo server for `ws.test` on 10.231.0.5:443 inside the namespace
 /// (HTTP/1.1 only); returns the `x-api-key` of every handshake it accepted.
@@ -94,7 +88,7 @@ print(json.dumps({"status": status, "echo": echo}))
 
 #[test]
 fn http2_and_websocket_through_the_redirect() {
-    if skip("http2_and_websocket_through_the_redirect") {
+    if skip_unless_root(WHY) {
         return;
     }
     let _g = iron_agent_tests::machine_lock();
@@ -198,16 +192,14 @@ fn http2_and_websocket_through_the_redirect() {
 }
 
 fn grpc_script(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("helpers")
-        .join(format!("grpc_{name}"))
+    iron_agent_tests::helper(&format!("grpc_{name}"))
         .to_string_lossy()
         .into_owned()
 }
 
 #[test]
 fn grpc_through_the_redirect() {
-    if skip("grpc_through_the_redirect") {
+    if skip_unless_root(WHY) {
         return;
     }
     // The governed user runs the system python (not root's environment).
@@ -222,13 +214,10 @@ fn grpc_through_the_redirect() {
     let _g = iron_agent_tests::machine_lock();
     let _unpin = Unpin;
     let world = World::new();
-    let (chain, key) = world.origin_ca.server_cert_pem(&["grpc.test"]);
-    let (chain_path, key_path) = (
-        world.dir.path().join("g.crt"),
-        world.dir.path().join("g.key"),
-    );
-    std::fs::write(&chain_path, chain).unwrap();
-    std::fs::write(&key_path, key).unwrap();
+    let (chain_path, key_path) =
+        world
+            .origin_ca
+            .write_server_cert(world.dir.path(), "g", &["grpc.test"]);
     // A real gRPC server on grpc.test (10.231.0.6:443) inside the namespace.
     let mut server = std::process::Command::new("ip")
         .args(["netns", "exec", &world.ns.name, "/usr/bin/python3"])

@@ -7,17 +7,12 @@
 use iron_agent_tests::TestCa;
 use iron_agent_tests::config::{Tls, UpstreamProxy};
 use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, curl_env, echoed_header};
-use iron_agent_tests::netns::{TestUser, is_root};
+use iron_agent_tests::netns::{TestUser, skip_unless_root};
 use iron_agent_tests::proxies::TestProxy;
 use serde_json::Value;
 
-fn skip(name: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIPPED ebpf_protocols::{name}: needs root");
-    true
-}
+/// Why these tests need root.
+const WHY: &str = "eBPF programs, test users, a network namespace";
 
 /// A tunnel setup record (method CONNECT, host `target`) for `uid`.
 fn setup_of(uid: u32, target: &'static str) -> impl Fn(&Value) -> bool {
@@ -26,7 +21,7 @@ fn setup_of(uid: u32, target: &'static str) -> impl Fn(&Value) -> bool {
 
 #[test]
 fn governed_users_through_the_tunnel_listener_keep_their_identity() {
-    if skip("governed_users_through_the_tunnel_listener_keep_their_identity") {
+    if skip_unless_root(WHY) {
         return;
     }
     let _g = iron_agent_tests::machine_lock();
@@ -150,7 +145,7 @@ fn governed_users_through_the_tunnel_listener_keep_their_identity() {
 
 #[test]
 fn sni_only_passes_tls_through_the_redirect() {
-    if skip("sni_only_passes_tls_through_the_redirect") {
+    if skip_unless_root(WHY) {
         return;
     }
     let _g = iron_agent_tests::machine_lock();
@@ -263,7 +258,7 @@ fn sni_only_passes_tls_through_the_redirect() {
 
 #[test]
 fn redirected_traffic_chains_through_an_upstream_proxy() {
-    if skip("redirected_traffic_chains_through_an_upstream_proxy") {
+    if skip_unless_root(WHY) {
         return;
     }
     let _g = iron_agent_tests::machine_lock();

@@ -36,10 +36,7 @@ fn grpc_unary_streaming_and_error_status_through_the_agent() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let origin_ca = TestCa::new("origin");
-        let (chain, key) = origin_ca.server_cert_pem(&["localhost"]);
-        let (chain_path, key_path) = (dir.path().join("srv.crt"), dir.path().join("srv.key"));
-        std::fs::write(&chain_path, chain).unwrap();
-        std::fs::write(&key_path, key).unwrap();
+        let (chain_path, key_path) = origin_ca.write_server_cert(dir.path(), "srv", &["localhost"]);
 
         let mut server = tokio::process::Command::new("python3")
             .arg(script("server.py"))

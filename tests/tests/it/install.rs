@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 use iron_agent_tests::agent::agent_bin;
 use iron_agent_tests::config::{Dns, Log, Proxy, Tls};
 use iron_agent_tests::fs_snapshot::{self, Entry};
+use iron_agent_tests::netns::skip_unless_root;
 use iron_agent_tests::{AgentConfig, Transform};
+
+/// Why the machine tests need root.
+const WHY: &str = "changes the trust store, attaches eBPF programs";
 
 struct Out {
     code: i32,
@@ -58,22 +62,9 @@ fn agent(args: &[&str], limit: Duration) -> Out {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIP {test}: needs root (changes the trust store, attaches eBPF programs)");
-    println!("SKIP {test}: needs root");
-    true
-}
-
 /// Every path below `dir` with its type, mode and content (or link target).
 fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
-    fs_snapshot::Snapshot::take(dir, |_| false).strict()
+    fs_snapshot::strict_tree(dir)
 }
 
 fn mode(p: &Path) -> u32 {
@@ -307,7 +298,7 @@ impl Drop for RestoreCerts {
 
 #[test]
 fn install_status_uninstall_on_this_machine() {
-    if skip_unless_root("install_status_uninstall_on_this_machine") {
+    if skip_unless_root(WHY) {
         return;
     }
     let _g = iron_agent_tests::machine_lock();
@@ -562,7 +553,7 @@ fn assert_cleaned(pid: u32) {
 
 #[test]
 fn run_command_exit_status_and_cgroup() {
-    if skip_unless_root("run_command_exit_status_and_cgroup") {
+    if skip_unless_root(WHY) {
         return;
     }
     // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
@@ -614,7 +605,7 @@ fn run_command_exit_status_and_cgroup() {
 
 #[test]
 fn run_command_is_governed() {
-    if skip_unless_root("run_command_is_governed") {
+    if skip_unless_root(WHY) {
         return;
     }
     // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
@@ -650,7 +641,7 @@ fn run_command_is_governed() {
 
 #[test]
 fn run_fails_closed_when_the_agent_cannot_start() {
-    if skip_unless_root("run_fails_closed_when_the_agent_cannot_start") {
+    if skip_unless_root(WHY) {
         return;
     }
     // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.

@@ -5,17 +5,10 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
+use iron_agent_tests::client::get_with as req;
 use iron_agent_tests::moto::Moto;
 use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request};
 use serde_json::json;
-
-fn req(host: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
-    let mut b = http::Request::builder().uri(path).header("host", host);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    b.body(Full::new(Bytes::new())).unwrap()
-}
 
 #[test]
 fn aws_secrets_manager_and_parameter_store_through_the_agent() {

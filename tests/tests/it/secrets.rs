@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::client::get;
+use iron_agent_tests::client::{get, get_with as req};
 use iron_agent_tests::mitm::Setup;
 use iron_agent_tests::{
     Agent, AgentConfig, Origin, TestCa, Transform, http_request, https_request,
@@ -19,14 +19,6 @@ const INTERNAL: &str = "int-real-token-9876";
 
 async fn setup(transforms: Vec<Transform>, env: &[(&str, &str)], files: &[(&str, &str)]) -> Setup {
     Setup::localhost(transforms, env, files).await
-}
-
-fn req(host: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
-    let mut b = http::Request::builder().uri(path).header("host", host);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    b.body(Full::new(Bytes::new())).unwrap()
 }
 
 fn quickstart() -> Vec<Transform> {

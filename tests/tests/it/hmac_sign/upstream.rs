@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use base64::Engine;
 use iron_agent_tests::{TestCa, Transform};
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
@@ -118,12 +117,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(dir: &Path, ca: &TestCa, schemes: &[Scheme]) -> Upstream {
-        let (chain, key) = ca.server_cert(&["localhost"]);
-        let cert_path = dir.join("upstream.crt");
-        let key_path = dir.join("upstream.key");
-        let chain_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-        std::fs::write(&cert_path, chain_pem).unwrap();
-        std::fs::write(&key_path, pem("PRIVATE KEY", key.secret_der())).unwrap();
+        let (cert_path, key_path) = ca.write_server_cert(dir, "upstream", &["localhost"]);
         let spec: serde_json::Map<String, Value> = schemes
             .iter()
             .map(|s| (s.name.to_string(), s.verifier_json()))
@@ -181,20 +175,7 @@ impl Drop for Upstream {
 }
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/hmac_upstream.py")
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
+    iron_agent_tests::helper("hmac_upstream.py")
 }
 
 /// A response read off a raw connection.
