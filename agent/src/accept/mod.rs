@@ -1,7 +1,5 @@
 //! Accept: bind listeners, run accept loops, and drain connections on shutdown.
 
-pub mod peer;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
