@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::transforms::{AwsAuthConfig, AwsCredentialsProvider};
 use crate::secrets::{Secret, SecretError, SecretRegistry};
+use crate::transform::build::TransformBuildError;
 
 /// Refresh chain credentials this long before they expire, so a request never signs with a
 /// credential that lapses in flight.
@@ -41,13 +42,19 @@ pub enum CredentialSource {
 }
 
 impl CredentialSource {
-    pub fn new(cfg: &AwsAuthConfig, registry: &mut SecretRegistry) -> Result<Self, String> {
+    pub fn new(
+        cfg: &AwsAuthConfig,
+        registry: &mut SecretRegistry,
+    ) -> Result<Self, TransformBuildError> {
         if let Some(p) = &cfg.credentials_provider {
             return Ok(Self::WorkloadIdentity(WorkloadIdentity::new(p)));
         }
-        let mut register = |field: &str, src: Option<&_>| -> Result<Arc<Secret>, String> {
-            let src = src.ok_or_else(|| format!("{field} is required"))?;
-            registry.register(src).map_err(|e| format!("{field}: {e}"))
+        let mut register = |field: &'static str, src: Option<&_>| {
+            // Validation requires both keys with static credentials; this only guards.
+            let src = src.ok_or_else(|| TransformBuildError::invalid(field, "is required"))?;
+            registry
+                .register(src)
+                .map_err(|e| TransformBuildError::new(field, e))
         };
         let access_key_id = register("access_key_id", cfg.access_key_id.as_ref())?;
         let secret_access_key = register("secret_access_key", cfg.secret_access_key.as_ref())?;
