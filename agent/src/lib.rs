@@ -8,14 +8,19 @@
 
 pub mod accept;
 pub mod app;
+#[cfg(test)]
+mod arch_check;
 pub mod audit;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod identify;
 pub mod install;
+pub mod message;
 pub mod mint;
+pub mod outcome;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;
