@@ -28,8 +28,10 @@ pub enum CredentialError {
         field: &'static str,
         source: SecretError,
     },
-    #[error("credentials provider: {0}")]
-    Provider(String),
+    #[error("credentials provider: timed out")]
+    ProviderTimeout,
+    #[error("credentials provider: {}", crate::telemetry::error_chain(.0))]
+    Provider(#[source] aws_credential_types::provider::error::CredentialsError),
 }
 
 pub enum CredentialSource {
@@ -143,8 +145,8 @@ impl WorkloadIdentity {
             .await;
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, chain.provide_credentials())
             .await
-            .map_err(|_| CredentialError::Provider("timed out".into()))?
-            .map_err(|e| CredentialError::Provider(crate::telemetry::error_chain(&e)))?;
+            .map_err(|_| CredentialError::ProviderTimeout)?
+            .map_err(CredentialError::Provider)?;
         *cached = Some(fetched.clone());
         Ok(fetched)
     }
