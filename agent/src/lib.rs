@@ -1,10 +1,12 @@
 //! iron-agent: a default-deny egress agent, drop-in compatible with iron-proxy.
 //!
-//! The data path is laid out in stage order:
-//! [`accept`] → [`identify`] → [`policy`] (via the [`transform`] pipeline) → [`transform`] →
-//! [`upstream`] → [`audit`]. [`proxy`] wires the stages together for one request; [`app`] builds
-//! the runtime from [`config`] and runs the listeners. Side paths: [`dns`], [`tls`], [`resolve`]; [`tunnel`] (CONNECT/SOCKS5) and [`sni`]
-//! (sni-only passthrough) are further ways in.
+//! The data path is laid out in stage order: [`accept`] → [`identify`] → [`policy`] →
+//! [`transform`] (request phase) → [`upstream`] → [`transform`] (response phase) → [`audit`],
+//! with [`outcome`] deciding every answer and its audit fields and [`message`] holding the HTTP
+//! types every stage shares. [`proxy`] wires the stages together for one request; [`tunnel`]
+//! (CONNECT/SOCKS5) and [`sni`] (sni-only passthrough) are further ways in built on it. [`app`]
+//! builds the runtime from [`config`] and runs the listeners. Side paths: [`dns`], [`tls`],
+//! [`resolve`], [`ebpf`]. See docs/architecture.md.
 
 pub mod accept;
 pub mod app;
