@@ -103,8 +103,8 @@ async fn bootstrap_key(db: &Db) -> Result<(), ServeError> {
 }
 
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
-    let keys = settings.keyring()?;
     let db = open(&settings).await?;
+    let keys = settings.keyring()?;
     bootstrap_key(&db).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
