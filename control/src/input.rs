@@ -424,6 +424,26 @@ impl ListQuery {
     }
 }
 
+/// Proxy tags (`dev`, `env:prod`, `user:alice@example.com`): 1 to 255 characters, no
+/// whitespace, control characters or commas; duplicates removed, order kept.
+pub fn tags(o: Obj<'_>, key: &str, errs: &mut Errors) -> Option<Vec<String>> {
+    let list = o.strings(key, SHORT, errs)?;
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, t) in list.into_iter().enumerate() {
+        if t.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+        {
+            errs.add(
+                &format!("{}[{i}]", o.field(key)),
+                "must not contain whitespace or commas",
+            );
+        } else if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,24 +464,4 @@ mod tests {
         assert!(!url_safe("a/b"));
         assert!(!url_safe(""));
     }
-}
-
-/// Proxy tags (`dev`, `env:prod`, `user:alice@example.com`): 1 to 255 characters, no
-/// whitespace, control characters or commas; duplicates removed, order kept.
-pub fn tags(o: Obj<'_>, key: &str, errs: &mut Errors) -> Option<Vec<String>> {
-    let list = o.strings(key, SHORT, errs)?;
-    let mut out: Vec<String> = Vec::with_capacity(list.len());
-    for (i, t) in list.into_iter().enumerate() {
-        if t.chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
-        {
-            errs.add(
-                &format!("{}[{i}]", o.field(key)),
-                "must not contain whitespace or commas",
-            );
-        } else if !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    Some(out)
 }

@@ -312,37 +312,60 @@ fn lists_paginate_and_filter_by_labels() {
             .await
             .expect(201);
         }
-        api.post("/api/v1/principals", json!({"data": {"namespace": "other"}}))
-            .await
-            .expect(201);
+        api.post(
+            "/api/v1/principals",
+            json!({"data": {"namespace": "other"}}),
+        )
+        .await
+        .expect(201);
         let p1 = api.get("/api/v1/principals?namespace=pg&limit=3").await;
         p1.expect(200);
-        assert_eq!(p1.json["meta"], json!({"page": 1, "limit": 3, "total": 7, "total_pages": 3}));
-        let p3 = api.get("/api/v1/principals?namespace=pg&limit=3&page=3").await;
+        assert_eq!(
+            p1.json["meta"],
+            json!({"page": 1, "limit": 3, "total": 7, "total_pages": 3})
+        );
+        let p3 = api
+            .get("/api/v1/principals?namespace=pg&limit=3&page=3")
+            .await;
         assert_eq!(p3.json["data"].as_array().unwrap().len(), 1);
         assert_eq!(p3.json["data"][0]["foreign_id"], "p6");
         // Clamped.
-        let c = api.get("/api/v1/principals?namespace=pg&limit=1000&page=-4").await;
+        let c = api
+            .get("/api/v1/principals?namespace=pg&limit=1000&page=-4")
+            .await;
         assert_eq!(c.json["meta"]["limit"], 200);
         assert_eq!(c.json["meta"]["page"], 1);
         // Non-integers and a missing namespace are 400.
-        api.get("/api/v1/principals?namespace=pg&page=two").await.expect(400);
-        api.get("/api/v1/principals?namespace=pg&limit=1.5").await.expect(400);
+        api.get("/api/v1/principals?namespace=pg&page=two")
+            .await
+            .expect(400);
+        api.get("/api/v1/principals?namespace=pg&limit=1.5")
+            .await
+            .expect(400);
         api.get("/api/v1/principals").await.expect(400);
-        api.get("/api/v1/principals?namespace=pg&labels[team][x]=a").await.expect(400);
+        api.get("/api/v1/principals?namespace=pg&labels[team][x]=a")
+            .await
+            .expect(400);
         // Labels: every pair must be present.
-        let a = api.get("/api/v1/principals?namespace=pg&labels[team]=a").await;
+        let a = api
+            .get("/api/v1/principals?namespace=pg&labels[team]=a")
+            .await;
         assert_eq!(a.expect(200).json["meta"]["total"], 4);
         let none = api
             .get("/api/v1/principals?namespace=pg&labels[team]=a&labels[missing]=x")
             .await;
         assert_eq!(none.json["meta"]["total"], 0);
-        let enc = api.get("/api/v1/principals?namespace=pg&labels%5Bteam%5D=b").await;
+        let enc = api
+            .get("/api/v1/principals?namespace=pg&labels%5Bteam%5D=b")
+            .await;
         assert_eq!(enc.json["meta"]["total"], 3);
         // Label values in bodies must be scalars.
-        api.post("/api/v1/principals", json!({"data": {"labels": {"x": {"y": 1}}}}))
-            .await
-            .expect_field_error(422, "labels.x");
+        api.post(
+            "/api/v1/principals",
+            json!({"data": {"labels": {"x": {"y": 1}}}}),
+        )
+        .await
+        .expect_field_error(422, "labels.x");
     });
 }
 

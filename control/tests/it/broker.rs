@@ -111,12 +111,20 @@ fn refresh_loop_lifecycle() {
         assert_eq!(get("client_secret").as_deref(), Some("client-secret-xyz"));
         assert_eq!(get("scope").as_deref(), Some("mail.read mail.send"));
         let hdrs = ts.requests.lock().unwrap()[0].1.clone();
-        assert!(hdrs.iter().any(|(k, v)| k == "x-tenant" && v == "tenant-secret-hdr"));
+        assert!(
+            hdrs.iter()
+                .any(|(k, v)| k == "x-tenant" && v == "tenant-secret-hdr")
+        );
         let live = cred(&api, &id).await;
         assert_eq!(live["status"], "live");
         assert!(live["last_refresh"].is_string() && live["expires_at"].is_string());
         let live_text = live.to_string();
-        for secret in ["access-one", "refresh-one", "refresh-two", "client-secret-xyz"] {
+        for secret in [
+            "access-one",
+            "refresh-one",
+            "refresh-two",
+            "client-secret-xyz",
+        ] {
             assert!(!live_text.contains(secret), "{secret} returned by the API");
         }
         let h1 = api.sync(&token, None).await.json["config_hash"].clone();
@@ -134,7 +142,10 @@ fn refresh_loop_lifecycle() {
         assert_ne!(api.sync(&token, None).await.json["config_hash"], h1);
 
         // Retryable failures: counted, backed off, the live token still delivered.
-        ts.set_script(vec![TokenReply::Status(503, json!({"error": "temporarily_unavailable"}))]);
+        ts.set_script(vec![TokenReply::Status(
+            503,
+            json!({"error": "temporarily_unavailable"}),
+        )]);
         api.patch(
             &format!("/api/v1/broker_credentials/{id}"),
             json!({"data": {"refresh_token": "refresh-three"}}),
@@ -155,7 +166,10 @@ fn refresh_loop_lifecycle() {
         assert!(ts.count() <= before + 1, "retries are not backed off");
 
         // invalid_grant: dead, the secret is withheld.
-        ts.set_script(vec![TokenReply::Status(400, json!({"error": "invalid_grant"}))]);
+        ts.set_script(vec![TokenReply::Status(
+            400,
+            json!({"error": "invalid_grant"}),
+        )]);
         let dead = eventually(15, || async {
             let c = cred(&api, &id).await;
             (c["status"] == "dead").then_some(c)
@@ -183,20 +197,37 @@ fn refresh_loop_lifecycle() {
         .await;
         assert_eq!(v, "access-four");
         let c = cred(&api, &id).await;
-        assert_eq!((c["dead"].clone(), c["failure_count"].clone()), (json!(false), json!(0)));
+        assert_eq!(
+            (c["dead"].clone(), c["failure_count"].clone()),
+            (json!(false), json!(0))
+        );
         // Omitted fields are preserved on update: the client secret is still sent.
         let last = ts.form(ts.count() - 1);
         assert!(last.contains(&("client_secret".into(), "client-secret-xyz".into())));
 
         // Referenced: 409; once unreferenced, deleted.
-        let del = api.delete(&format!("/api/v1/broker_credentials/{id}")).await;
+        let del = api
+            .delete(&format!("/api/v1/broker_credentials/{id}"))
+            .await;
         del.expect(409);
-        let ss = api.get("/api/v1/static_secrets/lookup/default/gmail-auth").await.id();
-        api.delete(&format!("/api/v1/static_secrets/{ss}")).await.expect(204);
-        api.delete(&format!("/api/v1/broker_credentials/{id}")).await.expect(204);
+        let ss = api
+            .get("/api/v1/static_secrets/lookup/default/gmail-auth")
+            .await
+            .id();
+        api.delete(&format!("/api/v1/static_secrets/{ss}"))
+            .await
+            .expect(204);
+        api.delete(&format!("/api/v1/broker_credentials/{id}"))
+            .await
+            .expect(204);
         // No credential value in the logs.
         let logs = s.logs();
-        for secret in ["access-", "refresh-one", "client-secret-xyz", "tenant-secret-hdr"] {
+        for secret in [
+            "access-",
+            "refresh-one",
+            "client-secret-xyz",
+            "tenant-secret-hdr",
+        ] {
             assert!(!logs.contains(secret), "{secret} logged");
         }
     });

@@ -49,9 +49,9 @@ async fn echo_origin() -> (u16, tokio::task::JoinHandle<()>) {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("<none>")
                         .to_owned();
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                        Bytes::from(format!("authorization={auth}")),
-                    )))
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        format!("authorization={auth}"),
+                    ))))
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)

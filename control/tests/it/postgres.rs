@@ -16,14 +16,21 @@ fn postgres_scenario_and_replicas() {
 
     // The shared scenario on its own database.
     let url = pg.create_db("scenario");
-    let s = Server::builder().database(&url).env("IRON_CONTROL_SECRET_KEY", KEY).start();
+    let s = Server::builder()
+        .database(&url)
+        .env("IRON_CONTROL_SECRET_KEY", KEY)
+        .start();
     rt.block_on(scenario::core(&s.client()));
     drop(s);
 
     // Two replicas started together on an empty database: one bootstrap key between them.
     let url = pg.create_db("fleet");
-    let b1 = Server::builder().database(&url).env("IRON_CONTROL_SECRET_KEY", KEY);
-    let b2 = Server::builder().database(&url).env("IRON_CONTROL_SECRET_KEY", KEY);
+    let b1 = Server::builder()
+        .database(&url)
+        .env("IRON_CONTROL_SECRET_KEY", KEY);
+    let b2 = Server::builder()
+        .database(&url)
+        .env("IRON_CONTROL_SECRET_KEY", KEY);
     let (a, b) = std::thread::scope(|sc| {
         let h1 = sc.spawn(|| b1.no_bootstrap().start());
         let h2 = sc.spawn(|| b2.no_bootstrap().start());
@@ -37,7 +44,10 @@ fn postgres_scenario_and_replicas() {
         .map(|v| v["api_key"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(keys.len(), 1, "exactly one bootstrap key across replicas");
-    assert_eq!(pg.psql("fleet", "SELECT COUNT(*) FROM api_keys").trim(), "1");
+    assert_eq!(
+        pg.psql("fleet", "SELECT COUNT(*) FROM api_keys").trim(),
+        "1"
+    );
     let key = &keys[0];
     let (ra, rb) = (Api::new(a.addr, key), Api::new(b.addr, key));
 
@@ -133,7 +143,12 @@ fn postgres_scenario_and_replicas() {
          SELECT encode(access_sealed, 'escape') FROM broker_state WHERE access_sealed IS NOT NULL",
     );
     assert!(!dump.is_empty());
-    for v in ["pg-secret-value", "pg-access-1", "client-secret-xyz", "pg-refresh"] {
+    for v in [
+        "pg-secret-value",
+        "pg-access-1",
+        "client-secret-xyz",
+        "pg-refresh",
+    ] {
         assert!(!dump.contains(v), "{v} stored in clear");
     }
 }

@@ -104,7 +104,10 @@ pub async fn core(api: &Api) {
     assert_eq!(roles.expect(200).data()[0]["id"], role);
     let s2 = api.sync(&token, None).await;
     assert_eq!(sources(&s2.json), ["value-direct", "value-role"]);
-    assert_eq!(s1.json["config_hash"], s2.json["config_hash"], "same config, same hash");
+    assert_eq!(
+        s1.json["config_hash"], s2.json["config_hash"],
+        "same config, same hash"
+    );
 
     // Matching hash: the hash alone.
     let h = s2.json["config_hash"].as_str().unwrap().to_owned();

@@ -20,7 +20,11 @@ fn version_and_migrate() {
             .arg(tmp.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert!(db.is_file());
 }
@@ -32,12 +36,18 @@ fn startup_logs_health_and_graceful_shutdown() {
     let listening = lines.iter().find(|v| v["msg"] == "listening").unwrap();
     assert_eq!(listening["listener"], "api");
     assert_eq!(listening["addr"], s.addr.to_string());
-    let boot: Vec<_> = lines.iter().filter(|v| v["msg"] == "bootstrap api key").collect();
+    let boot: Vec<_> = lines
+        .iter()
+        .filter(|v| v["msg"] == "bootstrap api key")
+        .collect();
     assert_eq!(boot.len(), 1);
     let key = boot[0]["api_key"].as_str().unwrap();
     assert!(key.starts_with("iak_") && key.len() == 68);
     // The generated server key is private.
-    let mode = std::fs::metadata(s.dir.join("secret.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(s.dir.join("secret.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let dir_mode = std::fs::metadata(&s.dir).unwrap().permissions().mode();
     assert_eq!(dir_mode & 0o077, 0, "state directory is owner-only");
@@ -68,7 +78,14 @@ fn unopenable_database_exits_1() {
         "mysql://localhost/x".to_owned(),
     ] {
         let out = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", &url, "--state-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                &url,
+                "--state-dir",
+            ])
             .arg(tmp.path().join("state"))
             .output()
             .unwrap();

@@ -83,7 +83,11 @@ impl ServerBuilder {
             _tmp: tmp,
         };
         let listening = s.wait_log(|v| v["msg"] == "listening");
-        s.addr = listening["addr"].as_str().expect("addr").parse().expect("addr");
+        s.addr = listening["addr"]
+            .as_str()
+            .expect("addr")
+            .parse()
+            .expect("addr");
         if self.expect_bootstrap {
             let b = s.wait_log(|v| v["msg"] == "bootstrap api key");
             s.api_key = b["api_key"].as_str().expect("api_key").to_owned();
@@ -202,14 +206,21 @@ impl Resp {
         &self.json["data"]
     }
     pub fn id(&self) -> String {
-        self.json["data"]["id"].as_str().expect("data.id").to_owned()
+        self.json["data"]["id"]
+            .as_str()
+            .expect("data.id")
+            .to_owned()
     }
     pub fn code(&self) -> &str {
         self.json["error"]["code"].as_str().unwrap_or("")
     }
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
     /// A 4xx error of the documented shape naming `field` in its details and message.
@@ -262,7 +273,9 @@ impl Api {
         if !self.key.is_empty() {
             b = b.header("authorization", format!("Bearer {}", self.key));
         }
-        let has_ct = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        let has_ct = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
         if body.is_some() && !has_ct {
             b = b.header("content-type", "application/json");
         }
@@ -328,7 +341,10 @@ fn pg_bin() -> PathBuf {
         .filter(|(_, p)| p.join("initdb").is_file())
         .collect();
     versions.sort();
-    versions.pop().expect("no initdb under /usr/lib/postgresql").1
+    versions
+        .pop()
+        .expect("no initdb under /usr/lib/postgresql")
+        .1
 }
 
 fn is_root() -> bool {
@@ -375,7 +391,16 @@ impl Postgres {
         };
         let out = pg
             .as_owner("initdb")
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&pg.data)
             .output()
             .expect("initdb");
@@ -410,7 +435,15 @@ impl Postgres {
     pub fn create_db(&self, name: &str) -> String {
         let out = self
             .as_owner("createdb")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
             .output()
             .expect("createdb");
         assert!(
@@ -429,7 +462,14 @@ impl Postgres {
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = self
             .as_owner("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-At", "-d", db, "-c", sql])
             .output()
             .expect("psql");
@@ -475,11 +515,14 @@ pub enum TokenReply {
     Status(u16, Value),
 }
 
+/// One request the token endpoint saw: form body and headers.
+pub type Recorded = (String, Vec<(String, String)>);
+
 /// A local OAuth token endpoint: records each form body, answers from a script (the last
 /// reply repeats).
 pub struct TokenServer {
     pub url: String,
-    pub requests: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<Vec<TokenReply>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -508,9 +551,7 @@ impl TokenServer {
                             let headers: Vec<(String, String)> = req
                                 .headers()
                                 .iter()
-                                .map(|(k, v)| {
-                                    (k.to_string(), v.to_str().unwrap_or("").to_owned())
-                                })
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
                                 .collect();
                             let body = req.into_body().collect().await.expect("body").to_bytes();
                             rq.lock()
@@ -518,7 +559,11 @@ impl TokenServer {
                                 .push((String::from_utf8_lossy(&body).into_owned(), headers));
                             let reply = {
                                 let mut s = sc.lock().expect("script");
-                                if s.len() > 1 { s.remove(0) } else { s[0].clone() }
+                                if s.len() > 1 {
+                                    s.remove(0)
+                                } else {
+                                    s[0].clone()
+                                }
                             };
                             let (status, body) = match reply {
                                 TokenReply::Ok {

@@ -11,7 +11,10 @@ fn config_hash_is_stable_and_tracks_delivered_config() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
     let key = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="; // base64 of 32 'A's
-    let mut s = Server::builder().dir(&dir).env("IRON_CONTROL_SECRET_KEY", key).start();
+    let mut s = Server::builder()
+        .dir(&dir)
+        .env("IRON_CONTROL_SECRET_KEY", key)
+        .start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (token, h1, api_key) = rt.block_on(async {
         let api = s.client();
@@ -62,7 +65,11 @@ fn config_hash_is_stable_and_tracks_delivered_config() {
     // Encryption at rest: no secret value in the database files.
     for f in std::fs::read_dir(&dir).unwrap() {
         let f = f.unwrap().path();
-        if f.file_name().unwrap().to_string_lossy().starts_with("control.db") {
+        if f.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("control.db")
+        {
             let bytes = std::fs::read(&f).unwrap();
             // "secret-value-" is the common prefix of every value written above.
             let hit = bytes.windows(13).any(|w| w == b"secret-value-");
@@ -83,14 +90,20 @@ fn config_hash_is_stable_and_tracks_delivered_config() {
         let api = crate::support::Api::new(s2.addr, &api_key);
         let again = api.sync(&token, None).await;
         assert_eq!(again.json["config_hash"], h1);
-        assert_eq!(again.json["secrets"][0]["source"]["value"], "secret-value-one-9f3a");
+        assert_eq!(
+            again.json["secrets"][0]["source"]["value"],
+            "secret-value-one-9f3a"
+        );
     });
     assert!(!s2.logs().contains("bootstrap api key"));
     // With another key the sealed values cannot be opened: refused, not leaked.
     drop(s2);
     let s3 = Server::builder()
         .dir(&dir)
-        .env("IRON_CONTROL_SECRET_KEY", "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=")
+        .env(
+            "IRON_CONTROL_SECRET_KEY",
+            "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=",
+        )
         .no_bootstrap()
         .start();
     rt.block_on(async {
@@ -107,7 +120,10 @@ fn server_key_rotation() {
     let dir = tmp.path().join("state");
     let old = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
     let new = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
-    let s = Server::builder().dir(&dir).env("IRON_CONTROL_SECRET_KEY", old).start();
+    let s = Server::builder()
+        .dir(&dir)
+        .env("IRON_CONTROL_SECRET_KEY", old)
+        .start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (token, key) = rt.block_on(async {
         let api = s.client();
@@ -125,7 +141,11 @@ fn server_key_rotation() {
         .env("IRON_CONTROL_PREVIOUS_SECRET_KEYS", old)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"resealed\":1"));
     // Only the new key now.
     let s = Server::builder()
@@ -136,6 +156,9 @@ fn server_key_rotation() {
     rt.block_on(async {
         let api = crate::support::Api::new(s.addr, &key);
         let r = api.sync(&token, None).await;
-        assert_eq!(r.expect(200).json["secrets"][0]["source"]["value"], "rotate-me");
+        assert_eq!(
+            r.expect(200).json["secrets"][0]["source"]["value"],
+            "rotate-me"
+        );
     });
 }
