@@ -3,7 +3,7 @@
 //! all among the proxy's tags, and the `config_hash` over all of it.
 //!
 //! Served from indexes: the proxy by token hash, grants by principal and by role, broker
-//! tokens by credential id, policies by (kind, active, priority).
+//! tokens by credential id, active policies by (active, priority).
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,22 +29,33 @@ pub struct Config {
 
 /// The secrets granted to `principal`, each once, in ascending grant priority (a secret
 /// granted twice takes the position of its last grant: "last one wins").
-pub async fn granted(
-    conn: &mut AnyConnection,
-    keys: &Keyring,
-    principal: &str,
-) -> ApiResult<Vec<(Kind, Stored)>> {
+pub fn grants_sql() -> String {
     let cols = "r.id, r.namespace, r.foreign_id, r.labels, r.body, r.sealed, r.created_at, \
                 r.updated_at, r.kind, g.priority AS gprio, g.seq AS gseq";
-    let sql = format!(
+    format!(
         "SELECT {cols} FROM grants g JOIN resources r ON r.id = g.secret_id \
          WHERE g.principal_id = $1 \
          UNION ALL \
          SELECT {cols} FROM principal_roles pr JOIN grants g ON g.role_id = pr.role_id \
          JOIN resources r ON r.id = g.secret_id WHERE pr.principal_id = $1 \
          ORDER BY gprio, gseq"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    )
+}
+
+/// The proxy row a sync starts from, by token hash.
+pub const PROXY_SQL: &str = "SELECT id, principal_id, principal_assigned_at, tags, deleted_at \
+                             FROM proxies WHERE token_hash = $1";
+
+/// Active policies, in delivery order.
+pub const POLICIES_SQL: &str =
+    "SELECT kind, name, match_tags, body FROM policies WHERE active = 1 ORDER BY priority, seq";
+
+pub async fn granted(
+    conn: &mut AnyConnection,
+    keys: &Keyring,
+    principal: &str,
+) -> ApiResult<Vec<(Kind, Stored)>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(grants_sql()))
         .bind(principal)
         .fetch_all(&mut *conn)
         .await?;
@@ -109,12 +120,7 @@ pub async fn from_policies(
     tags: &[String],
     cfg: &mut Config,
 ) -> ApiResult<()> {
-    let rows = sqlx::query(
-        "SELECT kind, name, match_tags, body FROM policies WHERE active = 1 \
-         ORDER BY priority, seq",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(POLICIES_SQL).fetch_all(&mut *conn).await?;
     let have: HashSet<&str> = tags.iter().map(String::as_str).collect();
     for r in rows {
         let match_tags = store::parse_json(&r.try_get::<String, _>("match_tags")?)?;
@@ -211,6 +217,42 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every query a sync runs is answered from an index: SQLite's plan has no full-table
+    /// `SCAN` of proxies, grants, principal_roles, resources or broker_state.
+    #[tokio::test]
+    async fn sync_queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let db = crate::db::Db::connect(&url, 1).await.unwrap();
+        db.migrate().await.unwrap();
+        let tokens_sql = "SELECT credential_id, access_sealed FROM broker_state WHERE dead = 0 \
+             AND access_sealed IS NOT NULL AND expires_at > $1 AND credential_id IN ($2, $3)";
+        for sql in [
+            grants_sql(),
+            PROXY_SQL.to_owned(),
+            POLICIES_SQL.to_owned(),
+            tokens_sql.to_owned(),
+        ] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind("x")
+                .bind("y")
+                .bind("z")
+                .fetch_all(&db.pool)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("detail").unwrap())
+                .collect();
+            for step in &plan {
+                assert!(
+                    !step.starts_with("SCAN "),
+                    "full scan in the plan of {sql}: {plan:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn hash_ignores_key_order_and_tracks_content() {

@@ -113,4 +113,5 @@ CREATE TABLE policies (
     updated_at INTEGER NOT NULL,
     UNIQUE (kind, name)
 );
-CREATE INDEX policies_delivery ON policies (kind, active, priority, seq);
+CREATE INDEX policies_delivery ON policies (active, priority, seq);
+CREATE INDEX policies_list ON policies (kind, priority, seq);

@@ -41,14 +41,11 @@ async fn sync(State(st): State<S>, headers: HeaderMap, body: JsonBody) -> ApiRes
         }
     };
     let mut conn = st.db.pool.acquire().await?;
-    let row = sqlx::query(
-        "SELECT id, principal_id, principal_assigned_at, tags, deleted_at FROM proxies \
-         WHERE token_hash = $1",
-    )
-    .bind(token_hash(token))
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(invalid)?;
+    let row = sqlx::query(delivery::PROXY_SQL)
+        .bind(token_hash(token))
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(invalid)?;
     if row.try_get::<Option<i64>, _>("deleted_at")?.is_some() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
