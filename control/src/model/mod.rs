@@ -337,14 +337,8 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// Validates the kind-specific attributes of a create or update.
-pub fn prepare(kind: Kind, input: Obj<'_>, existing: Option<&Stored>) -> Result<Prepared, Errors> {
-    let mut allowed: Vec<&str> = vec!["namespace", "foreign_id", "labels", "name"];
-    if kind.has_description() {
-        allowed.push("description");
-    }
-    allowed.extend_from_slice(kind.read_only());
-    allowed.extend_from_slice(match kind {
+fn attrs(kind: Kind) -> &'static [&'static str] {
+    match kind {
         Kind::Static => static_secret::ATTRS,
         Kind::Gcp => gcp::ATTRS,
         Kind::Oauth => oauth::ATTRS,
@@ -352,7 +346,17 @@ pub fn prepare(kind: Kind, input: Obj<'_>, existing: Option<&Stored>) -> Result<
         Kind::Hmac => hmac::ATTRS,
         Kind::Broker => broker::ATTRS,
         Kind::Principal | Kind::Role => &[],
-    });
+    }
+}
+
+/// Validates the kind-specific attributes of a create or update.
+pub fn prepare(kind: Kind, input: Obj<'_>, existing: Option<&Stored>) -> Result<Prepared, Errors> {
+    let mut allowed: Vec<&str> = vec!["namespace", "foreign_id", "labels", "name"];
+    if kind.has_description() {
+        allowed.push("description");
+    }
+    allowed.extend_from_slice(kind.read_only());
+    allowed.extend_from_slice(attrs(kind));
     let mut c = Ctx {
         input,
         existing,
@@ -369,6 +373,17 @@ pub fn prepare(kind: Kind, input: Obj<'_>, existing: Option<&Stored>) -> Result<
         Kind::Hmac => hmac::prepare(&mut c),
         Kind::Broker => broker::prepare(&mut c),
         Kind::Principal | Kind::Role => {}
+    }
+    if kind != Kind::Broker {
+        // Every attribute is present in the representation: unset ones as null (lists as []).
+        for key in attrs(kind) {
+            let empty = if matches!(*key, "rules" | "scopes") {
+                json!([])
+            } else {
+                Value::Null
+            };
+            c.out.body.entry(*key).or_insert(empty);
+        }
     }
     if c.errs.is_empty() {
         Ok(c.out)

@@ -267,6 +267,7 @@ fn upserts_foreign_ids_namespaces_and_lookup() {
             )
             .await;
         ss.expect(201);
+        assert_eq!(ss.data()["replace_config"], Value::Null, "unset attributes are null");
         let ss2 = api
             .put("/api/v1/static_secrets/gh", json!({"data": {"rules": [{"cidr": "10.0.0.0/8"}]}}))
             .await;
