@@ -158,7 +158,7 @@ impl Postgres {
 
 fn as_pg_owner(prog: &Path) -> Command {
     if is_root() {
-        let mut c = Command::new("runuser");
+        let mut c = Command::new(runuser());
         c.args(["-u", "postgres", "--"]).arg(prog);
         c.current_dir("/");
         c
@@ -176,4 +176,12 @@ impl Drop for Postgres {
             .arg("stop")
             .output();
     }
+}
+
+/// `runuser` from util-linux (in /usr/sbin, which a non-login PATH may lack).
+fn runuser() -> &'static str {
+    ["/usr/sbin/runuser", "/sbin/runuser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or("runuser")
 }

@@ -287,7 +287,7 @@ struct PgCluster {
 
 fn as_owner(prog: &Path) -> Command {
     if super::intercept::is_root() {
-        let mut c = Command::new("runuser");
+        let mut c = Command::new(runuser());
         c.args(["-u", "postgres", "--"]).arg(prog).current_dir("/");
         c
     } else {
@@ -391,4 +391,12 @@ fn pg_bin() -> Result<PathBuf> {
     v.pop()
         .map(|(_, p)| p)
         .context("no initdb under /usr/lib/postgresql")
+}
+
+/// `runuser` from util-linux (in /usr/sbin, which a non-login PATH may lack).
+fn runuser() -> &'static str {
+    ["/usr/sbin/runuser", "/sbin/runuser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or("runuser")
 }
