@@ -5,8 +5,11 @@
 //! emits on drop if nothing else emitted it (a client that went away mid-request is audited as
 //! `client_cancel`). [`sink::AuditSink`] serialises records and writes them off the data path.
 
+pub mod bench;
 pub mod record;
 pub mod sink;
+#[cfg(test)]
+mod golden;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -49,7 +49,7 @@ pub struct AuditSink {
 
 #[derive(Serialize)]
 struct Line<'a> {
-    time: String,
+    time: &'a str,
     level: &'static str,
     msg: &'static str,
     #[serde(flatten)]
@@ -59,7 +59,7 @@ struct Line<'a> {
 impl AuditSink {
     /// A sink writing to stderr from a background thread; records below `min_level` are
     /// counted but not written (iron-proxy's `log.level` applies to audit lines too).
-    pub fn stderr(min_level: LogLevel) -> Self {
+    pub fn stderr(min_level: LogLevel) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel::<Msg>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -76,12 +76,13 @@ impl AuditSink {
                         }
                     }
                 }
-            });
-        Self {
-            tx: spawned.ok().map(|_| tx),
+            })?;
+        drop(spawned);
+        Ok(Self {
+            tx: Some(tx),
             min_level,
             counters: Counters::default(),
-        }
+        })
     }
 
     /// A sink that only counts (tests, benchmarks).
@@ -101,14 +102,9 @@ impl AuditSink {
             return;
         }
         let Some(tx) = &self.tx else { return };
-        let line = Line {
-            time: crate::telemetry::now_rfc3339(),
-            level: crate::telemetry::level_name(level),
-            msg: "request",
-            record: &rec,
-        };
-        if let Ok(mut bytes) = serde_json::to_vec(&line) {
-            bytes.push(b'\n');
+        let mut bytes = Vec::new();
+        serialize_line(&mut bytes, &crate::telemetry::now_rfc3339(), level, &rec);
+        if !bytes.is_empty() {
             // Blocks only when the writer is QUEUE lines behind.
             let _ = tx.send(Msg::Line(bytes));
         }
@@ -121,5 +117,20 @@ impl AuditSink {
         if tx.send(Msg::Flush(ack_tx)).is_ok() {
             let _ = ack_rx.recv_timeout(timeout);
         }
+    }
+}
+
+/// Appends one audit line (JSON object and newline) to `out`; appends nothing if it cannot be
+/// serialised.
+pub(super) fn serialize_line(out: &mut Vec<u8>, time: &str, level: LogLevel, rec: &AuditRecord) {
+    let line = Line {
+        time,
+        level: crate::telemetry::level_name(level),
+        msg: "request",
+        record: rec,
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&line) {
+        bytes.push(b'\n');
+        out.extend_from_slice(&bytes);
     }
 }
