@@ -494,7 +494,7 @@ fn remove_ok_if_absent(
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(s))
-            if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            if s.io_error.kind() == std::io::ErrorKind::NotFound =>
         {
             Ok(())
         }

@@ -35,6 +35,8 @@ pub struct Runtime {
     /// Raw dials (sni-only passthrough), with the same deny-CIDR checks as `upstream`.
     pub connector: Connector,
     pub audit: Arc<AuditSink>,
+    /// The passwd database, resolved at startup, for the audit record's `user`.
+    pub users: Arc<crate::app::identity::Users>,
     /// Present in MITM mode.
     pub leaf_cache: Option<Arc<LeafCache>>,
     pub mode: Mode,
@@ -55,6 +57,8 @@ pub struct ConnInfo {
     pub origin: Option<ConnOrigin>,
     /// eBPF mode, not redirected: the uid owning the client socket.
     pub peer_uid: Option<u32>,
+    /// The user name of [`ConnInfo::uid`], looked up once per connection.
+    pub user: Option<Arc<str>>,
     /// The host whose address already matched this connection's original destination.
     pub verified_host: parking_lot::Mutex<Option<String>>,
     /// Set when the connection runs inside a CONNECT or SOCKS5 tunnel.
@@ -70,9 +74,16 @@ impl ConnInfo {
             sni: None,
             origin,
             peer_uid,
+            user: None,
             verified_host: Default::default(),
             tunnel: None,
         }
+    }
+
+    /// Resolves the user name of the connection's uid from the in-memory table.
+    pub fn with_user(mut self, users: &Arc<crate::app::identity::Users>) -> Self {
+        self.user = self.uid().and_then(|uid| users.name_of(uid));
+        self
     }
 
     pub fn dest_ip(&self) -> Option<IpAddr> {
@@ -108,7 +119,7 @@ impl ConnInfo {
     pub fn describe(&self, rec: &mut AuditRecord) {
         if let Some(uid) = self.uid() {
             rec.uid = Some(uid);
-            rec.user = crate::app::identity::name_of(uid);
+            rec.user = self.user.as_deref().map(str::to_string);
         }
         if let Some(o) = &self.origin {
             rec.pid = Some(o.pid);

@@ -99,7 +99,7 @@ pub(crate) async fn accept_each<F, Fut>(
 pub(crate) fn accepted(rt: &Runtime, stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
     let origin = origin_of(rt, stream, peer);
     let peer_uid = direct_peer_uid(rt, stream, peer, &origin);
-    ConnInfo::accepted(peer, origin, peer_uid)
+    ConnInfo::accepted(peer, origin, peer_uid).with_user(&rt.users)
 }
 
 /// The original destination and identity of a redirected connection (eBPF mode).

@@ -143,12 +143,8 @@ pub async fn serve(
         |rt, stream, peer, shutdown| {
             // Not a redirect target: in eBPF mode the peer's uid picks the identity.
             let peer_uid = server::direct_peer_uid(&rt, &stream, peer, &None);
-            handle(
-                rt,
-                stream,
-                ConnInfo::accepted(peer, None, peer_uid),
-                shutdown,
-            )
+            let conn = ConnInfo::accepted(peer, None, peer_uid).with_user(&rt.users);
+            handle(rt, stream, conn, shutdown)
         },
     )
     .await;
