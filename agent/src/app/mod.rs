@@ -17,7 +17,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::{self, BindError};
 use crate::audit::AuditSink;
+use identity::Users;
 use crate::config::{Config, TlsMode};
+use crate::mint::TokenHttp;
 use crate::proxy::{Runtime, server};
 use crate::resolve::{ResolveError, Resolver};
 use crate::secrets::SecretRegistry;
@@ -57,11 +59,16 @@ pub enum AppError {
 /// silently drop a policy the operator wrote, so each one refuses startup (fail closed).
 pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if let Err(errs) = transform::build_pipeline(&cfg.transforms, &mut SecretRegistry::default()) {
+    // Built only to surface build errors: nothing mints, so no connector.
+    let mint = Arc::new(TokenHttp::detached());
+    if let Err(errs) =
+        transform::build_pipeline(&cfg.transforms, &mut SecretRegistry::default(), &mint)
+    {
         out.extend(errs.iter().map(|e| e.to_string()));
     }
     for (i, p) in cfg.intercept.policies.iter().enumerate() {
-        if let Err(errs) = transform::build_pipeline(&p.transforms, &mut SecretRegistry::default())
+        if let Err(errs) =
+            transform::build_pipeline(&p.transforms, &mut SecretRegistry::default(), &mint)
         {
             out.extend(errs.iter().map(|e| format!("intercept.policies[{i}].{e}")));
         }
@@ -85,14 +92,11 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         return Err(AppError::Unsupported(refused));
     }
     let signals = Signals::install();
-    let mut secrets = SecretRegistry::default();
-    let pipelines = build_pipelines(&cfg, &mut secrets)?;
-    // Secrets are resolved before the first request; failures are retried in the background.
-    secrets.resolve_all().await;
-    if !cfg.transforms.iter().any(|t| t.name == "allowlist") {
-        tracing::warn!("no allowlist transform configured: every destination is allowed");
-    }
-    let audit = Arc::new(AuditSink::stderr(cfg.log.level));
+    let audit = Arc::new(AuditSink::stderr(cfg.log.level).map_err(|e| AppError::Fatal {
+        component: "audit",
+        reason: format!("starting the audit writer: {e}"),
+    })?);
+    let users = Users::load();
 
     let leaf_cache = match cfg.tls.mode {
         TlsMode::Mitm => {
@@ -130,7 +134,14 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?)
         .with_upstream_proxies(proxies);
     // Token mints are the agent's own traffic: same resolver, upstream proxies and roots.
-    crate::mint::http::install_connector(&connector);
+    let mint = Arc::new(TokenHttp::new(&connector));
+    let mut secrets = SecretRegistry::default();
+    let pipelines = build_pipelines(&cfg, &mut secrets, &mint)?;
+    // Secrets are resolved before the first request; failures are retried in the background.
+    secrets.resolve_all().await;
+    if !cfg.transforms.iter().any(|t| t.name == "allowlist") {
+        tracing::warn!("no allowlist transform configured: every destination is allowed");
+    }
     let upstream = UpstreamClient::new(
         connector.clone(),
         cfg.proxy.upstream_response_header_timeout.0,
@@ -174,6 +185,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         upstream,
         connector,
         audit: audit.clone(),
+        users,
         leaf_cache,
         mode: match cfg.tls.mode {
             TlsMode::Mitm => Mode::Mitm,
@@ -269,13 +281,17 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
 }
 
 /// Builds the top-level pipeline and one per `intercept.policies` entry.
-fn build_pipelines(cfg: &Config, secrets: &mut SecretRegistry) -> Result<PipelineSet, AppError> {
+fn build_pipelines(
+    cfg: &Config,
+    secrets: &mut SecretRegistry,
+    mint: &Arc<TokenHttp>,
+) -> Result<PipelineSet, AppError> {
     let default =
-        transform::build_pipeline(&cfg.transforms, secrets).map_err(AppError::Pipeline)?;
+        transform::build_pipeline(&cfg.transforms, secrets, mint).map_err(AppError::Pipeline)?;
     let mut policies = Vec::new();
     for p in &cfg.intercept.policies {
         let pipeline =
-            transform::build_pipeline(&p.transforms, secrets).map_err(AppError::Pipeline)?;
+            transform::build_pipeline(&p.transforms, secrets, mint).map_err(AppError::Pipeline)?;
         policies.push((p.name.clone(), Arc::new(pipeline)));
     }
     Ok(PipelineSet {

@@ -13,6 +13,7 @@ use super::oauth_token::OauthToken;
 use super::secrets::Secrets;
 use super::{Pipeline, Transform, allowlist::Allowlist};
 use crate::config::{TransformEntry, TransformSpec};
+use crate::mint::TokenHttp;
 use crate::secrets::SecretRegistry;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +24,13 @@ pub enum BuildError {
     Invalid { index: usize, message: String },
 }
 
-/// Builds every transform, registering the secrets they use in `secrets`. Kinds whose runtime
-/// does not exist yet are refused: running without them would silently drop a policy.
+/// Builds every transform, registering the secrets they use in `secrets`; credential
+/// transforms mint tokens through `mint`. Kinds whose runtime does not exist yet are refused:
+/// running without them would silently drop a policy.
 pub fn build_pipeline(
     entries: &[TransformEntry],
     secrets: &mut SecretRegistry,
+    mint: &Arc<TokenHttp>,
 ) -> Result<Pipeline, Vec<BuildError>> {
     let mut out: Vec<Arc<dyn Transform>> = Vec::new();
     let mut errors = Vec::new();
@@ -44,21 +47,21 @@ pub fn build_pipeline(
                     message: err.to_string(),
                 }),
             },
-            TransformSpec::OauthToken(cfg) => match OauthToken::new(cfg, secrets) {
+            TransformSpec::OauthToken(cfg) => match OauthToken::new(cfg, secrets, mint) {
                 Ok(t) => out.push(Arc::new(t)),
                 Err(err) => errors.push(BuildError::Invalid {
                     index,
                     message: err.to_string(),
                 }),
             },
-            TransformSpec::GcpAuth(cfg) => match GcpAuth::new(cfg, secrets) {
+            TransformSpec::GcpAuth(cfg) => match GcpAuth::new(cfg, secrets, mint) {
                 Ok(t) => out.push(Arc::new(t)),
                 Err(err) => errors.push(BuildError::Invalid {
                     index,
                     message: err.to_string(),
                 }),
             },
-            TransformSpec::GcpIdToken(cfg) => match GcpIdToken::new(cfg, secrets) {
+            TransformSpec::GcpIdToken(cfg) => match GcpIdToken::new(cfg, secrets, mint) {
                 Ok(t) => out.push(Arc::new(t)),
                 Err(err) => errors.push(BuildError::Invalid {
                     index,

@@ -46,8 +46,9 @@ impl GcpAuth {
     pub fn new(
         cfg: &GcpAuthConfig,
         registry: &mut SecretRegistry,
+        http: &Arc<TokenHttp>,
     ) -> Result<Self, GcpAuthBuildError> {
-        let http = Arc::new(TokenHttp::new());
+        let http = http.clone();
         let keyfile = keyfile_source(cfg.keyfile.as_ref(), cfg.keyfile_path.as_deref());
         let creds = match (keyfile, &cfg.credentials_provider) {
             (Some((field, src)), None) => {

@@ -45,6 +45,7 @@ impl GcpIdToken {
     pub fn new(
         cfg: &GcpIdTokenConfig,
         registry: &mut SecretRegistry,
+        http: &Arc<TokenHttp>,
     ) -> Result<Self, GcpIdTokenBuildError> {
         let (field, src) = keyfile_source(cfg.keyfile.as_ref(), cfg.keyfile_path.as_deref())
             .ok_or_else(|| GcpIdTokenBuildError {
@@ -66,7 +67,7 @@ impl GcpIdToken {
             }),
             location: format!("header:{name}"),
             rules: RuleSet::from_configs(&cfg.rules),
-            http: Arc::new(TokenHttp::new()),
+            http: http.clone(),
         })
     }
 

@@ -123,8 +123,8 @@ impl OauthToken {
     pub fn new(
         cfg: &OauthTokenConfig,
         registry: &mut SecretRegistry,
+        http: &Arc<TokenHttp>,
     ) -> Result<Self, OauthBuildError> {
-        let http = Arc::new(TokenHttp::new());
         let mut entries = Vec::new();
         let mut stubs = Vec::new();
         for (index, e) in cfg.tokens.iter().enumerate() {
