@@ -120,6 +120,7 @@ fn bench_mint(iterations: usize) -> ExitCode {
 }
 
 fn bench_audit(records: u64) -> ExitCode {
+    // Records go to stderr; run with stderr redirected to a file (cargo xtask bench does).
     let sink = match iron_agent::audit::AuditSink::stderr(config::LogLevel::Info) {
         Ok(s) => s,
         Err(e) => {
@@ -127,7 +128,10 @@ fn bench_audit(records: u64) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("{}", iron_agent::audit::bench::run(&sink, records).to_json());
+    println!(
+        "{}",
+        iron_agent::audit::bench::run(&sink, records).to_json()
+    );
     ExitCode::SUCCESS
 }
 

@@ -45,7 +45,9 @@ fn reject() -> AuditRecord {
     r.status_code = 403;
     r.duration_ms = 0.25;
     let mut allow = trace("annotate", TraceAction::Allow, 0.001);
-    allow.annotations.insert("header:X-Team".into(), json!("blue"));
+    allow
+        .annotations
+        .insert("header:X-Team".into(), json!("blue"));
     r.request_transforms = vec![allow, trace("allowlist", TraceAction::Reject, 0.0)];
     r
 }
@@ -68,17 +70,21 @@ fn traces_with_annotations() -> AuditRecord {
     r.status_code = 201;
     r.duration_ms = 1e-7;
     let mut t = trace("oauth_token", TraceAction::Allow, 1.5);
-    t.annotations.insert("credential".into(), json!("tokens[0]"));
+    t.annotations
+        .insert("credential".into(), json!("tokens[0]"));
     t.annotations.insert("cached".into(), json!(true));
     t.annotations.insert("expires_in_s".into(), json!(3599));
     t.annotations.insert("ratio".into(), json!(0.5));
-    t.annotations.insert("nested".into(), json!({"b": [1, null, "x"], "a": {}}));
+    t.annotations
+        .insert("nested".into(), json!({"b": [1, null, "x"], "a": {}}));
     let mut e = trace("gcp_auth", TraceAction::Error, 20.0);
     e.error = Some("token endpoint https://oauth2.example/token returned HTTP 500".into());
-    e.annotations.insert("error".into(), json!("token_endpoint_http_500"));
+    e.annotations
+        .insert("error".into(), json!("token_endpoint_http_500"));
     r.request_transforms = vec![t, e];
     let mut resp = trace("secrets", TraceAction::Allow, 0.0);
-    resp.annotations.insert("swapped".into(), Value::Array(vec![]));
+    resp.annotations
+        .insert("swapped".into(), Value::Array(vec![]));
     r.response_transforms = vec![resp];
     r.reason = Some("sni_host_mismatch".into());
     r
@@ -138,8 +144,10 @@ fn line(rec: AuditRecord) -> String {
     let mut rec = rec;
     rec.set_decider_from_traces();
     let level = rec.level();
+    let time =
+        time::OffsetDateTime::parse(TIME, &time::format_description::well_known::Rfc3339).unwrap();
     let mut out = Vec::new();
-    super::sink::serialize_line(&mut out, TIME, level, &rec);
+    super::line::write(&mut out, time, level, &rec);
     String::from_utf8(out).unwrap()
 }
 
