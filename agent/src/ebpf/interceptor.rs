@@ -95,7 +95,11 @@ impl Interceptor {
         let cg = File::open(&cg_root)
             .map_err(|e| InterceptError::io(format!("opening cgroup {}", cg_root.display()), e))?;
 
+        // aya-log level, frozen into the programs' read-only data: 0 (the default) lets the
+        // verifier drop every logging branch.
+        let log_level = super::log::level_from_env();
         let mut ebpf = EbpfLoader::new()
+            .override_global(super::log::LEVEL_GLOBAL, &log_level, true)
             .load(OBJECT)
             .map_err(|e| InterceptError::Object(Box::new(e)))?;
         // Config before attach: programs must never run with the zeroed (deny-everything) config
@@ -149,6 +153,11 @@ impl Interceptor {
                 path,
                 source: Box::new(e),
             })?;
+        }
+        if log_level > 0
+            && let Err(e) = super::log::spawn_reader(&mut ebpf)
+        {
+            tracing::warn!(error = %e, "eBPF logging requested but its reader did not start");
         }
         // Everything new is attached and pinned. Drop the loader's own fds; the pins keep the
         // programs and maps alive.

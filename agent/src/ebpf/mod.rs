@@ -29,6 +29,7 @@
 mod config;
 mod error;
 mod interceptor;
+pub mod log;
 mod lookup;
 mod sys;
 
