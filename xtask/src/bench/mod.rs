@@ -5,6 +5,7 @@
 //! and memory, `report` prints the table and writes bench-results/latest.json; `intercept` is the
 //! eBPF-vs-iptables bench (bench-results/intercept.json).
 
+mod audit;
 mod intercept;
 mod oha;
 mod procfs;
@@ -265,7 +266,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut origin = servers::start_origin(&bins.origin, &work.0)?;
     let relay = servers::start_relay(&bins.relay, origin.addr)?;
     // An agent that does not start must not cost us the direct and relay numbers.
-    let agent = servers::start_agent(&bins.agent, &work.0, &origin.ca_cert);
+    let agent = servers::start_agent(&bins.agent, &work.0, &origin.ca_cert, servers::Audit::Off);
     if let Err(e) = &agent {
         eprintln!("==> agent did not start: {e:#}");
     }
@@ -307,6 +308,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         Err(e) => Err(format!("agent did not start: {e:#}")),
     };
+    let audit_res = match &agent {
+        Ok(a) => {
+            audit::run(&ctx, a, &bins.agent, &work.0, &origin.ca_cert).map_err(|e| format!("{e:#}"))
+        }
+        Err(e) => Err(format!("agent did not start: {e:#}")),
+    };
     // A crashed origin would make every later number meaningless; say so rather than report them.
     if let Some(status) = origin.guard.exited() {
         bail!(
@@ -327,6 +334,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         relay: relay_res,
         agent: agent_res,
         leaf_mint_us: mint,
+        audit: audit_res,
         loadavg_before,
     };
     report.print();
@@ -355,6 +363,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     .into_iter()
     .filter(|(_, r)| r.is_err())
     .map(|(n, _)| n)
+    .chain(report.audit.is_err().then_some("audit pair"))
     .collect();
     if !failed.is_empty() {
         bail!("scenario(s) failed: {} (see above)", failed.join(", "));
