@@ -105,7 +105,10 @@ mod tests {
 
     #[test]
     fn signals_a_child() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         signal(child.id(), Signal::SIGTERM);
         let st = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt as _;

@@ -171,7 +171,11 @@ mod tests {
         assert!(!users.refreshing.load(Ordering::Acquire));
         // Later: an unknown uid schedules one re-read of the real database, which knows root.
         *users.last_refresh.lock() = Instant::now() - REFRESH_AFTER - Duration::from_secs(1);
-        assert_eq!(users.name_of(0), None, "answered from memory, not after a read");
+        assert_eq!(
+            users.name_of(0),
+            None,
+            "answered from memory, not after a read"
+        );
         let deadline = Instant::now() + Duration::from_secs(10);
         while users.snapshot().name_of(0).is_none() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -17,7 +17,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::{self, BindError};
 use crate::audit::AuditSink;
-use identity::Users;
 use crate::config::{Config, TlsMode};
 use crate::mint::TokenHttp;
 use crate::proxy::{Runtime, server};
@@ -26,6 +25,7 @@ use crate::secrets::SecretRegistry;
 use crate::tls::{self, CertAuthority, LeafCache, TlsError};
 use crate::transform::{self, BuildError, Mode, PipelineSet};
 use crate::upstream::{Connector, DenyList, UpstreamClient, UpstreamProxies};
+use identity::Users;
 
 /// In-flight requests get this long to finish after SIGINT/SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,10 +92,12 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         return Err(AppError::Unsupported(refused));
     }
     let signals = Signals::install();
-    let audit = Arc::new(AuditSink::stderr(cfg.log.level).map_err(|e| AppError::Fatal {
-        component: "audit",
-        reason: format!("starting the audit writer: {e}"),
-    })?);
+    let audit = Arc::new(
+        AuditSink::stderr(cfg.log.level).map_err(|e| AppError::Fatal {
+            component: "audit",
+            reason: format!("starting the audit writer: {e}"),
+        })?,
+    );
     let users = Users::load();
 
     let leaf_cache = match cfg.tls.mode {

@@ -97,7 +97,10 @@ impl OAuthSource {
             key,
         )?;
         // Sorted keys, like url.Values.Encode.
-        let form = [("assertion", assertion.as_str()), ("grant_type", jwt::GRANT_TYPE)];
+        let form = [
+            ("assertion", assertion.as_str()),
+            ("grant_type", jwt::GRANT_TYPE),
+        ];
         self.http
             .post_form_raw(&self.cfg.token_endpoint, &form, &c.endpoint_headers)
             .await
