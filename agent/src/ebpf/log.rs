@@ -105,6 +105,63 @@ async fn read_forever(mut afd: AsyncFd<EbpfLogger<Forward>>) {
 mod tests {
     use super::level_from;
 
+    /// Loads every program (verifier included, nothing attached) with logging at `level`;
+    /// returns the kernel's translated size per program.
+    fn load_all(level: u8) -> Vec<(&'static str, u32)> {
+        use agent_common::{PROGRAMS, ProgKind};
+        use aya::programs::{CgroupSock, CgroupSockAddr, SockOps};
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global(super::LEVEL_GLOBAL, &level, true)
+            .load(super::super::interceptor::OBJECT)
+            .unwrap();
+        let mut out = Vec::new();
+        for (name, kind) in PROGRAMS {
+            let prog = ebpf.program_mut(name).unwrap();
+            let info = match kind {
+                ProgKind::SockCreate => {
+                    let p: &mut CgroupSock = prog.try_into().unwrap();
+                    p.load().unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
+                    p.info().unwrap()
+                }
+                ProgKind::SockAddr => {
+                    let p: &mut CgroupSockAddr = prog.try_into().unwrap();
+                    p.load().unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
+                    p.info().unwrap()
+                }
+                ProgKind::SockOps => {
+                    let p: &mut SockOps = prog.try_into().unwrap();
+                    p.load().unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
+                    p.info().unwrap()
+                }
+            };
+            out.push((*name, info.size_translated().unwrap_or(0)));
+        }
+        out
+    }
+
+    /// The programs pass the verifier with logging off and on, and with it off the kernel keeps
+    /// none of the logging code (so a connect costs what it did without aya-log).
+    #[test]
+    fn programs_load_with_logging_off_and_on_and_off_costs_nothing() {
+        if !crate::sys::is_root() || !super::super::object_built() {
+            eprintln!("SKIPPED ebpf::log load test: needs root and the built eBPF object");
+            return;
+        }
+        let off = load_all(0);
+        let on = load_all(4);
+        eprintln!("translated bytes per program, logging off / debug: ");
+        for ((name, a), (_, b)) in off.iter().zip(&on) {
+            eprintln!("  {name:<24} {a:>6} / {b:>6}");
+        }
+        let logging = ["iron_connect4", "iron_connect6", "iron_sendmsg4", "iron_sendmsg6"];
+        for ((name, a), (_, b)) in off.iter().zip(&on) {
+            assert!(a <= b, "{name}: {a} > {b}");
+            if logging.contains(name) {
+                assert!(a < b, "{name}: logging code was not removed when off ({a} vs {b})");
+            }
+        }
+    }
+
     #[test]
     fn off_unless_rust_log_names_the_target() {
         assert_eq!(level_from(None), 0);
