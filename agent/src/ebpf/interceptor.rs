@@ -28,7 +28,8 @@ use super::{
 };
 
 /// The eBPF object built by agent/build.rs; empty when the toolchain was missing at build time.
-pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 /// Whether this binary carries a real eBPF object (false when built without the eBPF toolchain).
 pub fn object_built() -> bool {

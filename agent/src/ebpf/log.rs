@@ -120,17 +120,20 @@ mod tests {
             let info = match kind {
                 ProgKind::SockCreate => {
                     let p: &mut CgroupSock = prog.try_into().unwrap();
-                    p.load().unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
+                    p.load()
+                        .unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
                     p.info().unwrap()
                 }
                 ProgKind::SockAddr => {
                     let p: &mut CgroupSockAddr = prog.try_into().unwrap();
-                    p.load().unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
+                    p.load()
+                        .unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
                     p.info().unwrap()
                 }
                 ProgKind::SockOps => {
                     let p: &mut SockOps = prog.try_into().unwrap();
-                    p.load().unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
+                    p.load()
+                        .unwrap_or_else(|e| panic!("{name} at level {level}: {e:?}"));
                     p.info().unwrap()
                 }
             };
@@ -153,11 +156,19 @@ mod tests {
         for ((name, a), (_, b)) in off.iter().zip(&on) {
             eprintln!("  {name:<24} {a:>6} / {b:>6}");
         }
-        let logging = ["iron_connect4", "iron_connect6", "iron_sendmsg4", "iron_sendmsg6"];
+        let logging = [
+            "iron_connect4",
+            "iron_connect6",
+            "iron_sendmsg4",
+            "iron_sendmsg6",
+        ];
         for ((name, a), (_, b)) in off.iter().zip(&on) {
             assert!(a <= b, "{name}: {a} > {b}");
             if logging.contains(name) {
-                assert!(a < b, "{name}: logging code was not removed when off ({a} vs {b})");
+                assert!(
+                    a < b,
+                    "{name}: logging code was not removed when off ({a} vs {b})"
+                );
             }
         }
     }
