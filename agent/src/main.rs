@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use iron_agent::cli::{Alg, Cli, Command, normalize_args};
 use iron_agent::config::{self, Config};
-use iron_agent::{app, install, telemetry, tls};
+use iron_agent::{app, check, install, telemetry, tls};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
@@ -63,7 +63,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in config::validate::validate_warnings(&cfg) {
                 eprintln!("warning: {w}");
             }
-            let refused = app::unsupported(&cfg);
+            let refused = check::unsupported(&cfg);
             if !refused.is_empty() {
                 for e in refused {
                     eprintln!("error: {e}");

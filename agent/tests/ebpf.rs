@@ -32,10 +32,11 @@ use iron_agent::ebpf::{
     ConnOrigin, Counter, Counters, InterceptConfig, Interceptor, LoopbackPolicy, Mode,
     OrigDstLookup, cgroup2_mount, is_installed, object_built,
 };
+use iron_agent::identify::{ClientAddr, LocalAddr, PolicyId, Uid};
 
 const TEST_USER: &str = "iron-ebpf-test";
 const PYTHON: &str = "/usr/bin/python3";
-const POLICY_ID: u32 = 42;
+const POLICY_ID: PolicyId = PolicyId(42);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The programs attach at the cgroup root and share the test user: one test at a time.
@@ -166,7 +167,7 @@ impl Env {
     /// Installs at the cgroup root and governs the test user.
     fn install(&self, l: &Listeners) -> Interceptor {
         let icpt = Interceptor::install(&self.config(l)).unwrap();
-        icpt.set_uid_policy(self.uid, Mode::Redirect, POLICY_ID)
+        icpt.set_uid_policy(Uid(self.uid), Mode::Redirect, POLICY_ID)
             .unwrap();
         icpt
     }
@@ -374,7 +375,7 @@ fn accept_one(l: &TcpListener, lookup: &dyn OrigDstLookup) -> (SocketAddr, Optio
         }
     };
     let local = s.local_addr().unwrap();
-    let origin = lookup.lookup(peer, local);
+    let origin = lookup.lookup(ClientAddr(peer), LocalAddr(local));
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
     let mut buf = [0u8; 16];
@@ -505,7 +506,7 @@ fn redirected_tcp(
 fn assert_origin(o: Option<ConnOrigin>, dst: &str, uid: u32, pid: u32) -> ConnOrigin {
     let o = o.expect("lookup found no origin for a redirected connection");
     assert_eq!(o.orig_dst, dst.parse::<SocketAddr>().unwrap());
-    assert_eq!(o.uid, uid);
+    assert_eq!(o.uid, Uid(uid));
     assert_eq!(o.pid, pid);
     assert_eq!(o.comm, "python3");
     o
@@ -725,7 +726,8 @@ fn only_tcp_and_udp_sockets_for_governed_tasks() {
 
     // Root inside a governed cgroup: only TCP/UDP (root has CAP_NET_RAW and ping sockets are
     // enabled, so every denial below comes from sock_create).
-    icpt.govern_cgroup(&env.cgroup, Mode::Redirect, 7).unwrap();
+    icpt.govern_cgroup(&env.cgroup, Mode::Redirect, PolicyId(7))
+        .unwrap();
     let before = counters(&icpt);
     let out = env.spawn(Who::Root, true, SOCKET_CLIENT, &[]).finish();
     for (name, res) in results(&out) {
@@ -776,13 +778,15 @@ fn root_is_not_redirected_but_governed_cgroup_is() {
     assert_eq!(line(&out, "ERR"), Some("EPERM"), "{out}");
 
     // Root inside a governed cgroup is governed (setuid/root inside the subtree, T11).
-    let id = icpt.govern_cgroup(&env.cgroup, Mode::Redirect, 99).unwrap();
+    let id = icpt
+        .govern_cgroup(&env.cgroup, Mode::Redirect, PolicyId(99))
+        .unwrap();
     let run = env.spawn(Who::Root, false, TCP_CLIENT, &["4", "192.0.2.10", "80"]);
     let pid = run.pid();
     let (_, origin) = accept_one(&l.http4, &icpt);
     let out = run.finish();
     let o = assert_origin(origin, "192.0.2.10:80", 0, pid);
-    assert_eq!(o.policy_id, 99);
+    assert_eq!(o.policy_id, PolicyId(99));
     assert_eq!(o.cgroup_id, id);
     assert_eq!(line(&out, "REPLY"), Some("OK"), "{out}");
     let out = env
@@ -830,8 +834,12 @@ fn loopback_policy_and_deny_all_mode() {
     assert_eq!(line(&out, "REPLY"), Some("OK"), "{out}");
 
     // Deny-all: not even 80/443/53 are redirected.
-    icpt.set_uid_policy(env.uid, Mode::DenyAll, 1).unwrap();
-    assert_eq!(icpt.uid_policy(env.uid).unwrap(), Some((Mode::DenyAll, 1)));
+    icpt.set_uid_policy(Uid(env.uid), Mode::DenyAll, PolicyId(1))
+        .unwrap();
+    assert_eq!(
+        icpt.uid_policy(Uid(env.uid)).unwrap(),
+        Some((Mode::DenyAll, PolicyId(1)))
+    );
     let out = env
         .spawn(Who::User, false, TCP_CLIENT, &["4", "192.0.2.10", "80"])
         .finish();
@@ -885,7 +893,7 @@ fn pins_survive_drop_fail_closed_and_adopt_restores() {
     // Restarted agent adopts the pins (uid policy kept) and serves again.
     let icpt = Interceptor::adopt(&cfg).unwrap();
     assert_eq!(
-        icpt.uid_policy(env.uid).unwrap(),
+        icpt.uid_policy(Uid(env.uid)).unwrap(),
         Some((Mode::Redirect, POLICY_ID))
     );
     let (out, origin, pid) = redirected_tcp(&env, &icpt, &l.http4, "4", "192.0.2.10", 80);
@@ -896,7 +904,7 @@ fn pins_survive_drop_fail_closed_and_adopt_restores() {
     let icpt2 = Interceptor::install(&cfg).unwrap();
     drop(icpt);
     icpt2
-        .set_uid_policy(env.uid, Mode::Redirect, POLICY_ID)
+        .set_uid_policy(Uid(env.uid), Mode::Redirect, POLICY_ID)
         .unwrap();
     let (_, origin, pid) = redirected_tcp(&env, &icpt2, &l.http4, "4", "192.0.2.10", 80);
     assert_origin(origin, "192.0.2.10:80", env.uid, pid);
@@ -961,7 +969,7 @@ fn lookup_finds_every_concurrent_connection() {
         if let Some(o) = origin {
             assert_eq!(
                 (o.orig_dst, o.uid, o.pid),
-                ("192.0.2.10:80".parse().unwrap(), env.uid, pid)
+                ("192.0.2.10:80".parse().unwrap(), Uid(env.uid), pid)
             );
             found += 1;
         }

@@ -21,11 +21,9 @@ use aya::{
 };
 use parking_lot::Mutex;
 
-use super::{
-    InterceptConfig, InterceptError, Mode,
-    lookup::{ConnOrigin, OrigDstLookup, OrigDstTable},
-    sys,
-};
+use crate::identify::{CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup, PolicyId, Uid};
+
+use super::{InterceptConfig, InterceptError, Mode, lookup::OrigDstTable, sys};
 
 /// The eBPF object built by agent/build.rs; empty when the toolchain was missing at build time.
 pub(super) static OBJECT: &[u8] =
@@ -119,42 +117,7 @@ impl Interceptor {
         let staging = staging_dir(&cfg.pin_dir);
         remove_pins(&staging)?;
         let guard = StagingGuard(Some(staging.clone()));
-        let (maps_dir, links_dir) = (
-            staging.join(PIN_MAPS_SUBDIR),
-            staging.join(PIN_LINKS_SUBDIR),
-        );
-        for d in [&maps_dir, &links_dir] {
-            fs::create_dir_all(d)
-                .map_err(|e| InterceptError::io(format!("creating {}", d.display()), e))?;
-        }
-        // Only the agent may reach the pins: a governed task that could open the maps could
-        // exempt itself or forge origins (threat T16). Pin files themselves are created 0600.
-        for d in [&staging, &maps_dir, &links_dir] {
-            fs::set_permissions(d, fs::Permissions::from_mode(0o700))
-                .map_err(|e| InterceptError::io(format!("chmod 0700 {}", d.display()), e))?;
-        }
-        for name in MAP_NAMES {
-            let map = ebpf
-                .map(name)
-                .ok_or(InterceptError::Missing { what: "map", name })?;
-            let path = maps_dir.join(name);
-            map.pin(&path).map_err(|e| InterceptError::Pin {
-                path,
-                source: Box::new(e),
-            })?;
-        }
-        for (name, kind) in PROGRAMS {
-            let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
-                what: "program",
-                name,
-            })?;
-            let link = attach(name, prog, kind, &cg)?;
-            let path = links_dir.join(name);
-            link.pin(&path).map_err(|e| InterceptError::Pin {
-                path,
-                source: Box::new(e),
-            })?;
-        }
+        pin_and_attach(&mut ebpf, &cg, &staging)?;
         if log_level > 0
             && let Err(e) = super::log::spawn_reader(&mut ebpf)
         {
@@ -268,28 +231,28 @@ impl Interceptor {
     /// their default exemption.
     pub fn set_uid_policy(
         &self,
-        uid: u32,
+        uid: Uid,
         mode: Mode,
-        policy_id: u32,
+        policy_id: PolicyId,
     ) -> Result<(), InterceptError> {
         let p = Policy {
             mode: mode.raw(),
-            policy_id,
+            policy_id: policy_id.0,
         };
         self.uid_policy
             .lock()
-            .insert(uid, p, 0)
+            .insert(uid.0, p, 0)
             .map_err(|e| InterceptError::map(MAP_UID_POLICY, e))
     }
 
     /// Removes `uid` from the policy map (it falls back to the default mode). Not-present is ok.
-    pub fn remove_uid_policy(&self, uid: u32) -> Result<(), InterceptError> {
-        remove_ok_if_absent(self.uid_policy.lock().remove(&uid), MAP_UID_POLICY)
+    pub fn remove_uid_policy(&self, uid: Uid) -> Result<(), InterceptError> {
+        remove_ok_if_absent(self.uid_policy.lock().remove(&uid.0), MAP_UID_POLICY)
     }
 
     /// The mode and policy id set for `uid`, if any.
-    pub fn uid_policy(&self, uid: u32) -> Result<Option<(Mode, u32)>, InterceptError> {
-        get_policy(self.uid_policy.lock().get(&uid, 0), MAP_UID_POLICY)
+    pub fn uid_policy(&self, uid: Uid) -> Result<Option<(Mode, PolicyId)>, InterceptError> {
+        get_policy(self.uid_policy.lock().get(&uid.0, 0), MAP_UID_POLICY)
     }
 
     /// Governs every task in the cgroup subtree rooted at `path` (cgroup v2 directory), whatever
@@ -298,29 +261,29 @@ impl Interceptor {
         &self,
         path: &Path,
         mode: Mode,
-        policy_id: u32,
-    ) -> Result<u64, InterceptError> {
-        let id = sys::cgroup_id(path)?;
+        policy_id: PolicyId,
+    ) -> Result<CgroupId, InterceptError> {
+        let id = CgroupId(sys::cgroup_id(path)?);
         let p = Policy {
             mode: mode.raw(),
-            policy_id,
+            policy_id: policy_id.0,
         };
         self.cgroups
             .lock()
-            .insert(id, p, 0)
+            .insert(id.0, p, 0)
             .map_err(|e| InterceptError::map(MAP_GOVERNED_CGROUPS, e))?;
         Ok(id)
     }
 
     /// Stops governing the subtree at `path` by cgroup membership. Not-present is ok.
     pub fn ungovern_cgroup(&self, path: &Path) -> Result<(), InterceptError> {
-        let id = sys::cgroup_id(path)?;
+        let id = CgroupId(sys::cgroup_id(path)?);
         self.ungovern_cgroup_id(id)
     }
 
     /// As [`Self::ungovern_cgroup`], by id (for cgroups that were already removed).
-    pub fn ungovern_cgroup_id(&self, id: u64) -> Result<(), InterceptError> {
-        remove_ok_if_absent(self.cgroups.lock().remove(&id), MAP_GOVERNED_CGROUPS)
+    pub fn ungovern_cgroup_id(&self, id: CgroupId) -> Result<(), InterceptError> {
+        remove_ok_if_absent(self.cgroups.lock().remove(&id.0), MAP_GOVERNED_CGROUPS)
     }
 
     /// Removes every uid and cgroup entry not in `uids` / `cgroups`: after a restart with an
@@ -328,14 +291,14 @@ impl Interceptor {
     /// Called after the new entries are written, so no identity is ever briefly ungoverned.
     pub fn retain_policies(
         &self,
-        uids: &std::collections::HashSet<u32>,
-        cgroups: &std::collections::HashSet<u64>,
+        uids: &std::collections::HashSet<Uid>,
+        cgroups: &std::collections::HashSet<CgroupId>,
     ) -> Result<(), InterceptError> {
         let mut map = self.uid_policy.lock();
         let stale: Vec<u32> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|u| !uids.contains(u))
+            .filter(|u| !uids.contains(&Uid(*u)))
             .collect();
         for u in stale {
             remove_ok_if_absent(map.remove(&u), MAP_UID_POLICY)?;
@@ -345,7 +308,7 @@ impl Interceptor {
         let stale: Vec<u64> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|c| !cgroups.contains(c))
+            .filter(|c| !cgroups.contains(&CgroupId(*c)))
             .collect();
         for c in stale {
             remove_ok_if_absent(map.remove(&c), MAP_GOVERNED_CGROUPS)?;
@@ -365,13 +328,51 @@ impl Interceptor {
 }
 
 impl OrigDstLookup for Interceptor {
-    fn lookup(
-        &self,
-        peer: std::net::SocketAddr,
-        local: std::net::SocketAddr,
-    ) -> Option<ConnOrigin> {
-        self.orig.lookup(peer, local)
+    fn lookup(&self, client: ClientAddr, local: LocalAddr) -> Option<ConnOrigin> {
+        self.orig.lookup(client, local)
     }
+}
+
+/// Pins every map and attaches and pins every program under `staging` (0700 directories: a
+/// governed task that could open the maps could exempt itself or forge origins, threat T16).
+fn pin_and_attach(ebpf: &mut aya::Ebpf, cg: &File, staging: &Path) -> Result<(), InterceptError> {
+    let (maps_dir, links_dir) = (
+        staging.join(PIN_MAPS_SUBDIR),
+        staging.join(PIN_LINKS_SUBDIR),
+    );
+    for d in [&maps_dir, &links_dir] {
+        fs::create_dir_all(d)
+            .map_err(|e| InterceptError::io(format!("creating {}", d.display()), e))?;
+    }
+    // Only the agent may reach the pins: a governed task that could open the maps could
+    // exempt itself or forge origins (threat T16). Pin files themselves are created 0600.
+    for d in [staging, &maps_dir, &links_dir] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+            .map_err(|e| InterceptError::io(format!("chmod 0700 {}", d.display()), e))?;
+    }
+    for name in MAP_NAMES {
+        let map = ebpf
+            .map(name)
+            .ok_or(InterceptError::Missing { what: "map", name })?;
+        let path = maps_dir.join(name);
+        map.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    for (name, kind) in PROGRAMS {
+        let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
+            what: "program",
+            name,
+        })?;
+        let link = attach(name, prog, kind, cg)?;
+        let path = links_dir.join(name);
+        link.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether a complete set of link pins exists under `pin_dir`.
@@ -515,9 +516,9 @@ fn remove_ok_if_absent(
 fn get_policy(
     r: Result<Policy, aya::maps::MapError>,
     map: &'static str,
-) -> Result<Option<(Mode, u32)>, InterceptError> {
+) -> Result<Option<(Mode, PolicyId)>, InterceptError> {
     match r {
-        Ok(p) => Ok(Mode::from_raw(p.mode).map(|m| (m, p.policy_id))),
+        Ok(p) => Ok(Mode::from_raw(p.mode).map(|m| (m, PolicyId(p.policy_id)))),
         Err(aya::maps::MapError::KeyNotFound) => Ok(None),
         Err(e) => Err(InterceptError::map(map, e)),
     }

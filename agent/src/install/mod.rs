@@ -132,7 +132,7 @@ fn validated_config(path: &Path) -> Result<Vec<u8>, InstallError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let refused = crate::app::unsupported(&cfg);
+    let refused = crate::check::unsupported(&cfg);
     if !refused.is_empty() {
         return Err(InstallError::Config {
             path: path.to_path_buf(),
@@ -393,16 +393,41 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
         ));
     }
 
+    let mut kept = remove_created(&layout, &m, opts.purge)?;
+    if let Some(store) = m.trust_store {
+        if store == TrustStore::Debian && layout.is_real() {
+            system::debian_forget_anchor()?;
+        }
+        refresh_trust(&layout, store)?;
+    }
+    if layout.is_real() && system::systemd_running() && m.created(Path::new(UNIT)) {
+        let _ = system::systemctl(&["daemon-reload"]);
+    }
+    if kept.created.iter().any(|e| layout.path(&e.path).exists()) {
+        kept.created.retain(|e| layout.path(&e.path).exists());
+        kept.mkdirs(&layout, Path::new(STATE_DIR))?;
+        kept.save(&layout)?;
+        say(format!(
+            "recorded the kept files in {} (uninstall --purge removes them)",
+            layout.path(MANIFEST).display()
+        ));
+    }
+    Ok(())
+}
+
+/// Removes what the manifest says install created (last first), except what is kept; returns
+/// the manifest of the kept entries.
+fn remove_created(layout: &Layout, m: &Manifest, purge: bool) -> Result<Manifest, InstallError> {
     // The manifest goes first so its directory can be removed with the others; the kept
     // entries are written back below.
-    Manifest::remove_file(&layout)?;
+    Manifest::remove_file(layout)?;
     let mut kept = Manifest {
         version: 1,
         ..Manifest::default()
     };
     for e in m.created.iter().rev() {
         let real = layout.path(&e.path);
-        if e.keep && !opts.purge {
+        if e.keep && !purge {
             say(format!(
                 "kept {} (use --purge to remove it)",
                 real.display()
@@ -431,25 +456,7 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
             }
         }
     }
-    if let Some(store) = m.trust_store {
-        if store == TrustStore::Debian && layout.is_real() {
-            system::debian_forget_anchor()?;
-        }
-        refresh_trust(&layout, store)?;
-    }
-    if layout.is_real() && system::systemd_running() && m.created(Path::new(UNIT)) {
-        let _ = system::systemctl(&["daemon-reload"]);
-    }
-    if kept.created.iter().any(|e| layout.path(&e.path).exists()) {
-        kept.created.retain(|e| layout.path(&e.path).exists());
-        kept.mkdirs(&layout, Path::new(STATE_DIR))?;
-        kept.save(&layout)?;
-        say(format!(
-            "recorded the kept files in {} (uninstall --purge removes them)",
-            layout.path(MANIFEST).display()
-        ));
-    }
-    Ok(())
+    Ok(kept)
 }
 
 /// The pin directory the installed config uses (the default when it cannot be read).

@@ -19,10 +19,10 @@ use hyper_util::rt::TokioExecutor;
 
 use super::MintError;
 pub use super::response::{TokenReply, parse_id_token_response, parse_token_response};
-use crate::proxy::header_case::{self, ConfiguredCasing};
+use crate::message::header_case::{self, ConfiguredCasing};
 use crate::resolve::Resolver;
 use crate::secrets::SecretValue;
-use crate::upstream::connect::{Connector, DenyList};
+use crate::upstream::{Connector, DenyList};
 
 /// One token or metadata call, connect to last body byte.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);

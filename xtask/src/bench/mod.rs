@@ -3,9 +3,12 @@
 //!
 //! Layout: `servers` builds and starts the processes, `oha` drives load, `procfs` samples CPU
 //! and memory, `report` prints the table and writes bench-results/latest.json; `intercept` is the
-//! eBPF-vs-iptables bench (bench-results/intercept.json).
+//! eBPF-vs-iptables bench (bench-results/intercept.json); `control` is iron-control's sync bench
+//! (`--control`, bench-results/control.json).
 
 mod audit;
+mod control;
+mod control_load;
 mod intercept;
 mod oha;
 mod procfs;
@@ -42,6 +45,10 @@ pub struct BenchArgs {
     /// Only the interception bench: eBPF redirect vs iptables REDIRECT vs direct (root).
     #[arg(long)]
     intercept: bool,
+    /// Only the control-plane bench: iron-control sync requests/s and p99 with 1,000 proxies
+    /// and 10,000 grants, on SQLite and PostgreSQL.
+    #[arg(long, conflicts_with = "intercept")]
+    control: bool,
     /// Skip the interception bench even as root (it needs a network namespace and a test user,
     /// which collide with other work on a shared machine).
     #[arg(long, conflicts_with = "intercept")]
@@ -241,6 +248,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let root = cmd::workspace_root()?;
     let target = cmd::target_dir(&root);
+    if args.control {
+        let work = WorkDir::new()?;
+        return control::run(&control::Options {
+            root: &root,
+            target: &target,
+            workdir: &work.0,
+            duration,
+            warmup,
+            no_build: args.no_build,
+        });
+    }
     let mut bins = if args.no_build {
         servers::release_bins(&target)
     } else {

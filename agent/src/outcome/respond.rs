@@ -2,7 +2,8 @@
 
 use http::{HeaderValue, StatusCode, header};
 
-use crate::transform::{ProxyResponse, body};
+use crate::message::{ProxyResponse, body};
+use crate::transform::Phase;
 
 /// Default transform rejection: 403, `Content-Type: text/plain`, empty body.
 pub fn forbidden() -> ProxyResponse {
@@ -36,11 +37,10 @@ pub fn bad_gateway() -> ProxyResponse {
     text(StatusCode::BAD_GATEWAY, "bad gateway\n")
 }
 
-pub fn too_large(phase: &str) -> ProxyResponse {
-    let msg = if phase == "response" {
-        "response body too large\n"
-    } else {
-        "request body too large\n"
+pub fn too_large(phase: Phase) -> ProxyResponse {
+    let msg = match phase {
+        Phase::Response => "response body too large\n",
+        Phase::Request => "request body too large\n",
     };
     text(StatusCode::PAYLOAD_TOO_LARGE, msg)
 }

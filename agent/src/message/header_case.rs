@@ -34,8 +34,16 @@ impl ConfiguredCasing {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("applying configured header casing: {0}")]
-pub struct CasingError(String);
+pub enum CasingError {
+    #[error("applying configured header casing: {0}")]
+    Head(#[from] http::Error),
+    #[error("applying configured header casing: {0}")]
+    Hyper(#[from] hyper::Error),
+    #[error("applying configured header casing: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("applying configured header casing: request head did not parse")]
+    Unparsed,
+}
 
 /// Applies [`ConfiguredCasing`] (if any) to the request's header-case record.
 pub async fn apply<B>(req: &mut Request<B>) -> Result<(), CasingError> {
@@ -46,8 +54,7 @@ pub async fn apply<B>(req: &mut Request<B>) -> Result<(), CasingError> {
     let mut probe = Request::builder()
         .method(req.method().clone())
         .uri(req.uri().path_and_query().map_or("/", |p| p.as_str()))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| CasingError(e.to_string()))?;
+        .body(Empty::<Bytes>::new())?;
     *probe.headers_mut() = req.headers().clone();
     *probe.extensions_mut() = req.extensions().clone();
     let head = encode_head(probe).await?;
@@ -69,17 +76,13 @@ async fn encode_head(mut probe: Request<Empty<Bytes>>) -> Result<Vec<u8>, Casing
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(true)
         .handshake::<_, Empty<Bytes>>(TokioIo::new(client_io))
-        .await
-        .map_err(|e| CasingError(e.to_string()))?;
+        .await?;
     let driver = tokio::spawn(conn);
     let send = tokio::spawn(async move { sender.send_request(probe).await });
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = server_io
-            .read(&mut chunk)
-            .await
-            .map_err(|e| CasingError(e.to_string()))?;
+        let n = server_io.read(&mut chunk).await?;
         if n == 0 {
             break;
         }
@@ -133,13 +136,8 @@ async fn parse_head(head: Vec<u8>) -> Result<http::Extensions, CasingError> {
             .serve_connection(TokioIo::new(server_io), svc)
             .await;
     });
-    client_io
-        .write_all(&head)
-        .await
-        .map_err(|e| CasingError(e.to_string()))?;
-    let ext = rx
-        .await
-        .map_err(|_| CasingError("request head did not parse".into()));
+    client_io.write_all(&head).await?;
+    let ext = rx.await.map_err(|_| CasingError::Unparsed);
     server.abort();
     ext
 }

@@ -6,8 +6,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// The uid that owns the socket `peer` connected to `local`, if the kernel lists it.
-pub fn loopback_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+use super::addr::{ClientAddr, LocalAddr};
+use super::ids::Uid;
+
+/// The uid that owns the socket `client` connected to `local`, if the kernel lists it.
+pub fn loopback_peer_uid(client: ClientAddr, local: LocalAddr) -> Option<Uid> {
+    let (peer, local) = (client.0, local.0);
     let file = if peer.is_ipv4() {
         "/proc/net/tcp"
     } else {
@@ -20,7 +24,7 @@ pub fn loopback_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
         (f.len() > 7
             && f[1].eq_ignore_ascii_case(&want_local)
             && f[2].eq_ignore_ascii_case(&want_remote))
-        .then(|| f[7].parse().ok())
+        .then(|| f[7].parse().ok().map(Uid))
         .flatten()
     })
 }
@@ -59,7 +63,10 @@ mod tests {
         let uid = std::fs::metadata("/proc/self")
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
             .unwrap();
-        assert_eq!(loopback_peer_uid(peer, s.local_addr().unwrap()), Some(uid));
+        assert_eq!(
+            loopback_peer_uid(ClientAddr(peer), LocalAddr(s.local_addr().unwrap())),
+            Some(Uid(uid))
+        );
         drop(c);
     }
 }
