@@ -39,7 +39,7 @@ fn build(i: u64) -> AuditRecord {
         error: None,
         annotations: serde_json::Map::new(),
     };
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         trace.annotations.insert("rule".into(), json!("domains[0]"));
     }
     AuditRecord {

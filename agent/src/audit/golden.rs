@@ -49,6 +49,7 @@ fn reject() -> AuditRecord {
         .annotations
         .insert("header:X-Team".into(), json!("blue"));
     r.request_transforms = vec![allow, trace("allowlist", TraceAction::Reject, 0.0)];
+    r.rejected_by = Some("allowlist".into());
     r
 }
 
@@ -99,6 +100,7 @@ fn stub_with_body_capture() -> AuditRecord {
         trace("body_capture", TraceAction::Allow, 0.01),
         trace("stub", TraceAction::Stub, 0.02),
     ];
+    r.stubbed_by = Some("stub".into());
     r.body_capture = Some(BodyCapture {
         request_body: "{\"prompt\":\"hi\"}\u{0}".into(),
         request_body_truncated: true,
@@ -131,6 +133,7 @@ fn response_reject_cancel() -> [AuditRecord; 2] {
     r.status_code = 502;
     r.request_transforms = vec![trace("allowlist", TraceAction::Allow, 0.0)];
     r.response_transforms = vec![trace("response_filter", TraceAction::Reject, 0.1)];
+    r.rejected_by = Some("response_filter".into());
     let mut c = base("api.example.com", "GET", "/stream");
     c.action = Action::ClientCancel;
     c.status_code = 200;
@@ -141,8 +144,6 @@ fn response_reject_cancel() -> [AuditRecord; 2] {
 
 /// The serialised line (with its newline) for `rec` at [`TIME`].
 fn line(rec: AuditRecord) -> String {
-    let mut rec = rec;
-    rec.set_decider_from_traces();
     let level = rec.level();
     let time =
         time::OffsetDateTime::parse(TIME, &time::format_description::well_known::Rfc3339).unwrap();

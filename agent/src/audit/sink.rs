@@ -161,8 +161,7 @@ impl AuditSink {
 
     /// Queues one record. Never waits for I/O; drops (and counts) the record when the writer
     /// is [`MAX_PENDING`] bytes behind.
-    pub fn write(&self, mut rec: AuditRecord) {
-        rec.set_decider_from_traces();
+    pub fn write(&self, rec: AuditRecord) {
         self.counters.bump(rec.action);
         let level = rec.level();
         if level < self.min_level {

@@ -137,7 +137,7 @@ mod tests {
                     p.info().unwrap()
                 }
             };
-            out.push((*name, info.size_translated().unwrap_or(0)));
+            out.push((name, info.size_translated().unwrap_or(0)));
         }
         out
     }
