@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod resolve;
 pub mod secrets;
 pub mod sni;
+pub mod sys;
 pub mod telemetry;
 pub mod template;
 pub mod tls;

@@ -20,14 +20,16 @@ use crate::audit::AuditSink;
 use crate::config::{Config, TlsConfig, TlsMode};
 use crate::ebpf::Interceptor;
 use crate::identify::{ConnIdentifier, OrigDstLookup, Uid, UserNames};
+use crate::mint::TokenHttp;
 use crate::proxy::{Profile, Profiles, Runtime};
 use crate::resolve::{ResolveError, Resolver};
 use crate::secrets::SecretRegistry;
 use crate::tls::{self, CertAuthority, LeafCache, TlsError};
-use crate::transform::{BuildError, Mode};
+use crate::transform::{BuildContext, BuildError, Mode};
 use crate::upstream::proxy::ProxyConfigError;
 use crate::upstream::{Connector, DenyList, UpstreamClient, UpstreamProxies};
 
+use identity::Users;
 use serve::{Listeners, Signals};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +71,18 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         return Err(AppError::Unsupported(refused));
     }
     let signals = Signals::install();
+    let audit = Arc::new(
+        AuditSink::stderr(cfg.log.level).map_err(|e| AppError::Fatal {
+            component: "audit",
+            reason: format!("starting the audit writer: {e}"),
+        })?,
+    );
+    let upstream = Upstream::build(&cfg)?;
     let mut secrets = SecretRegistry::default();
-    let profiles = build_profiles(&cfg, &mut secrets)?;
+    let profiles = build_profiles(&cfg, &mut secrets, &upstream.mint)?;
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
-    let audit = Arc::new(AuditSink::stderr(cfg.log.level));
     let leaf_cache = leaf_cache(&cfg.tls)?;
-    let upstream = Upstream::build(&cfg)?;
     // Bind everything before serving anything: a port conflict is fatal at startup.
     let listeners = Listeners::bind(&cfg).await?;
     // eBPF interception goes live only once every listener it redirects to is bound.
@@ -83,7 +90,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let rt = Arc::new(Runtime {
         profiles: ArcSwap::from_pointee(profiles),
         identify: identifier(&cfg, interceptor.clone()),
-        users: Arc::new(Passwd),
+        users: Arc::new(Passwd(Users::load())),
         resolver: upstream.resolver,
         upstream: upstream.client,
         connector: upstream.connector,
@@ -102,25 +109,32 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
 }
 
 /// The top-level profile and one per `intercept.policies` entry: each a policy (its
-/// allowlists) and a pipeline.
-fn build_profiles(cfg: &Config, secrets: &mut SecretRegistry) -> Result<Profiles, AppError> {
-    let default = Profile::build(None, &cfg.transforms, secrets).map_err(AppError::Pipeline)?;
+/// allowlists) and a pipeline. Credential transforms mint tokens through `mint`.
+fn build_profiles(
+    cfg: &Config,
+    secrets: &mut SecretRegistry,
+    mint: &Arc<TokenHttp>,
+) -> Result<Profiles, AppError> {
+    let mut cx = BuildContext { secrets, mint };
+    let default = Profile::build(None, &cfg.transforms, &mut cx).map_err(AppError::Pipeline)?;
     if default.policy.allows_everything() {
         tracing::warn!("no allowlist transform configured: every destination is allowed");
     }
     let mut policies = Vec::new();
     for p in &cfg.intercept.policies {
         let name = Some(p.name.clone().unwrap_or_default());
-        policies.push(Profile::build(name, &p.transforms, secrets).map_err(AppError::Pipeline)?);
+        policies.push(Profile::build(name, &p.transforms, &mut cx).map_err(AppError::Pipeline)?);
     }
     Ok(Profiles::new(default, policies))
 }
 
-/// The resolver, the connector (deny list, upstream proxies, TLS roots) and the pooled client.
+/// The resolver, the connector (deny list, upstream proxies, TLS roots), the pooled client and
+/// the token client built on the same connector.
 struct Upstream {
     resolver: Arc<Resolver>,
     connector: Connector,
     client: UpstreamClient,
+    mint: Arc<TokenHttp>,
 }
 
 impl Upstream {
@@ -140,10 +154,11 @@ impl Upstream {
         let connector = Connector::new(resolver.clone(), deny, tls::upstream_client_config()?)
             .with_upstream_proxies(proxies);
         // Token mints are the agent's own traffic: same resolver, upstream proxies and roots.
-        crate::mint::http::install_connector(&connector);
+        let mint = Arc::new(TokenHttp::new(&connector));
         let timeout = cfg.proxy.upstream_response_header_timeout.0;
         Ok(Self {
             client: UpstreamClient::new(connector.clone(), timeout),
+            mint,
             resolver,
             connector,
         })
@@ -193,12 +208,13 @@ fn identifier(cfg: &Config, interceptor: Option<Arc<Interceptor>>) -> ConnIdenti
     }
 }
 
-/// User names for audit records, from the passwd database.
-struct Passwd;
+/// User names for audit records, from the passwd table read at startup (in memory; an unknown
+/// uid schedules a background re-read).
+struct Passwd(Arc<Users>);
 
 impl UserNames for Passwd {
     fn name_of(&self, uid: Uid) -> Option<String> {
-        identity::name_of(uid.0)
+        self.0.name_of(uid.0).map(|n| n.to_string())
     }
 }
 

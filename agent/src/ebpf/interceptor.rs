@@ -26,7 +26,8 @@ use crate::identify::{CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup
 use super::{InterceptConfig, InterceptError, Mode, lookup::OrigDstTable, sys};
 
 /// The eBPF object built by agent/build.rs; empty when the toolchain was missing at build time.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 /// Whether this binary carries a real eBPF object (false when built without the eBPF toolchain).
 pub fn object_built() -> bool {
@@ -93,7 +94,11 @@ impl Interceptor {
         let cg = File::open(&cg_root)
             .map_err(|e| InterceptError::io(format!("opening cgroup {}", cg_root.display()), e))?;
 
+        // aya-log level, frozen into the programs' read-only data: 0 (the default) lets the
+        // verifier drop every logging branch.
+        let log_level = super::log::level_from_env();
         let mut ebpf = EbpfLoader::new()
+            .override_global(super::log::LEVEL_GLOBAL, &log_level, true)
             .load(OBJECT)
             .map_err(|e| InterceptError::Object(Box::new(e)))?;
         // Config before attach: programs must never run with the zeroed (deny-everything) config
@@ -113,6 +118,11 @@ impl Interceptor {
         remove_pins(&staging)?;
         let guard = StagingGuard(Some(staging.clone()));
         pin_and_attach(&mut ebpf, &cg, &staging)?;
+        if log_level > 0
+            && let Err(e) = super::log::spawn_reader(&mut ebpf)
+        {
+            tracing::warn!(error = %e, "eBPF logging requested but its reader did not start");
+        }
         // Everything new is attached and pinned. Drop the loader's own fds; the pins keep the
         // programs and maps alive.
         drop(ebpf);
@@ -495,7 +505,7 @@ fn remove_ok_if_absent(
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(s))
-            if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            if s.io_error.kind() == std::io::ErrorKind::NotFound =>
         {
             Ok(())
         }

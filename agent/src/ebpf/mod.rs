@@ -30,6 +30,7 @@
 mod config;
 mod error;
 mod interceptor;
+pub mod log;
 mod lookup;
 mod sys;
 

@@ -81,21 +81,9 @@ fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }
 
-/// Effective uid 0, read from /proc so no unsafe libc call is needed.
-pub fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
     let layout = Layout::new(opts.root.clone());
-    if layout.is_real() && !is_root() {
+    if layout.is_real() && !crate::sys::is_root() {
         return Err(InstallError::NotRoot("install"));
     }
     // Validate before touching anything: a bad config must not leave a half-installed host.
@@ -371,7 +359,7 @@ fn start_service(layout: &Layout, m: &mut Manifest, no_start: bool) -> Result<()
 
 pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
     let layout = Layout::new(opts.root.clone());
-    if layout.is_real() && !is_root() {
+    if layout.is_real() && !crate::sys::is_root() {
         return Err(InstallError::NotRoot("uninstall"));
     }
     let Some(m) = Manifest::load(&layout)? else {

@@ -10,9 +10,8 @@ use crate::config::TransformEntry;
 use crate::identify::{ConnIdentifier, PolicyId, UserNames};
 use crate::policy::Policy;
 use crate::resolve::Resolver;
-use crate::secrets::SecretRegistry;
 use crate::tls::LeafCache;
-use crate::transform::{BuildError, Mode, Pipeline, build_pipeline};
+use crate::transform::{BuildContext, BuildError, Mode, Pipeline, build_pipeline};
 use crate::upstream::{Connector, UpstreamClient};
 
 /// Everything a request needs, built once at startup.
@@ -55,12 +54,12 @@ impl Profile {
     pub fn build(
         audit_name: Option<String>,
         entries: &[TransformEntry],
-        secrets: &mut SecretRegistry,
+        cx: &mut BuildContext<'_>,
     ) -> Result<Self, Vec<BuildError>> {
         Ok(Self {
             audit_name,
             policy: Policy::from_transforms(entries),
-            pipeline: build_pipeline(entries, secrets)?,
+            pipeline: build_pipeline(entries, cx)?,
         })
     }
 }

@@ -1,7 +1,10 @@
 //! What a transform constructor gets and returns: the [`Build`] trait every runtime transform
 //! implements, its [`BuildContext`], and the one error type, [`TransformBuildError`].
 
+use std::sync::Arc;
+
 use super::Transform;
+use crate::mint::TokenHttp;
 use crate::secrets::{SecretError, SecretRegistry};
 use crate::template::TemplateError;
 
@@ -9,6 +12,10 @@ use crate::template::TemplateError;
 pub struct BuildContext<'a> {
     /// Secrets a transform reads are registered here, resolved before the first request.
     pub secrets: &'a mut SecretRegistry,
+    /// The agent's token client (its connector: resolver, upstream proxies, TLS roots), shared
+    /// by every credential transform; [`TokenHttp::detached`] when a pipeline is built only to
+    /// check a config.
+    pub mint: &'a Arc<TokenHttp>,
 }
 
 /// A runtime transform built from its kind's config.

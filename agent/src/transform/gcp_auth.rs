@@ -39,7 +39,7 @@ impl Build for GcpAuth {
     type Config = GcpAuthConfig;
 
     fn build(cfg: &GcpAuthConfig, cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
-        let http = Arc::new(TokenHttp::new());
+        let http = cx.mint.clone();
         let keyfile = keyfile_source(cfg.keyfile.as_ref(), cfg.keyfile_path.as_deref());
         let creds = match (keyfile, &cfg.credentials_provider) {
             (Some((field, src)), None) => {

@@ -64,7 +64,7 @@ impl Build for GcpIdToken {
             }),
             location: format!("header:{name}"),
             rules: RuleSet::from_configs(&cfg.rules),
-            http: Arc::new(TokenHttp::new()),
+            http: cx.mint.clone(),
         })
     }
 }

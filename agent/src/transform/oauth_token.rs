@@ -116,7 +116,7 @@ impl Build for OauthToken {
         cfg: &OauthTokenConfig,
         cx: &mut BuildContext<'_>,
     ) -> Result<Self, TransformBuildError> {
-        let http = Arc::new(TokenHttp::new());
+        let http = cx.mint.clone();
         let mut entries = Vec::new();
         let mut stubs = Vec::new();
         for (index, e) in cfg.tokens.iter().enumerate() {

@@ -21,7 +21,6 @@ use super::oauth_token::OauthToken;
 use super::secrets::Secrets;
 use super::{Pipeline, Transform};
 use crate::config::{TransformEntry, TransformSpec};
-use crate::secrets::SecretRegistry;
 
 /// One entry of a `transforms:` list that cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -73,18 +72,17 @@ registry! {
     Grpc => not_yet,
 }
 
-/// Builds every transform of a `transforms:` list, registering the secrets they use. Kinds
-/// whose runtime does not exist yet are refused: running without them would silently drop a
-/// policy. Every failing entry is reported, not just the first.
+/// Builds every transform of a `transforms:` list, registering the secrets they use in
+/// `cx.secrets`. Kinds whose runtime does not exist yet are refused: running without them
+/// would silently drop a policy. Every failing entry is reported, not just the first.
 pub fn build_pipeline(
     entries: &[TransformEntry],
-    secrets: &mut SecretRegistry,
+    cx: &mut BuildContext<'_>,
 ) -> Result<Pipeline, Vec<BuildError>> {
-    let mut cx = BuildContext { secrets };
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (index, e) in entries.iter().enumerate() {
-        match construct(&e.spec, &mut cx) {
+        match construct(&e.spec, cx) {
             Ok(Some(t)) => out.push(t),
             Ok(None) => errors.push(BuildError::Unsupported {
                 index,

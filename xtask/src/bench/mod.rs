@@ -6,6 +6,7 @@
 //! eBPF-vs-iptables bench (bench-results/intercept.json); `control` is iron-control's sync bench
 //! (`--control`, bench-results/control.json).
 
+mod audit;
 mod control;
 mod control_load;
 mod intercept;
@@ -283,7 +284,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut origin = servers::start_origin(&bins.origin, &work.0)?;
     let relay = servers::start_relay(&bins.relay, origin.addr)?;
     // An agent that does not start must not cost us the direct and relay numbers.
-    let agent = servers::start_agent(&bins.agent, &work.0, &origin.ca_cert);
+    let agent = servers::start_agent(&bins.agent, &work.0, &origin.ca_cert, servers::Audit::Off);
     if let Err(e) = &agent {
         eprintln!("==> agent did not start: {e:#}");
     }
@@ -325,6 +326,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         Err(e) => Err(format!("agent did not start: {e:#}")),
     };
+    let audit_res = match &agent {
+        Ok(a) => {
+            audit::run(&ctx, a, &bins.agent, &work.0, &origin.ca_cert).map_err(|e| format!("{e:#}"))
+        }
+        Err(e) => Err(format!("agent did not start: {e:#}")),
+    };
     // A crashed origin would make every later number meaningless; say so rather than report them.
     if let Some(status) = origin.guard.exited() {
         bail!(
@@ -345,6 +352,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         relay: relay_res,
         agent: agent_res,
         leaf_mint_us: mint,
+        audit: audit_res,
         loadavg_before,
     };
     report.print();
@@ -373,6 +381,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     .into_iter()
     .filter(|(_, r)| r.is_err())
     .map(|(n, _)| n)
+    .chain(report.audit.is_err().then_some("audit pair"))
     .collect();
     if !failed.is_empty() {
         bail!("scenario(s) failed: {} (see above)", failed.join(", "));

@@ -170,8 +170,10 @@ mod tests {
             ..Default::default()
         };
         let mut registry = crate::secrets::SecretRegistry::default();
+        let mint = std::sync::Arc::new(crate::mint::TokenHttp::detached());
         let mut cx = BuildContext {
             secrets: &mut registry,
+            mint: &mint,
         };
         let t = AwsAuth::build(&cfg, &mut cx).unwrap();
         registry.resolve_all().await;

@@ -2,6 +2,8 @@ use serde_json::json;
 
 use super::*;
 use crate::config::transforms::TRANSFORM_NAMES;
+use crate::mint::TokenHttp;
+use crate::secrets::SecretRegistry;
 use crate::transform::BuildProblem;
 
 fn entry(v: serde_json::Value) -> TransformEntry {
@@ -9,7 +11,22 @@ fn entry(v: serde_json::Value) -> TransformEntry {
 }
 
 fn build(entries: &[TransformEntry]) -> Result<Pipeline, Vec<BuildError>> {
-    build_pipeline(entries, &mut SecretRegistry::default())
+    build_in(entries, &mut SecretRegistry::default())
+}
+
+/// Builds with a detached token client: nothing here mints.
+fn build_in(
+    entries: &[TransformEntry],
+    secrets: &mut SecretRegistry,
+) -> Result<Pipeline, Vec<BuildError>> {
+    let mint = Arc::new(TokenHttp::detached());
+    build_pipeline(
+        entries,
+        &mut BuildContext {
+            secrets,
+            mint: &mint,
+        },
+    )
 }
 
 fn messages(errs: &[BuildError]) -> Vec<String> {
@@ -111,7 +128,7 @@ fn a_template_error_keeps_its_source() {
 #[test]
 fn a_pipeline_keeps_config_order_and_registers_secrets() {
     let mut secrets = SecretRegistry::default();
-    let p = build_pipeline(
+    let p = build_in(
         &[
             entry(json!({"name": "allowlist", "config": {"domains": ["a.test"]}})),
             entry(json!({"name": "secrets", "config": {"secrets": [{
