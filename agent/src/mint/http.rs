@@ -215,3 +215,33 @@ impl TokenHttp {
         self.send(url, req, true).await
     }
 }
+
+impl TokenHttp {
+    /// POSTs a JSON body (an LLM API call of the `judge` transform) with `headers`; returns the
+    /// status, content type and body unparsed. Header values may be credentials: errors name
+    /// the header only.
+    pub async fn post_json(
+        &self,
+        endpoint: &str,
+        body: Bytes,
+        headers: &[(&'static str, SecretValue)],
+    ) -> Result<RawReply, MintError> {
+        let invalid = |reason: String| {
+            MintError::Invalid(format!("request to {}: {reason}", display_url(endpoint)))
+        };
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(endpoint)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT)
+            .body(Full::new(body))
+            .map_err(|e| invalid(format!("invalid URL: {e}")))?;
+        for (name, value) in headers {
+            let v = HeaderValue::from_str(value.expose())
+                .map_err(|_| invalid(format!("value of header {name} is not a valid header value")))?;
+            req.headers_mut().insert(HeaderName::from_static(name), v);
+        }
+        self.send(endpoint, req, false).await
+    }
+}

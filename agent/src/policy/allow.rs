@@ -66,6 +66,7 @@ impl AllowRules {
             method: "",
             path: "",
             dest_ip: None,
+            client_ip: None,
         };
         self.warn || self.rules.matches_dest(&input)
     }

@@ -35,6 +35,8 @@ pub struct ConnectionCheck<'a> {
     /// Normalised host (or IP literal) without port.
     pub host: &'a HostName,
     pub dest_ip: Option<IpAddr>,
+    /// The client's address, for rules limited by `source_ip`.
+    pub client_ip: Option<IpAddr>,
     /// Requests will follow and be judged one by one (tunnel setup, decision 9): rules
     /// restricted by method or path count by destination only. False when no request will
     /// ever be visible (sni-only): such rules cannot match, as in iron-proxy.
@@ -81,6 +83,7 @@ impl Policy {
             method: "",
             path: "",
             dest_ip: check.dest_ip,
+            client_ip: check.client_ip,
         };
         let mut traces = Vec::with_capacity(self.gates.len());
         for gate in &self.gates {

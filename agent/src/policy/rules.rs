@@ -20,6 +20,9 @@ pub struct MatchInput<'a> {
     pub path: &'a str,
     /// The IP the client actually connected to, when known (eBPF redirect).
     pub dest_ip: Option<IpAddr>,
+    /// The client's address; `None` where no client is in view (DNS answers), so that rules
+    /// limited by `source_ip` are judged by destination only there.
+    pub client_ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub struct Rule {
     methods: Option<Vec<String>>,
     /// `None` = any path.
     paths: Option<Vec<String>>,
+    /// `None` = any client.
+    source: Option<IpNet>,
 }
 
 impl Rule {
@@ -44,6 +49,7 @@ impl Rule {
             dest: Dest::Host(normalize_host(pattern)),
             methods: None,
             paths: None,
+            source: None,
         }
     }
 
@@ -52,6 +58,7 @@ impl Rule {
             dest: Dest::Cidr(net),
             methods: None,
             paths: None,
+            source: None,
         }
     }
 
@@ -78,11 +85,26 @@ impl Rule {
             dest,
             methods,
             paths,
+            source: cfg.source_ip.map(|s| s.0),
         }
     }
 
-    /// Whether the destination part (host glob or CIDR) matches, ignoring method and path.
+    /// Whether the destination part (host glob or CIDR) and the client (`source_ip`) match,
+    /// ignoring method and path.
     pub fn matches_dest(&self, input: &MatchInput<'_>) -> bool {
+        self.matches_source(input) && self.matches_dest_only(input)
+    }
+
+    /// A rule with `source_ip` matches only clients inside it; with no client in view (DNS),
+    /// the destination decides alone.
+    fn matches_source(&self, input: &MatchInput<'_>) -> bool {
+        match (&self.source, input.client_ip) {
+            (None, _) | (Some(_), None) => true,
+            (Some(net), Some(ip)) => net.contains(&unmap(ip)),
+        }
+    }
+
+    fn matches_dest_only(&self, input: &MatchInput<'_>) -> bool {
         match &self.dest {
             Dest::Host(p) => match_glob(p, input.host),
             Dest::Cidr(net) => {
@@ -167,6 +189,7 @@ mod tests {
             method,
             path,
             dest_ip: None,
+            client_ip: None,
         }
     }
 
@@ -176,6 +199,7 @@ mod tests {
             cidr: None,
             methods: methods.iter().map(|s| s.to_string()).collect(),
             paths: paths.iter().map(|s| s.to_string()).collect(),
+            source_ip: None,
         })
     }
 
@@ -200,6 +224,7 @@ mod tests {
             method: "GET",
             path: "/",
             dest_ip: Some("::ffff:10.9.9.9".parse().unwrap()),
+            client_ip: None,
         };
         assert!(r.matches(&via_dest));
         let v6 = Rule::cidr("::1/128".parse().unwrap());
@@ -209,5 +234,24 @@ mod tests {
     #[test]
     fn empty_set_matches_nothing() {
         assert!(!RuleSet::default().matches(&input("a.com", "GET", "/")));
+    }
+
+    #[test]
+    fn source_ip_limits_the_client() {
+        let r = Rule::from_config(&RuleConfig {
+            host: Some("a.test".into()),
+            source_ip: Some("10.0.0.0/24".parse().unwrap()),
+            ..Default::default()
+        });
+        let from = |ip: &str| MatchInput {
+            client_ip: Some(ip.parse().unwrap()),
+            ..input("a.test", "GET", "/")
+        };
+        assert!(r.matches(&from("10.0.0.7")));
+        assert!(r.matches(&from("::ffff:10.0.0.7")));
+        assert!(!r.matches(&from("10.0.1.7")));
+        assert!(!r.matches_dest(&from("127.0.0.1")));
+        // No client in view (DNS): the destination decides.
+        assert!(r.matches(&input("a.test", "GET", "/")));
     }
 }

@@ -22,6 +22,7 @@ fn judge(p: &Policy, host: &str, requests_follow: bool) -> ConnDecision {
     p.judge_connection(&ConnectionCheck {
         host: &HostName::new(host),
         dest_ip: None,
+        client_ip: None,
         requests_follow,
     })
 }
@@ -32,6 +33,7 @@ fn api_rule() -> RuleConfig {
         cidr: None,
         methods: vec!["GET".into()],
         paths: vec!["/v1/*".into()],
+        source_ip: None,
     }
 }
 
@@ -106,6 +108,7 @@ fn cidr_rules_allow_ips_and_destinations() {
     let d = p.judge_connection(&ConnectionCheck {
         host: &HostName::new("name.test"),
         dest_ip: Some("10.9.9.9".parse().unwrap()),
+        client_ip: None,
         requests_follow: false,
     });
     assert!(d.allowed, "the original destination is in an allowed CIDR");

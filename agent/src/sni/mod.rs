@@ -137,6 +137,7 @@ async fn judge(
     let decision = profile.policy.judge_connection(&ConnectionCheck {
         host: &host,
         dest_ip: conn.dest_ip(),
+        client_ip: Some(conn.client().ip()),
         requests_follow: false,
     });
     audit.record().request_transforms = decision.traces;

@@ -79,6 +79,7 @@ mod tests {
                 cidr: None,
                 methods: vec!["GET".into()],
                 paths: vec!["/v1/*".into()],
+                source_ip: None,
             }],
             warn: false,
         });

@@ -20,6 +20,7 @@ pub mod header_allowlist;
 pub mod headers;
 pub mod hmac_sign;
 pub mod json_reject;
+pub mod judge;
 pub mod oauth_token;
 pub mod pipeline;
 pub mod registry;
@@ -136,6 +137,7 @@ impl RequestCx {
             method: req.method().as_str(),
             path: body::decoded_path(req),
             dest_ip: self.dest_ip,
+            client_ip: Some(self.client.0.ip()),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::gcp_auth::GcpAuth;
 use super::gcp_id_token::GcpIdToken;
 use super::header_allowlist::HeaderAllowlist;
 use super::hmac_sign::HmacSign;
+use super::judge::Judge;
 use super::oauth_token::OauthToken;
 use super::secrets::Secrets;
 use super::{Pipeline, Transform};
@@ -68,7 +69,7 @@ registry! {
     GcpIdToken => GcpIdToken,
     AwsAuth => AwsAuth,
     HmacSign => HmacSign,
-    Judge => not_yet,
+    Judge => Judge,
     Grpc => not_yet,
 }
 

@@ -53,6 +53,7 @@ struct Replace {
     path: bool,
     query: bool,
     require: bool,
+    allow_connect_without_header: bool,
 }
 
 enum HeaderScope {
@@ -151,6 +152,7 @@ fn replace_mode(r: &ReplaceConfig) -> Result<Replace, BuildProblem> {
         path: r.match_path,
         query: r.match_query,
         require: r.require,
+        allow_connect_without_header: r.allow_connect_without_header,
     })
 }
 
@@ -207,7 +209,7 @@ impl Transform for Secrets {
                 Mode::Replace(r) => {
                     let locations = replace(cx, req, r, &value).await?;
                     if locations.is_empty() {
-                        if r.require {
+                        if r.require && !connect_exempt(req, r) {
                             cx.annotate("rejected", name);
                             return Ok(Verdict::Reject(None));
                         }
@@ -392,6 +394,16 @@ impl ScopeName {
     }
 }
 
+/// `allow_connect_without_header`: a CONNECT carrying none of the entry's headers goes on.
+fn connect_exempt(req: &ProxyRequest, r: &Replace) -> bool {
+    r.allow_connect_without_header
+        && req.method() == http::Method::CONNECT
+        && !req
+            .headers()
+            .keys()
+            .any(|k| header_in_scope(&r.headers, k).is_some())
+}
+
 fn header_in_scope(scope: &HeaderScope, name: &HeaderName) -> Option<ScopeName> {
     match scope {
         HeaderScope::All => Some(ScopeName::Canonical(canonical_name(name.as_str()))),
@@ -476,5 +488,54 @@ mod tests {
             b"a-RR-b-RR"
         );
         assert!(replace_bytes(b"abc", b"P", b"R").is_none());
+    }
+
+    #[tokio::test]
+    async fn connect_without_the_matched_header_continues_only_when_allowed() {
+        use crate::config::transforms::source::{ControlPlaneSource, SecretSource};
+        use crate::identify::{ClientAddr, HostName};
+        let entry = |allow: bool| SecretEntry {
+            source: Some(SecretSource::ControlPlane(ControlPlaneSource {
+                value: "real".into(),
+                json_key: None,
+            })),
+            replace: Some(ReplaceConfig {
+                proxy_value: "proxy-tok".into(),
+                match_headers: vec!["X-Api-Key".into()],
+                require: true,
+                allow_connect_without_header: allow,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let run = |allow: bool, method: &'static str, header: Option<&'static str>| async move {
+            let mut registry = SecretRegistry::default();
+            let mint = std::sync::Arc::new(crate::mint::TokenHttp::detached());
+            let mut bcx = BuildContext {
+                secrets: &mut registry,
+                mint: &mint,
+            };
+            let cfg = SecretsConfig {
+                secrets: vec![entry(allow)],
+            };
+            let t = Secrets::build(&cfg, &mut bcx).unwrap();
+            registry.resolve_all().await;
+            let mut b = http::Request::builder().method(method).uri("http://a.test/");
+            if let Some(v) = header {
+                b = b.header("x-api-key", v);
+            }
+            let mut req = b.body(crate::transform::body::empty()).unwrap();
+            let mut cx = RequestCx::new(
+                HostName::new("a.test"),
+                ClientAddr("127.0.0.1:1".parse().unwrap()),
+                crate::transform::Mode::Mitm,
+            );
+            matches!(t.on_request(&mut cx, &mut req).await.unwrap(), Verdict::Continue)
+        };
+        assert!(!run(false, "CONNECT", None).await, "require rejects a bare CONNECT");
+        assert!(run(true, "CONNECT", None).await, "exempt without the header");
+        assert!(!run(true, "CONNECT", Some("other")).await, "carries the header: still required");
+        assert!(!run(true, "GET", None).await, "only CONNECT is exempt");
+        assert!(run(true, "GET", Some("proxy-tok")).await);
     }
 }

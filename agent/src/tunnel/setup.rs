@@ -55,6 +55,7 @@ pub fn authorize(
     let decision = profile.policy.judge_connection(&ConnectionCheck {
         host: &target.host,
         dest_ip: None,
+        client_ip: Some(conn.client().ip()),
         requests_follow: true,
     });
     audit.record().request_transforms = decision.traces.clone();

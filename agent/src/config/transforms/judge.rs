@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 use super::KindConfig;
+use super::source::{SecretSource, validate_required};
 use super::{RuleConfig, require_str, validate_required_rules};
 use crate::config::{ConfigError, GoDuration};
 
@@ -67,6 +68,8 @@ pub struct JudgeProviderConfig {
     pub model: String,
     /// Environment variable holding the API key; must be non-empty at startup.
     pub api_key_env: String,
+    /// The API key from any secret source (iron-agent extension); exclusive with `api_key_env`.
+    pub api_key: Option<SecretSource>,
     pub base_url: Option<String>,
     pub max_tokens: u32,
 }
@@ -77,6 +80,7 @@ impl Default for JudgeProviderConfig {
             kind: None,
             model: String::new(),
             api_key_env: String::new(),
+            api_key: None,
             base_url: None,
             max_tokens: 256,
         }
@@ -150,7 +154,20 @@ impl KindConfig for JudgeConfig {
                     ));
                 }
                 require_str(Some(&p.model), &format!("{pp}.model"), errors);
-                require_str(Some(&p.api_key_env), &format!("{pp}.api_key_env"), errors);
+                match (&p.api_key, p.api_key_env.trim().is_empty()) {
+                    (None, true) => errors.push(ConfigError::new(
+                        format!("{pp}.api_key_env"),
+                        "is required (or provider.api_key with a secret source)",
+                    )),
+                    (Some(_), false) => errors.push(ConfigError::new(
+                        format!("{pp}.api_key"),
+                        "api_key and api_key_env are mutually exclusive",
+                    )),
+                    (Some(src), true) => {
+                        validate_required(Some(src), &format!("{pp}.api_key"), errors)
+                    }
+                    (None, false) => {}
+                }
                 if p.max_tokens == 0 {
                     errors.push(ConfigError::new(
                         format!("{pp}.max_tokens"),

@@ -17,6 +17,7 @@ pub mod judge;
 pub mod oauth_token;
 pub mod secrets;
 pub mod source;
+pub mod source_ip;
 pub mod template;
 
 use std::fmt;
@@ -44,6 +45,7 @@ pub use judge::{
 pub use oauth_token::{OauthGrant, OauthTokenConfig, OauthTokenEntry};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretsConfig};
 pub use source::SecretSource;
+pub use source_ip::SourceIp;
 
 /// What every transform kind's config type provides: its semantic checks and its non-fatal
 /// observations. The YAML shape comes from its `Deserialize` impl.
@@ -254,6 +256,8 @@ pub struct RuleConfig {
     pub cidr: Option<Cidr>,
     pub methods: Vec<String>,
     pub paths: Vec<String>,
+    /// Only requests from this client address (IP or CIDR) match.
+    pub source_ip: Option<SourceIp>,
 }
 
 impl RuleConfig {

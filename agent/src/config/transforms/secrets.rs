@@ -52,6 +52,9 @@ pub struct ReplaceConfig {
     pub match_path: bool,
     pub match_query: bool,
     pub require: bool,
+    /// With `require`: a CONNECT request that carries none of the matched headers continues
+    /// instead of being rejected (iron-proxy's recent releases).
+    pub allow_connect_without_header: bool,
 }
 
 /// How an entry applies its secret, after folding the legacy fields into `replace`.
@@ -83,6 +86,7 @@ impl SecretEntry {
                 match_path: self.match_path.unwrap_or(false),
                 match_query: self.match_query.unwrap_or(false),
                 require: self.require.unwrap_or(false),
+                allow_connect_without_header: false,
             })),
             _ => None,
         }
