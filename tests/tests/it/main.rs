@@ -13,6 +13,7 @@ mod grpc;
 mod hmac_sign;
 mod http2;
 mod install;
+mod judge;
 mod oauth;
 mod policy;
 mod proxy;
