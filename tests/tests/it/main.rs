@@ -20,6 +20,7 @@ mod proxy;
 mod secret_stores;
 mod secrets;
 mod shaping;
+mod source_ip;
 mod sni_only;
 mod support;
 mod tunnel;
