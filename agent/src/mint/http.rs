@@ -238,8 +238,11 @@ impl TokenHttp {
             .body(Full::new(body))
             .map_err(|e| invalid(format!("invalid URL: {e}")))?;
         for (name, value) in headers {
-            let v = HeaderValue::from_str(value.expose())
-                .map_err(|_| invalid(format!("value of header {name} is not a valid header value")))?;
+            let v = HeaderValue::from_str(value.expose()).map_err(|_| {
+                invalid(format!(
+                    "value of header {name} is not a valid header value"
+                ))
+            })?;
             req.headers_mut().insert(HeaderName::from_static(name), v);
         }
         self.send(endpoint, req, false).await

@@ -520,7 +520,9 @@ mod tests {
             };
             let t = Secrets::build(&cfg, &mut bcx).unwrap();
             registry.resolve_all().await;
-            let mut b = http::Request::builder().method(method).uri("http://a.test/");
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri("http://a.test/");
             if let Some(v) = header {
                 b = b.header("x-api-key", v);
             }
@@ -530,11 +532,23 @@ mod tests {
                 ClientAddr("127.0.0.1:1".parse().unwrap()),
                 crate::transform::Mode::Mitm,
             );
-            matches!(t.on_request(&mut cx, &mut req).await.unwrap(), Verdict::Continue)
+            matches!(
+                t.on_request(&mut cx, &mut req).await.unwrap(),
+                Verdict::Continue
+            )
         };
-        assert!(!run(false, "CONNECT", None).await, "require rejects a bare CONNECT");
-        assert!(run(true, "CONNECT", None).await, "exempt without the header");
-        assert!(!run(true, "CONNECT", Some("other")).await, "carries the header: still required");
+        assert!(
+            !run(false, "CONNECT", None).await,
+            "require rejects a bare CONNECT"
+        );
+        assert!(
+            run(true, "CONNECT", None).await,
+            "exempt without the header"
+        );
+        assert!(
+            !run(true, "CONNECT", Some("other")).await,
+            "carries the header: still required"
+        );
         assert!(!run(true, "GET", None).await, "only CONNECT is exempt");
         assert!(run(true, "GET", Some("proxy-tok")).await);
     }

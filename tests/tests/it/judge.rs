@@ -85,17 +85,28 @@ fn anthropic_allow_deny_and_the_exact_request() {
         let host = s.host();
 
         let r = s
-            .send(post(&host, "/repos/reviewed/comments?draft=1", r#"{"body":"LGTM"}"#))
+            .send(post(
+                &host,
+                "/repos/reviewed/comments?draft=1",
+                r#"{"body":"LGTM"}"#,
+            ))
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.echo()["body"], r#"{"body":"LGTM"}"#, "body forwarded intact");
+        assert_eq!(
+            r.echo()["body"],
+            r#"{"body":"LGTM"}"#,
+            "body forwarded intact"
+        );
         let r = s.send(post(&host, "/deny/billing", "{}")).await;
         assert_eq!(r.status, 403);
         assert_eq!(llm.count(), 2);
 
         // The exact call: endpoint, headers, body shape, system prompt, envelope.
         let call = &llm.calls()[0];
-        assert_eq!((call.method.as_str(), call.path()), ("POST", "/v1/messages"));
+        assert_eq!(
+            (call.method.as_str(), call.path()),
+            ("POST", "/v1/messages")
+        );
         assert_eq!(call.header("x-api-key"), Some(KEY));
         assert_eq!(call.header("anthropic-version"), Some("2023-06-01"));
         let body = llm::body(call);
@@ -122,7 +133,10 @@ fn anthropic_allow_deny_and_the_exact_request() {
             .iter()
             .map(|h| h["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names[..4], ["Host", "Content-Type", "Content-Length", "Authorization"]);
+        assert_eq!(
+            names[..4],
+            ["Host", "Content-Type", "Content-Length", "Authorization"]
+        );
         assert_eq!(env["headers"][3]["value"], "Bearer proxy-token-placeholder");
         assert!(env.get("warnings").is_none(), "{env}");
 
@@ -133,7 +147,10 @@ fn anthropic_allow_deny_and_the_exact_request() {
         assert_eq!(ann(&t, "judge.instance"), "github-write-guard");
         assert_eq!(ann(&t, "judge.model"), "anthropic-test-model");
         assert_eq!(ann(&t, "judge.decision"), "ALLOW");
-        assert_eq!(ann(&t, "judge.reason"), "comment on the reviewed repository");
+        assert_eq!(
+            ann(&t, "judge.reason"),
+            "comment on the reviewed repository"
+        );
         assert_eq!(ann(&t, "judge.input_tokens"), 321);
         assert_eq!(ann(&t, "judge.output_tokens"), 17);
         assert!(ann(&t, "judge.duration_ms").as_f64().unwrap() > 0.0);
@@ -197,14 +214,22 @@ fn openai_fenced_answers_and_a_key_from_a_file_source() {
         )
         .await;
         let host = s.host();
-        assert_eq!(s.send(post(&host, "/api/chat.postMessage", "{}")).await.status, 200);
+        assert_eq!(
+            s.send(post(&host, "/api/chat.postMessage", "{}"))
+                .await
+                .status,
+            200
+        );
         assert_eq!(s.send(post(&host, "/deny/dm", "{}")).await.status, 403);
         // Prose instead of JSON: the default fallback (deny), raw output kept for debugging.
         assert_eq!(s.send(post(&host, "/garbage", "{}")).await.status, 403);
 
         let call = &llm.calls()[0];
         assert_eq!(call.path(), "/v1/chat/completions");
-        assert_eq!(call.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+        assert_eq!(
+            call.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
         let body = llm::body(call);
         assert_eq!(body["model"], "openai-test-model");
         assert_eq!(body["max_completion_tokens"], 64);
@@ -212,7 +237,12 @@ fn openai_fenced_answers_and_a_key_from_a_file_source() {
         let msgs = body["messages"].as_array().unwrap();
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0]["role"], "system");
-        assert!(msgs[0]["content"].as_str().unwrap().contains("Operator policy"));
+        assert!(
+            msgs[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("Operator policy")
+        );
         assert_eq!(llm::envelope(call)["url"], "/api/chat.postMessage");
 
         let (_, t) = trace(&s, "/api/chat.postMessage", "slack-guard");
@@ -223,8 +253,16 @@ fn openai_fenced_answers_and_a_key_from_a_file_source() {
         assert_eq!(rec["rejected_by"], "slack-guard");
         assert_eq!(ann(&t, "judge.decision"), "FALLBACK_DENY");
         assert_eq!(ann(&t, "judge.fallback_applied"), "deny");
-        assert!(ann(&t, "judge.reason").as_str().unwrap().starts_with("parsing decision:"));
-        assert_eq!(ann(&t, "judge.raw_output"), "```json\nLooks fine to me, go ahead!\n```");
+        assert!(
+            ann(&t, "judge.reason")
+                .as_str()
+                .unwrap()
+                .starts_with("parsing decision:")
+        );
+        assert_eq!(
+            ann(&t, "judge.raw_output"),
+            "```json\nLooks fine to me, go ahead!\n```"
+        );
         s.assert_not_in_logs(&[KEY]);
     });
 }
@@ -252,7 +290,10 @@ fn fallback_deny_and_skip_on_errors_and_timeouts() {
         assert_eq!(s.send(post(&host, "/fail/soft", "{}")).await.status, 200);
         let started = std::time::Instant::now();
         assert_eq!(s.send(post(&host, "/slow", "{}")).await.status, 403);
-        assert!(started.elapsed() < Duration::from_secs(2), "timeout honoured");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "timeout honoured"
+        );
 
         let (rec, t) = trace(&s, "/fail/hard", "hard");
         assert_eq!(rec["rejected_by"], "hard");
@@ -272,7 +313,10 @@ fn fallback_deny_and_skip_on_errors_and_timeouts() {
         assert_eq!(ann(&t, "judge.fallback_applied"), "skip");
         let (rec, t) = trace(&s, "/slow", "slow");
         assert_eq!(rec["rejected_by"], "slow");
-        assert_eq!(ann(&t, "judge.reason"), "adapter error: no answer within 300ms");
+        assert_eq!(
+            ann(&t, "judge.reason"),
+            "adapter error: no answer within 300ms"
+        );
     });
 }
 
@@ -313,7 +357,11 @@ fn breaker_opens_and_its_half_open_probe_reopens_or_closes_it() {
         assert_eq!(send("/probe1").await, 403);
         assert_eq!(llm.count(), 3, "the half-open probe");
         let (_, t) = trace(&s, "/probe1", "guard");
-        assert!(t["annotations"].get("judge.circuit_breaker_tripped").is_none());
+        assert!(
+            t["annotations"]
+                .get("judge.circuit_breaker_tripped")
+                .is_none()
+        );
         assert_eq!(send("/open2").await, 403);
         assert_eq!(llm.count(), 3, "reopened with a fresh cooldown");
         // The LLM recovers: the next probe succeeds and closes the breaker.
@@ -329,7 +377,9 @@ fn breaker_opens_and_its_half_open_probe_reopens_or_closes_it() {
 
 /// A POST over HTTP/2 to the agent's MITM listener.
 async fn h2_post(m: &MitmAgent, port: u16, path: &str) -> u16 {
-    let tcp = tokio::net::TcpStream::connect(m.agent.addr("https")).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(m.agent.addr("https"))
+        .await
+        .unwrap();
     let tls = tls_connect(tcp, &m.mitm.client_config(), "localhost", &[b"h2"]).await;
     let mut sender = h2_handshake(tls).await;
     let req = http::Request::builder()
@@ -424,7 +474,9 @@ fn check_config(yaml: &str, env: &[(&str, &str)]) -> (i32, String) {
 fn config_with(transforms: Vec<Transform>) -> String {
     let dir = tempfile::tempdir().unwrap();
     let (c, k) = TestCa::new("c").write(dir.path());
-    let yaml = AgentConfig::loopback(&c, &k).transforms(transforms).to_yaml();
+    let yaml = AgentConfig::loopback(&c, &k)
+        .transforms(transforms)
+        .to_yaml();
     std::mem::forget(dir); // the CA files must outlive the check
     yaml
 }
@@ -456,8 +508,10 @@ fn config_errors_name_the_field() {
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    let yaml = config_with(vec![bad(json!({"name": "a", "prompt": "p", "rules": [{"host": "x"}],
-        "fallback": "allow", "provider": {"type": "anthropic", "model": "m", "api_key_env": "K"}}))]);
+    let yaml = config_with(vec![bad(
+        json!({"name": "a", "prompt": "p", "rules": [{"host": "x"}],
+        "fallback": "allow", "provider": {"type": "anthropic", "model": "m", "api_key_env": "K"}}),
+    )]);
     let (code, err) = check_config(&yaml, &[("K", "k")]);
     assert_eq!(code, 1);
     assert!(err.contains("transforms[0].config.fallback"), "{err}");

@@ -47,9 +47,11 @@ fn source_ip_limits_rules_to_the_client_address() {
                 {"cidr": "127.0.0.0/8", "source_ip": "10.9.0.7"},
             ]}),
         );
-        let m = MitmAgent::prepare(&[])
-            .trust(&origin_ca)
-            .start(|c, k| AgentConfig::loopback(c, k).tunnel_listener().transforms([allow]));
+        let m = MitmAgent::prepare(&[]).trust(&origin_ca).start(|c, k| {
+            AgentConfig::loopback(c, k)
+                .tunnel_listener()
+                .transforms([allow])
+        });
         let host = format!("localhost:{}", origin.port());
         assert_eq!(m.send(get_with(&host, "/mine/x", &[])).await.status, 200);
         // Only the other client's rule admits this path: refused.
@@ -57,7 +59,11 @@ fn source_ip_limits_rules_to_the_client_address() {
         let rec = m.agent.audit_where(|a| a["path"] == "/theirs");
         assert_eq!(rec["rejected_by"], "allowlist");
         // Tunnel setup: `localhost` is admitted by our rule, the bare address only by 10.9.0.7's.
-        connect_tunnel(m.agent.addr("tunnel"), &format!("localhost:{}", plain.port())).await;
+        connect_tunnel(
+            m.agent.addr("tunnel"),
+            &format!("localhost:{}", plain.port()),
+        )
+        .await;
         let st = connect_status(&m, &format!("127.0.0.1:{}", plain.port())).await;
         assert!(st.starts_with("HTTP/1.1 403"), "{st}");
         assert_eq!(plain.hits(), 0);
@@ -107,7 +113,11 @@ fn allow_connect_without_header_keeps_require_for_other_requests() {
         let m = MitmAgent::prepare(&[])
             .trust(&origin_ca)
             .env("API_KEY", "real-key-778899")
-            .start(|c, k| AgentConfig::loopback(c, k).tunnel_listener().transforms(transforms));
+            .start(|c, k| {
+                AgentConfig::loopback(c, k)
+                    .tunnel_listener()
+                    .transforms(transforms)
+            });
         let host = format!("localhost:{}", origin.port());
         // A CONNECT without the header opens the tunnel.
         connect_tunnel(m.agent.addr("tunnel"), &host).await;
@@ -117,7 +127,10 @@ fn allow_connect_without_header_keeps_require_for_other_requests() {
             .send(get_with(&host, "/keyed", &[("x-api-key", "proxy-key-1")]))
             .await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.echoed_header("x-api-key").as_deref(), Some("real-key-778899"));
+        assert_eq!(
+            r.echoed_header("x-api-key").as_deref(),
+            Some("real-key-778899")
+        );
         m.assert_not_in_logs(&["real-key-778899"]);
     });
 }

@@ -46,9 +46,20 @@ mod tests {
 
     #[test]
     fn bare_ips_are_host_routes_and_cidrs_are_truncated() {
-        assert_eq!("10.1.2.3".parse::<SourceIp>().unwrap().0.to_string(), "10.1.2.3/32");
+        assert_eq!(
+            "10.1.2.3".parse::<SourceIp>().unwrap().0.to_string(),
+            "10.1.2.3/32"
+        );
         assert_eq!("::1".parse::<SourceIp>().unwrap().0.to_string(), "::1/128");
-        assert_eq!("10.1.2.3/8".parse::<SourceIp>().unwrap().0.to_string(), "10.0.0.0/8");
-        assert!("10.1.2".parse::<SourceIp>().unwrap_err().contains("source_ip"));
+        assert_eq!(
+            "10.1.2.3/8".parse::<SourceIp>().unwrap().0.to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(
+            "10.1.2"
+                .parse::<SourceIp>()
+                .unwrap_err()
+                .contains("source_ip")
+        );
     }
 }

@@ -53,10 +53,7 @@ fn strip_fence(s: &str) -> &str {
         .strip_prefix("json")
         .or_else(|| rest.strip_prefix("JSON"))
         .unwrap_or(rest);
-    rest.trim()
-        .strip_suffix("```")
-        .unwrap_or(rest)
-        .trim()
+    rest.trim().strip_suffix("```").unwrap_or(rest).trim()
 }
 
 #[cfg(test)]
@@ -77,7 +74,11 @@ mod tests {
 
     #[test]
     fn malformed_answers_are_errors() {
-        assert!(parse("Sure! ALLOW").unwrap_err().starts_with("invalid JSON"));
+        assert!(
+            parse("Sure! ALLOW")
+                .unwrap_err()
+                .starts_with("invalid JSON")
+        );
         assert_eq!(
             parse(r#"{"decision":"MAYBE"}"#).unwrap_err(),
             "decision \"MAYBE\" is not ALLOW or DENY"

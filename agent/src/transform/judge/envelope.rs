@@ -86,11 +86,11 @@ pub fn build(input: &Input<'_>) -> Envelope {
 }
 
 /// `Ok(s)` when it fits, else the longest prefix on a char boundary and the warning.
-fn cap_str<'a>(
-    s: &'a str,
+fn cap_str(
+    s: &str,
     max: usize,
     warning: impl FnOnce() -> String,
-) -> Result<&'a str, (String, String)> {
+) -> Result<&str, (String, String)> {
     if s.len() <= max {
         return Ok(s);
     }
@@ -173,7 +173,11 @@ fn body(input: &Input<'_>, warnings: &mut Vec<String>) -> (Option<String>, Optio
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/"));
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/")
+            });
         if multipart {
             summary = Some(format!(
                 "multipart body of {} bytes; parts beyond the first {MAX_BODY} bytes were not shown",
@@ -206,13 +210,23 @@ mod tests {
         h.append("accept", HeaderValue::from_static("a/1"));
         h.append("accept", HeaderValue::from_static("a/2"));
         h.insert("cookie", HeaderValue::from_static("c=1"));
-        h.insert("authorization", HeaderValue::from_static("Bearer proxy-token"));
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer proxy-token"),
+        );
         h.insert("x-long", HeaderValue::from_str(&"v".repeat(600)).unwrap());
         let e = env(&h, b"", "/x?y=1");
         let names: Vec<&str> = e.headers.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(
             names,
-            ["Host", "Authorization", "Cookie", "Accept", "X-Long", "Zeta"]
+            [
+                "Host",
+                "Authorization",
+                "Cookie",
+                "Accept",
+                "X-Long",
+                "Zeta"
+            ]
         );
         assert_eq!(e.headers[0].value, "api.test:8443");
         assert_eq!(e.headers[3].value, "a/1, a/2");

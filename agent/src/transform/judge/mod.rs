@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::config::transforms::{JudgeConfig, JudgeFallback};
 use crate::config::transforms::source::{EnvSource, SecretSource};
+use crate::config::transforms::{JudgeConfig, JudgeFallback};
 use crate::policy::RuleSet;
 use crate::transform::body::buffer_request;
 use crate::transform::build::{Build, BuildContext, BuildProblem, TransformBuildError};
@@ -135,23 +135,23 @@ impl Judge {
         let Ok(_slot) = self.slots.acquire().await else {
             return Ok(Outcome::failed("judge is shutting down"));
         };
-        let reply = match tokio::time::timeout(self.timeout, self.provider.call(&self.system, &user))
-            .await
-        {
-            Ok(Ok(r)) => r,
-            Ok(Err(e @ CallError::Key(_))) => return Ok(Outcome::failed(e.to_string())),
-            Ok(Err(e)) => {
-                ticket.failure();
-                return Ok(Outcome::failed(e.to_string()));
-            }
-            Err(_) => {
-                ticket.failure();
-                return Ok(Outcome::failed(format!(
-                    "adapter error: no answer within {:?}",
-                    self.timeout
-                )));
-            }
-        };
+        let reply =
+            match tokio::time::timeout(self.timeout, self.provider.call(&self.system, &user)).await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e @ CallError::Key(_))) => return Ok(Outcome::failed(e.to_string())),
+                Ok(Err(e)) => {
+                    ticket.failure();
+                    return Ok(Outcome::failed(e.to_string()));
+                }
+                Err(_) => {
+                    ticket.failure();
+                    return Ok(Outcome::failed(format!(
+                        "adapter error: no answer within {:?}",
+                        self.timeout
+                    )));
+                }
+            };
         match decision::parse(&reply.text) {
             Ok(d) => {
                 ticket.success();
@@ -173,12 +173,7 @@ impl Judge {
         }
     }
 
-    fn envelope(
-        &self,
-        cx: &RequestCx,
-        req: &ProxyRequest,
-        body: &[u8],
-    ) -> envelope::Envelope {
+    fn envelope(&self, cx: &RequestCx, req: &ProxyRequest, body: &[u8]) -> envelope::Envelope {
         let host = req
             .headers()
             .get(http::header::HOST)
@@ -268,4 +263,3 @@ impl Transform for Judge {
         Ok(verdict)
     }
 }
-

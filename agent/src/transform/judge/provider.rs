@@ -147,7 +147,11 @@ impl Provider {
     }
 
     fn reply(&self, v: &Value) -> Option<Reply> {
-        let usage = |k: &str| v.get("usage").and_then(|u| u.get(k)).and_then(Value::as_u64);
+        let usage = |k: &str| {
+            v.get("usage")
+                .and_then(|u| u.get(k))
+                .and_then(Value::as_u64)
+        };
         match self.kind {
             JudgeProviderType::Anthropic => {
                 let text: String = v

@@ -61,8 +61,7 @@ fn kinds_without_a_runtime_are_refused_not_skipped() {
     .unwrap_err();
     assert_eq!(
         messages(&errs),
-        [
-"transforms[1]: grpc is not supported yet"]
+        ["transforms[1]: grpc is not supported yet"]
     );
     assert!(matches!(
         errs[0],

@@ -67,8 +67,7 @@ fn answer(r: &Recorded, down: bool) -> Answer {
         r.path() == "/v1/chat/completions"
             && r.header("authorization") == Some(&format!("Bearer {KEY}"))
     };
-    if !authorized || r.method != "POST" || r.header("content-type") != Some("application/json")
-    {
+    if !authorized || r.method != "POST" || r.header("content-type") != Some("application/json") {
         return error(401, "bad credentials or endpoint");
     }
     let url = envelope(r)["url"].as_str().unwrap_or("").to_string();
