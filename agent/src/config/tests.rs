@@ -797,3 +797,22 @@ fn null_blocks_mean_defaults() {
     ));
     assert!(parse("transforms:\n").unwrap().transforms.is_empty());
 }
+
+#[test]
+fn judge_api_key_must_be_set_in_identity_profiles_too() {
+    let text = format!(
+        "{PRELUDE}intercept:\n  mode: ebpf\n  policies:\n    - uids: [4242]\n      transforms:\n\
+        \x20       - name: judge\n          config: {{name: j, prompt: p, rules: [{{host: a}}], \
+         provider: {{type: openai, model: m, api_key_env: POLICY_KEY}}}}\n"
+    );
+    let errs = load_str(&text, &env_with(&[])).unwrap_err().0;
+    assert!(
+        error_at(
+            &errs,
+            "intercept.policies[0].transforms[0].config.provider.api_key_env"
+        )
+        .message
+        .contains("POLICY_KEY"),
+        "{errs:?}"
+    );
+}

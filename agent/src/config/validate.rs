@@ -149,16 +149,31 @@ pub(super) fn collect_env(
             format!("{var:?} is not set in the environment"),
         ));
     }
+    let judge_key_unset = |entry: &super::TransformEntry| match &entry.spec {
+        TransformSpec::Judge(j) => j
+            .provider
+            .as_ref()
+            .filter(|p| !p.api_key_env.is_empty() && !is_set(&p.api_key_env))
+            .map(|p| format!("env var {:?} is empty or not set", p.api_key_env)),
+        _ => None,
+    };
     for (n, entry) in cfg.transforms.iter().enumerate() {
-        if let TransformSpec::Judge(j) = &entry.spec
-            && let Some(p) = &j.provider
-            && !p.api_key_env.is_empty()
-            && !is_set(&p.api_key_env)
-        {
+        if let Some(msg) = judge_key_unset(entry) {
             errors.push(ConfigError::new(
                 format!("{}.config.provider.api_key_env", entry_path(indices, n)),
-                format!("env var {:?} is empty or not set", p.api_key_env),
+                msg,
             ));
+        }
+    }
+    // Judges of identity profiles need their keys too (the pipeline would only fall back).
+    for (i, p) in cfg.intercept.policies.iter().enumerate() {
+        for (j, entry) in p.transforms.iter().enumerate() {
+            if let Some(msg) = judge_key_unset(entry) {
+                errors.push(ConfigError::new(
+                    format!("intercept.policies[{i}].transforms[{j}].config.provider.api_key_env"),
+                    msg,
+                ));
+            }
         }
     }
 }
