@@ -18,12 +18,13 @@ use super::transforms::{
 use super::{Config, ConfigError};
 
 /// Names accepted at the top level, in documentation order.
-pub const TOP_LEVEL_KEYS: [&str; 10] = [
+pub const TOP_LEVEL_KEYS: [&str; 11] = [
     "dns",
     "proxy",
     "tls",
     "transforms",
     "mcp",
+    "mcp_gateway",
     "metrics",
     "management",
     "control_plane",
@@ -102,19 +103,22 @@ pub(super) fn parse_document(text: &str) -> Parsed {
             }
         }
     }
-    if present("mcp") {
-        match decode(
-            text,
-            &[Seg::Key("mcp")],
-            PhantomData::<Option<super::mcp::McpConfig>>,
-        ) {
-            Ok(v) => parsed.config.mcp = v.flatten(),
-            Err(e) => {
-                parsed.errors.push(e);
-                parsed.failed_blocks.push("mcp");
+    // Absent and empty are different for these two: `Option`, not defaulted.
+    macro_rules! opt_block {
+        ($key:literal, $field:ident) => {
+            if present($key) {
+                match decode(text, &[Seg::Key($key)], PhantomData::<Option<_>>) {
+                    Ok(v) => parsed.config.$field = v.flatten(),
+                    Err(e) => {
+                        parsed.errors.push(e);
+                        parsed.failed_blocks.push($key);
+                    }
+                }
             }
-        }
+        };
     }
+    opt_block!("mcp", mcp);
+    opt_block!("mcp_gateway", mcp_gateway);
     block!("metrics", metrics);
     block!("management", management);
     block!("control_plane", control_plane);

@@ -13,6 +13,7 @@ mod grpc;
 mod hmac_sign;
 mod http2;
 mod install;
+mod mcp;
 mod oauth;
 mod policy;
 mod proxy;
