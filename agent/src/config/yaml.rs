@@ -76,11 +76,15 @@ pub(super) fn parse_document(text: &str) -> Parsed {
     }
     let present = |k: &str| top.keys.iter().any(|(key, _)| key == k);
 
+    // With `$finish`: blocks where absent and empty differ (`Option` fields).
     macro_rules! block {
         ($key:literal, $field:ident) => {
+            block!($key, $field, |v: Option<_>| v.unwrap_or_default())
+        };
+        ($key:literal, $field:ident, $finish:expr) => {
             if present($key) {
                 match decode(text, &[Seg::Key($key)], PhantomData::<Option<_>>) {
-                    Ok(v) => parsed.config.$field = v.flatten().unwrap_or_default(),
+                    Ok(v) => parsed.config.$field = $finish(v.flatten()),
                     Err(e) => {
                         parsed.errors.push(e);
                         parsed.failed_blocks.push($key);
@@ -103,22 +107,8 @@ pub(super) fn parse_document(text: &str) -> Parsed {
             }
         }
     }
-    // Absent and empty are different for these two: `Option`, not defaulted.
-    macro_rules! opt_block {
-        ($key:literal, $field:ident) => {
-            if present($key) {
-                match decode(text, &[Seg::Key($key)], PhantomData::<Option<_>>) {
-                    Ok(v) => parsed.config.$field = v.flatten(),
-                    Err(e) => {
-                        parsed.errors.push(e);
-                        parsed.failed_blocks.push($key);
-                    }
-                }
-            }
-        };
-    }
-    opt_block!("mcp", mcp);
-    opt_block!("mcp_gateway", mcp_gateway);
+    block!("mcp", mcp, |v| v);
+    block!("mcp_gateway", mcp_gateway, |v| v);
     block!("metrics", metrics);
     block!("management", management);
     block!("control_plane", control_plane);
