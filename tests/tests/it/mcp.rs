@@ -169,6 +169,7 @@ fn start_agent(dir: &std::path::Path, gateway: Option<Value>, env: &[(&str, &str
     let (c, k) = ca.write(dir);
     let cfg = AgentConfig::loopback(&c, &k)
         .transforms([Transform::allowlist(&["localhost"])])
+        .tunnel_listener()
         .with(|c| {
             c.mcp = Some(mcp_block());
             c.mcp_gateway = gateway;
@@ -405,4 +406,46 @@ fn config_errors_name_fields_and_the_docs_example_checks() {
         .expect("a yaml example in docs/mcp.md");
     let (code, err) = check_config(example);
     assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn policy_applies_inside_a_connect_tunnel() {
+    iron_agent_tests::runtime().block_on(async {
+        let srv = McpServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let agent = start_agent(dir.path(), None, &[]);
+        let target = format!("localhost:{}", srv.port);
+        let tcp = iron_agent_tests::client::connect_tunnel(agent.addr("tunnel"), &target).await;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let denied = call(json!(9), "delete_repo", json!({}));
+        let resp = send
+            .send_request(post(srv.port, "/mcp", &denied))
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            br#"{"jsonrpc":"2.0","id":9,"error":{"code":-32042,"message":"nope"}}"#
+        );
+        let allowed = call(json!(10), "search", json!({}));
+        send.ready()
+            .await
+            .expect("the tunnel stays open after a denial");
+        let resp = send
+            .send_request(post(srv.port, "/mcp", &allowed))
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("done"));
+        assert_eq!(
+            srv.seen.bodies().len(),
+            1,
+            "only the allowed call went upstream"
+        );
+        let inner = agent.audits_where(2, |a| a.get("tunnel").is_some() && a.get("mcp").is_some());
+        assert_eq!(inner[0]["mcp"]["messages"][0]["reason"], "tool_not_allowed");
+    });
 }
