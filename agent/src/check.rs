@@ -34,8 +34,10 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         }
     }
     let not_yet = |what: &str| format!("{what} is not supported yet");
-    if cfg.mcp.is_some() {
-        out.push(not_yet("mcp"));
+    let mut secrets = SecretRegistry::default();
+    if let Err(e) = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), &mut secrets)
+    {
+        out.push(e.to_string());
     }
     // Not unsupported, but checked here so that `check-config` and `install` report bad values.
     out.extend(UpstreamProxies::check(&cfg.proxy.upstream_proxy));

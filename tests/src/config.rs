@@ -20,6 +20,11 @@ pub struct AgentConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
     pub transforms: Vec<Transform>,
+    /// The top-level `mcp` block (MCP interception), as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_gateway: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intercept: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +132,8 @@ impl AgentConfig {
             tls: Tls::mitm(ca_cert, ca_key),
             metrics: Some(Metrics::any_port()),
             transforms: Vec::new(),
+            mcp: None,
+            mcp_gateway: None,
             intercept: None,
             log: None,
         }

@@ -127,6 +127,8 @@ impl World {
             },
             proxy: Proxy::any_port(),
             tls,
+            mcp: None,
+            mcp_gateway: None,
             metrics: Some(Metrics::any_port()),
             transforms: vec![
                 Transform::allowlist(&[

@@ -80,6 +80,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let upstream = Upstream::build(&cfg)?;
     let mut secrets = SecretRegistry::default();
     let profiles = build_profiles(&cfg, &mut secrets, &upstream.mint)?;
+    let mcp = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), &mut secrets)
+        .map_err(|e| AppError::Unsupported(vec![e.to_string()]))?
+        .map(Arc::new);
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
     let leaf_cache = leaf_cache(&cfg.tls)?;
@@ -103,6 +106,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
         websockets: Default::default(),
+        mcp,
     });
     listeners.log_startup(&rt);
     serve::serve(&cfg, rt, listeners, interceptor.is_some(), secrets, signals).await

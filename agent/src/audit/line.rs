@@ -48,6 +48,7 @@ fn write_fields(
     field(out, "sni", &rec.sni)?;
     field(out, "mode", rec.mode)?;
     field(out, "protocol", rec.protocol)?;
+    opt(out, "mcp", &rec.mcp)?;
     opt(out, "body_capture", &rec.body_capture)?;
     opt(out, "uid", &rec.uid)?;
     opt(out, "user", &rec.user)?;

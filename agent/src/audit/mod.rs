@@ -10,6 +10,7 @@ pub mod bench;
 #[cfg(test)]
 mod golden;
 pub mod line;
+pub mod mcp;
 pub mod record;
 pub mod sink;
 

@@ -93,6 +93,9 @@ pub struct AuditRecord {
     pub sni: String,
     pub mode: &'static str,
     pub protocol: &'static str,
+    /// MCP interception (`mcp:` block): the server policy and one entry per message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<super::mcp::McpAudit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_capture: Option<BodyCapture>,
     /// Identity of the workload, for connections that arrived through the eBPF redirect.

@@ -9,6 +9,7 @@ pub mod env;
 pub mod error;
 pub mod intercept;
 pub mod mcp;
+pub mod mcp_gateway;
 pub mod transforms;
 pub mod types;
 pub mod validate;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 
 pub use error::{ConfigError, ConfigErrors, SourceLocation};
 pub use mcp::McpConfig;
+pub use mcp_gateway::McpGatewayConfig;
 pub use transforms::{AllowlistConfig, RuleConfig, SecretSource, TransformEntry, TransformSpec};
 pub use types::{Cidr, GoDuration, ListenAddr, LogLevel};
 pub use validate::validate_warnings;
@@ -38,6 +40,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub transforms: Vec<TransformEntry>,
     pub mcp: Option<McpConfig>,
+    /// YAML only (never synced).
+    pub mcp_gateway: Option<McpGatewayConfig>,
     pub metrics: MetricsConfig,
     pub management: ManagementConfig,
     pub control_plane: ControlPlaneConfig,

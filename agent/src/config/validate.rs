@@ -83,6 +83,9 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
     if let Some(mcp) = &cfg.mcp {
         mcp.validate("mcp", errors);
     }
+    if let Some(gw) = &cfg.mcp_gateway {
+        gw.validate("mcp_gateway", errors);
+    }
 }
 
 /// `dns.records` and `dns.passthrough` entries.

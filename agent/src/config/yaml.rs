@@ -18,12 +18,13 @@ use super::transforms::{
 use super::{Config, ConfigError};
 
 /// Names accepted at the top level, in documentation order.
-pub const TOP_LEVEL_KEYS: [&str; 10] = [
+pub const TOP_LEVEL_KEYS: [&str; 11] = [
     "dns",
     "proxy",
     "tls",
     "transforms",
     "mcp",
+    "mcp_gateway",
     "metrics",
     "management",
     "control_plane",
@@ -75,11 +76,15 @@ pub(super) fn parse_document(text: &str) -> Parsed {
     }
     let present = |k: &str| top.keys.iter().any(|(key, _)| key == k);
 
+    // With `$finish`: blocks where absent and empty differ (`Option` fields).
     macro_rules! block {
         ($key:literal, $field:ident) => {
+            block!($key, $field, |v: Option<_>| v.unwrap_or_default())
+        };
+        ($key:literal, $field:ident, $finish:expr) => {
             if present($key) {
                 match decode(text, &[Seg::Key($key)], PhantomData::<Option<_>>) {
-                    Ok(v) => parsed.config.$field = v.flatten().unwrap_or_default(),
+                    Ok(v) => parsed.config.$field = $finish(v.flatten()),
                     Err(e) => {
                         parsed.errors.push(e);
                         parsed.failed_blocks.push($key);
@@ -102,19 +107,8 @@ pub(super) fn parse_document(text: &str) -> Parsed {
             }
         }
     }
-    if present("mcp") {
-        match decode(
-            text,
-            &[Seg::Key("mcp")],
-            PhantomData::<Option<super::mcp::McpConfig>>,
-        ) {
-            Ok(v) => parsed.config.mcp = v.flatten(),
-            Err(e) => {
-                parsed.errors.push(e);
-                parsed.failed_blocks.push("mcp");
-            }
-        }
-    }
+    block!("mcp", mcp, |v| v);
+    block!("mcp_gateway", mcp_gateway, |v| v);
     block!("metrics", metrics);
     block!("management", management);
     block!("control_plane", control_plane);

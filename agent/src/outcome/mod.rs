@@ -56,6 +56,9 @@ pub enum Outcome {
         phase: Phase,
         response: Option<ProxyResponse>,
     },
+    /// MCP policy denied a JSON-RPC request: the error envelope (200), `action: reject`
+    /// with no `rejected_by` (iron-proxy's shape); the `mcp` group says why.
+    McpDenied(ProxyResponse),
     /// A transform answered itself.
     Stubbed {
         by: String,
@@ -99,6 +102,9 @@ pub enum Failure {
     HeaderCasing(#[from] CasingError),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The MCP gateway could not route (a required credential unavailable).
+    #[error("{0}")]
+    McpGateway(String),
     /// sni-only: the ClientHello names no server and no fallback is known (400).
     #[error("client hello missing sni")]
     NoServerName,
@@ -205,6 +211,7 @@ pub fn answer(outcome: Outcome) -> Answer {
             rejected_by: Some(by),
             ..Answer::new(Action::Reject, response.unwrap_or_else(respond::forbidden))
         },
+        Outcome::McpDenied(response) => Answer::new(Action::Reject, response),
         Outcome::Stubbed {
             by,
             phase,

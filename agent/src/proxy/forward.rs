@@ -9,6 +9,7 @@ use super::conn::ConnInfo;
 use super::runtime::Runtime;
 use super::websocket::{self, ClientSide, Handshake};
 use crate::identify::Target;
+use crate::mcp::gateway::GatewayRouted;
 use crate::message::header_case;
 use crate::message::hop_by_hop;
 use crate::message::{ProxyRequest, ProxyResponse};
@@ -30,7 +31,8 @@ pub async fn send(
     ws: Option<ClientSide>,
 ) -> Result<Sent, Box<Outcome>> {
     prepare(&mut req, target).map_err(|e| Box::new(Outcome::Failed(Failure::BuildRequest(e))))?;
-    if let Some(t) = &conn.tunnel {
+    let rerouted = req.extensions().get::<GatewayRouted>().is_some();
+    if let Some(t) = conn.tunnel.as_ref().filter(|_| !rerouted) {
         // Inside a tunnel the client chose the port when it opened it.
         pin_port(req.uri_mut(), t.port);
     }

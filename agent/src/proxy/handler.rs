@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::ConnInfo;
 use super::audited_body::AuditedBody;
 use super::forward::{self, Sent};
+use super::mcp_hook;
 use super::runtime::{Profile, Runtime};
 use super::websocket::{self, ClientSide};
 use crate::audit::{AuditRecord, PendingAudit};
@@ -74,11 +75,17 @@ async fn exchange(
     if let Some(outcome) = Outcome::from_phase(Phase::Request, end) {
         return Err(Box::new(outcome));
     }
+    // 3b. MCP policy and gateway (after the transforms, as iron-proxy; WebSockets bypass it)
+    let mcp = match ws {
+        None => mcp_hook::on_request(rt, &cx, &mut req, &mut target, audit).await?,
+        Some(_) => None,
+    };
     // 4. upstream
     let resp = match forward::send(rt, conn, req, &target, ws).await? {
         Sent::Response(resp) => resp,
         Sent::Upgraded(client, upstream) => return Ok(Done::Upgraded(client, upstream)),
     };
+    let resp = mcp_hook::on_response(mcp, &cx, resp).await?;
     // 5. response transforms
     Ok(Done::Answered(
         response_phase(&profile, &mut cx, resp, audit).await,

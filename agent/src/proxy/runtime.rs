@@ -34,6 +34,8 @@ pub struct Runtime {
     pub mode: Mode,
     pub request_body_limit: Option<u64>,
     pub response_body_limit: Option<u64>,
+    /// MCP interception and gateway (`mcp`, `mcp_gateway`); `None` when no server is set.
+    pub mcp: Option<Arc<crate::mcp::Mcp>>,
     /// Open WebSockets (closed and audited at shutdown).
     pub websockets: websocket::Relays,
 }

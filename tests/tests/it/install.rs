@@ -524,6 +524,8 @@ fn jail_config(dir: &Path) -> PathBuf {
         tls: Tls::mitm(&dir.join("ca.crt"), &dir.join("ca.key")),
         metrics: None,
         transforms: vec![Transform::allowlist(&[])],
+        mcp: None,
+        mcp_gateway: None,
         intercept: None,
         log: Some(Log {
             level: "warn".into(),

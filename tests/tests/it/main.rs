@@ -14,6 +14,7 @@ mod hmac_sign;
 mod http2;
 mod install;
 mod judge;
+mod mcp;
 mod oauth;
 mod policy;
 mod proxy;

@@ -95,6 +95,8 @@ async fn start_with(deny: Option<Vec<String>>) -> Env {
             mode: Some("sni-only".into()),
             ..Tls::default()
         },
+        mcp: None,
+        mcp_gateway: None,
         metrics: Some(Metrics::any_port()),
         transforms: vec![Transform::new(
             "allowlist",
