@@ -17,6 +17,7 @@ pub mod identify;
 pub mod install;
 pub mod mint;
 pub mod policy;
+pub mod postgres;
 pub mod proxy;
 pub mod resolve;
 pub mod secrets;

@@ -132,7 +132,7 @@ fn mode(m: IdentityMode) -> Mode {
 
 /// Redirect targets for a bound listener. An unspecified bind is reached on loopback; IPv6
 /// sockets reach an IPv4 listener through its IPv4-mapped address.
-fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
+pub fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
     let port = addr.port();
     match addr.ip() {
         IpAddr::V4(ip) => {

@@ -46,6 +46,8 @@ pub enum AppError {
     UpstreamResolver(String),
     #[error("{}", .0.join("\n"))]
     UpstreamProxy(Vec<String>),
+    #[error("{0}")]
+    Postgres(#[from] crate::postgres::PgError),
     #[error("fatal error: {component}: {reason}")]
     Fatal {
         component: &'static str,
@@ -184,6 +186,17 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         websockets: Default::default(),
     });
 
+    let shutdown = CancellationToken::new();
+    let pg_deps = crate::postgres::Deps {
+        resolver: resolver.clone(),
+        audit: audit.clone(),
+        origins: rt.origins.clone(),
+        env: Arc::new(|k: &str| std::env::var(k).ok()),
+    };
+    let postgres =
+        crate::postgres::listener::start(&cfg, pg_deps, interceptor.as_deref(), shutdown.clone())
+            .await?;
+
     let describe = rt.pipelines.load().default.describe();
     tracing::info!(
         target: crate::telemetry::STARTUP,
@@ -196,7 +209,6 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         "iron-agent starting"
     );
 
-    let shutdown = CancellationToken::new();
     secrets.spawn_refreshers(shutdown.clone());
     let conns = TaskTracker::new();
     let mut servers = tokio::task::JoinSet::new();
@@ -227,9 +239,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     if let Some((udp, tcp)) = dns_sockets {
         let (dns_cfg, resolver, token) = (cfg.dns.clone(), resolver.clone(), shutdown.clone());
         // In eBPF mode the DNS server answers real addresses, only for names a policy may allow.
-        let names = interceptor
-            .as_ref()
-            .map(|_| Arc::new(PolicyNames(rt.clone())) as Arc<dyn crate::dns::NamePolicy>);
+        let names = interceptor.as_ref().map(|_| {
+            Arc::new(PolicyNames(rt.clone(), postgres.clone())) as Arc<dyn crate::dns::NamePolicy>
+        });
         servers.spawn(async move {
             match crate::dns::serve(dns_cfg, udp, tcp, resolver, names, token).await {
                 Ok(()) => ("dns", None),
@@ -261,6 +273,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     {
         tracing::warn!("drain timeout: closing remaining connections");
     }
+    if let Some(pg) = &postgres {
+        pg.sessions().close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), pg.sessions().wait()).await;
+    }
     servers.abort_all();
     rt.websockets.close(Duration::from_secs(2)).await;
     tracing::info!("iron-agent stopped");
@@ -291,12 +307,17 @@ fn bound_addr(l: &tokio::net::TcpListener) -> Result<SocketAddr, AppError> {
     })
 }
 
-/// DNS answers in eBPF mode follow the live pipelines.
-struct PolicyNames(Arc<Runtime>);
+/// DNS answers in eBPF mode follow the live pipelines, plus the PostgreSQL upstreams (their
+/// connections are redirected to the proxy).
+struct PolicyNames(Arc<Runtime>, Option<Arc<crate::postgres::PostgresProxy>>);
 
 impl crate::dns::NamePolicy for PolicyNames {
     fn may_allow(&self, host: &str) -> bool {
         self.0.pipelines.load().may_allow_host(host)
+            || self.1.as_ref().is_some_and(|pg| {
+                let host = crate::policy::normalize_host(host);
+                pg.upstream_hosts().iter().any(|h| *h == host)
+            })
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Config {
     pub log: LogConfig,
     /// iron-agent extension: eBPF interception and per-identity policies.
     pub intercept: intercept::InterceptConfig,
+    /// The PostgreSQL proxy (iron-proxy §21); all-empty = disabled.
+    pub postgres: crate::postgres::config::PostgresConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

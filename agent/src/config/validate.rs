@@ -123,6 +123,7 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
     if let Some(mcp) = &cfg.mcp {
         mcp.validate("mcp", errors);
     }
+    cfg.postgres.validate(cfg.tls.mode, errors);
 }
 
 pub(super) fn collect_env(
@@ -132,6 +133,7 @@ pub(super) fn collect_env(
     errors: &mut Vec<ConfigError>,
 ) {
     let is_set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
+    cfg.postgres.validate_env(env, errors);
     if let Some(var) = cfg.management.effective_api_key_env()
         && !is_set(var)
     {
@@ -140,6 +142,7 @@ pub(super) fn collect_env(
             format!("{var:?} is not set in the environment"),
         ));
     }
+    cfg.postgres.validate_env(env, errors);
     for (n, entry) in cfg.transforms.iter().enumerate() {
         if let TransformSpec::Judge(j) = &entry.spec
             && let Some(p) = &j.provider

@@ -18,7 +18,7 @@ use super::transforms::{
 use super::{Config, ConfigError};
 
 /// Names accepted at the top level, in documentation order.
-pub const TOP_LEVEL_KEYS: [&str; 10] = [
+pub const TOP_LEVEL_KEYS: [&str; 11] = [
     "dns",
     "proxy",
     "tls",
@@ -29,6 +29,7 @@ pub const TOP_LEVEL_KEYS: [&str; 10] = [
     "control_plane",
     "log",
     "intercept",
+    "postgres",
 ];
 
 /// The outcome of decoding a document: whatever decoded, and every error found on the way.
@@ -120,6 +121,7 @@ pub(super) fn parse_document(text: &str) -> Parsed {
     block!("control_plane", control_plane);
     block!("log", log);
     block!("intercept", intercept);
+    block!("postgres", postgres);
     parsed
 }
 

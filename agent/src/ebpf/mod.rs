@@ -27,6 +27,7 @@
 //! ```
 
 mod config;
+mod db_redirects;
 mod error;
 mod interceptor;
 mod lookup;
@@ -34,6 +35,7 @@ mod sys;
 
 pub use agent_common::{Counter, ListenerConfig, PIN_DIR};
 pub use config::{InterceptConfig, LoopbackPolicy, Mode};
+pub use db_redirects::{DbRedirectTable, dest_key};
 pub use error::InterceptError;
 pub use interceptor::{Counters, Interceptor, is_installed, object_built, pinned_counters};
 pub use lookup::{ConnOrigin, OrigDstLookup, OrigDstTable, sock_key};
