@@ -14,6 +14,7 @@ pub mod ebpf_world;
 pub mod mitm;
 pub mod netns;
 pub mod origin;
+pub mod postgres;
 pub mod proxies;
 pub mod token_server;
 pub mod ws;

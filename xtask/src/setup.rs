@@ -126,6 +126,24 @@ fn prerequisites() -> Vec<Prereq> {
             install: || pip_install("grpcio"),
         },
         Prereq {
+            name: "libclang (libclang-dev)",
+            why: "the pg_query crate (PostgreSQL's SQL parser) generates its bindings with bindgen",
+            check: libclang_present,
+            install: || apt_install(&["libclang-dev"]),
+        },
+        Prereq {
+            name: "postgresql (server, psql, pgbench)",
+            why: "the PostgreSQL proxy tests and `bench --postgres` run a throwaway cluster",
+            check: postgres_present,
+            install: install_postgres,
+        },
+        Prereq {
+            name: "psycopg",
+            why: "a Python PostgreSQL driver logs in through the PostgreSQL proxy in the tests",
+            check: || succeeds(Command::new("python3").args(["-c", "import psycopg"])),
+            install: || pip_install("psycopg[binary]"),
+        },
+        Prereq {
             name: "grpcio for /usr/bin/python3",
             why: "the root-only eBPF gRPC test runs the client as a test user with the system python",
             check: || {
@@ -268,6 +286,46 @@ fn install_rust_src() -> Result<()> {
             .with_context(|| format!("updating {}", components.display()))?;
     }
     Ok(())
+}
+
+fn libclang_present() -> bool {
+    let dirs = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ];
+    let in_dir = |d: &Path| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("libclang") && n.contains(".so") && !n.starts_with("libclang-cpp")
+            })
+        })
+    };
+    dirs.iter().map(Path::new).any(in_dir)
+}
+
+/// Debian's server binaries live in /usr/lib/postgresql/<major>/bin.
+fn postgres_present() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let bin = e.path().join("bin");
+            ["postgres", "initdb", "pg_ctl", "psql", "pgbench"]
+                .iter()
+                .all(|b| bin.join(b).is_file())
+        })
+    })
+}
+
+fn install_postgres() -> Result<()> {
+    // The tests start their own clusters; keep the package from creating and starting a
+    // system-wide one on port 5432.
+    let conf = Path::new("/etc/postgresql-common/createcluster.conf");
+    if is_root() && !conf.exists() {
+        std::fs::create_dir_all("/etc/postgresql-common")?;
+        std::fs::write(conf, "create_main_cluster = false\n")?;
+    }
+    apt_install(&["postgresql", "postgresql-contrib"])
 }
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);

@@ -133,7 +133,6 @@ pub(super) fn collect_env(
     errors: &mut Vec<ConfigError>,
 ) {
     let is_set = |k: &str| env(k).is_some_and(|v| !v.is_empty());
-    cfg.postgres.validate_env(env, errors);
     if let Some(var) = cfg.management.effective_api_key_env()
         && !is_set(var)
     {

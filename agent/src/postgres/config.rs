@@ -208,6 +208,83 @@ pub fn valid_setting_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn errors(yaml: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let text = format!("dns: {{enabled: false}}\ntls: {{mode: sni-only}}\n{yaml}");
+        match crate::config::load_str(&text, &lookup) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_block_is_disabled() {
+        assert!(errors("postgres: {}\n", &[]).is_empty());
+        assert!(errors("postgres:\n", &[]).is_empty());
+    }
+
+    #[test]
+    fn iron_proxy_messages() {
+        let e = errors("postgres:\n  tls: false\n  upstreams: []\n  client: {user: ''}\n  listen: ''\n", &[]);
+        // `listen: ''` is not an address: a parse error for that field.
+        assert!(e[0].starts_with("postgres.listen: invalid address"), "{e:?}");
+        let e = errors("postgres:\n  client: {user: app}\n", &[]);
+        assert_eq!(
+            e,
+            [
+                "postgres: listen is required",
+                "postgres: client.password_env is required",
+                "postgres: at least one upstream is required",
+            ]
+        );
+        let yaml = r#"postgres:
+  listen: ":6432"
+  client: {user: app, password_env: PW}
+  upstreams:
+    - {database: appdb, dsn: {type: env, var: D}, settings: [{name: app.tenant, value: x}, {name: app-x, value: y}, {name: ROLE, value: z}, {name: App.Tenant, value: w}, {name: session_authorization, value: v}]}
+    - {database: appdb, dsn: {type: env, var: D}}
+    - {dsn: {type: env, var: ""}}
+    - {database: other}
+"#;
+        let e = errors(yaml, &[]);
+        assert_eq!(
+            e,
+            [
+                r#"postgres.upstreams[0]: settings[1]: invalid setting name "app-x""#,
+                r#"postgres.upstreams[0]: settings[2]: "role" is managed by the proxy; use the role field"#,
+                r#"postgres.upstreams[0]: settings[3]: duplicate setting "App.Tenant""#,
+                r#"postgres.upstreams[0]: settings[4]: "session_authorization" is managed by the proxy; use the role field"#,
+                r#"postgres: duplicate upstream database "appdb""#,
+                "postgres.upstreams[2]: database is required",
+                r#"postgres.upstreams[2].dsn.var: env source requires "var" field"#,
+                "postgres.upstreams[3]: dsn is required",
+                r#"postgres: client.password_env "PW" is not set in the environment"#,
+            ]
+        );
+        assert!(errors(yaml.split("    - {database: appdb, dsn: {type: env, var: D}}\n").next().unwrap(), &[("PW", "x")]).len() == 4);
+    }
+
+    #[test]
+    fn strict_keys_and_extensions() {
+        let e = errors(
+            "postgres:\n  listen: ':1'\n  client: {user: a, password_env: P, auth: md5}\n  upstreams: [{database: d, dsn: {type: env, var: D}, rol: x}]\n",
+            &[("P", "x")],
+        );
+        assert!(e.iter().any(|m| m.contains("postgres.client.auth") && m.contains("unknown variant")), "{e:?}");
+        let e = errors(
+            "postgres:\n  listen: ':1'\n  client: {user: a, password_env: P}\n  upstreams: [{database: d, dsn: {type: env, var: D}, rol: x}]\n",
+            &[("P", "x")],
+        );
+        assert!(e.iter().any(|m| m.starts_with("postgres.upstreams[0].rol: unknown field")), "{e:?}");
+        let e = errors(
+            "postgres:\n  listen: ':1'\n  tls: true\n  client: {user: a, password_env: P, auth: password}\n  upstreams: [{database: d, dsn: {type: env, var: D}}]\n",
+            &[("P", "x")],
+        );
+        assert_eq!(e, ["postgres.tls: requires tls.mode mitm: client certificates are signed by the agent's CA"]);
+    }
+
     #[test]
     fn setting_names() {
         for ok in ["app.tenant", "search_path", "_x.y_1", "TimeZone"] {
