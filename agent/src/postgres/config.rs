@@ -209,8 +209,10 @@ mod tests {
     use super::*;
 
     fn errors(yaml: &str, env: &[(&str, &str)]) -> Vec<String> {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let text = format!("dns: {{enabled: false}}\ntls: {{mode: sni-only}}\n{yaml}");
         match crate::config::load_str(&text, &lookup) {
@@ -227,9 +229,15 @@ mod tests {
 
     #[test]
     fn iron_proxy_messages() {
-        let e = errors("postgres:\n  tls: false\n  upstreams: []\n  client: {user: ''}\n  listen: ''\n", &[]);
+        let e = errors(
+            "postgres:\n  tls: false\n  upstreams: []\n  client: {user: ''}\n  listen: ''\n",
+            &[],
+        );
         // `listen: ''` is not an address: a parse error for that field.
-        assert!(e[0].starts_with("postgres.listen: invalid address"), "{e:?}");
+        assert!(
+            e[0].starts_with("postgres.listen: invalid address"),
+            "{e:?}"
+        );
         let e = errors("postgres:\n  client: {user: app}\n", &[]);
         assert_eq!(
             e,
@@ -263,7 +271,16 @@ mod tests {
                 r#"postgres: client.password_env "PW" is not set in the environment"#,
             ]
         );
-        assert!(errors(yaml.split("    - {database: appdb, dsn: {type: env, var: D}}\n").next().unwrap(), &[("PW", "x")]).len() == 4);
+        assert!(
+            errors(
+                yaml.split("    - {database: appdb, dsn: {type: env, var: D}}\n")
+                    .next()
+                    .unwrap(),
+                &[("PW", "x")]
+            )
+            .len()
+                == 4
+        );
     }
 
     #[test]
@@ -272,17 +289,30 @@ mod tests {
             "postgres:\n  listen: ':1'\n  client: {user: a, password_env: P, auth: md5}\n  upstreams: [{database: d, dsn: {type: env, var: D}, rol: x}]\n",
             &[("P", "x")],
         );
-        assert!(e.iter().any(|m| m.contains("postgres.client.auth") && m.contains("unknown variant")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("postgres.client.auth") && m.contains("unknown variant")),
+            "{e:?}"
+        );
         let e = errors(
             "postgres:\n  listen: ':1'\n  client: {user: a, password_env: P}\n  upstreams: [{database: d, dsn: {type: env, var: D}, rol: x}]\n",
             &[("P", "x")],
         );
-        assert!(e.iter().any(|m| m.starts_with("postgres.upstreams[0].rol: unknown field")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("postgres.upstreams[0].rol: unknown field")),
+            "{e:?}"
+        );
         let e = errors(
             "postgres:\n  listen: ':1'\n  tls: true\n  client: {user: a, password_env: P, auth: password}\n  upstreams: [{database: d, dsn: {type: env, var: D}}]\n",
             &[("P", "x")],
         );
-        assert_eq!(e, ["postgres.tls: requires tls.mode mitm: client certificates are signed by the agent's CA"]);
+        assert_eq!(
+            e,
+            [
+                "postgres.tls: requires tls.mode mitm: client certificates are signed by the agent's CA"
+            ]
+        );
     }
 
     #[test]
