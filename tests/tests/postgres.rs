@@ -3,6 +3,7 @@
 //! as the pinned role with the pinned settings; refused statements answer their SQLSTATE on
 //! the simple and extended protocols and the session stays usable; login errors; upstream TLS
 //! per sslmode; client TLS with the agent's CA; audit records; reconfiguration.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
@@ -10,7 +11,6 @@ use iron_agent_tests::postgres::{
     Cluster, PROXY_PASSWORD, PROXY_USER, UPSTREAM_PASSWORD, postgres_block, psql,
 };
 use iron_agent_tests::{Agent, TestCa};
-use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
@@ -80,7 +80,7 @@ async fn connect(
 }
 
 /// Every refused statement, its SQLSTATE and a word of its message.
-const REFUSED: [(&str, &str, &str); 9] = [
+const REFUSED: [(&str, &str, &str); 10] = [
     (
         "SET ROLE admin_role",
         "42501",
@@ -113,6 +113,11 @@ const REFUSED: [(&str, &str, &str); 9] = [
         "SELECT set_config(current_user::text, 'x', false)",
         "42501",
         "not a string literal",
+    ),
+    (
+        "UPDATE pg_settings SET setting = 'admin_role' WHERE name = 'role'",
+        "42501",
+        "updating pg_settings",
     ),
 ];
 
@@ -313,14 +318,45 @@ async fn login_errors_name_their_cause() {
     let upstream_pw = connect(&agent, "appdb", "app_login", UPSTREAM_PASSWORD).await;
     assert_eq!(fatal(&upstream_pw).0, "28000");
 
+    // Startup `options` never reach the server: no role through the back door.
+    let a = agent.addr("postgres");
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(a.ip().to_string())
+        .port(a.port())
+        .user(PROXY_USER)
+        .password(PROXY_PASSWORD)
+        .dbname("otherdb")
+        .options("-c role=admin_role")
+        .connect(NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(who(&client).await, "app_login");
+    // An encoding that can hide quotes from the parser is refused at login.
+    let (code, out) = psql(
+        &format!("{} client_encoding=SJIS", conninfo(&agent, "appdb")),
+        PROXY_PASSWORD,
+        "SELECT 1;\n",
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("client encoding is not supported by the proxy"),
+        "{out}"
+    );
+
     let reasons: Vec<String> = agent
-        .audits_where(4, |v| {
+        .audits_where(5, |v| {
             v["action"] == "reject" && v["postgres"]["event"] == "session"
         })
         .iter()
         .map(|v| v["reason"].as_str().unwrap().to_string())
         .collect();
-    for r in ["unknown_database", "unknown_user", "auth_failed"] {
+    for r in [
+        "unknown_database",
+        "unknown_user",
+        "auth_failed",
+        "client_encoding",
+    ] {
         assert!(reasons.iter().any(|x| x == r), "{reasons:?}");
     }
 }
@@ -467,14 +503,6 @@ fn psycopg_logs_in_through_the_proxy() {
     assert!(text.contains("(42,)"), "{text}");
 }
 
-fn session_records(agent: &Agent) -> Vec<Value> {
-    agent
-        .audits()
-        .into_iter()
-        .filter(|v| v["postgres"]["event"] == "session")
-        .collect()
-}
-
 #[test]
 fn dsn_database_must_match_the_route() {
     let cluster = Cluster::start();
@@ -489,11 +517,9 @@ fn dsn_database_must_match_the_route() {
         out.contains("FATAL:  upstream database mismatch: client connected to database \"appdb\" but its DSN connects to \"otherdb\""),
         "{out}"
     );
-    assert!(
-        session_records(&agent)
-            .iter()
-            .any(|v| v["action"] == "error" && v["postgres"]["sqlstate"] == "3D000")
-    );
+    let rec = agent.audit_where(|v| v["postgres"]["event"] == "session");
+    assert_eq!(rec["action"], "error", "{rec}");
+    assert_eq!(rec["postgres"]["sqlstate"], "3D000", "{rec}");
 }
 
 /// Reconfiguration through the library (the agent has no reload command yet): same address
@@ -603,4 +629,38 @@ async fn who(c: &Client) -> String {
         .await
         .unwrap()
         .get(0)
+}
+
+/// The example in docs/postgres.md is a valid config; breaking it gives iron-proxy's message.
+#[test]
+fn docs_example_passes_check_config() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/postgres.md"))
+        .unwrap();
+    let start = doc
+        .find("# docs-example: postgres")
+        .expect("marked example");
+    let yaml = &doc[start..];
+    let yaml = &yaml[..yaml.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let check = |text: &str| {
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("PG_PROXY_PASSWORD", "x")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = check(yaml);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(": ok"), "{out}");
+    let (code, out) = check(&yaml.replace("  listen: \"127.0.0.1:6432\"\n", ""));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error: postgres: listen is required"), "{out}");
 }

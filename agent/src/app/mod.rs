@@ -316,7 +316,7 @@ impl crate::dns::NamePolicy for PolicyNames {
         self.0.pipelines.load().may_allow_host(host)
             || self.1.as_ref().is_some_and(|pg| {
                 let host = crate::policy::normalize_host(host);
-                pg.upstream_hosts().iter().any(|h| *h == host)
+                pg.upstream_hosts().contains(&host)
             })
     }
 }

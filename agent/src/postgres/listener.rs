@@ -29,14 +29,17 @@ use crate::resolve::Resolver;
 use crate::secrets::{Secret, SecretRegistry, SecretValue};
 use crate::tls::{CertAuthority, LeafCache, TlsError};
 
+/// Reads an environment variable (the process environment, or a test's).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// What the listener needs from the rest of the agent; unchanged across reconfigurations.
 pub struct Deps {
     pub resolver: Arc<Resolver>,
     pub audit: Arc<AuditSink>,
     /// eBPF mode: who opened a redirected connection.
     pub origins: Option<Arc<dyn OrigDstLookup>>,
-    /// Reads the client password variable (the process environment, or a test's).
-    pub env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    /// Reads the client password variable.
+    pub env: EnvLookup,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +147,16 @@ struct Active {
     addr: SocketAddr,
     generation: Arc<ArcSwap<Generation>>,
     stop: CancellationToken,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Active {
+    /// Stops accepting and waits until the socket is closed.
+    async fn close(self) {
+        self.stop.cancel();
+        let _ = self.accept.await;
+        tracing::info!(addr = %self.addr, "postgres listener stopped");
+    }
 }
 
 /// The PostgreSQL proxy: at most one listener, reconfigurable while running.
@@ -198,8 +211,7 @@ impl PostgresProxy {
         let mut active = self.active.lock().await;
         if cfg.postgres.is_disabled() {
             if let Some(old) = active.take() {
-                old.stop.cancel();
-                tracing::info!(addr = %old.addr, "postgres listener stopped");
+                old.close().await;
             }
             *self.addr.lock() = None;
             self.hosts.store(Arc::new(Vec::new()));
@@ -227,14 +239,17 @@ impl PostgresProxy {
                 })?;
                 let generation = Arc::new(ArcSwap::from_pointee(shared));
                 let stop = CancellationToken::new();
-                tokio::spawn(self.accept_loop(listener, generation.clone(), stop.clone()));
-                if let Some(old) = active.replace(Active {
+                let accept =
+                    tokio::spawn(self.accept_loop(listener, generation.clone(), stop.clone()));
+                let new = Active {
                     listen,
                     addr,
                     generation,
                     stop,
-                }) {
-                    old.stop.cancel();
+                    accept,
+                };
+                if let Some(old) = active.replace(new) {
+                    old.close().await;
                 }
                 *self.addr.lock() = Some(addr);
                 tracing::info!(addr = %addr, upstreams = cfg.postgres.upstreams.len(), "postgres proxy starting");

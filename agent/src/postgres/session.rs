@@ -338,7 +338,7 @@ fn client_params(params: &[(String, String)]) -> Result<Vec<(String, String)>, S
         if !FORWARDED_PARAMS.contains(&key.as_str()) {
             continue;
         }
-        if key == "client_encoding" && !encoding_is_safe(v) && !v.eq_ignore_ascii_case("auto") {
+        if key == "client_encoding" && !encoding_is_safe(v) {
             let r = Refusal::ClientEncoding;
             return Err(refuse("client_encoding", r.sqlstate(), r.message()));
         }

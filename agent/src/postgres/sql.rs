@@ -39,10 +39,11 @@ pub enum Refusal {
     DynamicSetConfig = 6,
     StandardConformingStrings = 7,
     ClientEncoding = 8,
+    PgSettings = 9,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Self::Role,
         Self::DoBlock,
         Self::ResetAll,
@@ -51,6 +52,7 @@ impl Refusal {
         Self::DynamicSetConfig,
         Self::StandardConformingStrings,
         Self::ClientEncoding,
+        Self::PgSettings,
     ];
 
     pub fn from_code(c: u8) -> Option<Self> {
@@ -75,6 +77,7 @@ impl Refusal {
             Self::DynamicSetConfig => "dynamic_set_config",
             Self::StandardConformingStrings => "standard_conforming_strings",
             Self::ClientEncoding => "client_encoding",
+            Self::PgSettings => "pg_settings_update",
         }
     }
 
@@ -102,6 +105,9 @@ impl Refusal {
             }
             Self::ClientEncoding => {
                 "this client encoding is not supported by the proxy (its multibyte characters can hide quotes from the SQL parser)"
+            }
+            Self::PgSettings => {
+                "updating pg_settings (directly or through a view or rule) changes session settings, the role included"
             }
         };
         format!("{PREFIX}{reason}")
@@ -179,6 +185,12 @@ fn walk(v: &Value, pinned: &HashSet<String>, found: &mut Option<Refusal>) {
                     // DiscardMode::DiscardAll
                     "DiscardStmt" if child["target"] == 1 => Some(Refusal::DiscardAll),
                     "FuncCall" => func_call(child, pinned),
+                    // An UPDATE of pg_settings is set_config for any setting its WHERE selects.
+                    "UpdateStmt" | "MergeStmt" | "ViewStmt" | "RuleStmt"
+                        if mentions_pg_settings(child) =>
+                    {
+                        Some(Refusal::PgSettings)
+                    }
                     _ => None,
                 };
                 if verdict.is_some() {
@@ -190,6 +202,18 @@ fn walk(v: &Value, pinned: &HashSet<String>, found: &mut Option<Refusal>) {
         }
         Value::Array(items) => items.iter().for_each(|i| walk(i, pinned, found)),
         _ => {}
+    }
+}
+
+fn mentions_pg_settings(v: &Value) -> bool {
+    match v {
+        // A RangeVar, bare (an UPDATE's target) or as a node (FROM items).
+        Value::Object(map) => {
+            map.get("relname").is_some_and(|r| r == "pg_settings")
+                || map.values().any(mentions_pg_settings)
+        }
+        Value::Array(items) => items.iter().any(mentions_pg_settings),
+        _ => false,
     }
 }
 

@@ -78,6 +78,26 @@ fn other_refusals() {
         ("SET client_encoding = 'SJIS'", Refusal::ClientEncoding),
         ("SET NAMES 'big5'", Refusal::ClientEncoding),
         (
+            "UPDATE pg_settings SET setting = 'admin' WHERE name = 'role'",
+            Refusal::PgSettings,
+        ),
+        (
+            "UPDATE pg_catalog.pg_settings SET setting = 'x' WHERE name = $1",
+            Refusal::PgSettings,
+        ),
+        (
+            "WITH u AS (UPDATE pg_settings SET setting = 'x' RETURNING 1) SELECT * FROM u",
+            Refusal::PgSettings,
+        ),
+        (
+            "CREATE VIEW s AS SELECT * FROM pg_settings",
+            Refusal::PgSettings,
+        ),
+        (
+            "CREATE RULE r AS ON UPDATE TO t DO ALSO UPDATE pg_settings SET setting = 'x'",
+            Refusal::PgSettings,
+        ),
+        (
             "SELECT set_config('client_encoding', $1, false)",
             Refusal::ClientEncoding,
         ),
@@ -103,6 +123,7 @@ fn ordinary_statements_pass() {
         "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
         "SELECT set_config('app.other', 'x', false)",
         "SELECT current_setting('role')",
+        "SELECT name, setting FROM pg_settings WHERE name = 'role'",
         "SHOW role",
         "SHOW app.tenant",
         "DISCARD PLANS",
