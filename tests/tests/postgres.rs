@@ -547,6 +547,7 @@ async fn reconfigure_restarts_the_listener_and_sessions_continue() {
         audit: Arc::new(iron_agent::audit::AuditSink::discard()),
         origins: None,
         env: Arc::new(env),
+        user_names: Arc::new(|_| None),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let proxy = PostgresProxy::new(deps, shutdown.clone());

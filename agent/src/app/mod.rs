@@ -192,6 +192,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         audit: audit.clone(),
         origins: rt.origins.clone(),
         env: Arc::new(|k: &str| std::env::var(k).ok()),
+        user_names: Arc::new(identity::name_of),
     };
     let postgres =
         crate::postgres::listener::start(&cfg, pg_deps, interceptor.as_deref(), shutdown.clone())

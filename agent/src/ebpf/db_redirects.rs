@@ -2,7 +2,7 @@
 //! PostgreSQL upstream go to the proxy listener instead of being denied.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::Path;
 
 use agent_common::{DbRedirect, DestKey, Endpoint4, Endpoint6, MAP_DB_REDIRECTS, PIN_MAPS_SUBDIR};
@@ -32,6 +32,34 @@ pub fn dest_key(dest: SocketAddr) -> DestKey {
         addr: sys::words(ip.octets()),
         port: dest.port(),
         _pad: 0,
+    }
+}
+
+/// Redirect targets for a bound listener. An unspecified bind is reached on loopback; IPv6
+/// sockets reach an IPv4 listener through its IPv4-mapped address.
+pub fn listener_targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
+    let port = addr.port();
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            let ip = if ip.is_unspecified() {
+                Ipv4Addr::LOCALHOST
+            } else {
+                ip
+            };
+            (
+                Some(SocketAddrV4::new(ip, port)),
+                Some(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0)),
+            )
+        }
+        IpAddr::V6(ip) => {
+            let ip = if ip.is_unspecified() {
+                Ipv6Addr::LOCALHOST
+            } else {
+                ip
+            };
+            let v4 = ip.to_ipv4_mapped().map(|v4| SocketAddrV4::new(v4, port));
+            (v4, Some(SocketAddrV6::new(ip, port, 0, 0)))
+        }
     }
 }
 

@@ -35,7 +35,7 @@ mod sys;
 
 pub use agent_common::{Counter, ListenerConfig, PIN_DIR};
 pub use config::{InterceptConfig, LoopbackPolicy, Mode};
-pub use db_redirects::{DbRedirectTable, dest_key};
+pub use db_redirects::{DbRedirectTable, dest_key, listener_targets};
 pub use error::InterceptError;
 pub use interceptor::{Counters, Interceptor, is_installed, object_built, pinned_counters};
 pub use lookup::{ConnOrigin, OrigDstLookup, OrigDstTable, sock_key};

@@ -45,7 +45,12 @@ pub struct SessionAudit {
 }
 
 impl SessionAudit {
-    pub fn new(sink: Arc<AuditSink>, peer: SocketAddr, origin: Option<&ConnOrigin>) -> Self {
+    pub fn new(
+        sink: Arc<AuditSink>,
+        peer: SocketAddr,
+        origin: Option<&ConnOrigin>,
+        user: Option<String>,
+    ) -> Self {
         let mut base = AuditRecord {
             client: peer.to_string(),
             mode: PROTOCOL,
@@ -54,7 +59,7 @@ impl SessionAudit {
         };
         if let Some(o) = origin {
             base.uid = Some(o.uid);
-            base.user = crate::app::identity::name_of(o.uid);
+            base.user = user;
             base.pid = Some(o.pid);
             base.comm = Some(o.comm.clone());
             base.orig_dst = Some(o.orig_dst.to_string());

@@ -32,6 +32,9 @@ use crate::tls::{CertAuthority, LeafCache, TlsError};
 /// Reads an environment variable (the process environment, or a test's).
 pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// The user name of a uid, for audit records of redirected sessions.
+pub type NameLookup = Arc<dyn Fn(u32) -> Option<String> + Send + Sync>;
+
 /// What the listener needs from the rest of the agent; unchanged across reconfigurations.
 pub struct Deps {
     pub resolver: Arc<Resolver>,
@@ -40,6 +43,7 @@ pub struct Deps {
     pub origins: Option<Arc<dyn OrigDstLookup>>,
     /// Reads the client password variable.
     pub env: EnvLookup,
+    pub user_names: NameLookup,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,7 @@ impl DbRedirects for DbRedirectTable {
         let Some(listener) = listener else {
             return self.replace((None, None), &[]).map_err(|e| e.to_string());
         };
-        let targets = crate::app::intercept::targets(listener);
+        let targets = crate::ebpf::listener_targets(listener);
         self.replace(targets, dests).map_err(|e| e.to_string())
     }
 }

@@ -97,7 +97,10 @@ pub async fn serve(
         (Some(o), Ok(local)) => o.lookup(peer, local),
         _ => None,
     };
-    let mut audit = SessionAudit::new(shared.deps.audit.clone(), peer, origin.as_ref());
+    let user = origin
+        .as_ref()
+        .and_then(|o| (shared.deps.user_names)(o.uid));
+    let mut audit = SessionAudit::new(shared.deps.audit.clone(), peer, origin.as_ref(), user);
     let stats = Stats::default();
     let login = tokio::time::timeout(HANDSHAKE_TIMEOUT, login(&shared, tcp, &mut audit)).await;
     let (client, up, route) = match login {
