@@ -28,6 +28,8 @@
 //!   emits a cargo warning and writes an empty placeholder object so the rest of the workspace
 //!   still builds; `Interceptor` then fails at run time with "eBPF object not built ...".
 //! * `IRON_AGENT_REQUIRE_EBPF=1` (CI): a missing toolchain is a build error instead.
+//! * A built object is kept in `target/<profile>/ebpf-object-cache/` under a digest of its inputs,
+//!   so `cargo clippy` and `cargo build` (which run this script separately) build it once.
 
 use std::{
     env, fs,
@@ -94,6 +96,14 @@ fn run() -> Result<(), String> {
     // excluded from this workspace (it only builds for the BPF target), so run it from the crate's
     // own directory, where it is its own workspace root (with its own Cargo.lock).
     env::set_current_dir(root).map_err(|e| format!("chdir {root}: {e}"))?;
+    let cached = cache_entry(&out_dir, &[&ebpf_dir, &common_dir]);
+    if let Some(hit) = cached.as_ref().filter(|p| p.is_file()) {
+        // What aya-build would have asked for, so the reruns stay the same.
+        println!("cargo:rerun-if-changed={root}");
+        println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+        fs::copy(hit, &object).map_err(|e| format!("{}: {e}", hit.display()))?;
+        return Ok(());
+    }
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "agent-ebpf",
@@ -109,7 +119,110 @@ fn run() -> Result<(), String> {
     if len == 0 {
         return Err(format!("aya-build produced an empty {}", object.display()));
     }
+    if let Some(entry) = cached {
+        store(&object, &entry);
+    }
     Ok(())
+}
+
+/// Every build-script run has its own `OUT_DIR`, and `cargo clippy` and `cargo build` run this
+/// script separately, so a fresh checkout would build the object (and `core`, with
+/// `-Z build-std`) twice. A copy is kept in `<target>/<profile>/ebpf-object-cache/<key>/`, the
+/// key a digest of everything the object is made from: the sources and manifests of agent-ebpf
+/// and agent-common, the workspace's Cargo.lock (aya-build's version), the nightly compiler, the
+/// linker and the target. `None` when the key cannot be computed (then no cache).
+fn cache_entry(out_dir: &Path, crates: &[&Path]) -> Option<PathBuf> {
+    let mut key = Fnv::default();
+    for dir in crates {
+        let mut files = Vec::new();
+        list_files(dir, &mut files);
+        files.sort();
+        for f in files {
+            key.add(f.strip_prefix(dir).ok()?.to_string_lossy().as_bytes());
+            key.add(&fs::read(&f).ok()?);
+        }
+    }
+    key.add(&fs::read(crates[0].join("../Cargo.lock")).ok()?);
+    for cmd in [
+        &["rustup", "run", "nightly", "rustc", "-vV"][..],
+        &["bpf-linker", "--version"],
+    ] {
+        let out = Command::new(cmd[0])
+            .args(&cmd[1..])
+            .env_remove("RUSTC")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .output()
+            .ok()?;
+        key.add(&out.stdout);
+    }
+    let linker = fs::metadata(find_in_path("bpf-linker")?).ok()?;
+    key.add(format!("{:?} {}", linker.modified().ok(), linker.len()).as_bytes());
+    for var in [
+        "CARGO_CFG_TARGET_ARCH",
+        "CARGO_CFG_TARGET_ENDIAN",
+        "RUSTC_BOOTSTRAP",
+    ] {
+        key.add(env::var(var).unwrap_or_default().as_bytes());
+    }
+    // OUT_DIR is <target>/<profile>/build/<package-hash>/out.
+    let profile_dir = out_dir
+        .ancestors()
+        .find(|a| a.ends_with("build"))?
+        .parent()?;
+    Some(
+        profile_dir
+            .join("ebpf-object-cache")
+            .join(format!("{:016x}", key.0))
+            .join(OBJECT_NAME),
+    )
+}
+
+/// Best effort: a failure to cache only costs a rebuild next time.
+fn store(object: &Path, entry: &Path) {
+    let Some(dir) = entry.parent() else { return };
+    let tmp = entry.with_extension("tmp");
+    let stored = fs::create_dir_all(dir)
+        .and_then(|()| fs::copy(object, &tmp))
+        .and_then(|_| fs::rename(&tmp, entry));
+    if let Err(e) = stored {
+        println!(
+            "cargo:warning=could not cache the eBPF object in {}: {e}",
+            dir.display()
+        );
+    }
+}
+
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        // The nested build's own output, if any, is not an input.
+        if p.file_name().is_some_and(|n| n == "target") {
+            continue;
+        }
+        if p.is_dir() {
+            list_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// FNV-1a: a stable digest for the cache key (not for security).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().chain(&[0xff]) {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
 }
 
 fn flag(name: &str) -> bool {

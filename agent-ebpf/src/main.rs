@@ -12,7 +12,11 @@
 //!   by the connection's 4-tuple, which the agent reads after `accept()`.
 //!
 //! Every entry point is a thin wrapper around a `try_*` function; decisions are reported through
-//! per-CPU counters instead of log text (aya-log would make each program ~10x larger).
+//! per-CPU counters. Denials are also logged with aya-log at `debug`, for diagnosis only: the
+//! agent sets `AYA_LOG_LEVEL` (a read-only global, frozen at load) to 0 unless `RUST_LOG` enables
+//! `iron_agent::ebpf`, and the verifier then removes the logging branches as dead code, so the
+//! programs cost the same per call as without it. Only the deny paths log (connect, sendmsg,
+//! sock_create): one call site each keeps the programs small.
 //!
 //! Pitfalls this code avoids (see the eBPF recipe): context fields are read with volatile loads at
 //! constant offsets (LLVM otherwise merges branch-dependent loads into a `ctx + phi` access that
@@ -43,6 +47,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{SockAddrContext, SockContext, SockOpsContext},
 };
+use aya_log_ebpf::debug;
 
 // Return values of cgroup programs: 1 lets the operation proceed, 0 fails it with EPERM.
 const ALLOW: i32 = 1;
@@ -82,27 +87,104 @@ static IRON_DB_REDIRECTS: HashMap<DestKey, DbRedirect> =
 
 #[cgroup_sock(sock_create)]
 pub fn iron_sock_create(ctx: SockContext) -> i32 {
-    try_sock_create(ctx.sock)
+    let verdict = try_sock_create(ctx.sock);
+    if verdict == DENY {
+        let sk = ctx.sock;
+        // SAFETY: ctx field reads at constant offsets (evaluated only when logging is on).
+        debug!(
+            &ctx,
+            "sock_create denied: uid {} type {} protocol {}",
+            bpf_get_current_uid_gid() as u32,
+            rd(unsafe { &raw const (*sk).type_ }),
+            rd(unsafe { &raw const (*sk).protocol })
+        );
+    }
+    verdict
 }
 
 #[cgroup_sock_addr(connect4)]
 pub fn iron_connect4(ctx: SockAddrContext) -> i32 {
-    try_connect4(ctx.sock_addr, false)
+    let verdict = try_connect4(ctx.sock_addr, false);
+    if verdict == DENY {
+        log_deny4(&ctx, "connect4");
+    }
+    verdict
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn iron_sendmsg4(ctx: SockAddrContext) -> i32 {
-    try_connect4(ctx.sock_addr, true)
+    let verdict = try_connect4(ctx.sock_addr, true);
+    if verdict == DENY {
+        log_deny4(&ctx, "sendmsg4");
+    }
+    verdict
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn iron_connect6(ctx: SockAddrContext) -> i32 {
-    try_connect6(ctx.sock_addr, false)
+    let verdict = try_connect6(ctx.sock_addr, false);
+    if verdict == DENY {
+        log_deny6(&ctx, "connect6");
+    }
+    verdict
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn iron_sendmsg6(ctx: SockAddrContext) -> i32 {
-    try_connect6(ctx.sock_addr, true)
+    let verdict = try_connect6(ctx.sock_addr, true);
+    if verdict == DENY {
+        log_deny6(&ctx, "sendmsg6");
+    }
+    verdict
+}
+
+/// `debug` line for a denied IPv4 destination (a denied call was not rewritten: the fields are
+/// still the workload's).
+#[inline(always)]
+fn log_deny4(ctx: &SockAddrContext, hook: &str) {
+    let sa = ctx.sock_addr;
+    // SAFETY: ctx field reads at constant offsets (evaluated only when logging is on).
+    debug!(
+        ctx,
+        "{} denied: uid {} to {:i}:{}",
+        hook,
+        bpf_get_current_uid_gid() as u32,
+        u32::from_be(rd(unsafe { &raw const (*sa).user_ip4 })),
+        u16::from_be(rd(unsafe { &raw const (*sa).user_port }) as u16)
+    );
+}
+
+/// `debug` line for a denied IPv6 destination.
+#[inline(always)]
+fn log_deny6(ctx: &SockAddrContext, hook: &str) {
+    let sa = ctx.sock_addr;
+    // SAFETY: ctx field reads at constant offsets, one 4-byte word at a time.
+    let w = unsafe {
+        [
+            rd(&raw const (*sa).user_ip6[0]),
+            rd(&raw const (*sa).user_ip6[1]),
+            rd(&raw const (*sa).user_ip6[2]),
+            rd(&raw const (*sa).user_ip6[3]),
+        ]
+    };
+    let mut b = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let q = w[i].to_ne_bytes();
+        b[4 * i] = q[0];
+        b[4 * i + 1] = q[1];
+        b[4 * i + 2] = q[2];
+        b[4 * i + 3] = q[3];
+        i += 1;
+    }
+    debug!(
+        ctx,
+        "{} denied: uid {} to [{:i}]:{}",
+        hook,
+        bpf_get_current_uid_gid() as u32,
+        b,
+        u16::from_be(rd(unsafe { &raw const (*sa).user_port }) as u16)
+    );
 }
 
 #[cgroup_sock_addr(recvmsg4)]

@@ -39,6 +39,13 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         iterations: usize,
     },
+    /// Measure building, serialising and writing audit records (used by `cargo xtask bench`);
+    /// the records go to stderr.
+    #[command(hide = true)]
+    BenchAudit {
+        #[arg(long, default_value_t = 200_000)]
+        records: u64,
+    },
 }
 
 #[derive(Debug, Args)]

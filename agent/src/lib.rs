@@ -1,27 +1,35 @@
 //! iron-agent: a default-deny egress agent, drop-in compatible with iron-proxy.
 //!
-//! The data path is laid out in stage order:
-//! [`accept`] → [`identify`] → [`policy`] (via the [`transform`] pipeline) → [`transform`] →
-//! [`upstream`] → [`audit`]. [`proxy`] wires the stages together for one request; [`app`] builds
-//! the runtime from [`config`] and runs the listeners. Side paths: [`dns`], [`tls`], [`resolve`]; [`tunnel`] (CONNECT/SOCKS5) and [`sni`]
-//! (sni-only passthrough) are further ways in.
+//! The data path is laid out in stage order: [`accept`] → [`identify`] → [`policy`] →
+//! [`transform`] (request phase) → [`upstream`] → [`transform`] (response phase) → [`audit`],
+//! with [`outcome`] deciding every answer and its audit fields and [`message`] holding the HTTP
+//! types every stage shares. [`proxy`] wires the stages together for one request; [`tunnel`]
+//! (CONNECT/SOCKS5) and [`sni`] (sni-only passthrough) are further ways in built on it. [`app`]
+//! builds the runtime from [`config`] and runs the listeners. Side paths: [`dns`], [`tls`],
+//! [`resolve`], [`ebpf`]. See docs/architecture.md.
 
 pub mod accept;
 pub mod app;
+#[cfg(test)]
+mod arch_check;
 pub mod audit;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod identify;
 pub mod install;
+pub mod message;
 pub mod mint;
+pub mod outcome;
 pub mod policy;
 pub mod postgres;
 pub mod proxy;
 pub mod resolve;
 pub mod secrets;
 pub mod sni;
+pub mod sys;
 pub mod telemetry;
 pub mod template;
 pub mod tls;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use iron_agent::cli::{Alg, Cli, Command, normalize_args};
 use iron_agent::config::{self, Config};
-use iron_agent::{app, install, telemetry, tls};
+use iron_agent::{app, check, install, telemetry, tls};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(a)) => check_config(&a.config),
         Some(Command::GenerateCa(a)) => generate_ca(a),
         Some(Command::BenchMint { iterations }) => bench_mint(iterations),
+        Some(Command::BenchAudit { records }) => bench_audit(records),
         Some(Command::Run(a)) if !a.cmd.is_empty() => {
             let jail = app::jail::JailOptions {
                 user: a.user,
@@ -62,7 +63,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             for w in config::validate::validate_warnings(&cfg) {
                 eprintln!("warning: {w}");
             }
-            let refused = app::unsupported(&cfg);
+            let refused = check::unsupported(&cfg);
             if !refused.is_empty() {
                 for e in refused {
                     eprintln!("error: {e}");
@@ -118,10 +119,26 @@ fn bench_mint(iterations: usize) -> ExitCode {
     }
 }
 
+fn bench_audit(records: u64) -> ExitCode {
+    // Records go to stderr; run with stderr redirected to a file (cargo xtask bench does).
+    let sink = match iron_agent::audit::AuditSink::stderr(config::LogLevel::Info) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: starting the audit writer: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "{}",
+        iron_agent::audit::bench::run(&sink, records).to_json()
+    );
+    ExitCode::SUCCESS
+}
+
 fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -> ExitCode {
     // Checked before loading the config: without root the default config would generate its CA
     // in the user's state directory for nothing.
-    if jail.is_some() && !install::is_root() {
+    if jail.is_some() && !iron_agent::sys::is_root() {
         eprintln!("error: {}", app::jail::JailError::NotRoot);
         return ExitCode::from(1);
     }

@@ -67,6 +67,20 @@ pub fn init(level: LogLevel) {
         .with_target("iron_agent", ours)
         .with_target(STARTUP, Level::INFO.max(ours))
         .with_target("iron_agent_tests", ours);
+    // `RUST_LOG=iron_agent::ebpf=debug`: the programs' own log lines (off by default).
+    let filter = match crate::ebpf::log::level_from_env() {
+        0 => filter,
+        n => filter.with_target(
+            crate::ebpf::log::TARGET,
+            [
+                Level::ERROR,
+                Level::WARN,
+                Level::INFO,
+                Level::DEBUG,
+                Level::TRACE,
+            ][usize::from(n.clamp(1, 5) - 1)],
+        ),
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(JsonLine);

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::AgentConfig;
+
 /// Path of the binary under test: `$IRON_AGENT_BIN`, else `<target>/debug/iron-agent`.
 pub fn agent_bin() -> PathBuf {
     if let Ok(p) = std::env::var("IRON_AGENT_BIN") {
@@ -106,6 +108,12 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent running `config`.
+    pub fn with(config: &AgentConfig) -> AgentBuilder {
+        Self::with_config(&config.to_yaml())
+    }
+
+    /// An agent running the YAML text `config` as is (tests of the config parser itself).
     pub fn with_config(config: &str) -> AgentBuilder {
         AgentBuilder {
             config: config.to_string(),

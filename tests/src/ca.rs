@@ -102,6 +102,19 @@ impl TestCa {
         )
     }
 
+    /// [`TestCa::server_cert_pem`] written to `{stem}.crt` and `{stem}.key` in `dir`, for a
+    /// server in another process; returns their paths.
+    pub fn write_server_cert(&self, dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let (chain, key) = self.server_cert_pem(names);
+        let (c, k) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&c, chain).expect("write server cert");
+        std::fs::write(&k, key).expect("write server key");
+        (c, k)
+    }
+
     /// A rustls client config trusting only this CA.
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();

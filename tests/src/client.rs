@@ -105,6 +105,15 @@ pub fn get(host: &str, path: &str) -> http::Request<Full<Bytes>> {
         .expect("request")
 }
 
+/// GET `path` with a Host header and `headers`.
+pub fn get_with(host: &str, path: &str, headers: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::builder().uri(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).expect("request")
+}
+
 /// Opens an HTTP CONNECT tunnel to `target` (`host:port`) through the agent's tunnel listener
 /// on a raw socket; returns the socket after asserting the 200.
 pub async fn connect_tunnel(tunnel: SocketAddr, target: &str) -> TcpStream {

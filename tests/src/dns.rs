@@ -1,10 +1,13 @@
-//! DNS helpers: build and send real DNS packets, and a fake upstream resolver.
+//! DNS helpers: build and send real DNS packets, and one fake DNS server ([`FakeDns`]) for
+//! every test that needs an upstream resolver or a zone.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -60,45 +63,121 @@ pub fn rcode(m: &Message) -> ResponseCode {
     m.metadata.response_code
 }
 
-/// A fake upstream resolver on 127.0.0.1: every A query is answered with 127.0.0.1, every
-/// other type with an empty NOERROR. Returns its address; runs until the runtime ends.
-pub async fn fake_upstream() -> SocketAddr {
-    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind fake dns");
-    let addr = sock.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                continue;
-            };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut resp = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
-            resp.metadata.recursion_available = true;
-            for query in &q.queries {
-                resp.add_query(query.clone());
-                if query.query_type() == RecordType::A {
-                    resp.add_answer(Record::from_rdata(
-                        query.name().clone(),
-                        30,
-                        RData::A(A(Ipv4Addr::LOCALHOST)),
-                    ));
-                }
-            }
-            if let Ok(bytes) = resp.to_vec() {
-                let _ = sock.send_to(&bytes, peer).await;
-            }
-        }
-    });
-    addr
+/// What a [`FakeDns`] answers for one question.
+pub enum Answer {
+    /// NOERROR with the addresses of the asked family (A: IPv4, AAAA: IPv6; other types and
+    /// the other family: no records).
+    Ips(Vec<IpAddr>),
+    NxDomain,
+    ServFail,
 }
 
-/// A fake authoritative server on 127.0.0.1 for fixed names (`name`, ip) — A for IPv4 and AAAA
-/// for IPv6 entries; unknown names get NXDOMAIN.
+/// A fake DNS server on 127.0.0.1 (UDP): every question is answered with `answer(name,
+/// type)` (`name` lower-case, without the trailing dot), records with a fixed TTL. Counts the
+/// queries it got; stops when dropped.
+pub struct FakeDns {
+    pub addr: SocketAddr,
+    queries: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeDns {
+    pub async fn start(
+        ttl: u32,
+        answer: impl Fn(&str, RecordType) -> Answer + Send + 'static,
+    ) -> FakeDns {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind fake dns");
+        let addr = sock.local_addr().expect("addr");
+        let queries = Arc::new(AtomicUsize::new(0));
+        let counter = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            loop {
+                let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let resp = respond(&q, ttl, &answer);
+                if let Ok(bytes) = resp.to_vec() {
+                    let _ = sock.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        FakeDns {
+            addr,
+            queries,
+            task,
+        }
+    }
+
+    /// Queries received so far.
+    pub fn queries(&self) -> usize {
+        self.queries.load(Ordering::SeqCst)
+    }
+
+    /// Keeps serving until the runtime ends; returns the address.
+    pub fn detach(self) -> SocketAddr {
+        let addr = self.addr;
+        std::mem::forget(self);
+        addr
+    }
+}
+
+fn respond(q: &Message, ttl: u32, answer: &dyn Fn(&str, RecordType) -> Answer) -> Message {
+    let mut resp = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+    resp.metadata.recursion_desired = q.metadata.recursion_desired;
+    resp.metadata.recursion_available = true;
+    for query in &q.queries {
+        resp.add_query(query.clone());
+        let name = query
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let ips = match answer(&name, query.query_type()) {
+            Answer::Ips(ips) => ips,
+            Answer::NxDomain => {
+                resp.metadata.response_code = ResponseCode::NXDomain;
+                continue;
+            }
+            Answer::ServFail => {
+                resp.metadata.response_code = ResponseCode::ServFail;
+                continue;
+            }
+        };
+        for ip in ips {
+            let data = match (ip, query.query_type()) {
+                (IpAddr::V4(v4), RecordType::A) => RData::A(A(v4)),
+                (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(v6)),
+                _ => continue,
+            };
+            resp.add_answer(Record::from_rdata(query.name().clone(), ttl, data));
+        }
+    }
+    resp
+}
+
+/// A fake upstream resolver: every name exists, every A query is answered with 127.0.0.1,
+/// every other type with an empty NOERROR. Runs until the runtime ends.
+pub async fn fake_upstream() -> SocketAddr {
+    FakeDns::start(30, |_, _| Answer::Ips(vec![Ipv4Addr::LOCALHOST.into()]))
+        .await
+        .detach()
+}
+
+/// A fake authoritative server for fixed names (`name`, ip) — A for IPv4 and AAAA for IPv6
+/// entries; unknown names get NXDOMAIN. Runs until the runtime ends.
 pub async fn fake_zone(entries: &[(&str, &str)]) -> SocketAddr {
-    use hickory_proto::rr::rdata::AAAA;
-    let zone: Vec<(String, std::net::IpAddr)> = entries
+    let zone: Vec<(String, IpAddr)> = entries
         .iter()
         .map(|(n, ip)| {
             (
@@ -107,61 +186,18 @@ pub async fn fake_zone(entries: &[(&str, &str)]) -> SocketAddr {
             )
         })
         .collect();
-    let sock = UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind fake zone");
-    let addr = sock.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let mut buf = [0u8; 4096];
-        loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-                continue;
-            };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut resp = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
-            resp.metadata.recursion_available = true;
-            resp.metadata.authoritative = true;
-            let mut known = false;
-            for query in &q.queries {
-                resp.add_query(query.clone());
-                let name = query
-                    .name()
-                    .to_ascii()
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase();
-                for (zn, ip) in &zone {
-                    if *zn != name {
-                        continue;
-                    }
-                    known = true;
-                    match (ip, query.query_type()) {
-                        (std::net::IpAddr::V4(v4), RecordType::A) => {
-                            resp.add_answer(Record::from_rdata(
-                                query.name().clone(),
-                                30,
-                                RData::A(A(*v4)),
-                            ));
-                        }
-                        (std::net::IpAddr::V6(v6), RecordType::AAAA) => {
-                            resp.add_answer(Record::from_rdata(
-                                query.name().clone(),
-                                30,
-                                RData::AAAA(AAAA(*v6)),
-                            ));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if !known {
-                resp.metadata.response_code = ResponseCode::NXDomain;
-            }
-            if let Ok(bytes) = resp.to_vec() {
-                let _ = sock.send_to(&bytes, peer).await;
-            }
+    FakeDns::start(30, move |name, _| {
+        let ips: Vec<IpAddr> = zone
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, ip)| *ip)
+            .collect();
+        if ips.is_empty() {
+            Answer::NxDomain
+        } else {
+            Answer::Ips(ips)
         }
-    });
-    addr
+    })
+    .await
+    .detach()
 }

@@ -5,19 +5,19 @@
 //! 10.231.0.6 free for test files' own servers, named `ws.test` and `grpc.test`), a fake DNS
 //! zone naming them, and an agent with `intercept: mode: ebpf`
 //! governing the test users `iatest1` (top-level pipeline) and `iatest2` (policy `restricted`).
-//! Nothing leaves the machine.
+//! Nothing leaves the machine. Every test using it holds [`crate::machine_lock`].
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::json;
+
+use crate::config::{AgentConfig, Dns, Metrics, Proxy, Tls, Transform};
 use crate::dns::fake_zone;
 use crate::netns::{NetNs, TestUser, sh};
 use crate::{Agent, Origin, OriginKind, TestCa};
-
-/// eBPF programs attach at the cgroup root: one scenario at a time within a test binary.
-pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub const PIN_DIR: &str = "/sys/fs/bpf/iron-agent-e2e";
 /// The credential the top-level pipeline injects for `api.test` (as `X-Api-Key`).
@@ -103,71 +103,72 @@ impl World {
     }
 
     /// The standard config: MITM with `mitm` as the agent's CA.
-    pub fn config(&self, mitm: &TestCa) -> String {
-        self.config_with(&self.mitm_tls(mitm), "")
+    pub fn config(&self, mitm: &TestCa) -> AgentConfig {
+        self.config_with(self.mitm_tls(mitm))
     }
 
-    /// The `tls:` block for MITM with `mitm` (written to `ca.crt`/`ca.key`, the cert readable by
-    /// the test users).
-    pub fn mitm_tls(&self, mitm: &TestCa) -> String {
+    /// The `tls:` section for MITM with `mitm` (written to `ca.crt`/`ca.key`, the cert readable
+    /// by the test users).
+    pub fn mitm_tls(&self, mitm: &TestCa) -> Tls {
         let (c, k) = mitm.write(self.dir.path());
         std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o644)).unwrap();
-        format!(
-            "tls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\n",
-            c.display(),
-            k.display()
-        )
+        Tls::mitm(&c, &k)
     }
 
-    /// The standard config with another `tls:` block and extra lines for the `proxy:` section
-    /// (two-space indented, e.g. `tunnel_listen` or `upstream_proxy`).
-    pub fn config_with(&self, tls: &str, proxy_extra: &str) -> String {
-        format!(
-            r#"dns:
-  listen: "127.0.0.1:0"
-  upstream_resolver: "{zone}"
-proxy:
-  http_listen: "127.0.0.1:0"
-  https_listen: "127.0.0.1:0"
-{proxy_extra}{tls}metrics:
-  listen: "127.0.0.1:0"
-transforms:
-  - name: allowlist
-    config:
-      domains: ["api.test", "other.test", "h2.test", "ws.test", "grpc.test"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {{type: env, var: API_KEY}}
-          inject: {{header: "X-Api-Key"}}
-          rules: [{{host: api.test}}, {{host: h2.test}}, {{host: ws.test}}]
-        - source: {{type: env, var: API_KEY}}
-          replace:
-            proxy_value: "proxy-token-abc"
-            match_headers: ["Authorization"]
-          rules: [{{host: grpc.test}}]
-intercept:
-  mode: ebpf
-  default: exempt
-  governed:
-    users: [iatest1]
-  pin_dir: "{PIN_DIR}"
-  policies:
-    - name: restricted
-      users: [iatest2]
-      transforms:
-        - name: allowlist
-          config:
-            domains: ["other.test"]
-"#,
-            zone = self.zone,
-        )
+    /// The standard config with another `tls:` section: DNS from the world's zone, the
+    /// default `upstream_deny_cidrs`, `api.test` and friends allowed (`other.test` only for
+    /// `iatest2`), `API_KEY` injected, users `iatest1`/`iatest2` governed through eBPF.
+    pub fn config_with(&self, tls: Tls) -> AgentConfig {
+        AgentConfig {
+            dns: Dns {
+                listen: Some("127.0.0.1:0".into()),
+                upstream_resolver: Some(self.zone.to_string()),
+                ..Dns::default()
+            },
+            proxy: Proxy::any_port(),
+            tls,
+            metrics: Some(Metrics::any_port()),
+            transforms: vec![
+                Transform::allowlist(&[
+                    "api.test",
+                    "other.test",
+                    "h2.test",
+                    "ws.test",
+                    "grpc.test",
+                ]),
+                Transform::secrets(json!([
+                    {
+                        "source": {"type": "env", "var": "API_KEY"},
+                        "inject": {"header": "X-Api-Key"},
+                        "rules": [{"host": "api.test"}, {"host": "h2.test"}, {"host": "ws.test"}],
+                    },
+                    {
+                        "source": {"type": "env", "var": "API_KEY"},
+                        "replace": {"proxy_value": "proxy-token-abc", "match_headers": ["Authorization"]},
+                        "rules": [{"host": "grpc.test"}],
+                    },
+                ])),
+            ],
+            intercept: Some(json!({
+                "mode": "ebpf",
+                "default": "exempt",
+                "governed": {"users": ["iatest1"]},
+                "pin_dir": PIN_DIR,
+                "policies": [{
+                    "name": "restricted",
+                    "users": ["iatest2"],
+                    "transforms": [{"name": "allowlist", "config": {"domains": ["other.test"]}}],
+                }],
+            })),
+            log: None,
+            postgres: None,
+        }
     }
 
     /// Starts the agent (trusting the origins' CA, with `API_KEY` set) and checks that the eBPF
     /// programs are attached.
-    pub fn start_agent(&self, cfg: &str) -> Agent {
-        let agent = Agent::with_config(cfg)
+    pub fn start_agent(&self, cfg: &AgentConfig) -> Agent {
+        let agent = Agent::with(cfg)
             .env("SSL_CERT_FILE", self.origin_ca().to_string_lossy())
             .env("API_KEY", API_KEY)
             .start();

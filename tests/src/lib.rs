@@ -8,10 +8,13 @@
 pub mod agent;
 pub mod ca;
 pub mod client;
+pub mod config;
 pub mod curl;
 pub mod dns;
 pub mod ebpf_world;
+pub mod fs_snapshot;
 pub mod mitm;
+pub mod moto;
 pub mod netns;
 pub mod origin;
 pub mod postgres;
@@ -24,8 +27,39 @@ pub use ca::TestCa;
 pub use client::{
     Reply, connect_tunnel, echo_header, h2_handshake, http_request, https_request, tls_connect,
 };
+pub use config::{AgentConfig, Transform, allow_localhost_with_secret};
 pub use origin::{Origin, OriginKind};
 pub use token_server::{Recorded, TokenServer};
+
+/// Tests that change machine-wide state take turns: eBPF programs attached at a cgroup (the
+/// agent attaches in single-program mode, so a second attach at the root replaces the first,
+/// and a program at the root forbids attaching below it), the fixed network namespace and pin
+/// directory of [`ebpf_world`], `iron-agent install` on this machine. All such tests live in one
+/// test binary (`tests/it`), so one process-wide lock is enough; a panicking holder does not
+/// block the others.
+pub fn machine_lock() -> std::sync::MutexGuard<'static, ()> {
+    static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MACHINE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The name libtest knows test function `f` of module `module` (pass `module_path!()`) by: the
+/// module path without the crate. A test that re-runs one of its binary's tests in a child
+/// process (`--exact NAME`) must use it, since every test binary holds several modules.
+pub fn test_name(module: &str, f: &str) -> String {
+    match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{f}"),
+        None => f.to_string(),
+    }
+}
+
+/// A helper script in `tests/helpers/` (Python fakes and clients).
+pub fn helper(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("helpers")
+        .join(name)
+}
 
 /// A multi-threaded runtime for tests that drive blocking helpers too.
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -34,60 +68,4 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-/// A config for loopback tests: DNS off, ports 0, the test CA, loopback upstreams allowed
-/// (`upstream_deny_cidrs: []`), and the given `transforms:` YAML block (indented list items).
-pub fn loopback_config(
-    ca_cert: &std::path::Path,
-    ca_key: &std::path::Path,
-    transforms: &str,
-) -> String {
-    format!(
-        r#"dns:
-  enabled: false
-proxy:
-  http_listen: "127.0.0.1:0"
-  https_listen: "127.0.0.1:0"
-  upstream_deny_cidrs: []
-  upstream_response_header_timeout: "2s"
-tls:
-  ca_cert: "{}"
-  ca_key: "{}"
-metrics:
-  listen: "127.0.0.1:0"
-transforms:
-{}
-"#,
-        ca_cert.display(),
-        ca_key.display(),
-        transforms
-    )
-}
-
-/// [`loopback_config`] with the tunnel listener (`proxy.tunnel_listen`) on a free port too.
-pub fn with_tunnel_listener(config: &str) -> String {
-    config.replace(
-        "  upstream_deny_cidrs: []",
-        "  tunnel_listen: \"127.0.0.1:0\"\n  upstream_deny_cidrs: []",
-    )
-}
-
-/// A `transforms:` block allowing `localhost` only, with a `secrets` transform that swaps the
-/// placeholder `proxy_value` in `header` for the value of the environment variable `var`.
-pub fn allow_localhost_with_secret(var: &str, proxy_value: &str, header: &str) -> String {
-    format!(
-        r#"  - name: allowlist
-    config:
-      domains: ["localhost"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {{type: env, var: {var}}}
-          replace:
-            proxy_value: "{proxy_value}"
-            match_headers: ["{header}"]
-          rules: [{{host: localhost}}]
-"#
-    )
 }

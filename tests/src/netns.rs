@@ -12,6 +12,19 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// For root-only tests: `true` (after saying `SKIP <test>: needs root (<why>)` on stdout and
+/// stderr, so a skip is never silent) when not running as root.
+pub fn skip_unless_root(why: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("test");
+    eprintln!("SKIP {test}: needs root ({why})");
+    println!("SKIP {test}: needs root ({why})");
+    true
+}
+
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh")
         .arg("-c")

@@ -14,7 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::TestCa;
+use crate::config::{
+    AgentConfig, Dns, Metrics, Postgres, PostgresClient, PostgresSetting, PostgresUpstream, Proxy,
+    Tls,
+};
 use crate::netns::is_root;
 
 /// The upstream login's password: it must never reach a client, a log line or an audit record.
@@ -351,23 +357,56 @@ pub fn wait_port(addr: SocketAddr) {
     }
 }
 
-/// The agent config's `postgres:` block for `cluster` with one route per `(database, role,
-/// settings YAML)`; DSNs come from env vars `PG_DSN_<DATABASE>`.
-pub fn postgres_block(listen: &str, routes: &[(&str, Option<&str>, &str)]) -> String {
-    let mut s = format!(
-        "postgres:\n  listen: \"{listen}\"\n  client:\n    user: {PROXY_USER}\n    password_env: PG_PROXY_PASSWORD\n  upstreams:\n"
-    );
-    for (db, role, settings) in routes {
-        s.push_str(&format!(
-            "    - database: {db}\n      dsn: {{type: env, var: PG_DSN_{}}}\n",
-            db.to_ascii_uppercase()
-        ));
-        if let Some(r) = role {
-            s.push_str(&format!("      role: {r}\n"));
-        }
-        if !settings.is_empty() {
-            s.push_str(&format!("      settings: {settings}\n"));
-        }
+/// A route of [`proxy_block`]: database, pinned role, pinned settings `(name, value)`.
+pub type Route<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+
+/// The agent config's `postgres:` block with one upstream per route; the proxy credential is
+/// [`PROXY_USER`] with the password in `PG_PROXY_PASSWORD`, DSNs come from env vars
+/// `PG_DSN_<DATABASE>`.
+pub fn proxy_block(listen: &str, routes: &[Route]) -> Postgres {
+    Postgres {
+        listen: listen.into(),
+        tls: false,
+        client: PostgresClient {
+            user: PROXY_USER.into(),
+            password_env: "PG_PROXY_PASSWORD".into(),
+            auth: None,
+        },
+        upstreams: routes
+            .iter()
+            .map(|(db, role, settings)| PostgresUpstream {
+                database: db.to_string(),
+                dsn: json!({"type": "env", "var": format!("PG_DSN_{}", db.to_ascii_uppercase())}),
+                role: role.map(str::to_string),
+                settings: settings
+                    .iter()
+                    .map(|(name, value)| PostgresSetting {
+                        name: name.to_string(),
+                        value: value.to_string(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
-    s
+}
+
+/// An agent that runs only `block`: DNS off, sni-only (no CA needed), every listener on a free
+/// loopback port, no transforms.
+pub fn agent_config(block: Postgres) -> AgentConfig {
+    AgentConfig {
+        dns: Dns {
+            enabled: Some(false),
+            ..Dns::default()
+        },
+        proxy: Proxy::any_port(),
+        tls: Tls {
+            mode: Some("sni-only".into()),
+            ..Tls::default()
+        },
+        metrics: Some(Metrics::any_port()),
+        transforms: Vec::new(),
+        intercept: None,
+        log: None,
+        postgres: Some(block),
+    }
 }

@@ -91,12 +91,18 @@ pub struct Guard {
 impl Guard {
     /// Spawns with piped stdout/stderr, each drained by a thread into a channel so the child never
     /// blocks on a full pipe.
-    pub fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
+    pub fn spawn(name: &str, cmd: Command) -> Result<Self> {
+        Self::spawn_with_stderr(name, cmd, Stdio::piped())
+    }
+
+    /// As [`Guard::spawn`], with stderr sent to `stderr` (a log file: a chatty child would
+    /// otherwise cost this process CPU to drain). `stderr_lines` is then `None`.
+    pub fn spawn_with_stderr(name: &str, mut cmd: Command, stderr: Stdio) -> Result<Self> {
         let what = crate::cmd::describe(&cmd);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting {name}: `{what}`"))?;
         if let Ok(mut live) = LIVE.lock() {

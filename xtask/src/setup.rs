@@ -160,7 +160,38 @@ fn prerequisites() -> Vec<Prereq> {
                 ]))
             },
         },
+        Prereq {
+            name: "postgresql",
+            why: "iron-control's PostgreSQL tests and bench start throwaway clusters with its initdb/pg_ctl",
+            check: postgres_ok,
+            install: install_postgres,
+        },
     ]
+}
+
+/// Debian's server binaries (initdb, pg_ctl, postgres, createdb, psql) and, as root, the
+/// `postgres` user the tests run clusters as.
+fn postgres_ok() -> bool {
+    let has_initdb = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
+        d.filter_map(Result::ok)
+            .any(|e| e.path().join("bin/initdb").is_file())
+    });
+    has_initdb && (!is_root() || succeeds(Command::new("id").arg("postgres")))
+}
+
+/// Installs Debian's `postgresql` without its default cluster: the tests start their own, so
+/// nothing is left running on port 5432.
+fn install_postgres() -> Result<()> {
+    if is_root() {
+        let dir = Path::new("/etc/postgresql-common/createcluster.d");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(
+            dir.join("iron-agent.conf"),
+            "# iron-agent tests start their own clusters\ncreate_main_cluster = false\n",
+        )
+        .context("disabling the default PostgreSQL cluster")?;
+    }
+    apt_install(&["postgresql"])
 }
 
 pub fn ensure_prerequisites() -> Result<()> {

@@ -1,4 +1,4 @@
-//! `cargo xtask test`: prerequisites, format check, clippy, build, tests.
+//! `cargo xtask test`: prerequisites, format check, clippy, build, tests (docs/testing.md).
 
 use std::path::Path;
 use std::process::Command;
@@ -65,10 +65,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
         );
     }
 
+    // Every crate's unit tests and its one integration binary (`tests/it`, see docs/testing.md);
+    // --no-fail-fast: a failure in one binary still runs (and reports) the others.
     run_streamed(
         cargo_at(&root)
             .env("IRON_AGENT_BIN", &agent_bin)
-            .args(["test", "--workspace"])
+            .args(["test", "--workspace", "--no-fail-fast"])
             .args(&args.cargo_test_args),
     )?;
     eprintln!("==> all checks passed");

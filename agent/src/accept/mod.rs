@@ -1,7 +1,5 @@
 //! Accept: bind listeners, run accept loops, and drain connections on shutdown.
 
-pub mod peer;
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,8 +12,15 @@ use crate::config::ListenAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("{listener} listen {addr}: {reason}")]
+    #[error("{listener} listen {addr}: {source}")]
     Bind {
+        listener: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    /// The configured address does not parse (the config's own message).
+    #[error("{listener} listen {addr}: {reason}")]
+    Addr {
         listener: &'static str,
         addr: String,
         reason: String,
@@ -60,18 +65,18 @@ pub async fn bind_dns(addr: &ListenAddr) -> Result<(UdpSocket, TcpListener), Bin
 }
 
 fn socket_addr(listener: &'static str, addr: &ListenAddr) -> Result<SocketAddr, BindError> {
-    addr.socket_addr().map_err(|reason| BindError::Bind {
+    addr.socket_addr().map_err(|reason| BindError::Addr {
         listener,
         addr: addr.to_string(),
         reason,
     })
 }
 
-fn bind_err(listener: &'static str, addr: &ListenAddr, e: std::io::Error) -> BindError {
+fn bind_err(listener: &'static str, addr: &ListenAddr, source: std::io::Error) -> BindError {
     BindError::Bind {
         listener,
         addr: addr.to_string(),
-        reason: e.to_string(),
+        source,
     }
 }
 

@@ -88,5 +88,42 @@ fn metrics_text(audit: &AuditSink) -> String {
             n.load(Ordering::Relaxed)
         );
     }
+    s.push_str(
+        "# HELP iron_agent_audit_dropped_total Audit records not written because the log writer fell behind.\n",
+    );
+    s.push_str("# TYPE iron_agent_audit_dropped_total counter\n");
+    let _ = writeln!(
+        s,
+        "iron_agent_audit_dropped_total {}",
+        c.dropped.load(Ordering::Relaxed)
+    );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::metrics_text;
+    use crate::audit::AuditSink;
+
+    #[test]
+    fn metrics_report_requests_and_audit_drops() {
+        let sink = AuditSink::discard();
+        sink.counters.allow.fetch_add(3, Ordering::Relaxed);
+        sink.counters.dropped.fetch_add(2, Ordering::Relaxed);
+        let text = metrics_text(&sink);
+        assert!(
+            text.contains("iron_agent_requests_total{action=\"allow\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE iron_agent_audit_dropped_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\niron_agent_audit_dropped_total 2\n"),
+            "{text}"
+        );
+    }
 }

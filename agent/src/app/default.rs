@@ -14,7 +14,7 @@ pub fn state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     if let Some(d) = env("IRON_AGENT_STATE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    if nix_is_root() {
+    if crate::sys::is_root() {
         return PathBuf::from("/var/lib/iron-agent");
     }
     if let Some(x) = env("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
@@ -22,18 +22,6 @@ pub fn state_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     }
     let home = env("HOME").unwrap_or_else(|| "/tmp".into());
     Path::new(&home).join(".local/state/iron-agent")
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY-free: reading the effective uid via /proc avoids an unsafe libc call.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// The default config with its CA paths pointing into `state`, `IRON_*` overrides applied.

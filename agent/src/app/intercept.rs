@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
 use crate::ebpf::{InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode};
+use crate::identify::{PolicyId, Uid};
 
 use super::identity;
 
@@ -64,11 +65,23 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         ..InterceptConfig::default()
     };
     let icpt = Interceptor::install_or_adopt(&kcfg)?;
-    apply(&icpt, "governed", &cfg.governed, Mode::Redirect, 0)?;
-    apply(&icpt, "exempt", &cfg.exempt, Mode::Exempt, 0)?;
-    apply(&icpt, "deny", &cfg.deny, Mode::DenyAll, 0)?;
+    apply(
+        &icpt,
+        "governed",
+        &cfg.governed,
+        Mode::Redirect,
+        PolicyId::DEFAULT,
+    )?;
+    apply(
+        &icpt,
+        "exempt",
+        &cfg.exempt,
+        Mode::Exempt,
+        PolicyId::DEFAULT,
+    )?;
+    apply(&icpt, "deny", &cfg.deny, Mode::DenyAll, PolicyId::DEFAULT)?;
     for (i, p) in cfg.policies.iter().enumerate() {
-        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let id = PolicyId::of_index(i);
         apply(
             &icpt,
             &format!("policies[{i}]"),
@@ -91,17 +104,17 @@ fn apply(
     field: &str,
     ids: &Identities,
     mode: Mode,
-    policy: u32,
+    policy: PolicyId,
 ) -> Result<(), SetupError> {
     for uid in &ids.uids {
-        icpt.set_uid_policy(*uid, mode, policy)?;
+        icpt.set_uid_policy(Uid(*uid), mode, policy)?;
     }
     for user in &ids.users {
         let uid = identity::uid_of(user).ok_or_else(|| SetupError::UnknownUser {
             field: format!("{field}.users"),
             user: user.clone(),
         })?;
-        icpt.set_uid_policy(uid, mode, policy)?;
+        icpt.set_uid_policy(Uid(uid), mode, policy)?;
     }
     for cg in &ids.cgroups {
         icpt.govern_cgroup(cg, mode, policy)?;
@@ -110,13 +123,13 @@ fn apply(
 }
 
 /// Policy id by uid for the `policies` entries that name uids or users (policy id = index + 1).
-pub fn uid_policies(cfg: &Yaml) -> std::collections::HashMap<u32, u32> {
+pub fn uid_policies(cfg: &Yaml) -> std::collections::HashMap<Uid, PolicyId> {
     let mut out = std::collections::HashMap::new();
     for (i, p) in cfg.policies.iter().enumerate() {
-        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let id = PolicyId::of_index(i);
         let users = p.users.iter().filter_map(|u| identity::uid_of(u));
         for uid in p.uids.iter().copied().chain(users) {
-            out.insert(uid, id);
+            out.insert(Uid(uid), id);
         }
     }
     out

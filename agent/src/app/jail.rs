@@ -9,19 +9,21 @@
 //! signal when it was killed). Fail closed: when the agent cannot start, CMD is not run.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::AsRawFd as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 
 use crate::config::intercept::{IdentityMode, InterceptMode};
 use crate::config::{Config, ListenAddr};
 use crate::ebpf;
+use crate::sys::{self, Signal};
+
+use super::identity::{Account, Table};
 
 /// How long the agent may take to bind its listeners and attach its programs.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,33 +66,9 @@ pub struct JailOptions {
     pub cmd: Vec<OsString>,
 }
 
-/// A passwd entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-}
-
-fn passwd() -> Vec<Account> {
-    let text = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            Some(Account {
-                name: (*f.first()?).to_string(),
-                uid: f.get(2)?.parse().ok()?,
-                gid: f.get(3)?.parse().ok()?,
-                home: (*f.get(5)?).to_string(),
-            })
-        })
-        .collect()
-}
-
 /// The primary group plus every /etc/group entry listing `user` (what initgroups(3) computes
 /// from files), looked up before fork so the child only makes system calls.
-fn groups_of(user: &str, primary: u32) -> Vec<libc::gid_t> {
+fn groups_of(user: &str, primary: u32) -> Vec<u32> {
     let text = fs::read_to_string("/etc/group").unwrap_or_default();
     let mut out = vec![primary];
     for l in text.lines() {
@@ -110,13 +88,10 @@ fn target_account(
     user: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Account>, JailError> {
-    let all = passwd();
+    let all = Table::read();
     if let Some(u) = user {
-        let by_name = all.iter().find(|a| a.name == u);
-        let by_uid = u
-            .parse::<u32>()
-            .ok()
-            .and_then(|n| all.iter().find(|a| a.uid == n));
+        let by_name = all.by_name(u);
+        let by_uid = u.parse::<u32>().ok().and_then(|n| all.by_uid(n));
         return by_name
             .or(by_uid)
             .cloned()
@@ -127,7 +102,7 @@ fn target_account(
         return Ok(None);
     };
     let gid = env("SUDO_GID").and_then(|g| g.parse::<u32>().ok());
-    Ok(Some(match all.into_iter().find(|a| a.uid == uid) {
+    Ok(Some(match all.by_uid(uid).cloned() {
         Some(mut a) => {
             a.gid = gid.unwrap_or(a.gid);
             a
@@ -169,8 +144,8 @@ impl JailCgroup {
         if fs::write(self.path.join("cgroup.kill"), "1").is_err() {
             // Kernels before 5.14 have no cgroup.kill.
             for pid in self.procs() {
-                if let Ok(pid) = pid.parse::<i32>() {
-                    send_signal(pid, libc::SIGKILL);
+                if let Ok(pid) = pid.parse::<u32>() {
+                    sys::signal(pid, Signal::SIGKILL);
                 }
             }
         }
@@ -230,7 +205,7 @@ pub fn jail_config(mut cfg: Config, cgroup: &Path, pin_dir: PathBuf, metrics_por
 
 /// Runs the jail; returns CMD's exit status. `cfg` is the loaded config (or the default one).
 pub fn run(cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
-    if !crate::install::is_root() {
+    if !sys::is_root() {
         return Err(JailError::NotRoot);
     }
     let env = |k: &str| std::env::var(k).ok();
@@ -298,11 +273,11 @@ async fn supervise(
 
     let status = match spawn_jailed(cgroup, account.as_ref(), cmd) {
         Ok(mut child) => {
-            let pid = child.id().and_then(|p| i32::try_from(p).ok());
+            let pid = child.id();
             loop {
                 tokio::select! {
                     st = child.wait() => break st.map(exit_code).map_err(|e| io("waiting for the command", e)),
-                    sig = sigs.recv() => if let Some(pid) = pid { send_signal(pid, sig.0) },
+                    sig = sigs.recv() => if let Some(pid) = pid { sys::signal(pid, sig.0) },
                 }
             }
         }
@@ -323,7 +298,7 @@ async fn supervise(
 
 /// Asks the agent to shut down the way a signal would, and waits a bounded time.
 async fn stop_agent(agent: tokio::task::JoinHandle<Result<(), super::AppError>>) {
-    send_signal(std::process::id().cast_signed(), libc::SIGTERM);
+    sys::signal(std::process::id(), Signal::SIGTERM);
     let abort = agent.abort_handle();
     match tokio::time::timeout(STOP_TIMEOUT, agent).await {
         Ok(Ok(Err(e))) => eprintln!("warning: agent: {e}"),
@@ -360,10 +335,10 @@ fn exit_code(st: std::process::ExitStatus) -> u8 {
 }
 
 struct Signals {
-    int: Signal,
-    term: Signal,
-    hup: Signal,
-    quit: Signal,
+    int: SignalStream,
+    term: SignalStream,
+    hup: SignalStream,
+    quit: SignalStream,
 }
 
 impl Signals {
@@ -377,12 +352,12 @@ impl Signals {
         })
     }
 
-    async fn recv(&mut self) -> (i32, &'static str) {
+    async fn recv(&mut self) -> (Signal, &'static str) {
         tokio::select! {
-            _ = self.int.recv() => (libc::SIGINT, "SIGINT"),
-            _ = self.term.recv() => (libc::SIGTERM, "SIGTERM"),
-            _ = self.hup.recv() => (libc::SIGHUP, "SIGHUP"),
-            _ = self.quit.recv() => (libc::SIGQUIT, "SIGQUIT"),
+            _ = self.int.recv() => (Signal::SIGINT, "SIGINT"),
+            _ = self.term.recv() => (Signal::SIGTERM, "SIGTERM"),
+            _ = self.hup.recv() => (Signal::SIGHUP, "SIGHUP"),
+            _ = self.quit.recv() => (Signal::SIGQUIT, "SIGQUIT"),
         }
     }
 }
@@ -402,55 +377,19 @@ fn spawn_jailed(
         .open(cgroup.path.join("cgroup.procs"))?;
     let mut c = tokio::process::Command::new(prog);
     c.args(args);
-    let ident = account.map(|a| (a.uid, a.gid, groups_of(&a.name, a.gid)));
+    let ident = account.map(|a| sys::Identity {
+        uid: a.uid,
+        gid: a.gid,
+        groups: groups_of(&a.name, a.gid),
+    });
     if let Some(a) = account {
         c.env("HOME", &a.home)
             .env("USER", &a.name)
             .env("LOGNAME", &a.name);
     }
-    join_and_drop_privileges(&mut c, &procs, ident);
-    let child = c.spawn();
-    drop(procs);
-    child
-}
-
-/// Makes the child join the jail cgroup, then take on `ident`, between fork and exec.
-#[allow(unsafe_code)]
-fn join_and_drop_privileges(
-    c: &mut tokio::process::Command,
-    procs: &File,
-    ident: Option<(u32, u32, Vec<libc::gid_t>)>,
-) {
-    let fd = procs.as_raw_fd();
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (write, setgroups, setgid, setuid) on data prepared before the fork; it
-    // allocates nothing except the error value on failure. The fd stays open in the parent
-    // until spawn returns.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some((uid, gid, groups)) = &ident {
-                // Groups, then gid, then uid: after setuid we could no longer change the others.
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(*gid) != 0
-                    || libc::setuid(*uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-}
-
-#[allow(unsafe_code)]
-fn send_signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) takes plain integers; an invalid or gone pid only yields an error code.
-    unsafe {
-        libc::kill(pid, sig);
-    }
+    sys::join_cgroup_and_become(&mut c, procs, ident);
+    // The closure holding `procs` (and so the descriptor) is dropped with `c`, after spawn.
+    c.spawn()
 }
 
 #[cfg(test)]
@@ -461,7 +400,9 @@ mod tests {
     fn exit_codes() {
         assert_eq!(exit_code(std::process::ExitStatus::from_raw(7 << 8)), 7);
         assert_eq!(
-            exit_code(std::process::ExitStatus::from_raw(libc::SIGKILL)),
+            exit_code(std::process::ExitStatus::from_raw(sys::signal_number(
+                Signal::SIGKILL
+            ))),
             137
         );
     }

@@ -3,8 +3,13 @@
 //! [`record::AuditRecord`] is the schema (iron-proxy's flat shape); [`PendingAudit`] guarantees
 //! the "exactly one" part: it is created when a request arrives, travels with the request, and
 //! emits on drop if nothing else emitted it (a client that went away mid-request is audited as
-//! `client_cancel`). [`sink::AuditSink`] serialises records and writes them off the data path.
+//! `client_cancel`). [`sink::AuditSink`] serialises records ([`line`]) into a batch that a writer
+//! thread writes off the data path.
 
+pub mod bench;
+#[cfg(test)]
+mod golden;
+pub mod line;
 pub mod record;
 pub mod sink;
 

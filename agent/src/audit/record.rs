@@ -162,26 +162,4 @@ impl AuditRecord {
             _ => LogLevel::Info,
         }
     }
-
-    /// Derives `rejected_by` / `stubbed_by` from the request traces (first one that decided).
-    pub fn set_decider_from_traces(&mut self) {
-        let first = |want: TraceAction| {
-            self.request_transforms
-                .iter()
-                .find(|t| t.action == want)
-                .map(|t| t.name.clone())
-        };
-        match self.action {
-            Action::Reject if self.rejected_by.is_none() => {
-                self.rejected_by = first(TraceAction::Reject).or_else(|| {
-                    self.response_transforms
-                        .iter()
-                        .find(|t| t.action == TraceAction::Reject)
-                        .map(|t| t.name.clone())
-                });
-            }
-            Action::Stub => self.stubbed_by = first(TraceAction::Stub),
-            _ => {}
-        }
-    }
 }

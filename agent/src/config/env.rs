@@ -33,13 +33,7 @@ pub fn apply_overrides(
     }
 
     if let Some(v) = get("IRON_DNS_ENABLED") {
-        match parse_go_bool(&v) {
-            Some(b) => cfg.dns.enabled = b,
-            None => errors.push(ConfigError::new(
-                "IRON_DNS_ENABLED",
-                format!("invalid boolean {v:?}"),
-            )),
-        }
+        set_dns_enabled(cfg, &v, &mut errors);
     }
     parse_into!("IRON_DNS_LISTEN", cfg.dns.listen);
     parse_some!("IRON_DNS_PROXY_IP", cfg.dns.proxy_ip);
@@ -48,14 +42,7 @@ pub fn apply_overrides(
     parse_into!("IRON_PROXY_HTTPS_LISTEN", cfg.proxy.https_listen);
     parse_some!("IRON_PROXY_TUNNEL_LISTEN", cfg.proxy.tunnel_listen);
     if let Some(v) = get("IRON_TLS_MODE") {
-        match v.as_str() {
-            "mitm" => cfg.tls.mode = super::TlsMode::Mitm,
-            "sni-only" => cfg.tls.mode = super::TlsMode::SniOnly,
-            _ => errors.push(ConfigError::new(
-                "IRON_TLS_MODE",
-                format!("tls.mode must be \"mitm\" or \"sni-only\"; got {v:?}"),
-            )),
-        }
+        set_tls_mode(cfg, &v, &mut errors);
     }
     if let Some(v) = get("IRON_TLS_CA_CERT") {
         cfg.tls.ca_cert = Some(v.into());
@@ -92,6 +79,27 @@ pub fn apply_overrides(
         Ok(())
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+fn set_dns_enabled(cfg: &mut Config, v: &str, errors: &mut Vec<ConfigError>) {
+    match parse_go_bool(v) {
+        Some(b) => cfg.dns.enabled = b,
+        None => errors.push(ConfigError::new(
+            "IRON_DNS_ENABLED",
+            format!("invalid boolean {v:?}"),
+        )),
+    }
+}
+
+fn set_tls_mode(cfg: &mut Config, v: &str, errors: &mut Vec<ConfigError>) {
+    match v {
+        "mitm" => cfg.tls.mode = super::TlsMode::Mitm,
+        "sni-only" => cfg.tls.mode = super::TlsMode::SniOnly,
+        _ => errors.push(ConfigError::new(
+            "IRON_TLS_MODE",
+            format!("tls.mode must be \"mitm\" or \"sni-only\"; got {v:?}"),
+        )),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod env;
 pub mod error;
 pub mod intercept;
 pub mod mcp;
+pub mod postgres;
 pub mod transforms;
 pub mod types;
 pub mod validate;
@@ -45,7 +46,7 @@ pub struct Config {
     /// iron-agent extension: eBPF interception and per-identity policies.
     pub intercept: intercept::InterceptConfig,
     /// The PostgreSQL proxy (iron-proxy §21); all-empty = disabled.
-    pub postgres: crate::postgres::config::PostgresConfig,
+    pub postgres: postgres::PostgresConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

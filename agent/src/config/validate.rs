@@ -49,29 +49,7 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
             "is required when dns is enabled",
         ));
     }
-    for (i, r) in cfg.dns.records.iter().enumerate() {
-        let p = format!("dns.records[{i}]");
-        if r.name.trim().is_empty() {
-            errors.push(ConfigError::new(format!("{p}.name"), "is required"));
-        }
-        if r.value.trim().is_empty() {
-            errors.push(ConfigError::new(format!("{p}.value"), "is required"));
-        } else if r.kind == DnsRecordType::A && r.value.parse::<Ipv4Addr>().is_err() {
-            // iron-proxy silently ignores such a record; refusing it surfaces the typo.
-            errors.push(ConfigError::new(
-                format!("{p}.value"),
-                format!("must be an IPv4 address for an A record; got {:?}", r.value),
-            ));
-        }
-    }
-    for (i, p) in cfg.dns.passthrough.iter().enumerate() {
-        if p.trim().is_empty() {
-            errors.push(ConfigError::new(
-                format!("dns.passthrough[{i}]"),
-                "must not be empty",
-            ));
-        }
-    }
+    validate_dns_entries(cfg, errors);
     if cfg.tls.mode == TlsMode::Mitm {
         if cfg.tls.ca_cert.is_none() {
             errors.push(ConfigError::new(
@@ -101,6 +79,40 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
     for (n, entry) in cfg.transforms.iter().enumerate() {
         entry.validate(&entry_path(indices, n), errors);
     }
+    unique_judge_names(cfg, indices, errors);
+    if let Some(mcp) = &cfg.mcp {
+        mcp.validate("mcp", errors);
+    }
+}
+
+/// `dns.records` and `dns.passthrough` entries.
+fn validate_dns_entries(cfg: &Config, errors: &mut Vec<ConfigError>) {
+    for (i, r) in cfg.dns.records.iter().enumerate() {
+        let p = format!("dns.records[{i}]");
+        if r.name.trim().is_empty() {
+            errors.push(ConfigError::new(format!("{p}.name"), "is required"));
+        }
+        if r.value.trim().is_empty() {
+            errors.push(ConfigError::new(format!("{p}.value"), "is required"));
+        } else if r.kind == DnsRecordType::A && r.value.parse::<Ipv4Addr>().is_err() {
+            // iron-proxy silently ignores such a record; refusing it surfaces the typo.
+            errors.push(ConfigError::new(
+                format!("{p}.value"),
+                format!("must be an IPv4 address for an A record; got {:?}", r.value),
+            ));
+        }
+    }
+    for (i, p) in cfg.dns.passthrough.iter().enumerate() {
+        if p.trim().is_empty() {
+            errors.push(ConfigError::new(
+                format!("dns.passthrough[{i}]"),
+                "must not be empty",
+            ));
+        }
+    }
+}
+
+fn unique_judge_names(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigError>) {
     // Judge names label traces and `rejected_by`; the docs require them unique.
     let mut judges: HashMap<&str, usize> = HashMap::new();
     for (n, entry) in cfg.transforms.iter().enumerate() {
@@ -119,9 +131,6 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
                 ));
             }
         }
-    }
-    if let Some(mcp) = &cfg.mcp {
-        mcp.validate("mcp", errors);
     }
     cfg.postgres.validate(cfg.tls.mode, errors);
 }

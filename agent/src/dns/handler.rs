@@ -167,9 +167,9 @@ impl DnsHandler {
         };
         let result = match tokio::time::timeout(PASSTHROUGH_DEADLINE, lookup).await {
             Ok(r) => r,
-            Err(_) => Err(ResolveError::Lookup {
+            Err(_) => Err(ResolveError::Deadline {
                 host: host.clone(),
-                reason: format!("no answer within {PASSTHROUGH_DEADLINE:?}"),
+                limit: PASSTHROUGH_DEADLINE,
             }),
         };
         match result {

@@ -32,7 +32,7 @@ pub enum DnsError {
     #[error("dns.proxy_ip is required when the DNS server is enabled")]
     MissingProxyIp,
     #[error("dns server: {0}")]
-    Server(String),
+    Server(#[source] hickory_server::net::NetError),
 }
 
 /// Which names may resolve, in eBPF mode (where workloads connect to real addresses and the

@@ -37,5 +37,5 @@ pub async fn run(
             done.await
         }
     };
-    result.map_err(|e| DnsError::Server(e.to_string()))
+    result.map_err(DnsError::Server)
 }

@@ -2,7 +2,6 @@
 
 use std::{
     net::{SocketAddrV4, SocketAddrV6},
-    os::unix::fs::MetadataExt as _,
     path::PathBuf,
 };
 
@@ -86,7 +85,7 @@ impl Default for InterceptConfig {
             http_v6: None,
             https_v6: None,
             dns_v6: None,
-            agent_uid: current_euid(),
+            agent_uid: crate::sys::euid(),
             default_mode: Mode::Redirect,
             default_policy_id: 0,
             loopback: LoopbackPolicy::Allow,
@@ -94,11 +93,6 @@ impl Default for InterceptConfig {
             cgroup_root: None,
         }
     }
-}
-
-/// Effective uid of this process (owner of `/proc/self`), without an `unsafe` libc call.
-fn current_euid() -> u32 {
-    std::fs::metadata("/proc/self").map_or(0, |m| m.uid())
 }
 
 impl InterceptConfig {

@@ -21,14 +21,13 @@ use aya::{
 };
 use parking_lot::Mutex;
 
-use super::{
-    InterceptConfig, InterceptError, Mode,
-    lookup::{ConnOrigin, OrigDstLookup, OrigDstTable},
-    sys,
-};
+use crate::identify::{CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup, PolicyId, Uid};
+
+use super::{InterceptConfig, InterceptError, Mode, lookup::OrigDstTable, sys};
 
 /// The eBPF object built by agent/build.rs; empty when the toolchain was missing at build time.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 /// Whether this binary carries a real eBPF object (false when built without the eBPF toolchain).
 pub fn object_built() -> bool {
@@ -95,7 +94,11 @@ impl Interceptor {
         let cg = File::open(&cg_root)
             .map_err(|e| InterceptError::io(format!("opening cgroup {}", cg_root.display()), e))?;
 
+        // aya-log level, frozen into the programs' read-only data: 0 (the default) lets the
+        // verifier drop every logging branch.
+        let log_level = super::log::level_from_env();
         let mut ebpf = EbpfLoader::new()
+            .override_global(super::log::LEVEL_GLOBAL, &log_level, true)
             .load(OBJECT)
             .map_err(|e| InterceptError::Object(Box::new(e)))?;
         // Config before attach: programs must never run with the zeroed (deny-everything) config
@@ -114,41 +117,11 @@ impl Interceptor {
         let staging = staging_dir(&cfg.pin_dir);
         remove_pins(&staging)?;
         let guard = StagingGuard(Some(staging.clone()));
-        let (maps_dir, links_dir) = (
-            staging.join(PIN_MAPS_SUBDIR),
-            staging.join(PIN_LINKS_SUBDIR),
-        );
-        for d in [&maps_dir, &links_dir] {
-            fs::create_dir_all(d)
-                .map_err(|e| InterceptError::io(format!("creating {}", d.display()), e))?;
-        }
-        // Only the agent may reach the pins: a governed task that could open the maps could
-        // exempt itself or forge origins (threat T16). Pin files themselves are created 0600.
-        for d in [&staging, &maps_dir, &links_dir] {
-            fs::set_permissions(d, fs::Permissions::from_mode(0o700))
-                .map_err(|e| InterceptError::io(format!("chmod 0700 {}", d.display()), e))?;
-        }
-        for name in MAP_NAMES {
-            let map = ebpf
-                .map(name)
-                .ok_or(InterceptError::Missing { what: "map", name })?;
-            let path = maps_dir.join(name);
-            map.pin(&path).map_err(|e| InterceptError::Pin {
-                path,
-                source: Box::new(e),
-            })?;
-        }
-        for (name, kind) in PROGRAMS {
-            let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
-                what: "program",
-                name,
-            })?;
-            let link = attach(name, prog, kind, &cg)?;
-            let path = links_dir.join(name);
-            link.pin(&path).map_err(|e| InterceptError::Pin {
-                path,
-                source: Box::new(e),
-            })?;
+        pin_and_attach(&mut ebpf, &cg, &staging)?;
+        if log_level > 0
+            && let Err(e) = super::log::spawn_reader(&mut ebpf)
+        {
+            tracing::warn!(error = %e, "eBPF logging requested but its reader did not start");
         }
         // Everything new is attached and pinned. Drop the loader's own fds; the pins keep the
         // programs and maps alive.
@@ -260,28 +233,28 @@ impl Interceptor {
     /// their default exemption.
     pub fn set_uid_policy(
         &self,
-        uid: u32,
+        uid: Uid,
         mode: Mode,
-        policy_id: u32,
+        policy_id: PolicyId,
     ) -> Result<(), InterceptError> {
         let p = Policy {
             mode: mode.raw(),
-            policy_id,
+            policy_id: policy_id.0,
         };
         self.uid_policy
             .lock()
-            .insert(uid, p, 0)
+            .insert(uid.0, p, 0)
             .map_err(|e| InterceptError::map(MAP_UID_POLICY, e))
     }
 
     /// Removes `uid` from the policy map (it falls back to the default mode). Not-present is ok.
-    pub fn remove_uid_policy(&self, uid: u32) -> Result<(), InterceptError> {
-        remove_ok_if_absent(self.uid_policy.lock().remove(&uid), MAP_UID_POLICY)
+    pub fn remove_uid_policy(&self, uid: Uid) -> Result<(), InterceptError> {
+        remove_ok_if_absent(self.uid_policy.lock().remove(&uid.0), MAP_UID_POLICY)
     }
 
     /// The mode and policy id set for `uid`, if any.
-    pub fn uid_policy(&self, uid: u32) -> Result<Option<(Mode, u32)>, InterceptError> {
-        get_policy(self.uid_policy.lock().get(&uid, 0), MAP_UID_POLICY)
+    pub fn uid_policy(&self, uid: Uid) -> Result<Option<(Mode, PolicyId)>, InterceptError> {
+        get_policy(self.uid_policy.lock().get(&uid.0, 0), MAP_UID_POLICY)
     }
 
     /// Governs every task in the cgroup subtree rooted at `path` (cgroup v2 directory), whatever
@@ -290,29 +263,29 @@ impl Interceptor {
         &self,
         path: &Path,
         mode: Mode,
-        policy_id: u32,
-    ) -> Result<u64, InterceptError> {
-        let id = sys::cgroup_id(path)?;
+        policy_id: PolicyId,
+    ) -> Result<CgroupId, InterceptError> {
+        let id = CgroupId(sys::cgroup_id(path)?);
         let p = Policy {
             mode: mode.raw(),
-            policy_id,
+            policy_id: policy_id.0,
         };
         self.cgroups
             .lock()
-            .insert(id, p, 0)
+            .insert(id.0, p, 0)
             .map_err(|e| InterceptError::map(MAP_GOVERNED_CGROUPS, e))?;
         Ok(id)
     }
 
     /// Stops governing the subtree at `path` by cgroup membership. Not-present is ok.
     pub fn ungovern_cgroup(&self, path: &Path) -> Result<(), InterceptError> {
-        let id = sys::cgroup_id(path)?;
+        let id = CgroupId(sys::cgroup_id(path)?);
         self.ungovern_cgroup_id(id)
     }
 
     /// As [`Self::ungovern_cgroup`], by id (for cgroups that were already removed).
-    pub fn ungovern_cgroup_id(&self, id: u64) -> Result<(), InterceptError> {
-        remove_ok_if_absent(self.cgroups.lock().remove(&id), MAP_GOVERNED_CGROUPS)
+    pub fn ungovern_cgroup_id(&self, id: CgroupId) -> Result<(), InterceptError> {
+        remove_ok_if_absent(self.cgroups.lock().remove(&id.0), MAP_GOVERNED_CGROUPS)
     }
 
     /// Removes every uid and cgroup entry not in `uids` / `cgroups`: after a restart with an
@@ -320,14 +293,14 @@ impl Interceptor {
     /// Called after the new entries are written, so no identity is ever briefly ungoverned.
     pub fn retain_policies(
         &self,
-        uids: &std::collections::HashSet<u32>,
-        cgroups: &std::collections::HashSet<u64>,
+        uids: &std::collections::HashSet<Uid>,
+        cgroups: &std::collections::HashSet<CgroupId>,
     ) -> Result<(), InterceptError> {
         let mut map = self.uid_policy.lock();
         let stale: Vec<u32> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|u| !uids.contains(u))
+            .filter(|u| !uids.contains(&Uid(*u)))
             .collect();
         for u in stale {
             remove_ok_if_absent(map.remove(&u), MAP_UID_POLICY)?;
@@ -337,7 +310,7 @@ impl Interceptor {
         let stale: Vec<u64> = map
             .keys()
             .filter_map(Result::ok)
-            .filter(|c| !cgroups.contains(c))
+            .filter(|c| !cgroups.contains(&CgroupId(*c)))
             .collect();
         for c in stale {
             remove_ok_if_absent(map.remove(&c), MAP_GOVERNED_CGROUPS)?;
@@ -357,13 +330,51 @@ impl Interceptor {
 }
 
 impl OrigDstLookup for Interceptor {
-    fn lookup(
-        &self,
-        peer: std::net::SocketAddr,
-        local: std::net::SocketAddr,
-    ) -> Option<ConnOrigin> {
-        self.orig.lookup(peer, local)
+    fn lookup(&self, client: ClientAddr, local: LocalAddr) -> Option<ConnOrigin> {
+        self.orig.lookup(client, local)
     }
+}
+
+/// Pins every map and attaches and pins every program under `staging` (0700 directories: a
+/// governed task that could open the maps could exempt itself or forge origins, threat T16).
+fn pin_and_attach(ebpf: &mut aya::Ebpf, cg: &File, staging: &Path) -> Result<(), InterceptError> {
+    let (maps_dir, links_dir) = (
+        staging.join(PIN_MAPS_SUBDIR),
+        staging.join(PIN_LINKS_SUBDIR),
+    );
+    for d in [&maps_dir, &links_dir] {
+        fs::create_dir_all(d)
+            .map_err(|e| InterceptError::io(format!("creating {}", d.display()), e))?;
+    }
+    // Only the agent may reach the pins: a governed task that could open the maps could
+    // exempt itself or forge origins (threat T16). Pin files themselves are created 0600.
+    for d in [staging, &maps_dir, &links_dir] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o700))
+            .map_err(|e| InterceptError::io(format!("chmod 0700 {}", d.display()), e))?;
+    }
+    for name in MAP_NAMES {
+        let map = ebpf
+            .map(name)
+            .ok_or(InterceptError::Missing { what: "map", name })?;
+        let path = maps_dir.join(name);
+        map.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    for (name, kind) in PROGRAMS {
+        let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
+            what: "program",
+            name,
+        })?;
+        let link = attach(name, prog, kind, cg)?;
+        let path = links_dir.join(name);
+        link.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether a complete set of link pins exists under `pin_dir`.
@@ -496,7 +507,7 @@ fn remove_ok_if_absent(
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(s))
-            if s.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            if s.io_error.kind() == std::io::ErrorKind::NotFound =>
         {
             Ok(())
         }
@@ -507,9 +518,9 @@ fn remove_ok_if_absent(
 fn get_policy(
     r: Result<Policy, aya::maps::MapError>,
     map: &'static str,
-) -> Result<Option<(Mode, u32)>, InterceptError> {
+) -> Result<Option<(Mode, PolicyId)>, InterceptError> {
     match r {
-        Ok(p) => Ok(Mode::from_raw(p.mode).map(|m| (m, p.policy_id))),
+        Ok(p) => Ok(Mode::from_raw(p.mode).map(|m| (m, PolicyId(p.policy_id)))),
         Err(aya::maps::MapError::KeyNotFound) => Ok(None),
         Err(e) => Err(InterceptError::map(map, e)),
     }

@@ -1,4 +1,5 @@
-//! Original destination and identity of connections accepted from a redirect.
+//! Original destination and identity of connections accepted from a redirect: the kernel
+//! side of [`OrigDstLookup`] (the trait and [`ConnOrigin`] live in `identify/`).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -10,32 +11,7 @@ use aya::maps::{HashMap, Map, MapData};
 use parking_lot::Mutex;
 
 use super::{InterceptError, sys};
-
-/// Where a redirected connection was originally going, and who opened it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnOrigin {
-    /// The destination the workload passed to `connect()`. IPv4 carried in IPv6 forms
-    /// (`::ffff:a.b.c.d`, NAT64, 6to4, compat) is reported as the plain IPv4 address.
-    pub orig_dst: SocketAddr,
-    /// Kernel uid of the connecting task.
-    pub uid: u32,
-    /// Process id (tgid) of the connecting task.
-    pub pid: u32,
-    /// Command name (`comm`, at most 15 bytes) of the connecting task.
-    pub comm: String,
-    /// Policy id of the uid or cgroup rule that governed the task.
-    pub policy_id: u32,
-    /// cgroup v2 id of the connecting task.
-    pub cgroup_id: u64,
-}
-
-/// Looks up the origin of a connection accepted on one of the agent's redirect listeners.
-pub trait OrigDstLookup: Send + Sync {
-    /// `peer` = the accepted socket's `peer_addr()`, `local` = its `local_addr()`. Returns `None`
-    /// if the connection was not redirected by the programs (e.g. a direct loopback connection).
-    /// The entry is removed: each connection can be looked up once.
-    fn lookup(&self, peer: SocketAddr, local: SocketAddr) -> Option<ConnOrigin>;
-}
+use crate::identify::{CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup, PolicyId, Uid};
 
 /// [`OrigDstLookup`] over the pinned `IRON_ORIG_BY_TUPLE` map.
 pub struct OrigDstTable {
@@ -71,8 +47,8 @@ impl OrigDstTable {
 }
 
 impl OrigDstLookup for OrigDstTable {
-    fn lookup(&self, peer: SocketAddr, local: SocketAddr) -> Option<ConnOrigin> {
-        let key = sock_key(peer, local);
+    fn lookup(&self, client: ClientAddr, local: LocalAddr) -> Option<ConnOrigin> {
+        let key = sock_key(client, local);
         let mut map = self.map.lock();
         let orig = map.get(&key, 0).ok()?;
         // Best effort: the map is LRU, so an entry that cannot be removed ages out anyway.
@@ -82,7 +58,8 @@ impl OrigDstLookup for OrigDstTable {
 }
 
 /// The map key for an accepted connection (see [`SockKey`]).
-pub fn sock_key(peer: SocketAddr, local: SocketAddr) -> SockKey {
+pub fn sock_key(client: ClientAddr, local: LocalAddr) -> SockKey {
+    let (peer, local) = (client.0, local.0);
     SockKey {
         src_addr: addr_words(peer.ip()),
         dst_addr: addr_words(local.ip()),
@@ -110,11 +87,11 @@ pub(crate) fn origin(o: &OrigDst) -> ConnOrigin {
     let len = o.comm.iter().position(|&c| c == 0).unwrap_or(o.comm.len());
     ConnOrigin {
         orig_dst: SocketAddr::new(ip, o.port),
-        uid: o.uid,
+        uid: Uid(o.uid),
         pid: o.pid,
         comm: String::from_utf8_lossy(&o.comm[..len]).into_owned(),
-        policy_id: o.policy_id,
-        cgroup_id: o.cgroup_id,
+        policy_id: PolicyId(o.policy_id),
+        cgroup_id: CgroupId(o.cgroup_id),
     }
 }
 
@@ -125,12 +102,12 @@ mod tests {
     #[test]
     fn v4_and_mapped_peers_give_the_same_key() {
         let a = sock_key(
-            "127.0.0.1:5000".parse().unwrap(),
-            "127.0.0.1:80".parse().unwrap(),
+            ClientAddr("127.0.0.1:5000".parse().unwrap()),
+            LocalAddr("127.0.0.1:80".parse().unwrap()),
         );
         let b = sock_key(
-            "[::ffff:127.0.0.1]:5000".parse().unwrap(),
-            "[::ffff:127.0.0.1]:80".parse().unwrap(),
+            ClientAddr("[::ffff:127.0.0.1]:5000".parse().unwrap()),
+            LocalAddr("[::ffff:127.0.0.1]:80".parse().unwrap()),
         );
         assert_eq!(a, b);
         // Network order in memory: 127.0.0.1 is bytes 7f 00 00 01.

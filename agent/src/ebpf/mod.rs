@@ -9,6 +9,7 @@
 //! Usage by the agent:
 //! ```no_run
 //! # use iron_agent::ebpf::*;
+//! # use iron_agent::identify::{ClientAddr, LocalAddr, PolicyId, Uid};
 //! # fn f() -> Result<(), InterceptError> {
 //! let cfg = InterceptConfig {
 //!     http_v4: Some("127.0.0.1:15080".parse().unwrap()),
@@ -17,10 +18,10 @@
 //!     ..InterceptConfig::default()
 //! };
 //! let icpt = Interceptor::install_or_adopt(&cfg)?; // after a restart: adopts the pins
-//! icpt.set_uid_policy(1001, Mode::Redirect, 7)?;
+//! icpt.set_uid_policy(Uid(1001), Mode::Redirect, PolicyId(7))?;
 //! // for every connection accepted on a redirect listener:
 //! # let (peer, local) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
-//! if let Some(origin) = icpt.lookup(peer, local) {
+//! if let Some(origin) = icpt.lookup(ClientAddr(peer), LocalAddr(local)) {
 //!     println!("{} uid={} pid={} comm={}", origin.orig_dst, origin.uid, origin.pid, origin.comm);
 //! }
 //! # Ok(()) }
@@ -30,13 +31,15 @@ mod config;
 mod db_redirects;
 mod error;
 mod interceptor;
+pub mod log;
 mod lookup;
 mod sys;
 
+pub use crate::identify::{ConnOrigin, OrigDstLookup};
 pub use agent_common::{Counter, ListenerConfig, PIN_DIR};
 pub use config::{InterceptConfig, LoopbackPolicy, Mode};
 pub use db_redirects::{DbRedirectTable, dest_key, listener_targets};
 pub use error::InterceptError;
 pub use interceptor::{Counters, Interceptor, is_installed, object_built, pinned_counters};
-pub use lookup::{ConnOrigin, OrigDstLookup, OrigDstTable, sock_key};
+pub use lookup::{OrigDstTable, sock_key};
 pub use sys::{cgroup_id, cgroup2_mount, ensure_bpffs};

@@ -4,7 +4,6 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use super::InterceptError;
@@ -104,17 +103,8 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<(), InterceptError> {
         )));
     }
     fs::create_dir_all(BPFFS_MOUNT).map_err(|e| bpffs(format!("creating {BPFFS_MOUNT}: {e}")))?;
-    // `mount(8)` instead of mount(2) keeps this crate free of unsafe FFI.
-    let out = Command::new("mount")
-        .args(["-t", "bpf", "bpf", BPFFS_MOUNT])
-        .output()
-        .map_err(|e| bpffs(format!("running mount: {e}")))?;
-    if !out.status.success() {
-        return Err(bpffs(format!(
-            "mount -t bpf bpf {BPFFS_MOUNT} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
+    crate::sys::mount_bpffs(Path::new(BPFFS_MOUNT))
+        .map_err(|e| bpffs(format!("mount -t bpf bpf {BPFFS_MOUNT}: {e}")))?;
     if fstype_of(pin_dir, &mounts()?).as_deref() == Some("bpf") {
         Ok(())
     } else {

@@ -81,21 +81,9 @@ fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }
 
-/// Effective uid 0, read from /proc so no unsafe libc call is needed.
-pub fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
     let layout = Layout::new(opts.root.clone());
-    if layout.is_real() && !is_root() {
+    if layout.is_real() && !crate::sys::is_root() {
         return Err(InstallError::NotRoot("install"));
     }
     // Validate before touching anything: a bad config must not leave a half-installed host.
@@ -144,7 +132,7 @@ fn validated_config(path: &Path) -> Result<Vec<u8>, InstallError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let refused = crate::app::unsupported(&cfg);
+    let refused = crate::check::unsupported(&cfg);
     if !refused.is_empty() {
         return Err(InstallError::Config {
             path: path.to_path_buf(),
@@ -371,7 +359,7 @@ fn start_service(layout: &Layout, m: &mut Manifest, no_start: bool) -> Result<()
 
 pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
     let layout = Layout::new(opts.root.clone());
-    if layout.is_real() && !is_root() {
+    if layout.is_real() && !crate::sys::is_root() {
         return Err(InstallError::NotRoot("uninstall"));
     }
     let Some(m) = Manifest::load(&layout)? else {
@@ -405,16 +393,41 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
         ));
     }
 
+    let mut kept = remove_created(&layout, &m, opts.purge)?;
+    if let Some(store) = m.trust_store {
+        if store == TrustStore::Debian && layout.is_real() {
+            system::debian_forget_anchor()?;
+        }
+        refresh_trust(&layout, store)?;
+    }
+    if layout.is_real() && system::systemd_running() && m.created(Path::new(UNIT)) {
+        let _ = system::systemctl(&["daemon-reload"]);
+    }
+    if kept.created.iter().any(|e| layout.path(&e.path).exists()) {
+        kept.created.retain(|e| layout.path(&e.path).exists());
+        kept.mkdirs(&layout, Path::new(STATE_DIR))?;
+        kept.save(&layout)?;
+        say(format!(
+            "recorded the kept files in {} (uninstall --purge removes them)",
+            layout.path(MANIFEST).display()
+        ));
+    }
+    Ok(())
+}
+
+/// Removes what the manifest says install created (last first), except what is kept; returns
+/// the manifest of the kept entries.
+fn remove_created(layout: &Layout, m: &Manifest, purge: bool) -> Result<Manifest, InstallError> {
     // The manifest goes first so its directory can be removed with the others; the kept
     // entries are written back below.
-    Manifest::remove_file(&layout)?;
+    Manifest::remove_file(layout)?;
     let mut kept = Manifest {
         version: 1,
         ..Manifest::default()
     };
     for e in m.created.iter().rev() {
         let real = layout.path(&e.path);
-        if e.keep && !opts.purge {
+        if e.keep && !purge {
             say(format!(
                 "kept {} (use --purge to remove it)",
                 real.display()
@@ -443,25 +456,7 @@ pub fn uninstall(opts: &UninstallOptions) -> Result<(), InstallError> {
             }
         }
     }
-    if let Some(store) = m.trust_store {
-        if store == TrustStore::Debian && layout.is_real() {
-            system::debian_forget_anchor()?;
-        }
-        refresh_trust(&layout, store)?;
-    }
-    if layout.is_real() && system::systemd_running() && m.created(Path::new(UNIT)) {
-        let _ = system::systemctl(&["daemon-reload"]);
-    }
-    if kept.created.iter().any(|e| layout.path(&e.path).exists()) {
-        kept.created.retain(|e| layout.path(&e.path).exists());
-        kept.mkdirs(&layout, Path::new(STATE_DIR))?;
-        kept.save(&layout)?;
-        say(format!(
-            "recorded the kept files in {} (uninstall --purge removes them)",
-            layout.path(MANIFEST).display()
-        ));
-    }
-    Ok(())
+    Ok(kept)
 }
 
 /// The pin directory the installed config uses (the default when it cannot be read).

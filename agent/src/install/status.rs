@@ -145,34 +145,7 @@ fn human(v: &Value) -> String {
         format!(" ({})", s(&v["config_error"]))
     };
     line("config", format!("{}{cfg_err}", s(&v["config"])));
-    let pinned: Vec<String> = v["links"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|l| l["pinned"] == true)
-                .map(|l| s(&l["program"]))
-                .collect()
-        })
-        .unwrap_or_default();
-    let attached = if v["attached"] == true {
-        format!(
-            "yes: {} programs attached through pins in {}",
-            pinned.len(),
-            s(&v["pin_dir"])
-        )
-    } else if v["pins_readable"] == false {
-        format!("unknown: cannot read {} (run as root)", s(&v["pin_dir"]))
-    } else if v["pin_dir_present"] == true {
-        format!(
-            "no: {} is incomplete ({} of {} link pins)",
-            s(&v["pin_dir"]),
-            pinned.len(),
-            PROGRAMS.len()
-        )
-    } else {
-        format!("no: nothing pinned at {}", s(&v["pin_dir"]))
-    };
-    line("attached", attached);
+    line("attached", attached_text(v));
     if let Some(i) = v["intercept"].as_object() {
         line(
             "mode",
@@ -209,6 +182,37 @@ fn human(v: &Value) -> String {
         );
     }
     out
+}
+
+/// The `attached` line: whether the programs are attached through the pins.
+fn attached_text(v: &Value) -> String {
+    let pinned: Vec<String> = v["links"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|l| l["pinned"] == true)
+                .map(|l| s(&l["program"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    if v["attached"] == true {
+        format!(
+            "yes: {} programs attached through pins in {}",
+            pinned.len(),
+            s(&v["pin_dir"])
+        )
+    } else if v["pins_readable"] == false {
+        format!("unknown: cannot read {} (run as root)", s(&v["pin_dir"]))
+    } else if v["pin_dir_present"] == true {
+        format!(
+            "no: {} is incomplete ({} of {} link pins)",
+            s(&v["pin_dir"]),
+            pinned.len(),
+            PROGRAMS.len()
+        )
+    } else {
+        format!("no: nothing pinned at {}", s(&v["pin_dir"]))
+    }
 }
 
 fn ids_text(ids: &Value) -> String {

@@ -8,7 +8,7 @@
 //! responses by [`MAX_BODY`], and errors name the endpoint (without its query) but never a
 //! value sent or received.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,14 +16,13 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::OnceCell;
 
 use super::MintError;
 pub use super::response::{TokenReply, parse_id_token_response, parse_token_response};
-use crate::proxy::header_case::{self, ConfiguredCasing};
+use crate::message::header_case::{self, ConfiguredCasing};
 use crate::resolve::Resolver;
 use crate::secrets::SecretValue;
-use crate::upstream::connect::{Connector, DenyList};
+use crate::upstream::{Connector, DenyList};
 
 /// One token or metadata call, connect to last body byte.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,27 +32,19 @@ const USER_AGENT: &str = concat!("iron-agent/", env!("CARGO_PKG_VERSION"));
 
 type HttpClient = Client<Connector, Full<Bytes>>;
 
-/// The agent's dial path, installed once at startup (see [`install_connector`]).
-static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+/// A raw token-endpoint answer: status, lower-cased content type, body.
+pub type RawReply = (StatusCode, Option<String>, Bytes);
 
-/// Makes every [`TokenHttp`] dial through `connector` (minus its deny list). Called once by
-/// the app after building the upstream connector; transforms are built before it, and their
-/// clients are built lazily on the first mint.
-pub fn install_connector(connector: &Connector) {
-    let _ = CONNECTOR.set(connector.without_deny_list().http1_only());
-}
-
-/// Shared, lazily built HTTP/1.1 clients: through the upstream proxies (token endpoints), and
-/// direct (the metadata server, which Google's libraries never reach through a proxy either).
+/// The agent's HTTP/1.1 clients for token calls, built from the connector handed in: through
+/// the upstream proxies (token endpoints), and direct (the metadata server, which Google's
+/// libraries never reach through a proxy either). Shared by every credential transform.
 pub struct TokenHttp {
-    client: OnceCell<HttpClient>,
-    direct: OnceCell<HttpClient>,
+    clients: Option<Clients>,
 }
 
-impl Default for TokenHttp {
-    fn default() -> Self {
-        Self::new()
-    }
+struct Clients {
+    proxied: HttpClient,
+    direct: HttpClient,
 }
 
 /// `scheme://host/path` of a URL, for error messages (a query could carry a key).
@@ -61,39 +52,42 @@ pub fn display_url(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
+fn client(connector: Connector) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http1_preserve_header_case(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
 impl TokenHttp {
-    pub fn new() -> Self {
+    /// Token calls dial through `connector` (the agent's resolver, upstream proxies and TLS
+    /// roots), minus its deny list.
+    pub fn new(connector: &Connector) -> Self {
+        let c = connector.without_deny_list().http1_only();
         Self {
-            client: OnceCell::new(),
-            direct: OnceCell::new(),
+            clients: Some(Clients {
+                direct: client(c.without_upstream_proxies()),
+                proxied: client(c),
+            }),
         }
     }
 
-    async fn client(&self, endpoint: &str, direct: bool) -> Result<&HttpClient, MintError> {
-        let cell = if direct { &self.direct } else { &self.client };
-        cell.get_or_try_init(|| async {
-            let connector = match CONNECTOR.get() {
-                Some(c) if direct => c.without_upstream_proxies(),
-                Some(c) => c.clone(),
-                // Outside the agent (unit tests): system resolver, no upstream proxy.
-                None => {
-                    let setup = |reason: String| MintError::Transport {
-                        endpoint: display_url(endpoint).into(),
-                        reason,
-                    };
-                    let resolver =
-                        Resolver::new(None).map_err(|e| setup(format!("resolver setup: {e}")))?;
-                    let tls = crate::tls::upstream_client_config()
-                        .map_err(|e| setup(format!("TLS setup: {e}")))?;
-                    Connector::new(Arc::new(resolver), DenyList::new(Vec::new()), tls).http1_only()
-                }
-            };
-            Ok(Client::builder(TokioExecutor::new())
-                .http1_preserve_header_case(true)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector))
-        })
-        .await
+    /// A client of its own: the system resolver, no upstream proxy, the upstream TLS roots.
+    /// For tools and tests that run transforms outside the agent.
+    pub fn standalone() -> Result<Self, MintError> {
+        let setup = |reason: String| MintError::Invalid(format!("token client setup: {reason}"));
+        let resolver = Resolver::new(None).map_err(|e| setup(format!("resolver: {e}")))?;
+        let tls = crate::tls::upstream_client_config().map_err(|e| setup(format!("TLS: {e}")))?;
+        Ok(Self::new(&Connector::new(
+            Arc::new(resolver),
+            DenyList::new(Vec::new()),
+            tls,
+        )))
+    }
+
+    /// A client that refuses every call: for pipelines built only to check a config.
+    pub fn detached() -> Self {
+        Self { clients: None }
     }
 
     /// Sends `req` and reads the whole response within [`CALL_TIMEOUT`].
@@ -102,12 +96,19 @@ impl TokenHttp {
         endpoint: &str,
         req: Request<Full<Bytes>>,
         direct: bool,
-    ) -> Result<(StatusCode, Option<String>, Bytes), MintError> {
+    ) -> Result<RawReply, MintError> {
         let transport = |reason: String| MintError::Transport {
             endpoint: display_url(endpoint).into(),
             reason,
         };
-        let client = self.client(endpoint, direct).await?;
+        let clients = self.clients.as_ref().ok_or_else(|| {
+            transport("token client is not connected (configuration check only)".into())
+        })?;
+        let client = if direct {
+            &clients.direct
+        } else {
+            &clients.proxied
+        };
         let call = async {
             let resp = client
                 .request(req)
@@ -149,10 +150,22 @@ impl TokenHttp {
         endpoint: &str,
         form: &[(&str, &str)],
         headers: &[(String, SecretValue)],
-    ) -> Result<(StatusCode, Option<String>, Bytes), MintError> {
+    ) -> Result<RawReply, MintError> {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
+        self.post_encoded(endpoint, Bytes::from(body), headers)
+            .await
+    }
+
+    /// POSTs an already encoded form body the way golang.org/x/oauth2 does: form content type,
+    /// JSON accepted, our user agent, and `headers` with exactly the configured name casing.
+    pub async fn post_encoded(
+        &self,
+        endpoint: &str,
+        body: Bytes,
+        headers: &[(String, SecretValue)],
+    ) -> Result<RawReply, MintError> {
         let invalid = |reason: String| {
             MintError::Invalid(format!(
                 "token request to {}: {reason}",
@@ -165,7 +178,7 @@ impl TokenHttp {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, USER_AGENT)
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| invalid(format!("invalid endpoint URL: {e}")))?;
         for (name, value) in headers {
             let n = HeaderName::from_bytes(name.as_bytes())
@@ -191,7 +204,7 @@ impl TokenHttp {
         &self,
         url: &str,
         headers: &[(&'static str, &'static str)],
-    ) -> Result<(StatusCode, Option<String>, Bytes), MintError> {
+    ) -> Result<RawReply, MintError> {
         let mut b = Request::get(url).header(header::USER_AGENT, USER_AGENT);
         for (k, v) in headers {
             b = b.header(*k, *v);

@@ -1,11 +1,7 @@
 //! Glob and path matching with iron-proxy's semantics (behaviour doc §10.2, §10.4), except that
 //! host names are compared case-insensitively and one trailing dot is ignored.
 
-/// Lower-cases a host name or pattern and drops one trailing dot.
-pub fn normalize_host(h: &str) -> String {
-    let h = h.strip_suffix('.').unwrap_or(h);
-    h.to_ascii_lowercase()
-}
+pub use crate::identify::host::normalize as normalize_host;
 
 /// Matches a normalised host `pattern` against `host` (normalised here):
 /// `*` matches everything; `*.x` matches `x` and any subdomain depth; anything else is a shell

@@ -1,216 +1,159 @@
-//! Policy primitives: host globs, CIDRs, methods and paths, compiled once from `rules`.
+//! Policy: the connection-level decision of one identity profile, made before anything is
+//! dialled and before any request on the connection is visible.
 //!
-//! Every transform that scopes itself with `rules` uses [`RuleSet`], so all of them agree on
-//! what "matches" means (behaviour doc §10, with our decision 2: host names compare
-//! case-insensitively and ignore one trailing dot).
+//! [`Policy`] is built from a profile's `allowlist` entries (iron-proxy semantics: without an
+//! allowlist every destination is allowed; with several, each must admit). It decides tunnel
+//! setup (CONNECT/SOCKS5), sni-only connections, which names the DNS server answers in eBPF
+//! mode, and whether a redirected connection's real destination is where its host name lives.
+//! Request-level rules (methods, paths) stay with the `allowlist` transform, which judges every
+//! request with the same compiled rules ([`AllowRules`]).
+//!
+//! [`rules`] and [`hostmatch`] are the matching primitives every transform scoped by `rules`
+//! uses.
 
+pub mod allow;
 pub mod hostmatch;
+pub mod rules;
 
 use std::net::IpAddr;
+use std::time::Instant;
 
-use ipnet::IpNet;
+use serde_json::Map;
 
-use crate::config::RuleConfig;
-
+pub use allow::{ALLOWLIST, Admission, AllowRules};
 pub use hostmatch::{match_glob, match_path, normalize_host};
+pub use rules::{MatchInput, Rule, RuleSet, unmap};
 
-/// What a rule is matched against: the request's host (port stripped, normalised), method,
-/// decoded path, and, in transparent mode, the original destination IP.
+use crate::audit::{Trace, TraceAction};
+use crate::config::{TransformEntry, TransformSpec};
+use crate::identify::HostName;
+use crate::resolve::Resolver;
+
+/// What a connection-level decision can see: where the connection goes, nothing more.
 #[derive(Debug, Clone, Copy)]
-pub struct MatchInput<'a> {
-    pub host: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    /// The IP the client actually connected to, when known (eBPF redirect).
+pub struct ConnectionCheck<'a> {
+    /// Normalised host (or IP literal) without port.
+    pub host: &'a HostName,
     pub dest_ip: Option<IpAddr>,
+    /// Requests will follow and be judged one by one (tunnel setup, decision 9): rules
+    /// restricted by method or path count by destination only. False when no request will
+    /// ever be visible (sni-only): such rules cannot match, as in iron-proxy.
+    pub requests_follow: bool,
 }
 
+/// A connection-level decision and the trace of every allowlist that took part (in order,
+/// up to the first that refused), for the audit record's `request_transforms`.
 #[derive(Debug, Clone)]
-enum Dest {
-    Host(String),
-    Cidr(IpNet),
+pub struct ConnDecision {
+    pub allowed: bool,
+    pub traces: Vec<Trace>,
 }
 
-/// One compiled rule.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    dest: Dest,
-    /// Upper-cased; `None` = any method (omitted or exactly `["*"]`).
-    methods: Option<Vec<String>>,
-    /// `None` = any path.
-    paths: Option<Vec<String>>,
+/// The connection-level policy of one identity profile.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// One per `allowlist` entry, in pipeline order.
+    gates: Vec<AllowRules>,
 }
 
-impl Rule {
-    pub fn host(pattern: &str) -> Self {
-        Self {
-            dest: Dest::Host(normalize_host(pattern)),
-            methods: None,
-            paths: None,
-        }
+impl Policy {
+    /// The policy of a `transforms:` list: its `allowlist` entries.
+    pub fn from_transforms(entries: &[TransformEntry]) -> Self {
+        let gates = entries
+            .iter()
+            .filter_map(|e| match &e.spec {
+                TransformSpec::Allowlist(cfg) => Some(AllowRules::new(cfg)),
+                _ => None,
+            })
+            .collect();
+        Self { gates }
     }
 
-    pub fn cidr(net: IpNet) -> Self {
-        Self {
-            dest: Dest::Cidr(net),
-            methods: None,
-            paths: None,
-        }
+    /// No allowlist: default-deny is off and every destination is allowed.
+    pub fn allows_everything(&self) -> bool {
+        self.gates.is_empty()
     }
 
-    /// Compiles a validated [`RuleConfig`] (exactly one of host/cidr was checked at load).
-    pub fn from_config(cfg: &RuleConfig) -> Self {
-        let dest = match (&cfg.host, &cfg.cidr) {
-            (_, Some(c)) => Dest::Cidr(c.0),
-            (Some(h), None) => Dest::Host(normalize_host(h)),
-            // Unreachable after validation; an empty host pattern matches nothing useful.
-            (None, None) => Dest::Host(String::from("\u{0}")),
+    /// Judges a connection by its destination, stopping at the first allowlist that refuses.
+    pub fn judge_connection(&self, check: &ConnectionCheck<'_>) -> ConnDecision {
+        let input = MatchInput {
+            host: check.host,
+            method: "",
+            path: "",
+            dest_ip: check.dest_ip,
         };
-        let methods = if cfg.methods.is_empty() || (cfg.methods.len() == 1 && cfg.methods[0] == "*")
-        {
-            None
-        } else {
-            Some(cfg.methods.iter().map(|m| m.to_ascii_uppercase()).collect())
-        };
-        let paths = if cfg.paths.is_empty() {
-            None
-        } else {
-            Some(cfg.paths.clone())
-        };
-        Self {
-            dest,
-            methods,
-            paths,
-        }
-    }
-
-    /// Whether the destination part (host glob or CIDR) matches, ignoring method and path.
-    pub fn matches_dest(&self, input: &MatchInput<'_>) -> bool {
-        match &self.dest {
-            Dest::Host(p) => match_glob(p, input.host),
-            Dest::Cidr(net) => {
-                let literal = input
-                    .host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<IpAddr>()
-                    .ok()
-                    .map(unmap);
-                literal.is_some_and(|ip| net.contains(&ip))
-                    || input.dest_ip.map(unmap).is_some_and(|ip| net.contains(&ip))
+        let mut traces = Vec::with_capacity(self.gates.len());
+        for gate in &self.gates {
+            let started = Instant::now();
+            let admission = gate.judge_connection(&input, check.requests_follow);
+            traces.push(gate_trace(admission, started));
+            if !admission.admits() {
+                return ConnDecision {
+                    allowed: false,
+                    traces,
+                };
             }
         }
+        ConnDecision {
+            allowed: true,
+            traces,
+        }
     }
 
-    pub fn matches(&self, input: &MatchInput<'_>) -> bool {
-        self.matches_dest(input)
-            && self
-                .methods
-                .as_ref()
-                .is_none_or(|ms| ms.iter().any(|m| m == input.method))
-            && self
-                .paths
-                .as_ref()
-                .is_none_or(|ps| ps.iter().any(|p| match_path(p, input.path)))
-    }
-}
-
-/// An ordered list of rules; matches when any rule matches. An empty set matches nothing.
-#[derive(Debug, Clone, Default)]
-pub struct RuleSet {
-    rules: Vec<Rule>,
-}
-
-impl RuleSet {
-    pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+    /// Could a request to `host` pass every allowlist (DNS in eBPF mode answers only names
+    /// some profile may allow)?
+    pub fn may_allow_host(&self, host: &str) -> bool {
+        self.gates.iter().all(|g| g.may_admit_host(host))
     }
 
-    pub fn from_configs(cfgs: &[RuleConfig]) -> Self {
-        Self::new(cfgs.iter().map(Rule::from_config).collect())
+    /// Does a CIDR rule of some allowlist name `ip` (a hard-coded destination the operator
+    /// allowed explicitly)?
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.gates.iter().any(|g| g.allows_ip(ip))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
-    pub fn matches(&self, input: &MatchInput<'_>) -> bool {
-        self.rules.iter().any(|r| r.matches(input))
-    }
-
-    /// Whether a CIDR rule contains `ip` (IPv4-mapped addresses unmapped).
-    pub fn cidr_contains(&self, ip: IpAddr) -> bool {
-        let ip = unmap(ip);
-        self.rules
-            .iter()
-            .any(|r| matches!(&r.dest, Dest::Cidr(n) if n.contains(&ip)))
-    }
-
-    /// Host/CIDR-only match: used where only the destination is known (tunnel setup).
-    pub fn matches_dest(&self, input: &MatchInput<'_>) -> bool {
-        self.rules.iter().any(|r| r.matches_dest(input))
+    /// A redirected connection's real destination must be where the named host lives: an
+    /// address the agent's resolver returns for it, or one a CIDR rule allows. Otherwise the
+    /// workload is using an allowed name as cover for a hard-coded IP (domain fronting,
+    /// pinned addresses).
+    pub async fn destination_matches(
+        &self,
+        resolver: &Resolver,
+        host: &HostName,
+        dest: IpAddr,
+    ) -> bool {
+        let dest = unmap(dest);
+        if let Some(ip) = host.ip() {
+            return unmap(ip) == dest;
+        }
+        if self.allows_ip(dest) {
+            return true;
+        }
+        match resolver.lookup_ip(host).await {
+            Ok(ips) => ips.into_iter().any(|ip| unmap(ip) == dest),
+            Err(_) => false,
+        }
     }
 }
 
-/// IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry.
-pub fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
+/// One allowlist's trace entry for a connection-level decision.
+fn gate_trace(admission: Admission, started: Instant) -> Trace {
+    let mut annotations = Map::new();
+    if admission == Admission::Warned {
+        annotations.insert("action".into(), "warn".into());
+    }
+    Trace {
+        name: ALLOWLIST.to_string(),
+        action: if admission.admits() {
+            TraceAction::Allow
+        } else {
+            TraceAction::Reject
+        },
+        duration_ms: started.elapsed().as_micros() as f64 / 1000.0,
+        error: None,
+        annotations,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn input<'a>(host: &'a str, method: &'a str, path: &'a str) -> MatchInput<'a> {
-        MatchInput {
-            host,
-            method,
-            path,
-            dest_ip: None,
-        }
-    }
-
-    fn rule(host: &str, methods: &[&str], paths: &[&str]) -> Rule {
-        Rule::from_config(&RuleConfig {
-            host: Some(host.into()),
-            cidr: None,
-            methods: methods.iter().map(|s| s.to_string()).collect(),
-            paths: paths.iter().map(|s| s.to_string()).collect(),
-        })
-    }
-
-    #[test]
-    fn methods_and_paths() {
-        let r = rule("api.openai.com", &["post"], &["/v1/*"]);
-        assert!(r.matches(&input("api.openai.com", "POST", "/v1/chat")));
-        assert!(r.matches(&input("api.openai.com", "POST", "/v1")));
-        assert!(!r.matches(&input("api.openai.com", "GET", "/v1/chat")));
-        assert!(!r.matches(&input("api.openai.com", "POST", "/v10")));
-        let any = rule("x.com", &["*"], &[]);
-        assert!(any.matches(&input("x.com", "DELETE", "/anything")));
-    }
-
-    #[test]
-    fn cidr_matches_literal_and_dest_ip() {
-        let r = Rule::cidr("10.0.0.0/8".parse().unwrap());
-        assert!(r.matches(&input("10.1.2.3", "GET", "/")));
-        assert!(!r.matches(&input("example.com", "GET", "/")));
-        let via_dest = MatchInput {
-            host: "example.com",
-            method: "GET",
-            path: "/",
-            dest_ip: Some("::ffff:10.9.9.9".parse().unwrap()),
-        };
-        assert!(r.matches(&via_dest));
-        let v6 = Rule::cidr("::1/128".parse().unwrap());
-        assert!(v6.matches(&input("[::1]", "GET", "/")));
-    }
-
-    #[test]
-    fn empty_set_matches_nothing() {
-        assert!(!RuleSet::default().matches(&input("a.com", "GET", "/")));
-    }
-}
+mod tests;

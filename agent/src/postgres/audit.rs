@@ -58,7 +58,7 @@ impl SessionAudit {
             ..AuditRecord::default()
         };
         if let Some(o) = origin {
-            base.uid = Some(o.uid);
+            base.uid = Some(o.uid.0);
             base.user = user;
             base.pid = Some(o.pid);
             base.comm = Some(o.comm.clone());

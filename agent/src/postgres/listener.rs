@@ -175,8 +175,8 @@ pub struct PostgresProxy {
 }
 
 impl PostgresProxy {
-    /// A proxy with no listener yet; `shutdown` ends every session (agent shutdown).
-    pub fn new(deps: Deps, shutdown: CancellationToken) -> Self {
+    /// A proxy with no listener yet; [`PostgresProxy::stop`] ends every session.
+    pub fn new(deps: Deps) -> Self {
         Self {
             deps: Arc::new(deps),
             active: tokio::sync::Mutex::new(None),
@@ -184,7 +184,7 @@ impl PostgresProxy {
             hosts: ArcSwap::from_pointee(Vec::new()),
             redirects: Mutex::new(None),
             sessions: TaskTracker::new(),
-            shutdown,
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -198,9 +198,22 @@ impl PostgresProxy {
         self.hosts.load_full()
     }
 
-    /// Sessions in flight (for draining at shutdown).
+    /// Sessions in flight.
     pub fn sessions(&self) -> &TaskTracker {
         &self.sessions
+    }
+
+    /// Agent shutdown: stops accepting, ends every session (each writes its record) and waits
+    /// up to `grace` for them.
+    pub async fn stop(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("postgres: sessions still open after the shutdown grace period");
+        }
     }
 
     /// eBPF mode: from now on, keep the kernel's redirect entries in step with the config.
@@ -239,7 +252,7 @@ impl PostgresProxy {
                 let addr = listener.local_addr().map_err(|e| BindError::Bind {
                     listener: "postgres",
                     addr: listen.to_string(),
-                    reason: e.to_string(),
+                    source: e,
                 })?;
                 let generation = Arc::new(ArcSwap::from_pointee(shared));
                 let stop = CancellationToken::new();
@@ -328,12 +341,11 @@ pub async fn start(
     cfg: &Config,
     deps: Deps,
     interceptor: Option<&crate::ebpf::Interceptor>,
-    shutdown: CancellationToken,
 ) -> Result<Option<Arc<PostgresProxy>>, PgError> {
     if cfg.postgres.is_disabled() {
         return Ok(None);
     }
-    let proxy = Arc::new(PostgresProxy::new(deps, shutdown));
+    let proxy = Arc::new(PostgresProxy::new(deps));
     proxy.reconfigure(cfg).await?;
     if let Some(icpt) = interceptor {
         match crate::ebpf::DbRedirectTable::open(icpt.pin_dir()) {

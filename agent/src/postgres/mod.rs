@@ -8,11 +8,11 @@
 //! [`auth`] (client credential) → [`upstream`] (+ [`upstream_tls`], [`dsn`]: login and
 //! pinning) → [`relay`] (+ [`sql`]: the statement policy) → [`audit`].
 //! [`wire`] is the protocol codec of the proxy's own messages; [`redirect`] keeps the eBPF
-//! redirect entries for configured database destinations; [`config`] is the YAML block.
+//! redirect entries for configured database destinations; [`config`] is the YAML block (in
+//! `config/postgres.rs`, with the rest of the config).
 
 pub mod audit;
 pub mod auth;
-pub mod config;
 pub mod dsn;
 pub mod listener;
 pub mod redirect;
@@ -23,5 +23,6 @@ pub mod upstream;
 pub mod upstream_tls;
 pub mod wire;
 
+pub use crate::config::postgres as config;
 pub use config::PostgresConfig;
 pub use listener::{Deps, PgError, PostgresProxy};

@@ -22,6 +22,8 @@ use super::sql::{Refusal, encoding_is_safe};
 use super::upstream::{self, KEEPALIVE, Pinning, Upstream};
 use super::wire::{self, Severity, Startup, WireError};
 
+use crate::identify::{ClientAddr, LocalAddr};
+
 pub type ClientStream = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,12 +96,12 @@ pub async fn serve(
     let _ = socket2::SockRef::from(&tcp)
         .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEPALIVE));
     let origin = match (&shared.deps.origins, tcp.local_addr()) {
-        (Some(o), Ok(local)) => o.lookup(peer, local),
+        (Some(o), Ok(local)) => o.lookup(ClientAddr(peer), LocalAddr(local)),
         _ => None,
     };
     let user = origin
         .as_ref()
-        .and_then(|o| (shared.deps.user_names)(o.uid));
+        .and_then(|o| (shared.deps.user_names)(o.uid.0));
     let mut audit = SessionAudit::new(shared.deps.audit.clone(), peer, origin.as_ref(), user);
     let stats = Stats::default();
     let login = tokio::time::timeout(HANDSHAKE_TIMEOUT, login(&shared, tcp, &mut audit)).await;

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::audit::{Action, PendingAudit};
-use crate::transform::ProxyBody;
-use crate::transform::body::BoxError;
+use crate::message::{BoxError, ProxyBody};
 
 pub struct AuditedBody {
     inner: ProxyBody,
@@ -65,5 +64,80 @@ impl Body for AuditedBody {
 impl Drop for AuditedBody {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use http::HeaderMap;
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+    use crate::audit::{AuditRecord, AuditSink};
+    use crate::message::body;
+
+    fn pending(sink: &Arc<AuditSink>) -> PendingAudit {
+        PendingAudit::new(AuditRecord::default(), sink.clone())
+    }
+
+    fn written(sink: &AuditSink) -> u64 {
+        let c = &sink.counters;
+        [&c.allow, &c.reject, &c.stub, &c.error, &c.client_cancel]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn the_record_is_written_once_when_the_body_ends() {
+        let sink = Arc::new(AuditSink::discard());
+        let mut b = AuditedBody::new(body::full("hello"), pending(&sink), Action::Stub, 200);
+        assert_eq!(b.size_hint().exact(), Some(5));
+        let first = b.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "hello");
+        assert_eq!(written(&sink), 0, "not before the last frame was sent");
+        assert!(b.frame().await.is_none());
+        assert_eq!(sink.counters.stub.load(Ordering::Relaxed), 1);
+        drop(b);
+        assert_eq!(written(&sink), 1, "exactly once");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_mid_stream_is_still_audited_once() {
+        let sink = Arc::new(AuditSink::discard());
+        let b = AuditedBody::new(body::full("never read"), pending(&sink), Action::Allow, 200);
+        drop(b);
+        assert_eq!(sink.counters.allow.load(Ordering::Relaxed), 1);
+        assert_eq!(written(&sink), 1);
+    }
+
+    #[tokio::test]
+    async fn frames_and_trailers_pass_through_unchanged() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"a"))),
+            Ok(Frame::data(Bytes::from_static(b"b"))),
+            Ok(Frame::trailers(trailers.clone())),
+        ];
+        let inner = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+        let sink = Arc::new(AuditSink::discard());
+        let b = AuditedBody::new(inner, pending(&sink), Action::Allow, 200);
+        let collected = b.collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(collected.to_bytes(), "ab");
+        assert_eq!(sink.counters.allow.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unaudited_body_writes_nothing() {
+        let sink = Arc::new(AuditSink::discard());
+        let b = AuditedBody::unaudited(body::empty());
+        assert!(b.is_end_stream());
+        let _ = b.collect().await.unwrap();
+        assert_eq!(written(&sink), 0);
     }
 }

@@ -17,6 +17,8 @@ use tokio_util::task::TaskTracker;
 use super::first_byte::FirstByteDeadline;
 use super::{ConnInfo, Runtime, handler};
 use crate::accept::accept_loop;
+use crate::identify::{ClientAddr, LocalAddr};
+use crate::tls::TlsError;
 
 /// Slow clients may not hold a connection open forever before sending headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,7 +59,7 @@ async fn https_conn(
     shutdown: CancellationToken,
 ) {
     let mut conn = accepted(&rt, &stream, peer);
-    let fallback = conn.origin.as_ref().map(|o| o.orig_dst.ip().to_string());
+    let fallback = conn.dest_ip().map(|ip| ip.to_string());
     let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls_accept(&rt, stream, fallback)).await;
     match hs {
         Ok(Ok((tls, sni))) => {
@@ -94,36 +96,31 @@ pub(crate) async fn accept_each<F, Fut>(
     .await;
 }
 
-/// A connection as a listener that redirected traffic can reach accepted it: its original
-/// destination and identity (eBPF redirect), or the uid of a direct local peer.
+/// Identify, connection level, on a listener the redirect targets: the original destination
+/// and identity (eBPF redirect), or the uid of a direct local peer.
 pub(crate) fn accepted(rt: &Runtime, stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
-    let origin = origin_of(rt, stream, peer);
-    let peer_uid = direct_peer_uid(rt, stream, peer, &origin);
-    ConnInfo::accepted(peer, origin, peer_uid)
+    let local = stream.local_addr().ok().map(LocalAddr);
+    ConnInfo::accepted(rt.identify.redirected(ClientAddr(peer), local))
 }
 
-/// The original destination and identity of a redirected connection (eBPF mode).
-pub(crate) fn origin_of(
-    rt: &Runtime,
-    stream: &TcpStream,
-    peer: SocketAddr,
-) -> Option<crate::ebpf::ConnOrigin> {
-    let lookup = rt.origins.as_ref()?;
-    let local = stream.local_addr().ok()?;
-    lookup.lookup(peer, local)
+/// Identify, connection level, on a listener the redirect never targets (the tunnel): in eBPF
+/// mode the local peer's uid picks the profile.
+pub(crate) fn accepted_direct(rt: &Runtime, stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
+    let local = stream.local_addr().ok().map(LocalAddr);
+    ConnInfo::accepted(rt.identify.direct(ClientAddr(peer), local))
 }
 
-/// eBPF mode: who opened a connection that did not come through the redirect.
-pub(crate) fn direct_peer_uid(
-    rt: &Runtime,
-    stream: &TcpStream,
-    peer: SocketAddr,
-    origin: &Option<crate::ebpf::ConnOrigin>,
-) -> Option<u32> {
-    if origin.is_some() || rt.direct_uid_policy.is_none() {
-        return None;
-    }
-    crate::accept::peer::loopback_peer_uid(peer, stream.local_addr().ok()?)
+/// Why a TLS handshake with a client did not complete (logged at debug; nothing is audited).
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no SNI provided")]
+    NoSni,
+    #[error("no CA configured")]
+    NoCa,
+    #[error("{0}")]
+    Leaf(#[from] TlsError),
 }
 
 /// Reads the ClientHello, mints (or reuses) a leaf for its SNI, and completes the handshake.
@@ -133,21 +130,16 @@ pub(crate) async fn tls_accept<I>(
     rt: &Runtime,
     stream: I,
     fallback: Option<String>,
-) -> Result<(tokio_rustls::server::TlsStream<I>, Option<String>), String>
+) -> Result<(tokio_rustls::server::TlsStream<I>, Option<String>), HandshakeError>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
-        .await
-        .map_err(|e| e.to_string())?;
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
     let sni = start.client_hello().server_name().map(str::to_string);
-    let name = sni.clone().or(fallback).ok_or("no SNI provided")?;
-    let cache = rt.leaf_cache.as_ref().ok_or("no CA configured")?;
-    let config = cache
-        .server_config(&name)
-        .await
-        .map_err(|e| e.to_string())?;
-    let tls = start.into_stream(config).await.map_err(|e| e.to_string())?;
+    let name = sni.clone().or(fallback).ok_or(HandshakeError::NoSni)?;
+    let cache = rt.leaf_cache.as_ref().ok_or(HandshakeError::NoCa)?;
+    let config = cache.server_config(&name).await?;
+    let tls = start.into_stream(config).await?;
     Ok((tls, sni))
 }
 

@@ -22,10 +22,10 @@ use tokio_util::task::TaskTracker;
 
 use super::Runtime;
 use super::audited_body::AuditedBody;
-use super::headers;
-use crate::audit::{Action, PendingAudit};
-use crate::telemetry::error_chain;
-use crate::transform::{ProxyRequest, body};
+use crate::audit::PendingAudit;
+use crate::message::hop_by_hop;
+use crate::message::{ProxyRequest, body};
+use crate::outcome::{self, Failure, Outcome};
 use crate::upstream::UpstreamError;
 
 /// The open WebSockets. Their relays outlive the HTTP connection that carried the handshake,
@@ -155,14 +155,11 @@ pub async fn handshake(
     });
     let uri = req.uri().clone();
     let mut connector = rt.connector.http1_only();
-    let io = tower_service::Service::call(&mut connector, uri.clone())
-        .await
-        .map_err(UpstreamError::Connect)?;
+    let io = tower_service::Service::call(&mut connector, uri.clone()).await?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .preserve_header_case(true)
         .handshake(io)
-        .await
-        .map_err(|e| UpstreamError::Http(error_chain(&e)))?;
+        .await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "websocket upstream connection");
@@ -170,23 +167,19 @@ pub async fn handshake(
     });
     // The dedicated connection is not a proxy hop: origin-form request target.
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = target
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| UpstreamError::Http(e.to_string()))?;
+    *req.uri_mut() = target.parse::<http::Uri>()?;
     set_upgrade_headers(req.headers_mut());
     let sent = tokio::time::timeout(rt.upstream.header_timeout(), sender.send_request(req)).await;
     let resp = match sent {
         Err(_) => return Err(UpstreamError::HeaderTimeout),
-        Ok(Err(e)) => return Err(UpstreamError::Http(error_chain(&e))),
+        Ok(Err(e)) => return Err(UpstreamError::Handshake(e)),
         Ok(Ok(r)) => r,
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(expected) = expected_accept {
             let answered = resp.headers().get(header::SEC_WEBSOCKET_ACCEPT);
             if expected.is_none() || answered.map(HeaderValue::as_bytes) != expected.as_deref() {
-                return Err(UpstreamError::Http(
-                    "websocket upstream: Sec-WebSocket-Accept does not match the key sent".into(),
-                ));
+                return Err(UpstreamError::AcceptMismatch);
             }
         }
         Ok(Handshake::Switched(resp))
@@ -199,7 +192,7 @@ pub async fn handshake(
 /// until the WebSocket closes; the audit record is written then.
 pub fn relay(
     relays: &Relays,
-    mut audit: PendingAudit,
+    audit: PendingAudit,
     client: ClientSide,
     mut upstream: Response<Incoming>,
 ) -> Response<AuditedBody> {
@@ -209,7 +202,7 @@ pub fn relay(
     if client.kind == Kind::ExtendedConnect {
         parts.status = StatusCode::OK;
         parts.version = http::Version::HTTP_2;
-        headers::strip_response(&mut parts.headers);
+        hop_by_hop::strip_response(&mut parts.headers);
         parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
     }
     let closing = relays.closing.clone();
@@ -228,12 +221,12 @@ pub fn relay(
                     }
                     _ = closing.cancelled() => {}
                 }
-                audit.finish(Action::Allow, status);
+                outcome::finish(audit, Outcome::Relayed { status });
             }
-            (Err(_), _) => audit.finish(Action::ClientCancel, status),
-            (Ok(_), Err(e)) => {
-                audit.record().error = Some(format!("websocket upstream upgrade: {e}"));
-                audit.finish(Action::Error, status);
+            (Err(_), _) => outcome::finish(audit, Outcome::ClientCancel { status }),
+            (Ok(_), Err(source)) => {
+                let failure = Failure::WebSocketUpgrade { status, source };
+                outcome::finish(audit, Outcome::Failed(failure));
             }
         }
     });

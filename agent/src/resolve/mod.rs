@@ -30,8 +30,11 @@ pub enum ResolveError {
     #[error("lookup {host}: no such host")]
     NotFound { host: String },
     /// The lookup itself failed: timeout, unreachable server, SERVFAIL, malformed name.
-    #[error("lookup {host}: {reason}")]
-    Lookup { host: String, reason: String },
+    #[error("lookup {host}: {source}")]
+    Lookup { host: String, source: NetError },
+    /// No answer within the caller's deadline.
+    #[error("lookup {host}: no answer within {limit:?}")]
+    Deadline { host: String, limit: Duration },
 }
 
 impl ResolveError {
@@ -91,7 +94,7 @@ impl Resolver {
             host: upstream
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "system resolver".into()),
-            reason: e.to_string(),
+            source: e,
         })?;
         Ok(Self { upstream, inner })
     }
@@ -110,7 +113,7 @@ impl Resolver {
             .inner
             .lookup_ip(host)
             .await
-            .map_err(|e| map_error(host, &e))?;
+            .map_err(|e| map_error(host, e))?;
         let ips: Vec<IpAddr> = lookup.iter().collect();
         if ips.is_empty() {
             return Err(ResolveError::NotFound {
@@ -164,7 +167,7 @@ impl Resolver {
             // Answers may include the CNAME chain; callers keep only the type they asked for.
             Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
             Err(e) if e.is_no_records_found() && !e.is_nx_domain() => Ok(Vec::new()),
-            Err(e) => Err(map_error(host, &e)),
+            Err(e) => Err(map_error(host, e)),
         }
     }
 }
@@ -177,7 +180,7 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
     bare.parse().ok()
 }
 
-fn map_error(host: &str, e: &NetError) -> ResolveError {
+fn map_error(host: &str, e: NetError) -> ResolveError {
     if e.is_nx_domain() || e.is_no_records_found() {
         ResolveError::NotFound {
             host: host.to_string(),
@@ -185,7 +188,7 @@ fn map_error(host: &str, e: &NetError) -> ResolveError {
     } else {
         ResolveError::Lookup {
             host: host.to_string(),
-            reason: e.to_string(),
+            source: e,
         }
     }
 }

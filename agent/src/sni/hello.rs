@@ -22,7 +22,7 @@ pub enum HelloError {
     #[error("connection closed before the client hello was complete")]
     Closed,
     #[error("not a TLS client hello: {0}")]
-    Malformed(String),
+    Malformed(#[source] rustls::Error),
     #[error("reading client hello: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -70,7 +70,7 @@ async fn read_unbounded_time<S: AsyncRead + Unpin>(io: &mut S) -> Result<ClientH
                 return Ok(ClientHello { raw, sni });
             }
             Ok(None) => {}
-            Err((e, _alert)) => return Err(HelloError::Malformed(e.to_string())),
+            Err((e, _alert)) => return Err(HelloError::Malformed(e)),
         }
     }
 }

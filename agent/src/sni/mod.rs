@@ -1,6 +1,7 @@
 //! `tls.mode: sni-only`: TLS is passed through, never terminated. The ClientHello is read (see
-//! [`hello`]), the pipeline judges its server name as a host-only request, and on allow the
-//! agent dials the upstream, replays the ClientHello and splices bytes both ways. The client
+//! [`hello`]), the connection's [`crate::policy::Policy`] judges its server name by host only,
+//! and on allow the agent dials the upstream, replays the ClientHello and splices bytes both
+//! ways. The client
 //! sees the upstream's real certificate; no CA is involved. One audit record per connection,
 //! written when it is refused or when it closes.
 
@@ -14,16 +15,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::audit::{Action, AuditRecord, PendingAudit};
-use crate::policy::normalize_host;
-use crate::proxy::{ConnInfo, Runtime, handler, server};
-use crate::transform::{ConnectionCheck, RequestCx};
+use crate::audit::{AuditRecord, PendingAudit};
+use crate::identify::HostName;
+use crate::outcome::{self, Failure, Outcome, Refusal};
+use crate::policy::ConnectionCheck;
+use crate::proxy::{ConnInfo, Profile, Runtime, server};
+use crate::upstream::UpstreamError;
 
 /// Where an allowed connection goes.
 pub struct Route {
     /// Judged and dialled when the ClientHello names no server (a tunnel's target, or a
     /// redirected connection's original destination address).
-    pub fallback_host: Option<String>,
+    pub fallback_host: Option<HostName>,
     pub port: u16,
 }
 
@@ -46,9 +49,10 @@ async fn https_conn(
     let mut conn = server::accepted(&rt, &stream, peer);
     conn.tls = true;
     // A redirected connection knows its real port; a direct one means HTTPS.
+    let orig_dst = conn.identity.origin.as_ref().map(|o| o.orig_dst);
     let route = Route {
-        fallback_host: conn.origin.as_ref().map(|o| o.orig_dst.ip().to_string()),
-        port: conn.origin.as_ref().map_or(443, |o| o.orig_dst.port()),
+        fallback_host: orig_dst.map(|a| HostName::new(&a.ip().to_string())),
+        port: orig_dst.map_or(443, |a| a.port()),
     };
     passthrough(rt, stream, conn, route, shutdown).await;
 }
@@ -71,76 +75,83 @@ pub async fn passthrough<S>(
         Ok(h) => h,
         Err(e) => {
             // Like a failed TLS handshake in MITM mode: nothing was answered, nothing audited.
-            tracing::debug!(client = %conn.client, error = %e, "sni-only: no usable client hello");
+            tracing::debug!(client = %conn.client(), error = %e, "sni-only: no usable client hello");
             return;
         }
     };
-    let mut record = AuditRecord {
-        client: conn.client.to_string(),
-        sni: hello.sni.clone().unwrap_or_default(),
-        mode: rt.mode.as_str(),
-        protocol: "tls",
-        ..AuditRecord::default()
+    let mut audit = begin_audit(&rt, &conn, &hello);
+    let host = match judge(&rt, &conn, &hello, route.fallback_host, &mut audit).await {
+        Ok(host) => host,
+        Err(outcome) => return outcome::finish(audit, *outcome),
     };
-    conn.describe(&mut record);
-    let mut audit = PendingAudit::new(record, rt.audit.clone());
-    let Some(host) = hello
-        .sni
-        .as_deref()
-        .map(normalize_host)
-        .or(route.fallback_host)
-    else {
-        audit.record().error = Some("client hello missing sni".into());
-        return audit.finish(Action::Error, 400);
-    };
-    audit.record().host = host.clone();
-
-    let set = rt.pipelines.load_full();
-    let (policy_name, pipeline) = set.for_policy(conn.policy_id(&rt));
-    audit.record().policy = policy_name.map(str::to_string);
-    let mut cx = RequestCx::new(host.clone(), conn.client, rt.mode);
-    cx.sni = hello.sni.clone();
-    cx.dest_ip = conn.dest_ip();
-    // No request will ever be visible: rules restricted by method or path cannot match.
-    let check = ConnectionCheck {
-        host: &host,
-        dest_ip: conn.dest_ip(),
-        requests_follow: false,
-    };
-    let mut traces = Vec::new();
-    let allowed = pipeline.judge_connection(&mut cx, &check, &mut traces);
-    audit.record().request_transforms = traces;
-    if !allowed {
-        return audit.finish(Action::Reject, 403);
-    }
-    if let Some(dest) = conn.dest_ip()
-        && !handler::destination_matches(&rt, pipeline, &host, dest).await
-    {
-        let rec = audit.record();
-        rec.reason = Some("destination_mismatch".into());
-        rec.rejected_by = Some("proxy".into());
-        return audit.finish(Action::Reject, 403);
-    }
-
     let mut upstream = match rt.connector.dial(&host, route.port).await {
         Ok(s) => s,
         Err(e) => {
-            audit.record().error = Some(e.to_string());
-            return audit.finish(Action::Error, 502);
+            let failure = Failure::Upstream(UpstreamError::Connect(e));
+            return outcome::finish(audit, Outcome::Failed(failure));
         }
     };
     if let Err(e) = upstream.write_all(&hello.raw).await {
-        audit.record().error = Some(format!("replaying client hello: {e}"));
-        return audit.finish(Action::Error, 502);
+        return outcome::finish(audit, Outcome::Failed(Failure::ReplayHello(e)));
     }
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             if let Err(e) = r {
-                tracing::debug!(client = %conn.client, host = %host, error = %e, "sni-only splice ended");
+                tracing::debug!(client = %conn.client(), host = %host, error = %e, "sni-only splice ended");
             }
         }
         // A spliced stream has no request boundary to drain at: close on shutdown.
         _ = shutdown.cancelled() => {}
     }
-    audit.finish(Action::Allow, 200);
+    outcome::finish(audit, Outcome::Opened);
+}
+
+/// The connection's one record, before its outcome.
+fn begin_audit(rt: &Runtime, conn: &ConnInfo, hello: &hello::ClientHello) -> PendingAudit {
+    let mut record = AuditRecord {
+        client: conn.client().to_string(),
+        sni: hello.sni.clone().unwrap_or_default(),
+        mode: rt.mode.as_str(),
+        protocol: "tls",
+        ..AuditRecord::default()
+    };
+    conn.describe(&mut record, rt.users.as_ref());
+    PendingAudit::new(record, rt.audit.clone())
+}
+
+/// Identify and policy for a connection whose requests are never visible: the server name (or
+/// the fallback), the profile's allowlists by host only, and the destination check.
+async fn judge(
+    rt: &Runtime,
+    conn: &ConnInfo,
+    hello: &hello::ClientHello,
+    fallback: Option<HostName>,
+    audit: &mut PendingAudit,
+) -> Result<HostName, Box<Outcome>> {
+    let host = hello.sni.as_deref().map(HostName::new).or(fallback);
+    let host = host.ok_or_else(|| Box::new(Outcome::Failed(Failure::NoServerName)))?;
+    audit.record().host = host.to_string();
+    let profile: Arc<Profile> = rt.profiles.load().get(conn.policy_id()).clone();
+    audit.record().policy = profile.audit_name.clone();
+    // No request will ever be visible: rules restricted by method or path cannot match.
+    let decision = profile.policy.judge_connection(&ConnectionCheck {
+        host: &host,
+        dest_ip: conn.dest_ip(),
+        requests_follow: false,
+    });
+    audit.record().request_transforms = decision.traces;
+    if !decision.allowed {
+        return Err(Box::new(Outcome::Denied {
+            by: crate::policy::ALLOWLIST,
+        }));
+    }
+    if let Some(dest) = conn.dest_ip()
+        && !profile
+            .policy
+            .destination_matches(&rt.resolver, &host, dest)
+            .await
+    {
+        return Err(Box::new(Outcome::Refused(Refusal::DestinationMismatch)));
+    }
+    Ok(host)
 }

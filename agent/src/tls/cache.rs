@@ -182,7 +182,7 @@ impl LeafCache {
             mint_config(&shared.ca, &shared.template, &name, shared.validity)
         })
         .await
-        .map_err(|e| TlsError::Internal(format!("leaf mint task failed: {e}")))?
+        .map_err(TlsError::MintTask)?
     }
 
     /// How many leaves this cache has minted (cache misses that reached the signer).

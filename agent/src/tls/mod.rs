@@ -67,8 +67,10 @@ pub enum TlsError {
     InvalidOption(String),
     #[error("no trusted root certificates found (system store, SSL_CERT_FILE, SSL_CERT_DIR)")]
     NoRoots,
-    #[error("internal: {0}")]
-    Internal(String),
+    #[error("internal: system random number generator failed")]
+    Random,
+    #[error("internal: leaf mint task failed: {0}")]
+    MintTask(#[source] tokio::task::JoinError),
 }
 
 /// The provider every config in this module is built with.
@@ -82,7 +84,7 @@ pub(crate) fn random_serial(provider: &CryptoProvider) -> Result<rcgen::SerialNu
     provider
         .secure_random
         .fill(&mut bytes)
-        .map_err(|_| TlsError::Internal("system random number generator failed".into()))?;
+        .map_err(|_| TlsError::Random)?;
     bytes[0] &= 0x7f;
     Ok(rcgen::SerialNumber::from_slice(&bytes))
 }

@@ -1,32 +1,37 @@
-//! `allowlist`: default-deny on destination host/CIDR, method and path.
+//! `allowlist`: default-deny on destination host/CIDR, method and path, per request. The same
+//! compiled rules make the connection-level decision in [`crate::policy::Policy`].
 
 use async_trait::async_trait;
 
-use super::{ConnectionCheck, ProxyRequest, RequestCx, Transform, TransformError, Verdict};
+use super::build::{Build, BuildContext, TransformBuildError};
+use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::AllowlistConfig;
-use crate::policy::{MatchInput, Rule, RuleSet};
+use crate::policy::{ALLOWLIST, Admission, AllowRules};
 
 pub struct Allowlist {
-    rules: RuleSet,
-    warn: bool,
+    rules: AllowRules,
 }
 
 impl Allowlist {
     pub fn new(cfg: &AllowlistConfig) -> Self {
-        let mut rules: Vec<Rule> = cfg.domains.iter().map(|d| Rule::host(d)).collect();
-        rules.extend(cfg.cidrs.iter().map(|c| Rule::cidr(c.0)));
-        rules.extend(cfg.rules.iter().map(Rule::from_config));
         Self {
-            rules: RuleSet::new(rules),
-            warn: cfg.warn,
+            rules: AllowRules::new(cfg),
         }
+    }
+}
+
+impl Build for Allowlist {
+    type Config = AllowlistConfig;
+
+    fn build(cfg: &AllowlistConfig, _: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
+        Ok(Self::new(cfg))
     }
 }
 
 #[async_trait]
 impl Transform for Allowlist {
     fn name(&self) -> &str {
-        "allowlist"
+        ALLOWLIST
     }
 
     async fn on_request(
@@ -34,46 +39,14 @@ impl Transform for Allowlist {
         cx: &mut RequestCx,
         req: &mut ProxyRequest,
     ) -> Result<Verdict, TransformError> {
-        if self.rules.matches(&cx.match_input(req)) {
-            return Ok(Verdict::Continue);
+        match self.rules.judge_request(&cx.match_input(req)) {
+            Admission::Allowed => Ok(Verdict::Continue),
+            Admission::Warned => {
+                cx.annotate("action", "warn");
+                Ok(Verdict::Continue)
+            }
+            Admission::Denied => Ok(Verdict::Reject(None)),
         }
-        if self.warn {
-            cx.annotate("action", "warn");
-            return Ok(Verdict::Continue);
-        }
-        Ok(Verdict::Reject(None))
-    }
-
-    fn admits_host(&self, host: &str) -> bool {
-        let input = MatchInput {
-            host,
-            method: "",
-            path: "",
-            dest_ip: None,
-        };
-        self.warn || self.rules.matches_dest(&input)
-    }
-
-    fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
-        self.rules.cidr_contains(ip)
-    }
-
-    fn judge_connection(&self, cx: &mut RequestCx, check: &ConnectionCheck<'_>) -> Option<bool> {
-        let input = MatchInput {
-            host: check.host,
-            method: "",
-            path: "",
-            dest_ip: check.dest_ip,
-        };
-        let matched = if check.requests_follow {
-            self.rules.matches_dest(&input)
-        } else {
-            self.rules.matches(&input)
-        };
-        if !matched && self.warn {
-            cx.annotate("action", "warn");
-        }
-        Some(matched || self.warn)
     }
 }
 
@@ -81,20 +54,23 @@ impl Transform for Allowlist {
 mod tests {
     use super::*;
     use crate::config::RuleConfig;
-    use crate::transform::Mode;
+    use crate::identify::{ClientAddr, HostName};
+    use crate::transform::{Mode, body};
 
-    fn judge(a: &Allowlist, host: &str, requests_follow: bool) -> (Option<bool>, RequestCx) {
-        let mut cx = RequestCx::new(host.into(), "127.0.0.1:1".parse().unwrap(), Mode::Mitm);
-        let check = ConnectionCheck {
-            host,
-            dest_ip: None,
-            requests_follow,
-        };
-        (a.judge_connection(&mut cx, &check), cx)
+    async fn run(a: &Allowlist, method: &str, host: &str, path: &str) -> (bool, RequestCx) {
+        let client = ClientAddr("127.0.0.1:1".parse().unwrap());
+        let mut cx = RequestCx::new(HostName::new(host), client, Mode::Mitm);
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(body::empty())
+            .unwrap();
+        let v = a.on_request(&mut cx, &mut req).await.unwrap();
+        (matches!(v, Verdict::Continue), cx)
     }
 
-    #[test]
-    fn connections_are_judged_by_destination() {
+    #[tokio::test]
+    async fn requests_are_judged_by_method_and_path() {
         let a = Allowlist::new(&AllowlistConfig {
             domains: vec!["open.test".into()],
             cidrs: vec![],
@@ -106,24 +82,21 @@ mod tests {
             }],
             warn: false,
         });
-        assert_eq!(judge(&a, "open.test", false).0, Some(true));
-        assert_eq!(judge(&a, "other.test", true).0, Some(false));
-        // Tunnel setup: the restricted rule admits, its requests are judged later.
-        assert_eq!(judge(&a, "api.test", true).0, Some(true));
-        // sni-only: no request will ever show a method, so the rule cannot match.
-        assert_eq!(judge(&a, "api.test", false).0, Some(false));
+        assert!(run(&a, "POST", "open.test", "/x").await.0);
+        assert!(run(&a, "GET", "api.test", "/v1/models").await.0);
+        assert!(!run(&a, "POST", "api.test", "/v1/models").await.0);
+        assert!(!run(&a, "GET", "api.test", "/v2").await.0);
+        assert!(!run(&a, "GET", "other.test", "/").await.0);
     }
 
-    #[test]
-    fn warn_mode_admits_and_annotates() {
+    #[tokio::test]
+    async fn warn_mode_admits_and_annotates() {
         let a = Allowlist::new(&AllowlistConfig {
-            domains: vec![],
-            cidrs: vec![],
-            rules: vec![],
             warn: true,
+            ..Default::default()
         });
-        let (verdict, mut cx) = judge(&a, "x.test", false);
-        assert_eq!(verdict, Some(true));
+        let (passed, mut cx) = run(&a, "GET", "x.test", "/").await;
+        assert!(passed);
         assert_eq!(cx.take_annotations()["action"], "warn");
     }
 }

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 
 use crate::config::transforms::AnnotateConfig;
 use crate::policy::RuleSet;
+use crate::transform::build::{Build, BuildContext, TransformBuildError};
 use crate::transform::headers::canonical_name;
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 
@@ -20,6 +21,14 @@ impl Annotate {
             .map(|g| (RuleSet::from_configs(&g.rules), g.headers.clone()))
             .collect();
         Self { groups }
+    }
+}
+
+impl Build for Annotate {
+    type Config = AnnotateConfig;
+
+    fn build(cfg: &AnnotateConfig, _: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
+        Ok(Self::new(cfg))
     }
 }
 

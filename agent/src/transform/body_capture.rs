@@ -8,6 +8,7 @@ use http_body::Body as _;
 use crate::audit::record::BodyCapture as Captured;
 use crate::config::transforms::BodyCaptureConfig;
 use crate::policy::RuleSet;
+use crate::transform::build::{Build, BuildContext, TransformBuildError};
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body};
 
 pub struct BodyCapture {
@@ -22,6 +23,17 @@ impl BodyCapture {
             cap: usize::try_from(cfg.capture_limit()).unwrap_or(usize::MAX),
             rules: RuleSet::from_configs(&cfg.rules),
         }
+    }
+}
+
+impl Build for BodyCapture {
+    type Config = BodyCaptureConfig;
+
+    fn build(
+        cfg: &BodyCaptureConfig,
+        _: &mut BuildContext<'_>,
+    ) -> Result<Self, TransformBuildError> {
+        Ok(Self::new(cfg))
     }
 }
 

@@ -1,90 +1,72 @@
-//! Compiles the config's `transforms:` list into a [`Pipeline`].
+//! What a transform constructor gets and returns: the [`Build`] trait every runtime transform
+//! implements, its [`BuildContext`], and the one error type, [`TransformBuildError`].
 
 use std::sync::Arc;
 
-use super::annotate::Annotate;
-use super::aws_auth::AwsAuth;
-use super::body_capture::BodyCapture;
-use super::gcp_auth::GcpAuth;
-use super::gcp_id_token::GcpIdToken;
-use super::header_allowlist::HeaderAllowlist;
-use super::hmac_sign::HmacSign;
-use super::oauth_token::OauthToken;
-use super::secrets::Secrets;
-use super::{Pipeline, Transform, allowlist::Allowlist};
-use crate::config::{TransformEntry, TransformSpec};
-use crate::secrets::SecretRegistry;
+use super::Transform;
+use crate::mint::TokenHttp;
+use crate::secrets::{SecretError, SecretRegistry};
+use crate::template::TemplateError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("transforms[{index}]: {name} is not supported yet")]
-    Unsupported { index: usize, name: String },
-    #[error("transforms[{index}].config.{message}")]
-    Invalid { index: usize, message: String },
+/// What transform constructors may use besides their own config.
+pub struct BuildContext<'a> {
+    /// Secrets a transform reads are registered here, resolved before the first request.
+    pub secrets: &'a mut SecretRegistry,
+    /// The agent's token client (its connector: resolver, upstream proxies, TLS roots), shared
+    /// by every credential transform; [`TokenHttp::detached`] when a pipeline is built only to
+    /// check a config.
+    pub mint: &'a Arc<TokenHttp>,
 }
 
-/// Builds every transform, registering the secrets they use in `secrets`. Kinds whose runtime
-/// does not exist yet are refused: running without them would silently drop a policy.
-pub fn build_pipeline(
-    entries: &[TransformEntry],
-    secrets: &mut SecretRegistry,
-) -> Result<Pipeline, Vec<BuildError>> {
-    let mut out: Vec<Arc<dyn Transform>> = Vec::new();
-    let mut errors = Vec::new();
-    for (index, e) in entries.iter().enumerate() {
-        match &e.spec {
-            TransformSpec::Allowlist(cfg) => out.push(Arc::new(Allowlist::new(cfg))),
-            TransformSpec::HeaderAllowlist(cfg) => out.push(Arc::new(HeaderAllowlist::new(cfg))),
-            TransformSpec::Annotate(cfg) => out.push(Arc::new(Annotate::new(cfg))),
-            TransformSpec::BodyCapture(cfg) => out.push(Arc::new(BodyCapture::new(cfg))),
-            TransformSpec::Secrets(cfg) => match Secrets::new(cfg, secrets) {
-                Ok(t) => out.push(Arc::new(t)),
-                Err(err) => errors.push(BuildError::Invalid {
-                    index,
-                    message: err.to_string(),
-                }),
-            },
-            TransformSpec::OauthToken(cfg) => match OauthToken::new(cfg, secrets) {
-                Ok(t) => out.push(Arc::new(t)),
-                Err(err) => errors.push(BuildError::Invalid {
-                    index,
-                    message: err.to_string(),
-                }),
-            },
-            TransformSpec::GcpAuth(cfg) => match GcpAuth::new(cfg, secrets) {
-                Ok(t) => out.push(Arc::new(t)),
-                Err(err) => errors.push(BuildError::Invalid {
-                    index,
-                    message: err.to_string(),
-                }),
-            },
-            TransformSpec::GcpIdToken(cfg) => match GcpIdToken::new(cfg, secrets) {
-                Ok(t) => out.push(Arc::new(t)),
-                Err(err) => errors.push(BuildError::Invalid {
-                    index,
-                    message: err.to_string(),
-                }),
-            },
-            TransformSpec::HmacSign(cfg) => match HmacSign::new(cfg, secrets) {
-                Ok(t) => out.push(Arc::new(t)),
-                Err(err) => errors.push(BuildError::Invalid {
-                    index,
-                    message: err.to_string(),
-                }),
-            },
-            TransformSpec::AwsAuth(cfg) => match AwsAuth::new(cfg, secrets) {
-                Ok(t) => out.push(Arc::new(t)),
-                Err(message) => errors.push(BuildError::Invalid { index, message }),
-            },
-            _ => errors.push(BuildError::Unsupported {
-                index,
-                name: e.name.clone(),
-            }),
+/// A runtime transform built from its kind's config.
+pub trait Build: Transform + Sized + 'static {
+    type Config;
+
+    fn build(cfg: &Self::Config, cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError>;
+}
+
+/// Why one transform's `config` cannot be built. `field` is the path inside `config`
+/// (`tokens[0].grant`, `secrets[2]`).
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct TransformBuildError {
+    pub field: String,
+    #[source]
+    pub problem: BuildProblem,
+}
+
+/// What is wrong with a field. Never carries a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildProblem {
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("{0:?} is not a valid header name")]
+    HeaderName(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("parsing template: {0}")]
+    Template(#[source] TemplateError),
+    #[error("parsing formatter template: {0}")]
+    FormatterTemplate(#[source] TemplateError),
+    #[error("invalid match_headers regex {pattern:?}: {source}")]
+    Regex {
+        pattern: String,
+        source: regex::Error,
+    },
+    #[error("references .Credentials.{0}, which is not in credentials")]
+    UnknownCredential(String),
+}
+
+impl TransformBuildError {
+    pub fn new(field: impl Into<String>, problem: impl Into<BuildProblem>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
         }
     }
-    if errors.is_empty() {
-        Ok(Pipeline::new(out))
-    } else {
-        Err(errors)
+
+    /// `field` with a static explanation (`is required`, `is not a valid URL`).
+    pub fn invalid(field: impl Into<String>, why: &'static str) -> Self {
+        Self::new(field, BuildProblem::Invalid(why))
     }
 }

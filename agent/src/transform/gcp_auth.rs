@@ -17,15 +17,8 @@ use crate::mint::adc::AdcSource;
 use crate::mint::google::{ServiceAccountSource, id_token_request_audience};
 use crate::mint::{MintError, Token, TokenCache, TokenHttp};
 use crate::policy::RuleSet;
-use crate::secrets::SecretRegistry;
+use crate::transform::build::{Build, BuildContext, TransformBuildError};
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body};
-
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct GcpAuthBuildError {
-    field: &'static str,
-    message: String,
-}
 
 enum Creds {
     /// `keyfile` or `keyfile_path` (registered as a file source): the keyfile JSON.
@@ -42,29 +35,28 @@ pub struct GcpAuth {
     http: Arc<TokenHttp>,
 }
 
-impl GcpAuth {
-    pub fn new(
-        cfg: &GcpAuthConfig,
-        registry: &mut SecretRegistry,
-    ) -> Result<Self, GcpAuthBuildError> {
-        let http = Arc::new(TokenHttp::new());
+impl Build for GcpAuth {
+    type Config = GcpAuthConfig;
+
+    fn build(cfg: &GcpAuthConfig, cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
+        let http = cx.mint.clone();
         let keyfile = keyfile_source(cfg.keyfile.as_ref(), cfg.keyfile_path.as_deref());
         let creds = match (keyfile, &cfg.credentials_provider) {
             (Some((field, src)), None) => {
-                let secret = registry.register(&src).map_err(|e| GcpAuthBuildError {
-                    field,
-                    message: e.to_string(),
-                })?;
+                let secret = cx
+                    .secrets
+                    .register(&src)
+                    .map_err(|e| TransformBuildError::new(field, e))?;
                 Creds::Keyfile(Keyfile::new(secret))
             }
             (None, Some(_)) if cfg.keyfile.is_none() && cfg.keyfile_path.is_none() => Creds::Adc(
                 TokenCache::new(Arc::new(AdcSource::new(cfg.scopes.clone(), http.clone()))),
             ),
             _ => {
-                return Err(GcpAuthBuildError {
-                    field: "keyfile",
-                    message: "requires exactly one of \"keyfile_path\", \"keyfile\", or \"credentials_provider\"".into(),
-                });
+                return Err(TransformBuildError::invalid(
+                    "keyfile",
+                    "requires exactly one of \"keyfile_path\", \"keyfile\", or \"credentials_provider\"",
+                ));
             }
         };
         Ok(Self {
@@ -75,7 +67,9 @@ impl GcpAuth {
             http,
         })
     }
+}
 
+impl GcpAuth {
     fn cache(&self) -> Result<Arc<TokenCache>, MintError> {
         match &self.creds {
             Creds::Adc(c) => Ok(c.clone()),

@@ -18,19 +18,12 @@ use crate::config::transforms::gcp_id_token::GcpIdTokenConfig;
 use crate::mint::google::{IdTokenSource, id_token_request_audience};
 use crate::mint::{MintError, Token, TokenCache, TokenHttp};
 use crate::policy::RuleSet;
-use crate::secrets::SecretRegistry;
+use crate::transform::build::{Build, BuildContext, TransformBuildError};
 use crate::transform::{
     ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
 };
 
 const STUB_AUDIENCE: &str = "iron-proxy-stub-audience";
-
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct GcpIdTokenBuildError {
-    field: &'static str,
-    message: String,
-}
 
 pub struct GcpIdToken {
     keyfile: Keyfile,
@@ -41,20 +34,25 @@ pub struct GcpIdToken {
     http: Arc<TokenHttp>,
 }
 
-impl GcpIdToken {
-    pub fn new(
+impl Build for GcpIdToken {
+    type Config = GcpIdTokenConfig;
+
+    fn build(
         cfg: &GcpIdTokenConfig,
-        registry: &mut SecretRegistry,
-    ) -> Result<Self, GcpIdTokenBuildError> {
+        cx: &mut BuildContext<'_>,
+    ) -> Result<Self, TransformBuildError> {
         let (field, src) = keyfile_source(cfg.keyfile.as_ref(), cfg.keyfile_path.as_deref())
-            .ok_or_else(|| GcpIdTokenBuildError {
-                field: "keyfile",
-                message: "requires exactly one of \"keyfile_path\" or \"keyfile\"".into(),
+            .ok_or_else(|| {
+                TransformBuildError::invalid(
+                    "keyfile",
+                    "requires exactly one of \"keyfile_path\" or \"keyfile\"",
+                )
             })?;
-        let keyfile = Keyfile::new(registry.register(&src).map_err(|e| GcpIdTokenBuildError {
-            field,
-            message: e.to_string(),
-        })?);
+        let secret = cx
+            .secrets
+            .register(&src)
+            .map_err(|e| TransformBuildError::new(field, e))?;
+        let keyfile = Keyfile::new(secret);
         let name = cfg.header_name();
         Ok(Self {
             keyfile,
@@ -66,10 +64,12 @@ impl GcpIdToken {
             }),
             location: format!("header:{name}"),
             rules: RuleSet::from_configs(&cfg.rules),
-            http: Arc::new(TokenHttp::new()),
+            http: cx.mint.clone(),
         })
     }
+}
 
+impl GcpIdToken {
     fn cache(&self) -> Result<Arc<TokenCache>, MintError> {
         self.keyfile.cache("gcp_id_token", |sa| {
             Arc::new(IdTokenSource::new(

@@ -6,6 +6,7 @@ use regex::Regex;
 
 use crate::config::transforms::HeaderAllowlistConfig;
 use crate::policy::RuleSet;
+use crate::transform::build::{Build, BuildContext, TransformBuildError};
 use crate::transform::headers::canonical_name;
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 
@@ -45,6 +46,17 @@ impl HeaderAllowlist {
                 .patterns
                 .iter()
                 .any(|p| p.is_match(&canonical_name(lower_name)))
+    }
+}
+
+impl Build for HeaderAllowlist {
+    type Config = HeaderAllowlistConfig;
+
+    fn build(
+        cfg: &HeaderAllowlistConfig,
+        _: &mut BuildContext<'_>,
+    ) -> Result<Self, TransformBuildError> {
+        Ok(Self::new(cfg))
     }
 }
 

@@ -1,8 +1,11 @@
-//! The transform pipeline: one [`Transform`] trait, a per-request [`RequestCx`], and a
-//! [`Pipeline`] that runs transforms in order and records one [`Trace`] per transform.
+//! The transform pipeline: one [`Transform`] trait for the request and response phases, a
+//! per-request [`RequestCx`], and a [`Pipeline`] that runs transforms in order and records one
+//! [`Trace`] per transform.
 //!
-//! One module per transform kind; [`build`] compiles the config's `transforms:` list into an
-//! immutable [`Pipeline`] snapshot that the proxy swaps atomically.
+//! One module per transform kind; [`registry`] is the one table that maps each config kind to
+//! its runtime constructor and compiles a `transforms:` list into an immutable [`Pipeline`].
+//! Connection-level decisions (tunnel setup, sni-only, DNS in eBPF mode, the destination
+//! check) are not transforms: see [`crate::policy::Policy`].
 
 pub mod allowlist;
 pub mod annotate;
@@ -19,21 +22,24 @@ pub mod hmac_sign;
 pub mod json_reject;
 pub mod oauth_token;
 pub mod pipeline;
+pub mod registry;
 pub mod secrets;
 pub mod signed_body;
 pub mod uri;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::audit::record::BodyCapture;
+use crate::identify::{ClientAddr, HostName};
 use crate::policy::MatchInput;
 
-pub use body::{ProxyBody, ProxyRequest, ProxyResponse};
-pub use build::{BuildError, build_pipeline};
-pub use pipeline::{Pipeline, PipelineSet, RequestOutcome, ResponseOutcome};
+pub use crate::message::{ProxyBody, ProxyRequest, ProxyResponse};
+pub use build::{Build, BuildContext, BuildProblem, TransformBuildError};
+pub use pipeline::{Phase, Pipeline, RequestOutcome, ResponseOutcome};
+pub use registry::{BuildError, build_pipeline};
 
 pub use crate::audit::Trace;
 
@@ -46,15 +52,24 @@ pub enum Verdict {
     Stub(ProxyResponse),
 }
 
+/// Why a transform could not finish its phase. The pipeline stops; [`crate::outcome`] turns it
+/// into the client's answer (413 for a body over the limit, 502 otherwise).
 #[derive(Debug, thiserror::Error)]
 pub enum TransformError {
     /// A body the transform must read exceeds the configured buffer limit (→ 413).
     #[error("body exceeds the {limit}-byte buffer limit")]
     BodyTooLarge { limit: u64 },
+    /// The body stream failed while the transform read it (the client went away, a reset).
     #[error("reading body: {0}")]
-    Body(String),
+    Body(#[source] crate::message::BoxError),
+    /// A value the transform built cannot go on the wire (the text names which; never a value).
     #[error("{0}")]
-    Failed(String),
+    Invalid(&'static str),
+    /// A header name a transform was configured with or rendered is not a valid one.
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("formatter: {0}")]
+    Formatter(#[source] crate::template::TemplateError),
 }
 
 /// How the connection reached the agent; transforms see it as iron-proxy's `Mode`.
@@ -75,10 +90,10 @@ impl Mode {
 
 /// Per-request context shared by the transforms of one request.
 pub struct RequestCx {
-    /// Host for matching: port stripped, lower-cased, no trailing dot.
-    pub host: String,
+    /// Host for matching: port stripped, normalised.
+    pub host: HostName,
     pub sni: Option<String>,
-    pub client: SocketAddr,
+    pub client: ClientAddr,
     /// Original destination IP of a redirected connection, when known.
     pub dest_ip: Option<IpAddr>,
     pub mode: Mode,
@@ -91,7 +106,7 @@ pub struct RequestCx {
 }
 
 impl RequestCx {
-    pub fn new(host: String, client: SocketAddr, mode: Mode) -> Self {
+    pub fn new(host: HostName, client: ClientAddr, mode: Mode) -> Self {
         Self {
             host,
             sni: None,
@@ -145,32 +160,4 @@ pub trait Transform: Send + Sync {
     ) -> Result<Verdict, TransformError> {
         Ok(Verdict::Continue)
     }
-
-    /// Could a request to `host` pass this transform? Only policy transforms say no.
-    fn admits_host(&self, _host: &str) -> bool {
-        true
-    }
-
-    /// Does a CIDR rule of this transform explicitly allow destination `ip`?
-    fn allows_ip(&self, _ip: IpAddr) -> bool {
-        false
-    }
-
-    /// Judges a connection before any request on it is visible (tunnel setup, sni-only).
-    /// `None`: this transform acts on requests only and takes no part.
-    fn judge_connection(&self, _cx: &mut RequestCx, _check: &ConnectionCheck<'_>) -> Option<bool> {
-        None
-    }
-}
-
-/// What a connection-level decision can see: where the connection goes, nothing more.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionCheck<'a> {
-    /// Normalised host (or IP literal) without port.
-    pub host: &'a str,
-    pub dest_ip: Option<IpAddr>,
-    /// Requests will follow and be judged one by one (tunnel setup, decision 9): rules
-    /// restricted by method or path count by destination only. False when no request will
-    /// ever be visible (sni-only): such rules cannot match, as in iron-proxy.
-    pub requests_follow: bool,
 }

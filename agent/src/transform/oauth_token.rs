@@ -14,10 +14,12 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::config::transforms::oauth_token::{OauthGrant, OauthTokenConfig, OauthTokenEntry};
+use crate::identify::HostName;
 use crate::mint::oauth::{Credentials, GrantConfig, OAuthSource};
 use crate::mint::{MintError, PerCredentials, Token, TokenCache, TokenHttp};
-use crate::policy::{RuleSet, normalize_host};
+use crate::policy::RuleSet;
 use crate::secrets::{Secret, SecretRegistry};
+use crate::transform::build::{Build, BuildContext, BuildProblem, TransformBuildError};
 use crate::transform::headers::canonical_name;
 use crate::transform::{
     ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict, body,
@@ -56,10 +58,8 @@ impl MintedHeaders {
         token: &Token,
     ) -> Result<(), TransformError> {
         // The error never quotes the value: it is the token.
-        let v =
-            HeaderValue::from_str(&format!("{prefix}{}", token.value.expose())).map_err(|_| {
-                TransformError::Failed("minted token is not a valid header value".into())
-            })?;
+        let v = HeaderValue::from_str(&format!("{prefix}{}", token.value.expose()))
+            .map_err(|_| TransformError::Invalid("minted token is not a valid header value"))?;
         Self::set(req, name, v);
         Ok(())
     }
@@ -77,20 +77,10 @@ impl MintedHeaders {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum OauthBuildError {
-    #[error("tokens[{index}].{field}: {message}")]
-    Entry {
-        index: usize,
-        field: String,
-        message: String,
-    },
-}
-
 pub struct OauthToken {
     entries: Vec<Entry>,
     /// (host, path) of every configured token endpoint.
-    stubs: Vec<(String, String)>,
+    stubs: Vec<(HostName, String)>,
 }
 
 struct Entry {
@@ -109,9 +99,9 @@ struct Entry {
 }
 
 /// Host (normalised, port dropped) and path (`/` when empty) of a token endpoint URL.
-pub fn endpoint_host_path(url: &str) -> Option<(String, String)> {
+pub fn endpoint_host_path(url: &str) -> Option<(HostName, String)> {
     let uri: http::Uri = url.parse().ok()?;
-    let host = normalize_host(uri.host()?.trim_start_matches('[').trim_end_matches(']'));
+    let host = HostName::new(uri.host()?);
     let path = match uri.path() {
         "" => "/".to_string(),
         p => p.to_string(),
@@ -119,66 +109,64 @@ pub fn endpoint_host_path(url: &str) -> Option<(String, String)> {
     Some((host, path))
 }
 
-impl OauthToken {
-    pub fn new(
+impl Build for OauthToken {
+    type Config = OauthTokenConfig;
+
+    fn build(
         cfg: &OauthTokenConfig,
-        registry: &mut SecretRegistry,
-    ) -> Result<Self, OauthBuildError> {
-        let http = Arc::new(TokenHttp::new());
+        cx: &mut BuildContext<'_>,
+    ) -> Result<Self, TransformBuildError> {
+        let http = cx.mint.clone();
         let mut entries = Vec::new();
         let mut stubs = Vec::new();
         for (index, e) in cfg.tokens.iter().enumerate() {
-            let err = |field: &str, message: String| OauthBuildError::Entry {
-                index,
-                field: field.into(),
-                message,
-            };
-            let stub = endpoint_host_path(&e.token_endpoint)
-                .ok_or_else(|| err("token_endpoint", "is not a valid URL".into()))?;
+            let at = |field: &str| format!("tokens[{index}].{field}");
+            let stub = endpoint_host_path(&e.token_endpoint).ok_or_else(|| {
+                TransformBuildError::invalid(at("token_endpoint"), "is not a valid URL")
+            })?;
             stubs.push(stub);
-            entries.push(Entry::new(e, registry, http.clone(), &err)?);
+            entries.push(Entry::new(e, cx.secrets, http.clone(), &at)?);
         }
         Ok(Self { entries, stubs })
     }
 }
 
 impl Entry {
+    /// `at` turns a field of this entry into its path in `config`.
     fn new(
         e: &OauthTokenEntry,
         registry: &mut SecretRegistry,
         http: Arc<TokenHttp>,
-        err: &dyn Fn(&str, String) -> OauthBuildError,
-    ) -> Result<Self, OauthBuildError> {
-        let grant = e.grant.ok_or_else(|| err("grant", "is required".into()))?;
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<Self, TransformBuildError> {
+        let err = |field: &str, problem: BuildProblem| TransformBuildError::new(at(field), problem);
+        let grant = e
+            .grant
+            .ok_or_else(|| err("grant", BuildProblem::Invalid("is required")))?;
         let (required, optional) = grant.credential_fields();
         let mut fields = Vec::new();
         for f in required.iter().chain(optional) {
             if let Some(src) = e.credential(f) {
-                let s = registry.register(src).map_err(|x| err(f, x.to_string()))?;
+                let s = registry.register(src).map_err(|x| err(f, x.into()))?;
                 fields.push((*f, s));
             }
         }
         let mut endpoint_headers = Vec::new();
         for (name, src) in &e.token_endpoint_headers {
-            HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                err(
-                    &format!("token_endpoint_headers.{name}"),
-                    "is not a valid header name".into(),
-                )
-            })?;
-            let s = registry
-                .register(src)
-                .map_err(|x| err(&format!("token_endpoint_headers.{name}"), x.to_string()))?;
+            let field = format!("token_endpoint_headers.{name}");
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| err(&field, BuildProblem::Invalid("is not a valid header name")))?;
+            let s = registry.register(src).map_err(|x| err(&field, x.into()))?;
             endpoint_headers.push((name.clone(), s));
         }
-        let header = HeaderName::from_bytes(e.header().as_bytes()).map_err(|_| {
+        let header = HeaderName::from_bytes(e.header().as_bytes())
+            .map_err(|_| err("header", BuildProblem::HeaderName(e.header().to_string())))?;
+        HeaderValue::from_str(e.value_prefix()).map_err(|_| {
             err(
-                "header",
-                format!("{:?} is not a valid header name", e.header()),
+                "value_prefix",
+                BuildProblem::Invalid("is not a valid header value"),
             )
         })?;
-        HeaderValue::from_str(e.value_prefix())
-            .map_err(|_| err("value_prefix", "is not a valid header value".into()))?;
         Ok(Self {
             grant,
             cfg: Arc::new(GrantConfig {

@@ -3,76 +3,55 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{
-    ConnectionCheck, ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict,
-};
+use super::{ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict};
 use crate::audit::{Trace, TraceAction};
 
-/// An immutable, compiled pipeline. Swapped as a whole (`ArcSwap<Pipeline>`) on reload, so a
-/// request always runs against one consistent snapshot.
+/// Which half of the exchange a transform ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Request,
+    Response,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Request => "request",
+            Phase::Response => "response",
+        }
+    }
+}
+
+/// An immutable, compiled pipeline, shared by every request of one identity profile.
 #[derive(Default)]
 pub struct Pipeline {
     transforms: Vec<Arc<dyn Transform>>,
 }
 
-/// The top-level pipeline plus one per `intercept.policies` entry (policy id = index + 1).
-#[derive(Default)]
-pub struct PipelineSet {
-    pub default: Arc<Pipeline>,
-    pub policies: Vec<(Option<String>, Arc<Pipeline>)>,
-}
-
-impl PipelineSet {
-    /// The pipeline for a policy id reported by the kernel (0 or unknown = the default).
-    pub fn for_policy(&self, id: u32) -> (Option<&str>, &Arc<Pipeline>) {
-        match id
-            .checked_sub(1)
-            .and_then(|i| self.policies.get(i as usize))
-        {
-            Some((name, p)) => (Some(name.as_deref().unwrap_or("")), p),
-            None => (None, &self.default),
-        }
-    }
-
-    /// Whether any pipeline could allow a request to `host` (DNS in eBPF mode answers only
-    /// names some policy may allow).
-    pub fn may_allow_host(&self, host: &str) -> bool {
-        self.default.may_allow_host(host)
-            || self.policies.iter().any(|(_, p)| p.may_allow_host(host))
-    }
-}
-
-/// How the request phase ended.
-pub enum RequestOutcome {
-    /// Every transform continued: forward upstream.
+/// How one phase of the pipeline ended. `by` names the transform that decided.
+pub enum PhaseOutcome {
+    /// Every transform continued: forward (the request upstream, the response to the client).
     Forward,
-    /// A transform answered instead of the upstream.
+    /// A transform refused; `None` means the default 403.
     Reject {
         by: String,
         response: Option<ProxyResponse>,
     },
-    Stub {
-        by: String,
-        response: ProxyResponse,
-    },
+    /// A transform answered itself.
+    Stub { by: String, response: ProxyResponse },
     /// A transform failed.
-    Error {
-        by: String,
-        error: TransformError,
-    },
+    Error { by: String, error: TransformError },
 }
 
-/// How the response phase ended.
-pub enum ResponseOutcome {
-    Forward,
-    Replace {
-        rejected: bool,
-        response: Option<ProxyResponse>,
-    },
-    Error {
-        by: String,
-        error: TransformError,
-    },
+/// The request phase's outcome.
+pub type RequestOutcome = PhaseOutcome;
+/// The response phase's outcome.
+pub type ResponseOutcome = PhaseOutcome;
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Pipeline").field(&self.describe()).finish()
+    }
 }
 
 impl Pipeline {
@@ -84,17 +63,6 @@ impl Pipeline {
         self.transforms.is_empty()
     }
 
-    /// Whether every transform could let a request to `host` through (method and path unknown).
-    pub fn may_allow_host(&self, host: &str) -> bool {
-        self.transforms.iter().all(|t| t.admits_host(host))
-    }
-
-    /// Whether a CIDR rule of this pipeline names `ip` (a hard-coded destination the operator
-    /// allowed explicitly).
-    pub fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
-        self.transforms.iter().any(|t| t.allows_ip(ip))
-    }
-
     /// Names in order, for the startup log (`allowlist → secrets`).
     pub fn describe(&self) -> String {
         self.transforms
@@ -102,32 +70,6 @@ impl Pipeline {
             .map(|t| t.name())
             .collect::<Vec<_>>()
             .join(" → ")
-    }
-
-    /// Runs the connection-level check of every transform that has one (tunnel setup,
-    /// sni-only), one trace each, stopping at the first that refuses. True = allowed.
-    pub fn judge_connection(
-        &self,
-        cx: &mut RequestCx,
-        check: &ConnectionCheck<'_>,
-        traces: &mut Vec<Trace>,
-    ) -> bool {
-        for t in &self.transforms {
-            let started = Instant::now();
-            let Some(allowed) = t.judge_connection(cx, check) else {
-                continue;
-            };
-            let res = Ok(if allowed {
-                Verdict::Continue
-            } else {
-                Verdict::Reject(None)
-            });
-            traces.push(trace(t.name(), &res, started, cx));
-            if !allowed {
-                return false;
-            }
-        }
-        true
     }
 
     pub async fn run_request(
@@ -140,19 +82,14 @@ impl Pipeline {
             let started = Instant::now();
             let res = t.on_request(cx, req).await;
             traces.push(trace(t.name(), &res, started, cx));
-            let by = || t.name().to_string();
-            match res {
-                Ok(Verdict::Continue) => {}
-                Ok(Verdict::Reject(response)) => {
-                    return RequestOutcome::Reject { by: by(), response };
-                }
-                Ok(Verdict::Stub(response)) => return RequestOutcome::Stub { by: by(), response },
-                Err(error) => return RequestOutcome::Error { by: by(), error },
+            if let Some(end) = decided(t.as_ref(), res) {
+                return end;
             }
         }
-        RequestOutcome::Forward
+        PhaseOutcome::Forward
     }
 
+    /// The response phase, in the same order as the request phase (iron-proxy compatible).
     pub async fn run_response(
         &self,
         cx: &mut RequestCx,
@@ -163,29 +100,22 @@ impl Pipeline {
             let started = Instant::now();
             let res = t.on_response(cx, resp).await;
             traces.push(trace(t.name(), &res, started, cx));
-            match res {
-                Ok(Verdict::Continue) => {}
-                Ok(Verdict::Reject(r)) => {
-                    return ResponseOutcome::Replace {
-                        rejected: true,
-                        response: r,
-                    };
-                }
-                Ok(Verdict::Stub(r)) => {
-                    return ResponseOutcome::Replace {
-                        rejected: false,
-                        response: Some(r),
-                    };
-                }
-                Err(error) => {
-                    return ResponseOutcome::Error {
-                        by: t.name().to_string(),
-                        error,
-                    };
-                }
+            if let Some(end) = decided(t.as_ref(), res) {
+                return end;
             }
         }
-        ResponseOutcome::Forward
+        PhaseOutcome::Forward
+    }
+}
+
+/// `None` to go on with the next transform.
+fn decided(t: &dyn Transform, res: Result<Verdict, TransformError>) -> Option<PhaseOutcome> {
+    let by = || t.name().to_string();
+    match res {
+        Ok(Verdict::Continue) => None,
+        Ok(Verdict::Reject(response)) => Some(PhaseOutcome::Reject { by: by(), response }),
+        Ok(Verdict::Stub(response)) => Some(PhaseOutcome::Stub { by: by(), response }),
+        Err(error) => Some(PhaseOutcome::Error { by: by(), error }),
     }
 }
 
@@ -213,5 +143,211 @@ fn trace(
         duration_ms: started.elapsed().as_micros() as f64 / 1000.0,
         error,
         annotations: cx.take_annotations(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use http::StatusCode;
+
+    use super::*;
+    use crate::identify::{ClientAddr, HostName};
+    use crate::transform::{Mode, body};
+
+    /// A transform that answers each phase as scripted and counts its calls.
+    struct Scripted {
+        name: &'static str,
+        request: fn() -> Result<Verdict, TransformError>,
+        response: fn() -> Result<Verdict, TransformError>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    fn cont() -> Result<Verdict, TransformError> {
+        Ok(Verdict::Continue)
+    }
+
+    fn step(
+        name: &'static str,
+        request: fn() -> Result<Verdict, TransformError>,
+        response: fn() -> Result<Verdict, TransformError>,
+    ) -> (Arc<dyn Transform>, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let t = Scripted {
+            name,
+            request,
+            response,
+            calls: calls.clone(),
+        };
+        (Arc::new(t), calls)
+    }
+
+    #[async_trait]
+    impl Transform for Scripted {
+        fn name(&self) -> &str {
+            self.name
+        }
+        async fn on_request(
+            &self,
+            cx: &mut RequestCx,
+            _req: &mut ProxyRequest,
+        ) -> Result<Verdict, TransformError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            cx.annotate("seen_by", self.name);
+            (self.request)()
+        }
+        async fn on_response(
+            &self,
+            _cx: &mut RequestCx,
+            _resp: &mut ProxyResponse,
+        ) -> Result<Verdict, TransformError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            (self.response)()
+        }
+    }
+
+    fn cx() -> RequestCx {
+        let client = ClientAddr("127.0.0.1:1".parse().unwrap());
+        RequestCx::new(HostName::new("a.test"), client, Mode::Mitm)
+    }
+
+    fn req() -> ProxyRequest {
+        http::Request::new(body::empty())
+    }
+
+    fn names(traces: &[Trace]) -> Vec<(&str, TraceAction)> {
+        traces.iter().map(|t| (t.name.as_str(), t.action)).collect()
+    }
+
+    #[tokio::test]
+    async fn all_continue_forwards_with_one_trace_each_in_order() {
+        let (a, _) = step("a", cont, cont);
+        let (b, _) = step("b", cont, cont);
+        let p = Pipeline::new(vec![a, b]);
+        assert_eq!(p.describe(), "a → b");
+        let mut traces = Vec::new();
+        let out = p.run_request(&mut cx(), &mut req(), &mut traces).await;
+        assert!(matches!(out, PhaseOutcome::Forward));
+        assert_eq!(
+            names(&traces),
+            [("a", TraceAction::Allow), ("b", TraceAction::Allow)]
+        );
+        // Annotations belong to the transform that made them.
+        assert_eq!(traces[0].annotations["seen_by"], "a");
+        assert_eq!(traces[1].annotations["seen_by"], "b");
+        assert!(traces.iter().all(|t| t.error.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_reject_stops_the_request_phase() {
+        let (a, _) = step("a", || Ok(Verdict::Reject(None)), cont);
+        let (b, b_calls) = step("b", cont, cont);
+        let p = Pipeline::new(vec![a, b]);
+        let mut traces = Vec::new();
+        let out = p.run_request(&mut cx(), &mut req(), &mut traces).await;
+        match out {
+            PhaseOutcome::Reject { by, response } => {
+                assert_eq!(by, "a");
+                assert!(response.is_none());
+            }
+            _ => panic!("expected a reject"),
+        }
+        assert_eq!(names(&traces), [("a", TraceAction::Reject)]);
+        assert_eq!(
+            b_calls.load(Ordering::SeqCst),
+            0,
+            "nothing after a reject runs"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stub_answers_with_its_response() {
+        let stub = || {
+            Ok(Verdict::Stub(body::respond(
+                StatusCode::ACCEPTED,
+                "text/plain",
+                "stubbed",
+            )))
+        };
+        let (a, _) = step("a", cont, cont);
+        let (b, _) = step("b", stub, cont);
+        let p = Pipeline::new(vec![a, b]);
+        let mut traces = Vec::new();
+        match p.run_request(&mut cx(), &mut req(), &mut traces).await {
+            PhaseOutcome::Stub { by, response } => {
+                assert_eq!(by, "b");
+                assert_eq!(response.status(), StatusCode::ACCEPTED);
+            }
+            _ => panic!("expected a stub"),
+        }
+        assert_eq!(
+            names(&traces),
+            [("a", TraceAction::Allow), ("b", TraceAction::Stub)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_is_traced_with_its_message() {
+        let (a, _) = step("a", || Err(TransformError::Invalid("bad value")), cont);
+        let p = Pipeline::new(vec![a]);
+        let mut traces = Vec::new();
+        match p.run_request(&mut cx(), &mut req(), &mut traces).await {
+            PhaseOutcome::Error { by, error } => {
+                assert_eq!(by, "a");
+                assert!(matches!(error, TransformError::Invalid("bad value")));
+            }
+            _ => panic!("expected an error"),
+        }
+        assert_eq!(traces[0].action, TraceAction::Error);
+        assert_eq!(traces[0].error.as_deref(), Some("bad value"));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_traced_as_a_reject() {
+        let too_large = || Err(TransformError::BodyTooLarge { limit: 10 });
+        let (a, _) = step("a", too_large, cont);
+        let p = Pipeline::new(vec![a]);
+        let mut traces = Vec::new();
+        let out = p.run_request(&mut cx(), &mut req(), &mut traces).await;
+        assert!(matches!(
+            out,
+            PhaseOutcome::Error {
+                error: TransformError::BodyTooLarge { limit: 10 },
+                ..
+            }
+        ));
+        assert_eq!(traces[0].action, TraceAction::Reject);
+        assert_eq!(traces[0].annotations["rejected"], "body_too_large");
+        assert!(traces[0].error.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_response_phase_runs_in_request_order() {
+        let (a, a_calls) = step("a", cont, cont);
+        let (b, _) = step("b", cont, || Ok(Verdict::Reject(None)));
+        let (c, c_calls) = step("c", cont, cont);
+        let p = Pipeline::new(vec![a, b, c]);
+        let mut traces = Vec::new();
+        let mut resp = http::Response::new(body::empty());
+        let out = p.run_response(&mut cx(), &mut resp, &mut traces).await;
+        assert!(matches!(out, PhaseOutcome::Reject { ref by, .. } if by == "b"));
+        assert_eq!(
+            names(&traces),
+            [("a", TraceAction::Allow), ("b", TraceAction::Reject)]
+        );
+        assert_eq!(a_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(c_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_empty_pipeline_forwards_everything() {
+        let p = Pipeline::default();
+        assert!(p.is_empty());
+        let mut traces = Vec::new();
+        let out = p.run_request(&mut cx(), &mut req(), &mut traces).await;
+        assert!(matches!(out, PhaseOutcome::Forward));
+        assert!(traces.is_empty());
     }
 }

@@ -13,18 +13,13 @@ use serde_json::{Value, json};
 
 use crate::config::transforms::secrets::SecretMode;
 use crate::config::transforms::{InjectConfig, ReplaceConfig, SecretEntry, SecretsConfig};
+use crate::message::header_case::ConfiguredCasing;
 use crate::policy::RuleSet;
-use crate::proxy::header_case::ConfiguredCasing;
 use crate::secrets::{Secret, SecretRegistry, SecretValue};
 use crate::template::Template;
+use crate::transform::build::{Build, BuildContext, BuildProblem, TransformBuildError};
 use crate::transform::headers::canonical_name;
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body, uri};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SecretsBuildError {
-    #[error("secrets[{index}]: {message}")]
-    Entry { index: usize, message: String },
-}
 
 pub struct Secrets {
     entries: Vec<Entry>,
@@ -68,25 +63,32 @@ enum HeaderScope {
     },
 }
 
-impl Secrets {
-    pub fn new(
-        cfg: &SecretsConfig,
-        registry: &mut SecretRegistry,
-    ) -> Result<Self, SecretsBuildError> {
+impl Build for Secrets {
+    type Config = SecretsConfig;
+
+    fn build(cfg: &SecretsConfig, cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
         let mut entries = Vec::new();
         for (index, e) in cfg.secrets.iter().enumerate() {
-            entries.push(
-                Self::entry(e, registry)
-                    .map_err(|message| SecretsBuildError::Entry { index, message })?,
-            );
+            let entry = Self::entry(e, cx.secrets).map_err(|problem| {
+                TransformBuildError::new(format!("secrets[{index}]"), problem)
+            })?;
+            entries.push(entry);
         }
         Ok(Self { entries })
     }
+}
 
-    fn entry(e: &SecretEntry, registry: &mut SecretRegistry) -> Result<Entry, String> {
-        let src = e.source.as_ref().ok_or("source is required")?;
-        let secret = registry.register(src).map_err(|e| e.to_string())?;
-        let mode = match e.mode().ok_or("must specify either inject or replace")? {
+impl Secrets {
+    fn entry(e: &SecretEntry, registry: &mut SecretRegistry) -> Result<Entry, BuildProblem> {
+        let src = e
+            .source
+            .as_ref()
+            .ok_or(BuildProblem::Invalid("source is required"))?;
+        let secret = registry.register(src)?;
+        let mode = e.mode().ok_or(BuildProblem::Invalid(
+            "must specify either inject or replace",
+        ))?;
+        let mode = match mode {
             SecretMode::Inject(i) => inject_mode(&i)?,
             SecretMode::Replace(r) => Mode::Replace(replace_mode(&r)?),
         };
@@ -98,19 +100,20 @@ impl Secrets {
     }
 }
 
-fn inject_mode(i: &InjectConfig) -> Result<Mode, String> {
+fn inject_mode(i: &InjectConfig) -> Result<Mode, BuildProblem> {
     let target = match (&i.header, &i.query_param) {
         (Some(h), None) => InjectTarget::Header(h.clone()),
         (None, Some(q)) => InjectTarget::Query(q.clone()),
-        _ => return Err("inject must specify exactly one of header or query_param".into()),
+        _ => {
+            return Err(BuildProblem::Invalid(
+                "inject must specify exactly one of header or query_param",
+            ));
+        }
     };
     // The formatter shapes header values only (a query value is set as is, like iron-proxy).
     let formatter = match &i.formatter {
         Some(_) if matches!(target, InjectTarget::Query(_)) => None,
-        Some(f) => Some(
-            Template::parse(f, &["Value"])
-                .map_err(|e| format!("parsing formatter template: {e}"))?,
-        ),
+        Some(f) => Some(Template::parse(f, &["Value"]).map_err(BuildProblem::FormatterTemplate)?),
         None => None,
     };
     Ok(Mode::Inject {
@@ -120,7 +123,7 @@ fn inject_mode(i: &InjectConfig) -> Result<Mode, String> {
     })
 }
 
-fn replace_mode(r: &ReplaceConfig) -> Result<Replace, String> {
+fn replace_mode(r: &ReplaceConfig) -> Result<Replace, BuildProblem> {
     let headers = if r.match_headers.is_empty() {
         HeaderScope::All
     } else {
@@ -128,10 +131,14 @@ fn replace_mode(r: &ReplaceConfig) -> Result<Replace, String> {
         let mut patterns = Vec::new();
         for h in &r.match_headers {
             match h.strip_prefix('/').and_then(|x| x.strip_suffix('/')) {
-                Some(re) if h.len() >= 2 => patterns.push(
-                    Regex::new(&format!("(?i){re}"))
-                        .map_err(|e| format!("invalid match_headers regex {h:?}: {e}"))?,
-                ),
+                Some(re) if h.len() >= 2 => {
+                    patterns.push(Regex::new(&format!("(?i){re}")).map_err(|source| {
+                        BuildProblem::Regex {
+                            pattern: h.clone(),
+                            source,
+                        }
+                    })?)
+                }
                 _ => literals.push(h.clone()),
             }
         }
@@ -228,7 +235,7 @@ impl Transform for Secrets {
 fn header_value(v: &str) -> Result<HeaderValue, TransformError> {
     // The value itself is never part of the error.
     HeaderValue::from_str(v)
-        .map_err(|_| TransformError::Failed("secret value is not a valid header value".into()))
+        .map_err(|_| TransformError::Invalid("secret value is not a valid header value"))
 }
 
 fn inject(
@@ -242,13 +249,13 @@ fn inject(
             .render(&|p: &[String]| {
                 (p.len() == 1 && p[0] == "Value").then(|| value.expose().to_string())
             })
-            .map_err(|e| TransformError::Failed(format!("formatter: {e}")))?,
+            .map_err(TransformError::Formatter)?,
         None => value.expose().to_string(),
     };
     match target {
         InjectTarget::Header(h) => {
             let name = HeaderName::from_bytes(h.as_bytes())
-                .map_err(|_| TransformError::Failed(format!("invalid header name {h:?}")))?;
+                .map_err(|_| TransformError::HeaderName(h.clone()))?;
             req.headers_mut().remove(&name);
             req.headers_mut().insert(name, header_value(&rendered)?);
             ConfiguredCasing::insert(req, h);
@@ -276,11 +283,38 @@ async fn replace(
     if p.is_empty() {
         return Ok(locations);
     }
+    replace_in_headers(req, &r.headers, p, real, &mut locations)?;
+    if r.query {
+        replace_in_query(req, p, real, &mut locations)?;
+    }
+    if r.path {
+        let decoded = body::decoded_path(req).to_string();
+        if decoded.contains(p) {
+            uri::set_path(req, &decoded.replace(p, real))?;
+            locations.push("path".into());
+        }
+    }
+    if r.body {
+        let bytes = body::buffer_request(req, cx.request_body_limit).await?;
+        if let Some(new) = replace_bytes(&bytes, p.as_bytes(), real.as_bytes()) {
+            body::replace_request_body(req, Bytes::from(new));
+            locations.push("body".into());
+        }
+    }
+    Ok(locations)
+}
 
-    // Headers (and Basic credentials inside Authorization).
+/// Headers in scope (and Basic credentials inside Authorization).
+fn replace_in_headers(
+    req: &mut ProxyRequest,
+    scope: &HeaderScope,
+    p: &str,
+    real: &str,
+    locations: &mut Vec<String>,
+) -> Result<(), TransformError> {
     let names: Vec<HeaderName> = req.headers().keys().cloned().collect();
     for name in names {
-        let Some(location_name) = header_in_scope(&r.headers, &name) else {
+        let Some(location_name) = header_in_scope(scope, &name) else {
             continue;
         };
         let mut changed = false;
@@ -315,41 +349,32 @@ async fn replace(
             locations.push(format!("header:{}", location_name.label()));
         }
     }
+    Ok(())
+}
 
-    if r.query {
-        let raw = req.uri().query().unwrap_or("");
-        if raw.contains(p) || raw.contains(&form_encoded(p)) {
-            let mut pairs = uri::query_pairs(req);
-            let mut keys = Vec::new();
-            for (k, v) in pairs.iter_mut() {
-                if v.contains(p) {
-                    *v = v.replace(p, real);
-                    keys.push(format!("query:{k}"));
-                }
-            }
-            if !keys.is_empty() {
-                uri::set_query_pairs(req, pairs)?;
-                locations.extend(keys);
-            }
+fn replace_in_query(
+    req: &mut ProxyRequest,
+    p: &str,
+    real: &str,
+    locations: &mut Vec<String>,
+) -> Result<(), TransformError> {
+    let raw = req.uri().query().unwrap_or("");
+    if !raw.contains(p) && !raw.contains(&form_encoded(p)) {
+        return Ok(());
+    }
+    let mut pairs = uri::query_pairs(req);
+    let mut keys = Vec::new();
+    for (k, v) in pairs.iter_mut() {
+        if v.contains(p) {
+            *v = v.replace(p, real);
+            keys.push(format!("query:{k}"));
         }
     }
-
-    if r.path {
-        let decoded = body::decoded_path(req).to_string();
-        if decoded.contains(p) {
-            uri::set_path(req, &decoded.replace(p, real))?;
-            locations.push("path".into());
-        }
+    if !keys.is_empty() {
+        uri::set_query_pairs(req, pairs)?;
+        locations.extend(keys);
     }
-
-    if r.body {
-        let bytes = body::buffer_request(req, cx.request_body_limit).await?;
-        if let Some(new) = replace_bytes(&bytes, p.as_bytes(), real.as_bytes()) {
-            body::replace_request_body(req, Bytes::from(new));
-            locations.push("body".into());
-        }
-    }
-    Ok(locations)
+    Ok(())
 }
 
 /// How a scanned header is named in annotations: configured literal casing, or canonical.

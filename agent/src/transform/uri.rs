@@ -65,10 +65,10 @@ pub fn set_path(req: &mut ProxyRequest, decoded: &str) -> Result<(), TransformEr
 fn set_path_and_query(req: &mut ProxyRequest, pq: &str) -> Result<(), TransformError> {
     let pq: PathAndQuery = pq
         .parse()
-        .map_err(|_| TransformError::Failed("rewritten request target is invalid".into()))?;
+        .map_err(|_| TransformError::Invalid("rewritten request target is invalid"))?;
     let mut parts = req.uri().clone().into_parts();
     parts.path_and_query = Some(pq);
     *req.uri_mut() = Uri::from_parts(parts)
-        .map_err(|_| TransformError::Failed("rewritten request target is invalid".into()))?;
+        .map_err(|_| TransformError::Invalid("rewritten request target is invalid"))?;
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The tunnel listener (`proxy.tunnel_listen`): HTTP CONNECT and SOCKS5 on one port.
 //!
 //! Per connection, in order: the first byte picks the protocol ([`socks5`] on `0x05`, else
-//! [`connect`]), which names the requested `host:port`; [`setup`] lets the pipeline judge that
-//! destination (decision 9: host and port only) and writes the setup's one audit record; the
+//! [`connect`]), which names the requested `host:port`; [`setup`] lets the connection's
+//! [`crate::policy::Policy`] judge that destination (decision 9: host and port only) and writes
+//! the setup's one audit record; the
 //! client gets its success or refusal reply; then [`sniff`] looks at the first bytes inside the
 //! tunnel and hands them to the MITM TLS server, the sni-only passthrough, or the plain HTTP
 //! server, so every inner request runs the full pipeline. Anything else is closed and audited.
@@ -22,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::record::TunnelAudit;
-use crate::policy::normalize_host;
-use crate::proxy::{ConnInfo, Runtime, server};
+use crate::identify::HostName;
+use crate::proxy::{ConnInfo, Runtime, TunnelInfo, server};
 use prefixed::Prefixed;
 
 /// The whole handshake (request and reply) must complete within this.
@@ -78,18 +79,14 @@ impl Protocol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Normalised host name or IP literal, without brackets.
-    pub host: String,
+    pub host: HostName,
     pub port: u16,
 }
 
 impl Target {
     /// `None` when `host` is empty or not a plausible host name.
     pub fn new(host: &str, port: u16) -> Option<Self> {
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let host = normalize_host(host);
+        let host = HostName::new(host);
         let plausible = !host.is_empty()
             && host
                 .bytes()
@@ -107,27 +104,6 @@ impl Target {
     }
 }
 
-/// What connections inside a tunnel carry: the port inner requests go to and the audit group.
-#[derive(Debug, Clone)]
-pub struct TunnelInfo {
-    pub port: u16,
-    pub audit: TunnelAudit,
-}
-
-/// Inside a tunnel the upstream port is the one the client opened the tunnel to, whatever
-/// the inner `Host` says (the client believes it is connected to that port).
-pub fn pin_port(uri: &mut http::Uri, port: u16) {
-    let Some(host) = uri.host() else { return };
-    let Ok(authority) = format!("{host}:{port}").parse::<http::uri::Authority>() else {
-        return;
-    };
-    let mut parts = std::mem::take(uri).into_parts();
-    parts.authority = Some(authority);
-    if let Ok(u) = http::Uri::from_parts(parts) {
-        *uri = u;
-    }
-}
-
 pub async fn serve(
     rt: Arc<Runtime>,
     listener: TcpListener,
@@ -142,13 +118,8 @@ pub async fn serve(
         shutdown,
         |rt, stream, peer, shutdown| {
             // Not a redirect target: in eBPF mode the peer's uid picks the identity.
-            let peer_uid = server::direct_peer_uid(&rt, &stream, peer, &None);
-            handle(
-                rt,
-                stream,
-                ConnInfo::accepted(peer, None, peer_uid),
-                shutdown,
-            )
+            let conn = server::accepted_direct(&rt, &stream, peer);
+            handle(rt, stream, conn, shutdown)
         },
     )
     .await;
@@ -173,7 +144,7 @@ async fn handle(
     conn: ConnInfo,
     shutdown: CancellationToken,
 ) {
-    let peer = conn.client;
+    let peer = conn.client();
     let opened = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(&rt, &mut stream, &conn)) => r,
@@ -240,7 +211,7 @@ async fn open(
         Ok(r) => r,
         // The client got the protocol's refusal: that answer is audited like a denied setup.
         Err(HandshakeError::Refused(refusal)) => {
-            tracing::debug!(client = %conn.client, error = %refusal, "tunnel handshake refused");
+            tracing::debug!(client = %conn.client(), error = %refusal, "tunnel handshake refused");
             setup::refuse(rt, conn, protocol, &refusal);
             return Ok(None);
         }

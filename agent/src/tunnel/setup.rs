@@ -1,11 +1,12 @@
-//! The tunnel setup decision: the pipeline judges the requested destination by host (and
-//! port) only, and the setup leaves exactly one audit record (method `CONNECT`, empty path,
-//! the target as host), whichever protocol opened it. A handshake refused before any
+//! The tunnel setup decision: the connection's policy judges the requested destination by host
+//! (and port) only, and the setup leaves exactly one audit record (method `CONNECT`, empty
+//! path, the target as host), whichever protocol opened it. A handshake refused before any
 //! destination was judged ([`refuse`]) leaves one record of the same shape, `rejected_by: proxy`.
 
-use crate::audit::{Action, AuditRecord, PendingAudit, Trace};
+use crate::audit::{AuditRecord, PendingAudit, Trace};
+use crate::outcome::{self, Outcome, Refusal as Refused};
+use crate::policy::{ALLOWLIST, ConnectionCheck};
 use crate::proxy::{ConnInfo, Runtime};
-use crate::transform::{ConnectionCheck, RequestCx};
 
 use super::{Protocol, Refusal, Target};
 
@@ -15,30 +16,30 @@ fn pending(
     conn: &ConnInfo,
     target: Option<&Target>,
     protocol: Protocol,
-    policy: Option<&str>,
 ) -> PendingAudit {
+    let policy = rt.profiles.load().get(conn.policy_id()).audit_name.clone();
     let mut record = AuditRecord {
         host: target.map(Target::authority).unwrap_or_default(),
         method: "CONNECT".into(),
-        client: conn.client.to_string(),
+        client: conn.client().to_string(),
         mode: rt.mode.as_str(),
         protocol: protocol.as_str(),
-        policy: policy.map(str::to_string),
+        policy,
         ..AuditRecord::default()
     };
-    conn.describe(&mut record);
+    conn.describe(&mut record, rt.users.as_ref());
     PendingAudit::new(record, rt.audit.clone())
 }
 
 /// Writes the one record of a handshake the agent refused itself (the client already has the
-/// protocol's refusal). No transform ran.
+/// protocol's refusal). No policy ran.
 pub fn refuse(rt: &Runtime, conn: &ConnInfo, protocol: Protocol, refusal: &Refusal) {
-    let set = rt.pipelines.load_full();
-    let (policy_name, _) = set.for_policy(conn.policy_id(rt));
-    let mut audit = pending(rt, conn, refusal.target.as_ref(), protocol, policy_name);
-    audit.record().rejected_by = Some("proxy".into());
-    audit.record().reason = Some(refusal.reason.into());
-    audit.finish(Action::Reject, refusal.status);
+    let audit = pending(rt, conn, refusal.target.as_ref(), protocol);
+    let refused = Refused::TunnelHandshake {
+        reason: refusal.reason,
+        status: refusal.status,
+    };
+    outcome::finish(audit, Outcome::Refused(refused));
 }
 
 /// Returns whether the tunnel may open, and the traces of the check.
@@ -48,23 +49,20 @@ pub fn authorize(
     target: &Target,
     protocol: Protocol,
 ) -> (bool, Vec<Trace>) {
-    let set = rt.pipelines.load_full();
-    let (policy_name, pipeline) = set.for_policy(conn.policy_id(rt));
-    let mut audit = pending(rt, conn, Some(target), protocol, policy_name);
-    let mut cx = RequestCx::new(target.host.clone(), conn.client, rt.mode);
+    let profile = rt.profiles.load().get(conn.policy_id()).clone();
+    let mut audit = pending(rt, conn, Some(target), protocol);
     // Decision 9: method and path rules are enforced on each request inside the tunnel.
-    let check = ConnectionCheck {
+    let decision = profile.policy.judge_connection(&ConnectionCheck {
         host: &target.host,
         dest_ip: None,
         requests_follow: true,
-    };
-    let mut traces = Vec::new();
-    let allowed = pipeline.judge_connection(&mut cx, &check, &mut traces);
-    audit.record().request_transforms = traces.clone();
-    if allowed {
-        audit.finish(Action::Allow, 200);
+    });
+    audit.record().request_transforms = decision.traces.clone();
+    let outcome = if decision.allowed {
+        Outcome::Opened
     } else {
-        audit.finish(Action::Reject, 403);
-    }
-    (allowed, traces)
+        Outcome::Denied { by: ALLOWLIST }
+    };
+    outcome::finish(audit, outcome);
+    (decision.allowed, decision.traces)
 }

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Target;
 use super::prefixed::Prefixed;
-use crate::audit::{Action, AuditRecord, PendingAudit};
+use crate::audit::{AuditRecord, PendingAudit};
+use crate::outcome::{self, Outcome, Refusal};
 use crate::proxy::{ConnInfo, Runtime, server};
 use crate::sni;
 use crate::transform::Mode;
@@ -64,11 +65,11 @@ pub async fn serve_inner(
         Ok(Ok([])) => return, // closed before sending anything: nothing to answer
         Ok(Ok(bytes)) => classify(bytes).unwrap_or(Kind::Other),
         Ok(Err(e)) => {
-            tracing::debug!(client = %conn.client, error = %e, "tunnel read failed");
+            tracing::debug!(client = %conn.client(), error = %e, "tunnel read failed");
             return;
         }
         Err(_) => {
-            tracing::debug!(client = %conn.client, "tunnel idle after setup, closing");
+            tracing::debug!(client = %conn.client(), "tunnel idle after setup, closing");
             return;
         }
     };
@@ -84,7 +85,7 @@ pub async fn serve_inner(
             // No SNI (an IP-literal target): the leaf names the tunnel's target.
             let hs = tokio::time::timeout(
                 server::TLS_HANDSHAKE_TIMEOUT,
-                server::tls_accept(&rt, io, Some(target.host)),
+                server::tls_accept(&rt, io, Some(target.host.into_string())),
             )
             .await;
             match hs {
@@ -94,10 +95,10 @@ pub async fn serve_inner(
                     server::serve_conn(rt, tls, conn, shutdown).await;
                 }
                 Ok(Err(reason)) => {
-                    tracing::debug!(client = %conn.client, reason = %reason, "tls handshake in tunnel failed")
+                    tracing::debug!(client = %conn.client(), reason = %reason, "tls handshake in tunnel failed")
                 }
                 Err(_) => {
-                    tracing::debug!(client = %conn.client, "tls handshake in tunnel timed out")
+                    tracing::debug!(client = %conn.client(), "tls handshake in tunnel timed out")
                 }
             }
         }
@@ -110,15 +111,14 @@ pub async fn serve_inner(
 fn unsupported(rt: &Runtime, conn: &ConnInfo, target: &Target) {
     let mut record = AuditRecord {
         host: target.authority(),
-        client: conn.client.to_string(),
+        client: conn.client().to_string(),
         mode: rt.mode.as_str(),
         protocol: "unknown",
-        reason: Some("tunnel_protocol_unsupported".into()),
-        rejected_by: Some("proxy".into()),
         ..AuditRecord::default()
     };
-    conn.describe(&mut record);
-    PendingAudit::new(record, rt.audit.clone()).finish(Action::Reject, 403);
+    conn.describe(&mut record, rt.users.as_ref());
+    let audit = PendingAudit::new(record, rt.audit.clone());
+    outcome::finish(audit, Outcome::Refused(Refusal::TunnelProtocolUnsupported));
 }
 
 #[cfg(test)]

@@ -8,18 +8,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::connect::{ConnectError, Connector};
-use crate::transform::ProxyBody;
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("{0}")]
-    Connect(ConnectError),
-    #[error("timeout awaiting response headers")]
-    HeaderTimeout,
-    #[error("{0}")]
-    Http(String),
-}
+use super::connect::Connector;
+use super::error::UpstreamError;
+use crate::message::ProxyBody;
 
 pub struct UpstreamClient {
     client: Client<Connector, ProxyBody>,
@@ -53,26 +44,7 @@ impl UpstreamClient {
         match tokio::time::timeout(self.header_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::HeaderTimeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(UpstreamError::Exchange(e)),
         }
     }
-}
-
-/// Surfaces our connector's error (deny list, DNS, dial, TLS) instead of hyper's wrapper text.
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        if let Some(c) = s.downcast_ref::<ConnectError>() {
-            return UpstreamError::Connect(c.clone());
-        }
-        src = s.source();
-    }
-    let mut msg = e.to_string();
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    UpstreamError::Http(msg)
 }

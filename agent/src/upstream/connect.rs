@@ -1,73 +1,28 @@
-//! Resolve → deny-CIDR check on each address → TCP connect → TLS. Nothing is dialled that the
-//! deny list covers, whatever the name resolved to. With `proxy.upstream_proxy`, the dial step
-//! goes through the proxy instead (see `super::proxy`).
+//! The upstream connector: a [`DirectDialer`] dial (resolve → deny-CIDR check on each address →
+//! TCP connect), or the same through `proxy.upstream_proxy` (see [`super::proxy`]), then TLS.
+//! Nothing is dialled that the deny list covers, whatever the name resolved to.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use ipnet::IpNet;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::direct::{DenyList, DirectDialer};
+use super::error::ConnectError;
 use super::io::{MaybeTls, UpstreamIo};
 use super::proxy::{self, DialedStream, UpstreamProxies};
-use crate::policy::unmap;
 use crate::resolve::Resolver;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
-    #[error("dial tcp {addr}: denied by upstream_deny_cidrs: {ip} in {net}")]
-    Denied {
-        addr: SocketAddr,
-        ip: IpAddr,
-        net: IpNet,
-    },
-    #[error("{reason}")]
-    Resolve { host: String, reason: String },
-    #[error("dial tcp {addr}: {reason}")]
-    Dial { addr: SocketAddr, reason: String },
-    #[error("tls handshake with {host}: {reason}")]
-    Tls { host: String, reason: String },
-    #[error("invalid upstream uri: {0}")]
-    BadUri(String),
-    /// Anything that failed at or through the upstream proxy; `proxy` never has credentials.
-    #[error("proxy {proxy}: {reason}")]
-    Proxy { proxy: String, reason: String },
-}
-
-/// `upstream_deny_cidrs`, checked on the literal address being dialled.
-#[derive(Debug, Clone, Default)]
-pub struct DenyList(Vec<IpNet>);
-
-impl DenyList {
-    pub fn new(nets: Vec<IpNet>) -> Self {
-        Self(nets)
-    }
-
-    /// The first denied prefix containing `ip` (IPv4-mapped IPv6 is unmapped first).
-    pub fn check(&self, ip: IpAddr) -> Option<IpNet> {
-        let ip = unmap(ip);
-        self.0.iter().find(|n| n.contains(&ip)).copied()
-    }
-
-    pub fn nets(&self) -> &[IpNet] {
-        &self.0
-    }
-}
 
 #[derive(Clone)]
 pub struct Connector {
-    resolver: Arc<Resolver>,
-    deny: Arc<DenyList>,
+    direct: DirectDialer,
     tls: TlsConnector,
     /// The same TLS client offering only `http/1.1` (see [`Connector::http1_only`]), built once.
     tls_http1: TlsConnector,
@@ -79,8 +34,7 @@ impl Connector {
         let mut http1 = (*tls).clone();
         http1.alpn_protocols = vec![crate::tls::ALPN_HTTP11.to_vec()];
         Self {
-            resolver,
-            deny: Arc::new(deny),
+            direct: DirectDialer::new(resolver, deny),
             tls: TlsConnector::from(tls),
             tls_http1: TlsConnector::from(Arc::new(http1)),
             proxies: Arc::default(),
@@ -92,7 +46,7 @@ impl Connector {
     /// metadata server on 169.254.169.254), which the deny list does not govern.
     pub fn without_deny_list(&self) -> Connector {
         let mut c = self.clone();
-        c.deny = Arc::new(DenyList::new(Vec::new()));
+        c.direct = self.direct.without_deny_list();
         c
     }
 
@@ -106,9 +60,18 @@ impl Connector {
 
     /// Routes every dial through `proxies` (unless `no_proxy` exempts the destination).
     pub fn with_upstream_proxies(mut self, proxies: UpstreamProxies) -> Self {
-        proxies.log_startup(&self.deny);
+        proxies.log_startup(self.direct.deny_list());
         self.proxies = Arc::new(proxies);
         self
+    }
+
+    /// The same connector offering only `http/1.1` by ALPN, for a dedicated connection that
+    /// must speak HTTP/1.1 whatever the server prefers (a WebSocket Upgrade cannot run on a
+    /// connection where the server chose h2). Same resolve, deny-list and TLS checks.
+    pub fn http1_only(&self) -> Connector {
+        let mut c = self.clone();
+        c.tls = self.tls_http1.clone();
+        c
     }
 
     /// A byte stream to the TLS destination `host:port` (no TLS is done here): through the
@@ -126,79 +89,8 @@ impl Connector {
         port: u16,
     ) -> Result<DialedStream, ConnectError> {
         match self.proxies.route(https, host, port) {
-            Some(p) => proxy::dial(self, &self.proxies, p, host, port).await,
-            None => self.dial_direct(host, port).await.map(DialedStream::Left),
-        }
-    }
-
-    /// Every address of `host` (an IP literal is itself).
-    pub(super) async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, ConnectError> {
-        let ips = self
-            .resolver
-            .lookup_ip(host)
-            .await
-            .map_err(|e| ConnectError::Resolve {
-                host: host.to_string(),
-                reason: e.to_string(),
-            })?;
-        if ips.is_empty() {
-            return Err(ConnectError::Resolve {
-                host: host.into(),
-                reason: format!("lookup {host}: no addresses"),
-            });
-        }
-        Ok(ips)
-    }
-
-    /// Dials `host:port` directly, trying each resolved address that the deny list allows, in
-    /// order.
-    pub(super) async fn dial_direct(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<TcpStream, ConnectError> {
-        let ips = self.lookup(host).await?;
-        let mut last_err = None;
-        for ip in ips {
-            let addr = SocketAddr::new(ip, port);
-            if let Err(e) = self.check_deny(addr) {
-                last_err = Some(e);
-                continue;
-            }
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(s);
-                }
-                Ok(Err(e)) => {
-                    last_err = Some(ConnectError::Dial {
-                        addr,
-                        reason: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    last_err = Some(ConnectError::Dial {
-                        addr,
-                        reason: "i/o timeout".into(),
-                    })
-                }
-            }
-        }
-        Err(last_err.unwrap_or_else(|| ConnectError::Resolve {
-            host: host.into(),
-            reason: format!("lookup {host}: no addresses"),
-        }))
-    }
-
-    /// The deny error for `addr` when `upstream_deny_cidrs` covers its address.
-    pub(super) fn check_deny(&self, addr: SocketAddr) -> Result<(), ConnectError> {
-        match self.deny.check(addr.ip()) {
-            Some(net) => Err(ConnectError::Denied {
-                addr,
-                ip: unmap(addr.ip()),
-                net,
-            }),
-            None => Ok(()),
+            Some(p) => proxy::dial(&self.direct, &self.proxies, p, host, port).await,
+            None => self.direct.dial(host, port).await.map(DialedStream::Left),
         }
     }
 
@@ -206,7 +98,7 @@ impl Connector {
     pub async fn connect(&self, uri: &http::Uri) -> Result<UpstreamIo, ConnectError> {
         let host = uri
             .host()
-            .ok_or_else(|| ConnectError::BadUri(uri.to_string()))?;
+            .ok_or_else(|| ConnectError::BadUri(uri.clone()))?;
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -217,19 +109,17 @@ impl Connector {
         if !tls {
             return Ok(UpstreamIo(TokioIo::new(MaybeTls::Left(tcp))));
         }
-        let name = ServerName::try_from(host.to_string()).map_err(|e| ConnectError::Tls {
-            host: host.into(),
-            reason: e.to_string(),
-        })?;
+        let name =
+            ServerName::try_from(host.to_string()).map_err(|source| ConnectError::ServerName {
+                host: host.into(),
+                source,
+            })?;
         let stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, self.tls.connect(name, tcp))
             .await
-            .map_err(|_| ConnectError::Tls {
+            .map_err(|_| ConnectError::TlsTimeout { host: host.into() })?
+            .map_err(|source| ConnectError::Tls {
                 host: host.into(),
-                reason: "handshake timeout".into(),
-            })?
-            .map_err(|e| ConnectError::Tls {
-                host: host.into(),
-                reason: e.to_string(),
+                source,
             })?;
         Ok(UpstreamIo(TokioIo::new(MaybeTls::Right(Box::new(stream)))))
     }
@@ -247,33 +137,5 @@ impl tower_service::Service<http::Uri> for Connector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { this.connect(&uri).await })
-    }
-}
-
-impl Connector {
-    /// The same connector offering only `http/1.1` by ALPN, for a dedicated connection that
-    /// must speak HTTP/1.1 whatever the server prefers (a WebSocket Upgrade cannot run on a
-    /// connection where the server chose h2). Same resolve, deny-list and TLS checks.
-    pub fn http1_only(&self) -> Connector {
-        let mut c = self.clone();
-        c.tls = self.tls_http1.clone();
-        c
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deny_list_unmaps_v4_mapped() {
-        let d = DenyList::new(vec![
-            "127.0.0.0/8".parse().unwrap(),
-            "::1/128".parse().unwrap(),
-        ]);
-        assert!(d.check("127.0.0.1".parse().unwrap()).is_some());
-        assert!(d.check("::ffff:127.0.0.2".parse().unwrap()).is_some());
-        assert!(d.check("::1".parse().unwrap()).is_some());
-        assert!(d.check("10.0.0.1".parse().unwrap()).is_none());
     }
 }

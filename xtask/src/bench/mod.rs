@@ -3,8 +3,12 @@
 //!
 //! Layout: `servers` builds and starts the processes, `oha` drives load, `procfs` samples CPU
 //! and memory, `report` prints the table and writes bench-results/latest.json; `intercept` is the
-//! eBPF-vs-iptables bench (bench-results/intercept.json).
+//! eBPF-vs-iptables bench (bench-results/intercept.json); `control` is iron-control's sync bench
+//! (`--control`, bench-results/control.json).
 
+mod audit;
+mod control;
+mod control_load;
 mod intercept;
 mod oha;
 mod postgres;
@@ -42,6 +46,10 @@ pub struct BenchArgs {
     /// Only the interception bench: eBPF redirect vs iptables REDIRECT vs direct (root).
     #[arg(long)]
     intercept: bool,
+    /// Only the control-plane bench: iron-control sync requests/s and p99 with 1,000 proxies
+    /// and 10,000 grants, on SQLite and PostgreSQL.
+    #[arg(long, conflicts_with = "intercept")]
+    control: bool,
     /// Skip the interception bench even as root (it needs a network namespace and a test user,
     /// which collide with other work on a shared machine).
     #[arg(long, conflicts_with = "intercept")]
@@ -244,6 +252,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let root = cmd::workspace_root()?;
     let target = cmd::target_dir(&root);
+    if args.control {
+        let work = WorkDir::new()?;
+        return control::run(&control::Options {
+            root: &root,
+            target: &target,
+            workdir: &work.0,
+            duration,
+            warmup,
+            no_build: args.no_build,
+        });
+    }
     let mut bins = if args.no_build {
         servers::release_bins(&target)
     } else {
@@ -273,7 +292,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut origin = servers::start_origin(&bins.origin, &work.0)?;
     let relay = servers::start_relay(&bins.relay, origin.addr)?;
     // An agent that does not start must not cost us the direct and relay numbers.
-    let agent = servers::start_agent(&bins.agent, &work.0, &origin.ca_cert);
+    let agent = servers::start_agent(&bins.agent, &work.0, &origin.ca_cert, servers::Audit::Off);
     if let Err(e) = &agent {
         eprintln!("==> agent did not start: {e:#}");
     }
@@ -315,6 +334,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         Err(e) => Err(format!("agent did not start: {e:#}")),
     };
+    let audit_res = match &agent {
+        Ok(a) => {
+            audit::run(&ctx, a, &bins.agent, &work.0, &origin.ca_cert).map_err(|e| format!("{e:#}"))
+        }
+        Err(e) => Err(format!("agent did not start: {e:#}")),
+    };
     // A crashed origin would make every later number meaningless; say so rather than report them.
     if let Some(status) = origin.guard.exited() {
         bail!(
@@ -335,6 +360,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         relay: relay_res,
         agent: agent_res,
         leaf_mint_us: mint,
+        audit: audit_res,
         loadavg_before,
     };
     report.print();
@@ -363,6 +389,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     .into_iter()
     .filter(|(_, r)| r.is_err())
     .map(|(n, _)| n)
+    .chain(report.audit.is_err().then_some("audit pair"))
     .collect();
     if !failed.is_empty() {
         bail!("scenario(s) failed: {} (see above)", failed.join(", "));

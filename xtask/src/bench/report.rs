@@ -17,6 +17,8 @@ pub struct Report {
     pub relay: Result<HopResults, String>,
     pub agent: Result<HopResults, String>,
     pub leaf_mint_us: Result<f64, String>,
+    /// Keep-alive with the audit log on vs off, and the record alone.
+    pub audit: Result<super::audit::AuditPair, String>,
     /// /proc/loadavg before the first run: other work on the machine skews every number.
     pub loadavg_before: String,
 }
@@ -210,6 +212,11 @@ impl Report {
         );
         println!();
 
+        match &self.audit {
+            Ok(p) => p.print(),
+            Err(e) => println!("audit log on vs off: FAILED: {e}\n"),
+        }
+
         println!("targets");
         for t in self.targets() {
             let value = fmt(t.value, 2);
@@ -322,6 +329,12 @@ impl Report {
                 limit: 32.0,
             },
             Target {
+                what: "audit log CPU µs/req keep-alive, on minus off".to_owned(),
+                value: self.audit.as_ref().ok().and_then(|p| p.delta()),
+                at_least: false,
+                limit: 3.0,
+            },
+            Target {
                 what: "leaf mint ms (cache miss)".to_owned(),
                 value: self.leaf_mint_us.as_ref().ok().map(|us| us / 1000.0),
                 at_least: false,
@@ -371,6 +384,7 @@ impl Report {
             "direct": hop(&self.direct),
             "relay": hop(&self.relay),
             "agent": hop(&self.agent),
+            "audit": match &self.audit { Ok(p) => p.to_json(measured_json), Err(e) => json!({ "error": e }) },
             "leaf_mint_mean_us": match &self.leaf_mint_us { Ok(v) => json!(v), Err(e) => json!({ "error": e }) },
             "targets": targets,
         });

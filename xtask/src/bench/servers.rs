@@ -120,8 +120,21 @@ fn yaml_str(p: &Path) -> String {
     Value::String(p.display().to_string()).to_string()
 }
 
-pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent> {
+/// Whether the agent writes its audit log (one JSON line per request) or runs at `warn`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Audit {
+    /// `log.level: warn`: records are counted, not written (the main bench).
+    Off,
+    /// `log.level: info`: every record written, stderr to a file (the audit pair).
+    On,
+}
+
+fn ensure_agent_ca(bin: &Path, workdir: &Path) -> Result<(PathBuf, PathBuf)> {
     let ca_dir = workdir.join("agent-ca");
+    let (ca_cert, ca_key) = (ca_dir.join("ca.crt"), ca_dir.join("ca.key"));
+    if ca_cert.is_file() && ca_key.is_file() {
+        return Ok((ca_cert, ca_key));
+    }
     let mut gen_ca = Command::new(bin);
     gen_ca.arg("generate-ca").arg("--outdir").arg(&ca_dir);
     let mut g = Guard::spawn("iron-agent generate-ca", gen_ca)?;
@@ -132,13 +145,17 @@ pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent
             g.stderr_tail.text()
         );
     }
-    let (ca_cert, ca_key) = (ca_dir.join("ca.crt"), ca_dir.join("ca.key"));
     if !ca_cert.is_file() || !ca_key.is_file() {
         bail!(
             "`iron-agent generate-ca --outdir {}` exited 0 but wrote no ca.crt/ca.key (is `generate-ca` implemented?)",
             ca_dir.display()
         );
     }
+    Ok((ca_cert, ca_key))
+}
+
+pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path, audit: Audit) -> Result<Agent> {
+    let (ca_cert, ca_key) = ensure_agent_ca(bin, workdir)?;
 
     // At `log.level: warn` the agent's INFO "listening" lines are filtered out, so we choose the
     // ports ourselves (free a moment ago) and probe them; a "listening" line still wins if logged.
@@ -148,13 +165,17 @@ pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent
          proxy:\n  http_listen: \"127.0.0.1:{http}\"\n  https_listen: \"127.0.0.1:{https}\"\n  upstream_deny_cidrs: []\n\
          tls:\n  ca_cert: {}\n  ca_key: {}\n\
          metrics:\n  listen: \"127.0.0.1:{metrics}\"\n\
-         # warn: per-request audit lines would otherwise cost CPU and flood stderr\n\
-         log:\n  level: warn\n\
+         log:\n  level: {level}\n\
          transforms:\n  - name: allowlist\n    config:\n      domains: [localhost]\n",
         yaml_str(&ca_cert),
         yaml_str(&ca_key),
+        // warn: audit lines are counted but not written; info: every record is written.
+        level = if audit == Audit::On { "info" } else { "warn" },
     );
-    let config_path = workdir.join("agent.yaml");
+    let config_path = workdir.join(match audit {
+        Audit::Off => "agent.yaml",
+        Audit::On => "agent-audit.yaml",
+    });
     std::fs::write(&config_path, config)
         .with_context(|| format!("writing {}", config_path.display()))?;
 
@@ -163,13 +184,61 @@ pub fn start_agent(bin: &Path, workdir: &Path, origin_ca: &Path) -> Result<Agent
         .arg("--config")
         .arg(&config_path)
         .env("SSL_CERT_FILE", origin_ca);
-    let mut guard = Guard::spawn("iron-agent", cmd)?;
+    let mut guard = match audit {
+        Audit::Off => Guard::spawn("iron-agent", cmd)?,
+        Audit::On => Guard::spawn_with_stderr("iron-agent (audit on)", cmd, log_file(workdir)?)?,
+    };
     let https = wait_ready(&mut guard, SocketAddr::from(([127, 0, 0, 1], https)))?;
     Ok(Agent {
         guard,
         https,
         ca_cert,
     })
+}
+
+/// Where the audit-on agent's stderr goes.
+pub fn audit_log_path(workdir: &Path) -> PathBuf {
+    workdir.join("agent-audit.log")
+}
+
+fn log_file(workdir: &Path) -> Result<std::process::Stdio> {
+    let path = audit_log_path(workdir);
+    let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(f.into())
+}
+
+/// Audit lines (`"msg":"request"`) in the audit-on agent's log.
+pub fn audit_lines_written(workdir: &Path) -> Option<u64> {
+    let text = std::fs::read(audit_log_path(workdir)).ok()?;
+    let needle = b"\"msg\":\"request\"";
+    Some(
+        text.split(|b| *b == b'\n')
+            .filter(|l| l.windows(needle.len()).any(|w| w == needle))
+            .count() as u64,
+    )
+}
+
+/// `iron-agent bench-audit`: the audit record alone (build, serialise, write to a file), as
+/// the JSON line it prints.
+pub fn audit_micro(bin: &Path, workdir: &Path, records: u64) -> std::result::Result<Value, String> {
+    let path = workdir.join("bench-audit.log");
+    let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut cmd = pinned(CPU_PROXY, bin);
+    cmd.args(["bench-audit", "--records", &records.to_string()]);
+    let mut g = Guard::spawn_with_stderr("iron-agent bench-audit", cmd, file.into())
+        .map_err(|e| format!("{e:#}"))?;
+    let status = g
+        .wait_bounded(Duration::from_secs(120))
+        .map_err(|e| format!("{e:#}"))?;
+    let out = g.remaining_stdout();
+    let _ = std::fs::remove_file(&path);
+    if !status.success() {
+        return Err(format!("bench-audit failed ({status})"));
+    }
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("cpu_us_per_record").is_some())
+        .ok_or_else(|| "bench-audit printed no result (subcommand not implemented?)".to_owned())
 }
 
 /// Three distinct loopback ports that were free when we asked.
@@ -185,12 +254,10 @@ pub(super) fn free_ports() -> Result<[u16; 3]> {
 /// `{"msg":"listening","listener":"https"}` log line), the agent exits, or the timeout passes.
 pub(super) fn wait_ready(guard: &mut Guard, https: SocketAddr) -> Result<SocketAddr> {
     let deadline = Instant::now() + START_TIMEOUT;
-    let rx = guard
-        .stderr_lines
-        .take()
-        .context("agent stderr already taken")?;
+    // None when stderr goes to a file: then only the port probe tells.
+    let rx = guard.stderr_lines.take();
     loop {
-        while let Ok(line) = rx.try_recv() {
+        while let Some(Ok(line)) = rx.as_ref().map(|rx| rx.try_recv()) {
             let Ok(v) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };

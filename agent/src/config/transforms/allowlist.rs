@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, validate_rules};
 use crate::config::{Cidr, ConfigError};
 
@@ -14,9 +15,9 @@ pub struct AllowlistConfig {
     pub warn: bool,
 }
 
-impl AllowlistConfig {
+impl KindConfig for AllowlistConfig {
     /// `path` is the config block's path, e.g. `transforms[0].config`.
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         for (i, d) in self.domains.iter().enumerate() {
             if d.trim().is_empty() {
                 errors.push(ConfigError::new(
@@ -28,7 +29,7 @@ impl AllowlistConfig {
         validate_rules(&self.rules, &format!("{path}.rules"), errors);
     }
 
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+    fn warnings(&self, path: &str, out: &mut Vec<String>) {
         if self.warn {
             out.push(format!(
                 "{path}.warn: allowlist violations are logged but not blocked"

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, validate_rules};
 use crate::config::ConfigError;
 
@@ -18,8 +19,8 @@ pub struct AnnotationGroup {
     pub headers: Vec<String>,
 }
 
-impl AnnotateConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for AnnotateConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.annotations.is_empty() {
             errors.push(ConfigError::new(
                 format!("{path}.annotations"),

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, SecretSource, validate_required_rules};
 use crate::config::ConfigError;
 
@@ -36,8 +37,8 @@ pub enum AwsCredentialsProviderType {
     WorkloadIdentity,
 }
 
-impl AwsAuthConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for AwsAuthConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         let any_static = self.access_key_id.is_some()
             || self.secret_access_key.is_some()
             || self.session_token.is_some();

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, validate_rules};
 use crate::config::ConfigError;
 
@@ -33,12 +34,14 @@ impl BodyCaptureConfig {
             self.max_request_body_bytes as u64
         }
     }
+}
 
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for BodyCaptureConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         validate_rules(&self.rules, &format!("{path}.rules"), errors);
     }
 
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+    fn warnings(&self, path: &str, out: &mut Vec<String>) {
         if self.rules.is_empty() {
             out.push(format!(
                 "{path}.rules: empty, so body_capture never captures anything"

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, SecretSource, validate_rules};
 use crate::config::ConfigError;
 
@@ -32,8 +33,8 @@ pub enum GcpCredentialsProviderType {
     WorkloadIdentity,
 }
 
-impl GcpAuthConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for GcpAuthConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         let set = [
             self.keyfile_path.is_some(),
             self.keyfile.is_some(),
@@ -73,7 +74,7 @@ impl GcpAuthConfig {
         validate_rules(&self.rules, &format!("{path}.rules"), errors);
     }
 
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+    fn warnings(&self, path: &str, out: &mut Vec<String>) {
         if self.rules.is_empty() {
             out.push(format!(
                 "{path}.rules: empty, so a Google token is injected into every request"

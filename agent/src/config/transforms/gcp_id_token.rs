@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, SecretSource, require_str, validate_required_rules};
 use crate::config::ConfigError;
 
@@ -31,8 +32,10 @@ impl GcpIdTokenConfig {
             _ => "Authorization",
         }
     }
+}
 
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for GcpIdTokenConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.keyfile_path.is_some() == self.keyfile.is_some() {
             errors.push(ConfigError::new(
                 path,

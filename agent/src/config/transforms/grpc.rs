@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, require_str, validate_rules};
 use crate::config::ConfigError;
 
@@ -30,8 +31,8 @@ pub struct GrpcTlsConfig {
     pub key: Option<PathBuf>,
 }
 
-impl GrpcConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for GrpcConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         require_str(Some(&self.name), &format!("{path}.name"), errors);
         require_str(Some(&self.target), &format!("{path}.target"), errors);
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -43,7 +44,7 @@ impl GrpcConfig {
         validate_rules(&self.rules, &format!("{path}.rules"), errors);
     }
 
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+    fn warnings(&self, path: &str, out: &mut Vec<String>) {
         if self.rules.is_empty() {
             out.push(format!(
                 "{path}.rules: empty, so every request is sent to {:?}",

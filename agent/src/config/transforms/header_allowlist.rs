@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, validate_header_patterns, validate_rules};
 use crate::config::ConfigError;
 
@@ -13,8 +14,8 @@ pub struct HeaderAllowlistConfig {
     pub rules: Vec<RuleConfig>,
 }
 
-impl HeaderAllowlistConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for HeaderAllowlistConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.headers.is_empty() {
             errors.push(ConfigError::new(
                 format!("{path}.headers"),
@@ -25,7 +26,7 @@ impl HeaderAllowlistConfig {
         validate_rules(&self.rules, &format!("{path}.rules"), errors);
     }
 
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+    fn warnings(&self, path: &str, out: &mut Vec<String>) {
         if self.rules.is_empty() {
             out.push(format!(
                 "{path}.rules: empty, so unlisted headers are stripped from every request"

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, SecretSource, template, validate_required_rules};
 use crate::config::ConfigError;
 
@@ -122,8 +123,10 @@ impl HmacSignConfig {
             }
         }
     }
+}
 
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for HmacSignConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         let msg_path = format!("{path}.signature.message");
         if self.signature.message.is_empty() {
             errors.push(ConfigError::new(&msg_path, "is required"));

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::{RuleConfig, require_str, validate_required_rules};
 use crate::config::{ConfigError, GoDuration};
 
@@ -115,8 +116,8 @@ impl JudgeProviderConfig {
     }
 }
 
-impl JudgeConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for JudgeConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         require_str(Some(&self.name), &format!("{path}.name"), errors);
         require_str(Some(&self.prompt), &format!("{path}.prompt"), errors);
         validate_required_rules(&self.rules, &format!("{path}.rules"), errors);

@@ -26,7 +26,6 @@ use serde::{Deserialize, Deserializer};
 
 use super::{Cidr, ConfigError};
 
-pub use super::mcp::McpConfig;
 pub use allowlist::AllowlistConfig;
 pub use annotate::{AnnotateConfig, AnnotationGroup};
 pub use aws_auth::{AwsAuthConfig, AwsCredentialsProvider, AwsCredentialsProviderType};
@@ -46,121 +45,98 @@ pub use oauth_token::{OauthGrant, OauthTokenConfig, OauthTokenEntry};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretsConfig};
 pub use source::SecretSource;
 
-/// Every transform name iron-proxy registers, in its documentation order.
-pub const TRANSFORM_NAMES: [&str; 12] = [
-    "allowlist",
-    "header_allowlist",
-    "annotate",
-    "secrets",
-    "body_capture",
-    "oauth_token",
-    "gcp_auth",
-    "gcp_id_token",
-    "aws_auth",
-    "hmac_sign",
-    "judge",
-    "grpc",
-];
+/// What every transform kind's config type provides: its semantic checks and its non-fatal
+/// observations. The YAML shape comes from its `Deserialize` impl.
+pub trait KindConfig: Default {
+    /// Semantic checks; `path` is the `config` block's path, e.g. `transforms[2].config`.
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>);
+
+    /// Non-fatal observations (rules that make a transform apply everywhere or nowhere, ...).
+    fn warnings(&self, _path: &str, _out: &mut Vec<String>) {}
+}
+
+/// The registry of transform kinds, config side: one row per kind (YAML name, variant, config
+/// type). Everything that dispatches on the kind ([`TransformSpec`], [`TRANSFORM_NAMES`],
+/// decoding, defaults, validation, warnings) is generated from it. The runtime side is the
+/// table in `transform::registry`.
+macro_rules! transform_kinds {
+    ($($name:literal => $variant:ident($config:ty),)*) => {
+        /// Every transform kind iron-proxy documents, each with its typed config.
+        // Built once per (re)load and never moved in a hot path, so variant size does not matter.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, Clone)]
+        pub enum TransformSpec {
+            $($variant($config),)*
+        }
+
+        const TRANSFORM_COUNT: usize = [$($name),*].len();
+
+        /// Every transform name iron-proxy registers, in its documentation order.
+        pub const TRANSFORM_NAMES: [&str; TRANSFORM_COUNT] = [$($name),*];
+
+        impl TransformSpec {
+            /// The transform name as written in YAML (`name:`).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $name,)*
+                }
+            }
+
+            /// The config a kind gets when its entry has no `config` key.
+            pub fn default_for(kind: &str) -> Option<Self> {
+                match kind {
+                    $($name => Some(Self::$variant(Default::default())),)*
+                    _ => None,
+                }
+            }
+
+            /// Semantic checks; `path` is the `config` block's path, e.g. `transforms[2].config`.
+            pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+                match self {
+                    $(Self::$variant(c) => KindConfig::validate(c, path, errors),)*
+                }
+            }
+
+            /// Non-fatal observations (rules that make a transform apply everywhere or nowhere).
+            pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+                match self {
+                    $(Self::$variant(c) => KindConfig::warnings(c, path, out),)*
+                }
+            }
+
+            /// Decodes the `config` value of `kind`; a null `config:` means the defaults.
+            fn decode<'de, D: Deserializer<'de>>(kind: &str, d: D) -> Result<Self, D::Error> {
+                match kind {
+                    $($name => Ok(Self::$variant(
+                        Option::<$config>::deserialize(d)?.unwrap_or_default(),
+                    )),)*
+                    other => Err(de::Error::custom(unknown_transform_message(other))),
+                }
+            }
+        }
+    };
+}
+
+transform_kinds! {
+    "allowlist" => Allowlist(AllowlistConfig),
+    "header_allowlist" => HeaderAllowlist(HeaderAllowlistConfig),
+    "annotate" => Annotate(AnnotateConfig),
+    "secrets" => Secrets(SecretsConfig),
+    "body_capture" => BodyCapture(BodyCaptureConfig),
+    "oauth_token" => OauthToken(OauthTokenConfig),
+    "gcp_auth" => GcpAuth(GcpAuthConfig),
+    "gcp_id_token" => GcpIdToken(GcpIdTokenConfig),
+    "aws_auth" => AwsAuth(AwsAuthConfig),
+    "hmac_sign" => HmacSign(HmacSignConfig),
+    "judge" => Judge(JudgeConfig),
+    "grpc" => Grpc(GrpcConfig),
+}
 
 /// One `{name, config}` element, with `config` decoded strictly for its kind.
 #[derive(Debug, Clone)]
 pub struct TransformEntry {
     pub name: String,
     pub spec: TransformSpec,
-}
-
-/// Every transform kind iron-proxy documents, each with its typed config.
-// Built once per (re)load and never moved in a hot path, so variant size does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum TransformSpec {
-    Allowlist(AllowlistConfig),
-    HeaderAllowlist(HeaderAllowlistConfig),
-    Annotate(AnnotateConfig),
-    Secrets(SecretsConfig),
-    BodyCapture(BodyCaptureConfig),
-    OauthToken(OauthTokenConfig),
-    GcpAuth(GcpAuthConfig),
-    GcpIdToken(GcpIdTokenConfig),
-    AwsAuth(AwsAuthConfig),
-    HmacSign(HmacSignConfig),
-    Judge(JudgeConfig),
-    Grpc(GrpcConfig),
-}
-
-impl TransformSpec {
-    /// The transform name as written in YAML (`name:`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Allowlist(_) => "allowlist",
-            Self::HeaderAllowlist(_) => "header_allowlist",
-            Self::Annotate(_) => "annotate",
-            Self::Secrets(_) => "secrets",
-            Self::BodyCapture(_) => "body_capture",
-            Self::OauthToken(_) => "oauth_token",
-            Self::GcpAuth(_) => "gcp_auth",
-            Self::GcpIdToken(_) => "gcp_id_token",
-            Self::AwsAuth(_) => "aws_auth",
-            Self::HmacSign(_) => "hmac_sign",
-            Self::Judge(_) => "judge",
-            Self::Grpc(_) => "grpc",
-        }
-    }
-
-    /// The config a kind gets when its entry has no `config` key.
-    pub fn default_for(kind: &str) -> Option<Self> {
-        Some(match kind {
-            "allowlist" => Self::Allowlist(Default::default()),
-            "header_allowlist" => Self::HeaderAllowlist(Default::default()),
-            "annotate" => Self::Annotate(Default::default()),
-            "secrets" => Self::Secrets(Default::default()),
-            "body_capture" => Self::BodyCapture(Default::default()),
-            "oauth_token" => Self::OauthToken(Default::default()),
-            "gcp_auth" => Self::GcpAuth(Default::default()),
-            "gcp_id_token" => Self::GcpIdToken(Default::default()),
-            "aws_auth" => Self::AwsAuth(Default::default()),
-            "hmac_sign" => Self::HmacSign(Default::default()),
-            "judge" => Self::Judge(Default::default()),
-            "grpc" => Self::Grpc(Default::default()),
-            _ => return None,
-        })
-    }
-
-    /// Semantic checks; `path` is the `config` block's path, e.g. `transforms[2].config`.
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
-        match self {
-            Self::Allowlist(c) => c.validate(path, errors),
-            Self::HeaderAllowlist(c) => c.validate(path, errors),
-            Self::Annotate(c) => c.validate(path, errors),
-            Self::Secrets(c) => c.validate(path, errors),
-            Self::BodyCapture(c) => c.validate(path, errors),
-            Self::OauthToken(c) => c.validate(path, errors),
-            Self::GcpAuth(c) => c.validate(path, errors),
-            Self::GcpIdToken(c) => c.validate(path, errors),
-            Self::AwsAuth(c) => c.validate(path, errors),
-            Self::HmacSign(c) => c.validate(path, errors),
-            Self::Judge(c) => c.validate(path, errors),
-            Self::Grpc(c) => c.validate(path, errors),
-        }
-    }
-
-    /// Non-fatal observations (rules that make a transform apply everywhere or nowhere, ...).
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
-        match self {
-            Self::Allowlist(c) => c.warnings(path, out),
-            Self::HeaderAllowlist(c) => c.warnings(path, out),
-            Self::Secrets(c) => c.warnings(path, out),
-            Self::BodyCapture(c) => c.warnings(path, out),
-            Self::OauthToken(c) => c.warnings(path, out),
-            Self::GcpAuth(c) => c.warnings(path, out),
-            Self::Grpc(c) => c.warnings(path, out),
-            Self::Annotate(_)
-            | Self::GcpIdToken(_)
-            | Self::AwsAuth(_)
-            | Self::HmacSign(_)
-            | Self::Judge(_) => {}
-        }
-    }
 }
 
 impl TransformEntry {
@@ -191,26 +167,7 @@ impl<'de> DeserializeSeed<'de> for KindSeed {
     type Value = TransformSpec;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<TransformSpec, D::Error> {
-        fn opt<'de, T: Deserialize<'de> + Default, D: Deserializer<'de>>(
-            d: D,
-        ) -> Result<T, D::Error> {
-            Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-        }
-        Ok(match self.0 {
-            "allowlist" => TransformSpec::Allowlist(opt(d)?),
-            "header_allowlist" => TransformSpec::HeaderAllowlist(opt(d)?),
-            "annotate" => TransformSpec::Annotate(opt(d)?),
-            "secrets" => TransformSpec::Secrets(opt(d)?),
-            "body_capture" => TransformSpec::BodyCapture(opt(d)?),
-            "oauth_token" => TransformSpec::OauthToken(opt(d)?),
-            "gcp_auth" => TransformSpec::GcpAuth(opt(d)?),
-            "gcp_id_token" => TransformSpec::GcpIdToken(opt(d)?),
-            "aws_auth" => TransformSpec::AwsAuth(opt(d)?),
-            "hmac_sign" => TransformSpec::HmacSign(opt(d)?),
-            "judge" => TransformSpec::Judge(opt(d)?),
-            "grpc" => TransformSpec::Grpc(opt(d)?),
-            other => return Err(de::Error::custom(unknown_transform_message(other))),
-        })
+        TransformSpec::decode(self.0, d)
     }
 }
 

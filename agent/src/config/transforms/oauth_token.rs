@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::source::validate_required;
 use super::{RuleConfig, SecretSource, validate_required_rules};
 use crate::config::ConfigError;
@@ -196,8 +197,8 @@ impl OauthTokenEntry {
     }
 }
 
-impl OauthTokenConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+impl KindConfig for OauthTokenConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         if self.tokens.is_empty() {
             errors.push(ConfigError::new(
                 format!("{path}.tokens"),
@@ -209,7 +210,7 @@ impl OauthTokenConfig {
         }
     }
 
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+    fn warnings(&self, path: &str, out: &mut Vec<String>) {
         for (i, t) in self.tokens.iter().enumerate() {
             if let Some(grant) = t.grant {
                 for f in t.unused_fields(grant) {

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::KindConfig;
 use super::source::validate_required;
 use super::{RuleConfig, SecretSource, template, validate_header_patterns, validate_rules};
 use crate::config::ConfigError;
@@ -111,33 +112,7 @@ impl SecretEntry {
             _ => {}
         }
         if let Some(inj) = &self.inject {
-            let p = format!("{path}.inject");
-            match (&inj.header, &inj.query_param) {
-                (None, None) => errors.push(ConfigError::new(
-                    &p,
-                    "must specify either header or query_param",
-                )),
-                (Some(_), Some(_)) => errors.push(ConfigError::new(
-                    &p,
-                    "cannot specify both header and query_param",
-                )),
-                (Some(h), None) if h.trim().is_empty() => {
-                    errors.push(ConfigError::new(format!("{p}.header"), "must not be empty"))
-                }
-                (None, Some(q)) if q.trim().is_empty() => errors.push(ConfigError::new(
-                    format!("{p}.query_param"),
-                    "must not be empty",
-                )),
-                _ => {}
-            }
-            if let Some(f) = &inj.formatter
-                && let Err(e) = template::check(f, &["Value"])
-            {
-                errors.push(ConfigError::new(
-                    format!("{p}.formatter"),
-                    format!("parsing formatter template: {e}"),
-                ));
-            }
+            validate_inject(inj, &format!("{path}.inject"), errors);
         }
         if let Some(r) = &self.replace {
             let p = format!("{path}.replace");
@@ -173,14 +148,44 @@ impl SecretEntry {
     }
 }
 
-impl SecretsConfig {
-    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+/// `path` is the `inject` block's path.
+fn validate_inject(inj: &InjectConfig, p: &str, errors: &mut Vec<ConfigError>) {
+    match (&inj.header, &inj.query_param) {
+        (None, None) => errors.push(ConfigError::new(
+            p,
+            "must specify either header or query_param",
+        )),
+        (Some(_), Some(_)) => errors.push(ConfigError::new(
+            p,
+            "cannot specify both header and query_param",
+        )),
+        (Some(h), None) if h.trim().is_empty() => {
+            errors.push(ConfigError::new(format!("{p}.header"), "must not be empty"))
+        }
+        (None, Some(q)) if q.trim().is_empty() => errors.push(ConfigError::new(
+            format!("{p}.query_param"),
+            "must not be empty",
+        )),
+        _ => {}
+    }
+    if let Some(f) = &inj.formatter
+        && let Err(e) = template::check(f, &["Value"])
+    {
+        errors.push(ConfigError::new(
+            format!("{p}.formatter"),
+            format!("parsing formatter template: {e}"),
+        ));
+    }
+}
+
+impl KindConfig for SecretsConfig {
+    fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
         for (i, e) in self.secrets.iter().enumerate() {
             e.validate(&format!("{path}.secrets[{i}]"), errors);
         }
     }
 
-    pub fn warnings(&self, path: &str, out: &mut Vec<String>) {
+    fn warnings(&self, path: &str, out: &mut Vec<String>) {
         if self.secrets.is_empty() {
             out.push(format!(
                 "{path}.secrets: no entries, so this transform does nothing"

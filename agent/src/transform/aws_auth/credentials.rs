@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::transforms::{AwsAuthConfig, AwsCredentialsProvider};
 use crate::secrets::{Secret, SecretError, SecretRegistry};
+use crate::transform::build::TransformBuildError;
 
 /// Refresh chain credentials this long before they expire, so a request never signs with a
 /// credential that lapses in flight.
@@ -27,8 +28,10 @@ pub enum CredentialError {
         field: &'static str,
         source: SecretError,
     },
-    #[error("credentials provider: {0}")]
-    Provider(String),
+    #[error("credentials provider: timed out")]
+    ProviderTimeout,
+    #[error("credentials provider: {}", crate::telemetry::error_chain(.0))]
+    Provider(#[source] aws_credential_types::provider::error::CredentialsError),
 }
 
 pub enum CredentialSource {
@@ -41,13 +44,19 @@ pub enum CredentialSource {
 }
 
 impl CredentialSource {
-    pub fn new(cfg: &AwsAuthConfig, registry: &mut SecretRegistry) -> Result<Self, String> {
+    pub fn new(
+        cfg: &AwsAuthConfig,
+        registry: &mut SecretRegistry,
+    ) -> Result<Self, TransformBuildError> {
         if let Some(p) = &cfg.credentials_provider {
             return Ok(Self::WorkloadIdentity(WorkloadIdentity::new(p)));
         }
-        let mut register = |field: &str, src: Option<&_>| -> Result<Arc<Secret>, String> {
-            let src = src.ok_or_else(|| format!("{field} is required"))?;
-            registry.register(src).map_err(|e| format!("{field}: {e}"))
+        let mut register = |field: &'static str, src: Option<&_>| {
+            // Validation requires both keys with static credentials; this only guards.
+            let src = src.ok_or_else(|| TransformBuildError::invalid(field, "is required"))?;
+            registry
+                .register(src)
+                .map_err(|e| TransformBuildError::new(field, e))
         };
         let access_key_id = register("access_key_id", cfg.access_key_id.as_ref())?;
         let secret_access_key = register("secret_access_key", cfg.secret_access_key.as_ref())?;
@@ -136,8 +145,8 @@ impl WorkloadIdentity {
             .await;
         let fetched = tokio::time::timeout(FETCH_TIMEOUT, chain.provide_credentials())
             .await
-            .map_err(|_| CredentialError::Provider("timed out".into()))?
-            .map_err(|e| CredentialError::Provider(crate::telemetry::error_chain(&e)))?;
+            .map_err(|_| CredentialError::ProviderTimeout)?
+            .map_err(CredentialError::Provider)?;
         *cached = Some(fetched.clone());
         Ok(fetched)
     }

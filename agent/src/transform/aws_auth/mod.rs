@@ -19,7 +19,7 @@ use http::StatusCode;
 
 use crate::config::transforms::AwsAuthConfig;
 use crate::policy::RuleSet;
-use crate::secrets::SecretRegistry;
+use crate::transform::build::{Build, BuildContext, TransformBuildError};
 use crate::transform::json_reject::JsonReject;
 use crate::transform::signed_body::{self, BodyRefusal};
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
@@ -36,8 +36,10 @@ pub struct AwsAuth {
     allow_chunked_body: bool,
 }
 
-impl AwsAuth {
-    pub fn new(cfg: &AwsAuthConfig, registry: &mut SecretRegistry) -> Result<Self, String> {
+impl Build for AwsAuth {
+    type Config = AwsAuthConfig;
+
+    fn build(cfg: &AwsAuthConfig, cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
         let nonempty = |v: &[String]| {
             v.iter()
                 .filter(|s| !s.is_empty())
@@ -48,7 +50,7 @@ impl AwsAuth {
             rules: RuleSet::from_configs(&cfg.rules),
             allowed_regions: nonempty(&cfg.allowed_regions),
             allowed_services: nonempty(&cfg.allowed_services),
-            creds: CredentialSource::new(cfg, registry)?,
+            creds: CredentialSource::new(cfg, cx.secrets)?,
             unsigned_payload: cfg.unsigned_payload,
             allow_chunked_body: cfg.allow_chunked_body,
         })
@@ -167,8 +169,13 @@ mod tests {
             }],
             ..Default::default()
         };
-        let mut registry = SecretRegistry::default();
-        let t = AwsAuth::new(&cfg, &mut registry).unwrap();
+        let mut registry = crate::secrets::SecretRegistry::default();
+        let mint = std::sync::Arc::new(crate::mint::TokenHttp::detached());
+        let mut cx = BuildContext {
+            secrets: &mut registry,
+            mint: &mint,
+        };
+        let t = AwsAuth::build(&cfg, &mut cx).unwrap();
         registry.resolve_all().await;
         t
     }
@@ -191,8 +198,8 @@ mod tests {
     /// Runs the transform; returns the status and `rejected` annotation (None = signed).
     async fn run(t: &AwsAuth, mut req: ProxyRequest, limit: Option<u64>) -> (u16, Option<String>) {
         let mut cx = RequestCx::new(
-            "s3.us-east-1.amazonaws.com".into(),
-            "127.0.0.1:1".parse().unwrap(),
+            crate::identify::HostName::new("s3.us-east-1.amazonaws.com"),
+            crate::identify::ClientAddr("127.0.0.1:1".parse().unwrap()),
             crate::transform::Mode::Mitm,
         );
         cx.request_body_limit = limit;

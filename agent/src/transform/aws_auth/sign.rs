@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningError,
+    SigningSettings, UriPathNormalizationMode, sign,
 };
 use aws_sigv4::sign::v4;
 use http::{HeaderName, HeaderValue};
@@ -44,9 +44,11 @@ pub enum SignError {
     #[error("header {0} is not valid text")]
     HeaderText(String),
     #[error("rewriting the request target: {0}")]
-    Target(String),
+    Target(#[source] http::Error),
     #[error("{0}")]
-    Signer(String),
+    Params(#[source] v4::signing_params::BuildError),
+    #[error("{0}")]
+    Signer(#[source] SigningError),
 }
 
 pub enum Payload<'a> {
@@ -72,44 +74,11 @@ pub fn resign(
             None => path.to_string(),
         };
         let mut parts = req.uri().clone().into_parts();
-        parts.path_and_query = Some(pq.parse().map_err(|e| SignError::Target(format!("{e}")))?);
-        *req.uri_mut() =
-            http::Uri::from_parts(parts).map_err(|e| SignError::Target(e.to_string()))?;
-    }
-
-    // Sign what the upstream will receive: hop-by-hop headers are removed after the pipeline.
-    let mut outgoing = req.headers().clone();
-    crate::proxy::headers::strip_request(&mut outgoing);
-    let host = match outgoing.get(http::header::HOST) {
-        Some(h) => h
-            .to_str()
-            .map_err(|_| SignError::HeaderText("host".into()))?
-            .to_string(),
-        None => req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .ok_or(SignError::NoHost)?,
-    };
-    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(outgoing.len() + 1);
-    for (name, value) in &outgoing {
-        let v = value
-            .to_str()
-            .map_err(|_| SignError::HeaderText(name.to_string()))?;
-        headers.push((name.as_str(), v));
-    }
-    if !outgoing.contains_key(http::header::HOST) {
-        headers.push(("host", &host));
-    }
-    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let url = format!("https://{host}{pq}");
-
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    settings.excluded_headers = Some(UNSIGNED_HEADERS.iter().map(|h| Cow::Borrowed(*h)).collect());
-    if S3_SERVICES.contains(&scope.service.as_str()) {
-        settings.percent_encoding_mode = PercentEncodingMode::Single;
-        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+        parts.path_and_query = Some(
+            pq.parse()
+                .map_err(|e| SignError::Target(http::Error::from(e)))?,
+        );
+        *req.uri_mut() = http::Uri::from_parts(parts).map_err(|e| SignError::Target(e.into()))?;
     }
     let has_token = creds.session_token().is_some();
     let identity = creds.into();
@@ -118,19 +87,20 @@ pub fn resign(
         .region(&scope.region)
         .name(&scope.service)
         .time(now)
-        .settings(settings)
+        .settings(settings(scope))
         .build()
-        .map_err(|e| SignError::Signer(e.to_string()))?
+        .map_err(SignError::Params)?
         .into();
     let body = match payload {
         Payload::Bytes(b) => SignableBody::Bytes(b),
         Payload::Unsigned => SignableBody::UnsignedPayload,
     };
+    let outgoing = Outgoing::of(req)?;
     let method = req.method().as_str().to_string();
-    let signable = SignableRequest::new(&method, url.as_str(), headers.into_iter(), body)
-        .map_err(|e| SignError::Signer(e.to_string()))?;
+    let signable = SignableRequest::new(&method, outgoing.url.as_str(), outgoing.headers(), body)
+        .map_err(SignError::Signer)?;
     let (instructions, _signature) = sign(signable, &params)
-        .map_err(|e| SignError::Signer(e.to_string()))?
+        .map_err(SignError::Signer)?
         .into_parts();
     let (new_headers, _) = instructions.into_parts();
     for h in new_headers {
@@ -150,4 +120,60 @@ pub fn resign(
         injected.push("header:X-Amz-Security-Token");
     }
     Ok(injected)
+}
+
+/// What the upstream will receive, as the signer must see it: hop-by-hop headers are removed
+/// after the pipeline, so they are not signed.
+struct Outgoing {
+    headers: Vec<(String, String)>,
+    url: String,
+}
+
+impl Outgoing {
+    fn of(req: &ProxyRequest) -> Result<Self, SignError> {
+        let mut outgoing = req.headers().clone();
+        crate::message::hop_by_hop::strip_request(&mut outgoing);
+        let host = match outgoing.get(http::header::HOST) {
+            Some(h) => h
+                .to_str()
+                .map_err(|_| SignError::HeaderText("host".into()))?
+                .to_string(),
+            None => req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .ok_or(SignError::NoHost)?,
+        };
+        let mut headers = Vec::with_capacity(outgoing.len() + 1);
+        for (name, value) in &outgoing {
+            let v = value
+                .to_str()
+                .map_err(|_| SignError::HeaderText(name.to_string()))?;
+            headers.push((name.as_str().to_string(), v.to_string()));
+        }
+        if !outgoing.contains_key(http::header::HOST) {
+            headers.push(("host".to_string(), host.clone()));
+        }
+        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        Ok(Self {
+            url: format!("https://{host}{pq}"),
+            headers,
+        })
+    }
+
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+/// SigV4 settings for `scope`'s service.
+fn settings(scope: &Scope) -> SigningSettings {
+    let mut settings = SigningSettings::default();
+    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    settings.excluded_headers = Some(UNSIGNED_HEADERS.iter().map(|h| Cow::Borrowed(*h)).collect());
+    if S3_SERVICES.contains(&scope.service.as_str()) {
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    }
+    settings
 }

@@ -20,10 +20,11 @@ use serde_json::Value;
 use crate::config::transforms::hmac_sign::{
     HmacAlgorithm, HmacSignConfig, KeyEncoding, OutputEncoding, TimestampFormat,
 };
+use crate::message::header_case::ConfiguredCasing;
 use crate::policy::RuleSet;
-use crate::proxy::header_case::ConfiguredCasing;
-use crate::secrets::{Secret, SecretRegistry};
+use crate::secrets::Secret;
 use crate::template::Template;
+use crate::transform::build::{Build, BuildContext, BuildProblem, TransformBuildError};
 use crate::transform::json_reject::JsonReject;
 use crate::transform::signed_body::{self, BodyRefusal};
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
@@ -46,19 +47,6 @@ const MESSAGE_FIELDS: [&str; 8] = [
 /// Fields `headers[].value` may read.
 const HEADER_FIELDS: [&str; 3] = ["Timestamp", "Signature", "Credentials.*"];
 
-#[derive(Debug, thiserror::Error)]
-pub enum HmacSignBuildError {
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> HmacSignBuildError {
-    HmacSignBuildError::Invalid {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
 pub struct HmacSign {
     rules: RuleSet,
     /// Config name → cached source, in name order (deterministic failure reports).
@@ -79,22 +67,22 @@ struct HeaderSpec {
     value: Template,
 }
 
-impl HmacSign {
-    pub fn new(
-        cfg: &HmacSignConfig,
-        registry: &mut SecretRegistry,
-    ) -> Result<Self, HmacSignBuildError> {
+impl Build for HmacSign {
+    type Config = HmacSignConfig;
+
+    fn build(cfg: &HmacSignConfig, cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
         if !cfg.credentials.contains_key(KEY_CREDENTIAL) {
-            return Err(invalid(
+            return Err(TransformBuildError::invalid(
                 "credentials",
                 "must include \"secret\" (the HMAC key)",
             ));
         }
         let mut credentials = Vec::new();
         for (name, src) in &cfg.credentials {
-            let secret = registry
+            let secret = cx
+                .secrets
                 .register(src)
-                .map_err(|e| invalid(format!("credentials.{name}"), e.to_string()))?;
+                .map_err(|e| TransformBuildError::new(format!("credentials.{name}"), e))?;
             credentials.push((name.clone(), secret));
         }
         let known = |n: &str| cfg.credentials.contains_key(n);
@@ -105,14 +93,17 @@ impl HmacSign {
             &known,
         )?;
         if cfg.headers.is_empty() {
-            return Err(invalid("headers", "at least one header is required"));
+            return Err(TransformBuildError::invalid(
+                "headers",
+                "at least one header is required",
+            ));
         }
         let mut headers = Vec::new();
         for (i, h) in cfg.headers.iter().enumerate() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-                invalid(
+                TransformBuildError::new(
                     format!("headers[{i}].name"),
-                    format!("{:?} is not a valid header name", h.name),
+                    BuildProblem::HeaderName(h.name.clone()),
                 )
             })?;
             let value = compile(
@@ -128,7 +119,10 @@ impl HmacSign {
             });
         }
         if cfg.rules.is_empty() {
-            return Err(invalid("rules", "at least one rule is required"));
+            return Err(TransformBuildError::invalid(
+                "rules",
+                "at least one rule is required",
+            ));
         }
         Ok(Self {
             rules: RuleSet::from_configs(&cfg.rules),
@@ -151,19 +145,19 @@ fn compile(
     fields: &[&str],
     field: &str,
     known: &dyn Fn(&str) -> bool,
-) -> Result<Template, HmacSignBuildError> {
+) -> Result<Template, TransformBuildError> {
     if src.is_empty() {
-        return Err(invalid(field, "is required"));
+        return Err(TransformBuildError::invalid(field, "is required"));
     }
     let t = Template::parse(src, fields)
-        .map_err(|e| invalid(field, format!("parsing template: {e}")))?;
+        .map_err(|e| TransformBuildError::new(field, BuildProblem::Template(e)))?;
     for r in t.field_refs() {
         if let Some(name) = r.strip_prefix("Credentials.")
             && !known(name)
         {
-            return Err(invalid(
+            return Err(TransformBuildError::new(
                 field,
-                format!("references .Credentials.{name}, which is not in credentials"),
+                BuildProblem::UnknownCredential(name.to_string()),
             ));
         }
     }
@@ -223,7 +217,7 @@ fn body_reject(cx: &mut RequestCx, refusal: BodyRefusal) -> Result<JsonReject, T
             }
             Err(TransformError::BodyTooLarge { limit })
         }
-        BodyRefusal::ReadFailed(TransformError::Body(e)) => Ok(reject.with("error", e)),
+        BodyRefusal::ReadFailed(TransformError::Body(e)) => Ok(reject.with("error", e.to_string())),
         BodyRefusal::ReadFailed(e) => Err(e),
         other => Ok(reject.with_all(other.lengths())),
     }

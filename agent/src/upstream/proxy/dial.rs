@@ -24,7 +24,8 @@ use tokio_util::task::AbortOnDropHandle;
 use super::UpstreamProxies;
 use super::stream::DialedStream;
 use super::url::{ProxyKind, ProxyUrl};
-use crate::upstream::connect::{ConnectError, Connector};
+use crate::upstream::direct::DirectDialer;
+use crate::upstream::error::{ConnectError, ProxyError, SocksError, TunnelError};
 
 /// TLS handshake with an `https://` proxy.
 const PROXY_TLS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,44 +34,42 @@ const PROXY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A stream to `host:port` through `proxy`.
 pub(in crate::upstream) async fn dial(
-    connector: &Connector,
+    direct: &DirectDialer,
     proxies: &UpstreamProxies,
     proxy: &ProxyUrl,
     host: &str,
     port: u16,
 ) -> Result<DialedStream, ConnectError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        connector.check_deny(SocketAddr::new(ip, port))?;
+        direct.check_deny(SocketAddr::new(ip, port))?;
     }
     tracing::debug!(proxy = %proxy, host, port, "dialling through upstream proxy");
-    let fail = |reason: String| ConnectError::Proxy {
+    let fail = |source: ProxyError| ConnectError::Proxy {
         proxy: proxy.to_string(),
-        reason,
+        source,
     };
     match proxy.kind {
         ProxyKind::Http => {
-            let tcp = dial_proxy(connector, proxy).await?;
+            let tcp = dial_proxy(direct, proxy).await?;
             let tunnel = http_connect(tcp, proxy, host, port).await.map_err(fail)?;
             Ok(DialedStream::Right(TokioIo::new(tunnel)))
         }
         ProxyKind::Https => {
-            let tcp = dial_proxy(connector, proxy).await?;
-            let tls = proxies
-                .tls()
-                .ok_or_else(|| fail("no TLS configuration for an https proxy".into()))?;
-            let name =
-                ServerName::try_from(proxy.host.clone()).map_err(|e| fail(format!("tls: {e}")))?;
+            let tcp = dial_proxy(direct, proxy).await?;
+            let tls = proxies.tls().ok_or_else(|| fail(ProxyError::NoTls))?;
+            let name = ServerName::try_from(proxy.host.clone())
+                .map_err(|e| fail(ProxyError::ServerName(e)))?;
             let stream = tokio::time::timeout(PROXY_TLS_TIMEOUT, tls.connect(name, tcp))
                 .await
-                .map_err(|_| fail("tls handshake timeout".into()))?
-                .map_err(|e| fail(format!("tls handshake: {e}")))?;
+                .map_err(|_| fail(ProxyError::TlsTimeout))?
+                .map_err(|e| fail(ProxyError::TlsHandshake(e)))?;
             let tunnel = http_connect(stream, proxy, host, port)
                 .await
                 .map_err(fail)?;
             Ok(DialedStream::Right(TokioIo::new(tunnel)))
         }
         ProxyKind::Socks5 { remote_dns: true } => {
-            let tcp = dial_proxy(connector, proxy).await?;
+            let tcp = dial_proxy(direct, proxy).await?;
             let target = match host.parse::<IpAddr>() {
                 Ok(ip) => TargetAddr::Ip(SocketAddr::new(ip, port)),
                 Err(_) => TargetAddr::Domain(host.into(), port),
@@ -80,25 +79,28 @@ pub(in crate::upstream) async fn dial(
                 .map(DialedStream::Left)
                 .map_err(fail)
         }
-        ProxyKind::Socks5 { remote_dns: false } => {
-            socks5_resolved(connector, proxy, host, port).await
-        }
+        ProxyKind::Socks5 { remote_dns: false } => socks5_resolved(direct, proxy, host, port).await,
     }
 }
 
 /// TCP to the proxy itself, through the deny list like any direct dial.
-async fn dial_proxy(connector: &Connector, proxy: &ProxyUrl) -> Result<TcpStream, ConnectError> {
-    connector
-        .dial_direct(&proxy.host, proxy.port)
+async fn dial_proxy(direct: &DirectDialer, proxy: &ProxyUrl) -> Result<TcpStream, ConnectError> {
+    direct
+        .dial(&proxy.host, proxy.port)
         .await
         .map_err(|e| ConnectError::Proxy {
             proxy: proxy.to_string(),
-            reason: e.to_string(),
+            source: ProxyError::Dial(Box::new(e)),
         })
 }
 
 /// `CONNECT host:port` with hyper's HTTP/1.1 client; the upgraded connection is the tunnel.
-async fn http_connect<S>(io: S, proxy: &ProxyUrl, host: &str, port: u16) -> Result<Upgraded, String>
+async fn http_connect<S>(
+    io: S,
+    proxy: &ProxyUrl,
+    host: &str,
+    port: u16,
+) -> Result<Upgraded, ProxyError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -110,8 +112,7 @@ where
     let exchange = async {
         let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake::<_, Empty<Bytes>>(TokioIo::new(io))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         // Dropping the handle (timeout, error) closes the proxy connection.
         let _driver = AbortOnDropHandle::new(tokio::spawn(conn.with_upgrades()));
         let mut req = http::Request::builder()
@@ -121,25 +122,25 @@ where
         if let Some(auth) = proxy.basic_auth() {
             req = req.header(http::header::PROXY_AUTHORIZATION, auth);
         }
-        let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let req = req.body(Empty::new())?;
+        let resp = sender.send_request(req).await?;
         if !resp.status().is_success() {
-            return Err(format!("proxy answered {}", resp.status()));
+            return Err(TunnelError::Status(resp.status()));
         }
-        hyper::upgrade::on(resp).await.map_err(|e| e.to_string())
+        Ok::<_, TunnelError>(hyper::upgrade::on(resp).await?)
     };
     tokio::time::timeout(PROXY_HANDSHAKE_TIMEOUT, exchange)
         .await
-        .map_err(|_| "timeout".to_string())
+        .map_err(|_| TunnelError::Timeout)
         .and_then(|r| r)
-        .map_err(|e| format!("CONNECT {authority}: {e}"))
+        .map_err(|source| ProxyError::Connect { authority, source })
 }
 
 async fn socks5(
     tcp: TcpStream,
     proxy: &ProxyUrl,
     target: TargetAddr<'_>,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, ProxyError> {
     let shown = match &target {
         TargetAddr::Ip(a) => a.to_string(),
         TargetAddr::Domain(h, p) => format!("{h}:{p}"),
@@ -158,41 +159,42 @@ async fn socks5(
             None => Socks5Stream::connect_with_socket(tcp, target).await,
         }
     };
+    let socks = |source: SocksError| ProxyError::Socks {
+        target: shown.clone(),
+        source,
+    };
     tokio::time::timeout(PROXY_HANDSHAKE_TIMEOUT, exchange)
         .await
-        .map_err(|_| format!("SOCKS5 connect {shown}: timeout"))?
+        .map_err(|_| socks(SocksError::Timeout))?
         .map(Socks5Stream::into_inner)
-        .map_err(|e| format!("SOCKS5 connect {shown}: {e}"))
+        .map_err(|e| socks(SocksError::Socks(e)))
 }
 
 /// `socks5://`: the agent resolves the name and tries each address the deny list allows.
 async fn socks5_resolved(
-    connector: &Connector,
+    direct: &DirectDialer,
     proxy: &ProxyUrl,
     host: &str,
     port: u16,
 ) -> Result<DialedStream, ConnectError> {
-    let ips = connector.lookup(host).await?;
+    let ips = direct.lookup(host).await?;
     let mut last_err = None;
     for ip in ips {
         let addr = SocketAddr::new(ip, port);
-        if let Err(e) = connector.check_deny(addr) {
+        if let Err(e) = direct.check_deny(addr) {
             last_err = Some(e);
             continue;
         }
-        let tcp = dial_proxy(connector, proxy).await?;
+        let tcp = dial_proxy(direct, proxy).await?;
         match socks5(tcp, proxy, TargetAddr::Ip(addr)).await {
             Ok(s) => return Ok(DialedStream::Left(s)),
-            Err(reason) => {
+            Err(source) => {
                 last_err = Some(ConnectError::Proxy {
                     proxy: proxy.to_string(),
-                    reason,
+                    source,
                 })
             }
         }
     }
-    Err(last_err.unwrap_or_else(|| ConnectError::Resolve {
-        host: host.into(),
-        reason: format!("lookup {host}: no addresses"),
-    }))
+    Err(last_err.unwrap_or_else(|| ConnectError::NoAddresses { host: host.into() }))
 }

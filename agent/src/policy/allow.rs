@@ -1,0 +1,85 @@
+//! One `allowlist` entry compiled: its rules and its warn mode. Shared by the connection-level
+//! [`super::Policy`] and the request-level `allowlist` transform, so both judge alike.
+
+use std::net::IpAddr;
+
+use super::rules::{MatchInput, Rule, RuleSet};
+use crate::config::transforms::AllowlistConfig;
+
+/// The name in traces and `rejected_by`, as in iron-proxy.
+pub const ALLOWLIST: &str = "allowlist";
+
+#[derive(Debug, Clone)]
+pub struct AllowRules {
+    rules: RuleSet,
+    warn: bool,
+}
+
+/// What one allowlist says about a request or connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// A rule matched.
+    Allowed,
+    /// No rule matched, but `warn: true` lets it through (annotated `action: warn`).
+    Warned,
+    Denied,
+}
+
+impl Admission {
+    pub fn admits(self) -> bool {
+        self != Admission::Denied
+    }
+}
+
+impl AllowRules {
+    pub fn new(cfg: &AllowlistConfig) -> Self {
+        let mut rules: Vec<Rule> = cfg.domains.iter().map(|d| Rule::host(d)).collect();
+        rules.extend(cfg.cidrs.iter().map(|c| Rule::cidr(c.0)));
+        rules.extend(cfg.rules.iter().map(Rule::from_config));
+        Self {
+            rules: RuleSet::new(rules),
+            warn: cfg.warn,
+        }
+    }
+
+    /// A request, with its method and path.
+    pub fn judge_request(&self, input: &MatchInput<'_>) -> Admission {
+        self.admission(self.rules.matches(input))
+    }
+
+    /// A connection before any request is visible. With `requests_follow` (a tunnel: each inner
+    /// request is judged again), rules restricted by method or path count by destination only
+    /// (decision 9); without (sni-only), such rules cannot match, as in iron-proxy.
+    pub fn judge_connection(&self, input: &MatchInput<'_>, requests_follow: bool) -> Admission {
+        let matched = if requests_follow {
+            self.rules.matches_dest(input)
+        } else {
+            self.rules.matches(input)
+        };
+        self.admission(matched)
+    }
+
+    /// Could a request to `host` pass (method and path unknown)?
+    pub fn may_admit_host(&self, host: &str) -> bool {
+        let input = MatchInput {
+            host,
+            method: "",
+            path: "",
+            dest_ip: None,
+        };
+        self.warn || self.rules.matches_dest(&input)
+    }
+
+    /// Does a CIDR rule allow destination `ip` explicitly?
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.rules.cidr_contains(ip)
+    }
+
+    fn admission(&self, matched: bool) -> Admission {
+        match (matched, self.warn) {
+            (true, _) => Admission::Allowed,
+            (false, true) => Admission::Warned,
+            (false, false) => Admission::Denied,
+        }
+    }
+}

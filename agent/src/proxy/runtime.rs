@@ -1,0 +1,100 @@
+//! What every connection and request needs, built once at startup by `app`.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::websocket;
+use crate::audit::AuditSink;
+use crate::config::TransformEntry;
+use crate::identify::{ConnIdentifier, PolicyId, UserNames};
+use crate::policy::Policy;
+use crate::resolve::Resolver;
+use crate::tls::LeafCache;
+use crate::transform::{BuildContext, BuildError, Mode, Pipeline, build_pipeline};
+use crate::upstream::{Connector, UpstreamClient};
+
+/// Everything a request needs, built once at startup.
+pub struct Runtime {
+    /// The identity profiles. Read once per request or connection (`load`), so a request
+    /// always sees one consistent set; held in an `ArcSwap` so that a reload can replace it
+    /// atomically (there is no reload path yet).
+    pub profiles: ArcSwap<Profiles>,
+    /// The connection-level identify step (original destination, peer uid, profile).
+    pub identify: ConnIdentifier,
+    /// `user` names for audit records.
+    pub users: Arc<dyn UserNames>,
+    pub resolver: Arc<Resolver>,
+    pub upstream: UpstreamClient,
+    /// Raw dials (sni-only passthrough), with the same deny-CIDR checks as `upstream`.
+    pub connector: Connector,
+    pub audit: Arc<AuditSink>,
+    /// Present in MITM mode.
+    pub leaf_cache: Option<Arc<LeafCache>>,
+    pub mode: Mode,
+    pub request_body_limit: Option<u64>,
+    pub response_body_limit: Option<u64>,
+    /// Open WebSockets (closed and audited at shutdown).
+    pub websockets: websocket::Relays,
+}
+
+/// One identity profile: the top-level `transforms` list, or one `intercept.policies` entry.
+pub struct Profile {
+    /// The audit record's `policy`: `None` for the top-level list, the entry's name (or `""`)
+    /// for an `intercept.policies` entry.
+    pub audit_name: Option<String>,
+    /// The connection-level decision (its `allowlist` entries).
+    pub policy: Policy,
+    /// The request and response transforms.
+    pub pipeline: Pipeline,
+}
+
+impl Profile {
+    /// Builds the policy and the pipeline of one `transforms:` list, registering its secrets.
+    pub fn build(
+        audit_name: Option<String>,
+        entries: &[TransformEntry],
+        cx: &mut BuildContext<'_>,
+    ) -> Result<Self, Vec<BuildError>> {
+        Ok(Self {
+            audit_name,
+            policy: Policy::from_transforms(entries),
+            pipeline: build_pipeline(entries, cx)?,
+        })
+    }
+}
+
+/// The top-level profile plus one per `intercept.policies` entry (policy id = index + 1).
+pub struct Profiles {
+    default: Arc<Profile>,
+    policies: Vec<Arc<Profile>>,
+}
+
+impl Profiles {
+    pub fn new(default: Profile, policies: Vec<Profile>) -> Self {
+        Self {
+            default: Arc::new(default),
+            policies: policies.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    /// The profile for a policy id reported by the kernel (0 or unknown = the top-level one).
+    pub fn get(&self, id: PolicyId) -> &Arc<Profile> {
+        id.index()
+            .and_then(|i| self.policies.get(i))
+            .unwrap_or(&self.default)
+    }
+
+    /// The top-level profile.
+    pub fn default_profile(&self) -> &Arc<Profile> {
+        &self.default
+    }
+
+    /// Whether any profile could allow a request to `host` (DNS in eBPF mode answers only
+    /// names some profile may allow).
+    pub fn may_allow_host(&self, host: &str) -> bool {
+        std::iter::once(&self.default)
+            .chain(&self.policies)
+            .any(|p| p.policy.may_allow_host(host))
+    }
+}

@@ -1,0 +1,28 @@
+//! The end-to-end suite as one test binary (one link instead of one per file): each module is
+//! a former `tests/*.rs` file, so a test is named `module::test`, e.g.
+//! `cargo test -p iron-agent-tests --test it -- proxy::http_allowed_and_denied`.
+
+mod aws_auth;
+mod cli;
+mod dns;
+mod ebpf_e2e;
+mod ebpf_h2ws;
+mod ebpf_protocols;
+mod gcp_auth;
+mod grpc;
+mod hmac_sign;
+mod http2;
+mod install;
+mod oauth;
+mod policy;
+mod postgres;
+mod postgres_ebpf;
+mod proxy;
+mod secret_stores;
+mod secrets;
+mod shaping;
+mod sni_only;
+mod support;
+mod tunnel;
+mod upstream_proxy;
+mod websocket;
