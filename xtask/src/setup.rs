@@ -132,12 +132,6 @@ fn prerequisites() -> Vec<Prereq> {
             install: || apt_install(&["libclang-dev"]),
         },
         Prereq {
-            name: "postgresql (server, psql, pgbench)",
-            why: "the PostgreSQL proxy tests and `bench --postgres` run a throwaway cluster",
-            check: postgres_present,
-            install: install_postgres,
-        },
-        Prereq {
             name: "psycopg",
             why: "a Python PostgreSQL driver logs in through the PostgreSQL proxy in the tests",
             check: || succeeds(Command::new("python3").args(["-c", "import psycopg"])),
@@ -161,22 +155,26 @@ fn prerequisites() -> Vec<Prereq> {
             },
         },
         Prereq {
-            name: "postgresql",
-            why: "iron-control's PostgreSQL tests and bench start throwaway clusters with its initdb/pg_ctl",
+            name: "postgresql (server, psql, pgbench)",
+            why: "iron-control's PostgreSQL tests, the PostgreSQL proxy tests and the benches start throwaway clusters",
             check: postgres_ok,
             install: install_postgres,
         },
     ]
 }
 
-/// Debian's server binaries (initdb, pg_ctl, postgres, createdb, psql) and, as root, the
+/// Debian's server binaries (in /usr/lib/postgresql/<major>/bin) and, as root, the
 /// `postgres` user the tests run clusters as.
 fn postgres_ok() -> bool {
-    let has_initdb = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
-        d.filter_map(Result::ok)
-            .any(|e| e.path().join("bin/initdb").is_file())
+    let has_bins = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
+        d.filter_map(Result::ok).any(|e| {
+            let bin = e.path().join("bin");
+            ["postgres", "initdb", "pg_ctl", "psql", "pgbench"]
+                .iter()
+                .all(|b| bin.join(b).is_file())
+        })
     });
-    has_initdb && (!is_root() || succeeds(Command::new("id").arg("postgres")))
+    has_bins && (!is_root() || succeeds(Command::new("id").arg("postgres")))
 }
 
 /// Installs Debian's `postgresql` without its default cluster: the tests start their own, so
@@ -334,29 +332,6 @@ fn libclang_present() -> bool {
         })
     };
     dirs.iter().map(Path::new).any(in_dir)
-}
-
-/// Debian's server binaries live in /usr/lib/postgresql/<major>/bin.
-fn postgres_present() -> bool {
-    std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|entries| {
-        entries.flatten().any(|e| {
-            let bin = e.path().join("bin");
-            ["postgres", "initdb", "pg_ctl", "psql", "pgbench"]
-                .iter()
-                .all(|b| bin.join(b).is_file())
-        })
-    })
-}
-
-fn install_postgres() -> Result<()> {
-    // The tests start their own clusters; keep the package from creating and starting a
-    // system-wide one on port 5432.
-    let conf = Path::new("/etc/postgresql-common/createcluster.conf");
-    if is_root() && !conf.exists() {
-        std::fs::create_dir_all("/etc/postgresql-common")?;
-        std::fs::write(conf, "create_main_cluster = false\n")?;
-    }
-    apt_install(&["postgresql", "postgresql-contrib"])
 }
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
