@@ -126,7 +126,12 @@ impl Cluster {
             .args(["-w", "-t", "30", "start"]);
         run_ok(start, "pg_ctl start")?;
         let c = Cluster { dir, port };
-        c.sql(&format!("CREATE ROLE bench LOGIN PASSWORD '{UPSTREAM_PASSWORD}'; CREATE DATABASE benchdb OWNER bench;"))?;
+        // One statement per psql call: CREATE DATABASE cannot run inside the transaction a
+        // multi-statement `-c` runs in.
+        c.sql(&format!(
+            "CREATE ROLE bench LOGIN PASSWORD '{UPSTREAM_PASSWORD}'"
+        ))?;
+        c.sql("CREATE DATABASE benchdb OWNER bench")?;
         let mut init = as_owner(&pg_bin("pgbench")?);
         init.args(["-i", "-s", "1", "-q", "-h"]).arg(&c.dir).args([
             "-p",
