@@ -17,6 +17,8 @@ pub enum ListenerKind {
     Http = 0,
     Https = 1,
     Dns = 2,
+    /// A configured PostgreSQL upstream, sent to the proxy listener ([`MAP_DB_REDIRECTS`]).
+    Postgres = 3,
 }
 
 /// Default bpffs directory holding the pinned maps and links.
@@ -42,14 +44,19 @@ pub const MAP_ORIG_BY_TUPLE: &str = "IRON_ORIG_BY_TUPLE";
 /// `PerCpuArray<u64>` indexed by [`Counter`].
 pub const MAP_COUNTERS: &str = "IRON_COUNTERS";
 
+/// `HashMap<DestKey, DbRedirect>`: database destinations (a configured PostgreSQL upstream's
+/// address and port) whose governed TCP connects go to the PostgreSQL proxy listener.
+pub const MAP_DB_REDIRECTS: &str = "IRON_DB_REDIRECTS";
+
 /// All map names, in pin order.
-pub const MAP_NAMES: [&str; 6] = [
+pub const MAP_NAMES: [&str; 7] = [
     MAP_CONFIG,
     MAP_UID_POLICY,
     MAP_GOVERNED_CGROUPS,
     MAP_ORIG_BY_COOKIE,
     MAP_ORIG_BY_TUPLE,
     MAP_COUNTERS,
+    MAP_DB_REDIRECTS,
 ];
 
 /// Capacity of the two original-destination maps. LRU, so entries of connections the agent never
@@ -59,6 +66,8 @@ pub const ORIG_MAP_ENTRIES: u32 = 65536;
 pub const UID_POLICY_ENTRIES: u32 = 65536;
 /// Capacity of the governed-cgroup map.
 pub const GOVERNED_CGROUP_ENTRIES: u32 = 4096;
+/// Capacity of the database-destination map.
+pub const DB_REDIRECT_ENTRIES: u32 = 1024;
 /// How many cgroup ancestor levels the programs inspect when deciding whether a task is inside a
 /// governed subtree. Deeper cgroups are matched on their first `MAX_CGROUP_DEPTH` levels only.
 pub const MAX_CGROUP_DEPTH: u32 = 16;
@@ -210,6 +219,25 @@ pub struct SockKey {
     pub dst_port: u16,
 }
 
+/// Key of [`MAP_DB_REDIRECTS`]: a destination in the canonical address form (see the crate
+/// docs) and its port (host order). 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub addr: [u32; 4],
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Value of [`MAP_DB_REDIRECTS`]: the listener to send the connection to (IPv4 and native
+/// IPv6 forms, as in [`ListenerConfig`]). 28 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DbRedirect {
+    pub ep4: Endpoint4,
+    pub ep6: Endpoint6,
+}
+
 /// Index of each counter in [`MAP_COUNTERS`] (per-CPU `u64`s; userspace sums them).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,10 +270,12 @@ pub enum Counter {
     TupleRecorded = 12,
     /// Connect/sendmsg of a socket type other than TCP/UDP stream/datagram denied.
     DenyOtherType = 13,
+    /// TCP connect to a configured database destination redirected to the PostgreSQL proxy.
+    RedirectPostgres = 14,
 }
 
 /// Number of counters (length of [`MAP_COUNTERS`]).
-pub const COUNTER_COUNT: u32 = 14;
+pub const COUNTER_COUNT: u32 = 15;
 
 /// Every counter, in index order.
 pub const COUNTERS: [Counter; COUNTER_COUNT as usize] = [
@@ -263,6 +293,7 @@ pub const COUNTERS: [Counter; COUNTER_COUNT as usize] = [
     Counter::PeerRestored,
     Counter::TupleRecorded,
     Counter::DenyOtherType,
+    Counter::RedirectPostgres,
 ];
 
 // The layouts are ABI between the two sides; catch accidental changes (and implicit padding) at
@@ -273,6 +304,8 @@ const _: () = assert!(core::mem::size_of::<Endpoint6>() == 20);
 const _: () = assert!(core::mem::size_of::<ListenerConfig>() == 3 * 8 + 3 * 20 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<OrigDst>() == 8 + 16 + 16 + 4 * 2 + 4 * 4 + 16);
 const _: () = assert!(core::mem::size_of::<SockKey>() == 36);
+const _: () = assert!(core::mem::size_of::<DestKey>() == 20);
+const _: () = assert!(core::mem::size_of::<DbRedirect>() == 28);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -281,7 +314,7 @@ mod pod {
     // what aya::Pod requires for copying them to and from kernel maps.
     #[allow(unsafe_code)]
     mod impls {
-        use crate::{ListenerConfig, OrigDst, Policy, SockKey};
+        use crate::{DbRedirect, DestKey, ListenerConfig, OrigDst, Policy, SockKey};
         // SAFETY: see the module comment.
         unsafe impl aya::Pod for Policy {}
         // SAFETY: see the module comment.
@@ -290,5 +323,9 @@ mod pod {
         unsafe impl aya::Pod for OrigDst {}
         // SAFETY: see the module comment.
         unsafe impl aya::Pod for SockKey {}
+        // SAFETY: see the module comment.
+        unsafe impl aya::Pod for DestKey {}
+        // SAFETY: see the module comment.
+        unsafe impl aya::Pod for DbRedirect {}
     }
 }

@@ -31,9 +31,9 @@ use core::{
 };
 
 use agent_common::{
-    AF_INET, AF_INET6, COUNTER_COUNT, Counter, Endpoint4, Endpoint6, GOVERNED_CGROUP_ENTRIES,
-    ListenerConfig, ListenerKind, MAX_CGROUP_DEPTH, ORIG_MAP_ENTRIES, OrigDst, Policy, SockKey,
-    UID_POLICY_ENTRIES, loopback, mode,
+    AF_INET, AF_INET6, COUNTER_COUNT, Counter, DB_REDIRECT_ENTRIES, DbRedirect, DestKey, Endpoint4,
+    Endpoint6, GOVERNED_CGROUP_ENTRIES, ListenerConfig, ListenerKind, MAX_CGROUP_DEPTH,
+    ORIG_MAP_ENTRIES, OrigDst, Policy, SockKey, UID_POLICY_ENTRIES, loopback, mode,
 };
 use aya_ebpf::{
     bindings::{BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, bpf_sock, bpf_sock_addr},
@@ -77,6 +77,9 @@ static IRON_ORIG_BY_TUPLE: LruHashMap<SockKey, OrigDst> =
     LruHashMap::with_max_entries(ORIG_MAP_ENTRIES, 0);
 #[map]
 static IRON_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+#[map]
+static IRON_DB_REDIRECTS: HashMap<DestKey, DbRedirect> =
+    HashMap::with_max_entries(DB_REDIRECT_ENTRIES, 0);
 
 // ---------------------------------------------------------------------------------------------
 // Entry points
@@ -379,6 +382,8 @@ fn ep4(cfg: &ListenerConfig, k: ListenerKind) -> Endpoint4 {
         ListenerKind::Http => cfg.http4,
         ListenerKind::Https => cfg.https4,
         ListenerKind::Dns => cfg.dns4,
+        // Database destinations carry their target in IRON_DB_REDIRECTS.
+        ListenerKind::Postgres => Endpoint4::default(),
     }
 }
 
@@ -388,6 +393,7 @@ fn ep6(cfg: &ListenerConfig, k: ListenerKind) -> Endpoint6 {
         ListenerKind::Http => cfg.http6,
         ListenerKind::Https => cfg.https6,
         ListenerKind::Dns => cfg.dns6,
+        ListenerKind::Postgres => Endpoint6::default(),
     }
 }
 
@@ -397,6 +403,8 @@ fn listener_from(v: u16) -> ListenerKind {
         ListenerKind::Https
     } else if v == ListenerKind::Dns as u16 {
         ListenerKind::Dns
+    } else if v == ListenerKind::Postgres as u16 {
+        ListenerKind::Postgres
     } else {
         ListenerKind::Http
     }
@@ -456,12 +464,19 @@ fn try_connect4(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
     let port = u16::from_be(port_raw as u16);
     let ip = u32::from_be(ip_be);
 
+    // A configured database destination (loopback included) goes to the PostgreSQL proxy.
+    if ty == SOCK_STREAM && pol.mode == mode::REDIRECT {
+        if let Some(r) = db_redirect(mapped4(ip_be), port) {
+            return redirect4(sa, r.ep4, &pol, uid, ip_be, port, ListenerKind::Postgres, false);
+        }
+    }
     if is_loopback4(ip) {
         // DNS to a local resolver still goes to the agent (a local resolver would resolve and
         // forward anything: DNS exfiltration), unless it already is the agent's DNS listener.
         let to_agent_dns = ip_be == cfg.dns4.addr && port == cfg.dns4.port;
         if ty == SOCK_DGRAM && port == PORT_DNS && pol.mode == mode::REDIRECT && !to_agent_dns {
-            return redirect4(sa, cfg, &pol, uid, ip_be, port, ListenerKind::Dns, sendmsg);
+            let ep = ep4(cfg, ListenerKind::Dns);
+            return redirect4(sa, ep, &pol, uid, ip_be, port, ListenerKind::Dns, sendmsg);
         }
         if cfg.loopback == loopback::ALLOW {
             return ALLOW;
@@ -476,7 +491,7 @@ fn try_connect4(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
         });
     }
     match route(ty, port) {
-        Ok((kind, _)) => redirect4(sa, cfg, &pol, uid, ip_be, port, kind, sendmsg),
+        Ok((kind, _)) => redirect4(sa, ep4(cfg, kind), &pol, uid, ip_be, port, kind, sendmsg),
         Err(c) => deny(c),
     }
 }
@@ -485,7 +500,7 @@ fn try_connect4(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
 #[allow(clippy::too_many_arguments)]
 fn redirect4(
     sa: *mut bpf_sock_addr,
-    cfg: &ListenerConfig,
+    ep: Endpoint4,
     pol: &Policy,
     uid: u32,
     ip_be: u32,
@@ -493,7 +508,6 @@ fn redirect4(
     kind: ListenerKind,
     sendmsg: bool,
 ) -> i32 {
-    let ep = ep4(cfg, kind);
     if ep.port == 0 {
         return deny(Counter::DenyNoListener);
     }
@@ -524,6 +538,31 @@ fn counter_for(kind: ListenerKind) -> Counter {
         ListenerKind::Http => Counter::RedirectHttp,
         ListenerKind::Https => Counter::RedirectHttps,
         ListenerKind::Dns => Counter::RedirectDnsConnect,
+        ListenerKind::Postgres => Counter::RedirectPostgres,
+    }
+}
+
+/// The proxy listener for a configured database destination (canonical address, port).
+#[inline(always)]
+fn db_redirect(addr: [u32; 4], port: u16) -> Option<DbRedirect> {
+    let key = DestKey {
+        addr,
+        port,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied out immediately; `DbRedirect` is plain data.
+    unsafe { IRON_DB_REDIRECTS.get(&key) }.copied()
+}
+
+/// The endpoints a redirected socket of kind `lk` was sent to (for restoring its peer).
+#[inline(always)]
+fn endpoints(cfg: &ListenerConfig, lk: ListenerKind, orig: &OrigDst) -> (Endpoint4, Endpoint6) {
+    if matches!(lk, ListenerKind::Postgres) {
+        db_redirect(orig.addr, orig.port).map_or((Endpoint4::default(), Endpoint6::default()), |r| {
+            (r.ep4, r.ep6)
+        })
+    } else {
+        (ep4(cfg, lk), ep6(cfg, lk))
     }
 }
 
@@ -587,6 +626,17 @@ fn try_connect6(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
     let port = u16::from_be(port_raw as u16);
     let kind = v6_kind(w);
 
+    if ty == SOCK_STREAM && pol.mode == mode::REDIRECT {
+        let canon = match kind {
+            V6Kind::Mapped(v4) | V6Kind::Carried(v4) => mapped4(v4.to_be()),
+            V6Kind::Native => w,
+        };
+        if let Some(r) = db_redirect(canon, port) {
+            let (e4, e6) = (r.ep4, r.ep6);
+            return redirect6(sa, (e4, e6), &pol, uid, w, kind, port, ListenerKind::Postgres, false);
+        }
+    }
+
     // Only addresses that really stay on this host count as loopback. A loopback IPv4 carried in
     // NAT64/6to4/compat form would leave the host as IPv6, so it is denied, never allowed.
     let is_zero = w[0] == 0 && w[1] == 0 && w[2] == 0;
@@ -606,7 +656,7 @@ fn try_connect6(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
         if ty == SOCK_DGRAM && port == PORT_DNS && pol.mode == mode::REDIRECT && !to_agent_dns {
             return redirect6(
                 sa,
-                cfg,
+                (ep4(cfg, ListenerKind::Dns), ep6(cfg, ListenerKind::Dns)),
                 &pol,
                 uid,
                 w,
@@ -632,7 +682,10 @@ fn try_connect6(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
         });
     }
     match route(ty, port) {
-        Ok((lk, _)) => redirect6(sa, cfg, &pol, uid, w, kind, port, lk, sendmsg),
+        Ok((lk, _)) => {
+            let eps = (ep4(cfg, lk), ep6(cfg, lk));
+            redirect6(sa, eps, &pol, uid, w, kind, port, lk, sendmsg)
+        }
         Err(c) => deny(c),
     }
 }
@@ -641,7 +694,7 @@ fn try_connect6(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
 #[allow(clippy::too_many_arguments)]
 fn redirect6(
     sa: *mut bpf_sock_addr,
-    cfg: &ListenerConfig,
+    eps: (Endpoint4, Endpoint6),
     pol: &Policy,
     uid: u32,
     w: [u32; 4],
@@ -654,15 +707,15 @@ fn redirect6(
     // form. Everything else stays IPv6 on the wire and goes to the IPv6 listener.
     let (target, tport, canon, family) = match kind {
         V6Kind::Mapped(v4) => {
-            let ep = ep4(cfg, lk);
+            let ep = eps.0;
             (mapped4(ep.addr), ep.port, mapped4(v4.to_be()), AF_INET)
         }
         V6Kind::Carried(v4) => {
-            let ep = ep6(cfg, lk);
+            let ep = eps.1;
             (ep.addr, ep.port, mapped4(v4.to_be()), AF_INET)
         }
         V6Kind::Native => {
-            let ep = ep6(cfg, lk);
+            let ep = eps.1;
             (ep.addr, ep.port, w, AF_INET6)
         }
     };
@@ -708,7 +761,7 @@ fn try_restore4(sa: *mut bpf_sock_addr, dns_only: bool) {
     if dns_only && !matches!(lk, ListenerKind::Dns) {
         return;
     }
-    let ep = ep4(cfg, lk);
+    let ep = endpoints(cfg, lk, &orig).0;
     // SAFETY: ctx field reads at constant offsets.
     let (ip_be, port_raw) = unsafe {
         (
@@ -761,8 +814,7 @@ fn try_restore6(sa: *mut bpf_sock_addr, dns_only: bool) {
         )
     };
     let port = u16::from_be(port_raw as u16);
-    let e4 = ep4(cfg, lk);
-    let e6 = ep6(cfg, lk);
+    let (e4, e6) = endpoints(cfg, lk, &orig);
     let is_listener =
         (w == mapped4(e4.addr) && port == e4.port) || (w == e6.addr && port == e6.port);
     if !is_listener {

@@ -25,6 +25,7 @@ pub mod message;
 pub mod mint;
 pub mod outcome;
 pub mod policy;
+pub mod postgres;
 pub mod proxy;
 pub mod resolve;
 pub mod secrets;

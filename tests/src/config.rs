@@ -29,6 +29,8 @@ pub struct AgentConfig {
     pub intercept: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<Log>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<Postgres>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -104,6 +106,41 @@ pub struct Log {
     pub level: String,
 }
 
+/// The `postgres:` block (the PostgreSQL proxy).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Postgres {
+    pub listen: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
+    pub client: PostgresClient,
+    pub upstreams: Vec<PostgresUpstream>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PostgresClient {
+    pub user: String,
+    pub password_env: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<String>,
+}
+
+/// One `postgres.upstreams` entry; `dsn` is a secret source (`{"type": "env", "var": ...}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PostgresUpstream {
+    pub database: String,
+    pub dsn: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<PostgresSetting>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PostgresSetting {
+    pub name: String,
+    pub value: String,
+}
+
 /// One `transforms:` entry.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Transform {
@@ -136,6 +173,7 @@ impl AgentConfig {
             mcp_gateway: None,
             intercept: None,
             log: None,
+            postgres: None,
         }
     }
 

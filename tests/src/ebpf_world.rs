@@ -163,6 +163,7 @@ impl World {
                 }],
             })),
             log: None,
+            postgres: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod mitm;
 pub mod moto;
 pub mod netns;
 pub mod origin;
+pub mod postgres;
 pub mod proxies;
 pub mod token_server;
 pub mod ws;

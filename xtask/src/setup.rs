@@ -126,6 +126,18 @@ fn prerequisites() -> Vec<Prereq> {
             install: || pip_install("grpcio"),
         },
         Prereq {
+            name: "libclang (libclang-dev)",
+            why: "the pg_query crate (PostgreSQL's SQL parser) generates its bindings with bindgen",
+            check: libclang_present,
+            install: || apt_install(&["libclang-dev"]),
+        },
+        Prereq {
+            name: "psycopg",
+            why: "a Python PostgreSQL driver logs in through the PostgreSQL proxy in the tests",
+            check: || succeeds(Command::new("python3").args(["-c", "import psycopg"])),
+            install: || pip_install("psycopg[binary]"),
+        },
+        Prereq {
             name: "grpcio for /usr/bin/python3",
             why: "the root-only eBPF gRPC test runs the client as a test user with the system python",
             check: || {
@@ -143,22 +155,26 @@ fn prerequisites() -> Vec<Prereq> {
             },
         },
         Prereq {
-            name: "postgresql",
-            why: "iron-control's PostgreSQL tests and bench start throwaway clusters with its initdb/pg_ctl",
+            name: "postgresql (server, psql, pgbench)",
+            why: "iron-control's PostgreSQL tests, the PostgreSQL proxy tests and the benches start throwaway clusters",
             check: postgres_ok,
             install: install_postgres,
         },
     ]
 }
 
-/// Debian's server binaries (initdb, pg_ctl, postgres, createdb, psql) and, as root, the
+/// Debian's server binaries (in /usr/lib/postgresql/<major>/bin) and, as root, the
 /// `postgres` user the tests run clusters as.
 fn postgres_ok() -> bool {
-    let has_initdb = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
-        d.filter_map(Result::ok)
-            .any(|e| e.path().join("bin/initdb").is_file())
+    let has_bins = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|d| {
+        d.filter_map(Result::ok).any(|e| {
+            let bin = e.path().join("bin");
+            ["postgres", "initdb", "pg_ctl", "psql", "pgbench"]
+                .iter()
+                .all(|b| bin.join(b).is_file())
+        })
     });
-    has_initdb && (!is_root() || succeeds(Command::new("id").arg("postgres")))
+    has_bins && (!is_root() || succeeds(Command::new("id").arg("postgres")))
 }
 
 /// Installs Debian's `postgresql` without its default cluster: the tests start their own, so
@@ -299,6 +315,23 @@ fn install_rust_src() -> Result<()> {
             .with_context(|| format!("updating {}", components.display()))?;
     }
     Ok(())
+}
+
+fn libclang_present() -> bool {
+    let dirs = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+        "/usr/lib",
+    ];
+    let in_dir = |d: &Path| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.starts_with("libclang") && n.contains(".so") && !n.starts_with("libclang-cpp")
+            })
+        })
+    };
+    dirs.iter().map(Path::new).any(in_dir)
 }
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);

@@ -1,7 +1,7 @@
 //! Turns the `intercept:` block into attached eBPF programs: redirect targets from the bound
 //! listeners, and a kernel policy entry for every configured identity.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
@@ -143,30 +143,7 @@ fn mode(m: IdentityMode) -> Mode {
     }
 }
 
-/// Redirect targets for a bound listener. An unspecified bind is reached on loopback; IPv6
-/// sockets reach an IPv4 listener through its IPv4-mapped address.
-fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
-    let port = addr.port();
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            let ip = if ip.is_unspecified() {
-                Ipv4Addr::LOCALHOST
-            } else {
-                ip
-            };
-            (
-                Some(SocketAddrV4::new(ip, port)),
-                Some(SocketAddrV6::new(ip.to_ipv6_mapped(), port, 0, 0)),
-            )
-        }
-        IpAddr::V6(ip) => {
-            let ip = if ip.is_unspecified() {
-                Ipv6Addr::LOCALHOST
-            } else {
-                ip
-            };
-            let v4 = ip.to_ipv4_mapped().map(|v4| SocketAddrV4::new(v4, port));
-            (v4, Some(SocketAddrV6::new(ip, port, 0, 0)))
-        }
-    }
+/// Redirect targets for a bound listener (see [`crate::ebpf::listener_targets`]).
+pub fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
+    crate::ebpf::listener_targets(addr)
 }

@@ -50,6 +50,8 @@ pub enum AppError {
     UpstreamResolver(String),
     #[error("{}", join(.0))]
     UpstreamProxy(Vec<ProxyConfigError>),
+    #[error("{0}")]
+    Postgres(#[from] crate::postgres::PgError),
     #[error("fatal error: {component}: {reason}")]
     Fatal {
         component: &'static str,
@@ -108,8 +110,28 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         websockets: Default::default(),
         mcp,
     });
+    let postgres = start_postgres(&cfg, &rt, interceptor.as_ref()).await?;
     listeners.log_startup(&rt);
-    serve::serve(&cfg, rt, listeners, interceptor.is_some(), secrets, signals).await
+    let ebpf = interceptor.is_some();
+    serve::serve(&cfg, rt, listeners, ebpf, secrets, signals, postgres).await
+}
+
+/// The PostgreSQL proxy's listener when `postgres` is configured (binding is fatal at startup,
+/// like every listener); it shares the resolver, audit sink and eBPF lookups of the runtime.
+async fn start_postgres(
+    cfg: &Config,
+    rt: &Arc<Runtime>,
+    interceptor: Option<&Arc<Interceptor>>,
+) -> Result<Option<Arc<crate::postgres::PostgresProxy>>, AppError> {
+    let users = rt.users.clone();
+    let deps = crate::postgres::Deps {
+        resolver: rt.resolver.clone(),
+        audit: rt.audit.clone(),
+        origins: interceptor.map(|i| i.clone() as Arc<dyn OrigDstLookup>),
+        env: Arc::new(|k: &str| std::env::var(k).ok()),
+        user_names: Arc::new(move |uid: u32| users.name_of(Uid(uid))),
+    };
+    Ok(crate::postgres::listener::start(cfg, deps, interceptor.map(|i| &**i)).await?)
 }
 
 /// The top-level profile and one per `intercept.policies` entry: each a policy (its

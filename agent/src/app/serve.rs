@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::{AppError, admin, bound_addr};
 use crate::accept;
 use crate::config::Config;
+use crate::postgres::PostgresProxy;
 use crate::proxy::{Runtime, server};
 use crate::secrets::SecretRegistry;
 use crate::transform::Mode;
@@ -94,11 +95,13 @@ pub(super) async fn serve(
     ebpf: bool,
     secrets: SecretRegistry,
     signals: Signals,
+    postgres: Option<Arc<PostgresProxy>>,
 ) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     secrets.spawn_refreshers(shutdown.clone());
     let conns = TaskTracker::new();
-    let mut servers = spawn_servers(cfg, &rt, listeners, ebpf, &conns, &shutdown);
+    let names = ebpf.then(|| Arc::new(ProfileNames(rt.clone(), postgres.clone())));
+    let mut servers = spawn_servers(cfg, &rt, listeners, names, &conns, &shutdown);
     let result = tokio::select! {
         sig = shutdown_signal(signals) => {
             tracing::info!(signal = sig, "received signal, shutting down");
@@ -113,7 +116,7 @@ pub(super) async fn serve(
             Err(AppError::Fatal { component, reason })
         }
     };
-    drain(&rt, shutdown, conns, servers).await;
+    drain(&rt, shutdown, conns, servers, postgres).await;
     result
 }
 
@@ -121,7 +124,7 @@ fn spawn_servers(
     cfg: &Config,
     rt: &Arc<Runtime>,
     l: Listeners,
-    ebpf: bool,
+    names: Option<Arc<ProfileNames>>,
     conns: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> JoinSet<Ended> {
@@ -154,8 +157,7 @@ fn spawn_servers(
     if let Some((udp, tcp)) = l.dns {
         let (dns_cfg, resolver, token) = (cfg.dns.clone(), rt.resolver.clone(), shutdown.clone());
         // In eBPF mode the DNS server answers real addresses, only for names a profile may allow.
-        let names =
-            ebpf.then(|| Arc::new(ProfileNames(rt.clone())) as Arc<dyn crate::dns::NamePolicy>);
+        let names = names.map(|n| n as Arc<dyn crate::dns::NamePolicy>);
         servers.spawn(async move {
             match crate::dns::serve(dns_cfg, udp, tcp, resolver, names, token).await {
                 Ok(()) => ("dns", None),
@@ -173,6 +175,7 @@ async fn drain(
     shutdown: CancellationToken,
     conns: TaskTracker,
     mut servers: JoinSet<Ended>,
+    postgres: Option<Arc<PostgresProxy>>,
 ) {
     shutdown.cancel();
     conns.close();
@@ -182,18 +185,26 @@ async fn drain(
     {
         tracing::warn!("drain timeout: closing remaining connections");
     }
+    if let Some(pg) = &postgres {
+        pg.stop(Duration::from_secs(2)).await;
+    }
     servers.abort_all();
     rt.websockets.close(Duration::from_secs(2)).await;
     tracing::info!("iron-agent stopped");
     rt.audit.flush(Duration::from_secs(2));
 }
 
-/// DNS answers in eBPF mode follow the live profiles' policies.
-struct ProfileNames(Arc<Runtime>);
+/// DNS answers in eBPF mode follow the live profiles' policies, plus the PostgreSQL upstreams
+/// (their connections are redirected to the proxy).
+struct ProfileNames(Arc<Runtime>, Option<Arc<PostgresProxy>>);
 
 impl crate::dns::NamePolicy for ProfileNames {
     fn may_allow(&self, host: &str) -> bool {
         self.0.profiles.load().may_allow_host(host)
+            || self.1.as_ref().is_some_and(|pg| {
+                let host = crate::policy::normalize_host(host);
+                pg.upstream_hosts().contains(&host)
+            })
     }
 }
 

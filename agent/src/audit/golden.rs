@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::record::{Action, AuditRecord, BodyCapture, Trace, TraceAction, TunnelAudit};
+use super::record::{
+    Action, AuditRecord, BodyCapture, PostgresAudit, Trace, TraceAction, TunnelAudit,
+};
 
 const TIME: &str = "2026-01-02T03:04:05.123456789Z";
 
@@ -127,6 +129,29 @@ fn identity_and_tunnel() -> AuditRecord {
     r
 }
 
+/// A PostgreSQL session record (no HTTP fields of its own).
+fn postgres_session() -> AuditRecord {
+    AuditRecord {
+        client: "127.0.0.1:50000".into(),
+        mode: "postgres",
+        protocol: "postgres",
+        duration_ms: 2.5,
+        uid: Some(1001),
+        postgres: Some(PostgresAudit {
+            event: "session",
+            database: "appdb".into(),
+            user: "app".into(),
+            upstream: "db.internal:5432".into(),
+            role: Some("tenant_role".into()),
+            upstream_tls: Some(true),
+            statements: Some(3),
+            statements_refused: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn response_reject_cancel() -> [AuditRecord; 2] {
     let mut r = base("api.example.com", "GET", "/");
     r.action = Action::Reject;
@@ -153,7 +178,7 @@ fn line(rec: AuditRecord) -> String {
 }
 
 /// The expected lines, in the order of [`records`] (each ends with a newline).
-const EXPECTED: [&str; 8] = [
+const EXPECTED: [&str; 9] = [
     // allow
     r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"GET","path":"/v1/models","action":"allow","status_code":200,"duration_ms":12.345,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.004}],"response_transforms":[],"client":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
 "#,
@@ -182,9 +207,12 @@ const EXPECTED: [&str; 8] = [
     // client_cancel
     r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"GET","path":"/stream","action":"client_cancel","status_code":200,"duration_ms":0.0,"request_transforms":[],"response_transforms":[],"rejected_by":"explicit","client":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
 "#,
+    // postgres_session
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"","method":"","path":"","action":"allow","status_code":0,"duration_ms":2.5,"request_transforms":[],"response_transforms":[],"client":"127.0.0.1:50000","sni":"","mode":"postgres","protocol":"postgres","uid":1001,"postgres":{"event":"session","database":"appdb","user":"app","upstream":"db.internal:5432","role":"tenant_role","upstream_tls":true,"statements":3,"statements_refused":1}}
+"#,
 ];
 
-fn records() -> [AuditRecord; 8] {
+fn records() -> [AuditRecord; 9] {
     let [response_reject, client_cancel] = response_reject_cancel();
     [
         allow(),
@@ -195,7 +223,23 @@ fn records() -> [AuditRecord; 8] {
         identity_and_tunnel(),
         response_reject,
         client_cancel,
+        postgres_session(),
     ]
+}
+
+/// The hand-written line serializer writes every field serde would: a field added to
+/// `AuditRecord` but not to `line.rs` would otherwise vanish from the log silently.
+#[test]
+fn lines_carry_every_serde_field() {
+    for rec in records() {
+        let want = serde_json::to_value(&rec).unwrap();
+        let mut got: Value = serde_json::from_str(&line(rec)).unwrap();
+        let got = got.as_object_mut().unwrap();
+        for head in ["time", "level", "msg"] {
+            got.remove(head);
+        }
+        assert_eq!(Value::Object(got.clone()), want);
+    }
 }
 
 #[test]

@@ -57,6 +57,7 @@ fn write_fields(
     opt(out, "orig_dst", &rec.orig_dst)?;
     opt(out, "policy", &rec.policy)?;
     opt(out, "tunnel", &rec.tunnel)?;
+    opt(out, "postgres", &rec.postgres)?;
     out.extend_from_slice(b"}\n");
     Ok(())
 }

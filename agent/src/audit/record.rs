@@ -67,6 +67,41 @@ pub struct TunnelAudit {
     pub request_transforms: Vec<Trace>,
 }
 
+/// `postgres` group on records of the PostgreSQL proxy: one per session (`event: "session"`)
+/// and one per refused statement (`event: "statement"`). Never the DSN or a password.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PostgresAudit {
+    pub event: &'static str,
+    /// The database the client asked for (the route).
+    pub database: String,
+    /// The user the client logged in as (the proxy credential's user).
+    pub user: String,
+    /// `host:port` of the upstream(s) the route's DSN names.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub upstream: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// SQLSTATE sent to the client, for refusals and failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    /// The refused statement with its literals replaced by `$n`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statement: Option<String>,
+    /// Session totals (session records only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_from_client: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_to_client: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statements: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statements_refused: Option<u64>,
+}
+
 /// One audit line. Field names and presence follow iron-proxy's documented shape; optional
 /// groups are omitted when empty. Never put a credential value in here.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -115,6 +150,8 @@ pub struct AuditRecord {
     pub policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelAudit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresAudit>,
 }
 
 impl AuditRecord {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod intercept;
 pub mod mcp;
 pub mod mcp_gateway;
+pub mod postgres;
 pub mod transforms;
 pub mod types;
 pub mod validate;
@@ -48,6 +49,8 @@ pub struct Config {
     pub log: LogConfig,
     /// iron-agent extension: eBPF interception and per-identity policies.
     pub intercept: intercept::InterceptConfig,
+    /// The PostgreSQL proxy (iron-proxy §21); all-empty = disabled.
+    pub postgres: postgres::PostgresConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -135,6 +135,7 @@ fn unique_judge_names(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
             }
         }
     }
+    cfg.postgres.validate(cfg.tls.mode, errors);
 }
 
 pub(super) fn collect_env(
@@ -160,6 +161,7 @@ pub(super) fn collect_env(
             .map(|p| format!("env var {:?} is empty or not set", p.api_key_env)),
         _ => None,
     };
+    cfg.postgres.validate_env(env, errors);
     for (n, entry) in cfg.transforms.iter().enumerate() {
         if let Some(msg) = judge_key_unset(entry) {
             errors.push(ConfigError::new(

@@ -30,6 +30,7 @@ pub const TOP_LEVEL_KEYS: [&str; 11] = [
     "control_plane",
     "log",
     "intercept",
+    "postgres",
 ];
 
 /// The outcome of decoding a document: whatever decoded, and every error found on the way.
@@ -114,6 +115,7 @@ pub(super) fn parse_document(text: &str) -> Parsed {
     block!("control_plane", control_plane);
     block!("log", log);
     block!("intercept", intercept);
+    block!("postgres", postgres);
     parsed
 }
 

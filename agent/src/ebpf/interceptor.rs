@@ -170,7 +170,9 @@ impl Interceptor {
 
     /// [`Self::adopt`] if an installation is pinned, [`Self::install`] otherwise.
     pub fn install_or_adopt(cfg: &InterceptConfig) -> Result<Self, InterceptError> {
-        if is_installed(&cfg.pin_dir) {
+        // An installation from an older build lacks maps this one uses: replace it.
+        let maps = cfg.pin_dir.join(PIN_MAPS_SUBDIR);
+        if is_installed(&cfg.pin_dir) && MAP_NAMES.iter().all(|m| maps.join(m).exists()) {
             Self::adopt(cfg)
         } else {
             Self::install(cfg)

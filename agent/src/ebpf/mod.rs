@@ -28,6 +28,7 @@
 //! ```
 
 mod config;
+mod db_redirects;
 mod error;
 mod interceptor;
 pub mod log;
@@ -37,6 +38,7 @@ mod sys;
 pub use crate::identify::{ConnOrigin, OrigDstLookup};
 pub use agent_common::{Counter, ListenerConfig, PIN_DIR};
 pub use config::{InterceptConfig, LoopbackPolicy, Mode};
+pub use db_redirects::{DbRedirectTable, dest_key, listener_targets};
 pub use error::InterceptError;
 pub use interceptor::{Counters, Interceptor, is_installed, object_built, pinned_counters};
 pub use lookup::{OrigDstTable, sock_key};

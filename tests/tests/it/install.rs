@@ -530,6 +530,7 @@ fn jail_config(dir: &Path) -> PathBuf {
         log: Some(Log {
             level: "warn".into(),
         }),
+        postgres: None,
     };
     std::fs::write(&cfg, config.to_yaml()).unwrap();
     cfg

@@ -17,6 +17,8 @@ mod judge;
 mod mcp;
 mod oauth;
 mod policy;
+mod postgres;
+mod postgres_ebpf;
 mod proxy;
 mod secret_stores;
 mod secrets;

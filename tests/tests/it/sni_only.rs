@@ -107,6 +107,7 @@ async fn start_with(deny: Option<Vec<String>>) -> Env {
         )],
         intercept: None,
         log: None,
+        postgres: None,
     }
     .tunnel_listener();
     let agent = Agent::with(&config).start();

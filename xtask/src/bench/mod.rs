@@ -11,6 +11,7 @@ mod control;
 mod control_load;
 mod intercept;
 mod oha;
+mod postgres;
 mod procfs;
 mod report;
 mod servers;
@@ -59,6 +60,9 @@ pub struct BenchArgs {
     /// Use the release binaries already in the target directory instead of building them.
     #[arg(long)]
     no_build: bool,
+    /// Only the PostgreSQL proxy bench: pgbench simple-query round trips, proxy vs direct.
+    #[arg(long, conflicts_with = "intercept")]
+    postgres: bool,
 }
 
 /// One measured run, with the CPU the relay or agent spent during it.
@@ -266,6 +270,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     if let Some(agent) = &args.agent_bin {
         bins.agent = agent.clone();
+    }
+    if args.postgres {
+        let work = WorkDir::new()?;
+        return postgres::run(&root, &bins.agent, &work.0, secs);
     }
     let oha = oha::ensure_installed()?;
     let work = WorkDir::new()?;
