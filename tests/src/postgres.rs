@@ -408,5 +408,7 @@ pub fn agent_config(block: Postgres) -> AgentConfig {
         intercept: None,
         log: None,
         postgres: Some(block),
+        mcp: None,
+        mcp_gateway: None,
     }
 }

@@ -18,7 +18,7 @@ use super::transforms::{
 use super::{Config, ConfigError};
 
 /// Names accepted at the top level, in documentation order.
-pub const TOP_LEVEL_KEYS: [&str; 11] = [
+pub const TOP_LEVEL_KEYS: [&str; 12] = [
     "dns",
     "proxy",
     "tls",
