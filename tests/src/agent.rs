@@ -161,6 +161,18 @@ impl Agent {
         self.lines.lock().expect("lines").join("\n")
     }
 
+    /// Waits (bounded) until the agent's output contains `needle`: log lines may be written
+    /// just after the client saw the outcome they describe.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Fails the test if `secret` appears anywhere in the agent's output.
     pub fn assert_not_logged(&self, secret: &str) {
         assert!(

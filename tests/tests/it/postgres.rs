@@ -403,7 +403,7 @@ async fn upstream_tls_verify_full_against_ssl_cert_file() {
         .unwrap();
     assert_eq!(err.code().map(|c| c.code()), Some("08006"), "{err}");
     assert!(
-        untrusted.logs().contains("certificate"),
+        untrusted.wait_for_log("certificate"),
         "{}",
         untrusted.logs()
     );
