@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-
 #[derive(Debug, Parser)]
 #[command(
     name = "iron-agent",
@@ -375,15 +374,24 @@ mod tests {
                 if a.is_hide_set() || id == "help" || id == "version" {
                     continue;
                 }
-                assert!(a.get_help().is_some(), "{} --{id} has no description", c.get_name());
+                assert!(
+                    a.get_help().is_some(),
+                    "{} --{id} has no description",
+                    c.get_name()
+                );
             }
             for s in c.get_subcommands() {
                 if s.is_hide_set() || s.get_name() == "help" {
                     continue;
                 }
-                assert!(s.get_about().is_some(), "{} has no description", s.get_name());
                 assert!(
-                    s.get_after_help().is_some_and(|h| h.to_string().contains("iron-agent")),
+                    s.get_about().is_some(),
+                    "{} has no description",
+                    s.get_name()
+                );
+                assert!(
+                    s.get_after_help()
+                        .is_some_and(|h| h.to_string().contains("iron-agent")),
                     "{} has no example",
                     s.get_name()
                 );

@@ -77,6 +77,7 @@ fn check_config(path: &std::path::Path, no_host_checks: bool) -> ExitCode {
                     eprintln!("warning: {w}");
                 }
                 refused.extend(host.errors);
+                refused.extend(host.secret_files);
             }
             if !refused.is_empty() {
                 for e in refused {
@@ -179,7 +180,7 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
     }
     // Everything the host must provide, before anything is bound or attached.
     let host = app::preflight::check(&cfg, path.as_deref());
-    for w in &host.warnings {
+    for w in host.warnings.iter().chain(&host.secret_files) {
         tracing::warn!("{w}");
     }
     if !host.errors.is_empty() {

@@ -284,7 +284,9 @@ async fn supervise(
         Err(e) => {
             let prog = cmd.first().map(|p| p.to_string_lossy()).unwrap_or_default();
             if e.kind() == std::io::ErrorKind::NotFound {
-                eprintln!("error: command not found: {prog} (not in PATH and not a file; give its full path)");
+                eprintln!(
+                    "error: command not found: {prog} (not in PATH and not a file; give its full path)"
+                );
             } else {
                 eprintln!("error: cannot run {prog}: {e}");
             }

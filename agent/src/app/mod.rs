@@ -144,7 +144,9 @@ impl Drop for FirstStart {
         {
             match crate::install::detach(&dir) {
                 Ok(done) => tracing::info!(pin_dir = %dir.display(), "start failed: {done}"),
-                Err(e) => tracing::error!(pin_dir = %dir.display(), error = %e, "start failed and its programs could not be detached; run `iron-agent detach`"),
+                Err(e) => {
+                    tracing::error!(pin_dir = %dir.display(), error = %e, "start failed and its programs could not be detached; run `iron-agent detach`")
+                }
             }
         }
     }

@@ -32,6 +32,10 @@ const BPF_FS_MAGIC: FsType = FsType(0xcafe_4a11);
 pub struct Report {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Unreadable `file` secret sources. `check-config` reports them as errors; `run` only warns,
+    /// because sources are retried in the background (a secret mounted after start is picked
+    /// up) and an entry with `require: true` fails closed meanwhile.
+    pub secret_files: Vec<String>,
 }
 
 /// Runs every check. `config_file` is the YAML the config came from, scanned for `file`
@@ -42,7 +46,7 @@ pub fn check(cfg: &Config, config_file: Option<&Path>) -> Report {
     identities(cfg, &Table::read(), &mut r.errors);
     ca_files(cfg, &mut r.errors);
     if let Some(text) = config_file.and_then(|p| std::fs::read_to_string(p).ok()) {
-        file_sources(&text, &mut r.errors);
+        file_sources(&text, &mut r.secret_files);
     }
     if cfg.intercept.enabled() {
         ebpf_prerequisites(cfg, &mut r.errors);
@@ -232,7 +236,10 @@ fn walk(v: &serde_json::Value, at: String, out: &mut Vec<(String, String)>) {
 fn ebpf_prerequisites(cfg: &Config, errors: &mut Vec<String>) {
     let field = "intercept.mode: ebpf";
     if !crate::ebpf::object_built() {
-        errors.push(format!("{field}: {}", crate::ebpf::InterceptError::ObjectNotBuilt));
+        errors.push(format!(
+            "{field}: {}",
+            crate::ebpf::InterceptError::ObjectNotBuilt
+        ));
     }
     if let Some((major, minor)) = kernel_version()
         && (major, minor) < MIN_KERNEL
@@ -328,16 +335,24 @@ mod tests {
             "{SNI}intercept:\n  mode: ebpf\n  governed:\n    users: [root, no-such-user-xyz]\n    cgroups: [/tmp]\n  policies:\n    - users: [also-missing]\n"
         ));
         let mut errors = Vec::new();
-        identities(&c, &Table::parse("root:x:0:0::/root:/bin/sh\n"), &mut errors);
+        identities(
+            &c,
+            &Table::parse("root:x:0:0::/root:/bin/sh\n"),
+            &mut errors,
+        );
         assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors[0].starts_with("intercept.governed.users[1]: unknown user \"no-such-user-xyz\""));
+        assert!(
+            errors[0].starts_with("intercept.governed.users[1]: unknown user \"no-such-user-xyz\"")
+        );
         assert!(errors[1].starts_with("intercept.governed.cgroups[0]: /tmp is not a cgroup v2"));
         assert!(errors[2].starts_with("intercept.policies[0].users[0]: unknown user"));
     }
 
     #[test]
     fn missing_ca_names_field_and_generate_ca() {
-        let c = cfg("dns:\n  proxy_ip: 127.0.0.1\ntls:\n  ca_cert: /nonexistent/d/ca.crt\n  ca_key: /nonexistent/d/ca.key\n");
+        let c = cfg(
+            "dns:\n  proxy_ip: 127.0.0.1\ntls:\n  ca_cert: /nonexistent/d/ca.crt\n  ca_key: /nonexistent/d/ca.key\n",
+        );
         let mut errors = Vec::new();
         ca_files(&c, &mut errors);
         assert_eq!(errors.len(), 2, "{errors:?}");

@@ -199,7 +199,12 @@ pub fn generated_config(allow: &[String], users: &[String], cgroups: &[PathBuf])
             "  # Only the governed identities go through the agent; every other uid is left alone.\n  \
              default: exempt\n  governed:\n    users: [{}]\n    cgroups: [{}]\n",
             list(users.iter().map(|u| quote(u)).collect()),
-            list(cgroups.iter().map(|c| quote(&c.to_string_lossy())).collect()),
+            list(
+                cgroups
+                    .iter()
+                    .map(|c| quote(&c.to_string_lossy()))
+                    .collect()
+            ),
         )
     };
     let mut domains = String::new();
@@ -538,21 +543,28 @@ pub fn detach(pin_dir: &Path) -> Result<String, InstallError> {
 
 /// `iron-agent detach`: releases the programs pinned for `config` (default: the installed
 /// config), or at `pin_dir`.
-pub fn detach_command(config: Option<PathBuf>, pin_dir: Option<PathBuf>) -> Result<(), InstallError> {
+pub fn detach_command(
+    config: Option<PathBuf>,
+    pin_dir: Option<PathBuf>,
+) -> Result<(), InstallError> {
     if !crate::sys::is_root() {
         return Err(InstallError::NotRoot("detach"));
     }
     let dir = match (pin_dir, config) {
         (Some(d), _) => d,
-        (None, Some(c)) => config::load(&c)
-            .map(|c| c.intercept.pin_dir)
-            .map_err(|e| InstallError::Config {
-                path: c.clone(),
-                reason: e.to_string(),
-            })?,
+        (None, Some(c)) => {
+            config::load(&c)
+                .map(|c| c.intercept.pin_dir)
+                .map_err(|e| InstallError::Config {
+                    path: c.clone(),
+                    reason: e.to_string(),
+                })?
+        }
         (None, None) => pin_dir_of(Path::new(CONFIG)),
     };
     say(detach(&dir)?);
-    say("governed users now have their network back, unpoliced; `iron-agent run` (or systemctl start iron-agent) attaches the programs again");
+    say(
+        "governed users now have their network back, unpoliced; `iron-agent run` (or systemctl start iron-agent) attaches the programs again",
+    );
     Ok(())
 }

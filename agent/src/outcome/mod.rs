@@ -245,10 +245,7 @@ fn refused(r: Refusal) -> Answer {
     let (response, reason) = match r {
         Refusal::Identify(i) => (respond::text(StatusCode::BAD_REQUEST, i.body()), i.reason()),
         Refusal::ConnectNotSupportedHere => (
-            respond::text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                CONNECT_HERE_BODY,
-            ),
+            respond::text(StatusCode::METHOD_NOT_ALLOWED, CONNECT_HERE_BODY),
             "connect_not_supported_here",
         ),
         Refusal::DestinationMismatch => (respond::forbidden(), "destination_mismatch"),

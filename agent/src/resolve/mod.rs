@@ -205,9 +205,10 @@ impl Resolver {
             }
             *last = Some(std::time::Instant::now());
         }
-        let resolver = self
-            .upstream
-            .map_or_else(|| "system resolver (/etc/resolv.conf)".to_string(), |a| a.to_string());
+        let resolver = self.upstream.map_or_else(
+            || "system resolver (/etc/resolv.conf)".to_string(),
+            |a| a.to_string(),
+        );
         match failed {
             Some(e) => tracing::warn!(
                 host,

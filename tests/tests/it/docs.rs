@@ -100,7 +100,11 @@ fn check(s: &Snippet) -> Result<(), String> {
 #[test]
 fn every_yaml_snippet_in_docs_is_valid() {
     let snippets = all_snippets();
-    assert!(snippets.len() > 20, "found only {} snippets", snippets.len());
+    assert!(
+        snippets.len() > 20,
+        "found only {} snippets",
+        snippets.len()
+    );
     let failures: Vec<String> = snippets
         .iter()
         .filter_map(|s| {

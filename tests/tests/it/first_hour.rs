@@ -47,7 +47,10 @@ fn check_config_rejects_what_run_would_with_field_paths() {
     assert!(err.contains("error: tls.ca_cert: cannot read"), "{err}");
     assert!(err.contains("error: tls.ca_key: cannot read"), "{err}");
     assert!(
-        err.contains(&format!("iron-agent generate-ca --outdir {}", missing.display())),
+        err.contains(&format!(
+            "iron-agent generate-ca --outdir {}",
+            missing.display()
+        )),
         "{err}"
     );
     // ... which `--no-host-checks` does not look at.
@@ -135,19 +138,32 @@ fn version_and_dash_dash_version_agree() {
     let (code, b, _) = iron(&["--version"]);
     assert_eq!(code, 0);
     assert_eq!(a, b);
-    assert_eq!(a.trim(), format!("iron-agent {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        a.trim(),
+        format!("iron-agent {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn help_has_examples_and_docs_pointer() {
-    for cmd in ["run", "check-config", "install", "detach", "generate-ca", "status"] {
+    for cmd in [
+        "run",
+        "check-config",
+        "install",
+        "detach",
+        "generate-ca",
+        "status",
+    ] {
         let (code, out, err) = iron(&[cmd, "--help"]);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("Example"), "{cmd}: {out}");
         assert!(out.contains("docs/"), "{cmd}: {out}");
     }
     let (_, out, _) = iron(&["install", "--help"]);
-    assert!(out.contains("default: redirect") && out.contains("--govern-user"), "{out}");
+    assert!(
+        out.contains("default: redirect") && out.contains("--govern-user"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -165,7 +181,10 @@ fn fatal_errors_are_printed_once() {
     let needle = format!("127.0.0.1:{port}");
     let mentions = logs.lines().filter(|l| l.contains(&needle)).count();
     assert_eq!(mentions, 1, "{logs}");
-    assert!(logs.contains(&format!("error: https listen {needle}")), "{logs}");
+    assert!(
+        logs.contains(&format!("error: https listen {needle}")),
+        "{logs}"
+    );
 }
 
 #[test]
@@ -296,7 +315,11 @@ impl Drop for Unpin {
     }
 }
 
-fn ebpf_config(c: &std::path::Path, k: &std::path::Path, governed: serde_json::Value) -> AgentConfig {
+fn ebpf_config(
+    c: &std::path::Path,
+    k: &std::path::Path,
+    governed: serde_json::Value,
+) -> AgentConfig {
     AgentConfig {
         intercept: Some(json!({
             "mode": "ebpf",
