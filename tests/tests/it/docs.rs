@@ -138,3 +138,161 @@ fn snippet_checker_catches_bad_blocks() {
     assert!(check(&blocks[1]).unwrap_err().contains("not valid YAML"));
     assert!(check(&blocks[2]).is_ok());
 }
+
+/// The line of `page` that starts with `prefix` (after indentation), so a renamed command in the
+/// docs fails here instead of silently testing something else.
+fn doc_line(page: &str, prefix: &str) -> String {
+    page.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}"))
+        .to_string()
+}
+
+/// getting-started.md's commands that need no outside network, as written there: make the CA,
+/// save the first config, check it, run it, and have the denied request refused and audited.
+#[test]
+fn getting_started_commands_work_as_written() {
+    let page = std::fs::read_to_string(docs_dir().join("getting-started.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sh = |line: &str| {
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = sh(&doc_line(&page, "iron-agent generate-ca --outdir ./ca"));
+    assert!(out.contains("wrote ./ca/ca.crt"), "{out}");
+
+    // "Save as `agent.yaml`": the block after the "A first config" heading.
+    let first = page
+        .find("## A first config")
+        .expect("first config section");
+    let config = yaml_blocks(Path::new("getting-started.md"), &page[first..])
+        .into_iter()
+        .next()
+        .expect("a yaml block")
+        .text;
+    std::fs::write(dir.path().join("agent.yaml"), &config).unwrap();
+    let check = doc_line(&page, "iron-agent check-config --config agent.yaml");
+    assert_eq!(sh(&check).trim(), "agent.yaml: ok");
+
+    // `iron-agent run --config agent.yaml`, on free ports (the page's fixed ones may be taken on
+    // a shared machine) and with the CA at the path the config names, relative to `dir`.
+    let text = config
+        .replace(
+            "\"ca/ca.crt\"",
+            &format!("{:?}", dir.path().join("ca/ca.crt")),
+        )
+        .replace(
+            "\"ca/ca.key\"",
+            &format!("{:?}", dir.path().join("ca/ca.key")),
+        );
+    let agent = iron_agent_tests::Agent::with_config(&text)
+        .env("IRON_DNS_LISTEN", "127.0.0.1:0")
+        .env("IRON_PROXY_HTTP_LISTEN", "127.0.0.1:0")
+        .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:0")
+        .env("IRON_METRICS_LISTEN", "127.0.0.1:0")
+        .start();
+    let denied = doc_line(
+        &page,
+        "curl -i -H 'Host: example.org' http://127.0.0.1:8080/",
+    );
+    let http = agent.addr("http").to_string();
+    let url = denied
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .replace("127.0.0.1:8080", &http);
+    let rt = iron_agent_tests::runtime();
+    let out = rt.block_on(iron_agent_tests::curl::curl(
+        &["-i", "-H", "Host: example.org", &url],
+        &[],
+    ));
+    assert!(out.stdout.starts_with("HTTP/1.1 403"), "{out:?}");
+    let a = agent.audit_where(|a| a["host"] == "example.org");
+    assert_eq!(a["action"], "reject");
+    assert_eq!(a["rejected_by"], "allowlist");
+}
+
+/// installation.md's `install --root` dry run, as written there (in a temporary directory).
+#[test]
+fn installation_dry_run_commands_work_as_written() {
+    let page = std::fs::read_to_string(docs_dir().join("installation.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("iron-dry-run");
+    let run = |line: &str| {
+        let line = line.replace("/tmp/iron-dry-run", &root.to_string_lossy());
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(&doc_line(
+        &page,
+        "iron-agent install --root /tmp/iron-dry-run",
+    ));
+    assert!(out.contains("governs only users [nobody]"), "{out}");
+    let cfg = std::fs::read_to_string(root.join("etc/iron-agent/config.yaml")).unwrap();
+    assert!(
+        cfg.contains("default: exempt") && cfg.contains("example.com"),
+        "{cfg}"
+    );
+    run(&doc_line(
+        &page,
+        "iron-agent uninstall --root /tmp/iron-dry-run --purge",
+    ));
+    assert!(!root.join("etc/iron-agent/config.yaml").exists());
+    assert!(!root.join("etc/iron-agent/ca.crt").exists());
+}
+
+/// tunnels.md's example config runs, and its `HTTPS_PROXY` client line reaches the tunnel
+/// listener (to a host the example does not allow, so nothing leaves the machine: 403 on CONNECT).
+#[test]
+fn tunnels_example_runs_and_refuses_unlisted_hosts() {
+    let page = std::fs::read_to_string(docs_dir().join("tunnels.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = iron_agent_tests::TestCa::new("tunnels doc");
+    let (c, k) = ca.write(dir.path());
+    let config = yaml_blocks(Path::new("tunnels.md"), &page)
+        .into_iter()
+        .next()
+        .expect("the example")
+        .text
+        .replace("/etc/iron-agent/ca.crt", &c.to_string_lossy())
+        .replace("/etc/iron-agent/ca.key", &k.to_string_lossy());
+    let agent = iron_agent_tests::Agent::with_config(&config)
+        .env("OPENAI_API_KEY", "sk-doc-test")
+        .env("IRON_DNS_LISTEN", "127.0.0.1:0")
+        .env("IRON_PROXY_HTTP_LISTEN", "127.0.0.1:0")
+        .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:0")
+        .env("IRON_PROXY_TUNNEL_LISTEN", "127.0.0.1:0")
+        .env("IRON_METRICS_LISTEN", "127.0.0.1:0")
+        .start();
+    let line = doc_line(&page, "HTTPS_PROXY=http://127.0.0.1:1080 curl");
+    assert!(line.contains("curl --cacert ca.crt https://"), "{line}");
+    let proxy = format!("http://{}", agent.addr("tunnel"));
+    let rt = iron_agent_tests::runtime();
+    let out = rt.block_on(iron_agent_tests::curl::curl(
+        &["--cacert", &c.to_string_lossy(), "https://example.org/"],
+        &[("HTTPS_PROXY", &proxy)],
+    ));
+    assert!(out.stderr.contains("403"), "{out:?}");
+    let a = agent.audit_where(|a| a["host"] == "example.org:443" || a["host"] == "example.org");
+    assert_eq!(a["action"], "reject");
+}
