@@ -7,7 +7,21 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "iron-agent", version = crate::VERSION, about = "Default-deny egress agent", long_about = None)]
+#[command(
+    name = "iron-agent",
+    version = crate::VERSION,
+    about = "Default-deny egress agent: policy, credentials and audit for every outbound connection",
+    long_about = None,
+    after_help = concat!(
+        "Examples:\n",
+        "  iron-agent generate-ca --outdir ./ca\n",
+        "  iron-agent check-config --config iron.yaml\n",
+        "  iron-agent run --config iron.yaml\n",
+        "  sudo iron-agent run --config iron.yaml --user ci -- curl https://example.com/\n",
+        "\n",
+        "Documentation: docs/README.md in the source tree, or https://github.com/ironsh/iron-agent/tree/main/docs",
+    ),
+)]
 pub struct Cli {
     /// Config file (same as `run --config`); without a subcommand the agent runs.
     #[arg(long, global = false)]
@@ -20,18 +34,78 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent in the foreground.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  iron-agent run --config iron.yaml\n",
+        "  sudo iron-agent run --config iron.yaml --user ci -- curl https://example.com/\n",
+        "  (the command to jail goes after `--`)\n\n",
+        "Documentation: docs/getting-started.md, docs/intercept.md"
+    ))]
     Run(RunArgs),
-    /// Validate a config file: exit 0, or 1 listing every error.
+    /// Validate a config file and this host's readiness for it: exit 0, or 1 listing every error.
+    #[command(after_help = concat!(
+        "Checks everything `run` needs short of binding ports: the config itself, intercept users\n",
+        "and cgroups, CA files, file secret sources, listen addresses and eBPF prerequisites.\n\n",
+        "Examples:\n",
+        "  iron-agent check-config --config iron.yaml\n",
+        "  iron-agent check-config --config iron.yaml --no-host-checks   # config for another host\n\n",
+        "Documentation: docs/configuration.md"
+    ))]
     CheckConfig(CheckConfigArgs),
     /// Generate a MITM CA (ca.crt 0644, ca.key 0600); never overwrites.
+    #[command(after_help = concat!(
+        "Example:\n",
+        "  iron-agent generate-ca --outdir /etc/iron-agent\n\n",
+        "Documentation: docs/tls.md"
+    ))]
     GenerateCa(GenerateCaArgs),
-    /// Print the version.
+    /// Print the version (same as --version).
+    #[command(after_help = "Example:\n  iron-agent version")]
     Version,
     /// Set the agent up as a systemd service (root): CA, config, trust store, unit; start it.
+    #[command(
+        long_about = concat!(
+            "Set the agent up as a systemd service (root): CA, config, trust store, unit; start it.\n\n",
+            "The generated config uses eBPF interception with `default: redirect`: every non-root\n",
+            "user of this host (including system accounts such as _apt or systemd-timesync) has its\n",
+            "web traffic sent through the agent and everything else denied. To start narrow, name\n",
+            "what to govern with --govern-user / --govern-cgroup: the generated config then uses\n",
+            "`default: exempt` and governs only those."
+        ),
+        after_help = concat!(
+            "Examples:\n",
+            "  sudo iron-agent install --allow api.github.com,pypi.org\n",
+            "  sudo iron-agent install --govern-user ci --allow api.github.com\n",
+            "  sudo iron-agent install --config ./iron.yaml --no-start\n\n",
+            "Documentation: docs/installation.md"
+        )
+    )]
     Install(InstallArgs),
     /// Undo `install`: stop the service, detach the programs, remove what install created.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  sudo iron-agent uninstall\n",
+        "  sudo iron-agent uninstall --purge\n\n",
+        "Documentation: docs/installation.md"
+    ))]
     Uninstall(UninstallArgs),
+    /// Remove the pinned eBPF programs so governed users get their network back without the agent.
+    #[command(after_help = concat!(
+        "A stopped agent leaves its programs attached on purpose (governed traffic fails closed).\n",
+        "This releases them; the next `run` attaches them again.\n\n",
+        "Examples:\n",
+        "  sudo iron-agent detach\n",
+        "  sudo iron-agent detach --config /etc/iron-agent/config.yaml\n\n",
+        "Documentation: docs/installation.md"
+    ))]
+    Detach(DetachArgs),
     /// Show whether programs are attached, the governed identities, and the counters.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  iron-agent status\n",
+        "  iron-agent status --json\n\n",
+        "Documentation: docs/installation.md"
+    ))]
     Status(StatusArgs),
     /// Measure leaf-certificate minting (used by `cargo xtask bench`).
     #[command(hide = true)]
@@ -70,11 +144,17 @@ pub struct InstallArgs {
     /// Hosts for the generated allowlist, comma separated (none: deny everything).
     #[arg(long, value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Govern only this user (repeatable); the generated config then exempts everyone else.
+    #[arg(long, value_name = "USER")]
+    pub govern_user: Vec<String>,
+    /// Govern only this cgroup v2 directory (repeatable); everyone else is exempt.
+    #[arg(long, value_name = "PATH")]
+    pub govern_cgroup: Vec<PathBuf>,
     /// Enable the service but do not start it.
     #[arg(long)]
     pub no_start: bool,
-    /// Install below this directory instead of `/` and run no host commands (tests).
-    #[arg(long, hide = true)]
+    /// Install below this directory instead of `/` and run no host commands (a dry run to inspect).
+    #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 }
 
@@ -83,8 +163,19 @@ pub struct UninstallArgs {
     /// Also remove the CA (/etc/iron-agent/ca.crt, ca.key).
     #[arg(long)]
     pub purge: bool,
-    #[arg(long, hide = true)]
+    /// Undo an `install --root DIR` (below DIR, no host commands).
+    #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Config whose `intercept.pin_dir` to release (default: the installed config).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Pin directory to release (overrides --config).
+    #[arg(long, value_name = "DIR")]
+    pub pin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -95,14 +186,19 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, hide = true)]
+    /// Read an `install --root DIR` installation.
+    #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
+    /// YAML config file to check.
     #[arg(long)]
     pub config: PathBuf,
+    /// Check the config only, not this host (users, cgroups, CA and secret files, eBPF).
+    #[arg(long)]
+    pub no_host_checks: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,14 +213,57 @@ pub enum Alg {
 
 #[derive(Debug, Args)]
 pub struct GenerateCaArgs {
+    /// Directory to write ca.crt and ca.key into (created if missing).
     #[arg(long)]
     pub outdir: PathBuf,
+    /// Common name of the CA certificate.
     #[arg(long, default_value = "iron-agent CA")]
     pub name: String,
+    /// Validity of the CA certificate, in hours.
     #[arg(long, default_value_t = 2160)]
     pub expiry_hours: u64,
+    /// Key algorithm.
     #[arg(long, value_enum, default_value = "ecdsa-p256")]
     pub alg: Alg,
+}
+
+/// What `version` and `--version` print.
+pub fn version_line() -> String {
+    format!("iron-agent {}", crate::VERSION)
+}
+
+/// Prints a clap error (help and version are not errors) and, for `run` with stray arguments,
+/// the `--` that was probably missing. Returns the exit status.
+pub fn usage_error(e: clap::Error, args: &[OsString]) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    if !e.use_stderr() {
+        return std::process::ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::UnknownArgument && args.iter().any(|a| a == "run") {
+        eprintln!("{}", run_hint(args));
+    }
+    std::process::ExitCode::from(2)
+}
+
+/// `run --user x true` → suggests `run --user x -- true`.
+fn run_hint(args: &[OsString]) -> String {
+    let mut out = Vec::new();
+    let mut expecting_value = false;
+    let mut inserted = false;
+    for a in args.iter().skip(1) {
+        let s = a.to_string_lossy();
+        if !inserted && !expecting_value && s != "run" && !s.starts_with('-') {
+            out.push("--".to_string());
+            inserted = true;
+        }
+        expecting_value = !inserted && (s == "--config" || s == "--user");
+        out.push(s.into_owned());
+    }
+    format!(
+        "hint: to run a command under the agent, put it after `--`: iron-agent {}",
+        out.join(" ")
+    )
 }
 
 /// Long options that iron-proxy users pass with a single dash (Go's `flag` package).
@@ -212,6 +351,54 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn run_hint_inserts_the_separator() {
+        let args: Vec<OsString> = ["iron-agent", "run", "--user", "x", "true", "-v"]
+            .map(OsString::from)
+            .to_vec();
+        assert!(
+            run_hint(&args).ends_with("iron-agent run --user x -- true -v"),
+            "{}",
+            run_hint(&args)
+        );
+    }
+
+    #[test]
+    fn every_option_is_described() {
+        use clap::CommandFactory;
+        fn walk(c: &clap::Command) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                assert!(
+                    a.get_help().is_some(),
+                    "{} --{id} has no description",
+                    c.get_name()
+                );
+            }
+            for s in c.get_subcommands() {
+                if s.is_hide_set() || s.get_name() == "help" {
+                    continue;
+                }
+                assert!(
+                    s.get_about().is_some(),
+                    "{} has no description",
+                    s.get_name()
+                );
+                assert!(
+                    s.get_after_help()
+                        .is_some_and(|h| h.to_string().contains("iron-agent")),
+                    "{} has no example",
+                    s.get_name()
+                );
+                walk(s);
+            }
+        }
+        walk(&Cli::command());
     }
 
     #[test]

@@ -8,13 +8,18 @@ use iron_agent::config::{self, Config};
 use iron_agent::{app, check, install, telemetry, tls};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    let args = normalize_args(std::env::args_os());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => return iron_agent::cli::usage_error(e, &args),
+    };
     match cli.command {
         Some(Command::Version) => {
-            println!("{}", iron_agent::VERSION);
+            println!("{}", iron_agent::cli::version_line());
             ExitCode::SUCCESS
         }
-        Some(Command::CheckConfig(a)) => check_config(&a.config),
+        Some(Command::CheckConfig(a)) => check_config(&a.config, a.no_host_checks),
+        Some(Command::Detach(a)) => report(install::detach_command(a.config, a.pin_dir)),
         Some(Command::GenerateCa(a)) => generate_ca(a),
         Some(Command::BenchMint { iterations }) => bench_mint(iterations),
         Some(Command::BenchAudit { records }) => bench_audit(records),
@@ -29,6 +34,8 @@ fn main() -> ExitCode {
         Some(Command::Install(a)) => report(install::install(&install::InstallOptions {
             config: a.config,
             allow: a.allow,
+            govern_users: a.govern_user,
+            govern_cgroups: a.govern_cgroup,
             no_start: a.no_start,
             root: a.root,
         })),
@@ -57,13 +64,21 @@ fn report(r: Result<(), install::InstallError>) -> ExitCode {
     }
 }
 
-fn check_config(path: &std::path::Path) -> ExitCode {
+fn check_config(path: &std::path::Path, no_host_checks: bool) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
             for w in config::validate::validate_warnings(&cfg) {
                 eprintln!("warning: {w}");
             }
-            let refused = check::unsupported(&cfg);
+            let mut refused = check::unsupported(&cfg);
+            if !no_host_checks {
+                let host = app::preflight::check(&cfg, Some(path));
+                for w in host.warnings {
+                    eprintln!("warning: {w}");
+                }
+                refused.extend(host.errors);
+                refused.extend(host.secret_files);
+            }
             if !refused.is_empty() {
                 for e in refused {
                     eprintln!("error: {e}");
@@ -143,9 +158,10 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
         return ExitCode::from(1);
     }
     let env = |k: &str| std::env::var(k).ok();
+    let generated_ca = std::cell::Cell::new(false);
     let loaded: Result<Config, String> = match &path {
         Some(p) => config::load(p).map_err(|e| e.to_string()),
-        None => load_default(&env),
+        None => load_default(&env, &generated_ca),
     };
     let cfg = match loaded {
         Ok(c) => c,
@@ -159,10 +175,21 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
     telemetry::init(cfg.log.level);
     if path.is_none() {
         tracing::info!(
-            ca_cert = %cfg.tls.ca_cert.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             "no --config given: using the embedded default config (loopback listeners, deny-all allowlist)"
         );
     }
+    // Everything the host must provide, before anything is bound or attached.
+    let host = app::preflight::check(&cfg, path.as_deref());
+    for w in host.warnings.iter().chain(&host.secret_files) {
+        tracing::warn!("{w}");
+    }
+    if !host.errors.is_empty() {
+        for e in &host.errors {
+            eprintln!("error: {e}");
+        }
+        return ExitCode::from(1);
+    }
+    log_ca(&cfg, generated_ca.get());
     if let Some(jail) = jail {
         return match app::jail::run(cfg, &jail) {
             Ok(code) => ExitCode::from(code),
@@ -185,7 +212,7 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
     match rt.block_on(app::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "exiting");
+            // One plain line per error (not also a JSON log line): this is the last thing said.
             for line in e.to_string().lines() {
                 eprintln!("error: {line}");
             }
@@ -195,10 +222,14 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
 }
 
 /// The embedded default config; generates its CA into the state directory on first use.
-fn load_default(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+fn load_default(
+    env: &dyn Fn(&str) -> Option<String>,
+    generated: &std::cell::Cell<bool>,
+) -> Result<Config, String> {
     let state = app::default::state_dir(env);
     let cert = state.join("ca.crt");
     if !cert.exists() {
+        generated.set(true);
         let opts = tls::GenerateCaOptions {
             outdir: state.clone(),
             name: "iron-agent CA".into(),
@@ -209,4 +240,18 @@ fn load_default(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> 
             .map_err(|e| format!("generating default CA in {}: {e}", state.display()))?;
     }
     app::default::default_config(&state, env).map_err(|e| e.to_string())
+}
+
+/// The startup line about the MITM CA: generated or reused, and that clients must trust it.
+fn log_ca(cfg: &Config, generated: bool) {
+    if cfg.tls.mode != config::TlsMode::Mitm {
+        return;
+    }
+    let Some(cert) = &cfg.tls.ca_cert else { return };
+    let how = if generated { "generated" } else { "reusing" };
+    tracing::info!(
+        ca_cert = %cert.display(),
+        "MITM CA: {how} {}; HTTPS clients must trust this certificate (system trust store, NODE_EXTRA_CA_CERTS, curl --cacert; see docs/getting-started.md)",
+        cert.display()
+    );
 }

@@ -282,7 +282,14 @@ async fn supervise(
             }
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            let prog = cmd.first().map(|p| p.to_string_lossy()).unwrap_or_default();
+            if e.kind() == std::io::ErrorKind::NotFound {
+                eprintln!(
+                    "error: command not found: {prog} (not in PATH and not a file; give its full path)"
+                );
+            } else {
+                eprintln!("error: cannot run {prog}: {e}");
+            }
             // Like a shell: 127 when the command does not exist, 126 when it cannot run.
             Ok(if e.kind() == std::io::ErrorKind::NotFound {
                 127

@@ -7,6 +7,7 @@ pub mod default;
 pub mod identity;
 pub mod intercept;
 pub mod jail;
+pub mod preflight;
 mod serve;
 
 use std::net::SocketAddr;
@@ -90,7 +91,9 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let leaf_cache = leaf_cache(&cfg.tls)?;
     // Bind everything before serving anything: a port conflict is fatal at startup.
     let listeners = Listeners::bind(&cfg).await?;
-    // eBPF interception goes live only once every listener it redirects to is bound.
+    // eBPF interception goes live only once every listener it redirects to is bound. A first
+    // start that fails after this point takes its programs away again.
+    let first_start = FirstStart::arm(&cfg);
     let interceptor = attach_interception(&cfg, &listeners)?;
     let rt = Arc::new(Runtime {
         profiles: ArcSwap::from_pointee(profiles),
@@ -113,7 +116,40 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let postgres = start_postgres(&cfg, &rt, interceptor.as_ref()).await?;
     listeners.log_startup(&rt);
     let ebpf = interceptor.is_some();
+    first_start.disarm();
     serve::serve(&cfg, rt, listeners, ebpf, secrets, signals, postgres).await
+}
+
+/// Pins a first start created: removed (detaching the programs) when the start fails before
+/// serving, so a failed first start leaves every user's network as it found it. Pins from an
+/// earlier good start are not ours to remove: they stay and keep failing closed.
+struct FirstStart(Option<std::path::PathBuf>);
+
+impl FirstStart {
+    fn arm(cfg: &Config) -> Self {
+        let pin_dir = &cfg.intercept.pin_dir;
+        let fresh = cfg.intercept.enabled() && !crate::ebpf::is_installed(pin_dir);
+        Self(fresh.then(|| pin_dir.clone()))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for FirstStart {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take()
+            && dir.exists()
+        {
+            match crate::install::detach(&dir) {
+                Ok(done) => tracing::info!(pin_dir = %dir.display(), "start failed: {done}"),
+                Err(e) => {
+                    tracing::error!(pin_dir = %dir.display(), error = %e, "start failed and its programs could not be detached; run `iron-agent detach`")
+                }
+            }
+        }
+    }
 }
 
 /// The PostgreSQL proxy's listener when `postgres` is configured (binding is fatal at startup,

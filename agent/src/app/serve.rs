@@ -112,11 +112,11 @@ pub(super) async fn serve(
                 Ok((c, r)) => (c, r.unwrap_or_else(|| "stopped unexpectedly".into())),
                 Err(e) => ("server", e.to_string()),
             };
-            tracing::error!(component, error = %reason, "fatal error");
+            // Reported once, by the caller (one line per fatal error).
             Err(AppError::Fatal { component, reason })
         }
     };
-    drain(&rt, shutdown, conns, servers, postgres).await;
+    drain(&rt, shutdown, conns, servers, postgres, ebpf).await;
     result
 }
 
@@ -176,6 +176,7 @@ async fn drain(
     conns: TaskTracker,
     mut servers: JoinSet<Ended>,
     postgres: Option<Arc<PostgresProxy>>,
+    ebpf: bool,
 ) {
     shutdown.cancel();
     conns.close();
@@ -190,7 +191,14 @@ async fn drain(
     }
     servers.abort_all();
     rt.websockets.close(Duration::from_secs(2)).await;
-    tracing::info!("iron-agent stopped");
+    if ebpf {
+        // Fail closed by design; say so, and how to release the governed users.
+        tracing::info!(
+            "iron-agent stopped; its eBPF programs stay attached, so governed traffic stays denied until the agent runs again or `iron-agent detach` removes them"
+        );
+    } else {
+        tracing::info!("iron-agent stopped");
+    }
     rt.audit.flush(Duration::from_secs(2));
 }
 

@@ -42,4 +42,4 @@ pub use db_redirects::{DbRedirectTable, dest_key, listener_targets};
 pub use error::InterceptError;
 pub use interceptor::{Counters, Interceptor, is_installed, object_built, pinned_counters};
 pub use lookup::{OrigDstTable, sock_key};
-pub use sys::{cgroup_id, cgroup2_mount, ensure_bpffs};
+pub use sys::{BPFFS_MOUNT, cgroup_id, cgroup2_mount, ensure_bpffs};

@@ -64,6 +64,10 @@ pub struct InstallOptions {
     pub config: Option<PathBuf>,
     /// Hosts for the generated allowlist (empty: deny everything).
     pub allow: Vec<String>,
+    /// Govern only these users / cgroups (generated config: `default: exempt`); empty: govern
+    /// every non-root uid (`default: redirect`).
+    pub govern_users: Vec<String>,
+    pub govern_cgroups: Vec<PathBuf>,
     /// Enable the unit but do not start it.
     pub no_start: bool,
     /// Install below this directory instead of `/` (tests); skips host commands.
@@ -103,7 +107,7 @@ pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
 
     install_ca(&layout, &mut m)?;
     m.save(&layout)?;
-    install_config(&layout, &mut m, supplied.as_deref(), &opts.allow)?;
+    install_config(&layout, &mut m, supplied.as_deref(), opts)?;
     m.save(&layout)?;
     install_binary(&layout, &mut m)?;
     m.save(&layout)?;
@@ -179,9 +183,30 @@ fn install_ca(layout: &Layout, m: &mut Manifest) -> Result<(), InstallError> {
     Ok(())
 }
 
-/// The config written when none exists: eBPF interception for every non-root user, loopback
-/// listeners on unprivileged ports, the installed CA, and an allowlist of `allow`.
-pub fn generated_config(allow: &[String]) -> String {
+/// The config written when none exists: eBPF interception for every non-root user (or only the
+/// `govern_*` identities), loopback listeners on unprivileged ports, the installed CA, and an
+/// allowlist of `allow`.
+pub fn generated_config(allow: &[String], users: &[String], cgroups: &[PathBuf]) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let intercept = if users.is_empty() && cgroups.is_empty() {
+        "  # Every uid except root and the agent: 80/443/53 go to the agent, the rest is denied.\n  \
+         # To govern only some users or cgroups: `default: exempt` plus a `governed:` block.\n  \
+         default: redirect\n"
+            .to_string()
+    } else {
+        let list = |v: Vec<String>| v.join(", ");
+        format!(
+            "  # Only the governed identities go through the agent; every other uid is left alone.\n  \
+             default: exempt\n  governed:\n    users: [{}]\n    cgroups: [{}]\n",
+            list(users.iter().map(|u| quote(u)).collect()),
+            list(
+                cgroups
+                    .iter()
+                    .map(|c| quote(&c.to_string_lossy()))
+                    .collect()
+            ),
+        )
+    };
     let mut domains = String::new();
     if allow.is_empty() {
         domains.push_str(" []\n");
@@ -202,7 +227,7 @@ pub fn generated_config(allow: &[String]) -> String {
          proxy:\n  http_listen: \"127.0.0.1:15080\"\n  https_listen: \"127.0.0.1:15443\"\n\
          metrics:\n  listen: \"127.0.0.1:15090\"\n\
          tls:\n  ca_cert: \"{CA_CERT}\"\n  ca_key: \"{CA_KEY}\"\n\
-         intercept:\n  mode: ebpf\n  # Every uid except root and the agent: 80/443/53 go to the agent, the rest is denied.\n  default: redirect\n\
+         intercept:\n  mode: ebpf\n{intercept}\
          transforms:\n  - name: allowlist\n    config:\n      domains:{domains}\
          log:\n  level: info\n"
     )
@@ -212,8 +237,10 @@ fn install_config(
     layout: &Layout,
     m: &mut Manifest,
     supplied: Option<&[u8]>,
-    allow: &[String],
+    opts: &InstallOptions,
 ) -> Result<(), InstallError> {
+    let allow = &opts.allow;
+    let narrow = !opts.govern_users.is_empty() || !opts.govern_cgroups.is_empty();
     let real = layout.path(CONFIG);
     match supplied {
         None if real.exists() => {
@@ -221,15 +248,15 @@ fn install_config(
                 "config: kept existing {} (never overwritten)",
                 real.display()
             ));
-            if !allow.is_empty() {
+            if !allow.is_empty() || narrow {
                 say(
-                    "config: --allow ignored because the config already exists; edit its allowlist instead",
+                    "config: --allow/--govern-* ignored because the config already exists; edit it instead",
                 );
             }
             Ok(())
         }
         None => {
-            let text = generated_config(allow);
+            let text = generated_config(allow, &opts.govern_users, &opts.govern_cgroups);
             write_file(&real, text.as_bytes(), 0o600)?;
             m.record(Path::new(CONFIG), Kind::File, false);
             let hosts = if allow.is_empty() {
@@ -241,6 +268,24 @@ fn install_config(
                 "config: wrote {} (eBPF interception, allowed hosts: {hosts})",
                 real.display()
             ));
+            if narrow {
+                say(format!(
+                    "config: governs only users [{}] and cgroups [{}] (`default: exempt`); every other uid keeps its network",
+                    opts.govern_users.join(", "),
+                    opts.govern_cgroups
+                        .iter()
+                        .map(|c| c.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            } else {
+                say(
+                    "config: `default: redirect` governs EVERY non-root uid of this host, system accounts \
+                     (_apt, systemd-timesync, ...) included: their web traffic goes through the agent's \
+                     allowlist and all other egress is denied. To start narrow, reinstall with \
+                     --govern-user USER / --govern-cgroup PATH, or edit intercept: in the config",
+                );
+            }
             Ok(())
         }
         Some(bytes) => install_file(layout, m, Path::new(CONFIG), bytes, 0o600, "config"),
@@ -494,4 +539,32 @@ pub fn detach(pin_dir: &Path) -> Result<String, InstallError> {
         "programs: removed pin directory {}",
         pin_dir.display()
     ))
+}
+
+/// `iron-agent detach`: releases the programs pinned for `config` (default: the installed
+/// config), or at `pin_dir`.
+pub fn detach_command(
+    config: Option<PathBuf>,
+    pin_dir: Option<PathBuf>,
+) -> Result<(), InstallError> {
+    if !crate::sys::is_root() {
+        return Err(InstallError::NotRoot("detach"));
+    }
+    let dir = match (pin_dir, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => {
+            config::load(&c)
+                .map(|c| c.intercept.pin_dir)
+                .map_err(|e| InstallError::Config {
+                    path: c.clone(),
+                    reason: e.to_string(),
+                })?
+        }
+        (None, None) => pin_dir_of(Path::new(CONFIG)),
+    };
+    say(detach(&dir)?);
+    say(
+        "governed users now have their network back, unpoliced; `iron-agent run` (or systemctl start iron-agent) attaches the programs again",
+    );
+    Ok(())
 }

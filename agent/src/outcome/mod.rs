@@ -235,14 +235,17 @@ pub fn finish(mut audit: PendingAudit, outcome: Outcome) {
     audit.finish(a.action, a.status);
 }
 
+/// The 405 body for CONNECT on the HTTP listener: usually `https_proxy` pointed at it.
+pub const CONNECT_HERE_BODY: &str = "This is iron-agent's plain-HTTP listener; it does not tunnel (CONNECT).\n\
+For HTTPS through a proxy, set proxy.tunnel_listen in the config and point https_proxy/HTTPS_PROXY \
+at that address (see docs/tunnels.md); keep http_proxy on this listener. With DNS or eBPF \
+interception no proxy variable is needed.\n";
+
 fn refused(r: Refusal) -> Answer {
     let (response, reason) = match r {
         Refusal::Identify(i) => (respond::text(StatusCode::BAD_REQUEST, i.body()), i.reason()),
         Refusal::ConnectNotSupportedHere => (
-            respond::text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "use proxy.tunnel_listen for CONNECT\n",
-            ),
+            respond::text(StatusCode::METHOD_NOT_ALLOWED, CONNECT_HERE_BODY),
             "connect_not_supported_here",
         ),
         Refusal::DestinationMismatch => (respond::forbidden(), "destination_mismatch"),

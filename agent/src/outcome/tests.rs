@@ -38,7 +38,7 @@ async fn agent_refusals_are_rejects_by_proxy_with_a_reason() {
             Refusal::ConnectNotSupportedHere,
             405,
             "connect_not_supported_here",
-            "use proxy.tunnel_listen for CONNECT\n",
+            crate::outcome::CONNECT_HERE_BODY,
         ),
         (
             Refusal::DestinationMismatch,

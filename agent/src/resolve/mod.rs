@@ -23,6 +23,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 const CACHE_SIZE: u64 = 1024;
 /// Negative answers are cached briefly so that a name created upstream shows up quickly.
 const NEGATIVE_MAX_TTL: Duration = Duration::from_secs(30);
+/// A lookup slower than this is worth a warning: every request behind it stalls as long.
+const SLOW_LOOKUP: Duration = Duration::from_secs(1);
+/// At most one slow/failing warning per this interval (a dead resolver fails every request).
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -47,6 +51,7 @@ impl ResolveError {
 pub struct Resolver {
     upstream: Option<SocketAddr>,
     inner: TokioResolver,
+    last_warning: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -96,7 +101,11 @@ impl Resolver {
                 .unwrap_or_else(|| "system resolver".into()),
             source: e,
         })?;
-        Ok(Self { upstream, inner })
+        Ok(Self {
+            upstream,
+            inner,
+            last_warning: parking_lot::Mutex::new(None),
+        })
     }
 
     pub fn upstream(&self) -> Option<SocketAddr> {
@@ -110,8 +119,7 @@ impl Resolver {
             return Ok(vec![ip]);
         }
         let lookup = self
-            .inner
-            .lookup_ip(host)
+            .watched(host, self.inner.lookup_ip(host))
             .await
             .map_err(|e| map_error(host, e))?;
         let ips: Vec<IpAddr> = lookup.iter().collect();
@@ -162,8 +170,64 @@ impl Resolver {
             .collect())
     }
 
+    /// Runs a lookup, warning once it has taken [`SLOW_LOOKUP`] (even if the caller then gives
+    /// up on it) and when it fails for another reason than "no such name": requests stall or
+    /// fail behind the resolver, and nothing else would say why.
+    async fn watched<T>(
+        &self,
+        host: &str,
+        lookup: impl std::future::Future<Output = Result<T, NetError>>,
+    ) -> Result<T, NetError> {
+        let started = std::time::Instant::now();
+        tokio::pin!(lookup);
+        let result = tokio::select! {
+            r = &mut lookup => r,
+            () = tokio::time::sleep(SLOW_LOOKUP) => {
+                self.warn(host, started.elapsed(), None);
+                lookup.await
+            }
+        };
+        if let Err(e) = &result
+            && !e.is_nx_domain()
+            && !e.is_no_records_found()
+        {
+            self.warn(host, started.elapsed(), Some(e));
+        }
+        result
+    }
+
+    /// One WARN line, at most every [`WARN_EVERY`].
+    fn warn(&self, host: &str, took: Duration, failed: Option<&NetError>) {
+        {
+            let mut last = self.last_warning.lock();
+            if last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let resolver = self.upstream.map_or_else(
+            || "system resolver (/etc/resolv.conf)".to_string(),
+            |a| a.to_string(),
+        );
+        match failed {
+            Some(e) => tracing::warn!(
+                host,
+                resolver = %resolver,
+                took_ms = took.as_millis() as u64,
+                error = %e,
+                "upstream DNS resolution is failing: requests that need it fail (check dns.upstream_resolver or the system resolver)"
+            ),
+            None => tracing::warn!(
+                host,
+                resolver = %resolver,
+                took_ms = took.as_millis() as u64,
+                "upstream DNS resolution is slow: requests wait for it (check dns.upstream_resolver or the system resolver)"
+            ),
+        }
+    }
+
     async fn records(&self, host: &str, kind: RecordType) -> Result<Vec<RData>, ResolveError> {
-        match self.inner.lookup(host, kind).await {
+        match self.watched(host, self.inner.lookup(host, kind)).await {
             // Answers may include the CNAME chain; callers keep only the type they asked for.
             Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
             Err(e) if e.is_no_records_found() && !e.is_nx_domain() => Ok(Vec::new()),

@@ -25,7 +25,10 @@ fn run(args: &[&str]) -> (i32, String, String) {
 fn version_forms() {
     let (code, out, _) = run(&["version"]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        out.trim(),
+        concat!("iron-agent ", env!("CARGO_PKG_VERSION"))
+    );
     let (code, out, _) = run(&["--version"]);
     assert_eq!(code, 0);
     assert!(out.contains(env!("CARGO_PKG_VERSION")));

@@ -112,10 +112,12 @@ fn install_into_root_and_uninstall_restores_the_tree() {
         "{cfg}"
     );
     assert!(cfg.contains("ca_cert: \"/etc/iron-agent/ca.crt\""), "{cfg}");
-    // The written config passes the same validation as check-config.
+    // The written config passes the same validation as check-config (its CA paths are the real
+    // system's, so not the host checks).
     let check = agent(
         &[
             "check-config",
+            "--no-host-checks",
             "--config",
             etc.join("config.yaml").to_str().unwrap(),
         ],
@@ -687,4 +689,64 @@ fn status_without_installation() {
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["installed"], false);
     assert_eq!(v["attached"], false);
+}
+
+/// `install` says what `default: redirect` governs, and `--govern-user` / `--govern-cgroup`
+/// write a narrow config instead; the unit points at this project's docs.
+#[test]
+fn install_explains_redirect_and_can_start_narrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = dir.path().join("wide");
+    let out = agent(
+        &["install", "--root", wide.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("`default: redirect` governs EVERY non-root uid")
+            && out.stdout.contains("--govern-user"),
+        "{}",
+        out.stdout
+    );
+    let unit = std::fs::read_to_string(wide.join("etc/systemd/system/iron-agent.service")).unwrap();
+    assert!(
+        unit.contains("Documentation=https://github.com/ironsh/iron-agent/"),
+        "{unit}"
+    );
+
+    let narrow = dir.path().join("narrow");
+    let out = agent(
+        &[
+            "install",
+            "--root",
+            narrow.to_str().unwrap(),
+            "--govern-user",
+            "ci",
+            "--govern-cgroup",
+            "/sys/fs/cgroup/jobs",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("governs only users [ci]"),
+        "{}",
+        out.stdout
+    );
+    let cfg_path = narrow.join("etc/iron-agent/config.yaml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(cfg.contains("default: exempt"), "{cfg}");
+    assert!(cfg.contains("users: [\"ci\"]"), "{cfg}");
+    assert!(cfg.contains("cgroups: [\"/sys/fs/cgroup/jobs\"]"), "{cfg}");
+    let check = agent(
+        &[
+            "check-config",
+            "--no-host-checks",
+            "--config",
+            cfg_path.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(check.code, 0, "{}", check.stderr);
 }

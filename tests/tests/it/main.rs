@@ -5,9 +5,11 @@
 mod aws_auth;
 mod cli;
 mod dns;
+mod docs;
 mod ebpf_e2e;
 mod ebpf_h2ws;
 mod ebpf_protocols;
+mod first_hour;
 mod gcp_auth;
 mod grpc;
 mod hmac_sign;
