@@ -181,6 +181,18 @@ impl Metrics {
             self.config_info.clone(),
         );
         r.register_collector(Box::new(kernel::KernelCollector));
+        // Fixed label sets start at 0, so the families are on the page (and rates work) before
+        // the first event; families labelled by traffic appear with their first sample.
+        for reason in ["queue_full", "export_failed"] {
+            let _ = self.otel_dropped.get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            });
+        }
+        for result in ["success", "failure"] {
+            let _ = self.reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
         self
     }
 }

@@ -246,6 +246,18 @@ fn families_are_present_and_count_traffic() {
         );
         assert_eq!(m.value("iron_agent_audit_dropped_total"), Some(0.0));
         assert_eq!(m.value("iron_agent_otel_exported_total"), Some(0.0));
+        assert_eq!(
+            m.value(r#"iron_agent_otel_dropped_total{reason="queue_full"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            m.value(r#"iron_agent_reloads_total{result="success"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            m.value(r#"iron_agent_reloads_total{result="failure"}"#),
+            Some(0.0)
+        );
         // The config in force, by the hash of its file.
         let info: Vec<&String> = m
             .samples

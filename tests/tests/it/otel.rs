@@ -370,11 +370,29 @@ fn slow_receiver_loses_nothing() {
             inbox.wait_path(&format!("/slow/{i}"));
         }
         assert_eq!(inbox.records().len(), 40);
-        let m = scrape_metrics(env.agent.addr("metrics")).await;
-        assert_eq!(m.value(r#"iron_agent_otel_exported_total"#), Some(40.0));
+        // Counted once the collector's answer is in, just after it stored the records.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let m = loop {
+            let m = scrape_metrics(env.agent.addr("metrics")).await;
+            if m.value("iron_agent_otel_exported_total") == Some(40.0) || Instant::now() > deadline
+            {
+                break m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            m.value("iron_agent_otel_exported_total"),
+            Some(40.0),
+            "{}",
+            m.text
+        );
         assert_eq!(
             m.value(r#"iron_agent_otel_dropped_total{reason="queue_full"}"#),
-            None
+            Some(0.0)
+        );
+        assert_eq!(
+            m.value(r#"iron_agent_otel_dropped_total{reason="export_failed"}"#),
+            Some(0.0)
         );
     });
 }
