@@ -22,43 +22,43 @@ pub use health::Health;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    action: String,
+    action: &'static str,
     /// The `intercept.policies` entry whose pipeline ran; `""` = the top-level pipeline.
     policy: String,
-    protocol: String,
+    protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
-    action: String,
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransformLabels {
     transform: String,
-    phase: String,
-    action: String,
+    phase: &'static str,
+    action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
-    kind: String,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
-    result: String,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DnsLabels {
-    qtype: String,
-    answer: String,
+    qtype: &'static str,
+    answer: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
-    reason: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,14 +184,10 @@ impl Metrics {
         // Fixed label sets start at 0, so the families are on the page (and rates work) before
         // the first event; families labelled by traffic appear with their first sample.
         for reason in ["queue_full", "export_failed"] {
-            let _ = self.otel_dropped.get_or_create(&ReasonLabel {
-                reason: reason.into(),
-            });
+            let _ = self.otel_dropped.get_or_create(&ReasonLabel { reason });
         }
         for result in ["success", "failure"] {
-            let _ = self.reloads.get_or_create(&ResultLabel {
-                result: result.into(),
-            });
+            let _ = self.reloads.get_or_create(&ResultLabel { result });
         }
         self
     }
@@ -199,36 +195,40 @@ impl Metrics {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-/// One answered request: called once per audit record.
-pub fn request(action: &str, policy: Option<&str>, protocol: &str, duration_ms: f64) {
+/// One answered request: called once per audit record. Labels are static strings where they
+/// can be, so the request path allocates only for a policy or transform name.
+pub fn request(
+    action: &'static str,
+    policy: Option<&str>,
+    protocol: &'static str,
+    duration_ms: f64,
+) {
     let m = &*METRICS;
     m.requests
         .get_or_create(&RequestLabels {
-            action: action.to_string(),
+            action,
             policy: policy.unwrap_or_default().to_string(),
-            protocol: protocol.to_string(),
+            protocol,
         })
         .inc();
     m.request_duration
-        .get_or_create(&DurationLabels {
-            action: action.to_string(),
-        })
+        .get_or_create(&DurationLabels { action })
         .observe(duration_ms.max(0.0) / 1000.0);
 }
 
 /// One transform trace entry (`phase`: `request` or `response`).
-pub fn transform(name: &str, phase: &str, action: &str) {
+pub fn transform(name: &str, phase: &'static str, action: &'static str) {
     METRICS
         .transforms
         .get_or_create(&TransformLabels {
             transform: name.to_string(),
-            phase: phase.to_string(),
-            action: action.to_string(),
+            phase,
+            action,
         })
         .inc();
 }
 
-pub fn upstream_error(kind: &str) {
+pub fn upstream_error(kind: &'static str) {
     inc_kind(&METRICS.upstream_errors, kind);
 }
 
@@ -242,17 +242,14 @@ pub fn tls_leaf_minted() {
 }
 
 /// One DNS question; `answer` is `records`, `nodata`, `nxdomain`, `servfail` or `refused`.
-pub fn dns_query(qtype: &str, answer: &str) {
+pub fn dns_query(qtype: &'static str, answer: &'static str) {
     METRICS
         .dns_queries
-        .get_or_create(&DnsLabels {
-            qtype: qtype.to_string(),
-            answer: answer.to_string(),
-        })
+        .get_or_create(&DnsLabels { qtype, answer })
         .inc();
 }
 
-pub fn secret_refresh_failed(source_kind: &str) {
+pub fn secret_refresh_failed(source_kind: &'static str) {
     inc_kind(&METRICS.secret_refresh_failures, source_kind);
 }
 
@@ -264,12 +261,10 @@ pub fn otel_exported(n: u64) {
     METRICS.otel_exported.inc_by(n);
 }
 
-pub fn otel_dropped(reason: &str, n: u64) {
+pub fn otel_dropped(reason: &'static str, n: u64) {
     METRICS
         .otel_dropped
-        .get_or_create(&ReasonLabel {
-            reason: reason.to_string(),
-        })
+        .get_or_create(&ReasonLabel { reason })
         .inc_by(n);
 }
 
@@ -277,12 +272,10 @@ pub fn otel_dropped(reason: &str, n: u64) {
 pub fn otel_dropped_total() -> u64 {
     ["queue_full", "export_failed"]
         .iter()
-        .map(|r| {
+        .map(|&reason| {
             METRICS
                 .otel_dropped
-                .get_or_create(&ReasonLabel {
-                    reason: (*r).to_string(),
-                })
+                .get_or_create(&ReasonLabel { reason })
                 .get()
         })
         .sum()
@@ -319,20 +312,12 @@ pub fn encode() -> String {
     out
 }
 
-fn inc_kind(family: &Family<KindLabel, Counter>, kind: &str) {
-    family
-        .get_or_create(&KindLabel {
-            kind: kind.to_string(),
-        })
-        .inc();
+fn inc_kind(family: &Family<KindLabel, Counter>, kind: &'static str) {
+    family.get_or_create(&KindLabel { kind }).inc();
 }
 
-fn inc_result(family: &Family<ResultLabel, Counter>, result: &str) {
-    family
-        .get_or_create(&ResultLabel {
-            result: result.to_string(),
-        })
-        .inc();
+fn inc_result(family: &Family<ResultLabel, Counter>, result: &'static str) {
+    family.get_or_create(&ResultLabel { result }).inc();
 }
 
 #[cfg(test)]

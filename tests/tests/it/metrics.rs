@@ -275,6 +275,13 @@ fn families_are_present_and_count_traffic() {
     });
 }
 
+/// `/metrics` without an async runtime (the eBPF tests are synchronous).
+pub fn scrape_metrics_blocking(addr: SocketAddr) -> Scrape {
+    let (status, body) = probe(addr, "/metrics").expect("metrics listener answers");
+    assert_eq!(status, 200);
+    Scrape::parse(body)
+}
+
 /// `GET path` on a plain connection: the status, or `None` when nothing answers.
 fn probe(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
