@@ -22,6 +22,7 @@ pub mod identify;
 pub mod install;
 pub mod mcp;
 pub mod message;
+pub mod metrics;
 pub mod mint;
 pub mod outcome;
 pub mod policy;

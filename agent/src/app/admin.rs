@@ -1,10 +1,11 @@
 //! The metrics listener: Prometheus text at `/metrics`, liveness at `/healthz`, readiness at
-//! `/readyz`.
+//! `/readyz`. It is bound and serving first, before secrets are resolved and the other
+//! listeners bound, so probes see `/readyz` 503 (and `/healthz` 200) while the agent starts,
+//! and it keeps answering while the agent drains.
 
 use std::convert::Infallible;
-use std::fmt::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::{Response, StatusCode, header};
 use hyper::server::conn::http1;
@@ -14,13 +15,97 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accept::accept_loop;
-use crate::audit::AuditSink;
+use crate::accept::{BindError, accept_loop, bind_tcp};
+use crate::config::ListenAddr;
+use crate::ebpf::Interceptor;
+use crate::metrics::Health;
+use crate::metrics::kernel::{self, KernelCounter, KernelFamily};
 use crate::transform::{ProxyBody, body};
 
-pub async fn serve(
+/// The running metrics listener.
+pub struct Admin {
+    pub health: Arc<Health>,
+    addr: Option<SocketAddr>,
+    stop: CancellationToken,
+}
+
+impl Admin {
+    /// Binds `listen` and serves at once (a bind failure is fatal at startup, like every
+    /// listener).
+    pub async fn start(listen: &ListenAddr, health: Health) -> Result<Self, BindError> {
+        let listener = bind_tcp("metrics", listen).await?;
+        let health = Arc::new(health);
+        let stop = CancellationToken::new();
+        let addr = listener.local_addr().ok();
+        tokio::spawn(serve(
+            listener,
+            health.clone(),
+            TaskTracker::new(),
+            stop.clone(),
+        ));
+        Ok(Self { health, addr, stop })
+    }
+
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    /// Stops serving (the last step of the shutdown).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Exports the eBPF programs' counters (read from their map at each scrape) once attached.
+pub fn export_kernel_counters(interceptor: Option<&Arc<Interceptor>>) {
+    let Some(i) = interceptor else {
+        kernel::set_source(None);
+        return;
+    };
+    let names: Vec<(KernelFamily, Arc<str>)> = agent_common::COUNTERS
+        .iter()
+        .map(|c| kernel_name(&format!("{c:?}")))
+        .collect();
+    let i = Arc::downgrade(i);
+    kernel::set_source(Some(Arc::new(move || {
+        let counters = i.upgrade()?.counters().ok()?;
+        Some(
+            agent_common::COUNTERS
+                .iter()
+                .zip(&names)
+                .map(|(c, (family, label))| KernelCounter {
+                    family: *family,
+                    label: label.clone(),
+                    value: counters.get(*c),
+                })
+                .collect(),
+        )
+    })));
+}
+
+/// `RedirectHttps` -> (redirect, `https`), `DenyTcp` -> (denial, `tcp`), `PeerRestored` ->
+/// (event, `peer_restored`): derived from the counter's name so new counters need no table.
+fn kernel_name(debug: &str) -> (KernelFamily, Arc<str>) {
+    let (family, rest) = if let Some(r) = debug.strip_prefix("Redirect") {
+        (KernelFamily::Redirect, r)
+    } else if let Some(r) = debug.strip_prefix("Deny") {
+        (KernelFamily::Denial, r)
+    } else {
+        (KernelFamily::Event, debug)
+    };
+    let mut label = String::new();
+    for (n, ch) in rest.chars().enumerate() {
+        if ch.is_ascii_uppercase() && n > 0 {
+            label.push('_');
+        }
+        label.push(ch.to_ascii_lowercase());
+    }
+    (family, label.into())
+}
+
+async fn serve(
     listener: TcpListener,
-    audit: Arc<AuditSink>,
+    health: Arc<Health>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -30,11 +115,11 @@ pub async fn serve(
         tracker,
         shutdown,
         move |stream, _peer, _shutdown| {
-            let audit = audit.clone();
+            let health = health.clone();
             async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let audit = audit.clone();
-                    async move { Ok::<_, Infallible>(route(req.uri().path(), &audit)) }
+                    let health = health.clone();
+                    async move { Ok::<_, Infallible>(route(req.uri().path(), &health)) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -45,23 +130,21 @@ pub async fn serve(
     .await;
 }
 
-fn route(path: &str, audit: &AuditSink) -> Response<ProxyBody> {
+const TEXT: &str = "text/plain; charset=utf-8";
+
+fn route(path: &str, health: &Health) -> Response<ProxyBody> {
     let (status, ctype, text) = match path {
-        "/healthz" | "/readyz" => (
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "OK".to_string(),
-        ),
+        "/healthz" => (StatusCode::OK, TEXT, "OK".to_string()),
+        "/readyz" => match health.readiness() {
+            Ok(()) => (StatusCode::OK, TEXT, "OK".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
+        },
         "/metrics" => (
             StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics_text(audit),
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::encode(),
         ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "404 page not found\n".into(),
-        ),
+        _ => (StatusCode::NOT_FOUND, TEXT, "404 page not found\n".into()),
     };
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
@@ -70,60 +153,38 @@ fn route(path: &str, audit: &AuditSink) -> Response<ProxyBody> {
     r
 }
 
-fn metrics_text(audit: &AuditSink) -> String {
-    let c = &audit.counters;
-    let mut s = String::new();
-    s.push_str("# HELP iron_agent_requests_total Requests answered, by audit action.\n");
-    s.push_str("# TYPE iron_agent_requests_total counter\n");
-    for (action, n) in [
-        ("allow", &c.allow),
-        ("reject", &c.reject),
-        ("stub", &c.stub),
-        ("error", &c.error),
-        ("client_cancel", &c.client_cancel),
-    ] {
-        let _ = writeln!(
-            s,
-            "iron_agent_requests_total{{action=\"{action}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
-    }
-    s.push_str(
-        "# HELP iron_agent_audit_dropped_total Audit records not written because the log writer fell behind.\n",
-    );
-    s.push_str("# TYPE iron_agent_audit_dropped_total counter\n");
-    let _ = writeln!(
-        s,
-        "iron_agent_audit_dropped_total {}",
-        c.dropped.load(Ordering::Relaxed)
-    );
-    s
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
-    use super::metrics_text;
-    use crate::audit::AuditSink;
+    use super::*;
 
     #[test]
-    fn metrics_report_requests_and_audit_drops() {
-        let sink = AuditSink::discard();
-        sink.counters.allow.fetch_add(3, Ordering::Relaxed);
-        sink.counters.dropped.fetch_add(2, Ordering::Relaxed);
-        let text = metrics_text(&sink);
-        assert!(
-            text.contains("iron_agent_requests_total{action=\"allow\"} 3\n"),
-            "{text}"
+    fn readyz_follows_health() {
+        let h = Health::standalone();
+        assert_eq!(route("/healthz", &h).status(), StatusCode::OK);
+        assert_eq!(
+            route("/readyz", &h).status(),
+            StatusCode::SERVICE_UNAVAILABLE
         );
-        assert!(
-            text.contains("# TYPE iron_agent_audit_dropped_total counter\n"),
-            "{text}"
+        h.pipeline_built();
+        h.listeners_serving();
+        assert_eq!(route("/readyz", &h).status(), StatusCode::OK);
+        h.draining();
+        assert_eq!(
+            route("/readyz", &h).status(),
+            StatusCode::SERVICE_UNAVAILABLE
         );
-        assert!(
-            text.contains("\niron_agent_audit_dropped_total 2\n"),
-            "{text}"
-        );
+        assert_eq!(route("/healthz", &h).status(), StatusCode::OK);
+        assert_eq!(route("/metrics", &h).status(), StatusCode::OK);
+        assert_eq!(route("/nope", &h).status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn kernel_counter_names() {
+        let (f, l) = kernel_name("RedirectDnsSendmsg");
+        assert_eq!((f, &*l), (KernelFamily::Redirect, "dns_sendmsg"));
+        let (f, l) = kernel_name("DenyNoListener");
+        assert_eq!((f, &*l), (KernelFamily::Denial, "no_listener"));
+        let (f, l) = kernel_name("PeerRestored");
+        assert_eq!((f, &*l), (KernelFamily::Event, "peer_restored"));
     }
 }

@@ -21,6 +21,7 @@ use crate::audit::AuditSink;
 use crate::config::{Config, TlsConfig, TlsMode};
 use crate::ebpf::Interceptor;
 use crate::identify::{ConnIdentifier, OrigDstLookup, Uid, UserNames};
+use crate::metrics::Health;
 use crate::mint::TokenHttp;
 use crate::proxy::{Profile, Profiles, Runtime};
 use crate::resolve::{ResolveError, Resolver};
@@ -53,6 +54,8 @@ pub enum AppError {
     UpstreamProxy(Vec<ProxyConfigError>),
     #[error("{0}")]
     Postgres(#[from] crate::postgres::PgError),
+    #[error("{0}")]
+    Otel(#[from] crate::audit::otel::OtelError),
     #[error("fatal error: {component}: {reason}")]
     Fatal {
         component: &'static str,
@@ -74,18 +77,24 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         return Err(AppError::Unsupported(refused));
     }
     let signals = Signals::install();
+    let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok())?;
     let audit = Arc::new(
-        AuditSink::stderr(cfg.log.level).map_err(|e| AppError::Fatal {
-            component: "audit",
-            reason: format!("starting the audit writer: {e}"),
-        })?,
+        AuditSink::stderr(cfg.log.level)
+            .map_err(|e| AppError::Fatal {
+                component: "audit",
+                reason: format!("starting the audit writer: {e}"),
+            })?
+            .with_otel(otel),
     );
+    // Serving /healthz (and /readyz: 503) from here on, while the rest starts.
+    let admin = admin::Admin::start(&cfg.metrics.listen, Health::standalone()).await?;
     let upstream = Upstream::build(&cfg)?;
     let mut secrets = SecretRegistry::default();
     let profiles = build_profiles(&cfg, &mut secrets, &upstream.mint)?;
     let mcp = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), &mut secrets)
         .map_err(|e| AppError::Unsupported(vec![e.to_string()]))?
         .map(Arc::new);
+    admin.health.pipeline_built();
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
     let leaf_cache = leaf_cache(&cfg.tls)?;
@@ -95,6 +104,7 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     // start that fails after this point takes its programs away again.
     let first_start = FirstStart::arm(&cfg);
     let interceptor = attach_interception(&cfg, &listeners)?;
+    admin::export_kernel_counters(interceptor.as_ref());
     let rt = Arc::new(Runtime {
         profiles: ArcSwap::from_pointee(profiles),
         identify: identifier(&cfg, interceptor.clone()),
@@ -114,10 +124,10 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         mcp,
     });
     let postgres = start_postgres(&cfg, &rt, interceptor.as_ref()).await?;
-    listeners.log_startup(&rt);
+    listeners.log_startup(&rt, admin.addr());
     let ebpf = interceptor.is_some();
     first_start.disarm();
-    serve::serve(&cfg, rt, listeners, ebpf, secrets, signals, postgres).await
+    serve::serve(&cfg, rt, listeners, ebpf, secrets, signals, postgres, admin).await
 }
 
 /// Pins a first start created: removed (detaching the programs) when the start fails before

@@ -10,7 +10,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{AppError, admin, bound_addr};
+use super::admin::Admin;
+use super::{AppError, bound_addr};
 use crate::accept;
 use crate::config::Config;
 use crate::postgres::PostgresProxy;
@@ -20,6 +21,8 @@ use crate::transform::Mode;
 
 /// In-flight requests get this long to finish after SIGINT/SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queued OTEL records get this long to reach the collector at shutdown.
+const OTEL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A server task's end: its name, and why it stopped when that is an error.
 type Ended = (&'static str, Option<String>);
@@ -29,7 +32,6 @@ pub(super) struct Listeners {
     dns: Option<(UdpSocket, TcpListener)>,
     http: TcpListener,
     https: TcpListener,
-    metrics: TcpListener,
     tunnel: Option<TcpListener>,
 }
 
@@ -42,7 +44,6 @@ impl Listeners {
         };
         let http = accept::bind_tcp("http", &cfg.proxy.http_listen).await?;
         let https = accept::bind_tcp("https", &cfg.proxy.https_listen).await?;
-        let metrics = accept::bind_tcp("metrics", &cfg.metrics.listen).await?;
         let tunnel = match &cfg.proxy.tunnel_listen {
             Some(addr) => Some(accept::bind_tcp("tunnel", addr).await?),
             None => None,
@@ -51,7 +52,6 @@ impl Listeners {
             dns,
             http,
             https,
-            metrics,
             tunnel,
         })
     }
@@ -69,7 +69,7 @@ impl Listeners {
     }
 
     /// The one startup line naming every listener and the top-level transforms.
-    pub(super) fn log_startup(&self, rt: &Runtime) {
+    pub(super) fn log_startup(&self, rt: &Runtime, metrics: Option<SocketAddr>) {
         let describe = rt.profiles.load().default_profile().pipeline.describe();
         let dns = self
             .dns_addr()
@@ -78,7 +78,7 @@ impl Listeners {
             target: crate::telemetry::STARTUP,
             http_listen = %addr_of(&self.http),
             https_listen = %addr_of(&self.https),
-            metrics_listen = %addr_of(&self.metrics),
+            metrics_listen = %metrics.map(|a| a.to_string()).unwrap_or_default(),
             tunnel_listen = %self.tunnel.as_ref().map_or("disabled".to_string(), addr_of),
             dns_listen = %dns,
             transforms = %describe,
@@ -87,7 +87,9 @@ impl Listeners {
     }
 }
 
-/// Serves until SIGINT/SIGTERM (Ok) or until a server stops (Err), then drains.
+/// Serves until SIGINT/SIGTERM (Ok) or until a server stops (Err), then drains. `admin` (the
+/// metrics listener, already serving) reports ready once every server runs.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     cfg: &Config,
     rt: Arc<Runtime>,
@@ -96,12 +98,14 @@ pub(super) async fn serve(
     secrets: SecretRegistry,
     signals: Signals,
     postgres: Option<Arc<PostgresProxy>>,
+    admin: Admin,
 ) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     secrets.spawn_refreshers(shutdown.clone());
     let conns = TaskTracker::new();
     let names = ebpf.then(|| Arc::new(ProfileNames(rt.clone(), postgres.clone())));
     let mut servers = spawn_servers(cfg, &rt, listeners, names, &conns, &shutdown);
+    admin.health.listeners_serving();
     let result = tokio::select! {
         sig = shutdown_signal(signals) => {
             tracing::info!(signal = sig, "received signal, shutting down");
@@ -116,7 +120,9 @@ pub(super) async fn serve(
             Err(AppError::Fatal { component, reason })
         }
     };
+    admin.health.draining();
     drain(&rt, shutdown, conns, servers, postgres, ebpf).await;
+    admin.stop();
     result
 }
 
@@ -149,11 +155,6 @@ fn spawn_servers(
             crate::tunnel::serve(rt.clone(), tunnel, c, s),
         ));
     }
-    let (c, s) = (conns.clone(), shutdown.clone());
-    servers.spawn(named(
-        "metrics",
-        admin::serve(l.metrics, rt.audit.clone(), c, s),
-    ));
     if let Some((udp, tcp)) = l.dns {
         let (dns_cfg, resolver, token) = (cfg.dns.clone(), rt.resolver.clone(), shutdown.clone());
         // In eBPF mode the DNS server answers real addresses, only for names a profile may allow.
@@ -200,6 +201,9 @@ async fn drain(
         tracing::info!("iron-agent stopped");
     }
     rt.audit.flush(Duration::from_secs(2));
+    // The export thread needs the runtime's workers for its I/O: wait off them.
+    let audit = rt.audit.clone();
+    let _ = tokio::task::spawn_blocking(move || audit.close_export(OTEL_FLUSH_TIMEOUT)).await;
 }
 
 /// DNS answers in eBPF mode follow the live profiles' policies, plus the PostgreSQL upstreams

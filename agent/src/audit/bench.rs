@@ -50,7 +50,7 @@ fn build(i: u64) -> AuditRecord {
         status_code: 200,
         duration_ms: 1.234,
         request_transforms: vec![trace],
-        client: "127.0.0.1:51234".to_string(),
+        remote_addr: "127.0.0.1:51234".to_string(),
         sni: "api.example.com".to_string(),
         mode: "mitm",
         protocol: "https",

@@ -24,7 +24,7 @@ fn base(host: &str, method: &str, path: &str) -> AuditRecord {
         host: host.into(),
         method: method.into(),
         path: path.into(),
-        client: "127.0.0.1:50000".into(),
+        remote_addr: "127.0.0.1:50000".into(),
         sni: host.into(),
         mode: "mitm",
         protocol: "https",
@@ -132,7 +132,7 @@ fn identity_and_tunnel() -> AuditRecord {
 /// A PostgreSQL session record (no HTTP fields of its own).
 fn postgres_session() -> AuditRecord {
     AuditRecord {
-        client: "127.0.0.1:50000".into(),
+        remote_addr: "127.0.0.1:50000".into(),
         mode: "postgres",
         protocol: "postgres",
         duration_ms: 2.5,
@@ -180,35 +180,35 @@ fn line(rec: AuditRecord) -> String {
 /// The expected lines, in the order of [`records`] (each ends with a newline).
 const EXPECTED: [&str; 9] = [
     // allow
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"GET","path":"/v1/models","action":"allow","status_code":200,"duration_ms":12.345,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.004}],"response_transforms":[],"client":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"GET","path":"/v1/models","action":"allow","status_code":200,"duration_ms":12.345,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.004}],"response_transforms":[],"remote_addr":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
 "#,
     // reject
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"WARN","msg":"request","host":"evil.example.net","method":"POST","path":"/upload?x=1","action":"reject","status_code":403,"duration_ms":0.25,"request_transforms":[{"name":"annotate","action":"allow","duration_ms":0.001,"annotations":{"header:X-Team":"blue"}},{"name":"allowlist","action":"reject","duration_ms":0.0}],"response_transforms":[],"rejected_by":"allowlist","client":"127.0.0.1:50000","sni":"evil.example.net","mode":"mitm","protocol":"https"}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"WARN","msg":"request","host":"evil.example.net","method":"POST","path":"/upload?x=1","action":"reject","status_code":403,"duration_ms":0.25,"request_transforms":[{"name":"annotate","action":"allow","duration_ms":0.001,"annotations":{"header:X-Team":"blue"}},{"name":"allowlist","action":"reject","duration_ms":0.0}],"response_transforms":[],"rejected_by":"allowlist","remote_addr":"127.0.0.1:50000","sni":"evil.example.net","mode":"mitm","protocol":"https"}
 "#,
     // error
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"ERROR","msg":"request","host":"down.example.org","method":"PUT","path":"/","action":"error","status_code":502,"duration_ms":3000.0,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.002}],"response_transforms":[],"error":"upstream: connection refused: \"tcp connect\"\n\t\u0001","client":"127.0.0.1:50000","sni":"","mode":"mitm","protocol":"http"}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"ERROR","msg":"request","host":"down.example.org","method":"PUT","path":"/","action":"error","status_code":502,"duration_ms":3000.0,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.002}],"response_transforms":[],"error":"upstream: connection refused: \"tcp connect\"\n\t\u0001","remote_addr":"127.0.0.1:50000","sni":"","mode":"mitm","protocol":"http"}
 "#,
     // traces_with_annotations (U+2028 passes through unescaped, as serde_json writes it)
     concat!(
         r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"ünïcode.example","method":"PATCH","path":"/päth/"#,
         "\u{2028}",
-        r#"","action":"allow","status_code":201,"duration_ms":1e-7,"request_transforms":[{"name":"oauth_token","action":"allow","duration_ms":1.5,"annotations":{"credential":"tokens[0]","cached":true,"expires_in_s":3599,"ratio":0.5,"nested":{"b":[1,null,"x"],"a":{}}}},{"name":"gcp_auth","action":"error","duration_ms":20.0,"error":"token endpoint https://oauth2.example/token returned HTTP 500","annotations":{"error":"token_endpoint_http_500"}}],"response_transforms":[{"name":"secrets","action":"allow","duration_ms":0.0,"annotations":{"swapped":[]}}],"reason":"sni_host_mismatch","client":"127.0.0.1:50000","sni":"ünïcode.example","mode":"mitm","protocol":"https"}
+        r#"","action":"allow","status_code":201,"duration_ms":1e-7,"request_transforms":[{"name":"oauth_token","action":"allow","duration_ms":1.5,"annotations":{"credential":"tokens[0]","cached":true,"expires_in_s":3599,"ratio":0.5,"nested":{"b":[1,null,"x"],"a":{}}}},{"name":"gcp_auth","action":"error","duration_ms":20.0,"error":"token endpoint https://oauth2.example/token returned HTTP 500","annotations":{"error":"token_endpoint_http_500"}}],"response_transforms":[{"name":"secrets","action":"allow","duration_ms":0.0,"annotations":{"swapped":[]}}],"reason":"sni_host_mismatch","remote_addr":"127.0.0.1:50000","sni":"ünïcode.example","mode":"mitm","protocol":"https"}
 "#,
     ),
     // stub_with_body_capture
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"llm.example.com","method":"POST","path":"/v1/chat","action":"stub","status_code":200,"duration_ms":0.5,"request_transforms":[{"name":"body_capture","action":"allow","duration_ms":0.01},{"name":"stub","action":"stub","duration_ms":0.02}],"response_transforms":[],"stubbed_by":"stub","client":"127.0.0.1:50000","sni":"llm.example.com","mode":"mitm","protocol":"https","body_capture":{"request_body":"{\"prompt\":\"hi\"}\u0000","request_body_truncated":true}}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"llm.example.com","method":"POST","path":"/v1/chat","action":"stub","status_code":200,"duration_ms":0.5,"request_transforms":[{"name":"body_capture","action":"allow","duration_ms":0.01},{"name":"stub","action":"stub","duration_ms":0.02}],"response_transforms":[],"stubbed_by":"stub","remote_addr":"127.0.0.1:50000","sni":"llm.example.com","mode":"mitm","protocol":"https","body_capture":{"request_body":"{\"prompt\":\"hi\"}\u0000","request_body_truncated":true}}
 "#,
     // identity_and_tunnel
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"pkg.example.com","method":"GET","path":"/simple/","action":"allow","status_code":304,"duration_ms":100.0,"request_transforms":[],"response_transforms":[],"client":"127.0.0.1:50000","sni":"pkg.example.com","mode":"ebpf","protocol":"https","uid":1001,"user":"ci-runner","pid":4242,"comm":"pip","orig_dst":"[2001:db8::1]:443","policy":"ci","tunnel":{"target":"pkg.example.com:443","protocol":"connect","request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.003}]}}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"pkg.example.com","method":"GET","path":"/simple/","action":"allow","status_code":304,"duration_ms":100.0,"request_transforms":[],"response_transforms":[],"remote_addr":"127.0.0.1:50000","sni":"pkg.example.com","mode":"ebpf","protocol":"https","uid":1001,"user":"ci-runner","pid":4242,"comm":"pip","orig_dst":"[2001:db8::1]:443","policy":"ci","tunnel":{"target":"pkg.example.com:443","protocol":"connect","request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.003}]}}
 "#,
     // response_reject
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"WARN","msg":"request","host":"api.example.com","method":"GET","path":"/","action":"reject","status_code":502,"duration_ms":0.0,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.0}],"response_transforms":[{"name":"response_filter","action":"reject","duration_ms":0.1}],"rejected_by":"response_filter","client":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"WARN","msg":"request","host":"api.example.com","method":"GET","path":"/","action":"reject","status_code":502,"duration_ms":0.0,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.0}],"response_transforms":[{"name":"response_filter","action":"reject","duration_ms":0.1}],"rejected_by":"response_filter","remote_addr":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
 "#,
     // client_cancel
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"GET","path":"/stream","action":"client_cancel","status_code":200,"duration_ms":0.0,"request_transforms":[],"response_transforms":[],"rejected_by":"explicit","client":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"GET","path":"/stream","action":"client_cancel","status_code":200,"duration_ms":0.0,"request_transforms":[],"response_transforms":[],"rejected_by":"explicit","remote_addr":"127.0.0.1:50000","sni":"api.example.com","mode":"mitm","protocol":"https"}
 "#,
     // postgres_session
-    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"","method":"","path":"","action":"allow","status_code":0,"duration_ms":2.5,"request_transforms":[],"response_transforms":[],"client":"127.0.0.1:50000","sni":"","mode":"postgres","protocol":"postgres","uid":1001,"postgres":{"event":"session","database":"appdb","user":"app","upstream":"db.internal:5432","role":"tenant_role","upstream_tls":true,"statements":3,"statements_refused":1}}
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"","method":"","path":"","action":"allow","status_code":0,"duration_ms":2.5,"request_transforms":[],"response_transforms":[],"remote_addr":"127.0.0.1:50000","sni":"","mode":"postgres","protocol":"postgres","uid":1001,"postgres":{"event":"session","database":"appdb","user":"app","upstream":"db.internal:5432","role":"tenant_role","upstream_tls":true,"statements":3,"statements_refused":1}}
 "#,
 ];
 

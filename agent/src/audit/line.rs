@@ -44,7 +44,7 @@ fn write_fields(
     opt(out, "stubbed_by", &rec.stubbed_by)?;
     opt(out, "error", &rec.error)?;
     opt(out, "reason", &rec.reason)?;
-    field(out, "client", &rec.client)?;
+    field(out, "remote_addr", &rec.remote_addr)?;
     field(out, "sni", &rec.sni)?;
     field(out, "mode", rec.mode)?;
     field(out, "protocol", rec.protocol)?;

@@ -4,13 +4,15 @@
 //! the "exactly one" part: it is created when a request arrives, travels with the request, and
 //! emits on drop if nothing else emitted it (a client that went away mid-request is audited as
 //! `client_cancel`). [`sink::AuditSink`] serialises records ([`line`]) into a batch that a writer
-//! thread writes off the data path.
+//! thread writes off the data path, and also offers to the OTEL exporter ([`otel`]) when one is
+//! configured.
 
 pub mod bench;
 #[cfg(test)]
 mod golden;
 pub mod line;
 pub mod mcp;
+pub mod otel;
 pub mod record;
 pub mod sink;
 

@@ -37,6 +37,17 @@ pub enum TraceAction {
     Error,
 }
 
+impl TraceAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TraceAction::Allow => "allow",
+            TraceAction::Reject => "reject",
+            TraceAction::Stub => "stub",
+            TraceAction::Error => "error",
+        }
+    }
+}
+
 /// One transform's entry in `request_transforms` / `response_transforms`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trace {
@@ -123,8 +134,8 @@ pub struct AuditRecord {
     /// Why the agent itself refused the request before the pipeline (e.g. `sni_host_mismatch`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Peer address of the client connection.
-    pub client: String,
+    /// Peer address of the client connection (iron-proxy's name).
+    pub remote_addr: String,
     pub sni: String,
     pub mode: &'static str,
     pub protocol: &'static str,

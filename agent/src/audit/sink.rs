@@ -16,11 +16,12 @@
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::line;
+use super::otel::{OtelExport, Queued};
 use super::record::{Action, AuditRecord};
 use crate::config::LogLevel;
 
@@ -88,6 +89,8 @@ pub struct AuditSink {
     shared: Option<Arc<Shared>>,
     min_level: LogLevel,
     pub counters: Arc<Counters>,
+    /// OTEL export, when configured: every record, whatever `log.level` filters out of stderr.
+    otel: Option<OtelExport>,
 }
 
 /// Where the writer thread puts batches.
@@ -147,6 +150,7 @@ impl AuditSink {
             shared: Some(shared),
             min_level,
             counters,
+            otel: None,
         })
     }
 
@@ -156,6 +160,20 @@ impl AuditSink {
             shared: None,
             min_level: LogLevel::Error,
             counters: Arc::default(),
+            otel: None,
+        }
+    }
+
+    /// Also exports every record over OTLP.
+    pub fn with_otel(mut self, otel: Option<OtelExport>) -> Self {
+        self.otel = otel;
+        self
+    }
+
+    /// Flushes and stops the OTEL export (bounded); a no-op without one.
+    pub fn close_export(&self, timeout: Duration) {
+        if let Some(otel) = &self.otel {
+            otel.shutdown(timeout);
         }
     }
 
@@ -163,10 +181,22 @@ impl AuditSink {
     /// is [`MAX_PENDING`] bytes behind.
     pub fn write(&self, rec: AuditRecord) {
         self.counters.bump(rec.action);
+        observe(&rec);
         let level = rec.level();
-        if level < self.min_level {
-            return;
+        if level >= self.min_level {
+            self.append(level, &rec);
         }
+        if let Some(otel) = &self.otel {
+            otel.offer(Queued {
+                record: rec,
+                level,
+                written: SystemTime::now(),
+            });
+        }
+    }
+
+    /// Serialises the line into the batch (or drops it when the writer is too far behind).
+    fn append(&self, level: LogLevel, rec: &AuditRecord) {
         let Some(shared) = &self.shared else { return };
         let now = time::OffsetDateTime::now_utc();
         let mut st = shared.state.lock();
@@ -174,9 +204,10 @@ impl AuditSink {
         if before >= shared.max_pending || st.closed {
             drop(st);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::audit_dropped();
             return;
         }
-        line::write(&mut st.batch, now, level, &rec);
+        line::write(&mut st.batch, now, level, rec);
         st.appended += 1;
         let after = st.batch.len();
         drop(st);
@@ -198,6 +229,24 @@ impl AuditSink {
             if shared.done.wait_until(&mut st, deadline).timed_out() {
                 return;
             }
+        }
+    }
+}
+
+/// The request metrics of one record: its action, policy, latency and transform traces.
+fn observe(rec: &AuditRecord) {
+    crate::metrics::request(
+        rec.action.as_str(),
+        rec.policy.as_deref(),
+        rec.protocol,
+        rec.duration_ms,
+    );
+    for (phase, traces) in [
+        ("request", &rec.request_transforms),
+        ("response", &rec.response_transforms),
+    ] {
+        for t in traces {
+            crate::metrics::transform(&t.name, phase, t.action.as_str());
         }
     }
 }

@@ -81,6 +81,12 @@ impl DnsHandler {
     /// Answers one question. Owner names keep the casing of `qname` (or of the configured CNAME
     /// target further down a chain).
     pub async fn answer(&self, qname: &Name, qtype: RecordType, qclass: DNSClass) -> Answer {
+        let answer = self.lookup(qname, qtype, qclass).await;
+        crate::metrics::dns_query(qtype_label(qtype), answer_label(&answer));
+        answer
+    }
+
+    async fn lookup(&self, qname: &Name, qtype: RecordType, qclass: DNSClass) -> Answer {
         let mut records = Vec::new();
         // Only Internet-class data exists here; anything else has no records.
         if qclass != DNSClass::IN {
@@ -191,6 +197,35 @@ impl DnsHandler {
 }
 
 /// Severity order for combining the codes of several questions in one message.
+/// Query types as metric labels: the common ones by name, the rest as `other` (bounded).
+fn qtype_label(t: RecordType) -> &'static str {
+    match t {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::CNAME => "CNAME",
+        RecordType::HTTPS => "HTTPS",
+        RecordType::SVCB => "SVCB",
+        RecordType::MX => "MX",
+        RecordType::TXT => "TXT",
+        RecordType::PTR => "PTR",
+        RecordType::NS => "NS",
+        RecordType::SOA => "SOA",
+        RecordType::SRV => "SRV",
+        _ => "other",
+    }
+}
+
+/// The answer type label: `records`, `nodata`, `nxdomain`, `servfail`, or `other`.
+fn answer_label(a: &Answer) -> &'static str {
+    match a.code {
+        ResponseCode::NoError if a.records.is_empty() => "nodata",
+        ResponseCode::NoError => "records",
+        ResponseCode::NXDomain => "nxdomain",
+        ResponseCode::ServFail => "servfail",
+        _ => "other",
+    }
+}
+
 fn severity(code: ResponseCode) -> u8 {
     match code {
         ResponseCode::NoError => 0,

@@ -288,6 +288,7 @@ fn failed(f: &Failure) -> Answer {
     };
     if let Failure::Upstream(e) = f {
         tracing::debug!(kind = e.kind().as_str(), error = %error_chain(e), "upstream failed");
+        crate::metrics::upstream_error(e.kind().as_str());
     }
     let error = match f {
         // The connector's error when there is one, with its causes; not the client's wrapper.

@@ -52,7 +52,7 @@ impl SessionAudit {
         user: Option<String>,
     ) -> Self {
         let mut base = AuditRecord {
-            client: peer.to_string(),
+            remote_addr: peer.to_string(),
             mode: PROTOCOL,
             protocol: PROTOCOL,
             ..AuditRecord::default()

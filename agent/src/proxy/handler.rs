@@ -22,7 +22,7 @@ use crate::identify::{self, Target};
 use crate::message::body::DecodedPath;
 use crate::message::{ProxyRequest, ProxyResponse};
 use crate::outcome::{self, Outcome, Refusal};
-use crate::transform::{Phase, RequestCx};
+use crate::transform::{Mode, Phase, RequestCx};
 
 /// hyper service entry point. Never fails: every outcome is a response plus one audit record.
 pub async fn handle(
@@ -102,9 +102,15 @@ fn begin_audit(
     // `path` is filled from identify's decoded path (or by a refusal), not decoded twice.
     let mut record = AuditRecord {
         method: req.method().to_string(),
-        client: conn.client().to_string(),
+        remote_addr: conn.client().to_string(),
         sni: conn.sni.clone().unwrap_or_default(),
-        mode: rt.mode.as_str(),
+        // A request the handler parsed inside a tunnel was seen whole, even in sni-only mode
+        // (TLS in such a tunnel is passed through, never handled here): iron-proxy says `mitm`.
+        mode: if conn.tunnel.is_some() {
+            Mode::Mitm.as_str()
+        } else {
+            rt.mode.as_str()
+        },
         protocol: if websocket {
             "websocket"
         } else {

@@ -91,6 +91,7 @@ impl Secret {
                 Ok(())
             }
             Err(e) => {
+                crate::metrics::secret_refresh_failed(self.kind);
                 let old = self.state.load();
                 if old.value.is_some() {
                     tracing::warn!(source = %self.display, kind = self.kind, error = %e, "failed to refresh secret, serving stale value");

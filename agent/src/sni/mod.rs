@@ -109,7 +109,7 @@ pub async fn passthrough<S>(
 /// The connection's one record, before its outcome.
 fn begin_audit(rt: &Runtime, conn: &ConnInfo, hello: &hello::ClientHello) -> PendingAudit {
     let mut record = AuditRecord {
-        client: conn.client().to_string(),
+        remote_addr: conn.client().to_string(),
         sni: hello.sni.clone().unwrap_or_default(),
         mode: rt.mode.as_str(),
         protocol: "tls",

@@ -135,6 +135,7 @@ impl LeafCache {
             let mut state = self.state.lock();
             match state.lru.get(&key) {
                 Some(entry) if entry.minted.elapsed() < self.ttl => {
+                    crate::metrics::tls_leaf_cache(true);
                     return Ok(Arc::clone(&entry.config));
                 }
                 Some(_) => {
@@ -144,6 +145,7 @@ impl LeafCache {
             }
             Arc::clone(state.in_flight.entry(key.clone()).or_default())
         };
+        crate::metrics::tls_leaf_cache(false);
         let guard = FlightGuard {
             cache: self,
             key,
@@ -176,6 +178,7 @@ impl LeafCache {
 
     async fn mint(&self, name: LeafName) -> Result<Arc<ServerConfig>, TlsError> {
         self.mints.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::tls_leaf_minted();
         let shared = Arc::clone(&self.shared);
         // An RSA-4096 CA takes milliseconds to sign; keep that off the async workers.
         tokio::task::spawn_blocking(move || {

@@ -21,7 +21,9 @@ fn pending(
     let mut record = AuditRecord {
         host: target.map(Target::authority).unwrap_or_default(),
         method: "CONNECT".into(),
-        client: conn.client().to_string(),
+        // iron-proxy's setup record names the target host as `sni`.
+        sni: target.map(|t| t.host.to_string()).unwrap_or_default(),
+        remote_addr: conn.client().to_string(),
         mode: rt.mode.as_str(),
         protocol: protocol.as_str(),
         policy,

@@ -111,7 +111,7 @@ pub async fn serve_inner(
 fn unsupported(rt: &Runtime, conn: &ConnInfo, target: &Target) {
     let mut record = AuditRecord {
         host: target.authority(),
-        client: conn.client().to_string(),
+        remote_addr: conn.client().to_string(),
         mode: rt.mode.as_str(),
         protocol: "unknown",
         ..AuditRecord::default()

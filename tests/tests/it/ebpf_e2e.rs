@@ -152,6 +152,30 @@ fn governed_users_under_policy_end_to_end() {
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
     );
+
+    // The kernel programs' counters, read from their map at scrape time, and the requests by
+    // policy.
+    let m = crate::metrics::scrape_metrics_blocking(agent.addr("metrics"));
+    let redirected = m.value(r#"iron_agent_ebpf_redirects_total{target="https"}"#);
+    assert!(redirected.unwrap_or(0.0) >= 5.0, "{}", m.text);
+    assert!(
+        m.value(r#"iron_agent_ebpf_denials_total{reason="tcp"}"#)
+            .unwrap_or(0.0)
+            >= 3.0
+    );
+    assert!(
+        m.value(r#"iron_agent_ebpf_denials_total{reason="udp"}"#)
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        m.value(r#"iron_agent_ebpf_denials_total{reason="sock_create"}"#)
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        m.text
+    );
+    assert!(m.sum("iron_agent_requests_total", &[r#"policy="restricted""#]) >= 3.0);
     drop(world.ns);
 }
 

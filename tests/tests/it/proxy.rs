@@ -77,7 +77,12 @@ fn http_allowed_and_denied() {
         assert_eq!(allow["request_transforms"][0]["name"], "allowlist");
         assert_eq!(allow["request_transforms"][0]["action"], "allow");
         assert_eq!(allow["response_transforms"][0]["name"], "allowlist");
-        assert!(allow["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(
+            allow["remote_addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
         assert!(allow["duration_ms"].as_f64().is_some());
         assert!(allow["time"].as_str().is_some());
 

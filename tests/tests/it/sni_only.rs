@@ -278,6 +278,31 @@ fn tunnel_tls_branch_passes_through() {
     });
 }
 
+/// Plain HTTP inside a tunnel is parsed whole even in sni-only mode: iron-proxy audits it as
+/// `mode: mitm`; the setup record names the target host as `sni`.
+#[test]
+fn tunnel_plain_http_is_audited_as_mitm() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let env = start().await;
+        let plain = Origin::start(OriginKind::Http, None).await;
+        let proxy = format!("http://{}", env.agent.addr("tunnel"));
+        let url = format!("http://localhost:{}/plain-in-tunnel", plain.port());
+        let out = curl(&["-p", "-x", &proxy, &url], &[]).await;
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let target = format!("localhost:{}", plain.port());
+        let setup = env
+            .agent
+            .audit_where(|a| a["method"] == "CONNECT" && a["host"] == target);
+        assert_eq!(setup["sni"], "localhost");
+        assert_eq!(setup["mode"], "sni-only");
+        let inner = env.agent.audit_where(|a| a["path"] == "/plain-in-tunnel");
+        assert_eq!(inner["action"], "allow");
+        assert_eq!(inner["mode"], "mitm");
+        assert_eq!(inner["tunnel"]["target"], target);
+    });
+}
+
 #[test]
 fn deny_cidrs_apply_to_the_dialled_address() {
     let rt = iron_agent_tests::runtime();

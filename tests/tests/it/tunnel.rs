@@ -125,6 +125,8 @@ fn curl_https_proxy_connect() {
         assert_eq!(setup["status_code"], 200);
         assert_eq!(setup["path"], "");
         assert_eq!(setup["protocol"], "connect");
+        // iron-proxy names the target host as the setup record's `sni`.
+        assert_eq!(setup["sni"], "localhost");
         // Decision 9: only the allowlist judges the setup.
         let traces = setup["request_transforms"].as_array().unwrap();
         assert_eq!(traces.len(), 1, "{setup}");
@@ -397,7 +399,7 @@ fn raw_socks5_address_types_and_refusals() {
 /// agent refusal of the handshake with `reason`.
 fn refusal_of(env: &Env, s: &TcpStream, reason: &str) -> Value {
     let client = s.local_addr().unwrap().to_string();
-    let rec = env.agent.audit_where(|a| a["client"] == client);
+    let rec = env.agent.audit_where(|a| a["remote_addr"] == client);
     assert_eq!(rec["reason"], reason, "{rec}");
     assert_eq!(rec["action"], "reject");
     assert_eq!(rec["level"], "WARN");
@@ -415,7 +417,7 @@ fn assert_one_record_each(env: &Env, clients: &[SocketAddr]) {
     for c in clients {
         let n = audits
             .iter()
-            .filter(|a| a["client"] == c.to_string())
+            .filter(|a| a["remote_addr"] == c.to_string())
             .count();
         assert_eq!(n, 1, "records for {c}; logs:\n{}", env.agent.logs());
     }
@@ -493,7 +495,7 @@ fn unanswered_handshakes_leave_no_record() {
         let audits = env.agent.audits();
         for c in clients {
             assert!(
-                !audits.iter().any(|a| a["client"] == c),
+                !audits.iter().any(|a| a["remote_addr"] == c),
                 "record for unanswered {c}; logs:\n{}",
                 env.agent.logs()
             );

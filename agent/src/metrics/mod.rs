@@ -1,0 +1,324 @@
+//! Prometheus metrics (`/metrics` on `metrics.listen`) and the health state behind `/healthz`
+//! and `/readyz`.
+//!
+//! One process-wide registry: the data path records into it through the small functions below
+//! (a label lookup and an atomic add, never I/O), the metrics listener encodes it on scrape.
+//! Kernel (eBPF) counters are read from their map at scrape time ([`kernel`]). This module
+//! depends on nothing else in the crate, so every stage may record into it.
+
+pub mod health;
+pub mod kernel;
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use health::Health;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    action: &'static str,
+    /// The `intercept.policies` entry whose pipeline ran; `""` = the top-level pipeline.
+    policy: String,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransformLabels {
+    transform: String,
+    phase: &'static str,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabels {
+    qtype: &'static str,
+    answer: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HashLabel {
+    hash: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Request latency buckets: 0.5 ms to about 16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric family; see docs/operations.md for the list.
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<DurationLabels>,
+    transforms: Family<TransformLabels, Counter>,
+    upstream_errors: Family<KindLabel, Counter>,
+    tls_leaf_cache: Family<ResultLabel, Counter>,
+    tls_leaf_mints: Counter,
+    dns_queries: Family<DnsLabels, Counter>,
+    secret_refresh_failures: Family<KindLabel, Counter>,
+    audit_dropped: Counter,
+    otel_exported: Counter,
+    otel_dropped: Family<ReasonLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    config_info: Family<HashLabel, Gauge>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let m = Self {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            transforms: Family::default(),
+            upstream_errors: Family::default(),
+            tls_leaf_cache: Family::default(),
+            tls_leaf_mints: Counter::default(),
+            dns_queries: Family::default(),
+            secret_refresh_failures: Family::default(),
+            audit_dropped: Counter::default(),
+            otel_exported: Counter::default(),
+            otel_dropped: Family::default(),
+            reloads: Family::default(),
+            config_info: Family::default(),
+        };
+        m.register()
+    }
+
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        // Counter names get their `_total` suffix from the encoder.
+        r.register(
+            "iron_agent_requests",
+            "Answered requests (one per audit record), by action, policy and protocol",
+            self.requests.clone(),
+        );
+        r.register(
+            "iron_agent_request_duration_seconds",
+            "Request duration from arrival to the last byte sent, by action",
+            self.request_duration.clone(),
+        );
+        r.register(
+            "iron_agent_transform_actions",
+            "Transform trace entries, by transform, phase and action",
+            self.transforms.clone(),
+        );
+        r.register(
+            "iron_agent_upstream_errors",
+            "Requests that failed reaching the upstream, by error kind",
+            self.upstream_errors.clone(),
+        );
+        r.register(
+            "iron_agent_tls_leaf_cache",
+            "TLS leaf certificate cache lookups, by result (hit, miss)",
+            self.tls_leaf_cache.clone(),
+        );
+        r.register(
+            "iron_agent_tls_leaf_mints",
+            "TLS leaf certificates minted",
+            self.tls_leaf_mints.clone(),
+        );
+        r.register(
+            "iron_agent_dns_queries",
+            "DNS questions answered, by query type and answer type",
+            self.dns_queries.clone(),
+        );
+        r.register(
+            "iron_agent_secret_refresh_failures",
+            "Failed secret fetches (startup and refresh), by source type",
+            self.secret_refresh_failures.clone(),
+        );
+        r.register(
+            "iron_agent_audit_dropped",
+            "Audit records not written because the log writer fell behind",
+            self.audit_dropped.clone(),
+        );
+        r.register(
+            "iron_agent_otel_exported",
+            "Audit records accepted by the OTLP collector",
+            self.otel_exported.clone(),
+        );
+        r.register(
+            "iron_agent_otel_dropped",
+            "Audit records not exported over OTLP, by reason (queue_full, export_failed)",
+            self.otel_dropped.clone(),
+        );
+        r.register(
+            "iron_agent_reloads",
+            "Configuration reloads, by result (success, failure)",
+            self.reloads.clone(),
+        );
+        r.register(
+            "iron_agent_config_info",
+            "The configuration in force: 1, labelled with its hash",
+            self.config_info.clone(),
+        );
+        r.register_collector(Box::new(kernel::KernelCollector));
+        // Fixed label sets start at 0, so the families are on the page (and rates work) before
+        // the first event; families labelled by traffic appear with their first sample.
+        for reason in ["queue_full", "export_failed"] {
+            let _ = self.otel_dropped.get_or_create(&ReasonLabel { reason });
+        }
+        for result in ["success", "failure"] {
+            let _ = self.reloads.get_or_create(&ResultLabel { result });
+        }
+        self
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// One answered request: called once per audit record. Labels are static strings where they
+/// can be, so the request path allocates only for a policy or transform name.
+pub fn request(
+    action: &'static str,
+    policy: Option<&str>,
+    protocol: &'static str,
+    duration_ms: f64,
+) {
+    let m = &*METRICS;
+    m.requests
+        .get_or_create(&RequestLabels {
+            action,
+            policy: policy.unwrap_or_default().to_string(),
+            protocol,
+        })
+        .inc();
+    m.request_duration
+        .get_or_create(&DurationLabels { action })
+        .observe(duration_ms.max(0.0) / 1000.0);
+}
+
+/// One transform trace entry (`phase`: `request` or `response`).
+pub fn transform(name: &str, phase: &'static str, action: &'static str) {
+    METRICS
+        .transforms
+        .get_or_create(&TransformLabels {
+            transform: name.to_string(),
+            phase,
+            action,
+        })
+        .inc();
+}
+
+pub fn upstream_error(kind: &'static str) {
+    inc_kind(&METRICS.upstream_errors, kind);
+}
+
+pub fn tls_leaf_cache(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    inc_result(&METRICS.tls_leaf_cache, result);
+}
+
+pub fn tls_leaf_minted() {
+    METRICS.tls_leaf_mints.inc();
+}
+
+/// One DNS question; `answer` is `records`, `nodata`, `nxdomain`, `servfail` or `refused`.
+pub fn dns_query(qtype: &'static str, answer: &'static str) {
+    METRICS
+        .dns_queries
+        .get_or_create(&DnsLabels { qtype, answer })
+        .inc();
+}
+
+pub fn secret_refresh_failed(source_kind: &'static str) {
+    inc_kind(&METRICS.secret_refresh_failures, source_kind);
+}
+
+pub fn audit_dropped() {
+    METRICS.audit_dropped.inc();
+}
+
+pub fn otel_exported(n: u64) {
+    METRICS.otel_exported.inc_by(n);
+}
+
+pub fn otel_dropped(reason: &'static str, n: u64) {
+    METRICS
+        .otel_dropped
+        .get_or_create(&ReasonLabel { reason })
+        .inc_by(n);
+}
+
+/// Records OTLP drops so far, all reasons (tests, shutdown report).
+pub fn otel_dropped_total() -> u64 {
+    ["queue_full", "export_failed"]
+        .iter()
+        .map(|&reason| {
+            METRICS
+                .otel_dropped
+                .get_or_create(&ReasonLabel { reason })
+                .get()
+        })
+        .sum()
+}
+
+/// One configuration reload; a successful one also sets the config hash.
+pub fn record_reload(ok: bool, hash: &str) {
+    let result = if ok { "success" } else { "failure" };
+    inc_result(&METRICS.reloads, result);
+    if ok {
+        set_config_hash(hash);
+    }
+}
+
+/// The hash of the configuration in force (`iron_agent_config_info{hash="..."} 1`).
+pub fn set_config_hash(hash: &str) {
+    // Clear and set as one step: a scrape between them would see no config.
+    static SWAP: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _one_at_a_time = SWAP.lock();
+    let m = &*METRICS;
+    m.config_info.clear();
+    m.config_info
+        .get_or_create(&HashLabel {
+            hash: hash.to_string(),
+        })
+        .set(1);
+}
+
+/// The registry in Prometheus text format.
+pub fn encode() -> String {
+    let mut out = String::new();
+    // Writing into a String cannot fail; a collector error would only truncate the page.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &METRICS.registry);
+    out
+}
+
+fn inc_kind(family: &Family<KindLabel, Counter>, kind: &'static str) {
+    family.get_or_create(&KindLabel { kind }).inc();
+}
+
+fn inc_result(family: &Family<ResultLabel, Counter>, result: &'static str) {
+    family.get_or_create(&ResultLabel { result }).inc();
+}
+
+#[cfg(test)]
+mod tests;

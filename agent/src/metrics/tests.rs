@@ -1,0 +1,116 @@
+use std::sync::Arc;
+
+use super::kernel::{KernelCounter, KernelFamily, set_source};
+use super::*;
+
+/// The value of the sample `line_start` (metric name and labels), if present.
+fn sample(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start))
+        .and_then(|rest| rest.trim().parse().ok())
+}
+
+#[test]
+fn families_are_declared_and_count() {
+    request("allow", Some("ci"), "http/1.1", 12.0);
+    transform("allowlist", "request", "allow");
+    upstream_error("connect_refused");
+    tls_leaf_cache(true);
+    tls_leaf_minted();
+    dns_query("A", "records");
+    secret_refresh_failed("env");
+    otel_dropped("queue_full", 2);
+    record_reload(false, "sha256:bad");
+    record_reload(true, "sha256:new");
+    let text = encode();
+    for family in [
+        "iron_agent_requests",
+        "iron_agent_request_duration_seconds",
+        "iron_agent_transform_actions",
+        "iron_agent_upstream_errors",
+        "iron_agent_tls_leaf_cache",
+        "iron_agent_tls_leaf_mints",
+        "iron_agent_dns_queries",
+        "iron_agent_secret_refresh_failures",
+        "iron_agent_audit_dropped",
+        "iron_agent_otel_exported",
+        "iron_agent_otel_dropped",
+        "iron_agent_reloads",
+        "iron_agent_config_info",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family}:\n{text}"
+        );
+    }
+    let n = sample(
+        &text,
+        r#"iron_agent_requests_total{action="allow",policy="ci",protocol="http/1.1"}"#,
+    );
+    assert!(n.is_some_and(|n| n >= 1.0), "{text}");
+    assert!(
+        sample(
+            &text,
+            r#"iron_agent_request_duration_seconds_bucket{le="0.016",action="allow"}"#
+        )
+        .is_some_and(|n| n >= 1.0)
+            || text.contains(
+                r#"iron_agent_request_duration_seconds_bucket{action="allow",le="0.016"}"#
+            ),
+        "{text}"
+    );
+    assert!(sample(&text, r#"iron_agent_reloads_total{result="failure"}"#).is_some());
+    assert!(sample(&text, r#"iron_agent_reloads_total{result="success"}"#).is_some());
+    assert!(otel_dropped_total() >= 2);
+}
+
+#[test]
+fn config_hash_has_one_current_value() {
+    set_config_hash("sha256:aaa");
+    set_config_hash("sha256:bbb");
+    let text = encode();
+    let current: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("iron_agent_config_info{"))
+        .collect();
+    // Other tests may set their own hash concurrently; never two at once.
+    assert_eq!(current.len(), 1, "{text}");
+}
+
+#[test]
+fn kernel_counters_are_read_at_scrape_time() {
+    let value = Arc::new(std::sync::atomic::AtomicU64::new(3));
+    let v = value.clone();
+    set_source(Some(Arc::new(move || {
+        Some(vec![
+            KernelCounter {
+                family: KernelFamily::Redirect,
+                label: "https".into(),
+                value: v.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            KernelCounter {
+                family: KernelFamily::Denial,
+                label: "tcp".into(),
+                value: 1,
+            },
+        ])
+    })));
+    let text = encode();
+    assert_eq!(
+        sample(&text, r#"iron_agent_ebpf_redirects_total{target="https"}"#),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"iron_agent_ebpf_denials_total{reason="tcp"}"#),
+        Some(1.0)
+    );
+    value.store(7, std::sync::atomic::Ordering::Relaxed);
+    let text = encode();
+    assert_eq!(
+        sample(&text, r#"iron_agent_ebpf_redirects_total{target="https"}"#),
+        Some(7.0)
+    );
+    set_source(None);
+    assert!(!encode().contains("iron_agent_ebpf_"));
+}
