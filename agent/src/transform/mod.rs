@@ -16,6 +16,7 @@ pub mod build;
 pub mod gcp_auth;
 pub mod gcp_id_token;
 pub mod google;
+pub mod grpc;
 pub mod header_allowlist;
 pub mod headers;
 pub mod hmac_sign;
@@ -71,6 +72,9 @@ pub enum TransformError {
     HeaderName(String),
     #[error("formatter: {0}")]
     Formatter(#[source] crate::template::TemplateError),
+    /// An external service the transform calls failed or gave no answer in time (→ 502).
+    #[error("{0}")]
+    Service(String),
 }
 
 /// How the connection reached the agent; transforms see it as iron-proxy's `Mode`.
@@ -103,6 +107,8 @@ pub struct RequestCx {
     pub response_body_limit: Option<u64>,
     /// Filled by `body_capture`.
     pub body_capture: Option<BodyCapture>,
+    /// What a transform carries from its request phase to its response phase (keyed by type).
+    pub state: http::Extensions,
     annotations: Map<String, Value>,
 }
 
@@ -117,6 +123,7 @@ impl RequestCx {
             request_body_limit: None,
             response_body_limit: None,
             body_capture: None,
+            state: http::Extensions::new(),
             annotations: Map::new(),
         }
     }

@@ -10,6 +10,7 @@ mod ebpf_h2ws;
 mod ebpf_protocols;
 mod gcp_auth;
 mod grpc;
+mod grpc_transform;
 mod hmac_sign;
 mod http2;
 mod install;
