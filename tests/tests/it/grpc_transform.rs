@@ -155,7 +155,8 @@ fn headers_only_unless_bodies_are_asked_for_and_rules_scope_the_calls() {
         assert_eq!(r.status, 200);
         assert!(svc.calls().is_empty(), "rules did not match: no call");
         let rec = s.agent.audit_where(|a| a["path"] == "/elsewhere");
-        assert_eq!(trace(&rec, "request_transforms")["annotations"], json!({}));
+        let t = trace(&rec, "request_transforms");
+        assert!(t["annotations"].as_object().is_none_or(|a| a.is_empty()), "{t}");
 
         let r = s.send(post(&host, "/scoped/a", "abc")).await;
         assert_eq!(r.status, 200);

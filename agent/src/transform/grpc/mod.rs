@@ -99,7 +99,8 @@ impl Transform for Grpc {
         cx: &mut RequestCx,
         req: &mut ProxyRequest,
     ) -> Result<Verdict, TransformError> {
-        if !self.rules.matches(&cx.match_input(req)) {
+        // Empty rules = every request (unlike the allowlist, where empty denies all).
+        if !self.rules.is_empty() && !self.rules.matches(&cx.match_input(req)) {
             return Ok(Verdict::Continue);
         }
         let body = if self.send_request_body {
