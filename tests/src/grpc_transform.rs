@@ -139,7 +139,10 @@ impl TransformService for ExamplePolicy {
         call: Request<TransformResponseRequest>,
     ) -> Result<Response<TransformResponseResponse>, Status> {
         let call = call.into_inner();
-        self.calls.lock().unwrap().push(Call::Response(call.clone()));
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call::Response(call.clone()));
         let url = call.request.map(|r| r.url).unwrap_or_default();
         let body = call.response.map(|r| r.body).unwrap_or_default();
         let mut answer = TransformResponseResponse {

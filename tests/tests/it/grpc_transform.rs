@@ -97,7 +97,11 @@ fn continue_sends_the_request_and_response_and_records_annotations() {
         assert_eq!(req.url, "/hello?x=1");
         assert_eq!(req.host, host);
         assert_eq!(req.body, b"hi there");
-        assert!(req.remote_addr.starts_with("127.0.0.1:"), "{}", req.remote_addr);
+        assert!(
+            req.remote_addr.starts_with("127.0.0.1:"),
+            "{}",
+            req.remote_addr
+        );
         // Go-canonical names, as iron-proxy's http.Header sends them; Host is not a header.
         assert_eq!(header(req, "Content-Type"), Some("text/plain"));
         assert_eq!(header(req, "X-Request-Id"), Some("r-1"));
@@ -156,7 +160,10 @@ fn headers_only_unless_bodies_are_asked_for_and_rules_scope_the_calls() {
         assert!(svc.calls().is_empty(), "rules did not match: no call");
         let rec = s.agent.audit_where(|a| a["path"] == "/elsewhere");
         let t = trace(&rec, "request_transforms");
-        assert!(t["annotations"].as_object().is_none_or(|a| a.is_empty()), "{t}");
+        assert!(
+            t["annotations"].as_object().is_none_or(|a| a.is_empty()),
+            "{t}"
+        );
 
         let r = s.send(post(&host, "/scoped/a", "abc")).await;
         assert_eq!(r.status, 200);
@@ -164,7 +171,9 @@ fn headers_only_unless_bodies_are_asked_for_and_rules_scope_the_calls() {
         let calls = svc.calls();
         assert_eq!(calls.len(), 2);
         assert!(calls[0].request().body.is_empty(), "no body sent");
-        let Call::Response(c) = &calls[1] else { panic!() };
+        let Call::Response(c) = &calls[1] else {
+            panic!()
+        };
         assert!(c.response.as_ref().unwrap().body.is_empty());
         assert_eq!(c.response.as_ref().unwrap().status_code, 200);
     });
@@ -254,7 +263,11 @@ fn modified_request_reaches_the_origin_and_responses_are_modified_or_rejected() 
         let r = s.send(post(&host, "/reject-response", "")).await;
         assert_eq!(r.status, 409);
         assert_eq!(r.text(), "response blocked");
-        assert_eq!(s.origin.hits(), 3, "the origin answered; its answer was replaced");
+        assert_eq!(
+            s.origin.hits(),
+            3,
+            "the origin answered; its answer was replaced"
+        );
         let rec = s.agent.audit_where(|a| a["path"] == "/reject-response");
         assert_eq!(rec["rejected_by"], "policy");
         assert_eq!(rec["status_code"], 409);
@@ -381,7 +394,11 @@ fn tls_and_mutual_tls_to_the_service() {
         };
         let s = setup(vec![
             Transform::allowlist(&["localhost"]),
-            instance("tls", &one_way.target(), json!({"enabled": true, "ca_cert": ca_path})),
+            instance(
+                "tls",
+                &one_way.target(),
+                json!({"enabled": true, "ca_cert": ca_path}),
+            ),
             instance(
                 "mtls",
                 &mutual.target(),
@@ -397,25 +414,40 @@ fn tls_and_mutual_tls_to_the_service() {
                 &one_way.target(),
                 json!({"enabled": true, "ca_cert": other_path}),
             ),
-            instance("plaintext-to-tls", &one_way.target(), json!({"enabled": false})),
+            instance(
+                "plaintext-to-tls",
+                &one_way.target(),
+                json!({"enabled": false}),
+            ),
         ])
         .await;
         let host = s.host();
         assert_eq!(s.send(post(&host, "/tls", "a")).await.status, 200);
         assert_eq!(s.send(post(&host, "/mtls", "b")).await.status, 200);
-        assert_eq!(one_way.calls().len(), 2, "request and response phase over TLS");
-        assert_eq!(mutual.calls().len(), 2, "request and response phase over mTLS");
-        for path in ["/mtls-without-cert", "/untrusted-server", "/plaintext-to-tls"] {
+        assert_eq!(
+            one_way.calls().len(),
+            2,
+            "request and response phase over TLS"
+        );
+        assert_eq!(
+            mutual.calls().len(),
+            2,
+            "request and response phase over mTLS"
+        );
+        for path in [
+            "/mtls-without-cert",
+            "/untrusted-server",
+            "/plaintext-to-tls",
+        ] {
             let r = s.send(post(&host, path, "c")).await;
             assert_eq!(r.status, 502, "{path}");
             let rec = s.agent.audit_where(|a| a["path"] == path);
             assert_eq!(rec["action"], "error", "{path}");
             let name = &path[1..];
             assert!(
-                rec["error"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with(&format!("transform {name} request: grpc TransformRequest to {name}: ")),
+                rec["error"].as_str().unwrap().starts_with(&format!(
+                    "transform {name} request: grpc TransformRequest to {name}: "
+                )),
                 "{rec}"
             );
         }
@@ -541,9 +573,13 @@ fn config_errors_name_the_field() {
     let t = |cfg: Value| Transform::new("grpc", cfg);
     let yaml = config_with(vec![
         t(json!({"send_request_body": true})),
-        t(json!({"name": "a", "target": "localhost:1", "tls": {"enabled": true, "cert": "/c"}, "timeout": "0s"})),
+        t(
+            json!({"name": "a", "target": "localhost:1", "tls": {"enabled": true, "cert": "/c"}, "timeout": "0s"}),
+        ),
         t(json!({"name": "b", "target": "no-port-here"})),
-        t(json!({"name": "c", "target": "localhost:1", "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}})),
+        t(
+            json!({"name": "c", "target": "localhost:1", "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}}),
+        ),
         t(json!({"name": "d", "target": "localhost:1", "deadline": "1s"})),
     ]);
     let (code, err) = check_config(&yaml);
@@ -563,7 +599,9 @@ fn config_errors_name_the_field() {
     // Errors found when the transform is built (after validation passes).
     let yaml = config_with(vec![
         t(json!({"name": "b", "target": "no-port-here"})),
-        t(json!({"name": "c", "target": "localhost:1", "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}})),
+        t(
+            json!({"name": "c", "target": "localhost:1", "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}}),
+        ),
     ]);
     let (code, err) = check_config(&yaml);
     assert_eq!(code, 1, "{err}");

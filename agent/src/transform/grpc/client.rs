@@ -24,16 +24,20 @@ impl Client {
         tls: &GrpcTlsConfig,
         timeout: Duration,
     ) -> Result<Self, TransformBuildError> {
-        let uri = target_uri(target, tls.enabled)
-            .ok_or_else(|| TransformBuildError::invalid("target", "is not a host:port dial target"))?;
+        let uri = target_uri(target, tls.enabled).ok_or_else(|| {
+            TransformBuildError::invalid("target", "is not a host:port dial target")
+        })?;
         let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|_| TransformBuildError::invalid("target", "is not a host:port dial target"))?
             .connect_timeout(timeout)
             .timeout(timeout);
         if tls.enabled {
-            endpoint = endpoint
-                .tls_config(tls_config(tls)?)
-                .map_err(|_| TransformBuildError::invalid("tls", "cannot build a TLS client from these certificates"))?;
+            endpoint = endpoint.tls_config(tls_config(tls)?).map_err(|_| {
+                TransformBuildError::invalid(
+                    "tls",
+                    "cannot build a TLS client from these certificates",
+                )
+            })?;
         }
         Ok(Self {
             endpoint,
@@ -99,14 +103,22 @@ fn read_pem(path: &Path, field: &'static str) -> Result<Vec<u8>, TransformBuildE
     let ok = if field == "tls.key" {
         PrivateKeyDer::from_pem_slice(&pem).is_ok()
     } else {
-        CertificateDer::pem_slice_iter(&pem).next().is_some_and(|c| c.is_ok())
+        CertificateDer::pem_slice_iter(&pem)
+            .next()
+            .is_some_and(|c| c.is_ok())
     };
     if ok {
         Ok(pem)
     } else if field == "tls.key" {
-        Err(TransformBuildError::invalid(field, "holds no PEM private key"))
+        Err(TransformBuildError::invalid(
+            field,
+            "holds no PEM private key",
+        ))
     } else {
-        Err(TransformBuildError::invalid(field, "holds no PEM certificate"))
+        Err(TransformBuildError::invalid(
+            field,
+            "holds no PEM certificate",
+        ))
     }
 }
 
@@ -116,10 +128,22 @@ mod tests {
 
     #[test]
     fn dial_targets() {
-        assert_eq!(target_uri("localhost:9500", false).as_deref(), Some("http://localhost:9500"));
-        assert_eq!(target_uri("dns:///svc.local:443", true).as_deref(), Some("https://svc.local:443"));
-        assert_eq!(target_uri("http://127.0.0.1:1/", false).as_deref(), Some("http://127.0.0.1:1"));
-        assert_eq!(target_uri("[::1]:9", false).as_deref(), Some("http://[::1]:9"));
+        assert_eq!(
+            target_uri("localhost:9500", false).as_deref(),
+            Some("http://localhost:9500")
+        );
+        assert_eq!(
+            target_uri("dns:///svc.local:443", true).as_deref(),
+            Some("https://svc.local:443")
+        );
+        assert_eq!(
+            target_uri("http://127.0.0.1:1/", false).as_deref(),
+            Some("http://127.0.0.1:1")
+        );
+        assert_eq!(
+            target_uri("[::1]:9", false).as_deref(),
+            Some("http://[::1]:9")
+        );
         for bad in ["localhost", "unix:///tmp/s", "a:b", "host:1/path", ":9"] {
             assert_eq!(target_uri(bad, false), None, "{bad}");
         }

@@ -83,8 +83,9 @@ fn from_proto(
 /// `host` is ignored: the upstream Host is the one policy allowed.
 pub fn apply_request(req: &mut ProxyRequest, m: HttpRequest) -> Result<(), TransformError> {
     if !m.method.is_empty() {
-        *req.method_mut() = Method::from_bytes(m.method.as_bytes())
-            .map_err(|_| TransformError::Invalid("modified_request.method is not a valid method"))?;
+        *req.method_mut() = Method::from_bytes(m.method.as_bytes()).map_err(|_| {
+            TransformError::Invalid("modified_request.method is not a valid method")
+        })?;
     }
     if !m.url.is_empty() {
         set_target(req, &m.url)?;
@@ -107,8 +108,13 @@ pub fn apply_request(req: &mut ProxyRequest, m: HttpRequest) -> Result<(), Trans
 fn set_target(req: &mut ProxyRequest, url: &str) -> Result<(), TransformError> {
     const BAD: &str = "modified_request.url is not a valid URL";
     let uri: http::Uri = url.parse().map_err(|_| TransformError::Invalid(BAD))?;
-    let pq = uri.path_and_query().ok_or(TransformError::Invalid(BAD))?.clone();
-    let decoded = percent_decode_str(pq.path()).decode_utf8_lossy().into_owned();
+    let pq = uri
+        .path_and_query()
+        .ok_or(TransformError::Invalid(BAD))?
+        .clone();
+    let decoded = percent_decode_str(pq.path())
+        .decode_utf8_lossy()
+        .into_owned();
     // The same refusal identify applies to client paths: no traversal past a path rule.
     if decoded.split('/').any(|seg| seg == "." || seg == "..") {
         return Err(TransformError::Invalid(
@@ -177,5 +183,7 @@ fn status(code: i32) -> Result<StatusCode, TransformError> {
     u16::try_from(code)
         .ok()
         .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(TransformError::Invalid("status_code is not a valid HTTP status"))
+        .ok_or(TransformError::Invalid(
+            "status_code is not a valid HTTP status",
+        ))
 }

@@ -24,9 +24,7 @@ use crate::transform::build::{Build, BuildContext, TransformBuildError};
 use crate::transform::{
     ProxyRequest, ProxyResponse, RequestCx, Transform, TransformError, Verdict,
 };
-use proto::{
-    TransformAction, TransformContext, TransformRequestRequest, TransformResponseRequest,
-};
+use proto::{TransformAction, TransformContext, TransformRequestRequest, TransformResponseRequest};
 
 pub struct Grpc {
     /// Tells this instance's request snapshot apart from other `grpc` transforms' in one request.

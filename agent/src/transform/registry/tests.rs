@@ -57,12 +57,17 @@ fn grpc_build_errors_name_the_field() {
     let errs = build(&[
         entry(json!({"name": "allowlist", "config": {"domains": ["a.test"]}})),
         entry(json!({"name": "grpc", "config": {"name": "p", "target": "no-port"}})),
-        entry(json!({"name": "grpc", "config": {"name": "q", "target": "localhost:1",
-            "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}}})),
+        entry(
+            json!({"name": "grpc", "config": {"name": "q", "target": "localhost:1",
+            "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}}}),
+        ),
     ])
     .unwrap_err();
     let msgs = messages(&errs);
-    assert_eq!(msgs[0], "transforms[1].config.target: is not a host:port dial target");
+    assert_eq!(
+        msgs[0],
+        "transforms[1].config.target: is not a host:port dial target"
+    );
     assert!(
         msgs[1].starts_with("transforms[2].config.tls.ca_cert: reading /nonexistent/ca.pem: "),
         "{msgs:?}"
