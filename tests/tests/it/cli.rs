@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use iron_agent_tests::agent::agent_bin;
 use iron_agent_tests::{Agent, AgentConfig, TestCa, Transform};
-use serde_json::json;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(agent_bin())
