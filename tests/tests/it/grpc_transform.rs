@@ -333,6 +333,41 @@ fn a_down_failing_or_slow_service_fails_closed() {
     });
 }
 
+/// `send_request_body` reads at most `proxy.max_request_body_bytes`: more is a 413 (decision 3),
+/// never sent to the service or forwarded truncated.
+#[test]
+fn a_body_over_the_buffer_limit_is_refused_not_truncated() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let svc = TransformServer::start(ServerTls::Plain).await;
+        let (origin, origin_ca) = iron_agent_tests::mitm::localhost_origin().await;
+        let transforms = vec![grpc(&svc.target(), json!({}))];
+        let m = MitmAgent::prepare(&[]).trust(&origin_ca).start(|c, k| {
+            AgentConfig::loopback(c, k)
+                .with(|c| c.proxy.max_request_body_bytes = Some(16))
+                .transforms(transforms)
+        });
+        let host = format!("localhost:{}", origin.port());
+        let r = m.send(post(&host, "/small", "0123456789")).await;
+        assert_eq!(r.status, 200);
+        let r = m.send(post(&host, "/big", &"x".repeat(17))).await;
+        assert_eq!(r.status, 413);
+        assert_eq!(origin.hits(), 1);
+        let urls: Vec<String> = svc
+            .calls()
+            .iter()
+            .map(|c| c.request().url.clone())
+            .collect();
+        assert_eq!(
+            urls,
+            ["/small", "/small"],
+            "the oversized request never reached the service"
+        );
+        let rec = m.agent.audit_where(|a| a["path"] == "/big");
+        assert_eq!(rec["rejected_by"], "policy");
+    });
+}
+
 #[test]
 fn a_restarted_service_is_reconnected() {
     let rt = iron_agent_tests::runtime();

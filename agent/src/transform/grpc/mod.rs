@@ -180,3 +180,6 @@ impl Transform for Grpc {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
