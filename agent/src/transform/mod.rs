@@ -34,7 +34,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::audit::record::BodyCapture;
+use crate::audit::record::{BodyCapture, TunnelAudit};
 use crate::identify::{ClientAddr, HostName};
 use crate::policy::MatchInput;
 
@@ -107,6 +107,8 @@ pub struct RequestCx {
     pub response_body_limit: Option<u64>,
     /// Filled by `body_capture`.
     pub body_capture: Option<BodyCapture>,
+    /// The tunnel an inner request arrived through (target and its setup's traces).
+    pub tunnel: Option<TunnelAudit>,
     /// What a transform carries from its request phase to its response phase (keyed by type).
     pub state: http::Extensions,
     annotations: Map<String, Value>,
@@ -123,6 +125,7 @@ impl RequestCx {
             request_body_limit: None,
             response_body_limit: None,
             body_capture: None,
+            tunnel: None,
             state: http::Extensions::new(),
             annotations: Map::new(),
         }

@@ -570,6 +570,25 @@ fn runs_on_http2_and_inside_tunnels() {
             urls,
             ["/h2/ok", "/reject/h2", "/modify-response/h2", "/tunnel/ok", "/reject/tunnel"]
         );
+        // Inner requests carry the tunnel (target, and the setup's traces); others do not.
+        let calls = svc.calls();
+        let tunnel_call = calls
+            .iter()
+            .find_map(|c| match c {
+                Call::Request(r) if r.request.as_ref().unwrap().url == "/tunnel/ok" => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        let tunnel = tunnel_call.context.as_ref().unwrap().tunnel.as_ref().unwrap();
+        assert_eq!(tunnel.target, target);
+        let names: Vec<&str> = tunnel
+            .request_transforms
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["allowlist"]);
+        let Call::Request(h2_call) = &calls[0] else { panic!() };
+        assert!(h2_call.context.as_ref().unwrap().tunnel.is_none());
         let rec = m.agent.audit_where(|a| a["path"] == "/reject/tunnel");
         assert_eq!(rec["rejected_by"], "policy");
         assert_eq!(rec["tunnel"]["target"], target);

@@ -11,7 +11,8 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use percent_encoding::percent_decode_str;
 
-use super::proto::{HeaderValues, HttpRequest, HttpResponse};
+use super::proto::{HeaderValues, HttpRequest, HttpResponse, TunnelInfo, TunnelRequestTransform};
+use crate::audit::record::TunnelAudit;
 use crate::transform::body::{DecodedPath, full, replace_request_body};
 use crate::transform::headers::canonical_name;
 use crate::transform::{ProxyRequest, ProxyResponse, RequestCx, TransformError};
@@ -186,4 +187,42 @@ fn status(code: i32) -> Result<StatusCode, TransformError> {
         .ok_or(TransformError::Invalid(
             "status_code is not a valid HTTP status",
         ))
+}
+
+/// `context.tunnel` for a request inside a CONNECT/SOCKS5 tunnel: its target and the tunnel
+/// setup's traces, annotations as `google.protobuf.Struct` (as iron-proxy sends them).
+pub fn tunnel(t: &TunnelAudit) -> TunnelInfo {
+    TunnelInfo {
+        target: t.target.clone(),
+        request_transforms: t
+            .request_transforms
+            .iter()
+            .map(|tr| TunnelRequestTransform {
+                name: tr.name.clone(),
+                annotations: Some(to_struct(&tr.annotations)),
+            })
+            .collect(),
+    }
+}
+
+fn to_struct(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+    }
+}
+
+fn to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(to_value).collect(),
+        }),
+        J::Object(o) => Kind::StructValue(to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
 }

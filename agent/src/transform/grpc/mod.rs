@@ -62,7 +62,7 @@ impl Grpc {
         TransformContext {
             sni: cx.sni.clone().unwrap_or_default(),
             client_cert_der: Vec::new(),
-            tunnel: None,
+            tunnel: cx.tunnel.as_ref().map(convert::tunnel),
         }
     }
 
