@@ -37,6 +37,9 @@ use std::{
     process::{Command, ExitCode},
 };
 
+#[path = "build/proto.rs"]
+mod proto;
+
 const OBJECT_NAME: &str = "agent-ebpf";
 const HINT: &str = "install rust-src for nightly, llvm-22-dev and bpf-linker (cargo xtask setup); see agent/build.rs";
 
@@ -58,6 +61,7 @@ fn run() -> Result<(), String> {
 
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?);
+    proto::generate(&manifest_dir)?;
     let object = out_dir.join(OBJECT_NAME);
     let ebpf_dir = manifest_dir.join("../agent-ebpf");
     let common_dir = manifest_dir.join("../agent-common");

@@ -13,6 +13,7 @@ pub mod curl;
 pub mod dns;
 pub mod ebpf_world;
 pub mod fs_snapshot;
+pub mod grpc_transform;
 pub mod mitm;
 pub mod moto;
 pub mod netns;

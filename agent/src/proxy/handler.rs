@@ -196,6 +196,7 @@ fn into_pipeline(
     cx.dest_ip = conn.dest_ip();
     cx.request_body_limit = rt.request_body_limit;
     cx.response_body_limit = rt.response_body_limit;
+    cx.tunnel = conn.tunnel.as_ref().map(|t| t.audit.clone());
     (cx, req)
 }
 

@@ -53,6 +53,11 @@ pub enum BuildProblem {
         pattern: String,
         source: regex::Error,
     },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("references .Credentials.{0}, which is not in credentials")]
     UnknownCredential(String),
 }

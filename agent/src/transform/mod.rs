@@ -16,6 +16,7 @@ pub mod build;
 pub mod gcp_auth;
 pub mod gcp_id_token;
 pub mod google;
+pub mod grpc;
 pub mod header_allowlist;
 pub mod headers;
 pub mod hmac_sign;
@@ -33,7 +34,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::audit::record::BodyCapture;
+use crate::audit::record::{BodyCapture, TunnelAudit};
 use crate::identify::{ClientAddr, HostName};
 use crate::policy::MatchInput;
 
@@ -71,6 +72,9 @@ pub enum TransformError {
     HeaderName(String),
     #[error("formatter: {0}")]
     Formatter(#[source] crate::template::TemplateError),
+    /// An external service the transform calls failed or gave no answer in time (→ 502).
+    #[error("{0}")]
+    Service(String),
 }
 
 /// How the connection reached the agent; transforms see it as iron-proxy's `Mode`.
@@ -103,6 +107,10 @@ pub struct RequestCx {
     pub response_body_limit: Option<u64>,
     /// Filled by `body_capture`.
     pub body_capture: Option<BodyCapture>,
+    /// The tunnel an inner request arrived through (target and its setup's traces).
+    pub tunnel: Option<TunnelAudit>,
+    /// What a transform carries from its request phase to its response phase (keyed by type).
+    pub state: http::Extensions,
     annotations: Map<String, Value>,
 }
 
@@ -117,6 +125,8 @@ impl RequestCx {
             request_body_limit: None,
             response_body_limit: None,
             body_capture: None,
+            tunnel: None,
+            state: http::Extensions::new(),
             annotations: Map::new(),
         }
     }

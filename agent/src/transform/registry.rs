@@ -15,6 +15,7 @@ use super::body_capture::BodyCapture;
 use super::build::{Build, BuildContext, TransformBuildError};
 use super::gcp_auth::GcpAuth;
 use super::gcp_id_token::GcpIdToken;
+use super::grpc::Grpc;
 use super::header_allowlist::HeaderAllowlist;
 use super::hmac_sign::HmacSign;
 use super::judge::Judge;
@@ -70,7 +71,7 @@ registry! {
     AwsAuth => AwsAuth,
     HmacSign => HmacSign,
     Judge => Judge,
-    Grpc => not_yet,
+    Grpc => Grpc,
 }
 
 /// Builds every transform of a `transforms:` list, registering the secrets they use in

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use iron_agent_tests::agent::agent_bin;
 use iron_agent_tests::{Agent, AgentConfig, TestCa, Transform};
-use serde_json::json;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(agent_bin())
@@ -216,19 +215,33 @@ fn features_not_built_yet_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
-    let cfg = AgentConfig::loopback(&c, &k).transforms([Transform::new(
-        "grpc",
-        json!({"name": "policy", "target": "127.0.0.1:9"}),
-    )]);
+    let cfg = AgentConfig::loopback(&c, &k);
     let path = dir.path().join("c.yaml");
-    std::fs::write(&path, cfg.to_yaml()).unwrap();
-    let (code, _, stderr) = run(&["check-config", "--config", path.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    // `management.listen` is the one iron-proxy key still planned (docs/compatibility.md).
+    std::fs::write(
+        &path,
+        format!("{}management:\n  listen: 127.0.0.1:9\n", cfg.to_yaml()),
+    )
+    .unwrap();
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env("IRON_MANAGEMENT_API_KEY", "k")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("transforms[0]: grpc is not supported yet"),
+        stderr.contains("management.listen is not supported yet"),
         "{stderr}"
     );
-    let mut agent = Agent::with(&cfg).start();
+    let mut agent = Agent::with(&cfg)
+        .env("IRON_MANAGEMENT_LISTEN", "127.0.0.1:9")
+        .env("IRON_MANAGEMENT_API_KEY", "k")
+        .start();
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(1));
-    assert!(agent.logs().contains("grpc is not supported yet"));
+    assert!(
+        agent
+            .logs()
+            .contains("management.listen is not supported yet")
+    );
 }

@@ -12,6 +12,7 @@ mod ebpf_protocols;
 mod first_hour;
 mod gcp_auth;
 mod grpc;
+mod grpc_transform;
 mod hmac_sign;
 mod http2;
 mod install;

@@ -6,9 +6,9 @@ use serde::Deserialize;
 
 use super::KindConfig;
 use super::{RuleConfig, require_str, validate_rules};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, GoDuration};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
     /// Used as the transform's name in traces.
@@ -20,6 +20,22 @@ pub struct GrpcConfig {
     /// Empty = every request is forwarded.
     pub rules: Vec<RuleConfig>,
     pub tls: GrpcTlsConfig,
+    /// Deadline for connecting and for each call (iron-agent extension; iron-proxy has none).
+    pub timeout: GoDuration,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            target: String::new(),
+            send_request_body: false,
+            send_response_body: false,
+            rules: Vec::new(),
+            tls: GrpcTlsConfig::default(),
+            timeout: GoDuration(std::time::Duration::from_secs(10)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -42,6 +58,12 @@ impl KindConfig for GrpcConfig {
             ));
         }
         validate_rules(&self.rules, &format!("{path}.rules"), errors);
+        if self.timeout.0.is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.timeout"),
+                "must be greater than zero",
+            ));
+        }
     }
 
     fn warnings(&self, path: &str, out: &mut Vec<String>) {

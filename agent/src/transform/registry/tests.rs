@@ -53,23 +53,25 @@ fn every_registered_kind_builds_or_is_refused_by_name() {
 }
 
 #[test]
-fn kinds_without_a_runtime_are_refused_not_skipped() {
+fn grpc_build_errors_name_the_field() {
     let errs = build(&[
         entry(json!({"name": "allowlist", "config": {"domains": ["a.test"]}})),
-        entry(json!({"name": "grpc"})),
+        entry(json!({"name": "grpc", "config": {"name": "p", "target": "no-port"}})),
+        entry(
+            json!({"name": "grpc", "config": {"name": "q", "target": "localhost:1",
+            "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}}}),
+        ),
     ])
     .unwrap_err();
+    let msgs = messages(&errs);
     assert_eq!(
-        messages(&errs),
-        ["transforms[1]: grpc is not supported yet"]
+        msgs[0],
+        "transforms[1].config.target: is not a host:port dial target"
     );
-    assert!(matches!(
-        errs[0],
-        BuildError::Unsupported {
-            index: 1,
-            kind: "grpc"
-        }
-    ));
+    assert!(
+        msgs[1].starts_with("transforms[2].config.tls.ca_cert: reading /nonexistent/ca.pem: "),
+        "{msgs:?}"
+    );
 }
 
 #[test]
