@@ -182,7 +182,7 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(app::run(cfg)) {
+    match rt.block_on(app::run(cfg, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "exiting");

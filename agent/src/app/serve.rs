@@ -15,14 +15,13 @@ use crate::accept;
 use crate::config::Config;
 use crate::postgres::PostgresProxy;
 use crate::proxy::{Runtime, server};
-use crate::secrets::SecretRegistry;
 use crate::transform::Mode;
 
 /// In-flight requests get this long to finish after SIGINT/SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server task's end: its name, and why it stopped when that is an error.
-type Ended = (&'static str, Option<String>);
+pub(super) type Ended = (&'static str, Option<String>);
 
 /// Every listener, bound before anything is served.
 pub(super) struct Listeners {
@@ -93,15 +92,15 @@ pub(super) async fn serve(
     rt: Arc<Runtime>,
     listeners: Listeners,
     ebpf: bool,
-    secrets: SecretRegistry,
+    control: super::reload::Control,
     signals: Signals,
     postgres: Option<Arc<PostgresProxy>>,
 ) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
-    secrets.spawn_refreshers(shutdown.clone());
     let conns = TaskTracker::new();
     let names = ebpf.then(|| Arc::new(ProfileNames(rt.clone(), postgres.clone())));
     let mut servers = spawn_servers(cfg, &rt, listeners, names, &conns, &shutdown);
+    control.spawn(&mut servers, &conns, &shutdown);
     let result = tokio::select! {
         sig = shutdown_signal(signals) => {
             tracing::info!(signal = sig, "received signal, shutting down");
