@@ -9,6 +9,8 @@ pub mod intercept;
 pub mod jail;
 pub mod management;
 pub mod reload;
+mod reload_diff;
+mod reload_kernel;
 mod serve;
 
 use std::net::SocketAddr;

@@ -8,9 +8,6 @@
 //! connections, the eBPF policy maps, the secret refreshers. Requests already running keep the
 //! profile they read; connections are never closed.
 
-mod diff;
-mod kernel;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,6 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use super::intercept;
 use super::management::Management;
+use super::reload_diff::{self as diff, config_hash};
+use super::reload_kernel as kernel;
 use super::serve::Ended;
 use crate::config::{self, Config};
 use crate::ebpf::Interceptor;
@@ -27,8 +26,6 @@ use crate::mint::TokenHttp;
 use crate::postgres::PostgresProxy;
 use crate::proxy::Runtime;
 use crate::secrets::SecretRegistry;
-
-pub use diff::config_hash;
 
 /// Why a reload was refused; the old state is kept either way.
 #[derive(Debug, thiserror::Error)]

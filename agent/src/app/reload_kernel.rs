@@ -8,8 +8,8 @@ use crate::config::intercept::InterceptConfig;
 use crate::ebpf::{Interceptor, Mode};
 use crate::identify::PolicyId;
 
-use super::super::identity;
-use super::super::intercept::{self, SetupError};
+use super::identity;
+use super::intercept::{self, SetupError};
 
 /// Refuses a config naming a user this host does not have, before anything is written (the
 /// kernel maps are then never half updated by a reload that fails on its third identity).
