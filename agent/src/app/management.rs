@@ -29,20 +29,25 @@ pub struct Management {
 }
 
 impl Management {
-    /// Binds `management.listen` when set. Standalone mode needs `--config`: `/v1/reload`
-    /// must have a file to re-read (iron-proxy's message).
-    pub async fn bind(cfg: &Config, source: Option<&Path>) -> Result<Option<Self>, AppError> {
+    /// Standalone mode with `management.listen` needs `--config`: `/v1/reload` must have a
+    /// file to re-read (iron-proxy's message). Checked before anything is built or bound.
+    pub fn require_source(cfg: &Config, source: Option<&Path>) -> Result<(), AppError> {
+        if cfg.management.listen.is_some() && source.is_none() {
+            return Err(AppError::Unsupported(vec![
+                "management.listen requires --config in standalone mode; /v1/reload has no file to re-read".into(),
+            ]));
+        }
+        Ok(())
+    }
+
+    /// Binds `management.listen` when set.
+    pub async fn bind(cfg: &Config) -> Result<Option<Self>, AppError> {
         let (Some(listen), Some(var)) = (
             &cfg.management.listen,
             cfg.management.effective_api_key_env(),
         ) else {
             return Ok(None);
         };
-        if source.is_none() {
-            return Err(AppError::Unsupported(vec![
-                "management.listen requires --config in standalone mode; /v1/reload has no file to re-read".into(),
-            ]));
-        }
         // Validation already refused an unset or empty variable; checked again, fail closed.
         let key = std::env::var(var)
             .ok()

@@ -78,6 +78,7 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
     }
+    management::Management::require_source(&cfg, source.as_deref())?;
     let signals = Signals::install();
     let hangup = reload::Hangup::install();
     let audit = Arc::new(
@@ -94,7 +95,7 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
     let leaf_cache = leaf_cache(&cfg.tls)?;
     // Bind everything before serving anything: a port conflict is fatal at startup.
     let listeners = Listeners::bind(&cfg).await?;
-    let management = management::Management::bind(&cfg, source.as_deref()).await?;
+    let management = management::Management::bind(&cfg).await?;
     // eBPF interception goes live only once every listener it redirects to is bound.
     let interceptor = attach_interception(&cfg, &listeners)?;
     let rt = Arc::new(Runtime {

@@ -495,3 +495,26 @@ fn reload_moves_users_between_policies_in_the_kernel_maps() {
     assert_eq!(code(&u1, "https://api.test/u1-still"), "403");
     assert_eq!(code(&u2, "https://api.test/u2-still"), "200");
 }
+
+/// Without `--config` there is no file for `/v1/reload` to re-read: iron-proxy's message, exit 1,
+/// before any listener is bound.
+#[test]
+fn management_listen_without_config_file_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
+        .arg("run")
+        .env("IRON_AGENT_STATE_DIR", state.path())
+        .env("IRON_MANAGEMENT_LISTEN", "127.0.0.1:0")
+        .env("IRON_MANAGEMENT_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: management.listen requires --config in standalone mode; /v1/reload has no file to re-read"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\"msg\":\"listening\""), "{stderr}");
+}
