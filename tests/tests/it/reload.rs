@@ -518,3 +518,64 @@ fn management_listen_without_config_file_is_refused() {
     );
     assert!(!stderr.contains("\"msg\":\"listening\""), "{stderr}");
 }
+
+/// The PostgreSQL proxy takes a changed `postgres` block on reload: new sessions get the new
+/// pinned settings, on the same listener.
+#[test]
+fn reload_applies_a_changed_postgres_block() {
+    use iron_agent_tests::postgres::{
+        Cluster, PROXY_PASSWORD, PROXY_USER, agent_config, proxy_block, psql,
+    };
+    let cluster = Cluster::start();
+    let cfg = |tenant: &str| {
+        agent_config(proxy_block(
+            "127.0.0.1:0",
+            &[("appdb", Some("tenant_role"), &[("app.tenant", tenant)])],
+        ))
+    };
+    let mut agent = Agent::with(&cfg("acme"))
+        .env("PG_PROXY_PASSWORD", PROXY_PASSWORD)
+        .env("PG_DSN_APPDB", cluster.dsn(None, "appdb", "disable"))
+        .start();
+    let pg = agent.addr("postgres");
+    let conninfo = format!(
+        "host={} port={} dbname=appdb user={PROXY_USER} sslmode=disable",
+        pg.ip(),
+        pg.port()
+    );
+    let tenant = || {
+        psql(
+            &conninfo,
+            PROXY_PASSWORD,
+            "SELECT current_setting('app.tenant');\n",
+        )
+    };
+    let (code, out) = tenant();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("acme"), "{out}");
+
+    std::fs::write(&agent.config_path, cfg("globex").to_yaml()).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(agent.pid() as i32, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Some(l) = agent.json_lines().into_iter().find(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reload"))
+        }) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(line["msg"], "config reloaded", "{line}");
+    assert_eq!(line["changed"], "postgres", "{line}");
+    let (code, out) = tenant();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("globex") && !out.contains("acme"), "{out}");
+    assert_eq!(agent.signal(libc::SIGTERM).code(), Some(0));
+}
