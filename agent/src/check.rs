@@ -33,7 +33,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
             out.extend(errs.iter().map(|e| format!("intercept.policies[{i}].{e}")));
         }
     }
-    let not_yet = |what: &str| format!("{what} is not supported yet");
     let mut secrets = SecretRegistry::default();
     if let Err(e) = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), &mut secrets)
     {
@@ -41,8 +40,5 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     }
     // Not unsupported, but checked here so that `check-config` and `install` report bad values.
     out.extend(UpstreamProxies::check(&cfg.proxy.upstream_proxy));
-    if cfg.management.listen.is_some() {
-        out.push(not_yet("management.listen"));
-    }
     out
 }

@@ -173,7 +173,6 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
         }
     };
     telemetry::init(cfg.log.level);
-    iron_agent::metrics::set_config_hash(&config_hash(path.as_deref()));
     if path.is_none() {
         tracing::info!(
             "no --config given: using the embedded default config (loopback listeners, deny-all allowlist)"
@@ -210,7 +209,7 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(app::run(cfg)) {
+    match rt.block_on(app::run(cfg, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One plain line per error (not also a JSON log line): this is the last thing said.
@@ -220,15 +219,6 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
             ExitCode::from(1)
         }
     }
-}
-
-/// `sha256:<hex>` of the config file (what `sha256sum` prints), `""` for the embedded default:
-/// the `hash` label of `iron_agent_config_info` until a reload replaces it.
-fn config_hash(path: Option<&std::path::Path>) -> String {
-    use sha2::Digest;
-    path.and_then(|p| std::fs::read(p).ok())
-        .map(|bytes| format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))))
-        .unwrap_or_default()
 }
 
 /// The embedded default config; generates its CA into the state directory on first use.

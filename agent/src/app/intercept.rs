@@ -99,15 +99,24 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     Ok(Arc::new(icpt))
 }
 
-fn apply(
+/// The kernel entries one [`apply`] wrote (a reload removes every entry no longer written).
+#[derive(Default)]
+pub(super) struct Applied {
+    pub uids: Vec<Uid>,
+    pub cgroups: Vec<crate::identify::CgroupId>,
+}
+
+pub(super) fn apply(
     icpt: &Interceptor,
     field: &str,
     ids: &Identities,
     mode: Mode,
     policy: PolicyId,
-) -> Result<(), SetupError> {
+) -> Result<Applied, SetupError> {
+    let mut out = Applied::default();
     for uid in &ids.uids {
         icpt.set_uid_policy(Uid(*uid), mode, policy)?;
+        out.uids.push(Uid(*uid));
     }
     for user in &ids.users {
         let uid = identity::uid_of(user).ok_or_else(|| SetupError::UnknownUser {
@@ -115,11 +124,12 @@ fn apply(
             user: user.clone(),
         })?;
         icpt.set_uid_policy(Uid(uid), mode, policy)?;
+        out.uids.push(Uid(uid));
     }
     for cg in &ids.cgroups {
-        icpt.govern_cgroup(cg, mode, policy)?;
+        out.cgroups.push(icpt.govern_cgroup(cg, mode, policy)?);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Policy id by uid for the `policies` entries that name uids or users (policy id = index + 1).

@@ -8,9 +8,14 @@ pub mod identity;
 pub mod intercept;
 pub mod jail;
 pub mod preflight;
+pub mod management;
+pub mod reload;
+mod reload_diff;
+mod reload_kernel;
 mod serve;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,14 +75,17 @@ fn join<E: std::fmt::Display>(errs: &[E]) -> String {
         .join("\n")
 }
 
-/// Runs the agent until SIGINT/SIGTERM (Ok) or a fatal error (Err).
-pub async fn run(cfg: Config) -> Result<(), AppError> {
+/// Runs the agent until SIGINT/SIGTERM (Ok) or a fatal error (Err). `source` is the
+/// `--config` file, re-read by a reload (`None`: the embedded default config).
+pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
     let refused = crate::check::unsupported(&cfg);
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
     }
+    management::Management::require_source(&cfg, source.as_deref())?;
     let signals = Signals::install();
     let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok())?;
+    let hangup = reload::Hangup::install();
     let audit = Arc::new(
         AuditSink::stderr(cfg.log.level)
             .map_err(|e| AppError::Fatal {
@@ -91,15 +99,13 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
     let upstream = Upstream::build(&cfg)?;
     let mut secrets = SecretRegistry::default();
     let profiles = build_profiles(&cfg, &mut secrets, &upstream.mint)?;
-    let mcp = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), &mut secrets)
-        .map_err(|e| AppError::Unsupported(vec![e.to_string()]))?
-        .map(Arc::new);
     admin.health.pipeline_built();
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
     let leaf_cache = leaf_cache(&cfg.tls)?;
     // Bind everything before serving anything: a port conflict is fatal at startup.
     let listeners = Listeners::bind(&cfg).await?;
+    let management = management::Management::bind(&cfg).await?;
     // eBPF interception goes live only once every listener it redirects to is bound. A first
     // start that fails after this point takes its programs away again.
     let first_start = FirstStart::arm(&cfg);
@@ -121,13 +127,26 @@ pub async fn run(cfg: Config) -> Result<(), AppError> {
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
         websockets: Default::default(),
-        mcp,
     });
     let postgres = start_postgres(&cfg, &rt, interceptor.as_ref()).await?;
     listeners.log_startup(&rt, admin.addr());
     let ebpf = interceptor.is_some();
+    let reloader = Arc::new(reload::Reloader::new(reload::Parts {
+        source,
+        cfg: cfg.clone(),
+        rt: rt.clone(),
+        mint: upstream.mint.clone(),
+        secrets,
+        interceptor,
+        postgres: postgres.clone(),
+    }));
+    let control = reload::Control {
+        reloader,
+        management,
+        hangup,
+    };
     first_start.disarm();
-    serve::serve(&cfg, rt, listeners, ebpf, secrets, signals, postgres, admin).await
+    serve::serve(&cfg, rt, listeners, ebpf, control, signals, postgres, admin).await
 }
 
 /// Pins a first start created: removed (detaching the programs) when the start fails before
@@ -181,21 +200,29 @@ async fn start_postgres(
 }
 
 /// The top-level profile and one per `intercept.policies` entry: each a policy (its
-/// allowlists) and a pipeline. Credential transforms mint tokens through `mint`.
+/// allowlists), a pipeline and the MCP policy. Credential transforms mint tokens through
+/// `mint`. Used at startup and by every reload.
 fn build_profiles(
     cfg: &Config,
     secrets: &mut SecretRegistry,
     mint: &Arc<TokenHttp>,
 ) -> Result<Profiles, AppError> {
+    let mcp = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), secrets)
+        .map_err(|e| AppError::Unsupported(vec![e.to_string()]))?
+        .map(Arc::new);
     let mut cx = BuildContext { secrets, mint };
-    let default = Profile::build(None, &cfg.transforms, &mut cx).map_err(AppError::Pipeline)?;
+    let mut default = Profile::build(None, &cfg.transforms, &mut cx).map_err(AppError::Pipeline)?;
     if default.policy.allows_everything() {
         tracing::warn!("no allowlist transform configured: every destination is allowed");
     }
+    default.mcp = mcp.clone();
     let mut policies = Vec::new();
     for p in &cfg.intercept.policies {
         let name = Some(p.name.clone().unwrap_or_default());
-        policies.push(Profile::build(name, &p.transforms, &mut cx).map_err(AppError::Pipeline)?);
+        let mut profile =
+            Profile::build(name, &p.transforms, &mut cx).map_err(AppError::Pipeline)?;
+        profile.mcp = mcp.clone();
+        policies.push(profile);
     }
     Ok(Profiles::new(default, policies))
 }

@@ -16,7 +16,6 @@ use crate::accept;
 use crate::config::Config;
 use crate::postgres::PostgresProxy;
 use crate::proxy::{Runtime, server};
-use crate::secrets::SecretRegistry;
 use crate::transform::Mode;
 
 /// In-flight requests get this long to finish after SIGINT/SIGTERM.
@@ -25,7 +24,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const OTEL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A server task's end: its name, and why it stopped when that is an error.
-type Ended = (&'static str, Option<String>);
+pub(super) type Ended = (&'static str, Option<String>);
 
 /// Every listener, bound before anything is served.
 pub(super) struct Listeners {
@@ -95,16 +94,16 @@ pub(super) async fn serve(
     rt: Arc<Runtime>,
     listeners: Listeners,
     ebpf: bool,
-    secrets: SecretRegistry,
+    control: super::reload::Control,
     signals: Signals,
     postgres: Option<Arc<PostgresProxy>>,
     admin: Admin,
 ) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
-    secrets.spawn_refreshers(shutdown.clone());
     let conns = TaskTracker::new();
     let names = ebpf.then(|| Arc::new(ProfileNames(rt.clone(), postgres.clone())));
     let mut servers = spawn_servers(cfg, &rt, listeners, names, &conns, &shutdown);
+    control.spawn(&mut servers, &conns, &shutdown);
     admin.health.listeners_serving();
     let result = tokio::select! {
         sig = shutdown_signal(signals) => {

@@ -70,6 +70,9 @@ pub fn apply_overrides(
         "IRON_PROXY_UPSTREAM_RESPONSE_HEADER_TIMEOUT",
         cfg.proxy.upstream_response_header_timeout
     );
+    if let Some(v) = get("IRON_PROXY_UPSTREAM_DENY_CIDRS") {
+        set_deny_cidrs(cfg, &v, &mut errors);
+    }
     parse_into!(
         "IRON_CONTROL_PLANE_POLL_INTERVAL",
         cfg.control_plane.poll_interval
@@ -92,6 +95,18 @@ fn set_dns_enabled(cfg: &mut Config, v: &str, errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// Comma-separated CIDRs replacing the whole YAML list (iron-proxy's later addition).
+fn set_deny_cidrs(cfg: &mut Config, v: &str, errors: &mut Vec<ConfigError>) {
+    let mut list = Vec::new();
+    for item in v.split(',') {
+        match item.parse::<super::Cidr>() {
+            Ok(c) => list.push(c),
+            Err(e) => errors.push(ConfigError::new("IRON_PROXY_UPSTREAM_DENY_CIDRS", e)),
+        }
+    }
+    cfg.proxy.upstream_deny_cidrs = Some(list);
+}
+
 fn set_tls_mode(cfg: &mut Config, v: &str, errors: &mut Vec<ConfigError>) {
     match v {
         "mitm" => cfg.tls.mode = super::TlsMode::Mitm,
@@ -109,5 +124,57 @@ fn parse_go_bool(s: &str) -> Option<bool> {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    const YAML: &str = "dns: {enabled: false}\ntls: {mode: sni-only}\nproxy:\n  upstream_deny_cidrs: ['10.0.0.0/8']\n";
+
+    #[test]
+    fn deny_cidrs_env_replaces_the_yaml_list() {
+        let cfg = load_str(
+            YAML,
+            &env(&[("IRON_PROXY_UPSTREAM_DENY_CIDRS", "192.168.0.0/16, fd00::/8")]),
+        )
+        .unwrap();
+        let nets: Vec<String> = cfg
+            .proxy
+            .effective_deny_cidrs()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["192.168.0.0/16", "fd00::/8"]);
+        // Empty: the YAML list stays.
+        let cfg = load_str(YAML, &env(&[("IRON_PROXY_UPSTREAM_DENY_CIDRS", "")])).unwrap();
+        assert_eq!(cfg.proxy.effective_deny_cidrs().len(), 1);
+    }
+
+    #[test]
+    fn bad_deny_cidr_env_names_the_variable() {
+        let errs = load_str(
+            YAML,
+            &env(&[("IRON_PROXY_UPSTREAM_DENY_CIDRS", "10.0.0.0/8,1.2.3.4")]),
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "IRON_PROXY_UPSTREAM_DENY_CIDRS");
+        assert!(
+            errs[0].message.contains("must be CIDR notation"),
+            "{}",
+            errs[0].message
+        );
     }
 }

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use super::addr::{ClientAddr, LocalAddr};
 use super::ids::{PolicyId, Uid};
 use super::origin::{ConnOrigin, OrigDstLookup};
@@ -52,8 +54,9 @@ pub struct ConnIdentifier {
     /// Original destinations (eBPF mode).
     origins: Option<Arc<dyn OrigDstLookup>>,
     /// eBPF mode: the profile of each uid named by an `intercept.policies` entry, for governed
-    /// workloads that connect to a listener directly instead of through the redirect.
-    direct: Option<HashMap<Uid, PolicyId>>,
+    /// workloads that connect to a listener directly instead of through the redirect. Swapped
+    /// by a reload (a uid moved to another policy is judged by it from its next connection).
+    direct: Option<ArcSwap<HashMap<Uid, PolicyId>>>,
     peer_uid: PeerUidLookup,
 }
 
@@ -77,8 +80,15 @@ impl ConnIdentifier {
     pub fn ebpf(origins: Arc<dyn OrigDstLookup>, direct: HashMap<Uid, PolicyId>) -> Self {
         Self {
             origins: Some(origins),
-            direct: Some(direct),
+            direct: Some(ArcSwap::from_pointee(direct)),
             peer_uid: peer::loopback_peer_uid,
+        }
+    }
+
+    /// Reload: the new uid → profile map for direct connections (eBPF mode; no-op otherwise).
+    pub fn set_direct(&self, map: HashMap<Uid, PolicyId>) {
+        if let Some(d) = &self.direct {
+            d.store(Arc::new(map));
         }
     }
 
@@ -113,7 +123,7 @@ impl ConnIdentifier {
         };
         let peer_uid = (self.peer_uid)(client, local);
         let policy_id = peer_uid
-            .and_then(|uid| direct.get(&uid).copied())
+            .and_then(|uid| direct.load().get(&uid).copied())
             .unwrap_or_default();
         ConnIdentity {
             client,

@@ -77,7 +77,9 @@ async fn exchange(
     }
     // 3b. MCP policy and gateway (after the transforms, as iron-proxy; WebSockets bypass it)
     let mcp = match ws {
-        None => mcp_hook::on_request(rt, &cx, &mut req, &mut target, audit).await?,
+        None => {
+            mcp_hook::on_request(profile.mcp.as_deref(), &cx, &mut req, &mut target, audit).await?
+        }
         Some(_) => None,
     };
     // 4. upstream

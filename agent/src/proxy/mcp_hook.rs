@@ -4,7 +4,6 @@
 
 use serde_json::Value;
 
-use super::runtime::Runtime;
 use crate::audit::mcp::McpAudit;
 use crate::audit::{PendingAudit, Trace};
 use crate::identify::Target;
@@ -17,13 +16,13 @@ use crate::transform::{Phase, RequestCx, TransformError};
 
 /// Runs MCP policy on a request that passed the transforms. `Ok(Some)`: filter the response.
 pub async fn on_request(
-    rt: &Runtime,
+    mcp: Option<&Mcp>,
     cx: &RequestCx,
     req: &mut ProxyRequest,
     target: &mut Target,
     audit: &mut PendingAudit,
 ) -> Result<Option<ResponseFilter>, Box<Outcome>> {
-    let Some(mcp) = rt.mcp.as_deref() else {
+    let Some(mcp) = mcp else {
         return Ok(None);
     };
     let Some(server) = mcp.server_for(&cx.match_input(req)).cloned() else {

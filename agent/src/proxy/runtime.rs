@@ -17,8 +17,8 @@ use crate::upstream::{Connector, UpstreamClient};
 /// Everything a request needs, built once at startup.
 pub struct Runtime {
     /// The identity profiles. Read once per request or connection (`load`), so a request
-    /// always sees one consistent set; held in an `ArcSwap` so that a reload can replace it
-    /// atomically (there is no reload path yet).
+    /// always sees one consistent set; held in an `ArcSwap` so that a reload
+    /// (`app::reload`) replaces it atomically while in-flight requests keep the one they read.
     pub profiles: ArcSwap<Profiles>,
     /// The connection-level identify step (original destination, peer uid, profile).
     pub identify: ConnIdentifier,
@@ -34,8 +34,6 @@ pub struct Runtime {
     pub mode: Mode,
     pub request_body_limit: Option<u64>,
     pub response_body_limit: Option<u64>,
-    /// MCP interception and gateway (`mcp`, `mcp_gateway`); `None` when no server is set.
-    pub mcp: Option<Arc<crate::mcp::Mcp>>,
     /// Open WebSockets (closed and audited at shutdown).
     pub websockets: websocket::Relays,
 }
@@ -49,6 +47,10 @@ pub struct Profile {
     pub policy: Policy,
     /// The request and response transforms.
     pub pipeline: Pipeline,
+    /// MCP interception and gateway (`mcp`, `mcp_gateway`; shared by every profile of one
+    /// config), `None` when no server is set. Here so a request sees the MCP policy of the
+    /// same config generation as its pipeline.
+    pub mcp: Option<Arc<crate::mcp::Mcp>>,
 }
 
 impl Profile {
@@ -62,6 +64,7 @@ impl Profile {
             audit_name,
             policy: Policy::from_transforms(entries),
             pipeline: build_pipeline(entries, cx)?,
+            mcp: None,
         })
     }
 }

@@ -162,7 +162,34 @@ fn build_ca(opts: &GenerateCaOptions) -> Result<(String, String), TlsError> {
     let key = opts.alg.generate_key()?;
     let params = ca_params(&opts.name, opts.expiry_hours)?;
     let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    let key_pem = match opts.alg {
+        CaAlgorithm::Ed25519 => ed25519_pkcs8_v1_pem(&key.serialize_der())?,
+        _ => key.serialize_pem(),
+    };
+    Ok((cert.pem(), key_pem))
+}
+
+/// The DER prefix of an RFC 8410 Ed25519 `OneAsymmetricKey` version 1 (PKCS#8 v1): SEQUENCE,
+/// version 0, algorithm id-Ed25519, OCTET STRING { OCTET STRING (32 bytes) }.
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// ring (under rcgen) writes Ed25519 keys as PKCS#8 v2 with the public key attached, which
+/// OpenSSL and Python's `cryptography` refuse; Go (iron-proxy) writes v1 with the seed only.
+/// The v2 encoding starts with the same fields, so the seed sits at the same offset.
+fn ed25519_pkcs8_v1_pem(v2: &[u8]) -> Result<String, TlsError> {
+    let seed = v2
+        .get(16..48)
+        .filter(|_| v2.get(9..12) == Some(&ED25519_V1_PREFIX[9..12]) && v2.len() >= 48)
+        .ok_or_else(|| TlsError::InvalidOption("unexpected Ed25519 key encoding".into()))?;
+    let mut der = ED25519_V1_PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    Ok(format!(
+        "-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n"
+    ))
 }
 
 fn ca_params(name: &str, expiry_hours: u64) -> Result<CertificateParams, TlsError> {
@@ -218,4 +245,27 @@ fn write_all(file: &mut File, path: &Path, data: &[u8], mode: u32) -> Result<(),
         .map_err(err)?;
     file.write_all(data).map_err(err)?;
     file.sync_all().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ed25519_key_is_pkcs8_v1_and_loads() {
+        let opts = GenerateCaOptions {
+            outdir: PathBuf::new(),
+            name: "t".into(),
+            expiry_hours: 24,
+            alg: CaAlgorithm::Ed25519,
+        };
+        let (cert, key) = build_ca(&opts).unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let der = der.secret_der();
+        // Version 0, 48 bytes: no public key attached.
+        assert_eq!(der.len(), 48);
+        assert_eq!(&der[..16], &ED25519_V1_PREFIX);
+        crate::tls::CertAuthority::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    }
 }

@@ -245,3 +245,39 @@ fn features_not_built_yet_refuse_to_start() {
             .contains("management.listen is not supported yet")
     );
 }
+
+/// iron-proxy writes Ed25519 keys as PKCS#8 v1, which OpenSSL reads; ring's v2 form (with the
+/// public key) it refuses.
+#[test]
+fn generate_ca_ed25519_key_is_readable_by_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ed");
+    let (code, _, stderr) = run(&[
+        "generate-ca",
+        "--outdir",
+        out.to_str().unwrap(),
+        "--alg",
+        "ed25519",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let key = out.join("ca.key");
+    let check = Command::new("openssl")
+        .args(["pkey", "-noout", "-in"])
+        .arg(&key)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        check.status.success(),
+        "openssl pkey: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // And the agent itself runs with that CA.
+    let cfg = AgentConfig::loopback(&out.join("ca.crt"), &key);
+    let mut agent = Agent::with(&cfg).start();
+    assert!(
+        agent.logs().contains("iron-agent starting"),
+        "{}",
+        agent.logs()
+    );
+    agent.signal(libc::SIGTERM);
+}

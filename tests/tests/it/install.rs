@@ -132,6 +132,10 @@ fn install_into_root_and_uninstall_restores_the_tree() {
         ),
         "{unit}"
     );
+    assert!(
+        unit.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"),
+        "{unit}"
+    );
     let caps = unit
         .lines()
         .find(|l| l.starts_with("CapabilityBoundingSet="))

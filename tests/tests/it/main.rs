@@ -25,6 +25,7 @@ mod policy;
 mod postgres;
 mod postgres_ebpf;
 mod proxy;
+mod reload;
 mod secret_stores;
 mod secrets;
 mod shaping;

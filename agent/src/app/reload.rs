@@ -1,0 +1,313 @@
+//! Reload: the whole policy state rebuilt from the config file and swapped in at once, or
+//! nothing changed. Triggered by `POST /v1/reload` ([`super::management`]) or SIGHUP.
+//!
+//! A reload re-reads the file, re-applies the `IRON_*` overrides, validates, refuses changed
+//! settings that are fixed at start ([`diff::fixed_changes`]), rebuilds every identity
+//! profile (policy, pipeline, MCP policy and gateway) with freshly resolved secret sources,
+//! and only then commits: PostgreSQL proxy, profiles, the uid → profile map of direct
+//! connections, the eBPF policy maps, the secret refreshers. Requests already running keep the
+//! profile they read; connections are never closed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::intercept;
+use super::management::Management;
+use super::reload_diff::{self as diff, config_hash};
+use super::reload_kernel as kernel;
+use super::serve::Ended;
+use crate::config::{self, Config};
+use crate::ebpf::Interceptor;
+use crate::mint::TokenHttp;
+use crate::postgres::PostgresProxy;
+use crate::proxy::Runtime;
+use crate::secrets::SecretRegistry;
+
+/// Why a reload was refused; the old state is kept either way.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config does not load, validate or build (API: 422 with this message).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something outside the config failed while applying it (API: 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A reload that was applied.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub config_hash: String,
+    /// Reloadable sections that differ from the previous config (may be empty: secret sources
+    /// are re-resolved anyway).
+    pub changed: Vec<String>,
+}
+
+/// What asked for the reload (logged).
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    Api,
+    Sighup,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Sighup => "SIGHUP",
+        }
+    }
+}
+
+/// The config generation in force.
+struct Generation {
+    cfg: Config,
+    hash: String,
+    /// Stops this generation's secret refreshers once a newer one is in force.
+    refreshers: CancellationToken,
+}
+
+/// Rebuilds and swaps the policy state of a running agent. Reloads are serialised.
+pub struct Reloader {
+    /// The `--config` file; `None` (embedded default config) cannot be reloaded.
+    source: Option<PathBuf>,
+    rt: Arc<Runtime>,
+    mint: Arc<TokenHttp>,
+    interceptor: Option<Arc<Interceptor>>,
+    postgres: Option<Arc<PostgresProxy>>,
+    current: tokio::sync::Mutex<Generation>,
+    /// Parent of every generation's refresher token; cancelled at shutdown.
+    root: CancellationToken,
+    /// The startup secrets and their token, until [`Control::spawn`] starts their refreshers.
+    initial_secrets: std::sync::Mutex<Option<(SecretRegistry, CancellationToken)>>,
+}
+
+/// Everything the app hands over at startup.
+pub struct Parts {
+    pub source: Option<PathBuf>,
+    pub cfg: Config,
+    pub rt: Arc<Runtime>,
+    pub mint: Arc<TokenHttp>,
+    pub secrets: SecretRegistry,
+    pub interceptor: Option<Arc<Interceptor>>,
+    pub postgres: Option<Arc<PostgresProxy>>,
+}
+
+impl Reloader {
+    pub fn new(p: Parts) -> Self {
+        // The startup config's hash: from the file when there is one, as a reload computes it.
+        let hash = p
+            .source
+            .as_ref()
+            .and_then(|s| std::fs::read_to_string(s).ok())
+            .map(|t| config_hash(&t))
+            .unwrap_or_default();
+        crate::metrics::set_config_hash(&hash);
+        let root = CancellationToken::new();
+        let refreshers = root.child_token();
+        Self {
+            source: p.source,
+            rt: p.rt,
+            mint: p.mint,
+            interceptor: p.interceptor,
+            postgres: p.postgres,
+            current: tokio::sync::Mutex::new(Generation {
+                cfg: p.cfg,
+                hash,
+                refreshers: refreshers.clone(),
+            }),
+            initial_secrets: std::sync::Mutex::new(Some((p.secrets, refreshers))),
+            root,
+        }
+    }
+
+    /// The hash of the config in force (`""` for the embedded default config).
+    pub async fn config_hash(&self) -> String {
+        self.current.lock().await.hash.clone()
+    }
+
+    /// Reloads from the config file. On error nothing changed.
+    pub async fn reload(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
+        let mut current = self.current.lock().await;
+        let result = self.rebuild_and_swap(&mut current).await;
+        finished(trigger, &result, &current.hash);
+        result
+    }
+
+    async fn rebuild_and_swap(&self, cur: &mut Generation) -> Result<Reloaded, ReloadError> {
+        let Some(path) = &self.source else {
+            return Err(ReloadError::Invalid(
+                "no config file to re-read (the agent runs the embedded default config)".into(),
+            ));
+        };
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ReloadError::Invalid(format!("reading {}: {e}", path.display())))?;
+        let hash = config_hash(&text);
+        let cfg = config::load_str(&text, &|k| std::env::var(k).ok())
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        let refused = crate::check::unsupported(&cfg);
+        if !refused.is_empty() {
+            return Err(ReloadError::Invalid(refused.join("\n")));
+        }
+        let fixed = diff::fixed_changes(&cur.cfg, &cfg, self.postgres.is_some());
+        if !fixed.is_empty() {
+            return Err(ReloadError::Invalid(format!(
+                "settings fixed at start cannot change on reload (restart the agent to apply them): {}",
+                fixed.join(", ")
+            )));
+        }
+        if self.interceptor.is_some() {
+            kernel::check_users(&cfg.intercept).map_err(ReloadError::Invalid)?;
+        }
+        let mut secrets = SecretRegistry::default();
+        let profiles = super::build_profiles(&cfg, &mut secrets, &self.mint)
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        // Fresh resolution: a rotated credential behind a source is picked up by the reload.
+        secrets.resolve_all().await;
+        let changed = diff::reloadable_changes(&cur.cfg, &cfg);
+        // The PostgreSQL proxy first: binding a changed address is the one commit step that can
+        // fail for reasons outside the config, and nothing else has changed yet.
+        if let Some(pg) = &self.postgres
+            && changed.iter().any(|c| c == "postgres")
+        {
+            pg.reconfigure(&cfg)
+                .await
+                .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        }
+        // Commit. The profiles go first, so a policy id the kernel starts reporting names a
+        // profile that exists.
+        self.rt.profiles.store(Arc::new(profiles));
+        self.rt
+            .identify
+            .set_direct(intercept::uid_policies(&cfg.intercept));
+        if let Some(icpt) = &self.interceptor {
+            kernel::apply(icpt, &cfg.intercept)
+                .map_err(|e| ReloadError::Internal(format!("updating eBPF policy maps: {e}")))?;
+        }
+        let refreshers = self.root.child_token();
+        secrets.spawn_refreshers(refreshers.clone());
+        let old = std::mem::replace(
+            cur,
+            Generation {
+                cfg,
+                hash: hash.clone(),
+                refreshers,
+            },
+        );
+        old.refreshers.cancel();
+        Ok(Reloaded {
+            config_hash: hash,
+            changed,
+        })
+    }
+}
+
+/// The one place a reload's result is known: logs it and counts it in the metrics.
+fn finished(trigger: Trigger, result: &Result<Reloaded, ReloadError>, in_force: &str) {
+    match result {
+        Ok(r) => crate::metrics::record_reload(true, &r.config_hash),
+        Err(_) => crate::metrics::record_reload(false, in_force),
+    }
+    match result {
+        Ok(r) => {
+            let changed = if r.changed.is_empty() {
+                "nothing (secret sources re-resolved)".to_string()
+            } else {
+                r.changed.join(", ")
+            };
+            tracing::info!(
+                trigger = trigger.as_str(),
+                config_hash = %r.config_hash,
+                changed = %changed,
+                "config reloaded"
+            );
+        }
+        Err(e) => tracing::warn!(
+            trigger = trigger.as_str(),
+            config_hash = %in_force,
+            error = %e,
+            "config reload failed; previous config kept"
+        ),
+    }
+}
+
+/// The reload machinery handed to `serve`: the reloader, the management API listener and the
+/// SIGHUP handler.
+pub struct Control {
+    pub reloader: Arc<Reloader>,
+    pub management: Option<Management>,
+    pub hangup: Hangup,
+}
+
+impl Control {
+    /// Starts the startup secrets' refreshers, the management API and the SIGHUP loop; each
+    /// ends with `shutdown`.
+    pub(super) fn spawn(
+        self,
+        servers: &mut JoinSet<Ended>,
+        conns: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let initial = self
+            .reloader
+            .initial_secrets
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take());
+        if let Some((secrets, token)) = initial {
+            secrets.spawn_refreshers(token);
+        }
+        let (root, s) = (self.reloader.root.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            s.cancelled().await;
+            root.cancel();
+        });
+        if let Some(m) = self.management {
+            let (c, s, r) = (conns.clone(), shutdown.clone(), self.reloader.clone());
+            servers.spawn(async move {
+                m.serve(r, c, s).await;
+                ("management", None)
+            });
+        }
+        let (r, s) = (self.reloader, shutdown.clone());
+        servers.spawn(async move {
+            self.hangup.serve(r, s).await;
+            ("sighup", None)
+        });
+    }
+}
+
+/// The SIGHUP handler, installed at startup (before any listener is announced: the default
+/// action of SIGHUP would kill the agent).
+pub struct Hangup(Option<tokio::signal::unix::Signal>);
+
+impl Hangup {
+    pub fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Hangup(signal(SignalKind::hangup()).ok())
+    }
+
+    /// Reloads on every SIGHUP until `shutdown`.
+    async fn serve(self, reloader: Arc<Reloader>, shutdown: CancellationToken) {
+        let Some(mut sig) = self.0 else {
+            shutdown.cancelled().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = sig.recv() => if got.is_none() {
+                    shutdown.cancelled().await;
+                    return;
+                },
+            }
+            // Errors are logged by the reloader; a bad file leaves the agent as it was.
+            let _ = reloader.reload(Trigger::Sighup).await;
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! Reload (`POST /v1/reload` on the management API, SIGHUP) and the management API, against
+//! the real binary under load: policy changes take effect, bad configs leave everything as
+//! it was (422), and no request fails across reloads.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use iron_agent_tests::client::{Reply, get};
+use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request};
+use serde_json::{Value, json};
+
+const KEY_VAR: &str = "IRON_TEST_MGMT_KEY";
+const KEY: &str = "mgmt-key-5d1e";
+
+/// The config file text: `cfg` plus a management block on a free loopback port.
+fn yaml(cfg: &AgentConfig) -> String {
+    let mut v = serde_json::to_value(cfg).unwrap();
+    v["management"] = json!({"listen": "127.0.0.1:0", "api_key_env": KEY_VAR});
+    serde_saphyr::to_string(&v).unwrap()
+}
+
+struct Fixture {
+    agent: Agent,
+    origin: Origin,
+    base: AgentConfig,
+    _dir: tempfile::TempDir,
+    _ca: TestCa,
+}
+
+impl Fixture {
+    async fn start(allow: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("reload MITM CA");
+        let (c, k) = ca.write(dir.path());
+        // The origin's `/slow` answers after 3 s: headers may take longer than the preset's 2 s.
+        let base = AgentConfig::loopback(&c, &k)
+            .with(|c| c.proxy.upstream_response_header_timeout = Some("10s".into()));
+        let origin = Origin::start(OriginKind::Http, None).await;
+        let cfg = base.clone().transforms([Transform::allowlist(allow)]);
+        let agent = Agent::with_config(&yaml(&cfg)).env(KEY_VAR, KEY).start();
+        Fixture {
+            agent,
+            origin,
+            base,
+            _dir: dir,
+            _ca: ca,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("localhost:{}", self.origin.port())
+    }
+
+    /// Rewrites the config file with allowlist `allow`.
+    fn write_allow(&self, allow: &[&str]) {
+        let cfg = self.base.clone().transforms([Transform::allowlist(allow)]);
+        self.write(&yaml(&cfg));
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.agent.config_path, text).unwrap();
+    }
+
+    async fn get_status(&self) -> u16 {
+        http_request(self.agent.addr("http"), get(&self.host(), "/x"))
+            .await
+            .status
+    }
+
+    async fn api(&self, method: &str, path: &str, auth: Option<&str>) -> Reply {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "mgmt");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let req = b.body(Full::new(Bytes::new())).unwrap();
+        http_request(self.agent.addr("management"), req).await
+    }
+
+    async fn reload(&self) -> Reply {
+        self.api("POST", "/v1/reload", Some(&format!("Bearer {KEY}")))
+            .await
+    }
+
+    fn reload_lines(&self) -> Vec<Value> {
+        self.agent
+            .json_lines()
+            .into_iter()
+            .filter(|v| {
+                v["msg"] == "config reloaded"
+                    || v["msg"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("config reload failed"))
+            })
+            .collect()
+    }
+
+    /// Sends SIGHUP and waits (bounded) until the reload it triggered is logged.
+    async fn sighup(&self) -> Value {
+        let before = self.reload_lines().len();
+        // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.agent.pid() as i32, libc::SIGHUP);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.reload_lines();
+            if lines.len() > before {
+                return lines[before].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload after SIGHUP:\n{}",
+                self.agent.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn json_of(r: &Reply) -> Value {
+    assert_eq!(
+        r.headers["content-type"],
+        "application/json",
+        "{}",
+        r.text()
+    );
+    assert!(r.text().ends_with('\n'));
+    serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("not JSON: {}", r.text()))
+}
+
+/// Requests to `host` until `stop`: one keep-alive connection reused throughout, and a new
+/// connection for every other request. Returns (ok, failed) counts.
+async fn load(http: SocketAddr, host: String, stop: Arc<AtomicBool>) -> (usize, Vec<String>) {
+    let ok = AtomicUsize::new(0);
+    let mut failed = Vec::new();
+    let tcp = tokio::net::TcpStream::connect(http).await.unwrap();
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    while !stop.load(Ordering::SeqCst) {
+        // The kept connection: it must survive every reload.
+        match kept.send_request(get(&host, "/kept")).await {
+            Ok(r) if r.status() == 200 => {
+                let _ = r.into_body().collect().await;
+                ok.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(r) => failed.push(format!("kept: status {}", r.status())),
+            Err(e) => {
+                failed.push(format!("kept: {e}"));
+                break;
+            }
+        }
+        let fresh = async {
+            let tcp = tokio::net::TcpStream::connect(http)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut s, c) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(c);
+            let r = s
+                .send_request(get(&host, "/fresh"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(r.status())
+        };
+        match fresh.await {
+            Ok(s) if s == 200 => {
+                ok.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(s) => failed.push(format!("fresh: status {s}")),
+            Err(e) => failed.push(format!("fresh: {e}")),
+        }
+    }
+    (ok.load(Ordering::SeqCst), failed)
+}
+
+#[test]
+fn ten_reloads_by_api_and_sighup_under_load_fail_no_request() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let fx = Fixture::start(&["localhost"]).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let loader = tokio::spawn(load(fx.agent.addr("http"), fx.host(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut hashes = std::collections::HashSet::new();
+        for i in 0..10 {
+            // Each generation a different config: the second domain alternates.
+            let other = if i % 2 == 0 { "a.test" } else { "b.test" };
+            fx.write_allow(&["localhost", other]);
+            let line = if i % 2 == 0 {
+                let r = fx.reload().await;
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert_eq!(json_of(&r), json!({"status": "ok"}));
+                fx.reload_lines().last().cloned().unwrap()
+            } else {
+                fx.sighup().await
+            };
+            assert_eq!(line["msg"], "config reloaded", "{line}");
+            assert_eq!(line["trigger"], if i % 2 == 0 { "api" } else { "SIGHUP" });
+            assert_eq!(line["changed"], "transforms", "{line}");
+            hashes.insert(line["config_hash"].as_str().unwrap().to_string());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let (ok, failed) = loader.await.unwrap();
+        assert!(failed.is_empty(), "failed requests: {failed:?}");
+        assert!(
+            ok > 20,
+            "load loop too slow to mean anything: {ok} requests"
+        );
+        // Two file contents, alternating.
+        assert_eq!(hashes.len(), 2, "{hashes:?}");
+        assert!(
+            hashes
+                .iter()
+                .all(|h| h.starts_with("sha256:") && h.len() == 71)
+        );
+    });
+}
+
+#[test]
+fn policy_change_takes_effect_and_in_flight_requests_keep_their_pipeline() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let fx = Fixture::start(&["localhost"]).await;
+        assert_eq!(fx.get_status().await, 200);
+        // A slow request (3 s at the origin) started under the old policy...
+        let slow = tokio::spawn(http_request(
+            fx.agent.addr("http"),
+            get(&fx.host(), "/slow"),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        fx.write_allow(&["elsewhere.test"]);
+        let r = fx.reload().await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        // ...new requests are judged by the new one...
+        assert_eq!(fx.get_status().await, 403);
+        let denied = fx
+            .agent
+            .audit_where(|a| a["path"] == "/x" && a["action"] == "reject");
+        assert_eq!(denied["rejected_by"], "allowlist");
+        // ...and the slow one finishes on the pipeline it started with.
+        assert_eq!(slow.await.unwrap().status, 200);
+        let a = fx.agent.audit_where(|a| a["path"] == "/slow");
+        assert_eq!(a["action"], "allow");
+        // And back.
+        fx.write_allow(&["localhost"]);
+        assert_eq!(fx.sighup().await["msg"], "config reloaded");
+        assert_eq!(fx.get_status().await, 200);
+    });
+}
+
+#[test]
+fn bad_reload_is_422_and_changes_nothing() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let fx = Fixture::start(&["localhost"]).await;
+        let good = std::fs::read_to_string(&fx.agent.config_path).unwrap();
+        // An unknown key inside the allowlist: the whole file is refused.
+        fx.write(&good.replace("domains:", "domain:"));
+        let r = fx.reload().await;
+        assert_eq!(r.status, 422, "{}", r.text());
+        let err = json_of(&r)["error"].as_str().unwrap().to_string();
+        assert!(err.contains("transforms[0].config.domain"), "{err}");
+        assert_eq!(fx.get_status().await, 200, "old policy still in force");
+        let line = fx.reload_lines().last().cloned().unwrap();
+        assert_eq!(line["msg"], "config reload failed; previous config kept");
+        assert_eq!(line["level"], "WARN");
+
+        // Not YAML at all, and by SIGHUP: logged, nothing changes, the agent keeps running.
+        fx.write("transforms: [");
+        let line = fx.sighup().await;
+        assert_eq!(
+            line["msg"], "config reload failed; previous config kept",
+            "{line}"
+        );
+        assert_eq!(fx.get_status().await, 200);
+
+        // A transform that cannot be built (bad CIDR in the allowlist).
+        let bad = fx.base.clone().transforms([Transform::new(
+            "allowlist",
+            json!({"domains": ["localhost"], "cidrs": ["10.0.0.1"]}),
+        )]);
+        fx.write(&yaml(&bad));
+        let r = fx.reload().await;
+        assert_eq!(r.status, 422, "{}", r.text());
+        assert!(
+            json_of(&r)["error"].as_str().unwrap().contains("10.0.0.1"),
+            "{}",
+            r.text()
+        );
+        assert_eq!(fx.get_status().await, 200);
+    });
+}
+
+#[test]
+fn changed_fixed_settings_are_named_in_the_422() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let fx = Fixture::start(&["localhost"]).await;
+        let cfg = fx
+            .base
+            .clone()
+            .transforms([Transform::allowlist(&["elsewhere.test"])])
+            .with(|c| {
+                c.proxy.http_listen = Some("127.0.0.1:1".into());
+                c.proxy.max_request_body_bytes = Some(10);
+            });
+        fx.write(&yaml(&cfg));
+        let r = fx.reload().await;
+        assert_eq!(r.status, 422, "{}", r.text());
+        let err = json_of(&r)["error"].as_str().unwrap().to_string();
+        assert!(err.contains("proxy.http_listen"), "{err}");
+        assert!(err.contains("proxy.max_request_body_bytes"), "{err}");
+        assert!(err.contains("restart"), "{err}");
+        // All or nothing: the allowlist change in the same file was not applied either.
+        assert_eq!(fx.get_status().await, 200);
+    });
+}
+
+#[test]
+fn management_api_auth_methods_and_standalone_answers() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let fx = Fixture::start(&["localhost"]).await;
+        let bearer = format!("Bearer {KEY}");
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some(KEY),
+            Some(&*format!("bearer {KEY}")),
+        ] {
+            let r = fx.api("POST", "/v1/reload", auth).await;
+            assert_eq!(r.status, 401, "{auth:?}");
+            assert_eq!(json_of(&r), json!({"error": "unauthorized"}));
+        }
+        // Auth is checked before the method.
+        assert_eq!(fx.api("GET", "/v1/reload", None).await.status, 401);
+        let r = fx.api("GET", "/v1/reload", Some(&bearer)).await;
+        assert_eq!(r.status, 405);
+        assert_eq!(r.headers["allow"], "POST");
+        assert_eq!(json_of(&r), json!({"error": "method not allowed"}));
+        let r = fx.api("GET", "/v1/status", Some(&bearer)).await;
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            json_of(&r),
+            json!({"error": "status is unavailable in standalone mode"})
+        );
+        let r = fx.api("POST", "/v1/status", Some(&bearer)).await;
+        assert_eq!(
+            (r.status, r.headers["allow"].to_str().unwrap()),
+            (405, "GET")
+        );
+        let r = fx.api("POST", "/v1/sync", Some(&bearer)).await;
+        assert_eq!(r.status, 404);
+        assert_eq!(
+            json_of(&r),
+            json!({"error": "sync is unavailable in standalone mode"})
+        );
+        // Unknown paths: plain 404, no auth needed.
+        let r = fx.api("GET", "/v1/nope", None).await;
+        assert_eq!((r.status, r.text().as_str()), (404, "404 page not found\n"));
+        // No reload happened, and the key never reached the log.
+        assert!(fx.reload_lines().is_empty());
+        fx.agent.assert_not_logged(KEY);
+    });
+}
+
+/// eBPF mode (root): a reload moves uids between policies in the kernel's policy map; each
+/// user's next connection is judged by its new policy. A reload naming an unknown user is
+/// refused before anything is written.
+#[test]
+fn reload_moves_users_between_policies_in_the_kernel_maps() {
+    use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, World, curl};
+    use iron_agent_tests::netns::{TestUser, skip_unless_root};
+    if skip_unless_root("eBPF programs, test users, a network namespace") {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let u1 = TestUser::ensure("iatest1");
+    let u2 = TestUser::ensure("iatest2");
+    let mitm = TestCa::new("reload eBPF MITM CA");
+    let cfg = world.config(&mitm);
+    let agent = world.start_agent(&cfg);
+    let ca = world.mitm_ca();
+    let code = |u: &TestUser, url: &str| curl(u, &ca, &["-4"], url).1;
+
+    // At start: iatest1 top-level (api.test allowed), iatest2 `restricted` (other.test only).
+    assert_eq!(
+        code(&u1, "https://api.test/u1-before"),
+        "200",
+        "{}",
+        agent.logs()
+    );
+    assert_eq!(code(&u2, "https://api.test/u2-before"), "403");
+
+    let reloads = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let lines: Vec<Value> = agent
+                .json_lines()
+                .into_iter()
+                .filter(|v| {
+                    v["msg"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("config reload"))
+                })
+                .collect();
+            if lines.len() >= n {
+                return lines[n - 1].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload logged:\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let hup = || {
+        // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(agent.pid() as i32, libc::SIGHUP);
+        }
+    };
+    let with_users = |governed: &[&str], restricted: &[&str]| {
+        cfg.clone().with(|c| {
+            c.intercept = Some(json!({
+                "mode": "ebpf",
+                "default": "exempt",
+                "governed": {"users": governed},
+                "pin_dir": PIN_DIR,
+                "policies": [{
+                    "name": "restricted",
+                    "users": restricted,
+                    "transforms": [{"name": "allowlist", "config": {"domains": ["other.test"]}}],
+                }],
+            }))
+        })
+    };
+
+    // Swap them.
+    std::fs::write(
+        &agent.config_path,
+        with_users(&["iatest2"], &["iatest1"]).to_yaml(),
+    )
+    .unwrap();
+    hup();
+    let line = reloads(1);
+    assert_eq!(line["msg"], "config reloaded", "{line}");
+    assert_eq!(
+        line["changed"], "intercept.governed, intercept.policies[0]",
+        "{line}"
+    );
+    assert_eq!(code(&u1, "https://api.test/u1-after"), "403");
+    assert_eq!(code(&u1, "https://other.test/u1-other"), "200");
+    assert_eq!(code(&u2, "https://api.test/u2-after"), "200");
+    let a = agent.audit_where(|a| a["path"] == "/u1-other");
+    assert_eq!(
+        (a["uid"].clone(), a["policy"].clone()),
+        (json!(u1.uid), json!("restricted"))
+    );
+
+    // An unknown user: refused as a whole, the maps keep the swapped state.
+    std::fs::write(
+        &agent.config_path,
+        with_users(&["iatest1"], &["iatest2", "no-such-user-9q"]).to_yaml(),
+    )
+    .unwrap();
+    hup();
+    let line = reloads(2);
+    assert_eq!(
+        line["msg"], "config reload failed; previous config kept",
+        "{line}"
+    );
+    assert!(
+        line["error"].as_str().unwrap().contains("no-such-user-9q"),
+        "{line}"
+    );
+    assert_eq!(code(&u1, "https://api.test/u1-still"), "403");
+    assert_eq!(code(&u2, "https://api.test/u2-still"), "200");
+}
+
+/// Without `--config` there is no file for `/v1/reload` to re-read: iron-proxy's message, exit 1,
+/// before any listener is bound.
+#[test]
+fn management_listen_without_config_file_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
+        .arg("run")
+        .env("IRON_AGENT_STATE_DIR", state.path())
+        .env("IRON_MANAGEMENT_LISTEN", "127.0.0.1:0")
+        .env("IRON_MANAGEMENT_API_KEY", KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: management.listen requires --config in standalone mode; /v1/reload has no file to re-read"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\"msg\":\"listening\""), "{stderr}");
+}
+
+/// The PostgreSQL proxy takes a changed `postgres` block on reload: new sessions get the new
+/// pinned settings, on the same listener.
+#[test]
+fn reload_applies_a_changed_postgres_block() {
+    use iron_agent_tests::postgres::{
+        Cluster, PROXY_PASSWORD, PROXY_USER, agent_config, proxy_block, psql,
+    };
+    let cluster = Cluster::start();
+    let cfg = |tenant: &str| {
+        agent_config(proxy_block(
+            "127.0.0.1:0",
+            &[("appdb", Some("tenant_role"), &[("app.tenant", tenant)])],
+        ))
+    };
+    let mut agent = Agent::with(&cfg("acme"))
+        .env("PG_PROXY_PASSWORD", PROXY_PASSWORD)
+        .env("PG_DSN_APPDB", cluster.dsn(None, "appdb", "disable"))
+        .start();
+    let pg = agent.addr("postgres");
+    let conninfo = format!(
+        "host={} port={} dbname=appdb user={PROXY_USER} sslmode=disable",
+        pg.ip(),
+        pg.port()
+    );
+    let tenant = || {
+        psql(
+            &conninfo,
+            PROXY_PASSWORD,
+            "SELECT current_setting('app.tenant');\n",
+        )
+    };
+    let (code, out) = tenant();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("acme"), "{out}");
+
+    std::fs::write(&agent.config_path, cfg("globex").to_yaml()).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(agent.pid() as i32, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Some(l) = agent.json_lines().into_iter().find(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("config reload"))
+        }) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(line["msg"], "config reloaded", "{line}");
+    assert_eq!(line["changed"], "postgres", "{line}");
+    let (code, out) = tenant();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("globex") && !out.contains("acme"), "{out}");
+    assert_eq!(agent.signal(libc::SIGTERM).code(), Some(0));
+}
