@@ -60,6 +60,9 @@ async fn exchange(
 ) -> Result<Done, Box<Outcome>> {
     // 1. identify
     let mut target = identify_request(conn, &req, audit)?;
+    if let Some(r) = conn.identity.refused {
+        return Err(Box::new(Outcome::Refused(Refusal::Peer(r))));
+    }
     // 2. policy: the connection's profile, and where a redirected connection really goes
     let profile = rt.profiles.load().get(conn.policy_id()).clone();
     audit.record().policy = profile.audit_name.clone();
@@ -161,6 +164,12 @@ async fn check_destination(
     let Some(dest) = conn.dest_ip() else {
         return Ok(());
     };
+    // Judge the name before resolving it: a name this policy can never admit is refused by its
+    // allowlist anyway, and looking it up would hand the workload a DNS channel out
+    // (`<data>.attacker.example`). Nothing is dialled for it, so nothing needs checking.
+    if target.host.ip().is_none() && !profile.policy.may_allow_host(&target.host) {
+        return Ok(());
+    }
     if !conn.is_verified(&target.host)
         && !profile
             .policy
