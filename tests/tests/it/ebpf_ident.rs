@@ -242,7 +242,7 @@ fn host_cannot_pivot_a_redirected_connection_to_another_port() {
     let (rc, code, out) = curl(
         &u1,
         &ca,
-        &["-H", "Host: api.test:8080"],
+        &["-4", "-H", "Host: api.test:8080"],
         "https://api.test/pivot",
     );
     assert_eq!((rc, code.as_str()), (0, "200"), "{out}\n{}", agent.logs());
