@@ -1063,11 +1063,19 @@ fn exempt_direct4(sa: *mut bpf_sock_addr) -> i32 {
         )
     };
     let port = u16::from_be(port_raw as u16);
-    if ty == SOCK_STREAM && is_loopback4(u32::from_be(ip_be)) && agent_port(port, agent_port::TCP)
-    {
+    if ty == SOCK_STREAM && is_loopback4(u32::from_be(ip_be)) && agent_port(port, agent_port::TCP) {
         let a = mapped4(ip_be);
         let uid = bpf_get_current_uid_gid() as u32;
-        let _ = record_direct(sa.cast(), a, a, port, AF_INET, sock_family_of(sa), &EXEMPT_POLICY, uid);
+        let _ = record_direct(
+            sa.cast(),
+            a,
+            a,
+            port,
+            AF_INET,
+            sock_family_of(sa),
+            &EXEMPT_POLICY,
+            uid,
+        );
     }
     ALLOW
 }

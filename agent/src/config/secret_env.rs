@@ -33,10 +33,15 @@ pub fn secret_env_vars(cfg: &Config) -> BTreeSet<String> {
 fn transform(t: &TransformEntry, out: &mut BTreeSet<String>) {
     // Exhaustive on purpose: a new transform kind must say whether it reads secrets.
     match &t.spec {
-        TransformSpec::Secrets(c) => c.secrets.iter().for_each(|s| source(s.source.as_ref(), out)),
+        TransformSpec::Secrets(c) => c
+            .secrets
+            .iter()
+            .for_each(|s| source(s.source.as_ref(), out)),
         TransformSpec::OauthToken(c) => {
             for e in &c.tokens {
-                e.token_endpoint_headers.values().for_each(|s| source(Some(s), out));
+                e.token_endpoint_headers
+                    .values()
+                    .for_each(|s| source(Some(s), out));
                 for s in [
                     &e.refresh_token,
                     &e.client_id,

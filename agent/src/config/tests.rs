@@ -186,7 +186,10 @@ fn default_deny_list_covers_unspecified_and_link_local() {
         "::ffff:169.254.0.1",
         "fd00:ec2::254",
     ] {
-        assert!(deny.check(ip.parse().unwrap()).is_some(), "{ip} must be denied");
+        assert!(
+            deny.check(ip.parse().unwrap()).is_some(),
+            "{ip} must be denied"
+        );
     }
     for ip in ["1.1.1.1", "169.255.0.1", "fec0::1", "2001:db8::1", "::2"] {
         assert!(deny.check(ip.parse().unwrap()).is_none(), "{ip} must pass");

@@ -53,8 +53,7 @@ impl AgentPortTable {
         if !path.exists() {
             return Err(InterceptError::NotInstalled { path });
         }
-        let data =
-            MapData::from_pin(&path).map_err(|e| InterceptError::map(MAP_AGENT_PORTS, e))?;
+        let data = MapData::from_pin(&path).map_err(|e| InterceptError::map(MAP_AGENT_PORTS, e))?;
         let map = Map::from_map_data(data).map_err(|e| InterceptError::map(MAP_AGENT_PORTS, e))?;
         Ok(Self {
             map: Mutex::new(
@@ -92,7 +91,11 @@ mod tests {
 
     #[test]
     fn dns_ports_carry_both_protocols_and_zero_is_skipped() {
-        let bits = port_bits(&[AgentPort::Tcp(8080), AgentPort::Dns(8053), AgentPort::Tcp(0)]);
+        let bits = port_bits(&[
+            AgentPort::Tcp(8080),
+            AgentPort::Dns(8053),
+            AgentPort::Tcp(0),
+        ]);
         assert_eq!(bits.get(&8080), Some(&agent_port::TCP));
         assert_eq!(bits.get(&8053), Some(&(agent_port::TCP | agent_port::UDP)));
         assert_eq!(bits.len(), 2);

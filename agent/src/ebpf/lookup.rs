@@ -6,7 +6,9 @@ use std::{
     path::Path,
 };
 
-use agent_common::{AF_INET, MAP_ORIG_BY_TUPLE, OrigDst, PIN_MAPS_SUBDIR, SockKey, mode, orig_flags};
+use agent_common::{
+    AF_INET, MAP_ORIG_BY_TUPLE, OrigDst, PIN_MAPS_SUBDIR, SockKey, mode, orig_flags,
+};
 use aya::maps::{HashMap, Map, MapData};
 use parking_lot::Mutex;
 

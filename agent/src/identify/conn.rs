@@ -214,7 +214,10 @@ mod tests {
         let id = ident.direct(client(), Some(local()));
         assert_eq!(id.uid(), Some(Uid(1001)));
         assert_eq!(id.policy_id, PolicyId(2));
-        assert!(id.dest_ip().is_none(), "a direct peer has no original destination");
+        assert!(
+            id.dest_ip().is_none(),
+            "a direct peer has no original destination"
+        );
         assert_eq!(id.refused, None);
         // Denied: refused, never the top-level pipeline.
         mock.insert(

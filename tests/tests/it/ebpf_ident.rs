@@ -152,7 +152,10 @@ fn direct_connections_get_exactly_their_own_identity() {
     // A `deny` identity gets nothing: 403 on the HTTP listener, refusals on the tunnel, and
     // no DNS at all (neither the agent's nor a local resolver).
     assert_eq!(
-        py(&u3, &py_http("127.0.0.1", http, "api.test:8080", "/denied-direct")),
+        py(
+            &u3,
+            &py_http("127.0.0.1", http, "api.test:8080", "/denied-direct")
+        ),
         "403"
     );
     let a = agent.audit_where(|a| a["path"] == "/denied-direct");
@@ -167,7 +170,11 @@ fn direct_connections_get_exactly_their_own_identity() {
 
     // A policy bound only to a cgroup is recognised on a direct connection (uid iatest4 has
     // no rule of its own: before, it got the top-level pipeline, which allows api.test).
-    let out = py_in_cgroup(&u4, &cg.0, &py_http("127.0.0.1", http, "api.test:8080", "/cg"));
+    let out = py_in_cgroup(
+        &u4,
+        &cg.0,
+        &py_http("127.0.0.1", http, "api.test:8080", "/cg"),
+    );
     assert_eq!(out, "403");
     let a = agent.audit_where(|a| a["path"] == "/cg");
     assert_eq!(a["policy"], "cgonly");

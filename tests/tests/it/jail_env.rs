@@ -26,7 +26,11 @@ fn jailed_command_does_not_see_secret_source_variables() {
         .args(["generate-ca", "--outdir", d])
         .output()
         .unwrap();
-    assert!(ca.status.success(), "{}", String::from_utf8_lossy(&ca.stderr));
+    assert!(
+        ca.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ca.stderr)
+    );
     let config = AgentConfig {
         dns: Dns {
             proxy_ip: Some("127.0.0.1".into()),
