@@ -12,6 +12,7 @@
 //! [`LocalAddr`]) are the identities every later stage uses.
 
 pub mod addr;
+pub mod caller;
 pub mod conn;
 pub mod host;
 pub mod ids;
@@ -19,6 +20,7 @@ pub mod origin;
 pub mod request;
 
 pub use addr::{ClientAddr, LocalAddr};
+pub use caller::Caller;
 pub use conn::{ConnIdentifier, ConnIdentity, PeerRefusal};
 pub use host::HostName;
 pub use ids::{CgroupId, PolicyId, Uid};

@@ -69,6 +69,7 @@ async fn exchange(
     check_destination(rt, conn, &profile, &target).await?;
     // 3. request transforms
     let (mut cx, mut req) = into_pipeline(rt, conn, req, &mut target);
+    cx.caller = caller(rt, conn, &profile);
     let mut traces = Vec::new();
     let end = profile
         .pipeline
@@ -200,6 +201,17 @@ fn into_pipeline(
     cx.request_body_limit = rt.request_body_limit;
     cx.response_body_limit = rt.response_body_limit;
     (cx, req)
+}
+
+/// The request's identity for transforms: the kernel's record and the profile's name.
+fn caller(rt: &Runtime, conn: &ConnInfo, profile: &Profile) -> identify::Caller {
+    let task = conn.identity.task();
+    identify::Caller {
+        uid: task.map(|t| t.uid),
+        user: task.and_then(|t| rt.users.name_of(t.uid)),
+        cgroup: task.map(|t| t.cgroup_id),
+        policy: profile.audit_name.clone(),
+    }
 }
 
 async fn response_phase(

@@ -24,6 +24,7 @@ pub mod judge;
 pub mod oauth_token;
 pub mod pipeline;
 pub mod registry;
+pub mod secret_identity;
 pub mod secrets;
 pub mod signed_body;
 pub mod uri;
@@ -34,7 +35,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::audit::record::BodyCapture;
-use crate::identify::{ClientAddr, HostName};
+use crate::identify::{Caller, ClientAddr, HostName};
 use crate::policy::MatchInput;
 
 pub use crate::message::{ProxyBody, ProxyRequest, ProxyResponse};
@@ -103,6 +104,8 @@ pub struct RequestCx {
     pub response_body_limit: Option<u64>,
     /// Filled by `body_capture`.
     pub body_capture: Option<BodyCapture>,
+    /// Who sent the request (eBPF mode), for identity-bound secrets.
+    pub caller: Caller,
     annotations: Map<String, Value>,
 }
 
@@ -117,6 +120,7 @@ impl RequestCx {
             request_body_limit: None,
             response_body_limit: None,
             body_capture: None,
+            caller: Caller::default(),
             annotations: Map::new(),
         }
     }

@@ -325,3 +325,73 @@ fn names_no_policy_admits_are_never_resolved() {
     drop(recorder);
     drop(world.ns);
 }
+
+/// The real value of the identity-bound secret (issue 11 item 13).
+const BOUND_VALUE: &str = "bound-real-value-3c9e";
+const BOUND_PLACEHOLDER: &str = "bound-placeholder-9";
+
+#[test]
+fn a_placeholder_bound_to_another_identity_is_rejected() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let u1 = TestUser::ensure("iatest1");
+    let u4 = TestUser::ensure("iatest4");
+    let mitm = TestCa::new("bound MITM CA");
+    let mut cfg = world.config(&mitm);
+    // Both users run the top-level pipeline; the secret serves iatest1 only.
+    cfg.transforms
+        .push(iron_agent_tests::Transform::secrets(json!([{
+            "source": {"type": "env", "var": "BOUND_KEY"},
+            "replace": {"proxy_value": BOUND_PLACEHOLDER, "match_headers": ["Authorization"]},
+            "rules": [{"host": "api.test"}],
+            "identities": {"users": ["iatest1"]},
+        }])));
+    cfg.intercept = Some(json!({
+        "mode": "ebpf",
+        "default": "exempt",
+        "governed": {"users": ["iatest1", "iatest4"]},
+        "pin_dir": iron_agent_tests::ebpf_world::PIN_DIR,
+    }));
+    let agent = iron_agent_tests::Agent::with(&cfg)
+        .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
+        .env("API_KEY", API_KEY)
+        .env("BOUND_KEY", BOUND_VALUE)
+        .start();
+    assert!(
+        agent.logs().contains("eBPF interception attached"),
+        "{}",
+        agent.logs()
+    );
+    let ca = world.mitm_ca();
+    let auth = format!("Authorization: Bearer {BOUND_PLACEHOLDER}");
+
+    // The identity the secret is bound to: the placeholder is swapped for the real value.
+    let (rc, code, out) = curl(&u1, &ca, &["-4", "-H", &auth], "https://api.test/mine");
+    assert_eq!((rc, code.as_str()), (0, "200"), "{out}\n{}", agent.logs());
+    assert!(
+        out.contains(BOUND_VALUE),
+        "not swapped for its owner: {out}"
+    );
+
+    // Another identity presenting the same placeholder: refused, nothing injected.
+    let (_, code, out) = curl(&u4, &ca, &["-4", "-H", &auth], "https://api.test/theirs");
+    assert_eq!(code, "403", "{out}");
+    assert!(!out.contains(BOUND_VALUE), "{out}");
+    let a = agent.audit_where(|a| a["path"] == "/theirs");
+    assert_eq!(a["rejected_by"], "secrets", "{a}");
+    assert!(a.to_string().contains("identity_mismatch"), "{a}");
+    assert_eq!(a["uid"], u4.uid);
+    // Without the placeholder the other identity is unaffected.
+    let (rc, code, out) = curl(&u4, &ca, &["-4"], "https://api.test/plain");
+    assert_eq!((rc, code.as_str()), (0, "200"), "{out}");
+    assert!(!out.contains(BOUND_VALUE), "{out}");
+    assert!(
+        !agent.logs().contains(BOUND_VALUE),
+        "credential value leaked into logs"
+    );
+    drop(world.ns);
+}
