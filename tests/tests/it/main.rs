@@ -4,6 +4,7 @@
 
 mod aws_auth;
 mod cli;
+mod default_deny;
 mod dns;
 mod ebpf_e2e;
 mod ebpf_h2ws;
