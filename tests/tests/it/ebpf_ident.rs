@@ -123,8 +123,9 @@ fn direct_connections_get_exactly_their_own_identity() {
     let cg = TestCgroup::create("iatest-ident-cg");
     let mitm = TestCa::new("ident MITM CA");
     let mut cfg = world.config(&mitm);
-    // Reachable on loopback (recorded by the kernel) and from the namespace (not recorded).
-    cfg.proxy.tunnel_listen = Some("0.0.0.0:0".into());
+    // Dual-stack: IPv4 clients reach it as `::ffff:127.0.0.1` (recorded by the kernel), and it
+    // is reachable from the namespace too (not recorded).
+    cfg.proxy.tunnel_listen = Some("[::]:0".into());
     cfg.intercept = Some(json!({
         "mode": "ebpf",
         "default": "exempt",
