@@ -428,6 +428,34 @@ fn management_api_key_env_rules() {
 }
 
 #[test]
+fn secret_identities_must_name_someone_and_are_strict() {
+    let entry = |ids: &str| {
+        format!(
+            "{PRELUDE}transforms:\n  - name: secrets\n    config:\n      secrets:\n\
+            \x20       - source: {{type: env, var: A}}\n          inject: {{header: H}}\n          identities: {ids}\n"
+        )
+    };
+    let errs = errors_of(&entry("{}"));
+    assert_eq!(
+        error_at(&errs, "transforms[0].config.secrets[0].identities").message,
+        "must name at least one of uids, users, cgroups, policies"
+    );
+    assert!(
+        !errors_of(&entry("{groups: [x]}")).is_empty(),
+        "unknown key"
+    );
+    let cfg = load_str(&entry("{users: [ci], policies: [deploy]}"), &env_with(&[])).unwrap();
+    let TransformSpec::Secrets(s) = &cfg.transforms[0].spec else {
+        panic!("secrets")
+    };
+    let ids = s.secrets[0].identities.as_ref().unwrap();
+    assert_eq!(
+        (ids.users.as_slice(), ids.policies.as_slice()),
+        (&["ci".to_string()][..], &["deploy".to_string()][..])
+    );
+}
+
+#[test]
 fn secrets_validation_messages() {
     let text = format!(
         "{PRELUDE}transforms:\n  - name: secrets\n    config:\n      secrets:\n\

@@ -162,6 +162,16 @@ fn direct_connections_get_exactly_their_own_identity() {
     let a = agent.audit_where(|a| a["path"] == "/denied-direct");
     assert_eq!(a["reason"], "identity_denied");
     assert_eq!(a["uid"], u3.uid);
+    let https = agent.addr("https").port();
+    let (_, code, out) = curl(
+        &u3,
+        &world.mitm_ca(),
+        &["--resolve", &format!("api.test:{https}:127.0.0.1")],
+        &format!("https://api.test:{https}/denied-tls"),
+    );
+    assert_eq!(code, "403", "{out}");
+    let a = agent.audit_where(|a| a["path"] == "/denied-tls");
+    assert_eq!(a["reason"], "identity_denied");
     assert_eq!(py(&u3, &py_connect_tunnel(tunnel, "api.test:443")), "403");
     assert_eq!(py(&u3, &py_socks(tunnel, "api.test")), "2");
     assert_eq!(py(&u3, &py_dns("127.0.0.1", dns, "api.test")), "EPERM");
