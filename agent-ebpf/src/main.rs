@@ -914,11 +914,17 @@ fn try_sock_ops(ctx: &SockOpsContext) {
 // is unidentified (refused). The mode is checked before the loopback policy: a `deny` task
 // never reaches the agent's DNS (or a local resolver on port 53) at all.
 
+/// The [`agent_port`] bits of `port` (0: not one of the agent's listening ports).
+#[inline(always)]
+fn agent_port_bits(port: u16) -> u32 {
+    // SAFETY: the value is copied out immediately; it is a plain u32.
+    unsafe { IRON_AGENT_PORTS.get(&u32::from(port)) }.map_or(0, |b| *b)
+}
+
 /// Whether `port` is one of the agent's listening ports for `proto` ([`agent_port`] bits).
 #[inline(always)]
 fn agent_port(port: u16, proto: u32) -> bool {
-    // SAFETY: the value is copied out immediately; it is a plain u32.
-    unsafe { IRON_AGENT_PORTS.get(&u32::from(port)) }.is_some_and(|b| *b & proto != 0)
+    agent_port_bits(port) & proto != 0
 }
 
 /// What a governed task's loopback connect to `port` means here.
@@ -934,12 +940,13 @@ enum Direct {
 
 #[inline(always)]
 fn direct_kind(cfg: &ListenerConfig, pol: &Policy, ty: u32, port: u16) -> Direct {
-    // Bit UDP marks the DNS listener's port (TCP and UDP share it).
-    let dns = port == PORT_DNS || agent_port(port, agent_port::UDP);
+    // One lookup per connect. Bit UDP marks the DNS listener's port (TCP and UDP share it).
+    let bits = agent_port_bits(port);
+    let dns = port == PORT_DNS || bits & agent_port::UDP != 0;
     if pol.mode == mode::DENY_ALL && dns {
         return Direct::Deny;
     }
-    if ty == SOCK_STREAM && cfg.loopback == loopback::ALLOW && agent_port(port, agent_port::TCP) {
+    if ty == SOCK_STREAM && cfg.loopback == loopback::ALLOW && bits & agent_port::TCP != 0 {
         return Direct::Record;
     }
     Direct::Pass
