@@ -48,8 +48,14 @@ pub const MAP_COUNTERS: &str = "IRON_COUNTERS";
 /// address and port) whose governed TCP connects go to the PostgreSQL proxy listener.
 pub const MAP_DB_REDIRECTS: &str = "IRON_DB_REDIRECTS";
 
+/// `HashMap<u32 port, u32 protocols>`: the agent's own listening ports ([`agent_port`] bits).
+/// A governed or exempt task's TCP connect to one of them on a loopback address is recorded
+/// like a redirect (flag [`orig_flags::DIRECT`]), so the agent identifies direct peers the way
+/// the kernel knows them.
+pub const MAP_AGENT_PORTS: &str = "IRON_AGENT_PORTS";
+
 /// All map names, in pin order.
-pub const MAP_NAMES: [&str; 7] = [
+pub const MAP_NAMES: [&str; 8] = [
     MAP_CONFIG,
     MAP_UID_POLICY,
     MAP_GOVERNED_CGROUPS,
@@ -57,7 +63,28 @@ pub const MAP_NAMES: [&str; 7] = [
     MAP_ORIG_BY_TUPLE,
     MAP_COUNTERS,
     MAP_DB_REDIRECTS,
+    MAP_AGENT_PORTS,
 ];
+
+/// Capacity of the agent-port map.
+pub const AGENT_PORT_ENTRIES: u32 = 64;
+
+/// Value bits of [`MAP_AGENT_PORTS`].
+pub mod agent_port {
+    /// A TCP listener (HTTP, HTTPS, tunnel, DNS over TCP).
+    pub const TCP: u32 = 1;
+    /// The UDP DNS listener.
+    pub const UDP: u32 = 2;
+}
+
+/// [`OrigDst::flags`].
+pub mod orig_flags {
+    /// Not redirected: the task connected to one of the agent's ports itself. `addr`/`port` are
+    /// that listener; the identity fields say who connected.
+    pub const DIRECT: u32 = 1;
+    /// The task's [`crate::mode`] sits in bits 8..16 of the flags.
+    pub const MODE_SHIFT: u32 = 8;
+}
 
 /// Capacity of the two original-destination maps. LRU, so entries of connections the agent never
 /// accepted (aborted connects) age out without a garbage collector.
@@ -203,7 +230,8 @@ pub struct OrigDst {
     pub pid: u32,
     /// Policy id of the rule that governed the task.
     pub policy_id: u32,
-    pub _pad: u32,
+    /// [`orig_flags`]: 0 for a redirected connection.
+    pub flags: u32,
     /// Task command name (`comm`), NUL-padded.
     pub comm: [u8; 16],
 }

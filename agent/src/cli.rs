@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// With `-- CMD`: run CMD as this user (default: the user who invoked sudo, else yourself).
     #[arg(long, requires = "cmd")]
     pub user: Option<String>,
+    /// With `-- CMD`: keep VAR in CMD's environment although a secret source of the config
+    /// reads it (repeatable). By default every such variable is removed.
+    #[arg(long = "keep-env", value_name = "VAR", requires = "cmd")]
+    pub keep_env: Vec<String>,
     /// `-- CMD ARGS...`: run CMD in a fresh cgroup governed by a private agent instance and exit
     /// with its status (root).
     #[arg(last = true, value_name = "CMD")]

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) if !a.cmd.is_empty() => {
             let jail = app::jail::JailOptions {
                 user: a.user,
+                keep_env: a.keep_env,
                 cmd: a.cmd,
             };
             run(a.config.or(cli.config), Some(jail))

@@ -5,7 +5,9 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
-use crate::ebpf::{InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode};
+use crate::ebpf::{
+    AgentPort, AgentPortTable, InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode,
+};
 use crate::identify::{PolicyId, Uid};
 
 use super::identity;
@@ -15,6 +17,7 @@ pub struct Bound {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub dns: Option<SocketAddr>,
+    pub tunnel: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,8 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         ..InterceptConfig::default()
     };
     let icpt = Interceptor::install_or_adopt(&kcfg)?;
+    let ports = agent_ports(bound, [http, https], dns);
+    AgentPortTable::open(&cfg.pin_dir)?.replace(&ports)?;
     apply(
         &icpt,
         "governed",
@@ -132,17 +137,23 @@ pub(super) fn apply(
     Ok(out)
 }
 
-/// Policy id by uid for the `policies` entries that name uids or users (policy id = index + 1).
-pub fn uid_policies(cfg: &Yaml) -> std::collections::HashMap<Uid, PolicyId> {
-    let mut out = std::collections::HashMap::new();
-    for (i, p) in cfg.policies.iter().enumerate() {
-        let id = PolicyId::of_index(i);
-        let users = p.users.iter().filter_map(|u| identity::uid_of(u));
-        for uid in p.uids.iter().copied().chain(users) {
-            out.insert(Uid(uid), id);
-        }
-    }
-    out
+/// The agent's own listening ports (bound and redirect targets): a governed task's direct
+/// connection to one of them is recorded by the kernel with its identity.
+fn agent_ports(
+    bound: &Bound,
+    targets: [Option<SocketAddr>; 2],
+    dns: Option<SocketAddr>,
+) -> Vec<AgentPort> {
+    let tcp = [Some(bound.http), Some(bound.https), bound.tunnel]
+        .into_iter()
+        .chain(targets)
+        .flatten()
+        .map(|a| AgentPort::Tcp(a.port()));
+    let dns = [bound.dns, dns]
+        .into_iter()
+        .flatten()
+        .map(|a| AgentPort::Dns(a.port()));
+    tcp.chain(dns).collect()
 }
 
 fn mode(m: IdentityMode) -> Mode {

@@ -63,7 +63,18 @@ fn io(context: impl Into<String>, source: std::io::Error) -> JailError {
 pub struct JailOptions {
     /// Run CMD as this user instead of the invoking one.
     pub user: Option<String>,
+    /// Variables to leave in CMD's environment although a secret source reads them.
+    pub keep_env: Vec<String>,
     pub cmd: Vec<OsString>,
+}
+
+/// The variables removed from CMD's environment: every one a secret source of `cfg` reads
+/// (the agent injects those credentials; the workload must not read them), except `keep`.
+pub fn scrubbed_env(cfg: &Config, keep: &[String]) -> Vec<String> {
+    crate::config::secret_env::secret_env_vars(cfg)
+        .into_iter()
+        .filter(|v| !keep.iter().any(|k| k == v))
+        .collect()
 }
 
 /// The primary group plus every /etc/group entry listing `user` (what initgroups(3) computes
@@ -223,8 +234,22 @@ pub fn run(cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
         std::process::id()
     )));
     let metrics_port = free_port()?;
+    let scrub = scrubbed_env(&cfg, &opts.keep_env);
+    if !scrub.is_empty() {
+        tracing::info!(
+            target: crate::telemetry::STARTUP,
+            vars = %scrub.join(","),
+            kept = %opts.keep_env.join(","),
+            "secret source variables removed from the command's environment"
+        );
+    }
     let cfg = jail_config(cfg, &cgroup.path, pins.0.clone(), metrics_port);
-    let status = rt.block_on(supervise(cfg, &cgroup, metrics_port, account, &opts.cmd));
+    let cmd = Command {
+        argv: &opts.cmd,
+        account: account.as_ref(),
+        scrub: &scrub,
+    };
+    let status = rt.block_on(supervise(cfg, &cgroup, metrics_port, &cmd));
     cgroup.kill_all();
     drop(rt);
     drop(pins);
@@ -232,12 +257,18 @@ pub fn run(cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
     status
 }
 
+/// What to run in the jail, as whom, without which variables.
+struct Command<'a> {
+    argv: &'a [OsString],
+    account: Option<&'a Account>,
+    scrub: &'a [String],
+}
+
 async fn supervise(
     cfg: Config,
     cgroup: &JailCgroup,
     metrics_port: u16,
-    account: Option<Account>,
-    cmd: &[OsString],
+    cmd: &Command<'_>,
 ) -> Result<u8, JailError> {
     // Registered before the agent starts: a Ctrl-C during startup must reach our cleanup rather
     // than kill the process with the programs attached and the cgroup left behind.
@@ -271,7 +302,7 @@ async fn supervise(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let status = match spawn_jailed(cgroup, account.as_ref(), cmd) {
+    let status = match spawn_jailed(cgroup, cmd) {
         Ok(mut child) => {
             let pid = child.id();
             loop {
@@ -282,7 +313,7 @@ async fn supervise(
             }
         }
         Err(e) => {
-            let prog = cmd.first().map(|p| p.to_string_lossy()).unwrap_or_default();
+            let prog = cmd.argv.first().map(|p| p.to_string_lossy()).unwrap_or_default();
             if e.kind() == std::io::ErrorKind::NotFound {
                 eprintln!(
                     "error: command not found: {prog} (not in PATH and not a file; give its full path)"
@@ -369,12 +400,10 @@ impl Signals {
     }
 }
 
-fn spawn_jailed(
-    cgroup: &JailCgroup,
-    account: Option<&Account>,
-    cmd: &[OsString],
-) -> std::io::Result<tokio::process::Child> {
+fn spawn_jailed(cgroup: &JailCgroup, cmd: &Command<'_>) -> std::io::Result<tokio::process::Child> {
+    let account = cmd.account;
     let (prog, args) = cmd
+        .argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"))?;
     // Opened here, written in the child: the open-time credentials (root) authorize the move,
@@ -384,6 +413,9 @@ fn spawn_jailed(
         .open(cgroup.path.join("cgroup.procs"))?;
     let mut c = tokio::process::Command::new(prog);
     c.args(args);
+    for v in cmd.scrub {
+        c.env_remove(v);
+    }
     let ident = account.map(|a| sys::Identity {
         uid: a.uid,
         gid: a.gid,
@@ -428,6 +460,14 @@ mod tests {
             target_account(Some("no-such-user-xyz"), &|_| None),
             Err(JailError::UnknownUser(_))
         ));
+    }
+
+    #[test]
+    fn secret_variables_are_scrubbed_unless_kept() {
+        let yaml = "dns: {proxy_ip: 10.0.0.2}\ntls: {mode: sni-only}\ntransforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: GH_TOKEN}\n          inject: {header: Authorization}\n          rules: [{host: a.test}]\n        - source: {type: env, var: NPM_TOKEN}\n          inject: {header: X-Npm}\n          rules: [{host: b.test}]\n";
+        let cfg = crate::config::parse(yaml).unwrap();
+        assert_eq!(scrubbed_env(&cfg, &[]), ["GH_TOKEN", "NPM_TOKEN"]);
+        assert_eq!(scrubbed_env(&cfg, &["NPM_TOKEN".into()]), ["GH_TOKEN"]);
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
     admin::export_kernel_counters(interceptor.as_ref());
     let rt = Arc::new(Runtime {
         profiles: ArcSwap::from_pointee(profiles),
-        identify: identifier(&cfg, interceptor.clone()),
+        identify: identifier(interceptor.clone()),
         users: Arc::new(Passwd(Users::load())),
         resolver: upstream.resolver,
         upstream: upstream.client,
@@ -292,17 +292,15 @@ fn attach_interception(
         http: listeners.http_addr()?,
         https: listeners.https_addr()?,
         dns: listeners.dns_addr(),
+        tunnel: listeners.tunnel_addr(),
     };
     Ok(Some(intercept::setup(&cfg.intercept, &bound)?))
 }
 
 /// The connection-level identify step: eBPF lookups when interception is attached.
-fn identifier(cfg: &Config, interceptor: Option<Arc<Interceptor>>) -> ConnIdentifier {
+fn identifier(interceptor: Option<Arc<Interceptor>>) -> ConnIdentifier {
     match interceptor {
-        Some(i) => ConnIdentifier::ebpf(
-            i as Arc<dyn OrigDstLookup>,
-            intercept::uid_policies(&cfg.intercept),
-        ),
+        Some(i) => ConnIdentifier::ebpf(i as Arc<dyn OrigDstLookup>),
         None => ConnIdentifier::off(),
     }
 }

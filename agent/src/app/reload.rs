@@ -15,7 +15,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::intercept;
 use super::management::Management;
 use super::reload_diff::{self as diff, config_hash};
 use super::reload_kernel as kernel;
@@ -182,9 +181,6 @@ impl Reloader {
         // Commit. The profiles go first, so a policy id the kernel starts reporting names a
         // profile that exists.
         self.rt.profiles.store(Arc::new(profiles));
-        self.rt
-            .identify
-            .set_direct(intercept::uid_policies(&cfg.intercept));
         if let Some(icpt) = &self.interceptor {
             kernel::apply(icpt, &cfg.intercept)
                 .map_err(|e| ReloadError::Internal(format!("updating eBPF policy maps: {e}")))?;

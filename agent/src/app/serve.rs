@@ -63,6 +63,10 @@ impl Listeners {
         bound_addr(&self.https)
     }
 
+    pub(super) fn tunnel_addr(&self) -> Option<SocketAddr> {
+        self.tunnel.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub(super) fn dns_addr(&self) -> Option<SocketAddr> {
         self.dns.as_ref().and_then(|(u, _)| u.local_addr().ok())
     }

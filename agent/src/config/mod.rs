@@ -11,6 +11,7 @@ pub mod intercept;
 pub mod mcp;
 pub mod mcp_gateway;
 pub mod postgres;
+pub mod secret_env;
 pub mod transforms;
 pub mod types;
 pub mod validate;
@@ -140,12 +141,19 @@ impl Default for ProxyConfig {
 
 pub const DEFAULT_MAX_REQUEST_BODY: i64 = 1 << 20;
 
-/// Deny list applied when `upstream_deny_cidrs` is absent: cloud metadata and loopback.
-pub const DEFAULT_DENY_CIDRS: [&str; 4] = [
+/// Deny list applied when `upstream_deny_cidrs` is absent: cloud metadata, loopback, the
+/// unspecified ranges (a connect to `0.0.0.0` or `::` reaches this host) and link-local (every
+/// cloud metadata service lives there, not only IMDS's one address). iron-proxy's default is
+/// the first four only (docs/compatibility.md).
+pub const DEFAULT_DENY_CIDRS: [&str; 8] = [
     "169.254.169.254/32",
     "fd00:ec2::254/128",
     "127.0.0.0/8",
     "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+    "169.254.0.0/16",
+    "fe80::/10",
 ];
 
 impl ProxyConfig {

@@ -170,6 +170,37 @@ fn empty_document_is_the_default_config() {
 }
 
 #[test]
+fn default_deny_list_covers_unspecified_and_link_local() {
+    let cfg = load_str(PRELUDE, &env_with(&[])).unwrap();
+    let deny = crate::upstream::DenyList::new(cfg.proxy.effective_deny_cidrs());
+    for ip in [
+        "169.254.169.254",
+        "127.0.0.1",
+        "::1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "::",
+        "169.254.1.1",
+        "fe80::1",
+        "febf::1",
+        "::ffff:169.254.0.1",
+        "fd00:ec2::254",
+    ] {
+        assert!(
+            deny.check(ip.parse().unwrap()).is_some(),
+            "{ip} must be denied"
+        );
+    }
+    for ip in ["1.1.1.1", "169.255.0.1", "fec0::1", "2001:db8::1", "::2"] {
+        assert!(deny.check(ip.parse().unwrap()).is_none(), "{ip} must pass");
+    }
+    // An explicit list replaces the defaults, as in iron-proxy.
+    let yaml = format!("{PRELUDE}proxy:\n  upstream_deny_cidrs: [\"10.0.0.0/8\"]\n");
+    let cfg = load_str(&yaml, &env_with(&[])).unwrap();
+    assert_eq!(cfg.proxy.effective_deny_cidrs().len(), 1);
+}
+
+#[test]
 fn unknown_key_in_transform_config_names_path_and_location() {
     let text = format!(
         "{PRELUDE}transforms:\n  - name: allowlist\n    config:\n      domains: [a.example]\n  \
@@ -393,6 +424,34 @@ fn management_api_key_env_rules() {
         validate_warnings(&cfg)
             .iter()
             .any(|w| w.starts_with("management.api_key_env"))
+    );
+}
+
+#[test]
+fn secret_identities_must_name_someone_and_are_strict() {
+    let entry = |ids: &str| {
+        format!(
+            "{PRELUDE}transforms:\n  - name: secrets\n    config:\n      secrets:\n\
+            \x20       - source: {{type: env, var: A}}\n          inject: {{header: H}}\n          identities: {ids}\n"
+        )
+    };
+    let errs = errors_of(&entry("{}"));
+    assert_eq!(
+        error_at(&errs, "transforms[0].config.secrets[0].identities").message,
+        "must name at least one of uids, users, cgroups, policies"
+    );
+    assert!(
+        !errors_of(&entry("{groups: [x]}")).is_empty(),
+        "unknown key"
+    );
+    let cfg = load_str(&entry("{users: [ci], policies: [deploy]}"), &env_with(&[])).unwrap();
+    let TransformSpec::Secrets(s) = &cfg.transforms[0].spec else {
+        panic!("secrets")
+    };
+    let ids = s.secrets[0].identities.as_ref().unwrap();
+    assert_eq!(
+        (ids.users.as_slice(), ids.policies.as_slice()),
+        (&["ci".to_string()][..], &["deploy".to_string()][..])
     );
 }
 

@@ -6,12 +6,16 @@ use std::{
     path::Path,
 };
 
-use agent_common::{AF_INET, MAP_ORIG_BY_TUPLE, OrigDst, PIN_MAPS_SUBDIR, SockKey};
+use agent_common::{
+    AF_INET, MAP_ORIG_BY_TUPLE, OrigDst, PIN_MAPS_SUBDIR, SockKey, mode, orig_flags,
+};
 use aya::maps::{HashMap, Map, MapData};
 use parking_lot::Mutex;
 
 use super::{InterceptError, sys};
-use crate::identify::{CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup, PolicyId, Uid};
+use crate::identify::{
+    CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup, PeerMode, PolicyId, Route, Uid,
+};
 
 /// [`OrigDstLookup`] over the pinned `IRON_ORIG_BY_TUPLE` map.
 pub struct OrigDstTable {
@@ -92,7 +96,20 @@ pub(crate) fn origin(o: &OrigDst) -> ConnOrigin {
         comm: String::from_utf8_lossy(&o.comm[..len]).into_owned(),
         policy_id: PolicyId(o.policy_id),
         cgroup_id: CgroupId(o.cgroup_id),
+        route: route(o.flags),
     }
+}
+
+/// Decodes [`OrigDst::flags`]. An unknown mode of a direct peer counts as denied.
+fn route(flags: u32) -> Route {
+    if flags & orig_flags::DIRECT == 0 {
+        return Route::Redirected;
+    }
+    Route::Direct(match (flags >> orig_flags::MODE_SHIFT) & 0xff {
+        mode::REDIRECT => PeerMode::Governed,
+        mode::EXEMPT => PeerMode::Exempt,
+        _ => PeerMode::Denied,
+    })
 }
 
 #[cfg(test)]
@@ -129,6 +146,13 @@ mod tests {
         let c = origin(&o);
         assert_eq!(c.orig_dst, "192.0.2.1:80".parse().unwrap());
         assert_eq!(c.comm, "curl");
+        assert_eq!(c.route, Route::Redirected);
+        o.flags = orig_flags::DIRECT | (mode::DENY_ALL << orig_flags::MODE_SHIFT);
+        assert_eq!(origin(&o).route, Route::Direct(PeerMode::Denied));
+        o.flags = orig_flags::DIRECT | (mode::EXEMPT << orig_flags::MODE_SHIFT);
+        assert_eq!(origin(&o).route, Route::Direct(PeerMode::Exempt));
+        o.flags = orig_flags::DIRECT;
+        assert_eq!(origin(&o).route, Route::Direct(PeerMode::Governed));
         o.family = agent_common::AF_INET6;
         o.addr = sys::words("2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
         assert_eq!(origin(&o).orig_dst, "[2001:db8::1]:80".parse().unwrap());

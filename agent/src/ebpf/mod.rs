@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod agent_ports;
 mod config;
 mod db_redirects;
 mod error;
@@ -37,6 +38,7 @@ mod sys;
 
 pub use crate::identify::{ConnOrigin, OrigDstLookup};
 pub use agent_common::{Counter, ListenerConfig, PIN_DIR};
+pub use agent_ports::{AgentPort, AgentPortTable};
 pub use config::{InterceptConfig, LoopbackPolicy, Mode};
 pub use db_redirects::{DbRedirectTable, dest_key, listener_targets};
 pub use error::InterceptError;

@@ -1,16 +1,36 @@
 //! Identify, connection level: for an accepted connection, where it was going (eBPF redirect)
-//! and who opened it, and so which identity profile judges its requests.
+//! and who opened it, and so which identity profile judges its requests, or that it is refused.
+//!
+//! In eBPF mode the kernel records every connection a governed (or exempt) task opens to the
+//! agent: redirected ones with their original destination, direct ones (the task dialled an
+//! agent listener itself) flagged as such. A peer the kernel did not record cannot be
+//! identified and is refused rather than given the top-level pipeline.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-
 use super::addr::{ClientAddr, LocalAddr};
 use super::ids::{PolicyId, Uid};
-use super::origin::{ConnOrigin, OrigDstLookup};
-use super::peer;
+use super::origin::{ConnOrigin, OrigDstLookup, PeerMode, Route};
+
+/// Why a connection is refused before any policy runs (eBPF mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRefusal {
+    /// A `deny` identity connected to an agent listener directly.
+    DeniedIdentity,
+    /// The kernel recorded no identity for the peer.
+    Unidentified,
+}
+
+impl PeerRefusal {
+    /// The audit `reason`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            PeerRefusal::DeniedIdentity => "identity_denied",
+            PeerRefusal::Unidentified => "unidentified_peer",
+        }
+    }
+}
 
 /// What the agent knows about who opened a connection.
 #[derive(Debug, Clone)]
@@ -18,10 +38,13 @@ pub struct ConnIdentity {
     pub client: ClientAddr,
     /// Original destination and identity of a redirected connection.
     pub origin: Option<ConnOrigin>,
-    /// eBPF mode, not redirected: the uid owning the client socket.
-    pub peer_uid: Option<Uid>,
+    /// eBPF mode, not redirected: the kernel's record of the task that connected directly
+    /// (its `orig_dst` is the agent's own listener).
+    pub peer: Option<ConnOrigin>,
     /// The identity profile whose policy and transforms judge this connection.
     pub policy_id: PolicyId,
+    /// Set when the connection must be refused whatever it asks for.
+    pub refused: Option<PeerRefusal>,
 }
 
 impl ConnIdentity {
@@ -30,14 +53,20 @@ impl ConnIdentity {
         Self {
             client,
             origin: None,
-            peer_uid: None,
+            peer: None,
             policy_id: PolicyId::DEFAULT,
+            refused: None,
         }
+    }
+
+    /// The kernel's record of the connecting task, redirected or direct (eBPF mode only).
+    pub fn task(&self) -> Option<&ConnOrigin> {
+        self.origin.as_ref().or(self.peer.as_ref())
     }
 
     /// The workload's uid, redirected or not (eBPF mode only).
     pub fn uid(&self) -> Option<Uid> {
-        self.origin.as_ref().map(|o| o.uid).or(self.peer_uid)
+        self.task().map(|o| o.uid)
     }
 
     /// The IP the workload really connected to, for a redirected connection.
@@ -46,91 +75,62 @@ impl ConnIdentity {
     }
 }
 
-/// How the uid of a direct (not redirected) local peer is found; `/proc/net/tcp` by default.
-pub type PeerUidLookup = fn(ClientAddr, LocalAddr) -> Option<Uid>;
-
 /// The connection-level identify step, built once at startup.
+#[derive(Default)]
 pub struct ConnIdentifier {
-    /// Original destinations (eBPF mode).
+    /// The kernel's records (eBPF mode).
     origins: Option<Arc<dyn OrigDstLookup>>,
-    /// eBPF mode: the profile of each uid named by an `intercept.policies` entry, for governed
-    /// workloads that connect to a listener directly instead of through the redirect. Swapped
-    /// by a reload (a uid moved to another policy is judged by it from its next connection).
-    direct: Option<ArcSwap<HashMap<Uid, PolicyId>>>,
-    peer_uid: PeerUidLookup,
-}
-
-impl Default for ConnIdentifier {
-    fn default() -> Self {
-        Self::off()
-    }
 }
 
 impl ConnIdentifier {
     /// No eBPF mode: every connection is anonymous and judged by the top-level profile.
     pub fn off() -> Self {
-        Self {
-            origins: None,
-            direct: None,
-            peer_uid: peer::loopback_peer_uid,
-        }
+        Self { origins: None }
     }
 
-    /// eBPF mode: redirected connections are looked up in `origins`; direct ones by peer uid.
-    pub fn ebpf(origins: Arc<dyn OrigDstLookup>, direct: HashMap<Uid, PolicyId>) -> Self {
+    /// eBPF mode: every connection is looked up in the kernel's records.
+    pub fn ebpf(origins: Arc<dyn OrigDstLookup>) -> Self {
         Self {
             origins: Some(origins),
-            direct: Some(ArcSwap::from_pointee(direct)),
-            peer_uid: peer::loopback_peer_uid,
         }
-    }
-
-    /// Reload: the new uid → profile map for direct connections (eBPF mode; no-op otherwise).
-    pub fn set_direct(&self, map: HashMap<Uid, PolicyId>) {
-        if let Some(d) = &self.direct {
-            d.store(Arc::new(map));
-        }
-    }
-
-    /// Replaces the `/proc` peer lookup (tests).
-    pub fn with_peer_uid_lookup(mut self, lookup: PeerUidLookup) -> Self {
-        self.peer_uid = lookup;
-        self
     }
 
     /// A connection accepted on a listener the redirect targets (HTTP, HTTPS).
     pub fn redirected(&self, client: ClientAddr, local: Option<LocalAddr>) -> ConnIdentity {
-        let origin = match (&self.origins, local) {
-            (Some(lookup), Some(local)) => lookup.lookup(client, local),
-            _ => None,
-        };
-        match origin {
-            Some(o) => ConnIdentity {
-                client,
-                policy_id: o.policy_id,
-                origin: Some(o),
-                peer_uid: None,
-            },
-            None => self.direct(client, local),
-        }
+        self.identify(client, local)
     }
 
-    /// A connection the redirect never sends (the tunnel listener), or one it did not send:
-    /// in eBPF mode the local peer's uid picks the profile.
+    /// A connection the redirect never sends (the tunnel listener): identified the same way,
+    /// from the kernel's record of the direct connection.
     pub fn direct(&self, client: ClientAddr, local: Option<LocalAddr>) -> ConnIdentity {
-        let (Some(direct), Some(local)) = (&self.direct, local) else {
+        self.identify(client, local)
+    }
+
+    fn identify(&self, client: ClientAddr, local: Option<LocalAddr>) -> ConnIdentity {
+        let Some(lookup) = &self.origins else {
             return ConnIdentity::anonymous(client);
         };
-        let peer_uid = (self.peer_uid)(client, local);
-        let policy_id = peer_uid
-            .and_then(|uid| direct.load().get(&uid).copied())
-            .unwrap_or_default();
-        ConnIdentity {
-            client,
-            origin: None,
-            peer_uid,
-            policy_id,
+        let record = local.and_then(|local| lookup.lookup(client, local));
+        let mut id = ConnIdentity::anonymous(client);
+        let Some(o) = record else {
+            id.refused = Some(PeerRefusal::Unidentified);
+            return id;
+        };
+        match o.route {
+            Route::Redirected => {
+                id.policy_id = o.policy_id;
+                id.origin = Some(o);
+            }
+            Route::Direct(mode) => {
+                match mode {
+                    PeerMode::Governed => id.policy_id = o.policy_id,
+                    PeerMode::Exempt => {}
+                    PeerMode::Denied => id.refused = Some(PeerRefusal::DeniedIdentity),
+                }
+                id.peer = Some(o);
+            }
         }
+        id
     }
 }
 
@@ -147,7 +147,7 @@ mod tests {
         LocalAddr("127.0.0.1:15080".parse().unwrap())
     }
 
-    fn origin(uid: u32, policy: u32) -> ConnOrigin {
+    fn origin(uid: u32, policy: u32, route: Route) -> ConnOrigin {
         ConnOrigin {
             orig_dst: "192.0.2.10:80".parse().unwrap(),
             uid: Uid(uid),
@@ -155,86 +155,100 @@ mod tests {
             comm: "curl".into(),
             policy_id: PolicyId(policy),
             cgroup_id: CgroupId(7),
+            route,
         }
     }
 
-    /// The uid `/proc` would report for any direct peer in these tests.
-    fn peer_1001(_: ClientAddr, _: LocalAddr) -> Option<Uid> {
-        Some(Uid(1001))
-    }
-
     fn identifier(mock: Arc<MockOrigDst>) -> ConnIdentifier {
-        let direct = HashMap::from([(Uid(1001), PolicyId(2))]);
-        ConnIdentifier::ebpf(mock, direct).with_peer_uid_lookup(peer_1001)
+        ConnIdentifier::ebpf(mock)
     }
 
     #[test]
     fn a_redirected_connection_takes_its_origin_and_kernel_policy() {
         let mock = Arc::new(MockOrigDst::default());
-        mock.insert(client(), local(), origin(1000, 3));
+        let o = origin(1000, 3, Route::Redirected);
+        mock.insert(client(), local(), o.clone());
         let id = identifier(mock).redirected(client(), Some(local()));
-        assert_eq!(id.origin, Some(origin(1000, 3)));
+        assert_eq!(id.origin, Some(o));
         assert_eq!(id.uid(), Some(Uid(1000)));
         assert_eq!(id.policy_id, PolicyId(3));
         assert_eq!(id.dest_ip(), Some("192.0.2.10".parse().unwrap()));
-        assert_eq!(
-            id.peer_uid, None,
-            "a redirected connection needs no peer lookup"
-        );
+        assert_eq!(id.refused, None);
     }
 
     #[test]
-    fn each_connection_is_looked_up_once() {
+    fn each_connection_is_looked_up_once_and_an_unknown_peer_is_refused() {
         let mock = Arc::new(MockOrigDst::default());
-        mock.insert(client(), local(), origin(1000, 3));
+        mock.insert(client(), local(), origin(1000, 3, Route::Redirected));
         let ident = identifier(mock);
         assert!(ident.redirected(client(), Some(local())).origin.is_some());
-        // Second time: no entry, so the connection counts as direct.
         let again = ident.redirected(client(), Some(local()));
         assert!(again.origin.is_none());
-        assert_eq!(again.peer_uid, Some(Uid(1001)));
+        assert_eq!(again.refused, Some(PeerRefusal::Unidentified));
+        assert_eq!(again.uid(), None);
+        // Without a local address nothing can be looked up either.
+        let none = ident.direct(client(), None);
+        assert_eq!(none.refused, Some(PeerRefusal::Unidentified));
     }
 
     #[test]
     fn client_and_local_are_not_interchangeable() {
         let mock = Arc::new(MockOrigDst::default());
-        mock.insert(client(), local(), origin(1000, 3));
+        mock.insert(client(), local(), origin(1000, 3, Route::Redirected));
         let swapped = ClientAddr(local().0);
         let id = identifier(mock).redirected(swapped, Some(LocalAddr(client().0)));
         assert!(id.origin.is_none());
+        assert_eq!(id.refused, Some(PeerRefusal::Unidentified));
     }
 
     #[test]
-    fn a_direct_peer_gets_its_uids_profile() {
+    fn a_direct_peer_gets_exactly_its_own_kernel_policy() {
         let mock = Arc::new(MockOrigDst::default());
-        let id = identifier(mock).direct(client(), Some(local()));
+        let ident = identifier(mock.clone());
+        // Governed: the policy the kernel recorded (a cgroup-bound policy included).
+        mock.insert(
+            client(),
+            local(),
+            origin(1001, 2, Route::Direct(PeerMode::Governed)),
+        );
+        let id = ident.direct(client(), Some(local()));
         assert_eq!(id.uid(), Some(Uid(1001)));
         assert_eq!(id.policy_id, PolicyId(2));
-        assert!(id.dest_ip().is_none());
-    }
-
-    #[test]
-    fn a_peer_without_a_profile_gets_the_default() {
-        fn nobody(_: ClientAddr, _: LocalAddr) -> Option<Uid> {
-            Some(Uid(4000))
-        }
-        let mock = Arc::new(MockOrigDst::default());
-        let ident = identifier(mock).with_peer_uid_lookup(nobody);
+        assert!(
+            id.dest_ip().is_none(),
+            "a direct peer has no original destination"
+        );
+        assert_eq!(id.refused, None);
+        // Denied: refused, never the top-level pipeline.
+        mock.insert(
+            client(),
+            local(),
+            origin(1002, 0, Route::Direct(PeerMode::Denied)),
+        );
+        let id = ident.redirected(client(), Some(local()));
+        assert_eq!(id.refused, Some(PeerRefusal::DeniedIdentity));
+        assert_eq!(id.uid(), Some(Uid(1002)));
+        // Exempt: the top-level pipeline.
+        mock.insert(
+            client(),
+            local(),
+            origin(0, 5, Route::Direct(PeerMode::Exempt)),
+        );
         let id = ident.direct(client(), Some(local()));
-        assert_eq!(id.uid(), Some(Uid(4000)));
-        assert_eq!(id.policy_id, PolicyId::DEFAULT);
+        assert_eq!((id.policy_id, id.refused), (PolicyId::DEFAULT, None));
     }
 
     #[test]
     fn without_ebpf_every_connection_is_anonymous() {
-        let ident = ConnIdentifier::off().with_peer_uid_lookup(peer_1001);
+        let ident = ConnIdentifier::off();
         for id in [
             ident.redirected(client(), Some(local())),
             ident.direct(client(), Some(local())),
         ] {
             assert!(id.origin.is_none());
-            assert_eq!(id.uid(), None, "no peer lookup outside eBPF mode");
+            assert_eq!(id.uid(), None);
             assert_eq!(id.policy_id, PolicyId::DEFAULT);
+            assert_eq!(id.refused, None);
         }
     }
 }

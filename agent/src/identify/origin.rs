@@ -26,6 +26,29 @@ pub struct ConnOrigin {
     pub policy_id: PolicyId,
     /// cgroup v2 id of the connecting task.
     pub cgroup_id: CgroupId,
+    /// Whether the kernel redirected the connection or the task dialled the agent itself.
+    pub route: Route,
+}
+
+/// How a connection the kernel recorded reached the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Rewritten at `connect()` from `orig_dst` to an agent listener.
+    Redirected,
+    /// The task connected to the agent's own port (`orig_dst` is that listener); `PeerMode` is
+    /// the task's mode when it connected.
+    Direct(PeerMode),
+}
+
+/// The mode of a task that connected to the agent directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerMode {
+    /// Governed (redirect mode): served with its policy.
+    Governed,
+    /// A `deny` identity: gets nothing.
+    Denied,
+    /// Not governed (root, the agent's uid, an `exempt` identity): the top-level pipeline.
+    Exempt,
 }
 
 /// Looks up the origin of a connection accepted on one of the agent's redirect listeners.

@@ -91,6 +91,8 @@ pub enum Refusal {
     TunnelHandshake { reason: &'static str, status: u16 },
     /// Inside a tunnel, neither TLS nor HTTP (403, connection closed).
     TunnelProtocolUnsupported,
+    /// eBPF mode: the peer is a `deny` identity, or the kernel recorded no identity for it (403).
+    Peer(identify::PeerRefusal),
 }
 
 /// Failures of the agent or the upstream: `action: error`.
@@ -257,6 +259,7 @@ fn refused(r: Refusal) -> Answer {
             };
         }
         Refusal::TunnelProtocolUnsupported => (respond::forbidden(), "tunnel_protocol_unsupported"),
+        Refusal::Peer(p) => (respond::forbidden(), p.reason()),
     };
     Answer {
         reason: Some(reason),

@@ -74,9 +74,11 @@ impl ConnInfo {
             rec.uid = Some(uid.0);
             rec.user = users.name_of(uid);
         }
-        if let Some(o) = &self.identity.origin {
+        if let Some(o) = self.identity.task() {
             rec.pid = Some(o.pid);
             rec.comm = Some(o.comm.clone());
+        }
+        if let Some(o) = &self.identity.origin {
             rec.orig_dst = Some(o.orig_dst.to_string());
         }
         rec.tunnel = self.tunnel.as_ref().map(|t| t.audit.clone());

@@ -32,9 +32,8 @@ pub async fn send(
 ) -> Result<Sent, Box<Outcome>> {
     prepare(&mut req, target).map_err(|e| Box::new(Outcome::Failed(Failure::BuildRequest(e))))?;
     let rerouted = req.extensions().get::<GatewayRouted>().is_some();
-    if let Some(t) = conn.tunnel.as_ref().filter(|_| !rerouted) {
-        // Inside a tunnel the client chose the port when it opened it.
-        pin_port(req.uri_mut(), t.port);
+    if let Some(port) = pinned_port(conn).filter(|_| !rerouted) {
+        pin_port(req.uri_mut(), port);
     }
     header_case::apply(&mut req)
         .await
@@ -76,8 +75,19 @@ fn prepare(req: &mut ProxyRequest, target: &Target) -> Result<(), http::Error> {
     Ok(())
 }
 
-/// Inside a tunnel the upstream port is the one the client opened the tunnel to, whatever
-/// the inner `Host` says (the client believes it is connected to that port).
+/// The port the client really connected to, which the upstream dial must keep whatever `Host`
+/// names (`Host: allowed.example:6379` must not turn a connection to port 80 into one to a
+/// database): inside a tunnel the port it was opened to, on a redirected connection the
+/// original destination's port.
+fn pinned_port(conn: &ConnInfo) -> Option<u16> {
+    match (&conn.tunnel, &conn.identity.origin) {
+        (Some(t), _) => Some(t.port),
+        (None, Some(o)) => Some(o.orig_dst.port()),
+        (None, None) => None,
+    }
+}
+
+/// Replaces the port of `uri` (the client believes it is connected to that port).
 pub fn pin_port(uri: &mut http::Uri, port: u16) {
     let Some(host) = uri.host() else { return };
     let Ok(authority) = format!("{host}:{port}").parse::<http::uri::Authority>() else {

@@ -60,12 +60,16 @@ async fn exchange(
 ) -> Result<Done, Box<Outcome>> {
     // 1. identify
     let mut target = identify_request(conn, &req, audit)?;
+    if let Some(r) = conn.identity.refused {
+        return Err(Box::new(Outcome::Refused(Refusal::Peer(r))));
+    }
     // 2. policy: the connection's profile, and where a redirected connection really goes
     let profile = rt.profiles.load().get(conn.policy_id()).clone();
     audit.record().policy = profile.audit_name.clone();
     check_destination(rt, conn, &profile, &target).await?;
     // 3. request transforms
     let (mut cx, mut req) = into_pipeline(rt, conn, req, &mut target);
+    cx.caller = caller(rt, conn, &profile);
     let mut traces = Vec::new();
     let end = profile
         .pipeline
@@ -169,6 +173,12 @@ async fn check_destination(
     let Some(dest) = conn.dest_ip() else {
         return Ok(());
     };
+    // Judge the name before resolving it: a name this policy can never admit is refused by its
+    // allowlist anyway, and looking it up would hand the workload a DNS channel out
+    // (`<data>.attacker.example`). Nothing is dialled for it, so nothing needs checking.
+    if target.host.ip().is_none() && !profile.policy.may_allow_host(&target.host) {
+        return Ok(());
+    }
     if !conn.is_verified(&target.host)
         && !profile
             .policy
@@ -200,6 +210,17 @@ fn into_pipeline(
     cx.response_body_limit = rt.response_body_limit;
     cx.tunnel = conn.tunnel.as_ref().map(|t| t.audit.clone());
     (cx, req)
+}
+
+/// The request's identity for transforms: the kernel's record and the profile's name.
+fn caller(rt: &Runtime, conn: &ConnInfo, profile: &Profile) -> identify::Caller {
+    let task = conn.identity.task();
+    identify::Caller {
+        uid: task.map(|t| t.uid),
+        user: task.and_then(|t| rt.users.name_of(t.uid)),
+        cgroup: task.map(|t| t.cgroup_id),
+        policy: profile.audit_name.clone(),
+    }
 }
 
 async fn response_phase(

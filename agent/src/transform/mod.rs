@@ -25,6 +25,7 @@ pub mod judge;
 pub mod oauth_token;
 pub mod pipeline;
 pub mod registry;
+pub mod secret_identity;
 pub mod secrets;
 pub mod signed_body;
 pub mod uri;
@@ -35,7 +36,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::audit::record::{BodyCapture, TunnelAudit};
-use crate::identify::{ClientAddr, HostName};
+use crate::identify::{Caller, ClientAddr, HostName};
 use crate::policy::MatchInput;
 
 pub use crate::message::{ProxyBody, ProxyRequest, ProxyResponse};
@@ -111,6 +112,8 @@ pub struct RequestCx {
     pub tunnel: Option<TunnelAudit>,
     /// What a transform carries from its request phase to its response phase (keyed by type).
     pub state: http::Extensions,
+    /// Who sent the request (eBPF mode), for identity-bound secrets.
+    pub caller: Caller,
     annotations: Map<String, Value>,
 }
 
@@ -127,6 +130,7 @@ impl RequestCx {
             body_capture: None,
             tunnel: None,
             state: http::Extensions::new(),
+            caller: Caller::default(),
             annotations: Map::new(),
         }
     }

@@ -19,6 +19,7 @@ use crate::secrets::{Secret, SecretRegistry, SecretValue};
 use crate::template::Template;
 use crate::transform::build::{Build, BuildContext, BuildProblem, TransformBuildError};
 use crate::transform::headers::canonical_name;
+use crate::transform::secret_identity::IdentityGate;
 use crate::transform::{ProxyRequest, RequestCx, Transform, TransformError, Verdict, body, uri};
 
 pub struct Secrets {
@@ -27,6 +28,8 @@ pub struct Secrets {
 
 struct Entry {
     secret: Arc<Secret>,
+    /// `identities`: who may use the secret (`None`: everyone).
+    identities: Option<IdentityGate>,
     /// Empty = every destination (documented behaviour; check-config warns).
     rules: RuleSet,
     mode: Mode,
@@ -95,6 +98,7 @@ impl Secrets {
         };
         Ok(Entry {
             secret,
+            identities: e.identities.as_ref().map(IdentityGate::new),
             rules: RuleSet::from_configs(&e.rules),
             mode,
         })
@@ -181,6 +185,20 @@ impl Transform for Secrets {
                 continue;
             }
             let name = e.secret.display_name().to_string();
+            if let Some(gate) = &e.identities
+                && !gate.admits(&cx.caller)
+            {
+                // Another identity's placeholder: refused before the value is even read, so it
+                // is never injected. An inject entry simply does not apply to this caller.
+                if let Mode::Replace(r) = &e.mode
+                    && carries_placeholder(cx, req, r).await?
+                {
+                    cx.annotate("rejected", name);
+                    cx.annotate("reject_reason", "identity_mismatch");
+                    return Ok(Verdict::Reject(None));
+                }
+                continue;
+            }
             let value = match e.secret.current() {
                 Ok(v) => v,
                 Err(_) => {
@@ -232,6 +250,17 @@ impl Transform for Secrets {
         }
         Ok(Verdict::Continue)
     }
+}
+
+/// Whether the request carries `r`'s placeholder where `r` would replace it (the placeholder is
+/// "replaced" by itself, so nothing changes where it is absent).
+async fn carries_placeholder(
+    cx: &RequestCx,
+    req: &mut ProxyRequest,
+    r: &Replace,
+) -> Result<bool, TransformError> {
+    let same = SecretValue::new(r.proxy_value.as_str());
+    Ok(!replace(cx, req, r, &same).await?.is_empty())
 }
 
 fn header_value(v: &str) -> Result<HeaderValue, TransformError> {

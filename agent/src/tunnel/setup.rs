@@ -53,6 +53,11 @@ pub fn authorize(
 ) -> (bool, Vec<Trace>) {
     let profile = rt.profiles.load().get(conn.policy_id()).clone();
     let mut audit = pending(rt, conn, Some(target), protocol);
+    if let Some(r) = conn.identity.refused {
+        // A `deny` identity or an unidentified peer: refused like a denied destination.
+        outcome::finish(audit, Outcome::Refused(Refused::Peer(r)));
+        return (false, Vec::new());
+    }
     // Decision 9: method and path rules are enforced on each request inside the tunnel.
     let decision = profile.policy.judge_connection(&ConnectionCheck {
         host: &target.host,

@@ -4,10 +4,12 @@
 
 mod aws_auth;
 mod cli;
+mod default_deny;
 mod dns;
 mod docs;
 mod ebpf_e2e;
 mod ebpf_h2ws;
+mod ebpf_ident;
 mod ebpf_protocols;
 mod first_hour;
 mod gcp_auth;
@@ -16,6 +18,7 @@ mod grpc_transform;
 mod hmac_sign;
 mod http2;
 mod install;
+mod jail_env;
 mod judge;
 mod mcp;
 mod metrics;

@@ -22,6 +22,10 @@ pub struct SecretEntry {
     pub replace: Option<ReplaceConfig>,
     /// Empty = the secret applies to every destination (documented behaviour, decision 1).
     pub rules: Vec<RuleConfig>,
+    /// iron-agent extension (eBPF mode): only these identities may use the secret. A
+    /// placeholder presented by anyone else is rejected (`identity_mismatch`); an `inject`
+    /// entry is skipped for them.
+    pub identities: Option<SecretIdentities>,
     // Legacy replace fields, kept for backwards compatibility. `Option` records presence.
     pub proxy_value: Option<String>,
     pub match_headers: Option<Vec<String>>,
@@ -29,6 +33,27 @@ pub struct SecretEntry {
     pub match_path: Option<bool>,
     pub match_query: Option<bool>,
     pub require: Option<bool>,
+}
+
+/// `secrets[].identities`: who may use a secret. Any match suffices.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretIdentities {
+    pub uids: Vec<u32>,
+    pub users: Vec<String>,
+    /// cgroup v2 directories; a task in the subtree matches.
+    pub cgroups: Vec<std::path::PathBuf>,
+    /// `intercept.policies[].name`s whose pipeline runs the request.
+    pub policies: Vec<String>,
+}
+
+impl SecretIdentities {
+    pub fn is_empty(&self) -> bool {
+        self.uids.is_empty()
+            && self.users.is_empty()
+            && self.cgroups.is_empty()
+            && self.policies.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -149,6 +174,16 @@ impl SecretEntry {
             );
         }
         validate_rules(&self.rules, &format!("{path}.rules"), errors);
+        if self
+            .identities
+            .as_ref()
+            .is_some_and(SecretIdentities::is_empty)
+        {
+            errors.push(ConfigError::new(
+                format!("{path}.identities"),
+                "must name at least one of uids, users, cgroups, policies",
+            ));
+        }
     }
 }
 
