@@ -49,6 +49,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 
+// Hardening programs (issue 11), kept out of this file: inbound binds, routing options, LSM.
+mod bind;
+mod harden;
+mod lsm;
+mod sockopt;
+
 // Return values of cgroup programs: 1 lets the operation proceed, 0 fails it with EPERM.
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
+use crate::ebpf::harden::{DEFAULT_UNIX_ALLOW, HardenOptions, LSM_PROTECTIONS, LsmState};
 use crate::ebpf::{InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode};
 use crate::identify::{PolicyId, Uid};
 
@@ -25,6 +26,8 @@ pub enum SetupError {
     UnknownUser { field: String, user: String },
     #[error("intercept.{field}: {reason}")]
     Listener { field: String, reason: String },
+    #[error("intercept.require_lsm is true but the BPF LSM is not available: {0}")]
+    LsmRequired(String),
 }
 
 /// Loads (or adopts) the programs and writes every identity's policy.
@@ -49,6 +52,28 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     let (http_v4, http_v6) = pair(http);
     let (https_v4, https_v6) = pair(https);
     let (dns_v4, dns_v6) = pair(dns);
+    let lsm = LsmState::detect();
+    match &lsm {
+        LsmState::Active => {}
+        LsmState::Inactive(why) if cfg.require_lsm => {
+            return Err(SetupError::LsmRequired(why.clone()));
+        }
+        LsmState::Inactive(why) => tracing::warn!(
+            reason = %why,
+            off = LSM_PROTECTIONS,
+            "BPF LSM not available: these protections are off"
+        ),
+    }
+    let agent_ports: Vec<u16> = [http, https, dns].iter().flatten().map(SocketAddr::port).collect();
+    let harden = HardenOptions {
+        lsm: lsm.is_active(),
+        inbound_ports: cfg.inbound_ports.clone(),
+        unix_allow: Some(cfg.unix_allow.clone().unwrap_or_else(|| {
+            DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()
+        })),
+        self_protect: cfg.self_protect,
+        agent_ports,
+    };
     let kcfg = InterceptConfig {
         http_v4,
         https_v4,
@@ -62,6 +87,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
             LoopbackMode::Deny => LoopbackPolicy::Deny,
         },
         pin_dir: cfg.pin_dir.clone(),
+        harden,
         ..InterceptConfig::default()
     };
     let icpt = Interceptor::install_or_adopt(&kcfg)?;
@@ -94,6 +120,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         pin_dir = %cfg.pin_dir.display(),
         default = ?cfg.default,
         policies = cfg.policies.len(),
+        lsm = lsm.is_active(),
         "eBPF interception attached"
     );
     Ok(Arc::new(icpt))

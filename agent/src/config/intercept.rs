@@ -9,6 +9,10 @@
 //!   exempt: {users: [backup]}
 //!   deny: {uids: [1002]}    # no network at all
 //!   loopback: allow         # or deny
+//!   require_lsm: false      # true: refuse to start without the BPF LSM
+//!   inbound_ports: []       # ports governed tasks may bind on non-loopback addresses
+//!   unix_allow: [/run/dbus/system_bus_socket]   # absent: built-in list
+//!   self_protect: true
 //!   policies:
 //!     - users: [alice]
 //!       transforms: [...]   # alice's own pipeline; everyone else gets the top-level one
@@ -105,6 +109,15 @@ pub struct InterceptConfig {
     pub loopback: LoopbackMode,
     pub pin_dir: PathBuf,
     pub policies: Vec<PolicyConfig>,
+    /// Refuse to start when the BPF LSM is not active (the LSM-based protections would be off).
+    pub require_lsm: bool,
+    /// Ports governed tasks may bind on non-loopback addresses (default none: loopback only).
+    pub inbound_ports: Vec<u16>,
+    /// Unix sockets governed tasks may connect or send to (`@name` for abstract ones); absent =
+    /// the built-in list (D-Bus system bus, syslog, journal, nscd).
+    pub unix_allow: Option<Vec<String>>,
+    /// Governed tasks cannot ptrace the agent, read its /proc memory or call bpf().
+    pub self_protect: bool,
 }
 
 impl Default for InterceptConfig {
@@ -119,6 +132,10 @@ impl Default for InterceptConfig {
             loopback: LoopbackMode::Allow,
             pin_dir: PathBuf::from("/sys/fs/bpf/iron-agent"),
             policies: Vec::new(),
+            require_lsm: false,
+            inbound_ports: Vec::new(),
+            unix_allow: None,
+            self_protect: true,
         }
     }
 }
@@ -152,6 +169,19 @@ impl InterceptConfig {
                 "intercept.mode",
                 "must be ebpf when policies or governed identities are set",
             ));
+        }
+        for (i, a) in self.unix_allow.iter().flatten().enumerate() {
+            if let Err(reason) = crate::ebpf::harden::unix_key(a) {
+                errors.push(ConfigError::new(format!("intercept.unix_allow[{i}]"), reason));
+            }
+        }
+        for (i, p) in self.inbound_ports.iter().enumerate() {
+            if *p == 0 {
+                errors.push(ConfigError::new(
+                    format!("intercept.inbound_ports[{i}]"),
+                    "must be a port number 1-65535",
+                ));
+            }
         }
         for (name, set) in [
             ("governed", &self.governed),

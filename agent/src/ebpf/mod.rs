@@ -27,9 +27,11 @@
 //! # Ok(()) }
 //! ```
 
+mod btf;
 mod config;
 mod db_redirects;
 mod error;
+pub mod harden;
 mod interceptor;
 pub mod log;
 mod lookup;

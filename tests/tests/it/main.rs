@@ -7,6 +7,7 @@ mod cli;
 mod dns;
 mod ebpf_e2e;
 mod ebpf_h2ws;
+mod ebpf_harden;
 mod ebpf_protocols;
 mod gcp_auth;
 mod grpc;
