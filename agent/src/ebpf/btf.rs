@@ -138,6 +138,16 @@ impl KernelBtf {
         matches!(t.kind, KIND_STRUCT | KIND_UNION).then_some(id)
     }
 
+    /// Type id of the function `name` (BTF kind FUNC), e.g. an LSM hook's `bpf_lsm_<hook>`.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        const KIND_FUNC: u32 = 12;
+        let i = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && self.name(t.name) == name.as_bytes())?;
+        u32::try_from(i).ok()
+    }
+
     /// Every offset the LSM programs use; a missing one stays 0 and its check is skipped.
     pub fn kernel_offsets(&self) -> KernelOffsets {
         let o = |s: &str, f: &str| self.offset(s, f).unwrap_or(0);

@@ -54,7 +54,7 @@ impl LsmState {
         matches!(self, Self::Active)
     }
 
-    /// Reads the active LSM list, mounting securityfs first if needed.
+    /// Whether the agent can use the BPF LSM: mounts securityfs if needed, then [`Self::probe`].
     pub fn detect() -> Self {
         if !Path::new(LSM_LIST).exists() {
             // Best effort: most hosts mount it; a container may not.
@@ -62,6 +62,30 @@ impl LsmState {
                 .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
                 .output();
         }
+        Self::probe()
+    }
+
+    /// [`Self::read`], then a trial load of a trivial LSM program: the list can name `bpf` while
+    /// a policy (a sandbox's own BPF LSM, for instance) still refuses LSM programs.
+    pub fn probe() -> Self {
+        let listed = Self::read();
+        if !listed.is_active() {
+            return listed;
+        }
+        let id = KernelBtf::load(Path::new(KERNEL_BTF)).and_then(|b| {
+            b.func_id("bpf_lsm_socket_create")
+                .ok_or_else(|| "kernel BTF has no bpf_lsm_socket_create".to_string())
+        });
+        match id.and_then(|id| raw_link::probe_lsm_load(id).map_err(|e| e.to_string())) {
+            Ok(()) => Self::Active,
+            Err(e) => Self::Inactive(format!(
+                "bpf is an active LSM but this process may not load LSM programs: {e}"
+            )),
+        }
+    }
+
+    /// Reads the active LSM list (nothing mounted, nothing loaded).
+    pub fn read() -> Self {
         match fs::read_to_string(LSM_LIST) {
             Ok(list) if list.trim().split(',').any(|l| l == "bpf") => Self::Active,
             Ok(list) => Self::Inactive(format!(
@@ -315,6 +339,41 @@ mod raw_link {
     const BPF_LINK_CREATE: nix::libc::c_long = 28;
     /// `enum bpf_attach_type`: BPF_CGROUP_SETSOCKOPT.
     pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
+
+    const BPF_PROG_LOAD: nix::libc::c_long = 5;
+    const BPF_PROG_TYPE_LSM: u32 = 29;
+    const BPF_LSM_MAC: u32 = 27;
+
+    /// Loads (and immediately closes) `r0 = 0; exit` as an LSM program for the hook with BTF id
+    /// `btf_id`: whether this process may load LSM programs at all.
+    #[allow(unsafe_code)]
+    pub fn probe_lsm_load(btf_id: u32) -> io::Result<()> {
+        // BPF_MOV64_IMM(r0, 0); BPF_EXIT.
+        let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+        let license = b"GPL\0";
+        let mut attr = [0u8; 128];
+        let put32 = |a: &mut [u8; 128], off: usize, v: u32| a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        let put64 = |a: &mut [u8; 128], off: usize, v: u64| a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        // union bpf_attr, prog_load: prog_type, insn_cnt, insns, license, ...,
+        // expected_attach_type (68), attach_btf_id (108).
+        put32(&mut attr, 0, BPF_PROG_TYPE_LSM);
+        put32(&mut attr, 4, 2);
+        put64(&mut attr, 8, insns.as_ptr() as u64);
+        put64(&mut attr, 16, license.as_ptr() as u64);
+        put32(&mut attr, 68, BPF_LSM_MAC);
+        put32(&mut attr, 108, btf_id);
+        // SAFETY: bpf(2) reads the attribute buffer and the instruction and license buffers it
+        // points to, all alive for the call.
+        let fd = unsafe {
+            nix::libc::syscall(nix::libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), attr.len())
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh program fd nothing else owns; dropping it unloads the program.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        Ok(())
+    }
 
     /// Attaches `prog` to the cgroup `cg` with a bpf_link and pins the link at `path` (the link fd
     /// is closed afterwards; the pin keeps the program attached).

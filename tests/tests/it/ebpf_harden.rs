@@ -1,7 +1,8 @@
 //! The kernel boundary around governed workloads (issue 11 items 3, 4, 6, 7, 10, 12): what a
 //! hostile unprivileged (or root-but-governed) workload tries beyond connect(), each shown to
-//! work without the agent (control) and to be refused with it. Root only; the BPF LSM must be
-//! active for the LSM parts (it is on the CI machines; see docs/threat-model.md).
+//! work without the agent (control) and to be refused with it. Root only. The LSM-based parts
+//! are checked where the agent reports the BPF LSM usable; elsewhere the tests check that the
+//! agent says which protections are off (and a `SKIP` line names what was not exercised).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::net::{UnixDatagram, UnixListener};
@@ -10,7 +11,8 @@ use std::process::Command;
 
 use serde_json::json;
 
-use iron_agent_tests::TestCa;
+use iron_agent_tests::agent::agent_bin;
+use iron_agent_tests::{Agent, TestCa};
 use iron_agent_tests::config::AgentConfig;
 use iron_agent_tests::ebpf_world::{Unpin, World, py, py_as_root};
 use iron_agent_tests::netns::{TestUser, skip_unless_root};
@@ -45,7 +47,7 @@ print(t(socket.AF_INET,socket.IPPROTO_IP,socket.IP_OPTIONS,b'\x01\x01\x01\x01'),
       t(socket.AF_INET,socket.IPPROTO_IP,socket.IP_TOS,b'\x10'))
 "#;
 
-/// Socket families: netlink generic and ALG (both creatable without privileges), then the
+/// Socket families: generic netlink and AF_VSOCK (both creatable without privileges), then the
 /// families that stay allowed.
 const PY_FAMILIES: &str = r#"
 import socket,errno
@@ -53,7 +55,7 @@ def t(*a):
   try:
     socket.socket(*a).close(); return 'ok'
   except OSError as e: return errno.errorcode[e.errno]
-print(t(socket.AF_NETLINK,socket.SOCK_RAW,16), t(socket.AF_ALG,socket.SOCK_SEQPACKET,0),
+print(t(socket.AF_NETLINK,socket.SOCK_RAW,16), t(40,socket.SOCK_STREAM,0),
       t(socket.AF_UNIX,socket.SOCK_STREAM,0), t(socket.AF_NETLINK,socket.SOCK_RAW,0),
       t(socket.AF_INET6,socket.SOCK_STREAM,0))
 "#;
@@ -80,8 +82,29 @@ fn harden_config(world: &World, mitm: &TestCa, extra: serde_json::Value) -> Agen
     for (k, v) in extra.as_object().unwrap() {
         i[k] = v.clone();
     }
-    i["require_lsm"] = json!(true);
     cfg
+}
+
+/// Whether the agent attached its LSM programs (it logs when it could not).
+fn lsm_on(agent: &Agent) -> bool {
+    !agent.logs().contains("BPF LSM not available")
+}
+
+fn skip_lsm(what: &str) {
+    let line = format!("SKIP {what}: the BPF LSM cannot be used on this host (see the agent's log)");
+    println!("{line}");
+    eprintln!("{line}");
+}
+
+/// `iron-agent status --json` for the agent's config.
+fn status(agent: &Agent) -> serde_json::Value {
+    let out = Command::new(agent_bin())
+        .args(["status", "--json", "--config"])
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 #[test]
@@ -105,7 +128,11 @@ fn inbound_listeners_are_loopback_only_and_agent_ports_cannot_be_squatted() {
         assert_eq!(py(&u1, &py_bind(fam, addr, 18080, true)), "EPERM", "{addr}");
     }
     // listen() without bind would autobind to the wildcard address: refused by the LSM.
-    assert_eq!(py(&u1, PY_LISTEN_UNBOUND), "EPERM");
+    if lsm_on(&agent) {
+        assert_eq!(py(&u1, PY_LISTEN_UNBOUND), "EPERM");
+    } else {
+        skip_lsm("listen() on an unbound socket");
+    }
     // Loopback stays usable, and so does an allowed inbound port.
     assert_eq!(py(&u1, &py_bind("4", "127.0.0.1", 18080, true)), "ok");
     assert_eq!(py(&u1, &py_bind("6", "::1", 18080, true)), "ok");
@@ -144,8 +171,12 @@ fn routing_options_and_foreign_socket_families_are_refused() {
     let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
     // IP options and IPv6 routing headers (even clearing one) are refused; harmless options not.
     assert_eq!(py(&u1, PY_ROUTING), "EPERM EPERM EPERM ok");
-    // Generic netlink and AF_ALG refused; unix, netlink route and inet allowed.
-    assert_eq!(py(&u1, PY_FAMILIES), "EPERM EPERM ok ok ok");
+    // Generic netlink and AF_VSOCK refused; unix, netlink route and inet allowed.
+    if lsm_on(&agent) {
+        assert_eq!(py(&u1, PY_FAMILIES), "EPERM EPERM ok ok ok");
+    } else {
+        skip_lsm("socket families");
+    }
     // Root (exempt) keeps both.
     assert_eq!(py_as_root(PY_ROUTING), "ok ok ok ok");
     assert_eq!(py_as_root(PY_FAMILIES), "ok ok ok ok ok");
@@ -192,7 +223,11 @@ fn unix_sockets_outside_the_allowlist_are_refused() {
         &mitm,
         json!({"unix_allow": [s(&allowed), "@iatest-harden-ok"]}),
     );
-    let _agent = world.start_agent(&cfg);
+    let agent = world.start_agent(&cfg);
+    if !lsm_on(&agent) {
+        skip_lsm("unix socket allowlist");
+        return;
+    }
     assert_eq!(py(&u1, &py_unix_connect(&s(&runtime))), "EPERM");
     // A symlink or relative path to it is not on the list either.
     assert_eq!(py(&u1, &py_unix_connect(&s(&link))), "EPERM");
@@ -256,9 +291,67 @@ print(rd('/proc/{pid}/environ'), rd('/proc/{pid}/mem'), pt, bp)
     let _ = victim.wait();
 
     let agent = world.start_agent(&cfg);
+    if !lsm_on(&agent) {
+        skip_lsm("self-protection");
+        return;
+    }
     assert_eq!(cg.run_py(&probe(agent.pid())), "EPERM EPERM EPERM EPERM");
     // Exempt root outside the cgroup still can (the protection is for governed tasks only).
     assert_eq!(py_as_root(&probe(agent.pid())), "ok ok ok ok");
+    drop(agent);
+    drop(world.ns);
+}
+
+#[test]
+fn lsm_state_is_reported_and_require_lsm_is_enforced() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let mitm = TestCa::new("harden MITM CA");
+    let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
+    let on = lsm_on(&agent);
+    let st = status(&agent);
+    assert_eq!(st["attached"], true, "{st:#}");
+    let programs = st["hardening"]["programs"].as_array().unwrap();
+    for p in programs {
+        let lsm_prog = p["hook"].as_str().unwrap().starts_with("lsm ");
+        // The cgroup hardening programs are always attached; the LSM ones exactly when usable.
+        assert_eq!(p["pinned"], !lsm_prog || on, "{p}");
+    }
+    assert!(programs.iter().any(|p| p["program"] == "iron_lsm_socket_create"));
+    if on {
+        assert_eq!(st["lsm"]["active"], true, "{st:#}");
+    } else {
+        // Said at startup and in status, with what is off.
+        assert!(agent.logs().contains("socket families"), "{}", agent.logs());
+        assert_eq!(st["lsm"]["active"], false, "{st:#}");
+        assert!(st["lsm"]["off"].as_str().unwrap().contains("self-protection"));
+    }
+    let human = Command::new(agent_bin())
+        .args(["status", "--config"])
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("bpf lsm"), "{human}");
+    assert!(human.contains("iron_setsockopt (cgroup setsockopt): attached"), "{human}");
+    drop(agent);
+
+    // require_lsm: refuse to start without it, start normally with it.
+    let cfg = harden_config(&world, &mitm, json!({"require_lsm": true}));
+    let mut agent = Agent::with(&cfg)
+        .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
+        .start();
+    if on {
+        assert!(agent.logs().contains("eBPF interception attached"), "{}", agent.logs());
+    } else {
+        let st = agent.wait_exit(std::time::Duration::from_secs(20));
+        assert!(!st.success());
+        assert!(agent.logs().contains("intercept.require_lsm"), "{}", agent.logs());
+    }
     drop(agent);
     drop(world.ns);
 }
