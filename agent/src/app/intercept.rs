@@ -64,13 +64,19 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
             "BPF LSM not available: these protections are off"
         ),
     }
-    let agent_ports: Vec<u16> = [http, https, dns].iter().flatten().map(SocketAddr::port).collect();
+    let agent_ports: Vec<u16> = [http, https, dns]
+        .iter()
+        .flatten()
+        .map(SocketAddr::port)
+        .collect();
     let harden = HardenOptions {
         lsm: lsm.is_active(),
         inbound_ports: cfg.inbound_ports.clone(),
-        unix_allow: Some(cfg.unix_allow.clone().unwrap_or_else(|| {
-            DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()
-        })),
+        unix_allow: Some(
+            cfg.unix_allow
+                .clone()
+                .unwrap_or_else(|| DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()),
+        ),
         self_protect: cfg.self_protect,
         agent_ports,
     };

@@ -172,7 +172,10 @@ impl InterceptConfig {
         }
         for (i, a) in self.unix_allow.iter().flatten().enumerate() {
             if let Err(reason) = crate::ebpf::harden::unix_key(a) {
-                errors.push(ConfigError::new(format!("intercept.unix_allow[{i}]"), reason));
+                errors.push(ConfigError::new(
+                    format!("intercept.unix_allow[{i}]"),
+                    reason,
+                ));
             }
         }
         for (i, p) in self.inbound_ports.iter().enumerate() {

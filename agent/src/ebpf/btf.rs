@@ -43,7 +43,8 @@ fn u32_at(d: &[u8], at: usize) -> Option<u32> {
 impl KernelBtf {
     pub fn load(path: &Path) -> Result<Self, String> {
         let d = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        Self::parse(&d).ok_or_else(|| format!("{}: not a BTF blob this agent can read", path.display()))
+        Self::parse(&d)
+            .ok_or_else(|| format!("{}: not a BTF blob this agent can read", path.display()))
     }
 
     fn parse(d: &[u8]) -> Option<Self> {

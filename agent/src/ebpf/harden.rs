@@ -132,10 +132,16 @@ pub fn unix_key(addr: &str) -> Result<UnixPath, String> {
     let bytes: Vec<u8> = match addr.strip_prefix('@') {
         Some(name) => std::iter::once(0).chain(name.bytes()).collect(),
         None if addr.starts_with('/') => addr.bytes().collect(),
-        None => return Err(format!("{addr:?}: must be an absolute path or @abstract-name")),
+        None => {
+            return Err(format!(
+                "{addr:?}: must be an absolute path or @abstract-name"
+            ));
+        }
     };
     if bytes.len() > UNIX_PATH_LEN || (addr.starts_with('/') && bytes.contains(&0)) {
-        return Err(format!("{addr:?}: longer than {UNIX_PATH_LEN} bytes or contains NUL"));
+        return Err(format!(
+            "{addr:?}: longer than {UNIX_PATH_LEN} bytes or contains NUL"
+        ));
     }
     let mut k = UnixPath::default();
     k.path[..bytes.len()].copy_from_slice(&bytes);
@@ -151,7 +157,10 @@ fn raw_config(o: &HardenOptions) -> HardenConfig {
         f |= flags::SELF_PROTECT;
     }
     let mut ports = [0u16; AGENT_PORTS];
-    for (slot, p) in ports.iter_mut().zip(o.agent_ports.iter().filter(|p| **p != 0)) {
+    for (slot, p) in ports
+        .iter_mut()
+        .zip(o.agent_ports.iter().filter(|p| **p != 0))
+    {
         *slot = *p;
     }
     let offsets = match KernelBtf::load(Path::new(KERNEL_BTF)) {
@@ -179,9 +188,16 @@ impl Maps {
     fn write(&mut self, o: &HardenOptions) -> Result<(), InterceptError> {
         // Allowlists first, then the flags that turn their checks on.
         let want: std::collections::HashSet<u16> = o.inbound_ports.iter().copied().collect();
-        let stale: Vec<u16> = self.ports.keys().filter_map(Result::ok).filter(|p| !want.contains(p)).collect();
+        let stale: Vec<u16> = self
+            .ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|p| !want.contains(p))
+            .collect();
         for p in &want {
-            self.ports.insert(p, 1, 0).map_err(|e| InterceptError::map(MAP_BIND_PORTS, e))?;
+            self.ports
+                .insert(p, 1, 0)
+                .map_err(|e| InterceptError::map(MAP_BIND_PORTS, e))?;
         }
         for p in stale {
             let _ = self.ports.remove(&p);
@@ -190,12 +206,21 @@ impl Maps {
             .unix_allow
             .iter()
             .flatten()
-            .map(|a| unix_key(a).map_err(|r| InterceptError::Config(format!("intercept.unix_allow: {r}"))))
+            .map(|a| {
+                unix_key(a)
+                    .map_err(|r| InterceptError::Config(format!("intercept.unix_allow: {r}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let stale: Vec<UnixPath> =
-            self.unix.keys().filter_map(Result::ok).filter(|k| !keys.contains(k)).collect();
+        let stale: Vec<UnixPath> = self
+            .unix
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keys.contains(k))
+            .collect();
         for k in &keys {
-            self.unix.insert(k, 1, 0).map_err(|e| InterceptError::map(MAP_UNIX_ALLOW, e))?;
+            self.unix
+                .insert(k, 1, 0)
+                .map_err(|e| InterceptError::map(MAP_UNIX_ALLOW, e))?;
         }
         for k in stale {
             let _ = self.unix.remove(&k);
@@ -214,11 +239,19 @@ pub(super) fn pin_and_attach(
     staging: &Path,
     o: &HardenOptions,
 ) -> Result<(), InterceptError> {
-    let (maps_dir, links_dir) = (staging.join(PIN_MAPS_SUBDIR), staging.join(PIN_LINKS_SUBDIR));
+    let (maps_dir, links_dir) = (
+        staging.join(PIN_MAPS_SUBDIR),
+        staging.join(PIN_LINKS_SUBDIR),
+    );
     for name in HARDEN_MAP_NAMES {
-        let map = ebpf.map(name).ok_or(InterceptError::Missing { what: "map", name })?;
+        let map = ebpf
+            .map(name)
+            .ok_or(InterceptError::Missing { what: "map", name })?;
         let path = maps_dir.join(name);
-        map.pin(&path).map_err(|e| InterceptError::Pin { path, source: Box::new(e) })?;
+        map.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
     }
     // Config and allowlists before any program is attached.
     apply_pinned(staging, o)?;
@@ -228,9 +261,15 @@ pub(super) fn pin_and_attach(
         None
     };
     for (name, kind) in HARDEN_PROGRAMS {
-        let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing { what: "program", name })?;
+        let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
+            what: "program",
+            name,
+        })?;
         let perr = |e| InterceptError::program(name, e);
-        let lerr = |e| InterceptError::Link { path: PathBuf::from(name), source: Box::new(e) };
+        let lerr = |e| InterceptError::Link {
+            path: PathBuf::from(name),
+            source: Box::new(e),
+        };
         let link: FdLink = match kind {
             HardenKind::Bind => {
                 let p: &mut CgroupSockAddr = prog.try_into().map_err(perr)?;
@@ -256,7 +295,10 @@ pub(super) fn pin_and_attach(
             }
         };
         let path = links_dir.join(name);
-        link.pin(&path).map_err(|e| InterceptError::Pin { path, source: Box::new(e) })?;
+        link.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
     }
     Ok(())
 }
@@ -271,7 +313,10 @@ pub fn expected_programs(lsm: bool) -> impl Iterator<Item = &'static str> {
 
 /// Whether every hardening map and the programs `lsm` asks for are pinned under `pin_dir`.
 pub fn is_installed(pin_dir: &Path, lsm: bool) -> bool {
-    let (maps, links) = (pin_dir.join(PIN_MAPS_SUBDIR), pin_dir.join(PIN_LINKS_SUBDIR));
+    let (maps, links) = (
+        pin_dir.join(PIN_MAPS_SUBDIR),
+        pin_dir.join(PIN_LINKS_SUBDIR),
+    );
     HARDEN_MAP_NAMES.iter().all(|m| maps.join(m).exists())
         && expected_programs(lsm).all(|p| links.join(p).exists())
 }
@@ -285,9 +330,12 @@ pub(super) fn apply_pinned(pin_dir: &Path, o: &HardenOptions) -> Result<(), Inte
         Map::from_map_data(data).map_err(|e| InterceptError::map(name, e))
     };
     let mut maps = Maps {
-        config: Array::try_from(open(MAP_HARDEN_CONFIG)?).map_err(|e| InterceptError::map(MAP_HARDEN_CONFIG, e))?,
-        ports: HashMap::try_from(open(MAP_BIND_PORTS)?).map_err(|e| InterceptError::map(MAP_BIND_PORTS, e))?,
-        unix: HashMap::try_from(open(MAP_UNIX_ALLOW)?).map_err(|e| InterceptError::map(MAP_UNIX_ALLOW, e))?,
+        config: Array::try_from(open(MAP_HARDEN_CONFIG)?)
+            .map_err(|e| InterceptError::map(MAP_HARDEN_CONFIG, e))?,
+        ports: HashMap::try_from(open(MAP_BIND_PORTS)?)
+            .map_err(|e| InterceptError::map(MAP_BIND_PORTS, e))?,
+        unix: HashMap::try_from(open(MAP_UNIX_ALLOW)?)
+            .map_err(|e| InterceptError::map(MAP_UNIX_ALLOW, e))?,
     };
     maps.write(o)
 }
@@ -302,7 +350,9 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Vec<(HardenCounter, u64)>, Inte
     HARDEN_COUNTERS
         .iter()
         .map(|&c| {
-            let v = arr.get(&(c as u32), 0).map_err(|e| InterceptError::map(MAP_HARDEN_COUNTERS, e))?;
+            let v = arr
+                .get(&(c as u32), 0)
+                .map_err(|e| InterceptError::map(MAP_HARDEN_COUNTERS, e))?;
             Ok((c, v.iter().fold(0u64, |a, x| a.wrapping_add(*x))))
         })
         .collect()
@@ -352,8 +402,12 @@ mod raw_link {
         let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
         let license = b"GPL\0";
         let mut attr = [0u8; 128];
-        let put32 = |a: &mut [u8; 128], off: usize, v: u32| a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
-        let put64 = |a: &mut [u8; 128], off: usize, v: u64| a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        let put32 = |a: &mut [u8; 128], off: usize, v: u32| {
+            a[off..off + 4].copy_from_slice(&v.to_ne_bytes())
+        };
+        let put64 = |a: &mut [u8; 128], off: usize, v: u64| {
+            a[off..off + 8].copy_from_slice(&v.to_ne_bytes())
+        };
         // union bpf_attr, prog_load: prog_type, insn_cnt, insns, license, ...,
         // expected_attach_type (68), attach_btf_id (108).
         put32(&mut attr, 0, BPF_PROG_TYPE_LSM);
@@ -365,7 +419,12 @@ mod raw_link {
         // SAFETY: bpf(2) reads the attribute buffer and the instruction and license buffers it
         // points to, all alive for the call.
         let fd = unsafe {
-            nix::libc::syscall(nix::libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), attr.len())
+            nix::libc::syscall(
+                nix::libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
         };
         if fd < 0 {
             return Err(io::Error::last_os_error());

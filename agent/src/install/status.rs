@@ -202,7 +202,11 @@ fn human(v: &Value) -> String {
                     "{} ({}): {}",
                     s(&p["program"]),
                     s(&p["hook"]),
-                    if p["pinned"] == true { "attached" } else { "not attached" }
+                    if p["pinned"] == true {
+                        "attached"
+                    } else {
+                        "not attached"
+                    }
                 ),
             );
         }

@@ -12,10 +12,10 @@ use std::process::Command;
 use serde_json::json;
 
 use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::{Agent, TestCa};
 use iron_agent_tests::config::AgentConfig;
 use iron_agent_tests::ebpf_world::{Unpin, World, py, py_as_root};
 use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::{Agent, TestCa};
 
 const WHY: &str = "eBPF and BPF LSM programs, test users, cgroups";
 
@@ -91,7 +91,8 @@ fn lsm_on(agent: &Agent) -> bool {
 }
 
 fn skip_lsm(what: &str) {
-    let line = format!("SKIP {what}: the BPF LSM cannot be used on this host (see the agent's log)");
+    let line =
+        format!("SKIP {what}: the BPF LSM cannot be used on this host (see the agent's log)");
     println!("{line}");
     eprintln!("{line}");
 }
@@ -124,7 +125,12 @@ fn inbound_listeners_are_loopback_only_and_agent_ports_cannot_be_squatted() {
 
     let cfg = harden_config(&world, &mitm, json!({"inbound_ports": [18090]}));
     let mut agent = world.start_agent(&cfg);
-    for (fam, addr) in [("4", "0.0.0.0"), ("4", "10.231.0.1"), ("6", "::"), ("6", "::ffff:0.0.0.0")] {
+    for (fam, addr) in [
+        ("4", "0.0.0.0"),
+        ("4", "10.231.0.1"),
+        ("6", "::"),
+        ("6", "::ffff:0.0.0.0"),
+    ] {
         assert_eq!(py(&u1, &py_bind(fam, addr, 18080, true)), "EPERM", "{addr}");
     }
     // listen() without bind would autobind to the wildcard address: refused by the LSM.
@@ -302,6 +308,102 @@ print(rd('/proc/{pid}/environ'), rd('/proc/{pid}/mem'), pt, bp)
     drop(world.ns);
 }
 
+/// DNS over TCP to `server`: prints `rcode answers first-A peer`, or the errno name.
+const PY_DNS_TCP: &str = r#"
+import socket,struct,sys,errno
+server,name=sys.argv[1],sys.argv[2]
+q=struct.pack('>HHHHHH',0x4242,0x0100,1,0,0,0)+b''.join(bytes([len(p)])+p.encode() for p in name.split('.'))+b'\x00'+struct.pack('>HH',1,1)
+s=socket.socket(); s.settimeout(5)
+try:
+  s.connect((server,53))
+except OSError as e:
+  print(errno.errorcode[e.errno]); sys.exit()
+s.sendall(struct.pack('>H',len(q))+q)
+n=struct.unpack('>H',s.recv(2))[0]; d=b''
+while len(d)<n: d+=s.recv(n-len(d))
+an=struct.unpack('>H',d[6:8])[0]
+ip='.'.join(str(b) for b in d[-4:]) if an else '-'
+print(d[3]&15, an, ip, s.getpeername()[0])
+"#;
+
+/// A "local resolver" on 127.0.0.1:53 (TCP) that answers every A query with 192.0.2.99: the
+/// leak a governed workload would use to resolve names no policy allows.
+const PY_LEAKY_RESOLVER: &str = r#"
+import socket,struct
+l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+l.bind(('127.0.0.1',53)); l.listen(8); print('ready',flush=True)
+while True:
+  c,_=l.accept(); n=struct.unpack('>H',c.recv(2))[0]; q=c.recv(n)
+  r=q[:2]+b'\x81\x80'+q[4:6]+b'\x00\x01\x00\x00\x00\x00'+q[12:]+b'\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04'+bytes([192,0,2,99])
+  c.sendall(struct.pack('>H',len(r))+r); c.close()
+"#;
+
+#[test]
+fn dns_over_tcp_goes_to_the_agent_and_dot_stays_denied() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let u1 = TestUser::ensure("iatest1");
+    let mitm = TestCa::new("harden MITM CA");
+    let mut resolver = KillOnDrop(
+        Command::new("/usr/bin/python3")
+            .args(["-c", PY_LEAKY_RESOLVER])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(resolver.0.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let q = |server: &str, name: &str| {
+        let out = u1.run(&["/usr/bin/python3", "-c", PY_DNS_TCP, server, name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_string()
+    };
+    // Control: without the agent the local resolver answers any name.
+    assert_eq!(q("127.0.0.1", "leak.test"), "0 1 192.0.2.99 127.0.0.1");
+
+    let agent = world.start_agent(&world.config(&mitm));
+    // Now the same query is answered by the agent: names no policy allows do not resolve.
+    assert_eq!(q("127.0.0.1", "leak.test"), "3 0 - 127.0.0.1");
+    assert_eq!(q("127.0.0.1", "api.test"), "0 1 10.231.0.2 127.0.0.1");
+    // Any resolver address works the same way, and the peer still looks like the resolver.
+    assert_eq!(q("8.8.8.8", "api.test"), "0 1 10.231.0.2 8.8.8.8");
+    assert_eq!(q("8.8.8.8", "leak.test"), "3 0 - 8.8.8.8");
+    // DNS over TLS stays denied.
+    assert_eq!(
+        py(
+            &u1,
+            &iron_agent_tests::netns::py_connect("10.231.0.2:853".parse().unwrap())
+        ),
+        "EPERM"
+    );
+    // Root (exempt) still reaches the local resolver.
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", PY_DNS_TCP, "127.0.0.1", "leak.test"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0 1 192.0.2.99 127.0.0.1"
+    );
+    drop(resolver);
+    drop(agent);
+    drop(world.ns);
+}
+
 #[test]
 fn lsm_state_is_reported_and_require_lsm_is_enforced() {
     if skip_unless_root(WHY) {
@@ -321,14 +423,23 @@ fn lsm_state_is_reported_and_require_lsm_is_enforced() {
         // The cgroup hardening programs are always attached; the LSM ones exactly when usable.
         assert_eq!(p["pinned"], !lsm_prog || on, "{p}");
     }
-    assert!(programs.iter().any(|p| p["program"] == "iron_lsm_socket_create"));
+    assert!(
+        programs
+            .iter()
+            .any(|p| p["program"] == "iron_lsm_socket_create")
+    );
     if on {
         assert_eq!(st["lsm"]["active"], true, "{st:#}");
     } else {
         // Said at startup and in status, with what is off.
         assert!(agent.logs().contains("socket families"), "{}", agent.logs());
         assert_eq!(st["lsm"]["active"], false, "{st:#}");
-        assert!(st["lsm"]["off"].as_str().unwrap().contains("self-protection"));
+        assert!(
+            st["lsm"]["off"]
+                .as_str()
+                .unwrap()
+                .contains("self-protection")
+        );
     }
     let human = Command::new(agent_bin())
         .args(["status", "--config"])
@@ -337,7 +448,10 @@ fn lsm_state_is_reported_and_require_lsm_is_enforced() {
         .unwrap();
     let human = String::from_utf8_lossy(&human.stdout);
     assert!(human.contains("bpf lsm"), "{human}");
-    assert!(human.contains("iron_setsockopt (cgroup setsockopt): attached"), "{human}");
+    assert!(
+        human.contains("iron_setsockopt (cgroup setsockopt): attached"),
+        "{human}"
+    );
     drop(agent);
 
     // require_lsm: refuse to start without it, start normally with it.
@@ -346,14 +460,31 @@ fn lsm_state_is_reported_and_require_lsm_is_enforced() {
         .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
         .start();
     if on {
-        assert!(agent.logs().contains("eBPF interception attached"), "{}", agent.logs());
+        assert!(
+            agent.logs().contains("eBPF interception attached"),
+            "{}",
+            agent.logs()
+        );
     } else {
         let st = agent.wait_exit(std::time::Duration::from_secs(20));
         assert!(!st.success());
-        assert!(agent.logs().contains("intercept.require_lsm"), "{}", agent.logs());
+        assert!(
+            agent.logs().contains("intercept.require_lsm"),
+            "{}",
+            agent.logs()
+        );
     }
     drop(agent);
     drop(world.ns);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn chmod(p: &Path, mode: u32) {
