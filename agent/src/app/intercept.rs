@@ -71,6 +71,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         .collect();
     let harden = HardenOptions {
         lsm: lsm.is_active(),
+        require_lsm: cfg.require_lsm,
         inbound_ports: cfg.inbound_ports.clone(),
         unix_allow: Some(
             cfg.unix_allow

@@ -106,6 +106,8 @@ pub const LSM_PROTECTIONS: &str = "socket families (AF_VSOCK, AF_PACKET, ...), l
 pub struct HardenOptions {
     /// Attach the LSM programs (false when the BPF LSM is inactive).
     pub lsm: bool,
+    /// Fail instead of continuing without the LSM programs when they cannot be attached.
+    pub require_lsm: bool,
     /// Ports governed tasks may bind on non-loopback addresses.
     pub inbound_ports: Vec<u16>,
     /// Unix socket addresses governed tasks may reach (`@name` = abstract); `None` = no check.
@@ -119,6 +121,7 @@ impl Default for HardenOptions {
     fn default() -> Self {
         Self {
             lsm: false,
+            require_lsm: false,
             inbound_ports: Vec::new(),
             unix_allow: Some(DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()),
             self_protect: true,
@@ -288,10 +291,24 @@ pub(super) fn pin_and_attach(
             }
             HardenKind::Lsm(hook) => {
                 let Some(btf) = &btf else { continue };
-                let p: &mut Lsm = prog.try_into().map_err(perr)?;
-                p.load(hook, btf).map_err(perr)?;
-                let id = p.attach().map_err(perr)?;
-                p.take_link(id).map_err(perr)?.into()
+                match attach_lsm(prog, name, hook, btf) {
+                    Ok(l) => l,
+                    Err(e) if !o.require_lsm => {
+                        // All or nothing: a partial set would be harder to reason about.
+                        for (n, k) in HARDEN_PROGRAMS {
+                            if matches!(k, HardenKind::Lsm(_)) {
+                                let _ = fs::remove_file(links_dir.join(n));
+                            }
+                        }
+                        tracing::warn!(
+                            reason = %e,
+                            off = LSM_PROTECTIONS,
+                            "BPF LSM not available: these protections are off"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         let path = links_dir.join(name);
@@ -301,6 +318,19 @@ pub(super) fn pin_and_attach(
         })?;
     }
     Ok(())
+}
+
+fn attach_lsm(
+    prog: &mut aya::programs::Program,
+    name: &'static str,
+    hook: &str,
+    btf: &Btf,
+) -> Result<FdLink, InterceptError> {
+    let perr = |e| InterceptError::program(name, e);
+    let p: &mut Lsm = prog.try_into().map_err(perr)?;
+    p.load(hook, btf).map_err(perr)?;
+    let id = p.attach().map_err(perr)?;
+    Ok(p.take_link(id).map_err(perr)?.into())
 }
 
 /// The hardening programs `lsm` says should be attached.

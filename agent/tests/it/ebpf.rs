@@ -161,6 +161,7 @@ impl Env {
             loopback: LoopbackPolicy::Allow,
             pin_dir: self.pin_dir.clone(),
             cgroup_root: None,
+            harden: Default::default(),
         }
     }
 
