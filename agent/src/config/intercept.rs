@@ -202,3 +202,40 @@ impl InterceptConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_str, parse};
+
+    const PRELUDE: &str = "dns:\n  proxy_ip: 10.0.0.2\ntls:\n  mode: sni-only\n";
+
+    #[test]
+    fn hardening_fields_parse_and_bad_values_name_their_field() {
+        let ok = format!(
+            "{PRELUDE}intercept:\n  mode: ebpf\n  require_lsm: true\n  inbound_ports: [8080]\n  \
+             unix_allow: [/run/dbus/system_bus_socket, \"@abs\"]\n  self_protect: false\n"
+        );
+        let c = parse(&ok).unwrap().intercept;
+        assert!(c.require_lsm && !c.self_protect);
+        assert_eq!(c.inbound_ports, vec![8080]);
+        assert_eq!(c.unix_allow.unwrap().len(), 2);
+
+        let bad = format!(
+            "{PRELUDE}intercept:\n  mode: ebpf\n  inbound_ports: [0]\n  unix_allow: [docker.sock]\n"
+        );
+        let errs = load_str(&bad, &|_| None).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("intercept.unix_allow[0]") && e.contains("absolute")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("intercept.inbound_ports[0]")),
+            "{text:?}"
+        );
+        let unknown = format!("{PRELUDE}intercept:\n  mode: ebpf\n  require_lsmm: true\n");
+        assert!(parse(&unknown).is_err());
+    }
+}
