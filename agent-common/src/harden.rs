@@ -39,15 +39,18 @@ pub enum HardenKind {
     Bind,
     /// `cgroup/setsockopt` (`CgroupSockopt`), at the cgroup root.
     Setsockopt,
+    /// `cgroup_skb/egress` (`CgroupSkb`), at the cgroup root.
+    SkbEgress,
     /// BPF LSM program for the named hook (global; needs `bpf` in the active LSM list).
     Lsm(&'static str),
 }
 
 /// Hardening programs (function names, also their link pin names) and their kinds.
-pub const HARDEN_PROGRAMS: [(&str, HardenKind); 9] = [
+pub const HARDEN_PROGRAMS: [(&str, HardenKind); 10] = [
     ("iron_bind4", HardenKind::Bind),
     ("iron_bind6", HardenKind::Bind),
     ("iron_setsockopt", HardenKind::Setsockopt),
+    ("iron_skb_egress", HardenKind::SkbEgress),
     ("iron_lsm_socket_create", HardenKind::Lsm("socket_create")),
     ("iron_lsm_socket_listen", HardenKind::Lsm("socket_listen")),
     ("iron_lsm_socket_connect", HardenKind::Lsm("socket_connect")),
@@ -145,9 +148,11 @@ pub enum HardenCounter {
     DenyPtrace = 6,
     /// bpf() refused.
     DenyBpf = 7,
+    /// Egress packet of a governed socket with IPv4 options / IPv6 extension headers dropped.
+    DenyPacketOptions = 8,
 }
 
-pub const HARDEN_COUNTER_COUNT: u32 = 8;
+pub const HARDEN_COUNTER_COUNT: u32 = 9;
 
 pub const HARDEN_COUNTERS: [HardenCounter; HARDEN_COUNTER_COUNT as usize] = [
     HardenCounter::DenyBind,
@@ -158,6 +163,7 @@ pub const HARDEN_COUNTERS: [HardenCounter; HARDEN_COUNTER_COUNT as usize] = [
     HardenCounter::DenyUnix,
     HardenCounter::DenyPtrace,
     HardenCounter::DenyBpf,
+    HardenCounter::DenyPacketOptions,
 ];
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24);

@@ -53,6 +53,7 @@ use aya_log_ebpf::debug;
 mod bind;
 mod harden;
 mod lsm;
+mod skb;
 mod sockopt;
 
 // Return values of cgroup programs: 1 lets the operation proceed, 0 fails it with EPERM.

@@ -20,7 +20,10 @@ use agent_common::{
 use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockopt, Lsm, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, CgroupSockopt, Lsm,
+        links::FdLink,
+    },
 };
 
 use super::{InterceptError, btf::KernelBtf};
@@ -288,6 +291,14 @@ pub(super) fn pin_and_attach(
                 raw_link::attach_and_pin(fd, cg.as_fd(), raw_link::BPF_CGROUP_SETSOCKOPT, &path)
                     .map_err(|e| InterceptError::io(format!("attaching and pinning {name}"), e))?;
                 continue;
+            }
+            HardenKind::SkbEgress => {
+                let p: &mut CgroupSkb = prog.try_into().map_err(perr)?;
+                p.load().map_err(perr)?;
+                let id = p
+                    .attach(cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                    .map_err(perr)?;
+                p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
             }
             HardenKind::Lsm(hook) => {
                 let Some(btf) = &btf else { continue };

@@ -101,6 +101,7 @@ fn hardening_json(pin_dir: &std::path::Path, attached: bool) -> (Value, Value) {
             let hook = match kind {
                 HardenKind::Bind => "cgroup bind".to_string(),
                 HardenKind::Setsockopt => "cgroup setsockopt".to_string(),
+                HardenKind::SkbEgress => "cgroup skb egress".to_string(),
                 HardenKind::Lsm(h) => format!("lsm {h}"),
             };
             json!({"program": name, "hook": hook, "pinned": links_dir.join(name).exists()})

@@ -47,6 +47,18 @@ print(t(socket.AF_INET,socket.IPPROTO_IP,socket.IP_OPTIONS,b'\x01\x01\x01\x01'),
       t(socket.AF_INET,socket.IPPROTO_IP,socket.IP_TOS,b'\x10'))
 "#;
 
+/// IPv4 options attached to one packet (`IP_RETOPTS` ancillary data), then the same packet
+/// without them; to a loopback port nobody listens on (UDP send succeeds either way).
+const PY_PACKET_OPTIONS: &str = r#"
+import socket,errno
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+def t(cmsg):
+  try:
+    s.sendmsg([b'x'],cmsg,0,('127.0.0.1',9)); return 'ok'
+  except OSError as e: return errno.errorcode[e.errno]
+print(t([(socket.IPPROTO_IP,7,b'\x01\x01\x01\x01')]), t([]))
+"#;
+
 /// Socket families: generic netlink and AF_VSOCK (both creatable without privileges), then the
 /// families that stay allowed.
 const PY_FAMILIES: &str = r#"
@@ -172,11 +184,14 @@ fn routing_options_and_foreign_socket_families_are_refused() {
 
     // Control: every option and family is available to an ordinary user without the agent.
     assert_eq!(py(&u1, PY_ROUTING), "ok ok ok ok");
+    assert_eq!(py(&u1, PY_PACKET_OPTIONS), "ok ok");
     assert_eq!(py(&u1, PY_FAMILIES), "ok ok ok ok ok");
 
     let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
     // IP options and IPv6 routing headers (even clearing one) are refused; harmless options not.
     assert_eq!(py(&u1, PY_ROUTING), "EPERM EPERM EPERM ok");
+    // Per-packet options (no setsockopt involved) are dropped on egress: the send fails.
+    assert_eq!(py(&u1, PY_PACKET_OPTIONS), "EPERM ok");
     // Generic netlink and AF_VSOCK refused; unix, netlink route and inet allowed.
     if lsm_on(&agent) {
         assert_eq!(py(&u1, PY_FAMILIES), "EPERM EPERM ok ok ok");
@@ -185,6 +200,7 @@ fn routing_options_and_foreign_socket_families_are_refused() {
     }
     // Root (exempt) keeps both.
     assert_eq!(py_as_root(PY_ROUTING), "ok ok ok ok");
+    assert_eq!(py_as_root(PY_PACKET_OPTIONS), "ok ok");
     assert_eq!(py_as_root(PY_FAMILIES), "ok ok ok ok ok");
     drop(agent);
     drop(world.ns);
