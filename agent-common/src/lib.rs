@@ -10,6 +10,8 @@
 //! AF_INET and dual-stack AF_INET6 sockets therefore produce identical keys. Ports are host order.
 #![no_std]
 
+pub mod harden;
+
 /// Listener roles a redirected socket can be sent to. The discriminants are part of the map ABI.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -50,6 +50,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 
+// Hardening programs (issue 11), kept out of this file: inbound binds, routing options, LSM.
+mod bind;
+mod harden;
+mod lsm;
+mod skb;
+mod sockopt;
+
 // Return values of cgroup programs: 1 lets the operation proceed, 0 fails it with EPERM.
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -366,6 +373,10 @@ fn route(ty: u32, port: u16) -> Result<(ListenerKind, Counter), Counter> {
             Ok((ListenerKind::Http, Counter::RedirectHttp))
         } else if port == PORT_HTTPS {
             Ok((ListenerKind::Https, Counter::RedirectHttps))
+        } else if port == PORT_DNS {
+            // DNS over TCP goes to the agent's DNS listener (same port, TCP); DoT (853) stays
+            // denied like every other port.
+            Ok((ListenerKind::Dns, Counter::RedirectDnsConnect))
         } else {
             Err(Counter::DenyTcp)
         }
@@ -481,7 +492,8 @@ fn try_connect4(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
         // DNS to a local resolver still goes to the agent (a local resolver would resolve and
         // forward anything: DNS exfiltration), unless it already is the agent's DNS listener.
         let to_agent_dns = ip_be == cfg.dns4.addr && port == cfg.dns4.port;
-        if ty == SOCK_DGRAM && port == PORT_DNS && pol.mode == mode::REDIRECT && !to_agent_dns {
+        // TCP too: a local resolver reached over TCP would leak names just the same.
+        if port == PORT_DNS && pol.mode == mode::REDIRECT && !to_agent_dns {
             let ep = ep4(cfg, ListenerKind::Dns);
             return redirect4(sa, ep, &pol, uid, ip_be, port, ListenerKind::Dns, sendmsg);
         }
@@ -663,7 +675,7 @@ fn try_connect6(sa: *mut bpf_sock_addr, sendmsg: bool) -> i32 {
             V6Kind::Mapped(_) => w[3] == cfg.dns4.addr && port == cfg.dns4.port,
             _ => w == cfg.dns6.addr && port == cfg.dns6.port,
         };
-        if ty == SOCK_DGRAM && port == PORT_DNS && pol.mode == mode::REDIRECT && !to_agent_dns {
+        if port == PORT_DNS && pol.mode == mode::REDIRECT && !to_agent_dns {
             return redirect6(
                 sa,
                 (ep4(cfg, ListenerKind::Dns), ep6(cfg, ListenerKind::Dns)),

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::sync::Arc;
 
 use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
+use crate::ebpf::harden::{DEFAULT_UNIX_ALLOW, HardenOptions, LSM_PROTECTIONS, LsmState};
 use crate::ebpf::{
     AgentPort, AgentPortTable, InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode,
 };
@@ -28,6 +29,8 @@ pub enum SetupError {
     UnknownUser { field: String, user: String },
     #[error("intercept.{field}: {reason}")]
     Listener { field: String, reason: String },
+    #[error("intercept.require_lsm is true but the BPF LSM is not available: {0}")]
+    LsmRequired(String),
 }
 
 /// Loads (or adopts) the programs and writes every identity's policy.
@@ -52,6 +55,40 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     let (http_v4, http_v6) = pair(http);
     let (https_v4, https_v6) = pair(https);
     let (dns_v4, dns_v6) = pair(dns);
+    let lsm = LsmState::detect();
+    match &lsm {
+        LsmState::Active => {}
+        LsmState::Inactive(why) if cfg.require_lsm => {
+            return Err(SetupError::LsmRequired(why.clone()));
+        }
+        LsmState::Inactive(why) => tracing::warn!(
+            reason = %why,
+            off = LSM_PROTECTIONS,
+            "BPF LSM not available: these protections are off"
+        ),
+    }
+    let ports = agent_ports(bound, [http, https], dns);
+    // Every port the agent serves (tunnel included) is closed to governed binds.
+    let mut squat_guard: Vec<u16> = ports
+        .iter()
+        .map(|p| match p {
+            AgentPort::Tcp(n) | AgentPort::Dns(n) => *n,
+        })
+        .collect();
+    squat_guard.sort_unstable();
+    squat_guard.dedup();
+    let harden = HardenOptions {
+        lsm: lsm.is_active(),
+        require_lsm: cfg.require_lsm,
+        inbound_ports: cfg.inbound_ports.clone(),
+        unix_allow: Some(
+            cfg.unix_allow
+                .clone()
+                .unwrap_or_else(|| DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()),
+        ),
+        self_protect: cfg.self_protect,
+        agent_ports: squat_guard,
+    };
     let kcfg = InterceptConfig {
         http_v4,
         https_v4,
@@ -65,10 +102,10 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
             LoopbackMode::Deny => LoopbackPolicy::Deny,
         },
         pin_dir: cfg.pin_dir.clone(),
+        harden,
         ..InterceptConfig::default()
     };
     let icpt = Interceptor::install_or_adopt(&kcfg)?;
-    let ports = agent_ports(bound, [http, https], dns);
     AgentPortTable::open(&cfg.pin_dir)?.replace(&ports)?;
     apply(
         &icpt,
@@ -99,6 +136,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         pin_dir = %cfg.pin_dir.display(),
         default = ?cfg.default,
         policies = cfg.policies.len(),
+        lsm = lsm.is_active(),
         "eBPF interception attached"
     );
     Ok(Arc::new(icpt))

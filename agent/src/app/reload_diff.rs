@@ -47,7 +47,8 @@ pub fn fixed_changes(old: &Config, new: &Config, postgres_running: bool) -> Vec<
         metrics.listen, management.listen, management.api_key_env,
         control_plane.poll_interval, log.level,
         intercept.mode, intercept.default, intercept.listeners, intercept.loopback,
-        intercept.pin_dir,
+        intercept.pin_dir, intercept.require_lsm, intercept.inbound_ports,
+        intercept.unix_allow, intercept.self_protect,
     );
     // A running PostgreSQL proxy is reconfigured in place; starting one needs a restart.
     if !postgres_running && differs(&old.postgres, &new.postgres) {

@@ -9,6 +9,10 @@
 //!   exempt: {users: [backup]}
 //!   deny: {uids: [1002]}    # no network at all
 //!   loopback: allow         # or deny
+//!   require_lsm: false      # true: refuse to start without the BPF LSM
+//!   inbound_ports: []       # ports governed tasks may bind on non-loopback addresses
+//!   unix_allow: [/run/dbus/system_bus_socket]   # absent: built-in list
+//!   self_protect: true
 //!   policies:
 //!     - users: [alice]
 //!       transforms: [...]   # alice's own pipeline; everyone else gets the top-level one
@@ -105,6 +109,15 @@ pub struct InterceptConfig {
     pub loopback: LoopbackMode,
     pub pin_dir: PathBuf,
     pub policies: Vec<PolicyConfig>,
+    /// Refuse to start when the BPF LSM is not active (the LSM-based protections would be off).
+    pub require_lsm: bool,
+    /// Ports governed tasks may bind on non-loopback addresses (default none: loopback only).
+    pub inbound_ports: Vec<u16>,
+    /// Unix sockets governed tasks may connect or send to (`@name` for abstract ones); absent =
+    /// the built-in list (D-Bus system bus, syslog, journal, nscd).
+    pub unix_allow: Option<Vec<String>>,
+    /// Governed tasks cannot ptrace the agent, read its /proc memory or call bpf().
+    pub self_protect: bool,
 }
 
 impl Default for InterceptConfig {
@@ -119,6 +132,10 @@ impl Default for InterceptConfig {
             loopback: LoopbackMode::Allow,
             pin_dir: PathBuf::from("/sys/fs/bpf/iron-agent"),
             policies: Vec::new(),
+            require_lsm: false,
+            inbound_ports: Vec::new(),
+            unix_allow: None,
+            self_protect: true,
         }
     }
 }
@@ -153,6 +170,22 @@ impl InterceptConfig {
                 "must be ebpf when policies or governed identities are set",
             ));
         }
+        for (i, a) in self.unix_allow.iter().flatten().enumerate() {
+            if let Err(reason) = crate::ebpf::harden::unix_key(a) {
+                errors.push(ConfigError::new(
+                    format!("intercept.unix_allow[{i}]"),
+                    reason,
+                ));
+            }
+        }
+        for (i, p) in self.inbound_ports.iter().enumerate() {
+            if *p == 0 {
+                errors.push(ConfigError::new(
+                    format!("intercept.inbound_ports[{i}]"),
+                    "must be a port number 1-65535",
+                ));
+            }
+        }
         for (name, set) in [
             ("governed", &self.governed),
             ("exempt", &self.exempt),
@@ -167,5 +200,42 @@ impl InterceptConfig {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_str, parse};
+
+    const PRELUDE: &str = "dns:\n  proxy_ip: 10.0.0.2\ntls:\n  mode: sni-only\n";
+
+    #[test]
+    fn hardening_fields_parse_and_bad_values_name_their_field() {
+        let ok = format!(
+            "{PRELUDE}intercept:\n  mode: ebpf\n  require_lsm: true\n  inbound_ports: [8080]\n  \
+             unix_allow: [/run/dbus/system_bus_socket, \"@abs\"]\n  self_protect: false\n"
+        );
+        let c = parse(&ok).unwrap().intercept;
+        assert!(c.require_lsm && !c.self_protect);
+        assert_eq!(c.inbound_ports, vec![8080]);
+        assert_eq!(c.unix_allow.unwrap().len(), 2);
+
+        let bad = format!(
+            "{PRELUDE}intercept:\n  mode: ebpf\n  inbound_ports: [0]\n  unix_allow: [docker.sock]\n"
+        );
+        let errs = load_str(&bad, &|_| None).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("intercept.unix_allow[0]") && e.contains("absolute")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("intercept.inbound_ports[0]")),
+            "{text:?}"
+        );
+        let unknown = format!("{PRELUDE}intercept:\n  mode: ebpf\n  require_lsmm: true\n");
+        assert!(parse(&unknown).is_err());
     }
 }

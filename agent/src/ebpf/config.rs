@@ -74,6 +74,8 @@ pub struct InterceptConfig {
     pub pin_dir: PathBuf,
     /// cgroup v2 directory to attach to; `None` = the root of the cgroup2 mount.
     pub cgroup_root: Option<PathBuf>,
+    /// The hardening programs' settings (issue 11).
+    pub harden: super::harden::HardenOptions,
 }
 
 impl Default for InterceptConfig {
@@ -91,6 +93,7 @@ impl Default for InterceptConfig {
             loopback: LoopbackPolicy::Allow,
             pin_dir: PathBuf::from(PIN_DIR),
             cgroup_root: None,
+            harden: super::harden::HardenOptions::default(),
         }
     }
 }

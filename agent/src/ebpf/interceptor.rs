@@ -118,6 +118,7 @@ impl Interceptor {
         remove_pins(&staging)?;
         let guard = StagingGuard(Some(staging.clone()));
         pin_and_attach(&mut ebpf, &cg, &staging)?;
+        super::harden::pin_and_attach(&mut ebpf, &cg, &staging, &cfg.harden)?;
         if log_level > 0
             && let Err(e) = super::log::spawn_reader(&mut ebpf)
         {
@@ -165,6 +166,7 @@ impl Interceptor {
         }
         let me = Self::open(&cfg.pin_dir)?;
         me.set_config(&raw)?;
+        super::harden::apply_pinned(&cfg.pin_dir, &cfg.harden)?;
         Ok(me)
     }
 
@@ -172,7 +174,10 @@ impl Interceptor {
     pub fn install_or_adopt(cfg: &InterceptConfig) -> Result<Self, InterceptError> {
         // An installation from an older build lacks maps this one uses: replace it.
         let maps = cfg.pin_dir.join(PIN_MAPS_SUBDIR);
-        if is_installed(&cfg.pin_dir) && MAP_NAMES.iter().all(|m| maps.join(m).exists()) {
+        if is_installed(&cfg.pin_dir)
+            && MAP_NAMES.iter().all(|m| maps.join(m).exists())
+            && super::harden::is_installed(&cfg.pin_dir, cfg.harden.lsm)
+        {
             Self::adopt(cfg)
         } else {
             Self::install(cfg)

@@ -28,9 +28,11 @@
 //! ```
 
 mod agent_ports;
+mod btf;
 mod config;
 mod db_redirects;
 mod error;
+pub mod harden;
 mod interceptor;
 pub mod log;
 mod lookup;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use agent_common::harden::{HARDEN_PROGRAMS, HardenKind};
 use agent_common::{PIN_LINKS_SUBDIR, PROGRAMS};
 use serde_json::{Value, json};
 
@@ -61,6 +62,7 @@ pub fn collect(opts: &StatusOptions) -> Result<Value, InstallError> {
         (None, None)
     };
     let pins_readable = !pin_dir.exists() || std::fs::read_dir(&pin_dir).is_ok();
+    let (lsm, hardening) = hardening_json(&pin_dir, attached);
 
     Ok(json!({
         "installed": manifest.is_some(),
@@ -78,8 +80,43 @@ pub fn collect(opts: &StatusOptions) -> Result<Value, InstallError> {
         "links": links,
         "counters": counters,
         "counters_error": counters_error,
+        "lsm": lsm,
+        "hardening": hardening,
         "intercept": intercept.as_ref().map(intercept_json),
     }))
+}
+
+/// The BPF LSM state and each hardening program (issue 11) with whether it is attached.
+fn hardening_json(pin_dir: &std::path::Path, attached: bool) -> (Value, Value) {
+    let lsm = match ebpf::harden::LsmState::detect() {
+        ebpf::harden::LsmState::Active => json!({"active": true}),
+        ebpf::harden::LsmState::Inactive(why) => {
+            json!({"active": false, "reason": why, "off": ebpf::harden::LSM_PROTECTIONS})
+        }
+    };
+    let links_dir = pin_dir.join(PIN_LINKS_SUBDIR);
+    let programs: Vec<Value> = HARDEN_PROGRAMS
+        .iter()
+        .map(|(name, kind)| {
+            let hook = match kind {
+                HardenKind::Bind => "cgroup bind".to_string(),
+                HardenKind::Setsockopt => "cgroup setsockopt".to_string(),
+                HardenKind::SkbEgress => "cgroup skb egress".to_string(),
+                HardenKind::Lsm(h) => format!("lsm {h}"),
+            };
+            json!({"program": name, "hook": hook, "pinned": links_dir.join(name).exists()})
+        })
+        .collect();
+    let counters = if attached {
+        ebpf::harden::pinned_counters(pin_dir).ok().map(|c| {
+            c.iter()
+                .map(|(k, v)| (format!("{k:?}"), Value::from(*v)))
+                .collect::<serde_json::Map<_, _>>()
+        })
+    } else {
+        None
+    };
+    (lsm, json!({"programs": programs, "counters": counters}))
 }
 
 fn ids_json(ids: &Identities) -> Value {
@@ -146,6 +183,39 @@ fn human(v: &Value) -> String {
     };
     line("config", format!("{}{cfg_err}", s(&v["config"])));
     line("attached", attached_text(v));
+    line(
+        "bpf lsm",
+        if v["lsm"]["active"] == true {
+            "active".to_string()
+        } else {
+            format!(
+                "inactive ({}); off: {}",
+                s(&v["lsm"]["reason"]),
+                s(&v["lsm"]["off"])
+            )
+        },
+    );
+    if let Some(ps) = v["hardening"]["programs"].as_array() {
+        for p in ps {
+            line(
+                "hardening",
+                format!(
+                    "{} ({}): {}",
+                    s(&p["program"]),
+                    s(&p["hook"]),
+                    if p["pinned"] == true {
+                        "attached"
+                    } else {
+                        "not attached"
+                    }
+                ),
+            );
+        }
+    }
+    if let Some(c) = v["hardening"]["counters"].as_object() {
+        let text: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        line("hardening #", text.join(" "));
+    }
     if let Some(i) = v["intercept"].as_object() {
         line(
             "mode",

@@ -1,0 +1,190 @@
+//! Kernel struct field offsets from the running kernel's BTF (`/sys/kernel/btf/vmlinux`), for the
+//! LSM programs: the Rust eBPF toolchain has no CO-RE relocations, so the programs read kernel
+//! structs with `bpf_probe_read_kernel` at offsets computed here at load time.
+
+use std::path::Path;
+
+use agent_common::harden::KernelOffsets;
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+struct Member {
+    name: u32,
+    ty: u32,
+    bit_off: u32,
+}
+
+struct Type {
+    kind: u32,
+    name: u32,
+    members: Vec<Member>,
+}
+
+/// The parsed type section (only what offset lookups need).
+pub struct KernelBtf {
+    strings: Vec<u8>,
+    types: Vec<Type>,
+}
+
+fn u32_at(d: &[u8], at: usize) -> Option<u32> {
+    d.get(at..at + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+impl KernelBtf {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let d = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        Self::parse(&d)
+            .ok_or_else(|| format!("{}: not a BTF blob this agent can read", path.display()))
+    }
+
+    fn parse(d: &[u8]) -> Option<Self> {
+        if d.get(0..2)? != [0x9f, 0xeb] {
+            return None;
+        }
+        let hlen = u32_at(d, 4)? as usize;
+        let (toff, tlen) = (u32_at(d, 8)? as usize, u32_at(d, 12)? as usize);
+        let (soff, slen) = (u32_at(d, 16)? as usize, u32_at(d, 20)? as usize);
+        let t = d.get(hlen + toff..hlen + toff + tlen)?;
+        let strings = d.get(hlen + soff..hlen + soff + slen)?.to_vec();
+        // Type ids start at 1; index 0 is the void placeholder.
+        let mut types = vec![Type {
+            kind: 0,
+            name: 0,
+            members: Vec::new(),
+        }];
+        let mut p = 0;
+        while p < t.len() {
+            let name = u32_at(t, p)?;
+            let info = u32_at(t, p + 4)?;
+            p += 12;
+            let kind = (info >> 24) & 0x1f;
+            let vlen = (info & 0xffff) as usize;
+            let kflag = info >> 31 == 1;
+            let mut members = Vec::new();
+            match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => p += 4,
+                KIND_ARRAY => p += 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for _ in 0..vlen {
+                        let off = u32_at(t, p + 8)?;
+                        members.push(Member {
+                            name: u32_at(t, p)?,
+                            ty: u32_at(t, p + 4)?,
+                            bit_off: if kflag { off & 0xff_ffff } else { off },
+                        });
+                        p += 12;
+                    }
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => p += 8 * vlen,
+                KIND_DATASEC | KIND_ENUM64 => p += 12 * vlen,
+                _ => {}
+            }
+            types.push(Type {
+                kind,
+                name,
+                members,
+            });
+        }
+        Some(Self { strings, types })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let s = self.strings.get(off as usize..).unwrap_or_default();
+        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+        &s[..end]
+    }
+
+    /// Byte offset of `field` in `struct name`, looking through anonymous struct/union members.
+    pub fn offset(&self, name: &str, field: &str) -> Option<u32> {
+        let st = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_STRUCT && self.name(t.name) == name.as_bytes())?;
+        self.member_bits(st, field.as_bytes(), 0).map(|b| b / 8)
+    }
+
+    fn member_bits(&self, id: usize, field: &[u8], depth: u32) -> Option<u32> {
+        let t = self.types.get(id)?;
+        if depth > 4 {
+            return None;
+        }
+        for m in &t.members {
+            if self.name(m.name) == field {
+                return Some(m.bit_off);
+            }
+        }
+        for m in t.members.iter().filter(|m| m.name == 0) {
+            let inner = self.resolve(m.ty as usize)?;
+            if let Some(b) = self.member_bits(inner, field, depth + 1) {
+                return Some(m.bit_off + b);
+            }
+        }
+        None
+    }
+
+    /// Skips modifiers/typedefs (kinds without members and a type reference) to the struct or
+    /// union an anonymous member names.
+    fn resolve(&self, id: usize) -> Option<usize> {
+        let t = self.types.get(id)?;
+        matches!(t.kind, KIND_STRUCT | KIND_UNION).then_some(id)
+    }
+
+    /// Type id of the function `name` (BTF kind FUNC), e.g. an LSM hook's `bpf_lsm_<hook>`.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        const KIND_FUNC: u32 = 12;
+        let i = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && self.name(t.name) == name.as_bytes())?;
+        u32::try_from(i).ok()
+    }
+
+    /// Every offset the LSM programs use; a missing one stays 0 and its check is skipped.
+    pub fn kernel_offsets(&self) -> KernelOffsets {
+        let o = |s: &str, f: &str| self.offset(s, f).unwrap_or(0);
+        KernelOffsets {
+            task_tgid: o("task_struct", "tgid"),
+            socket_sk: o("socket", "sk"),
+            skc_family: o("sock_common", "skc_family"),
+            skc_rcv_saddr: o("sock_common", "skc_rcv_saddr"),
+            skc_v6_rcv_saddr: o("sock_common", "skc_v6_rcv_saddr"),
+            skc_num: o("sock_common", "skc_num"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KernelBtf;
+
+    #[test]
+    fn finds_nested_sock_common_fields_in_the_running_kernel() {
+        let p = std::path::Path::new("/sys/kernel/btf/vmlinux");
+        if !p.exists() {
+            eprintln!("SKIP: no kernel BTF");
+            return;
+        }
+        let btf = KernelBtf::load(p).unwrap();
+        let o = btf.kernel_offsets();
+        // skc_daddr and skc_rcv_saddr share the first 8 bytes; the ports follow at 12.
+        assert_eq!(o.skc_rcv_saddr, 4);
+        assert_eq!(o.skc_num, 14);
+        assert!(o.task_tgid > 0 && o.socket_sk > 0 && o.skc_v6_rcv_saddr > 0);
+        assert!(btf.offset("task_struct", "no_such_field").is_none());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(KernelBtf::parse(b"not btf at all, not btf at all").is_none());
+    }
+}

@@ -1,0 +1,526 @@
+//! The hardening programs (issue 11): inbound binds and listens, IP options and IPv6 routing
+//! headers, socket families, unix socket destinations, and self-protection. They share the eBPF
+//! object, the pin directory and the governed-identity maps with interception; this module loads,
+//! attaches and configures them. The LSM ones are attached only when the BPF LSM is active.
+
+use std::{
+    fs::{self, File},
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use agent_common::{
+    PIN_LINKS_SUBDIR, PIN_MAPS_SUBDIR,
+    harden::{
+        AGENT_PORTS, HARDEN_COUNTERS, HARDEN_MAP_NAMES, HARDEN_PROGRAMS, HardenConfig,
+        HardenCounter, HardenKind, MAP_BIND_PORTS, MAP_HARDEN_CONFIG, MAP_HARDEN_COUNTERS,
+        MAP_UNIX_ALLOW, UNIX_PATH_LEN, UnixPath, flags,
+    },
+};
+use aya::{
+    Btf, Ebpf,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, CgroupSockopt, Lsm,
+        links::FdLink,
+    },
+};
+
+use super::{InterceptError, btf::KernelBtf};
+
+/// Where the kernel lists the active LSMs (securityfs).
+const LSM_LIST: &str = "/sys/kernel/security/lsm";
+const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Unix sockets governed tasks may reach when `intercept.unix_allow` is not set: the D-Bus
+/// system bus, syslog and the journal, nscd. Container runtime sockets are deliberately absent.
+pub const DEFAULT_UNIX_ALLOW: [&str; 7] = [
+    "/run/dbus/system_bus_socket",
+    "/var/run/dbus/system_bus_socket",
+    "/dev/log",
+    "/run/systemd/journal/socket",
+    "/run/systemd/journal/dev-log",
+    "/run/nscd/socket",
+    "/var/run/nscd/socket",
+];
+
+/// Whether the BPF LSM can be used on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LsmState {
+    Active,
+    /// Why not (shown in the startup log and `iron-agent status`).
+    Inactive(String),
+}
+
+impl LsmState {
+    pub fn is_active(&self) -> bool {
+        matches!(self, Self::Active)
+    }
+
+    /// Whether the agent can use the BPF LSM: mounts securityfs if needed, then [`Self::probe`].
+    pub fn detect() -> Self {
+        if !Path::new(LSM_LIST).exists() {
+            // Best effort: most hosts mount it; a container may not.
+            let _ = std::process::Command::new("mount")
+                .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
+                .output();
+        }
+        Self::probe()
+    }
+
+    /// [`Self::read`], then a trial load of a trivial LSM program: the list can name `bpf` while
+    /// a policy (a sandbox's own BPF LSM, for instance) still refuses LSM programs.
+    pub fn probe() -> Self {
+        let listed = Self::read();
+        if !listed.is_active() {
+            return listed;
+        }
+        let id = KernelBtf::load(Path::new(KERNEL_BTF)).and_then(|b| {
+            b.func_id("bpf_lsm_socket_create")
+                .ok_or_else(|| "kernel BTF has no bpf_lsm_socket_create".to_string())
+        });
+        match id.and_then(|id| raw_link::probe_lsm_load(id).map_err(|e| e.to_string())) {
+            Ok(()) => Self::Active,
+            Err(e) => Self::Inactive(format!(
+                "bpf is an active LSM but this process may not load LSM programs: {e}"
+            )),
+        }
+    }
+
+    /// Reads the active LSM list (nothing mounted, nothing loaded).
+    pub fn read() -> Self {
+        match fs::read_to_string(LSM_LIST) {
+            Ok(list) if list.trim().split(',').any(|l| l == "bpf") => Self::Active,
+            Ok(list) => Self::Inactive(format!(
+                "bpf is not in the active LSM list ({}); add lsm=...,bpf to the kernel command line",
+                list.trim()
+            )),
+            Err(e) => Self::Inactive(format!("cannot read {LSM_LIST}: {e}")),
+        }
+    }
+}
+
+/// The protections that need the BPF LSM, for "which are off" messages.
+pub const LSM_PROTECTIONS: &str = "socket families (AF_VSOCK, AF_PACKET, ...), listen() on \
+    non-loopback addresses, unix socket allowlist, self-protection (ptrace, /proc/<agent>/mem, bpf())";
+
+/// Hardening settings from `intercept:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HardenOptions {
+    /// Attach the LSM programs (false when the BPF LSM is inactive).
+    pub lsm: bool,
+    /// Fail instead of continuing without the LSM programs when they cannot be attached.
+    pub require_lsm: bool,
+    /// Ports governed tasks may bind on non-loopback addresses.
+    pub inbound_ports: Vec<u16>,
+    /// Unix socket addresses governed tasks may reach (`@name` = abstract); `None` = no check.
+    pub unix_allow: Option<Vec<String>>,
+    pub self_protect: bool,
+    /// The agent's listener ports (redirect targets), protected against squatting.
+    pub agent_ports: Vec<u16>,
+}
+
+impl Default for HardenOptions {
+    fn default() -> Self {
+        Self {
+            lsm: false,
+            require_lsm: false,
+            inbound_ports: Vec::new(),
+            unix_allow: Some(DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()),
+            self_protect: true,
+            agent_ports: Vec::new(),
+        }
+    }
+}
+
+/// Turns a configured unix socket address into the key the programs compare.
+pub fn unix_key(addr: &str) -> Result<UnixPath, String> {
+    let bytes: Vec<u8> = match addr.strip_prefix('@') {
+        Some(name) => std::iter::once(0).chain(name.bytes()).collect(),
+        None if addr.starts_with('/') => addr.bytes().collect(),
+        None => {
+            return Err(format!(
+                "{addr:?}: must be an absolute path or @abstract-name"
+            ));
+        }
+    };
+    if bytes.len() > UNIX_PATH_LEN || (addr.starts_with('/') && bytes.contains(&0)) {
+        return Err(format!(
+            "{addr:?}: longer than {UNIX_PATH_LEN} bytes or contains NUL"
+        ));
+    }
+    let mut k = UnixPath::default();
+    k.path[..bytes.len()].copy_from_slice(&bytes);
+    Ok(k)
+}
+
+fn raw_config(o: &HardenOptions) -> HardenConfig {
+    let mut f = flags::BIND_LOOPBACK_ONLY;
+    if o.unix_allow.is_some() {
+        f |= flags::UNIX_ALLOWLIST;
+    }
+    if o.self_protect {
+        f |= flags::SELF_PROTECT;
+    }
+    let mut ports = [0u16; AGENT_PORTS];
+    for (slot, p) in ports
+        .iter_mut()
+        .zip(o.agent_ports.iter().filter(|p| **p != 0))
+    {
+        *slot = *p;
+    }
+    let offsets = match KernelBtf::load(Path::new(KERNEL_BTF)) {
+        Ok(b) => b.kernel_offsets(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no kernel BTF: listen and ptrace checks are off");
+            Default::default()
+        }
+    };
+    HardenConfig {
+        flags: f,
+        agent_tgid: std::process::id(),
+        agent_ports: ports,
+        offsets,
+    }
+}
+
+struct Maps {
+    config: Array<MapData, HardenConfig>,
+    ports: HashMap<MapData, u16, u8>,
+    unix: HashMap<MapData, UnixPath, u8>,
+}
+
+impl Maps {
+    fn write(&mut self, o: &HardenOptions) -> Result<(), InterceptError> {
+        // Allowlists first, then the flags that turn their checks on.
+        let want: std::collections::HashSet<u16> = o.inbound_ports.iter().copied().collect();
+        let stale: Vec<u16> = self
+            .ports
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|p| !want.contains(p))
+            .collect();
+        for p in &want {
+            self.ports
+                .insert(p, 1, 0)
+                .map_err(|e| InterceptError::map(MAP_BIND_PORTS, e))?;
+        }
+        for p in stale {
+            let _ = self.ports.remove(&p);
+        }
+        let keys = o
+            .unix_allow
+            .iter()
+            .flatten()
+            .map(|a| {
+                unix_key(a)
+                    .map_err(|r| InterceptError::Config(format!("intercept.unix_allow: {r}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let stale: Vec<UnixPath> = self
+            .unix
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !keys.contains(k))
+            .collect();
+        for k in &keys {
+            self.unix
+                .insert(k, 1, 0)
+                .map_err(|e| InterceptError::map(MAP_UNIX_ALLOW, e))?;
+        }
+        for k in stale {
+            let _ = self.unix.remove(&k);
+        }
+        self.config
+            .set(0, raw_config(o), 0)
+            .map_err(|e| InterceptError::map(MAP_HARDEN_CONFIG, e))
+    }
+}
+
+/// Pins the hardening maps and attaches and pins the programs `o` asks for (the cgroup ones at
+/// `cg`, the LSM ones globally).
+pub(super) fn pin_and_attach(
+    ebpf: &mut Ebpf,
+    cg: &File,
+    staging: &Path,
+    o: &HardenOptions,
+) -> Result<(), InterceptError> {
+    let (maps_dir, links_dir) = (
+        staging.join(PIN_MAPS_SUBDIR),
+        staging.join(PIN_LINKS_SUBDIR),
+    );
+    for name in HARDEN_MAP_NAMES {
+        let map = ebpf
+            .map(name)
+            .ok_or(InterceptError::Missing { what: "map", name })?;
+        let path = maps_dir.join(name);
+        map.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    // Config and allowlists before any program is attached.
+    apply_pinned(staging, o)?;
+    let btf = if o.lsm {
+        Some(Btf::from_sys_fs().map_err(|e| InterceptError::Config(format!("kernel BTF: {e}")))?)
+    } else {
+        None
+    };
+    for (name, kind) in HARDEN_PROGRAMS {
+        let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
+            what: "program",
+            name,
+        })?;
+        let perr = |e| InterceptError::program(name, e);
+        let lerr = |e| InterceptError::Link {
+            path: PathBuf::from(name),
+            source: Box::new(e),
+        };
+        let link: FdLink = match kind {
+            HardenKind::Bind => {
+                let p: &mut CgroupSockAddr = prog.try_into().map_err(perr)?;
+                p.load().map_err(perr)?;
+                let id = p.attach(cg, CgroupAttachMode::Single).map_err(perr)?;
+                p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
+            }
+            HardenKind::Setsockopt => {
+                let p: &mut CgroupSockopt = prog.try_into().map_err(perr)?;
+                p.load().map_err(perr)?;
+                let fd = p.fd().map_err(perr)?.as_fd();
+                let path = links_dir.join(name);
+                raw_link::attach_and_pin(fd, cg.as_fd(), raw_link::BPF_CGROUP_SETSOCKOPT, &path)
+                    .map_err(|e| InterceptError::io(format!("attaching and pinning {name}"), e))?;
+                continue;
+            }
+            HardenKind::SkbEgress => {
+                let p: &mut CgroupSkb = prog.try_into().map_err(perr)?;
+                p.load().map_err(perr)?;
+                let id = p
+                    .attach(cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+                    .map_err(perr)?;
+                p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
+            }
+            HardenKind::Lsm(hook) => {
+                let Some(btf) = &btf else { continue };
+                match attach_lsm(prog, name, hook, btf) {
+                    Ok(l) => l,
+                    Err(e) if !o.require_lsm => {
+                        // All or nothing: a partial set would be harder to reason about.
+                        for (n, k) in HARDEN_PROGRAMS {
+                            if matches!(k, HardenKind::Lsm(_)) {
+                                let _ = fs::remove_file(links_dir.join(n));
+                            }
+                        }
+                        tracing::warn!(
+                            reason = %e,
+                            off = LSM_PROTECTIONS,
+                            "BPF LSM not available: these protections are off"
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let path = links_dir.join(name);
+        link.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+fn attach_lsm(
+    prog: &mut aya::programs::Program,
+    name: &'static str,
+    hook: &str,
+    btf: &Btf,
+) -> Result<FdLink, InterceptError> {
+    let perr = |e| InterceptError::program(name, e);
+    let p: &mut Lsm = prog.try_into().map_err(perr)?;
+    p.load(hook, btf).map_err(perr)?;
+    let id = p.attach().map_err(perr)?;
+    Ok(p.take_link(id).map_err(perr)?.into())
+}
+
+/// The hardening programs `lsm` says should be attached.
+pub fn expected_programs(lsm: bool) -> impl Iterator<Item = &'static str> {
+    HARDEN_PROGRAMS
+        .iter()
+        .filter(move |(_, k)| lsm || !matches!(k, HardenKind::Lsm(_)))
+        .map(|(n, _)| *n)
+}
+
+/// Whether every hardening map and the programs `lsm` asks for are pinned under `pin_dir`.
+pub fn is_installed(pin_dir: &Path, lsm: bool) -> bool {
+    let (maps, links) = (
+        pin_dir.join(PIN_MAPS_SUBDIR),
+        pin_dir.join(PIN_LINKS_SUBDIR),
+    );
+    HARDEN_MAP_NAMES.iter().all(|m| maps.join(m).exists())
+        && expected_programs(lsm).all(|p| links.join(p).exists())
+}
+
+/// Rewrites the hardening config of a pinned installation (after adopting it: the agent's pid
+/// and ports changed).
+pub(super) fn apply_pinned(pin_dir: &Path, o: &HardenOptions) -> Result<(), InterceptError> {
+    let dir = pin_dir.join(PIN_MAPS_SUBDIR);
+    let open = |name: &'static str| -> Result<Map, InterceptError> {
+        let data = MapData::from_pin(dir.join(name)).map_err(|e| InterceptError::map(name, e))?;
+        Map::from_map_data(data).map_err(|e| InterceptError::map(name, e))
+    };
+    let mut maps = Maps {
+        config: Array::try_from(open(MAP_HARDEN_CONFIG)?)
+            .map_err(|e| InterceptError::map(MAP_HARDEN_CONFIG, e))?,
+        ports: HashMap::try_from(open(MAP_BIND_PORTS)?)
+            .map_err(|e| InterceptError::map(MAP_BIND_PORTS, e))?,
+        unix: HashMap::try_from(open(MAP_UNIX_ALLOW)?)
+            .map_err(|e| InterceptError::map(MAP_UNIX_ALLOW, e))?,
+    };
+    maps.write(o)
+}
+
+/// Summed hardening counters of the installation pinned under `pin_dir`.
+pub fn pinned_counters(pin_dir: &Path) -> Result<Vec<(HardenCounter, u64)>, InterceptError> {
+    let path = pin_dir.join(PIN_MAPS_SUBDIR).join(MAP_HARDEN_COUNTERS);
+    let data = MapData::from_pin(&path).map_err(|e| InterceptError::map(MAP_HARDEN_COUNTERS, e))?;
+    let map = Map::from_map_data(data).map_err(|e| InterceptError::map(MAP_HARDEN_COUNTERS, e))?;
+    let arr: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(map).map_err(|e| InterceptError::map(MAP_HARDEN_COUNTERS, e))?;
+    HARDEN_COUNTERS
+        .iter()
+        .map(|&c| {
+            let v = arr
+                .get(&(c as u32), 0)
+                .map_err(|e| InterceptError::map(MAP_HARDEN_COUNTERS, e))?;
+            Ok((c, v.iter().fold(0u64, |a, x| a.wrapping_add(*x))))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unix_key;
+
+    #[test]
+    fn unix_keys_for_paths_and_abstract_names() {
+        let k = unix_key("/run/dbus/system_bus_socket").unwrap();
+        assert_eq!(&k.path[..5], b"/run/");
+        assert_eq!(k.path[27], 0);
+        let a = unix_key("@foo").unwrap();
+        assert_eq!(&a.path[..4], b"\0foo");
+        assert!(unix_key("relative.sock").unwrap_err().contains("absolute"));
+        assert!(unix_key(&format!("/{}", "x".repeat(200))).is_err());
+    }
+}
+
+/// `BPF_LINK_CREATE` for the setsockopt program and `BPF_OBJ_PIN` of the link: aya 0.14 cannot
+/// turn a `CgroupSockoptLink` into a pinnable `FdLink`, so this does the two system calls itself.
+mod raw_link {
+    use std::{
+        ffi::CString,
+        io,
+        os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        os::unix::ffi::OsStrExt,
+        path::Path,
+    };
+
+    const BPF_OBJ_PIN: nix::libc::c_long = 6;
+    const BPF_LINK_CREATE: nix::libc::c_long = 28;
+    /// `enum bpf_attach_type`: BPF_CGROUP_SETSOCKOPT.
+    pub const BPF_CGROUP_SETSOCKOPT: u32 = 22;
+
+    const BPF_PROG_LOAD: nix::libc::c_long = 5;
+    const BPF_PROG_TYPE_LSM: u32 = 29;
+    const BPF_LSM_MAC: u32 = 27;
+
+    /// Loads (and immediately closes) `r0 = 0; exit` as an LSM program for the hook with BTF id
+    /// `btf_id`: whether this process may load LSM programs at all.
+    #[allow(unsafe_code)]
+    pub fn probe_lsm_load(btf_id: u32) -> io::Result<()> {
+        // BPF_MOV64_IMM(r0, 0); BPF_EXIT.
+        let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+        let license = b"GPL\0";
+        let mut attr = [0u8; 128];
+        let put32 = |a: &mut [u8; 128], off: usize, v: u32| {
+            a[off..off + 4].copy_from_slice(&v.to_ne_bytes())
+        };
+        let put64 = |a: &mut [u8; 128], off: usize, v: u64| {
+            a[off..off + 8].copy_from_slice(&v.to_ne_bytes())
+        };
+        // union bpf_attr, prog_load: prog_type, insn_cnt, insns, license, ...,
+        // expected_attach_type (68), attach_btf_id (108).
+        put32(&mut attr, 0, BPF_PROG_TYPE_LSM);
+        put32(&mut attr, 4, 2);
+        put64(&mut attr, 8, insns.as_ptr() as u64);
+        put64(&mut attr, 16, license.as_ptr() as u64);
+        put32(&mut attr, 68, BPF_LSM_MAC);
+        put32(&mut attr, 108, btf_id);
+        // SAFETY: bpf(2) reads the attribute buffer and the instruction and license buffers it
+        // points to, all alive for the call.
+        let fd = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh program fd nothing else owns; dropping it unloads the program.
+        drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        Ok(())
+    }
+
+    /// Attaches `prog` to the cgroup `cg` with a bpf_link and pins the link at `path` (the link fd
+    /// is closed afterwards; the pin keeps the program attached).
+    #[allow(unsafe_code)]
+    pub fn attach_and_pin(
+        prog: BorrowedFd<'_>,
+        cg: BorrowedFd<'_>,
+        attach_type: u32,
+        path: &Path,
+    ) -> io::Result<()> {
+        // union bpf_attr, link_create: prog_fd, target_fd, attach_type, flags (then zeroes).
+        let mut attr = [0u32; 32];
+        attr[0] = prog.as_raw_fd() as u32;
+        attr[1] = cg.as_raw_fd() as u32;
+        attr[2] = attach_type;
+        // SAFETY: bpf(2) reads `size_of_val(&attr)` bytes of the zero-initialised buffer.
+        let fd = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_bpf,
+                BPF_LINK_CREATE,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel returned a fresh link fd that nothing else owns.
+        let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("pin path contains NUL"))?;
+        // obj_pin: pathname (u64 pointer), bpf_fd, file_flags.
+        let mut attr = [0u64; 16];
+        attr[0] = c.as_ptr() as u64;
+        attr[1] = link.as_raw_fd() as u64;
+        // SAFETY: as above; `c` outlives the call.
+        let rc = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_bpf,
+                BPF_OBJ_PIN,
+                attr.as_mut_ptr(),
+                std::mem::size_of_val(&attr),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,562 @@
+//! The kernel boundary around governed workloads (issue 11 items 3, 4, 6, 7, 10, 12): what a
+//! hostile unprivileged (or root-but-governed) workload tries beyond connect(), each shown to
+//! work without the agent (control) and to be refused with it. Root only. The LSM-based parts
+//! are checked where the agent reports the BPF LSM usable; elsewhere the tests check that the
+//! agent says which protections are off (and a `SKIP` line names what was not exercised).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+
+use iron_agent_tests::agent::agent_bin;
+use iron_agent_tests::config::AgentConfig;
+use iron_agent_tests::ebpf_world::{Unpin, World, py, py_as_root};
+use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::{Agent, TestCa};
+
+const WHY: &str = "eBPF and BPF LSM programs, test users, cgroups";
+
+/// `python3 -c`: bind (and listen on) `addr:port` for `family` ("4"/"6"), print `ok` or errno.
+fn py_bind(family: &str, addr: &str, port: u16, listen: bool) -> String {
+    let fam = if family == "6" { "AF_INET6" } else { "AF_INET" };
+    format!(
+        "import socket,errno\ns=socket.socket(socket.{fam},socket.SOCK_STREAM)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ntry:\n  s.bind(('{addr}',{port}))\n  {}\n  print('ok')\nexcept OSError as e:\n  print(errno.errorcode.get(e.errno,str(e)))",
+        if listen { "s.listen(1)" } else { "pass" }
+    )
+}
+
+/// listen() on a socket never bound: the kernel autobinds it to the wildcard address.
+const PY_LISTEN_UNBOUND: &str = "import socket,errno\ns=socket.socket()\ntry:\n  s.listen(1); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])";
+
+/// The routing options a governed socket must not set: IPv4 source-route options (NOPs here,
+/// enough to show the option is accepted) and an IPv6 segment routing header with one segment.
+const PY_ROUTING: &str = r#"
+import socket,errno,struct
+def t(fam,lvl,opt,val):
+  s=socket.socket(fam,socket.SOCK_DGRAM)
+  try:
+    s.setsockopt(lvl,opt,val); return 'ok'
+  except OSError as e: return errno.errorcode[e.errno]
+srh=struct.pack('BBBBBBH',17,2,4,0,0,0,0)+socket.inet_pton(socket.AF_INET6,'fd31::2')
+print(t(socket.AF_INET,socket.IPPROTO_IP,socket.IP_OPTIONS,b'\x01\x01\x01\x01'),
+      t(socket.AF_INET6,socket.IPPROTO_IPV6,57,srh),
+      t(socket.AF_INET6,socket.IPPROTO_IPV6,57,b''),
+      t(socket.AF_INET,socket.IPPROTO_IP,socket.IP_TOS,b'\x10'))
+"#;
+
+/// IPv4 options attached to one packet (`IP_RETOPTS` ancillary data), then the same packet
+/// without them; to a loopback port nobody listens on (UDP send succeeds either way).
+const PY_PACKET_OPTIONS: &str = r#"
+import socket,errno
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+def t(cmsg):
+  try:
+    s.sendmsg([b'x'],cmsg,0,('127.0.0.1',9)); return 'ok'
+  except OSError as e: return errno.errorcode[e.errno]
+print(t([(socket.IPPROTO_IP,7,b'\x01\x01\x01\x01')]), t([]))
+"#;
+
+/// Socket families: generic netlink and AF_VSOCK (both creatable without privileges), then the
+/// families that stay allowed.
+const PY_FAMILIES: &str = r#"
+import socket,errno
+def t(*a):
+  try:
+    socket.socket(*a).close(); return 'ok'
+  except OSError as e: return errno.errorcode[e.errno]
+print(t(socket.AF_NETLINK,socket.SOCK_RAW,16), t(40,socket.SOCK_STREAM,0),
+      t(socket.AF_UNIX,socket.SOCK_STREAM,0), t(socket.AF_NETLINK,socket.SOCK_RAW,0),
+      t(socket.AF_INET6,socket.SOCK_STREAM,0))
+"#;
+
+fn py_unix_connect(path: &str) -> String {
+    let addr = match path.strip_prefix('@') {
+        Some(n) => format!("'\\0{n}'"),
+        None => format!("'{path}'"),
+    };
+    format!(
+        "import socket,errno\ns=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM)\ntry:\n  s.connect({addr}); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])"
+    )
+}
+
+fn py_unix_sendto(path: &str) -> String {
+    format!(
+        "import socket,errno\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)\ntry:\n  s.sendto(b'x','{path}'); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])"
+    )
+}
+
+fn harden_config(world: &World, mitm: &TestCa, extra: serde_json::Value) -> AgentConfig {
+    let mut cfg = world.config(mitm);
+    let i = cfg.intercept.as_mut().unwrap();
+    for (k, v) in extra.as_object().unwrap() {
+        i[k] = v.clone();
+    }
+    cfg
+}
+
+/// Whether the agent attached its LSM programs (it logs when it could not).
+fn lsm_on(agent: &Agent) -> bool {
+    !agent.logs().contains("BPF LSM not available")
+}
+
+fn skip_lsm(what: &str) {
+    let line =
+        format!("SKIP {what}: the BPF LSM cannot be used on this host (see the agent's log)");
+    println!("{line}");
+    eprintln!("{line}");
+}
+
+/// `iron-agent status --json` for the agent's config.
+fn status(agent: &Agent) -> serde_json::Value {
+    let out = Command::new(agent_bin())
+        .args(["status", "--json", "--config"])
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn inbound_listeners_are_loopback_only_and_agent_ports_cannot_be_squatted() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let u1 = TestUser::ensure("iatest1");
+    let mitm = TestCa::new("harden MITM CA");
+
+    // Control: without the agent the workload can serve on every address.
+    assert_eq!(py(&u1, &py_bind("4", "0.0.0.0", 18080, true)), "ok");
+    assert_eq!(py(&u1, PY_LISTEN_UNBOUND), "ok");
+
+    let cfg = harden_config(&world, &mitm, json!({"inbound_ports": [18090]}));
+    let mut agent = world.start_agent(&cfg);
+    for (fam, addr) in [
+        ("4", "0.0.0.0"),
+        ("4", "10.231.0.1"),
+        ("6", "::"),
+        ("6", "::ffff:0.0.0.0"),
+    ] {
+        assert_eq!(py(&u1, &py_bind(fam, addr, 18080, true)), "EPERM", "{addr}");
+    }
+    // listen() without bind would autobind to the wildcard address: refused by the LSM.
+    if lsm_on(&agent) {
+        assert_eq!(py(&u1, PY_LISTEN_UNBOUND), "EPERM");
+    } else {
+        skip_lsm("listen() on an unbound socket");
+    }
+    // Loopback stays usable, and so does an allowed inbound port.
+    assert_eq!(py(&u1, &py_bind("4", "127.0.0.1", 18080, true)), "ok");
+    assert_eq!(py(&u1, &py_bind("6", "::1", 18080, true)), "ok");
+    assert_eq!(py(&u1, &py_bind("4", "0.0.0.0", 18090, true)), "ok");
+    // Exempt root is untouched.
+    assert_eq!(py_as_root(&py_bind("4", "0.0.0.0", 18080, true)), "ok");
+
+    // Squatting: while the agent is down its redirect targets stay reserved.
+    let https = agent.addr("https").port();
+    let dns = agent.addr("dns").port();
+    agent.signal(libc::SIGKILL);
+    assert_eq!(py(&u1, &py_bind("4", "127.0.0.1", https, true)), "EPERM");
+    assert_eq!(py(&u1, &py_bind("6", "::", https, false)), "EPERM");
+    let udp = format!(
+        "import socket,errno\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ntry:\n  s.bind(('127.0.0.1',{dns})); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])"
+    );
+    assert_eq!(py(&u1, &udp), "EPERM");
+    drop(world.ns);
+}
+
+#[test]
+fn routing_options_and_foreign_socket_families_are_refused() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let u1 = TestUser::ensure("iatest1");
+    let mitm = TestCa::new("harden MITM CA");
+
+    // Control: every option and family is available to an ordinary user without the agent.
+    assert_eq!(py(&u1, PY_ROUTING), "ok ok ok ok");
+    assert_eq!(py(&u1, PY_PACKET_OPTIONS), "ok ok");
+    assert_eq!(py(&u1, PY_FAMILIES), "ok ok ok ok ok");
+
+    let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
+    // IP options and IPv6 routing headers (even clearing one) are refused; harmless options not.
+    assert_eq!(py(&u1, PY_ROUTING), "EPERM EPERM EPERM ok");
+    // Per-packet options (no setsockopt involved) are dropped on egress: the send fails.
+    assert_eq!(py(&u1, PY_PACKET_OPTIONS), "EPERM ok");
+    // Generic netlink and AF_VSOCK refused; unix, netlink route and inet allowed.
+    if lsm_on(&agent) {
+        assert_eq!(py(&u1, PY_FAMILIES), "EPERM EPERM ok ok ok");
+    } else {
+        skip_lsm("socket families");
+    }
+    // Root (exempt) keeps both.
+    assert_eq!(py_as_root(PY_ROUTING), "ok ok ok ok");
+    assert_eq!(py_as_root(PY_PACKET_OPTIONS), "ok ok");
+    assert_eq!(py_as_root(PY_FAMILIES), "ok ok ok ok ok");
+    drop(agent);
+    drop(world.ns);
+}
+
+#[test]
+fn unix_sockets_outside_the_allowlist_are_refused() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let u1 = TestUser::ensure("iatest1");
+    let mitm = TestCa::new("harden MITM CA");
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    // A stand-in for a container runtime socket, an allowed service socket, a datagram socket
+    // and abstract names, all reachable by anyone as far as file permissions go.
+    let runtime = dir.path().join("docker.sock");
+    let allowed = dir.path().join("allowed.sock");
+    let dgram = dir.path().join("log.sock");
+    let _l1 = UnixListener::bind(&runtime).unwrap();
+    let _l2 = UnixListener::bind(&allowed).unwrap();
+    let _d = UnixDatagram::bind(&dgram).unwrap();
+    for p in [&runtime, &allowed, &dgram] {
+        chmod(p, 0o777);
+    }
+    let link = dir.path().join("innocent.sock");
+    std::os::unix::fs::symlink(&runtime, &link).unwrap();
+    let abs_ok = abstract_listener("iatest-harden-ok");
+    let abs_no = abstract_listener("iatest-harden-no");
+    let s = |p: &PathBuf| p.to_string_lossy().into_owned();
+
+    // Control: without the agent every one of them is reachable.
+    assert_eq!(py(&u1, &py_unix_connect(&s(&runtime))), "ok");
+    assert_eq!(py(&u1, &py_unix_connect("@iatest-harden-no")), "ok");
+    assert_eq!(py(&u1, &py_unix_sendto(&s(&dgram))), "ok");
+
+    let cfg = harden_config(
+        &world,
+        &mitm,
+        json!({"unix_allow": [s(&allowed), "@iatest-harden-ok"]}),
+    );
+    let agent = world.start_agent(&cfg);
+    if !lsm_on(&agent) {
+        skip_lsm("unix socket allowlist");
+        return;
+    }
+    assert_eq!(py(&u1, &py_unix_connect(&s(&runtime))), "EPERM");
+    // A symlink or relative path to it is not on the list either.
+    assert_eq!(py(&u1, &py_unix_connect(&s(&link))), "EPERM");
+    let rel = format!(
+        "import os\nos.chdir('{}')\n{}",
+        s(&dir.path().to_path_buf()),
+        py_unix_connect("docker.sock")
+    );
+    assert_eq!(py(&u1, &rel), "EPERM");
+    assert_eq!(py(&u1, &py_unix_sendto(&s(&dgram))), "EPERM");
+    assert_eq!(py(&u1, &py_unix_connect("@iatest-harden-no")), "EPERM");
+    // Listed sockets work.
+    assert_eq!(py(&u1, &py_unix_connect(&s(&allowed))), "ok");
+    assert_eq!(py(&u1, &py_unix_connect("@iatest-harden-ok")), "ok");
+    // Root (exempt) is not restricted.
+    assert_eq!(py_as_root(&py_unix_connect(&s(&runtime))), "ok");
+    drop((abs_ok, abs_no));
+    drop(world.ns);
+}
+
+#[test]
+fn governed_root_cannot_reach_into_the_agent() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let mitm = TestCa::new("harden MITM CA");
+    // Root inside a governed cgroup: ordinary permissions allow it everything, so only the
+    // LSM stands between it and the agent.
+    let cg = Cgroup::new("iatest-harden");
+    let cfg = harden_config(
+        &world,
+        &mitm,
+        json!({"governed": {"users": ["iatest1"], "cgroups": [cg.path.to_string_lossy()]}}),
+    );
+    let probe = |pid: u32| {
+        format!(
+            r#"
+import ctypes,errno,os
+def rd(p):
+  try:
+    open(p,'rb').close(); return 'ok'
+  except OSError as e: return errno.errorcode[e.errno]
+libc=ctypes.CDLL(None,use_errno=True)
+r=libc.ptrace(16,{pid},0,0)
+pt='ok' if r==0 else errno.errorcode[ctypes.get_errno()]
+if r==0:
+  os.waitpid({pid},0); libc.ptrace(17,{pid},0,0)
+b=libc.syscall(321,12,None,0)
+bp='EPERM' if b<0 and ctypes.get_errno()==errno.EPERM else 'ok'
+print(rd('/proc/{pid}/environ'), rd('/proc/{pid}/mem'), pt, bp)
+"#
+        )
+    };
+    // Control: a sleeping root process in the same cgroup, without the agent, is open to it.
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    assert_eq!(cg.run_py(&probe(victim.id())), "ok ok ok ok");
+    let _ = victim.kill();
+    let _ = victim.wait();
+
+    let agent = world.start_agent(&cfg);
+    if !lsm_on(&agent) {
+        skip_lsm("self-protection");
+        return;
+    }
+    assert_eq!(cg.run_py(&probe(agent.pid())), "EPERM EPERM EPERM EPERM");
+    // Exempt root outside the cgroup still can (the protection is for governed tasks only).
+    assert_eq!(py_as_root(&probe(agent.pid())), "ok ok ok ok");
+    drop(agent);
+    drop(world.ns);
+}
+
+/// DNS over TCP to `server`: prints `rcode answers first-A peer`, or the errno name.
+const PY_DNS_TCP: &str = r#"
+import socket,struct,sys,errno
+server,name=sys.argv[1],sys.argv[2]
+q=struct.pack('>HHHHHH',0x4242,0x0100,1,0,0,0)+b''.join(bytes([len(p)])+p.encode() for p in name.split('.'))+b'\x00'+struct.pack('>HH',1,1)
+s=socket.socket(); s.settimeout(5)
+try:
+  s.connect((server,53))
+except OSError as e:
+  print(errno.errorcode[e.errno]); sys.exit()
+s.sendall(struct.pack('>H',len(q))+q)
+n=struct.unpack('>H',s.recv(2))[0]; d=b''
+while len(d)<n: d+=s.recv(n-len(d))
+an=struct.unpack('>H',d[6:8])[0]
+ip='.'.join(str(b) for b in d[-4:]) if an else '-'
+print(d[3]&15, an, ip, s.getpeername()[0])
+"#;
+
+/// A "local resolver" on 127.0.0.1:53 (TCP) that answers every A query with 192.0.2.99: the
+/// leak a governed workload would use to resolve names no policy allows.
+const PY_LEAKY_RESOLVER: &str = r#"
+import socket,struct
+l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)
+l.bind(('127.0.0.1',53)); l.listen(8); print('ready',flush=True)
+while True:
+  c,_=l.accept(); n=struct.unpack('>H',c.recv(2))[0]; q=c.recv(n)
+  r=q[:2]+b'\x81\x80'+q[4:6]+b'\x00\x01\x00\x00\x00\x00'+q[12:]+b'\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04'+bytes([192,0,2,99])
+  c.sendall(struct.pack('>H',len(r))+r); c.close()
+"#;
+
+#[test]
+fn dns_over_tcp_goes_to_the_agent_and_dot_stays_denied() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let u1 = TestUser::ensure("iatest1");
+    let mitm = TestCa::new("harden MITM CA");
+    let mut resolver = KillOnDrop(
+        Command::new("/usr/bin/python3")
+            .args(["-c", PY_LEAKY_RESOLVER])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(resolver.0.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let q = |server: &str, name: &str| {
+        let out = u1.run(&["/usr/bin/python3", "-c", PY_DNS_TCP, server, name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_string()
+    };
+    // Control: without the agent the local resolver answers any name.
+    assert_eq!(q("127.0.0.1", "leak.test"), "0 1 192.0.2.99 127.0.0.1");
+
+    let agent = world.start_agent(&world.config(&mitm));
+    // Now the same query is answered by the agent: names no policy allows do not resolve.
+    assert_eq!(q("127.0.0.1", "leak.test"), "3 0 - 127.0.0.1");
+    assert_eq!(q("127.0.0.1", "api.test"), "0 1 10.231.0.2 127.0.0.1");
+    // Any resolver address works the same way, and the peer still looks like the resolver.
+    assert_eq!(q("8.8.8.8", "api.test"), "0 1 10.231.0.2 8.8.8.8");
+    assert_eq!(q("8.8.8.8", "leak.test"), "3 0 - 8.8.8.8");
+    // DNS over TLS stays denied.
+    assert_eq!(
+        py(
+            &u1,
+            &iron_agent_tests::netns::py_connect("10.231.0.2:853".parse().unwrap())
+        ),
+        "EPERM"
+    );
+    // Root (exempt) still reaches the local resolver.
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", PY_DNS_TCP, "127.0.0.1", "leak.test"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0 1 192.0.2.99 127.0.0.1"
+    );
+    drop(resolver);
+    drop(agent);
+    drop(world.ns);
+}
+
+#[test]
+fn lsm_state_is_reported_and_require_lsm_is_enforced() {
+    if skip_unless_root(WHY) {
+        return;
+    }
+    let _g = iron_agent_tests::machine_lock();
+    let _unpin = Unpin;
+    let world = World::new();
+    let mitm = TestCa::new("harden MITM CA");
+    let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
+    let on = lsm_on(&agent);
+    let st = status(&agent);
+    assert_eq!(st["attached"], true, "{st:#}");
+    let programs = st["hardening"]["programs"].as_array().unwrap();
+    for p in programs {
+        let lsm_prog = p["hook"].as_str().unwrap().starts_with("lsm ");
+        // The cgroup hardening programs are always attached; the LSM ones exactly when usable.
+        assert_eq!(p["pinned"], !lsm_prog || on, "{p}");
+    }
+    assert!(
+        programs
+            .iter()
+            .any(|p| p["program"] == "iron_lsm_socket_create")
+    );
+    if on {
+        assert_eq!(st["lsm"]["active"], true, "{st:#}");
+    } else {
+        // Said at startup and in status, with what is off.
+        assert!(agent.logs().contains("socket families"), "{}", agent.logs());
+        assert_eq!(st["lsm"]["active"], false, "{st:#}");
+        assert!(
+            st["lsm"]["off"]
+                .as_str()
+                .unwrap()
+                .contains("self-protection")
+        );
+    }
+    let human = Command::new(agent_bin())
+        .args(["status", "--config"])
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("bpf lsm"), "{human}");
+    assert!(
+        human.contains("iron_setsockopt (cgroup setsockopt): attached"),
+        "{human}"
+    );
+    drop(agent);
+
+    // require_lsm: refuse to start without it, start normally with it.
+    let cfg = harden_config(&world, &mitm, json!({"require_lsm": true}));
+    let mut agent = Agent::with(&cfg)
+        .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
+        .start();
+    if on {
+        assert!(
+            agent.logs().contains("eBPF interception attached"),
+            "{}",
+            agent.logs()
+        );
+    } else {
+        let st = agent.wait_exit(std::time::Duration::from_secs(20));
+        assert!(!st.success());
+        assert!(
+            agent.logs().contains("intercept.require_lsm"),
+            "{}",
+            agent.logs()
+        );
+    }
+    drop(agent);
+    drop(world.ns);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn abstract_listener(name: &str) -> UnixListener {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+    UnixListener::bind_addr(&addr).unwrap()
+}
+
+/// A child cgroup of the cgroup2 root, removed on drop.
+struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    fn new(name: &str) -> Cgroup {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+        let root = mounts
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&"cgroup2"))
+            .map(|f| PathBuf::from(f[1]))
+            .expect("cgroup2 mount");
+        let path = root.join(name);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).unwrap();
+        Cgroup { path }
+    }
+
+    /// `python3 -c code` as root inside this cgroup: stdout and stderr, trimmed.
+    fn run_py(&self, code: &str) -> String {
+        let out = Command::new("timeout")
+            .args(["20", "sh", "-c"])
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec python3 -c \"$0\"",
+                self.path.display()
+            ))
+            .arg(code)
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
