@@ -313,7 +313,11 @@ async fn supervise(
             }
         }
         Err(e) => {
-            let prog = cmd.argv.first().map(|p| p.to_string_lossy()).unwrap_or_default();
+            let prog = cmd
+                .argv
+                .first()
+                .map(|p| p.to_string_lossy())
+                .unwrap_or_default();
             if e.kind() == std::io::ErrorKind::NotFound {
                 eprintln!(
                     "error: command not found: {prog} (not in PATH and not a file; give its full path)"
