@@ -71,11 +71,23 @@ pub struct JailOptions {
 /// The variables removed from CMD's environment: every one a secret source of `cfg` reads
 /// (the agent injects those credentials; the workload must not read them), except `keep`.
 pub fn scrubbed_env(cfg: &Config, keep: &[String]) -> Vec<String> {
-    crate::config::secret_env::secret_env_vars(cfg)
-        .into_iter()
+    let mut vars = crate::config::secret_env::secret_env_vars(cfg);
+    // The agent's own OTEL export reads the collector's auth headers from these.
+    for v in OTEL_HEADER_VARS {
+        if std::env::var_os(v).is_some() {
+            vars.insert(v.to_string());
+        }
+    }
+    vars.into_iter()
         .filter(|v| !keep.iter().any(|k| k == v))
         .collect()
 }
+
+/// Variables the OTEL exporter reads credentials (collector auth headers) from.
+const OTEL_HEADER_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+];
 
 /// The primary group plus every /etc/group entry listing `user` (what initgroups(3) computes
 /// from files), looked up before fork so the child only makes system calls.

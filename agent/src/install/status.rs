@@ -157,8 +157,8 @@ fn s(v: &Value) -> String {
 }
 
 fn human(v: &Value) -> String {
-    let mut out = String::new();
-    let mut line = |k: &str, val: String| out.push_str(&format!("{k:<12} {val}\n"));
+    let mut out = Vec::new();
+    let mut line = |k: &str, val: String| out.push((k.to_string(), val));
     line(
         "installed",
         if v["installed"] == true {
@@ -183,6 +183,28 @@ fn human(v: &Value) -> String {
     };
     line("config", format!("{}{cfg_err}", s(&v["config"])));
     line("attached", attached_text(v));
+    hardening_lines(v, &mut line);
+    intercept_lines(v, &mut line);
+    if let Some(c) = v["counters"].as_object() {
+        line("counters", counters_text(c));
+    } else if !v["counters_error"].is_null() {
+        line(
+            "counters",
+            format!("unreadable: {}", s(&v["counters_error"])),
+        );
+    }
+    out.iter()
+        .map(|(k, val)| format!("{k:<12} {val}\n"))
+        .collect()
+}
+
+fn counters_text(c: &serde_json::Map<String, Value>) -> String {
+    let text: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    text.join(" ")
+}
+
+/// The `bpf lsm` line, one line per hardening program, and the hardening counters.
+fn hardening_lines(v: &Value, line: &mut impl FnMut(&str, String)) {
     line(
         "bpf lsm",
         if v["lsm"]["active"] == true {
@@ -195,63 +217,49 @@ fn human(v: &Value) -> String {
             )
         },
     );
-    if let Some(ps) = v["hardening"]["programs"].as_array() {
-        for p in ps {
-            line(
-                "hardening",
-                format!(
-                    "{} ({}): {}",
-                    s(&p["program"]),
-                    s(&p["hook"]),
-                    if p["pinned"] == true {
-                        "attached"
-                    } else {
-                        "not attached"
-                    }
-                ),
-            );
-        }
+    for p in v["hardening"]["programs"].as_array().into_iter().flatten() {
+        let state = if p["pinned"] == true {
+            "attached"
+        } else {
+            "not attached"
+        };
+        line(
+            "hardening",
+            format!("{} ({}): {state}", s(&p["program"]), s(&p["hook"])),
+        );
     }
     if let Some(c) = v["hardening"]["counters"].as_object() {
-        let text: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        line("hardening #", text.join(" "));
+        line("hardening #", counters_text(c));
     }
-    if let Some(i) = v["intercept"].as_object() {
+}
+
+/// The intercept mode, identities and policies.
+fn intercept_lines(v: &Value, line: &mut impl FnMut(&str, String)) {
+    let Some(i) = v["intercept"].as_object() else {
+        return;
+    };
+    line(
+        "mode",
+        format!(
+            "{} (default for other uids: {})",
+            s(&i["mode"]),
+            s(&i["default"])
+        ),
+    );
+    for k in ["governed", "exempt", "deny"] {
+        line(k, ids_text(&i[k]));
+    }
+    for p in i["policies"].as_array().into_iter().flatten() {
         line(
-            "mode",
+            "policy",
             format!(
-                "{} (default for other uids: {})",
-                s(&i["mode"]),
-                s(&i["default"])
+                "{}: {} ({} transforms)",
+                s(&p["name"]),
+                ids_text(&p["identities"]),
+                s(&p["transforms"])
             ),
         );
-        for k in ["governed", "exempt", "deny"] {
-            line(k, ids_text(&i[k]));
-        }
-        if let Some(ps) = i["policies"].as_array() {
-            for p in ps {
-                line(
-                    "policy",
-                    format!(
-                        "{}: {} ({} transforms)",
-                        s(&p["name"]),
-                        ids_text(&p["identities"]),
-                        s(&p["transforms"])
-                    ),
-                );
-            }
-        }
     }
-    if let Some(c) = v["counters"].as_object() {
-        let text: Vec<String> = c.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        line("counters", text.join(" "));
-    } else if !v["counters_error"].is_null() {
-        line(
-            "counters",
-            format!("unreadable: {}", s(&v["counters_error"])),
-        );
-    }
-    out
 }
 
 /// The `attached` line: whether the programs are attached through the pins.

@@ -2,8 +2,10 @@
 //! the kernel's record of the connecting task (eBPF mode); outside eBPF mode no caller is known,
 //! so nobody matches and a bound secret is never used.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::config::transforms::secrets::SecretIdentities;
 use crate::identify::{Caller, CgroupId};
@@ -11,6 +13,8 @@ use crate::identify::{Caller, CgroupId};
 /// How deep a configured cgroup's subtree is searched for the caller's cgroup (as in the
 /// kernel programs).
 const MAX_DEPTH: usize = 16;
+/// Cgroup ids remembered per gate; past this the memory is cleared and rebuilt on demand.
+const MAX_REMEMBERED: usize = 4096;
 
 /// The compiled `identities` of one secret entry.
 #[derive(Debug, Clone)]
@@ -19,6 +23,10 @@ pub struct IdentityGate {
     users: Vec<String>,
     cgroups: Vec<PathBuf>,
     policies: Vec<String>,
+    /// Whether a cgroup id lies in a configured subtree. A cgroup never moves and ids are not
+    /// reused while it exists, so either answer stays right: the directory walk runs once per
+    /// cgroup, not on every request.
+    seen: Arc<Mutex<HashMap<CgroupId, bool>>>,
 }
 
 impl IdentityGate {
@@ -28,7 +36,24 @@ impl IdentityGate {
             users: cfg.users.clone(),
             cgroups: cfg.cgroups.clone(),
             policies: cfg.policies.clone(),
+            seen: Arc::default(),
         }
+    }
+
+    fn in_configured_cgroup(&self, cg: CgroupId) -> bool {
+        if let Ok(seen) = self.seen.lock()
+            && let Some(known) = seen.get(&cg)
+        {
+            return *known;
+        }
+        let found = self.cgroups.iter().any(|root| in_subtree(root, cg, 0));
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= MAX_REMEMBERED {
+                seen.clear();
+            }
+            seen.insert(cg, found);
+        }
+        found
     }
 
     /// Whether `caller` is one of the named identities.
@@ -49,7 +74,8 @@ impl IdentityGate {
             return true;
         }
         match caller.cgroup {
-            Some(cg) => self.cgroups.iter().any(|root| in_subtree(root, cg, 0)),
+            Some(cg) if !self.cgroups.is_empty() => self.in_configured_cgroup(cg),
+            Some(_) => false,
             None => false,
         }
     }

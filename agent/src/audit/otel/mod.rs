@@ -88,7 +88,7 @@ impl OtelExport {
             })
             .map_err(OtelError::Thread)?;
         tracing::info!(
-            endpoint = %s.endpoint,
+            endpoint = %settings::shown_endpoint(&s.endpoint),
             protocol = s.protocol.as_str(),
             "otel exporter enabled"
         );

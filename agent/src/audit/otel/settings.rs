@@ -68,6 +68,24 @@ pub enum OtelError {
 
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// `endpoint` as it may be logged: without userinfo, query or fragment (either may carry a
+/// collector token).
+pub fn shown_endpoint(endpoint: &str) -> String {
+    let cut = endpoint.find(['?', '#']).unwrap_or(endpoint.len());
+    let base = &endpoint[..cut];
+    let (scheme, rest) = match base.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), base),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = match authority.rsplit_once('@') {
+        Some((_, h)) => format!("[redacted]@{h}"),
+        None => authority.to_string(),
+    };
+    format!("{scheme}{host}{path}")
+}
+
 /// `None` when export is off (no endpoint variable set). Empty variables count as unset.
 pub fn from_env(env: Env<'_>) -> Result<Option<Settings>, OtelError> {
     let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
@@ -156,6 +174,15 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         from_env(&|k: &str| map.get(k).cloned())
+    }
+
+    #[test]
+    fn logged_endpoint_hides_credentials() {
+        assert_eq!(
+            shown_endpoint("https://user:tok@c:4318/v1/logs?key=tok#x"),
+            "https://[redacted]@c:4318/v1/logs"
+        );
+        assert_eq!(shown_endpoint("http://c:4317"), "http://c:4317");
     }
 
     #[test]

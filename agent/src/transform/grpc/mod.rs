@@ -66,14 +66,11 @@ impl Grpc {
         }
     }
 
-    /// A failed call, described by its gRPC status (code and message; never request data).
+    /// A failed call, described by its gRPC status code only: the status message is the
+    /// service's free text and may echo request data (injected credentials included), so it
+    /// never reaches a log line or the audit record.
     fn failed(&self, rpc: &str, status: &tonic::Status) -> TransformError {
-        TransformError::Service(format!(
-            "grpc {rpc} to {}: {:?}: {}",
-            self.name,
-            status.code(),
-            status.message()
-        ))
+        TransformError::Service(format!("grpc {rpc} to {}: {:?}", self.name, status.code()))
     }
 }
 
