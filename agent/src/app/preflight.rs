@@ -111,6 +111,14 @@ fn identity_sets(cfg: &Config) -> Vec<(String, Identities)> {
     out
 }
 
+/// The `intercept` identity checks alone (users exist, cgroup paths are cgroup v2
+/// directories): what a reload re-checks before it writes anything to the kernel maps.
+pub fn intercept_identities(cfg: &Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    identities(cfg, &Table::read(), &mut errors);
+    errors
+}
+
 fn identities(cfg: &Config, passwd: &Table, errors: &mut Vec<String>) {
     if !cfg.intercept.enabled() {
         return;

@@ -4,9 +4,12 @@
 //! A reload re-reads the file, re-applies the `IRON_*` overrides, validates, refuses changed
 //! settings that are fixed at start ([`diff::fixed_changes`]), rebuilds every identity
 //! profile (policy, pipeline, MCP policy and gateway) with freshly resolved secret sources,
-//! and only then commits: PostgreSQL proxy, profiles, the uid → profile map of direct
-//! connections, the eBPF policy maps, the secret refreshers. Requests already running keep the
-//! profile they read; connections are never closed.
+//! and only then commits: PostgreSQL proxy, profiles, the eBPF policy maps, the secret
+//! refreshers. Direct connections to the agent's listeners need no commit of their own: they
+//! are identified from the kernel's per-socket records, which carry the policy id the maps
+//! held at connect time. A kernel map update that fails puts the previous profiles, maps and
+//! PostgreSQL block back. Requests already running keep the profile they read; connections
+//! are never closed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,10 +22,11 @@ use super::management::Management;
 use super::reload_diff::{self as diff, config_hash};
 use super::reload_kernel as kernel;
 use super::serve::Ended;
+use crate::accept::BindError;
 use crate::config::{self, Config};
 use crate::ebpf::Interceptor;
 use crate::mint::TokenHttp;
-use crate::postgres::PostgresProxy;
+use crate::postgres::{PgError, PostgresProxy};
 use crate::proxy::Runtime;
 use crate::secrets::SecretRegistry;
 
@@ -161,7 +165,7 @@ impl Reloader {
             )));
         }
         if self.interceptor.is_some() {
-            kernel::check_users(&cfg.intercept).map_err(ReloadError::Invalid)?;
+            kernel::check_identities(&cfg).map_err(ReloadError::Invalid)?;
         }
         let mut secrets = SecretRegistry::default();
         let profiles = super::build_profiles(&cfg, &mut secrets, &self.mint)
@@ -169,21 +173,36 @@ impl Reloader {
         // Fresh resolution: a rotated credential behind a source is picked up by the reload.
         secrets.resolve_all().await;
         let changed = diff::reloadable_changes(&cur.cfg, &cfg);
-        // The PostgreSQL proxy first: binding a changed address is the one commit step that can
-        // fail for reasons outside the config, and nothing else has changed yet.
+        let pg_changed = changed.iter().any(|c| c == "postgres");
+        // The PostgreSQL proxy first: binding a changed address can fail for reasons outside
+        // the config, and nothing else has changed yet.
         if let Some(pg) = &self.postgres
-            && changed.iter().any(|c| c == "postgres")
+            && pg_changed
         {
-            pg.reconfigure(&cfg)
-                .await
-                .map_err(|e| ReloadError::Invalid(e.to_string()))?;
+            pg.reconfigure(&cfg).await.map_err(postgres_error)?;
         }
         // Commit. The profiles go first, so a policy id the kernel starts reporting names a
         // profile that exists.
-        self.rt.profiles.store(Arc::new(profiles));
-        if let Some(icpt) = &self.interceptor {
-            kernel::apply(icpt, &cfg.intercept)
-                .map_err(|e| ReloadError::Internal(format!("updating eBPF policy maps: {e}")))?;
+        let old_profiles = self.rt.profiles.swap(Arc::new(profiles));
+        if let Some(icpt) = &self.interceptor
+            && let Err(e) = kernel::apply(icpt, &cfg.intercept)
+        {
+            // Put everything back, so "previous config kept" is true: the old profiles, the
+            // old generation's kernel entries (which also prunes the new ones written so far)
+            // and the old PostgreSQL block.
+            self.rt.profiles.store(old_profiles);
+            if let Err(e) = kernel::apply(icpt, &cur.cfg.intercept) {
+                tracing::error!(error = %e, "restoring the eBPF policy maps after a failed reload");
+            }
+            if let Some(pg) = &self.postgres
+                && pg_changed
+                && let Err(e) = pg.reconfigure(&cur.cfg).await
+            {
+                tracing::error!(error = %e, "restoring the postgres proxy after a failed reload");
+            }
+            return Err(ReloadError::Internal(format!(
+                "updating eBPF policy maps: {e}"
+            )));
         }
         let refreshers = self.root.child_token();
         secrets.spawn_refreshers(refreshers.clone());
@@ -200,6 +219,15 @@ impl Reloader {
             config_hash: hash,
             changed,
         })
+    }
+}
+
+/// A PostgreSQL proxy that cannot take the new block: its listener failing to bind (address in
+/// use, permission) is outside the config (500); anything else is the block itself (422).
+fn postgres_error(e: PgError) -> ReloadError {
+    match e {
+        PgError::Bind(BindError::Bind { .. }) => ReloadError::Internal(e.to_string()),
+        _ => ReloadError::Invalid(e.to_string()),
     }
 }
 
@@ -305,5 +333,28 @@ impl Hangup {
             // Errors are logged by the reloader; a bad file leaves the agent as it was.
             let _ = reloader.reload(Trigger::Sighup).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_bind_failure_is_internal_and_a_bad_block_invalid() {
+        let bind = PgError::Bind(BindError::Bind {
+            listener: "postgres",
+            addr: "127.0.0.1:5432".into(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+        assert!(matches!(postgres_error(bind), ReloadError::Internal(_)));
+        let addr = PgError::Bind(BindError::Addr {
+            listener: "postgres",
+            addr: "nowhere".into(),
+            reason: "not an address".into(),
+        });
+        assert!(matches!(postgres_error(addr), ReloadError::Invalid(_)));
+        let password = PgError::Password("PG_PROXY_PASSWORD".into());
+        assert!(matches!(postgres_error(password), ReloadError::Invalid(_)));
     }
 }

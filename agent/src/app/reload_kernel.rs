@@ -4,36 +4,22 @@
 
 use std::collections::HashSet;
 
+use crate::config::Config;
 use crate::config::intercept::InterceptConfig;
 use crate::ebpf::{Interceptor, Mode};
 use crate::identify::PolicyId;
 
-use super::identity;
 use super::intercept::{self, SetupError};
 
-/// Refuses a config naming a user this host does not have, before anything is written (the
-/// kernel maps are then never half updated by a reload that fails on its third identity).
-pub fn check_users(cfg: &InterceptConfig) -> Result<(), String> {
-    let groups = [
-        ("governed", &cfg.governed),
-        ("exempt", &cfg.exempt),
-        ("deny", &cfg.deny),
-    ];
-    let mut unknown = Vec::new();
-    for (field, ids) in groups {
-        for u in ids.users.iter().filter(|u| identity::uid_of(u).is_none()) {
-            unknown.push(format!("intercept.{field}.users: unknown user {u:?}"));
-        }
-    }
-    for (i, p) in cfg.policies.iter().enumerate() {
-        for u in p.users.iter().filter(|u| identity::uid_of(u).is_none()) {
-            unknown.push(format!("intercept.policies[{i}].users: unknown user {u:?}"));
-        }
-    }
-    if unknown.is_empty() {
+/// Refuses a config naming a user this host does not have, or a cgroup path that is not a
+/// cgroup v2 directory, before anything is written (the kernel maps are then never half
+/// updated by a reload that fails on its third identity). The startup preflight's checks.
+pub fn check_identities(cfg: &Config) -> Result<(), String> {
+    let errors = super::preflight::intercept_identities(cfg);
+    if errors.is_empty() {
         Ok(())
     } else {
-        Err(unknown.join("\n"))
+        Err(errors.join("\n"))
     }
 }
 

@@ -20,6 +20,9 @@ pub enum PeerRefusal {
     DeniedIdentity,
     /// The kernel recorded no identity for the peer.
     Unidentified,
+    /// The kernel's record names a policy id the config in force does not have (a socket
+    /// recorded before a reload that removed its `intercept.policies` entry).
+    UnknownPolicy,
 }
 
 impl PeerRefusal {
@@ -28,6 +31,7 @@ impl PeerRefusal {
         match self {
             PeerRefusal::DeniedIdentity => "identity_denied",
             PeerRefusal::Unidentified => "unidentified_peer",
+            PeerRefusal::UnknownPolicy => "unknown_policy",
         }
     }
 }

@@ -60,11 +60,10 @@ async fn exchange(
 ) -> Result<Done, Box<Outcome>> {
     // 1. identify
     let mut target = identify_request(conn, &req, audit)?;
-    if let Some(r) = conn.identity.refused {
-        return Err(Box::new(Outcome::Refused(Refusal::Peer(r))));
-    }
     // 2. policy: the connection's profile, and where a redirected connection really goes
-    let profile = rt.profiles.load().get(conn.policy_id()).clone();
+    let profile = rt
+        .profile_for(conn)
+        .map_err(|r| Box::new(Outcome::Refused(Refusal::Peer(r))))?;
     audit.record().policy = profile.audit_name.clone();
     check_destination(rt, conn, &profile, &target).await?;
     // 3. request transforms

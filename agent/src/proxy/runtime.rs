@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::ConnInfo;
 use super::websocket;
 use crate::audit::AuditSink;
 use crate::config::TransformEntry;
-use crate::identify::{ConnIdentifier, PolicyId, UserNames};
+use crate::identify::{ConnIdentifier, PeerRefusal, PolicyId, UserNames};
 use crate::policy::Policy;
 use crate::resolve::Resolver;
 use crate::tls::LeafCache;
@@ -36,6 +37,17 @@ pub struct Runtime {
     pub response_body_limit: Option<u64>,
     /// Open WebSockets (closed and audited at shutdown).
     pub websockets: websocket::Relays,
+}
+
+impl Runtime {
+    /// The profile judging `conn`'s requests, or why the connection is refused whatever it
+    /// asks for (a `deny` or unidentified peer, or a policy id the config in force lacks).
+    pub fn profile_for(&self, conn: &ConnInfo) -> Result<Arc<Profile>, PeerRefusal> {
+        if let Some(r) = conn.identity.refused {
+            return Err(r);
+        }
+        self.profiles.load().get(conn.policy_id()).cloned()
+    }
 }
 
 /// One identity profile: the top-level `transforms` list, or one `intercept.policies` entry.
@@ -83,11 +95,14 @@ impl Profiles {
         }
     }
 
-    /// The profile for a policy id reported by the kernel (0 or unknown = the top-level one).
-    pub fn get(&self, id: PolicyId) -> &Arc<Profile> {
-        id.index()
-            .and_then(|i| self.policies.get(i))
-            .unwrap_or(&self.default)
+    /// The profile for a policy id reported by the kernel: 0 is the top-level one. An id no
+    /// profile has (its `intercept.policies` entry was removed by a reload after the kernel
+    /// recorded the socket) is refused, never judged by the top-level pipeline.
+    pub fn get(&self, id: PolicyId) -> Result<&Arc<Profile>, PeerRefusal> {
+        match id.index() {
+            None => Ok(&self.default),
+            Some(i) => self.policies.get(i).ok_or(PeerRefusal::UnknownPolicy),
+        }
     }
 
     /// The top-level profile.
@@ -101,5 +116,30 @@ impl Profiles {
         std::iter::once(&self.default)
             .chain(&self.policies)
             .any(|p| p.policy.may_allow_host(host))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(name: Option<&str>) -> Profile {
+        Profile {
+            audit_name: name.map(str::to_string),
+            policy: Policy::default(),
+            pipeline: Pipeline::default(),
+            mcp: None,
+        }
+    }
+
+    #[test]
+    fn an_unknown_policy_id_is_refused_not_given_the_top_level_profile() {
+        let profiles = Profiles::new(profile(None), vec![profile(Some("ci"))]);
+        let name = |id| profiles.get(id).map(|p| p.audit_name.clone());
+        assert_eq!(name(PolicyId::DEFAULT), Ok(None));
+        assert_eq!(name(PolicyId(1)), Ok(Some("ci".to_string())));
+        // Policy 2 was dropped by a reload after the kernel recorded a socket with it.
+        assert_eq!(name(PolicyId(2)), Err(PeerRefusal::UnknownPolicy));
+        assert_eq!(name(PolicyId(u32::MAX)), Err(PeerRefusal::UnknownPolicy));
     }
 }

@@ -131,10 +131,9 @@ async fn judge(
     let host = hello.sni.as_deref().map(HostName::new).or(fallback);
     let host = host.ok_or_else(|| Box::new(Outcome::Failed(Failure::NoServerName)))?;
     audit.record().host = host.to_string();
-    if let Some(r) = conn.identity.refused {
-        return Err(Box::new(Outcome::Refused(Refusal::Peer(r))));
-    }
-    let profile: Arc<Profile> = rt.profiles.load().get(conn.policy_id()).clone();
+    let profile: Arc<Profile> = rt
+        .profile_for(conn)
+        .map_err(|r| Box::new(Outcome::Refused(Refusal::Peer(r))))?;
     audit.record().policy = profile.audit_name.clone();
     // No request will ever be visible: rules restricted by method or path cannot match.
     let decision = profile.policy.judge_connection(&ConnectionCheck {

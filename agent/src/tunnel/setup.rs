@@ -17,7 +17,12 @@ fn pending(
     target: Option<&Target>,
     protocol: Protocol,
 ) -> PendingAudit {
-    let policy = rt.profiles.load().get(conn.policy_id()).audit_name.clone();
+    let policy = rt
+        .profiles
+        .load()
+        .get(conn.policy_id())
+        .ok()
+        .and_then(|p| p.audit_name.clone());
     let mut record = AuditRecord {
         host: target.map(Target::authority).unwrap_or_default(),
         method: "CONNECT".into(),
@@ -51,13 +56,16 @@ pub fn authorize(
     target: &Target,
     protocol: Protocol,
 ) -> (bool, Vec<Trace>) {
-    let profile = rt.profiles.load().get(conn.policy_id()).clone();
     let mut audit = pending(rt, conn, Some(target), protocol);
-    if let Some(r) = conn.identity.refused {
-        // A `deny` identity or an unidentified peer: refused like a denied destination.
-        outcome::finish(audit, Outcome::Refused(Refused::Peer(r)));
-        return (false, Vec::new());
-    }
+    let profile = match rt.profile_for(conn) {
+        Ok(p) => p,
+        Err(r) => {
+            // A `deny` identity, an unidentified peer or a removed policy: refused like a
+            // denied destination.
+            outcome::finish(audit, Outcome::Refused(Refused::Peer(r)));
+            return (false, Vec::new());
+        }
+    };
     // Decision 9: method and path rules are enforced on each request inside the tunnel.
     let decision = profile.policy.judge_connection(&ConnectionCheck {
         host: &target.host,

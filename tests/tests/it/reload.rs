@@ -379,8 +379,8 @@ fn management_api_auth_methods_and_standalone_answers() {
 }
 
 /// eBPF mode (root): a reload moves uids between policies in the kernel's policy map; each
-/// user's next connection is judged by its new policy. A reload naming an unknown user is
-/// refused before anything is written.
+/// user's next connection is judged by its new policy. A reload naming an unknown user or a
+/// missing cgroup is refused before anything is written.
 #[test]
 fn reload_moves_users_between_policies_in_the_kernel_maps() {
     use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, World, curl};
@@ -494,6 +494,30 @@ fn reload_moves_users_between_policies_in_the_kernel_maps() {
     );
     assert_eq!(code(&u1, "https://api.test/u1-still"), "403");
     assert_eq!(code(&u2, "https://api.test/u2-still"), "200");
+
+    // A cgroup path that does not exist, after the users are swapped back: refused before
+    // anything is written (naming the field), so neither the profiles nor the maps move.
+    let missing_cgroup = with_users(&["iatest1"], &["iatest2"]).with(|c| {
+        c.intercept.as_mut().unwrap()["policies"][0]["cgroups"] =
+            json!(["/sys/fs/cgroup/iron-no-such-cgroup-9q"]);
+    });
+    std::fs::write(&agent.config_path, missing_cgroup.to_yaml()).unwrap();
+    hup();
+    let line = reloads(3);
+    assert_eq!(
+        line["msg"], "config reload failed; previous config kept",
+        "{line}"
+    );
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .contains("intercept.policies[0].cgroups[0]"),
+        "{line}"
+    );
+    assert_eq!(code(&u1, "https://api.test/u1-kept"), "403");
+    assert_eq!(code(&u1, "https://other.test/u1-kept"), "200");
+    assert_eq!(code(&u2, "https://api.test/u2-kept"), "200");
 }
 
 /// Without `--config` there is no file for `/v1/reload` to re-read: iron-proxy's message, exit 1,
