@@ -75,7 +75,11 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         ),
     }
     let ports = agent_ports(bound, [http, https], dns);
-    let postgres: Vec<AgentPort> = bound.postgres.map(|a| AgentPort::Tcp(a.port())).into_iter().collect();
+    let postgres: Vec<AgentPort> = bound
+        .postgres
+        .map(|a| AgentPort::Tcp(a.port()))
+        .into_iter()
+        .collect();
     // Every port the agent serves is closed to governed binds. The bind program reads the
     // port table written below; this list only feeds the fixed slots older programs read.
     let squat_guard = squat_guard(ports.iter().chain(&postgres));
@@ -194,9 +198,9 @@ fn agent_ports(
         bound.metrics,
     ]
     .into_iter()
-        .chain(targets)
-        .flatten()
-        .map(|a| AgentPort::Tcp(a.port()));
+    .chain(targets)
+    .flatten()
+    .map(|a| AgentPort::Tcp(a.port()));
     let dns = [bound.dns, dns]
         .into_iter()
         .flatten()
@@ -228,4 +232,33 @@ fn mode(m: IdentityMode) -> Mode {
 /// Redirect targets for a bound listener (see [`crate::ebpf::listener_targets`]).
 pub fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
     crate::ebpf::listener_targets(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listener_is_an_agent_port() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let bound = Bound {
+            http: a("127.0.0.1:8080"),
+            https: a("127.0.0.1:8443"),
+            dns: Some(a("127.0.0.1:5353")),
+            tunnel: Some(a("127.0.0.1:1080")),
+            management: Some(a("127.0.0.1:9091")),
+            metrics: Some(a("0.0.0.0:9090")),
+            postgres: Some(a("127.0.0.1:6432")),
+        };
+        let ports = agent_ports(&bound, [None, None], None);
+        for p in [8080, 8443, 1080, 9091, 9090] {
+            assert!(ports.contains(&AgentPort::Tcp(p)), "{p}: {ports:?}");
+        }
+        assert!(ports.contains(&AgentPort::Dns(5353)));
+        let pg = [AgentPort::Tcp(6432), AgentPort::Tcp(0)];
+        assert_eq!(
+            squat_guard(ports.iter().chain(&pg)),
+            [1080, 5353, 6432, 8080, 8443, 9090, 9091]
+        );
+    }
 }

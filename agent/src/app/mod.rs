@@ -200,7 +200,7 @@ async fn start_postgres(
         env: Arc::new(|k: &str| std::env::var(k).ok()),
         user_names: Arc::new(move |uid: u32| users.name_of(Uid(uid))),
     };
-    Ok(crate::postgres::listener::start(cfg, deps, interceptor.map(|i| &**i)).await?)
+    Ok(crate::postgres::listener::start(cfg, deps, interceptor).await?)
 }
 
 /// The top-level profile and one per `intercept.policies` entry: each a policy (its

@@ -159,11 +159,7 @@ impl KernelBtf {
     /// wrong field), and is named in [`LsmOffsets::missing`].
     pub fn kernel_offsets(&self) -> LsmOffsets {
         let mut missing = Vec::new();
-        let mut o = |s: &str, f: &str| {
-            self.offset(s, f)
-                .map_err(|m| missing.push(m))
-                .ok()
-        };
+        let mut o = |s: &str, f: &str| self.offset(s, f).map_err(|m| missing.push(m)).ok();
         let task_tgid = o("task_struct", "tgid");
         let listen = (
             o("socket", "sk"),
@@ -258,22 +254,14 @@ mod tests {
 
     #[test]
     fn a_missing_member_disables_its_whole_check_and_is_named() {
-        let all = [
-            "skc_family",
-            "skc_rcv_saddr",
-            "skc_v6_rcv_saddr",
-            "skc_num",
-        ];
+        let all = ["skc_family", "skc_rcv_saddr", "skc_v6_rcv_saddr", "skc_num"];
         let found = fake(&all).kernel_offsets();
         assert!(found.missing.is_empty());
         assert_eq!((found.offsets.socket_sk, found.offsets.skc_num), (24, 16));
         assert!(found.off().is_empty());
         // Without skc_num the listen check must not read offset 0 (skc_daddr) instead.
         let found = fake(&all[..3]).kernel_offsets();
-        assert_eq!(
-            found.missing,
-            [MissingMember("sock_common.skc_num".into())]
-        );
+        assert_eq!(found.missing, [MissingMember("sock_common.skc_num".into())]);
         let o = found.offsets;
         assert_eq!(
             (o.socket_sk, o.skc_family, o.skc_rcv_saddr, o.skc_num),
@@ -299,7 +287,9 @@ mod tests {
         assert_eq!(o.skc_num, 14);
         assert!(o.task_tgid > 0 && o.socket_sk > 0 && o.skc_v6_rcv_saddr > 0);
         assert_eq!(
-            btf.offset("task_struct", "no_such_field").unwrap_err().to_string(),
+            btf.offset("task_struct", "no_such_field")
+                .unwrap_err()
+                .to_string(),
             "kernel BTF has no member task_struct.no_such_field"
         );
     }

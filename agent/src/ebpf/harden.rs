@@ -13,8 +13,8 @@ use agent_common::{
     PIN_LINKS_SUBDIR, PIN_MAPS_SUBDIR,
     harden::{
         AGENT_PORTS, HARDEN_COUNTERS, HARDEN_MAP_NAMES, HARDEN_PROGRAMS, HardenConfig,
-        HardenCounter, HardenKind, KernelOffsets, MAP_BIND_PORTS, MAP_HARDEN_CONFIG, MAP_HARDEN_COUNTERS,
-        MAP_UNIX_ALLOW, UNIX_PATH_LEN, UnixPath, flags,
+        HardenCounter, HardenKind, KernelOffsets, MAP_BIND_PORTS, MAP_HARDEN_CONFIG,
+        MAP_HARDEN_COUNTERS, MAP_UNIX_ALLOW, UNIX_PATH_LEN, UnixPath, flags,
     },
 };
 use aya::{
@@ -178,7 +178,10 @@ fn raw_config(o: &HardenOptions) -> Result<HardenConfig, InterceptError> {
         flags: f,
         agent_tgid: std::process::id(),
         agent_ports: ports,
-        offsets: kernel_offsets(o, KernelBtf::load(Path::new(KERNEL_BTF)).map(|b| b.kernel_offsets()))?,
+        offsets: kernel_offsets(
+            o,
+            KernelBtf::load(Path::new(KERNEL_BTF)).map(|b| b.kernel_offsets()),
+        )?,
     })
 }
 
@@ -473,10 +476,14 @@ mod tests {
             require_lsm: true,
             ..HardenOptions::default()
         };
-        let err = kernel_offsets(&strict, missing_skc_num()).unwrap_err().to_string();
+        let err = kernel_offsets(&strict, missing_skc_num())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sock_common.skc_num"), "{err}");
         assert!(err.contains("require_lsm"), "{err}");
-        let err = kernel_offsets(&strict, Err("no BTF".into())).unwrap_err().to_string();
+        let err = kernel_offsets(&strict, Err("no BTF".into()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no BTF"), "{err}");
         let lax = HardenOptions {
             lsm: true,
