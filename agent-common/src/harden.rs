@@ -29,7 +29,7 @@ pub const UNIX_ALLOW_ENTRIES: u32 = 256;
 pub const PROTECTED_ENTRIES: u32 = 256;
 /// `sizeof(sockaddr_un.sun_path)`.
 pub const UNIX_PATH_LEN: usize = 108;
-/// How many agent listener ports [`HardenConfig::agent_ports`] holds.
+/// How many agent listener ports [`HardenConfig::agent_ports`] holds (legacy, see there).
 pub const AGENT_PORTS: usize = 8;
 
 /// How a hardening program is loaded and attached.
@@ -97,8 +97,9 @@ pub struct HardenConfig {
     pub flags: u32,
     /// The agent's process id (tgid) for self-protection; 0 = none.
     pub agent_tgid: u32,
-    /// The agent's listener ports (host order; 0 = unused slot). Governed tasks may not bind
-    /// them on any address, so nobody can squat them while the agent is down.
+    /// The agent's first listener ports (host order; 0 = unused slot). Read only by bind
+    /// programs of earlier builds (an adopted installation); current ones check every port in
+    /// `IRON_AGENT_PORTS` instead. Kept so the map value layout does not change.
     pub agent_ports: [u16; AGENT_PORTS],
     pub offsets: KernelOffsets,
 }

@@ -1,13 +1,15 @@
 //! `cgroup/bind4`, `cgroup/bind6`: governed tasks may bind loopback addresses only (issue 11
 //! item 4: a listener on a public address is a two-way channel nothing inspects), except on
 //! ports listed in `intercept.inbound.ports`, and never on one of the agent's listener ports
-//! (item 10: while the agent is down, a squatter would receive other users' redirected traffic).
+//! (item 10: while the agent is down, a squatter would receive other users' redirected traffic,
+//! or the operator's management API key). The agent's ports are those of `IRON_AGENT_PORTS`,
+//! which has room for every listener (the fixed slots of `HardenConfig::agent_ports` did not).
 
 use agent_common::harden::{HardenCounter, flags};
 use aya_ebpf::{bindings::bpf_sock_addr, macros::cgroup_sock_addr, programs::SockAddrContext};
 
-use crate::harden::{IRON_BIND_PORTS, count, governed, harden_config, is_agent_port};
-use crate::{ALLOW, DENY, rd};
+use crate::harden::{IRON_BIND_PORTS, count, governed, harden_config};
+use crate::{ALLOW, DENY, agent_port_bits, rd};
 
 #[cgroup_sock_addr(bind4)]
 pub fn iron_bind4(ctx: SockAddrContext) -> i32 {
@@ -47,7 +49,7 @@ fn decide(loopback: bool, port: u16) -> i32 {
     let Some(h) = harden_config() else {
         return ALLOW;
     };
-    let squat = is_agent_port(h, port);
+    let squat = port != 0 && agent_port_bits(port) != 0;
     let public = !loopback && h.flags & flags::BIND_LOOPBACK_ONLY != 0;
     if !squat && !public {
         return ALLOW;

@@ -48,18 +48,3 @@ pub(crate) fn governed() -> bool {
         None => false,
     }
 }
-
-#[inline(always)]
-pub(crate) fn is_agent_port(h: &HardenConfig, port: u16) -> bool {
-    if port == 0 {
-        return false;
-    }
-    let mut i = 0;
-    while i < h.agent_ports.len() {
-        if h.agent_ports[i] == port {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}

@@ -928,7 +928,7 @@ fn try_sock_ops(ctx: &SockOpsContext) {
 
 /// The [`agent_port`] bits of `port` (0: not one of the agent's listening ports).
 #[inline(always)]
-fn agent_port_bits(port: u16) -> u32 {
+pub(crate) fn agent_port_bits(port: u16) -> u32 {
     // SAFETY: the value is copied out immediately; it is a plain u32.
     unsafe { IRON_AGENT_PORTS.get(&u32::from(port)) }.map_or(0, |b| *b)
 }

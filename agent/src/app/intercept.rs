@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
 use crate::ebpf::harden::{DEFAULT_UNIX_ALLOW, HardenOptions, LSM_PROTECTIONS, LsmState};
 use crate::ebpf::{
-    AgentPort, AgentPortTable, InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode,
+    AgentPort, InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode, PortGroup,
 };
 use crate::identify::{PolicyId, Uid};
 
@@ -19,6 +19,13 @@ pub struct Bound {
     pub https: SocketAddr,
     pub dns: Option<SocketAddr>,
     pub tunnel: Option<SocketAddr>,
+    /// The management API listener: a squatter on its port would collect the operator's key.
+    pub management: Option<SocketAddr>,
+    /// The metrics / health listener.
+    pub metrics: Option<SocketAddr>,
+    /// The PostgreSQL proxy's configured listen address (it binds after interception is set
+    /// up, then keeps its own entry current: [`PortGroup::Postgres`]).
+    pub postgres: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,15 +75,14 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         ),
     }
     let ports = agent_ports(bound, [http, https], dns);
-    // Every port the agent serves (tunnel included) is closed to governed binds.
-    let mut squat_guard: Vec<u16> = ports
-        .iter()
-        .map(|p| match p {
-            AgentPort::Tcp(n) | AgentPort::Dns(n) => *n,
-        })
+    let postgres: Vec<AgentPort> = bound
+        .postgres
+        .map(|a| AgentPort::Tcp(a.port()))
+        .into_iter()
         .collect();
-    squat_guard.sort_unstable();
-    squat_guard.dedup();
+    // Every port the agent serves is closed to governed binds. The bind program reads the
+    // port table written below; this list only feeds the fixed slots older programs read.
+    let squat_guard = squat_guard(ports.iter().chain(&postgres));
     let harden = HardenOptions {
         lsm: lsm.is_active(),
         require_lsm: cfg.require_lsm,
@@ -106,7 +112,8 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         ..InterceptConfig::default()
     };
     let icpt = Interceptor::install_or_adopt(&kcfg)?;
-    AgentPortTable::open(&cfg.pin_dir)?.replace(&ports)?;
+    icpt.set_agent_ports(PortGroup::Listeners, &ports)?;
+    icpt.set_agent_ports(PortGroup::Postgres, &postgres)?;
     apply(
         &icpt,
         "governed",
@@ -136,7 +143,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         pin_dir = %cfg.pin_dir.display(),
         default = ?cfg.default,
         policies = cfg.policies.len(),
-        lsm = lsm.is_active(),
+        lsm = icpt.lsm_attached(),
         "eBPF interception attached"
     );
     Ok(Arc::new(icpt))
@@ -175,23 +182,43 @@ pub(super) fn apply(
     Ok(out)
 }
 
-/// The agent's own listening ports (bound and redirect targets): a governed task's direct
-/// connection to one of them is recorded by the kernel with its identity.
+/// The agent's own listening ports (bound and redirect targets, management and metrics): a
+/// governed task's direct connection to one of them is recorded by the kernel with its
+/// identity, and none of them may be bound by a governed task.
 fn agent_ports(
     bound: &Bound,
     targets: [Option<SocketAddr>; 2],
     dns: Option<SocketAddr>,
 ) -> Vec<AgentPort> {
-    let tcp = [Some(bound.http), Some(bound.https), bound.tunnel]
-        .into_iter()
-        .chain(targets)
-        .flatten()
-        .map(|a| AgentPort::Tcp(a.port()));
+    let tcp = [
+        Some(bound.http),
+        Some(bound.https),
+        bound.tunnel,
+        bound.management,
+        bound.metrics,
+    ]
+    .into_iter()
+    .chain(targets)
+    .flatten()
+    .map(|a| AgentPort::Tcp(a.port()));
     let dns = [bound.dns, dns]
         .into_iter()
         .flatten()
         .map(|a| AgentPort::Dns(a.port()));
     tcp.chain(dns).collect()
+}
+
+/// The port numbers of `ports`, sorted, without duplicates or 0.
+fn squat_guard<'a>(ports: impl Iterator<Item = &'a AgentPort>) -> Vec<u16> {
+    let mut out: Vec<u16> = ports
+        .map(|p| match p {
+            AgentPort::Tcp(n) | AgentPort::Dns(n) => *n,
+        })
+        .filter(|p| *p != 0)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 fn mode(m: IdentityMode) -> Mode {
@@ -205,4 +232,33 @@ fn mode(m: IdentityMode) -> Mode {
 /// Redirect targets for a bound listener (see [`crate::ebpf::listener_targets`]).
 pub fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>) {
     crate::ebpf::listener_targets(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listener_is_an_agent_port() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let bound = Bound {
+            http: a("127.0.0.1:8080"),
+            https: a("127.0.0.1:8443"),
+            dns: Some(a("127.0.0.1:5353")),
+            tunnel: Some(a("127.0.0.1:1080")),
+            management: Some(a("127.0.0.1:9091")),
+            metrics: Some(a("0.0.0.0:9090")),
+            postgres: Some(a("127.0.0.1:6432")),
+        };
+        let ports = agent_ports(&bound, [None, None], None);
+        for p in [8080, 8443, 1080, 9091, 9090] {
+            assert!(ports.contains(&AgentPort::Tcp(p)), "{p}: {ports:?}");
+        }
+        assert!(ports.contains(&AgentPort::Dns(5353)));
+        let pg = [AgentPort::Tcp(6432), AgentPort::Tcp(0)];
+        assert_eq!(
+            squat_guard(ports.iter().chain(&pg)),
+            [1080, 5353, 6432, 8080, 8443, 9090, 9091]
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! config file; `/v1/status` and `/v1/sync` belong to managed mode and say so.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -65,6 +66,11 @@ impl Management {
             listener,
             key: key.into(),
         }))
+    }
+
+    /// The bound address (eBPF mode: guarded against squatting like every agent port).
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
     }
 
     pub(super) async fn serve(

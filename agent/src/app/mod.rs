@@ -109,7 +109,11 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
     // eBPF interception goes live only once every listener it redirects to is bound. A first
     // start that fails after this point takes its programs away again.
     let first_start = FirstStart::arm(&cfg);
-    let interceptor = attach_interception(&cfg, &listeners)?;
+    let others = OtherListeners {
+        management: management.as_ref().and_then(|m| m.addr()),
+        metrics: admin.addr(),
+    };
+    let interceptor = attach_interception(&cfg, &listeners, others)?;
     admin::export_kernel_counters(interceptor.as_ref());
     let rt = Arc::new(Runtime {
         profiles: ArcSwap::from_pointee(profiles),
@@ -196,7 +200,7 @@ async fn start_postgres(
         env: Arc::new(|k: &str| std::env::var(k).ok()),
         user_names: Arc::new(move |uid: u32| users.name_of(Uid(uid))),
     };
-    Ok(crate::postgres::listener::start(cfg, deps, interceptor.map(|i| &**i)).await?)
+    Ok(crate::postgres::listener::start(cfg, deps, interceptor).await?)
 }
 
 /// The top-level profile and one per `intercept.policies` entry: each a policy (its
@@ -280,19 +284,34 @@ fn leaf_cache(cfg: &TlsConfig) -> Result<Option<Arc<LeafCache>>, AppError> {
     Ok(Some(Arc::new(LeafCache::new(ca, size, validity))))
 }
 
+/// Bound listeners outside [`Listeners`] that governed tasks must not squat either.
+struct OtherListeners {
+    management: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+}
+
 /// Loads (or adopts) the eBPF programs when `intercept` is configured.
 fn attach_interception(
     cfg: &Config,
     listeners: &Listeners,
+    others: OtherListeners,
 ) -> Result<Option<Arc<Interceptor>>, AppError> {
     if !cfg.intercept.enabled() {
         return Ok(None);
     }
+    // The PostgreSQL proxy binds later; its configured port is reserved from the start (the
+    // proxy then keeps its entry in step with the address it is bound to).
+    let postgres = (!cfg.postgres.is_disabled())
+        .then(|| cfg.postgres.listen.as_ref()?.socket_addr().ok())
+        .flatten();
     let bound = intercept::Bound {
         http: listeners.http_addr()?,
         https: listeners.https_addr()?,
         dns: listeners.dns_addr(),
         tunnel: listeners.tunnel_addr(),
+        management: others.management,
+        metrics: others.metrics,
+        postgres,
     };
     Ok(Some(intercept::setup(&cfg.intercept, &bound)?))
 }

@@ -1,9 +1,10 @@
 //! The agent-port map (`IRON_AGENT_PORTS`): the agent's own listening ports. The programs record
 //! who opens a TCP connection to one of them on loopback (flagged direct, with the task's mode),
 //! so a workload that connects to a listener itself is identified the way the kernel knows it,
-//! not from `/proc/net/tcp`.
+//! not from `/proc/net/tcp`. The bind hook also reads it: governed tasks may not bind these
+//! ports, so nobody can squat one while the agent is down.
 
-use std::collections::HashMap as StdMap;
+use std::collections::{BTreeMap, HashMap as StdMap};
 use std::path::Path;
 
 use agent_common::{MAP_AGENT_PORTS, PIN_MAPS_SUBDIR, agent_port};
@@ -21,9 +22,20 @@ pub enum AgentPort {
     Dns(u16),
 }
 
+/// Who owns a set of entries: the map holds the union of every group's ports, so the
+/// PostgreSQL proxy can move its listener without touching (or dropping) the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortGroup {
+    /// HTTP, HTTPS, DNS, tunnel, management and metrics listeners (fixed at start).
+    Listeners,
+    /// The PostgreSQL proxy listener (follows its reconfigurations).
+    Postgres,
+}
+
 /// The pinned map, opened by path.
 pub struct AgentPortTable {
     map: Mutex<HashMap<MapData, u32, u32>>,
+    groups: Mutex<BTreeMap<PortGroup, Vec<AgentPort>>>,
 }
 
 impl std::fmt::Debug for AgentPortTable {
@@ -59,11 +71,21 @@ impl AgentPortTable {
             map: Mutex::new(
                 HashMap::try_from(map).map_err(|e| InterceptError::map(MAP_AGENT_PORTS, e))?,
             ),
+            groups: Mutex::new(BTreeMap::new()),
         })
     }
 
+    /// Sets `group`'s ports and makes the map hold exactly every group's ports (entries of an
+    /// earlier agent process not set again by this one are removed).
+    pub fn set(&self, group: PortGroup, ports: &[AgentPort]) -> Result<(), InterceptError> {
+        let mut groups = self.groups.lock();
+        groups.insert(group, ports.to_vec());
+        let all: Vec<AgentPort> = groups.values().flatten().copied().collect();
+        self.replace(&all)
+    }
+
     /// Makes the map hold exactly `ports`. New entries are written before stale ones go.
-    pub fn replace(&self, ports: &[AgentPort]) -> Result<(), InterceptError> {
+    fn replace(&self, ports: &[AgentPort]) -> Result<(), InterceptError> {
         let want = port_bits(ports);
         let mut map = self.map.lock();
         for (k, v) in &want {

@@ -105,12 +105,17 @@ impl KernelBtf {
     }
 
     /// Byte offset of `field` in `struct name`, looking through anonymous struct/union members.
-    pub fn offset(&self, name: &str, field: &str) -> Option<u32> {
+    /// An error names the member (`struct.field`) the running kernel does not have.
+    pub fn offset(&self, name: &str, field: &str) -> Result<u32, MissingMember> {
+        let missing = || MissingMember(format!("{name}.{field}"));
         let st = self
             .types
             .iter()
-            .position(|t| t.kind == KIND_STRUCT && self.name(t.name) == name.as_bytes())?;
-        self.member_bits(st, field.as_bytes(), 0).map(|b| b / 8)
+            .position(|t| t.kind == KIND_STRUCT && self.name(t.name) == name.as_bytes())
+            .ok_or_else(missing)?;
+        self.member_bits(st, field.as_bytes(), 0)
+            .map(|b| b / 8)
+            .ok_or_else(missing)
     }
 
     fn member_bits(&self, id: usize, field: &[u8], depth: u32) -> Option<u32> {
@@ -149,23 +154,122 @@ impl KernelBtf {
         u32::try_from(i).ok()
     }
 
-    /// Every offset the LSM programs use; a missing one stays 0 and its check is skipped.
-    pub fn kernel_offsets(&self) -> KernelOffsets {
-        let o = |s: &str, f: &str| self.offset(s, f).unwrap_or(0);
-        KernelOffsets {
-            task_tgid: o("task_struct", "tgid"),
-            socket_sk: o("socket", "sk"),
-            skc_family: o("sock_common", "skc_family"),
-            skc_rcv_saddr: o("sock_common", "skc_rcv_saddr"),
-            skc_v6_rcv_saddr: o("sock_common", "skc_v6_rcv_saddr"),
-            skc_num: o("sock_common", "skc_num"),
+    /// Every offset the LSM programs use. A check gets all of its offsets or none: one missing
+    /// member zeroes the whole group (the program then skips that check rather than read the
+    /// wrong field), and is named in [`LsmOffsets::missing`].
+    pub fn kernel_offsets(&self) -> LsmOffsets {
+        let mut missing = Vec::new();
+        let mut o = |s: &str, f: &str| self.offset(s, f).map_err(|m| missing.push(m)).ok();
+        let task_tgid = o("task_struct", "tgid");
+        let listen = (
+            o("socket", "sk"),
+            o("sock_common", "skc_family"),
+            o("sock_common", "skc_rcv_saddr"),
+            o("sock_common", "skc_v6_rcv_saddr"),
+            o("sock_common", "skc_num"),
+        );
+        let mut offsets = KernelOffsets {
+            task_tgid: task_tgid.unwrap_or(0),
+            ..KernelOffsets::default()
+        };
+        if let (Some(sk), Some(family), Some(saddr), Some(v6), Some(num)) = listen {
+            offsets.socket_sk = sk;
+            offsets.skc_family = family;
+            offsets.skc_rcv_saddr = saddr;
+            offsets.skc_v6_rcv_saddr = v6;
+            offsets.skc_num = num;
         }
+        LsmOffsets { offsets, missing }
+    }
+}
+
+/// A kernel struct member (`struct.member`) the running kernel's BTF does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernel BTF has no member {0}")]
+pub struct MissingMember(pub String);
+
+/// The offsets for [`agent_common::harden::HardenConfig::offsets`] and what could not be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LsmOffsets {
+    pub offsets: KernelOffsets,
+    pub missing: Vec<MissingMember>,
+}
+
+impl LsmOffsets {
+    /// The LSM protections switched off by the missing members.
+    pub fn off(&self) -> Vec<&'static str> {
+        let mut off = Vec::new();
+        if self.offsets.socket_sk == 0 {
+            off.push("listen() on non-loopback addresses");
+        }
+        if self.offsets.task_tgid == 0 {
+            off.push("self-protection against ptrace");
+        }
+        off
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::KernelBtf;
+    use super::{KIND_STRUCT, KernelBtf, Member, MissingMember, Type};
+
+    /// A BTF with `task_struct.tgid`, `socket.sk` and a `sock_common` holding `fields` (byte
+    /// offsets 4, 8, ...), nothing else.
+    fn fake(fields: &[&str]) -> KernelBtf {
+        let mut strings = vec![0u8];
+        let mut name = |s: &str| {
+            let at = strings.len() as u32;
+            strings.extend_from_slice(s.as_bytes());
+            strings.push(0);
+            at
+        };
+        let st = |n: u32, members: Vec<Member>| Type {
+            kind: KIND_STRUCT,
+            name: n,
+            members,
+        };
+        let member = |n: u32, byte: u32| Member {
+            name: n,
+            ty: 0,
+            bit_off: byte * 8,
+        };
+        let task = st(name("task_struct"), vec![member(name("tgid"), 40)]);
+        let socket = st(name("socket"), vec![member(name("sk"), 24)]);
+        let common: Vec<Member> = fields
+            .iter()
+            .zip(1u32..)
+            .map(|(f, i)| member(name(f), 4 * i))
+            .collect();
+        let common = st(name("sock_common"), common);
+        let void = Type {
+            kind: 0,
+            name: 0,
+            members: Vec::new(),
+        };
+        KernelBtf {
+            types: vec![void, task, socket, common],
+            strings,
+        }
+    }
+
+    #[test]
+    fn a_missing_member_disables_its_whole_check_and_is_named() {
+        let all = ["skc_family", "skc_rcv_saddr", "skc_v6_rcv_saddr", "skc_num"];
+        let found = fake(&all).kernel_offsets();
+        assert!(found.missing.is_empty());
+        assert_eq!((found.offsets.socket_sk, found.offsets.skc_num), (24, 16));
+        assert!(found.off().is_empty());
+        // Without skc_num the listen check must not read offset 0 (skc_daddr) instead.
+        let found = fake(&all[..3]).kernel_offsets();
+        assert_eq!(found.missing, [MissingMember("sock_common.skc_num".into())]);
+        let o = found.offsets;
+        assert_eq!(
+            (o.socket_sk, o.skc_family, o.skc_rcv_saddr, o.skc_num),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(o.task_tgid, 40, "the ptrace check keeps its offset");
+        assert_eq!(found.off(), ["listen() on non-loopback addresses"]);
+    }
 
     #[test]
     fn finds_nested_sock_common_fields_in_the_running_kernel() {
@@ -175,12 +279,19 @@ mod tests {
             return;
         }
         let btf = KernelBtf::load(p).unwrap();
-        let o = btf.kernel_offsets();
+        let found = btf.kernel_offsets();
+        assert!(found.missing.is_empty(), "{:?}", found.missing);
+        let o = found.offsets;
         // skc_daddr and skc_rcv_saddr share the first 8 bytes; the ports follow at 12.
         assert_eq!(o.skc_rcv_saddr, 4);
         assert_eq!(o.skc_num, 14);
         assert!(o.task_tgid > 0 && o.socket_sk > 0 && o.skc_v6_rcv_saddr > 0);
-        assert!(btf.offset("task_struct", "no_such_field").is_none());
+        assert_eq!(
+            btf.offset("task_struct", "no_such_field")
+                .unwrap_err()
+                .to_string(),
+            "kernel BTF has no member task_struct.no_such_field"
+        );
     }
 
     #[test]

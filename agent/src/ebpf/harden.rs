@@ -13,8 +13,8 @@ use agent_common::{
     PIN_LINKS_SUBDIR, PIN_MAPS_SUBDIR,
     harden::{
         AGENT_PORTS, HARDEN_COUNTERS, HARDEN_MAP_NAMES, HARDEN_PROGRAMS, HardenConfig,
-        HardenCounter, HardenKind, MAP_BIND_PORTS, MAP_HARDEN_CONFIG, MAP_HARDEN_COUNTERS,
-        MAP_UNIX_ALLOW, UNIX_PATH_LEN, UnixPath, flags,
+        HardenCounter, HardenKind, KernelOffsets, MAP_BIND_PORTS, MAP_HARDEN_CONFIG,
+        MAP_HARDEN_COUNTERS, MAP_UNIX_ALLOW, UNIX_PATH_LEN, UnixPath, flags,
     },
 };
 use aya::{
@@ -26,7 +26,10 @@ use aya::{
     },
 };
 
-use super::{InterceptError, btf::KernelBtf};
+use super::{
+    InterceptError,
+    btf::{KernelBtf, LsmOffsets},
+};
 
 /// Where the kernel lists the active LSMs (securityfs).
 const LSM_LIST: &str = "/sys/kernel/security/lsm";
@@ -154,7 +157,7 @@ pub fn unix_key(addr: &str) -> Result<UnixPath, String> {
     Ok(k)
 }
 
-fn raw_config(o: &HardenOptions) -> HardenConfig {
+fn raw_config(o: &HardenOptions) -> Result<HardenConfig, InterceptError> {
     let mut f = flags::BIND_LOOPBACK_ONLY;
     if o.unix_allow.is_some() {
         f |= flags::UNIX_ALLOWLIST;
@@ -162,6 +165,8 @@ fn raw_config(o: &HardenOptions) -> HardenConfig {
     if o.self_protect {
         f |= flags::SELF_PROTECT;
     }
+    // Legacy slots, read only by the bind programs of earlier builds (an adopted installation);
+    // the current one checks the agent-port map, which holds every port.
     let mut ports = [0u16; AGENT_PORTS];
     for (slot, p) in ports
         .iter_mut()
@@ -169,19 +174,60 @@ fn raw_config(o: &HardenOptions) -> HardenConfig {
     {
         *slot = *p;
     }
-    let offsets = match KernelBtf::load(Path::new(KERNEL_BTF)) {
-        Ok(b) => b.kernel_offsets(),
-        Err(e) => {
-            tracing::warn!(error = %e, "no kernel BTF: listen and ptrace checks are off");
-            Default::default()
-        }
-    };
-    HardenConfig {
+    Ok(HardenConfig {
         flags: f,
         agent_tgid: std::process::id(),
         agent_ports: ports,
-        offsets,
+        offsets: kernel_offsets(
+            o,
+            KernelBtf::load(Path::new(KERNEL_BTF)).map(|b| b.kernel_offsets()),
+        )?,
+    })
+}
+
+/// The offsets the LSM checks read. A member the kernel lacks switches its check off (the
+/// program skips a check whose offsets are 0) with a warning, or, with `require_lsm`, is a
+/// startup error naming it: a check that cannot work is not silently dropped.
+fn kernel_offsets(
+    o: &HardenOptions,
+    found: Result<LsmOffsets, String>,
+) -> Result<KernelOffsets, InterceptError> {
+    let found = match found {
+        Ok(f) => f,
+        Err(e) if o.require_lsm => {
+            return Err(InterceptError::Config(format!(
+                "intercept.require_lsm is true but the LSM checks cannot read kernel structs: {e}"
+            )));
+        }
+        Err(e) => {
+            if o.lsm {
+                tracing::warn!(error = %e, "no kernel BTF: the listen and ptrace checks are off");
+            }
+            return Ok(KernelOffsets::default());
+        }
+    };
+    if found.missing.is_empty() {
+        return Ok(found.offsets);
     }
+    let missing = found
+        .missing
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if o.require_lsm {
+        return Err(InterceptError::Config(format!(
+            "intercept.require_lsm is true but {missing}: the LSM checks need it"
+        )));
+    }
+    if o.lsm {
+        tracing::warn!(
+            missing = %missing,
+            off = %found.off().join(", "),
+            "kernel structs differ from what the LSM checks expect: these protections are off"
+        );
+    }
+    Ok(found.offsets)
 }
 
 struct Maps {
@@ -232,7 +278,7 @@ impl Maps {
             let _ = self.unix.remove(&k);
         }
         self.config
-            .set(0, raw_config(o), 0)
+            .set(0, raw_config(o)?, 0)
             .map_err(|e| InterceptError::map(MAP_HARDEN_CONFIG, e))
     }
 }
@@ -352,6 +398,15 @@ pub fn expected_programs(lsm: bool) -> impl Iterator<Item = &'static str> {
         .map(|(n, _)| *n)
 }
 
+/// Whether the LSM programs are attached (pinned) under `pin_dir`: false after a fallback.
+pub fn lsm_attached(pin_dir: &Path) -> bool {
+    let links = pin_dir.join(PIN_LINKS_SUBDIR);
+    HARDEN_PROGRAMS
+        .iter()
+        .filter(|(_, k)| matches!(k, HardenKind::Lsm(_)))
+        .all(|(n, _)| links.join(n).exists())
+}
+
 /// Whether every hardening map and the programs `lsm` asks for are pinned under `pin_dir`.
 pub fn is_installed(pin_dir: &Path, lsm: bool) -> bool {
     let (maps, links) = (
@@ -401,7 +456,46 @@ pub fn pinned_counters(pin_dir: &Path) -> Result<Vec<(HardenCounter, u64)>, Inte
 
 #[cfg(test)]
 mod tests {
-    use super::unix_key;
+    use super::super::btf::MissingMember;
+    use super::*;
+
+    fn missing_skc_num() -> Result<LsmOffsets, String> {
+        Ok(LsmOffsets {
+            offsets: KernelOffsets {
+                task_tgid: 40,
+                ..KernelOffsets::default()
+            },
+            missing: vec![MissingMember("sock_common.skc_num".into())],
+        })
+    }
+
+    #[test]
+    fn missing_offsets_fail_startup_with_require_lsm_and_disable_checks_otherwise() {
+        let strict = HardenOptions {
+            lsm: true,
+            require_lsm: true,
+            ..HardenOptions::default()
+        };
+        let err = kernel_offsets(&strict, missing_skc_num())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sock_common.skc_num"), "{err}");
+        assert!(err.contains("require_lsm"), "{err}");
+        let err = kernel_offsets(&strict, Err("no BTF".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no BTF"), "{err}");
+        let lax = HardenOptions {
+            lsm: true,
+            ..HardenOptions::default()
+        };
+        let o = kernel_offsets(&lax, missing_skc_num()).unwrap();
+        assert_eq!((o.socket_sk, o.skc_num, o.task_tgid), (0, 0, 40));
+        assert_eq!(
+            kernel_offsets(&lax, Err("no BTF".into())).unwrap(),
+            KernelOffsets::default()
+        );
+    }
 
     #[test]
     fn unix_keys_for_paths_and_abstract_names() {

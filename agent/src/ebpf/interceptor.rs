@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use crate::identify::{CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup, PolicyId, Uid};
 
+use super::agent_ports::{AgentPort, AgentPortTable, PortGroup};
 use super::{InterceptConfig, InterceptError, Mode, lookup::OrigDstTable, sys};
 
 /// The eBPF object built by agent/build.rs; empty when the toolchain was missing at build time.
@@ -63,6 +64,7 @@ pub struct Interceptor {
     cgroups: Mutex<HashMap<MapData, u64, Policy>>,
     counters: PerCpuArray<MapData, u64>,
     orig: OrigDstTable,
+    agent_ports: AgentPortTable,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -218,7 +220,22 @@ impl Interceptor {
             counters: PerCpuArray::try_from(open(MAP_COUNTERS)?)
                 .map_err(|e| InterceptError::map(MAP_COUNTERS, e))?,
             orig: OrigDstTable::from_map(open(MAP_ORIG_BY_TUPLE)?)?,
+            agent_ports: AgentPortTable::open(pin_dir)?,
         })
+    }
+
+    /// Sets the agent's own listening ports owned by `group` (see [`AgentPortTable::set`]).
+    pub fn set_agent_ports(
+        &self,
+        group: PortGroup,
+        ports: &[AgentPort],
+    ) -> Result<(), InterceptError> {
+        self.agent_ports.set(group, ports)
+    }
+
+    /// Whether the LSM programs are attached (false when their attach fell back).
+    pub fn lsm_attached(&self) -> bool {
+        super::harden::lsm_attached(&self.pin_dir)
     }
 
     /// The bpffs directory holding this installation's pins.

@@ -40,7 +40,7 @@ mod sys;
 
 pub use crate::identify::{ConnOrigin, OrigDstLookup};
 pub use agent_common::{Counter, ListenerConfig, PIN_DIR};
-pub use agent_ports::{AgentPort, AgentPortTable};
+pub use agent_ports::{AgentPort, AgentPortTable, PortGroup};
 pub use config::{InterceptConfig, LoopbackPolicy, Mode};
 pub use db_redirects::{DbRedirectTable, dest_key, listener_targets};
 pub use error::InterceptError;

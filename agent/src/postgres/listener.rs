@@ -340,7 +340,7 @@ impl PostgresProxy {
 pub async fn start(
     cfg: &Config,
     deps: Deps,
-    interceptor: Option<&crate::ebpf::Interceptor>,
+    interceptor: Option<&Arc<crate::ebpf::Interceptor>>,
 ) -> Result<Option<Arc<PostgresProxy>>, PgError> {
     if cfg.postgres.is_disabled() {
         return Ok(None);
@@ -349,7 +349,13 @@ pub async fn start(
     proxy.reconfigure(cfg).await?;
     if let Some(icpt) = interceptor {
         match crate::ebpf::DbRedirectTable::open(icpt.pin_dir()) {
-            Ok(table) => proxy.attach_redirects(Arc::new(table)).await,
+            Ok(redirects) => {
+                let tables = redirect::KernelTables {
+                    redirects,
+                    interceptor: icpt.clone(),
+                };
+                proxy.attach_redirects(Arc::new(tables)).await
+            }
             Err(e) => tracing::error!(error = %e, "postgres: eBPF redirect table unavailable"),
         }
     }

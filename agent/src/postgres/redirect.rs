@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 
 use super::dsn::Dsn;
 use super::listener::Generation;
-use crate::ebpf::DbRedirectTable;
+use std::sync::Arc;
+
+use crate::ebpf::{AgentPort, DbRedirectTable, Interceptor, PortGroup};
 use crate::resolve::Resolver;
 
 /// The kernel table of database destinations.
@@ -24,6 +26,27 @@ impl DbRedirects for DbRedirectTable {
         };
         let targets = crate::ebpf::listener_targets(listener);
         self.replace(targets, dests).map_err(|e| e.to_string())
+    }
+}
+
+/// eBPF mode: the kernel tables that follow the listener, its database redirects and its
+/// entry in the agent-port table (a direct peer is then identified by the kernel, and governed
+/// tasks cannot bind the port).
+pub struct KernelTables {
+    pub redirects: DbRedirectTable,
+    pub interceptor: Arc<Interceptor>,
+}
+
+impl DbRedirects for KernelTables {
+    fn set(&self, listener: Option<SocketAddr>, dests: &[SocketAddr]) -> Result<(), String> {
+        let port: Vec<AgentPort> = listener
+            .map(|a| AgentPort::Tcp(a.port()))
+            .into_iter()
+            .collect();
+        self.interceptor
+            .set_agent_ports(PortGroup::Postgres, &port)
+            .map_err(|e| e.to_string())?;
+        self.redirects.set(listener, dests)
     }
 }
 

@@ -22,7 +22,7 @@ use super::sql::{Refusal, encoding_is_safe};
 use super::upstream::{self, KEEPALIVE, Pinning, Upstream};
 use super::wire::{self, Severity, Startup, WireError};
 
-use crate::identify::{ClientAddr, LocalAddr};
+use crate::identify::{ClientAddr, ConnIdentifier, LocalAddr, PeerRefusal};
 
 pub type ClientStream = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 
@@ -60,6 +60,19 @@ fn refuse(reason: &'static str, sqlstate: &'static str, message: String) -> Stop
     }
 }
 
+/// eBPF mode: a peer without a kernel record, or a `deny` identity.
+fn refuse_peer(r: PeerRefusal) -> Stop {
+    let message = match r {
+        PeerRefusal::Unidentified => {
+            "iron-agent: connection refused: the kernel recorded no identity for this client"
+        }
+        PeerRefusal::DeniedIdentity => {
+            "iron-agent: connection refused: this identity is denied network access"
+        }
+    };
+    refuse(r.reason(), "28000", message.into())
+}
+
 fn fail(sqlstate: &'static str, client: String, error: String) -> Stop {
     tracing::error!(error = %error, "postgres: session setup failed");
     Stop {
@@ -95,16 +108,24 @@ pub async fn serve(
     let _ = tcp.set_nodelay(true);
     let _ = socket2::SockRef::from(&tcp)
         .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEPALIVE));
-    let origin = match (&shared.deps.origins, tcp.local_addr()) {
-        (Some(o), Ok(local)) => o.lookup(ClientAddr(peer), LocalAddr(local)),
-        _ => None,
+    // eBPF mode: the kernel's record of who connected, redirected to a database destination
+    // or direct. Without one (or for a `deny` identity) the session is refused at login: the
+    // agent-held database credentials are only for the workloads the policy covers.
+    let (origin, refused) = match &shared.deps.origins {
+        Some(o) => {
+            let local = tcp.local_addr().ok().map(LocalAddr);
+            let id = ConnIdentifier::ebpf(o.clone()).redirected(ClientAddr(peer), local);
+            (id.task().cloned(), id.refused)
+        }
+        None => (None, None),
     };
     let user = origin
         .as_ref()
         .and_then(|o| (shared.deps.user_names)(o.uid.0));
     let mut audit = SessionAudit::new(shared.deps.audit.clone(), peer, origin.as_ref(), user);
     let stats = Stats::default();
-    let login = tokio::time::timeout(HANDSHAKE_TIMEOUT, login(&shared, tcp, &mut audit)).await;
+    let login = login(&shared, tcp, refused, &mut audit);
+    let login = tokio::time::timeout(HANDSHAKE_TIMEOUT, login).await;
     let (client, up, route) = match login {
         Ok(Ok(Some(established))) => established,
         Ok(Ok(None)) => return, // CancelRequest or a bare prelude: not a session
@@ -154,13 +175,20 @@ type Established = (ClientStream, Upstream, Arc<Route>);
 async fn login(
     shared: &Generation,
     tcp: TcpStream,
+    refused: Option<PeerRefusal>,
     audit: &mut SessionAudit,
 ) -> Result<Option<Established>, Stop> {
     let Some((mut io, version, params)) = preludes(shared, tcp).await? else {
         return Ok(None);
     };
     audit.pg.client_tls = Some(matches!(io, Either::Right(_)));
-    match authenticate_and_connect(shared, &mut io, version, &params, audit).await {
+    // Refused after the startup message, so the client shows the reason (a reply to its
+    // SSLRequest could only be a yes or no).
+    let login = match refused {
+        Some(r) => Err(refuse_peer(r)),
+        None => authenticate_and_connect(shared, &mut io, version, &params, audit).await,
+    };
+    match login {
         Ok((up, route)) => Ok(Some((io, up, route))),
         Err(stop) => {
             if let Some((code, msg)) = &stop.fatal {

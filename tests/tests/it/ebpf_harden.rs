@@ -161,8 +161,11 @@ fn inbound_listeners_are_loopback_only_and_agent_ports_cannot_be_squatted() {
     // Squatting: while the agent is down its redirect targets stay reserved.
     let https = agent.addr("https").port();
     let dns = agent.addr("dns").port();
+    let metrics = agent.addr("metrics").port();
     agent.signal(libc::SIGKILL);
     assert_eq!(py(&u1, &py_bind("4", "127.0.0.1", https, true)), "EPERM");
+    // Not only redirect targets: the metrics (and management) listener too.
+    assert_eq!(py(&u1, &py_bind("4", "127.0.0.1", metrics, true)), "EPERM");
     assert_eq!(py(&u1, &py_bind("6", "::", https, false)), "EPERM");
     let udp = format!(
         "import socket,errno\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ntry:\n  s.bind(('127.0.0.1',{dns})); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])"

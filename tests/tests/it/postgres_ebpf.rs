@@ -1,7 +1,9 @@
 //! eBPF mode, as root: a governed user's `psql -h db.test` (a database in a test network
 //! namespace, named by a fake DNS zone) is redirected in the kernel to the PostgreSQL proxy,
 //! logs in with the proxy credential and runs as the pinned role; other ports of that host stay
-//! denied. Nothing leaves the machine.
+//! denied. A direct connection to the proxy listener is judged by the kernel's record: a
+//! `deny` identity and a peer without a record are refused at login, never served with the
+//! agent-held credentials. Nothing leaves the machine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use iron_agent_tests::dns::fake_zone;
@@ -29,7 +31,9 @@ fn governed_psql_to_the_database_host_is_redirected_to_the_proxy() {
     let rt = iron_agent_tests::runtime();
     let zone = rt.block_on(fake_zone(&[("db.test", "10.232.0.2")]));
     let user = TestUser::ensure("iatest1");
-    let block = proxy_block("127.0.0.1:0", &[("appdb", Some("tenant_role"), &[])]);
+    let denied = TestUser::ensure("iatest3");
+    // Every address: reachable on the namespace link too, where no peer is recorded.
+    let block = proxy_block("0.0.0.0:0", &[("appdb", Some("tenant_role"), &[])]);
     let cfg = agent_config(block).with(|c| {
         c.dns.enabled = None;
         c.dns.listen = Some("127.0.0.1:0".into());
@@ -39,6 +43,7 @@ fn governed_psql_to_the_database_host_is_redirected_to_the_proxy() {
             "mode": "ebpf",
             "default": "exempt",
             "governed": {"users": ["iatest1"]},
+            "deny": {"users": ["iatest3"]},
             "pin_dir": PIN_DIR,
         }));
     });
@@ -56,31 +61,39 @@ fn governed_psql_to_the_database_host_is_redirected_to_the_proxy() {
     );
 
     let psql = bin("psql").to_string_lossy().into_owned();
-    let out = user.run_env(
-        &[("PGPASSWORD", PROXY_PASSWORD), ("PGCONNECT_TIMEOUT", "10")],
-        &[
+    let args = |host: &str, port: &str| -> Vec<String> {
+        [
             &psql,
             "-X",
             "-A",
             "-t",
             "-h",
-            "db.test",
+            host,
             "-p",
-            "5432",
+            port,
             "-U",
             PROXY_USER,
             "-d",
             "appdb",
             "-c",
             "SELECT current_user, inet_server_addr()",
-        ],
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}\n{}", agent.logs());
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
+    let env = [("PGPASSWORD", PROXY_PASSWORD), ("PGCONNECT_TIMEOUT", "10")];
+    let run_as = |u: &TestUser, host: &str, port: &str| {
+        let a = args(host, port);
+        let out = u.run_env(&env, &a.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = run_as(&user, "db.test", "5432");
+    assert!(ok, "{text}\n{}", agent.logs());
     // The pinned role, on the real server in the namespace.
     assert!(text.contains("tenant_role|10.232.0.2"), "{text}");
 
@@ -91,6 +104,36 @@ fn governed_psql_to_the_database_host_is_redirected_to_the_proxy() {
     assert_eq!(rec["comm"], "psql");
     assert_eq!(rec["postgres"]["upstream"], "db.test:5432");
     assert_eq!(rec["postgres"]["upstream_tls"], true);
+
+    // Direct to the proxy listener: a governed user is recorded and served (its port entered
+    // the kernel's agent-port table once the proxy was bound)...
+    let port = agent.addr("postgres").port().to_string();
+    let (ok, text) = run_as(&user, "127.0.0.1", &port);
+    assert!(ok, "{text}\n{}", agent.logs());
+    assert!(text.contains("tenant_role|10.232.0.2"), "{text}");
+    // ...a `deny` identity is refused at login and audited...
+    let (ok, text) = run_as(&denied, "127.0.0.1", &port);
+    assert!(!ok, "{text}");
+    assert!(text.contains("denied network access"), "{text}");
+    let rec = agent.audit_where(|v| v["reason"] == "identity_denied");
+    assert_eq!(rec["protocol"], "postgres");
+    assert_eq!(rec["uid"], denied.uid);
+    assert_eq!(rec["postgres"]["sqlstate"], "28000");
+    // ...and so is a peer the kernel recorded nothing for (root, exempt, dialling the host's
+    // namespace-link address: only loopback connects to agent ports are recorded).
+    let a = args("10.232.0.1", &port);
+    let out = std::process::Command::new(&a[0])
+        .args(&a[1..])
+        .env("PGPASSWORD", PROXY_PASSWORD)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("recorded no identity"), "{text}");
+    let rec = agent.audit_where(|v| v["reason"] == "unidentified_peer");
+    assert_eq!(rec["protocol"], "postgres");
+    assert_eq!(rec["action"], "reject");
 
     // Only configured database destinations are redirected: another port is denied.
     let other = py(&user, &py_connect("10.232.0.2:5433".parse().unwrap()));
