@@ -62,18 +62,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     let (http_v4, http_v6) = pair(http);
     let (https_v4, https_v6) = pair(https);
     let (dns_v4, dns_v6) = pair(dns);
-    let lsm = LsmState::detect();
-    match &lsm {
-        LsmState::Active => {}
-        LsmState::Inactive(why) if cfg.require_lsm => {
-            return Err(SetupError::LsmRequired(why.clone()));
-        }
-        LsmState::Inactive(why) => tracing::warn!(
-            reason = %why,
-            off = LSM_PROTECTIONS,
-            "BPF LSM not available: these protections are off"
-        ),
-    }
+    let lsm = lsm_state(cfg)?;
     let ports = agent_ports(bound, [http, https], dns);
     let postgres: Vec<AgentPort> = bound
         .postgres
@@ -83,18 +72,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     // Every port the agent serves is closed to governed binds. The bind program reads the
     // port table written below; this list only feeds the fixed slots older programs read.
     let squat_guard = squat_guard(ports.iter().chain(&postgres));
-    let harden = HardenOptions {
-        lsm: lsm.is_active(),
-        require_lsm: cfg.require_lsm,
-        inbound_ports: cfg.inbound_ports.clone(),
-        unix_allow: Some(
-            cfg.unix_allow
-                .clone()
-                .unwrap_or_else(|| DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()),
-        ),
-        self_protect: cfg.self_protect,
-        agent_ports: squat_guard,
-    };
+    let harden = harden_options(cfg, &lsm, squat_guard);
     let kcfg = InterceptConfig {
         http_v4,
         https_v4,
@@ -114,31 +92,7 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     let icpt = Interceptor::install_or_adopt(&kcfg)?;
     icpt.set_agent_ports(PortGroup::Listeners, &ports)?;
     icpt.set_agent_ports(PortGroup::Postgres, &postgres)?;
-    apply(
-        &icpt,
-        "governed",
-        &cfg.governed,
-        Mode::Redirect,
-        PolicyId::DEFAULT,
-    )?;
-    apply(
-        &icpt,
-        "exempt",
-        &cfg.exempt,
-        Mode::Exempt,
-        PolicyId::DEFAULT,
-    )?;
-    apply(&icpt, "deny", &cfg.deny, Mode::DenyAll, PolicyId::DEFAULT)?;
-    for (i, p) in cfg.policies.iter().enumerate() {
-        let id = PolicyId::of_index(i);
-        apply(
-            &icpt,
-            &format!("policies[{i}]"),
-            &p.identities(),
-            Mode::Redirect,
-            id,
-        )?;
-    }
+    apply_identities(&icpt, cfg)?;
     tracing::info!(
         pin_dir = %cfg.pin_dir.display(),
         default = ?cfg.default,
@@ -147,6 +101,63 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
         "eBPF interception attached"
     );
     Ok(Arc::new(icpt))
+}
+
+/// The BPF LSM's state; without it, startup fails when `require_lsm` says so, and otherwise
+/// says which protections are off.
+fn lsm_state(cfg: &Yaml) -> Result<LsmState, SetupError> {
+    let lsm = LsmState::detect();
+    match &lsm {
+        LsmState::Active => {}
+        LsmState::Inactive(why) if cfg.require_lsm => {
+            return Err(SetupError::LsmRequired(why.clone()));
+        }
+        LsmState::Inactive(why) => tracing::warn!(
+            reason = %why,
+            off = LSM_PROTECTIONS,
+            "BPF LSM not available: these protections are off"
+        ),
+    }
+    Ok(lsm)
+}
+
+fn harden_options(cfg: &Yaml, lsm: &LsmState, squat_guard: Vec<u16>) -> HardenOptions {
+    HardenOptions {
+        lsm: lsm.is_active(),
+        require_lsm: cfg.require_lsm,
+        inbound_ports: cfg.inbound_ports.clone(),
+        unix_allow: Some(
+            cfg.unix_allow
+                .clone()
+                .unwrap_or_else(|| DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()),
+        ),
+        self_protect: cfg.self_protect,
+        agent_ports: squat_guard,
+    }
+}
+
+/// Writes every configured identity's kernel policy entry (later entries win).
+fn apply_identities(icpt: &Interceptor, cfg: &Yaml) -> Result<(), SetupError> {
+    apply(
+        icpt,
+        "governed",
+        &cfg.governed,
+        Mode::Redirect,
+        PolicyId::DEFAULT,
+    )?;
+    apply(icpt, "exempt", &cfg.exempt, Mode::Exempt, PolicyId::DEFAULT)?;
+    apply(icpt, "deny", &cfg.deny, Mode::DenyAll, PolicyId::DEFAULT)?;
+    for (i, p) in cfg.policies.iter().enumerate() {
+        let id = PolicyId::of_index(i);
+        apply(
+            icpt,
+            &format!("policies[{i}]"),
+            &p.identities(),
+            Mode::Redirect,
+            id,
+        )?;
+    }
+    Ok(())
 }
 
 /// The kernel entries one [`apply`] wrote (a reload removes every entry no longer written).

@@ -295,16 +295,7 @@ pub(super) fn pin_and_attach(
         staging.join(PIN_MAPS_SUBDIR),
         staging.join(PIN_LINKS_SUBDIR),
     );
-    for name in HARDEN_MAP_NAMES {
-        let map = ebpf
-            .map(name)
-            .ok_or(InterceptError::Missing { what: "map", name })?;
-        let path = maps_dir.join(name);
-        map.pin(&path).map_err(|e| InterceptError::Pin {
-            path,
-            source: Box::new(e),
-        })?;
-    }
+    pin_maps(ebpf, &maps_dir)?;
     // Config and allowlists before any program is attached.
     apply_pinned(staging, o)?;
     let btf = if o.lsm {
@@ -351,17 +342,7 @@ pub(super) fn pin_and_attach(
                 match attach_lsm(prog, name, hook, btf) {
                     Ok(l) => l,
                     Err(e) if !o.require_lsm => {
-                        // All or nothing: a partial set would be harder to reason about.
-                        for (n, k) in HARDEN_PROGRAMS {
-                            if matches!(k, HardenKind::Lsm(_)) {
-                                let _ = fs::remove_file(links_dir.join(n));
-                            }
-                        }
-                        tracing::warn!(
-                            reason = %e,
-                            off = LSM_PROTECTIONS,
-                            "BPF LSM not available: these protections are off"
-                        );
+                        drop_lsm_links(&links_dir, &e);
                         return Ok(());
                     }
                     Err(e) => return Err(e),
@@ -375,6 +356,35 @@ pub(super) fn pin_and_attach(
         })?;
     }
     Ok(())
+}
+
+fn pin_maps(ebpf: &mut Ebpf, maps_dir: &Path) -> Result<(), InterceptError> {
+    for name in HARDEN_MAP_NAMES {
+        let map = ebpf
+            .map(name)
+            .ok_or(InterceptError::Missing { what: "map", name })?;
+        let path = maps_dir.join(name);
+        map.pin(&path).map_err(|e| InterceptError::Pin {
+            path,
+            source: Box::new(e),
+        })?;
+    }
+    Ok(())
+}
+
+/// An LSM program failed to attach (and `require_lsm` is off): all or nothing, since a partial
+/// set would be harder to reason about.
+fn drop_lsm_links(links_dir: &Path, e: &InterceptError) {
+    for (n, k) in HARDEN_PROGRAMS {
+        if matches!(k, HardenKind::Lsm(_)) {
+            let _ = fs::remove_file(links_dir.join(n));
+        }
+    }
+    tracing::warn!(
+        reason = %e,
+        off = LSM_PROTECTIONS,
+        "BPF LSM not available: these protections are off"
+    );
 }
 
 fn attach_lsm(

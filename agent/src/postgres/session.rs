@@ -69,6 +69,9 @@ fn refuse_peer(r: PeerRefusal) -> Stop {
         PeerRefusal::DeniedIdentity => {
             "iron-agent: connection refused: this identity is denied network access"
         }
+        PeerRefusal::UnknownPolicy => {
+            "iron-agent: connection refused: the connection's policy is no longer configured"
+        }
     };
     refuse(r.reason(), "28000", message.into())
 }
