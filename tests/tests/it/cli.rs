@@ -210,39 +210,35 @@ fn embedded_default_config_denies_everything() {
     assert_eq!(agent.signal(libc::SIGTERM).code(), Some(0));
 }
 
+/// A transform that validates but cannot be built (here: a gRPC service CA file that does not
+/// exist) is reported by `check-config` and refuses startup: running without it would drop a
+/// policy the operator wrote.
 #[test]
-fn features_not_built_yet_refuse_to_start() {
+fn transforms_that_cannot_be_built_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
-    let cfg = AgentConfig::loopback(&c, &k);
+    let mut cfg = AgentConfig::loopback(&c, &k);
+    cfg.transforms.push(iron_agent_tests::Transform::new(
+        "grpc",
+        serde_json::json!({"name": "svc", "target": "localhost:1",
+                           "tls": {"enabled": true, "ca_cert": "/nonexistent/ca.pem"}}),
+    ));
     let path = dir.path().join("c.yaml");
-    // `management.listen` is the one iron-proxy key still planned (docs/compatibility.md).
-    std::fs::write(
-        &path,
-        format!("{}management:\n  listen: 127.0.0.1:9\n", cfg.to_yaml()),
-    )
-    .unwrap();
+    std::fs::write(&path, cfg.to_yaml()).unwrap();
     let out = Command::new(agent_bin())
         .args(["check-config", "--config", path.to_str().unwrap()])
-        .env("IRON_MANAGEMENT_API_KEY", "k")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("management.listen is not supported yet"),
-        "{stderr}"
-    );
-    let mut agent = Agent::with(&cfg)
-        .env("IRON_MANAGEMENT_LISTEN", "127.0.0.1:9")
-        .env("IRON_MANAGEMENT_API_KEY", "k")
-        .start();
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+    let mut agent = Agent::with(&cfg).start();
     assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(1));
     assert!(
-        agent
-            .logs()
-            .contains("management.listen is not supported yet")
+        agent.logs().contains("/nonexistent/ca.pem"),
+        "{}",
+        agent.logs()
     );
 }
 
