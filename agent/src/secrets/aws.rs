@@ -40,12 +40,25 @@ impl AwsOverrides {
     }
 }
 
-pub fn secrets_manager(s: &AwsSmSource) -> Result<Arc<dyn SecretResolver>, SecretError> {
-    secrets_manager_with(s, AwsOverrides::default())
+/// The environment's SDK config, loaded on the first AWS fetch and shared by every AWS secret
+/// of one [`super::SecretRegistry`]: one credential provider (and its cache), so N secrets do
+/// not mean N IMDS/STS round trips. Owned by the registry rather than a process-wide static, so
+/// a reload builds a fresh chain (rotated env/profile credentials are picked up).
+#[derive(Clone, Default)]
+pub struct AwsEnv(Arc<OnceCell<SdkConfig>>);
+
+pub fn secrets_manager(
+    s: &AwsSmSource,
+    env: &AwsEnv,
+) -> Result<Arc<dyn SecretResolver>, SecretError> {
+    build_sm(s, AwsOverrides::default(), env.clone())
 }
 
-pub fn parameter_store(s: &AwsSsmSource) -> Result<Arc<dyn SecretResolver>, SecretError> {
-    parameter_store_with(s, AwsOverrides::default())
+pub fn parameter_store(
+    s: &AwsSsmSource,
+    env: &AwsEnv,
+) -> Result<Arc<dyn SecretResolver>, SecretError> {
+    build_ssm(s, AwsOverrides::default(), env.clone())
 }
 
 /// As [`secrets_manager`] with explicit client settings.
@@ -53,12 +66,7 @@ pub fn secrets_manager_with(
     s: &AwsSmSource,
     overrides: AwsOverrides,
 ) -> Result<Arc<dyn SecretResolver>, SecretError> {
-    Ok(Arc::new(SecretsManagerResolver {
-        secret_id: s.secret_id.clone(),
-        region: s.region.clone().filter(|r| !r.is_empty()),
-        overrides,
-        client: OnceCell::new(),
-    }))
+    build_sm(s, overrides, AwsEnv::default())
 }
 
 /// As [`parameter_store`] with explicit client settings.
@@ -66,22 +74,42 @@ pub fn parameter_store_with(
     s: &AwsSsmSource,
     overrides: AwsOverrides,
 ) -> Result<Arc<dyn SecretResolver>, SecretError> {
+    build_ssm(s, overrides, AwsEnv::default())
+}
+
+fn build_sm(
+    s: &AwsSmSource,
+    overrides: AwsOverrides,
+    env: AwsEnv,
+) -> Result<Arc<dyn SecretResolver>, SecretError> {
+    Ok(Arc::new(SecretsManagerResolver {
+        secret_id: s.secret_id.clone(),
+        region: s.region.clone().filter(|r| !r.is_empty()),
+        overrides,
+        env,
+        client: OnceCell::new(),
+    }))
+}
+
+fn build_ssm(
+    s: &AwsSsmSource,
+    overrides: AwsOverrides,
+    env: AwsEnv,
+) -> Result<Arc<dyn SecretResolver>, SecretError> {
     Ok(Arc::new(ParameterStoreResolver {
         name: s.name.clone(),
         region: s.region.clone().filter(|r| !r.is_empty()),
         with_decryption: s.with_decryption,
         overrides,
+        env,
         client: OnceCell::new(),
     }))
 }
 
-/// The environment's SDK config, loaded once per process: every AWS secret shares one
-/// credential provider (and its cache), so N secrets do not mean N IMDS/STS round trips.
-static ENV_CONFIG: OnceCell<SdkConfig> = OnceCell::const_new();
-
-async fn sdk_config(overrides: &AwsOverrides) -> SdkConfig {
+async fn sdk_config(overrides: &AwsOverrides, env: &AwsEnv) -> SdkConfig {
     if overrides.is_empty() {
-        return ENV_CONFIG
+        return env
+            .0
             .get_or_init(|| aws_config::load_defaults(BehaviorVersion::latest()))
             .await
             .clone();
@@ -166,6 +194,7 @@ struct SecretsManagerResolver {
     secret_id: String,
     region: Option<String>,
     overrides: AwsOverrides,
+    env: AwsEnv,
     client: OnceCell<aws_sdk_secretsmanager::Client>,
 }
 
@@ -173,7 +202,7 @@ impl SecretsManagerResolver {
     async fn client(&self) -> Result<&aws_sdk_secretsmanager::Client, SecretError> {
         self.client
             .get_or_try_init(|| async {
-                let base = sdk_config(&self.overrides).await;
+                let base = sdk_config(&self.overrides, &self.env).await;
                 let region = pick_region(
                     &self.secret_id,
                     &self.region.clone().or(self.overrides.region.clone()),
@@ -215,6 +244,7 @@ struct ParameterStoreResolver {
     region: Option<String>,
     with_decryption: bool,
     overrides: AwsOverrides,
+    env: AwsEnv,
     client: OnceCell<aws_sdk_ssm::Client>,
 }
 
@@ -222,7 +252,7 @@ impl ParameterStoreResolver {
     async fn client(&self) -> Result<&aws_sdk_ssm::Client, SecretError> {
         self.client
             .get_or_try_init(|| async {
-                let base = sdk_config(&self.overrides).await;
+                let base = sdk_config(&self.overrides, &self.env).await;
                 let region = pick_region(
                     &self.name,
                     &self.region.clone().or(self.overrides.region.clone()),

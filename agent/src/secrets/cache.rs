@@ -7,6 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use super::aws::AwsEnv;
 use super::{SecretError, SecretResolver, SecretValue, json_key, resolver_for};
 use crate::config::transforms::SecretSource;
 
@@ -30,8 +31,8 @@ pub struct Secret {
 }
 
 impl Secret {
-    pub fn new(src: &SecretSource) -> Result<Self, SecretError> {
-        Ok(Self::with_resolver(src, resolver_for(src)?))
+    pub fn new(src: &SecretSource, aws: &AwsEnv) -> Result<Self, SecretError> {
+        Ok(Self::with_resolver(src, resolver_for(src, aws)?))
     }
 
     /// As [`Secret::new`] with an explicit resolver (tests, control-plane values).
@@ -124,11 +125,12 @@ impl Secret {
 #[derive(Default)]
 pub struct SecretRegistry {
     secrets: Vec<Arc<Secret>>,
+    aws: AwsEnv,
 }
 
 impl SecretRegistry {
     pub fn register(&mut self, src: &SecretSource) -> Result<Arc<Secret>, SecretError> {
-        let s = Arc::new(Secret::new(src)?);
+        let s = Arc::new(Secret::new(src, &self.aws)?);
         self.secrets.push(s.clone());
         Ok(s)
     }

@@ -83,13 +83,17 @@ pub trait SecretResolver: Send + Sync {
 }
 
 /// Builds the resolver for a configured source.
-pub fn resolver_for(src: &SecretSource) -> Result<Arc<dyn SecretResolver>, SecretError> {
+/// `aws` is the registry's shared AWS environment config.
+pub fn resolver_for(
+    src: &SecretSource,
+    aws: &aws::AwsEnv,
+) -> Result<Arc<dyn SecretResolver>, SecretError> {
     Ok(match src {
         SecretSource::Env(s) => Arc::new(env::EnvResolver::new(&s.var)),
         SecretSource::File(s) => Arc::new(file::FileResolver::new(&s.path)),
         SecretSource::ControlPlane(s) => Arc::new(control_plane::InlineResolver::new(&s.value)),
-        SecretSource::AwsSm(s) => aws::secrets_manager(s)?,
-        SecretSource::AwsSsm(s) => aws::parameter_store(s)?,
+        SecretSource::AwsSm(s) => aws::secrets_manager(s, aws)?,
+        SecretSource::AwsSsm(s) => aws::parameter_store(s, aws)?,
         SecretSource::OnePassword(s) => onepassword::resolver(s)?,
         SecretSource::OnePasswordConnect(s) => onepassword_connect::resolver(s)?,
     })
