@@ -12,6 +12,7 @@ mod ebpf_h2ws;
 mod ebpf_harden;
 mod ebpf_ident;
 mod ebpf_protocols;
+mod everywhere;
 mod first_hour;
 mod gcp_auth;
 mod grpc;
