@@ -11,6 +11,7 @@ mod ebpf_e2e;
 mod ebpf_h2ws;
 mod ebpf_harden;
 mod ebpf_ident;
+mod ebpf_policies;
 mod ebpf_protocols;
 mod everywhere;
 mod first_hour;

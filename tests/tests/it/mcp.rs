@@ -52,7 +52,15 @@ impl McpServer {
     }
 
     async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> McpServer {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), tls).await
+    }
+
+    /// On `bind`, over TLS with `tls` when given.
+    pub(crate) async fn start_on(
+        bind: std::net::SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> McpServer {
+        let l = TcpListener::bind(bind).await.unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = Seen::default();
         let release = Arc::new(Notify::new());
