@@ -3,7 +3,8 @@
 //! HTTP/2 and plain HTTP inside a CONNECT tunnel); this one adds what they leave out:
 //! MITM'd TLS inside CONNECT and SOCKS5 tunnels (HTTP/1.1 and HTTP/2 inside), MCP interception
 //! and the gateway over HTTPS and HTTP/2, and `source_ip` / `allow_connect_without_header` on
-//! HTTP/2 and inside tunnels. `intercept.policies[i].transforms` needs eBPF: `ebpf_policies`.
+//! HTTP/2 and inside tunnels, and config errors inside `intercept.policies[i].transforms`. Running
+//! a policy's pipeline needs eBPF: `ebpf_policies`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -516,4 +517,42 @@ fn source_ip_and_required_secrets_on_http2_and_inside_tunnels() {
             m.assert_not_in_logs(&["real-key-778899"]);
         }
     });
+}
+
+/// `judge` and `source_ip` inside `intercept.policies[i].transforms`: the same checks as at the
+/// top level, errors named by the policy's path (`check-config`, no root needed).
+#[test]
+fn policy_pipeline_config_errors_name_the_policy_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, k) = TestCa::new("c").write(dir.path());
+    let yaml = AgentConfig::loopback(&c, &k).to_yaml();
+    let check = |transforms: &str| {
+        let path = dir.path().join("c.yaml");
+        let cfg = format!(
+            "{yaml}intercept:\n  mode: ebpf\n  policies:\n    - uids: [4242]\n      transforms: {transforms}\n"
+        );
+        std::fs::write(&path, cfg).unwrap();
+        let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
+            .args(["check-config", "--no-host-checks", "--config"])
+            .arg(&path)
+            .env_clear()
+            .env("K", "k")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let good = r#"[{name: allowlist, config: {rules: [{host: a.test, source_ip: 10.0.0.0/8}]}}, {name: judge, config: {name: j, prompt: p, rules: [{host: a.test}], provider: {type: openai, model: m, api_key_env: K}}}]"#;
+    let (code, err) = check(good);
+    assert_eq!(code, Some(0), "{err}");
+    // A bad value is a parse error (reported alone); a missing key is a validation error.
+    let (code, err) =
+        check(r#"[{name: allowlist, config: {rules: [{host: a.test, source_ip: 10.0.0}]}}]"#);
+    assert_eq!(code, Some(1), "{err}");
+    let field = "intercept.policies[0].transforms[0].config.rules[0].source_ip";
+    assert!(err.contains(field) && err.contains("\"10.0.0\""), "{err}");
+    let (code, err) = check(&good.replace("api_key_env: K", "api_key_env: UNSET"));
+    assert_eq!(code, Some(1), "{err}");
+    let field = "intercept.policies[0].transforms[1].config.provider.api_key_env";
+    assert!(err.contains(field), "{err}");
 }
