@@ -19,13 +19,13 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// What the fake MCP server received: (path and query, authorization header, body).
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(String, String, String)>>>);
+pub(crate) struct Seen(Arc<Mutex<Vec<(String, String, String)>>>);
 
 impl Seen {
-    fn bodies(&self) -> Vec<String> {
+    pub(crate) fn bodies(&self) -> Vec<String> {
         self.0.lock().unwrap().iter().map(|s| s.2.clone()).collect()
     }
-    fn all(&self) -> Vec<(String, String, String)> {
+    pub(crate) fn all(&self) -> Vec<(String, String, String)> {
         self.0.lock().unwrap().clone()
     }
 }
@@ -35,15 +35,32 @@ const TOOLS: &str =
 
 /// A Streamable HTTP MCP server: answers each JSON-RPC request; `tools/list` in JSON on
 /// `/mcp` and as an SSE stream on `/sse`, where the last event waits for `release`.
-struct McpServer {
-    port: u16,
-    seen: Seen,
-    release: Arc<Notify>,
+pub(crate) struct McpServer {
+    pub(crate) port: u16,
+    pub(crate) seen: Seen,
+    pub(crate) release: Arc<Notify>,
 }
 
 impl McpServer {
-    async fn start() -> McpServer {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    pub(crate) async fn start() -> McpServer {
+        Self::start_with(None).await
+    }
+
+    /// The same server over TLS (HTTP/1.1) with a `localhost` certificate issued by `ca`.
+    pub(crate) async fn start_tls(ca: &TestCa) -> McpServer {
+        Self::start_with(Some(ca.acceptor(&["localhost"], &[b"http/1.1"]))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> McpServer {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), tls).await
+    }
+
+    /// On `bind`, over TLS with `tls` when given.
+    pub(crate) async fn start_on(
+        bind: std::net::SocketAddr,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> McpServer {
+        let l = TcpListener::bind(bind).await.unwrap();
         let port = l.local_addr().unwrap().port();
         let seen = Seen::default();
         let release = Arc::new(Notify::new());
@@ -51,13 +68,18 @@ impl McpServer {
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = l.accept().await.unwrap();
-                let (s, r) = (s.clone(), r.clone());
+                let (s, r, tls) = (s.clone(), r.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc =
                         hyper::service::service_fn(move |req| serve(req, s.clone(), r.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(tcp), svc).await,
+                        Some(a) => match a.accept(tcp).await {
+                            Ok(t) => http.serve_connection(TokioIo::new(t), svc).await,
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
@@ -146,7 +168,7 @@ fn async_stream(
     })
 }
 
-fn mcp_block() -> Value {
+pub(crate) fn mcp_block() -> Value {
     json!({
         "error": {"code": -32042, "message": "nope"},
         "servers": [{
@@ -181,7 +203,7 @@ fn start_agent(dir: &std::path::Path, gateway: Option<Value>, env: &[(&str, &str
     b.start()
 }
 
-fn post(port: u16, path: &str, body: &Value) -> http::Request<Full<Bytes>> {
+pub(crate) fn post(port: u16, path: &str, body: &Value) -> http::Request<Full<Bytes>> {
     http::Request::post(path)
         .header("host", format!("localhost:{port}"))
         .header("content-type", "application/json; charset=utf-8")
@@ -190,7 +212,7 @@ fn post(port: u16, path: &str, body: &Value) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
-fn call(id: Value, tool: &str, args: Value) -> Value {
+pub(crate) fn call(id: Value, tool: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
 }
 

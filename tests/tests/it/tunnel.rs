@@ -289,7 +289,12 @@ fn inner_requests_use_the_tunnel_port_and_their_own_rules() {
 }
 
 /// SOCKS5 greeting (no-auth) and CONNECT request; returns the stream and the reply code.
-async fn socks_connect(tunnel: SocketAddr, atyp: u8, addr: &[u8], port: u16) -> (TcpStream, u8) {
+pub(crate) async fn socks_connect(
+    tunnel: SocketAddr,
+    atyp: u8,
+    addr: &[u8],
+    port: u16,
+) -> (TcpStream, u8) {
     let mut s = TcpStream::connect(tunnel).await.unwrap();
     s.write_all(&[5, 1, 0]).await.unwrap();
     let mut m = [0u8; 2];
