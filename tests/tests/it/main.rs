@@ -11,6 +11,7 @@ mod ebpf_e2e;
 mod ebpf_h2ws;
 mod ebpf_harden;
 mod ebpf_ident;
+mod ebpf_precedence;
 mod ebpf_protocols;
 mod first_hour;
 mod gcp_auth;
