@@ -7,6 +7,7 @@ pub mod default;
 pub mod identity;
 pub mod intercept;
 pub mod jail;
+mod jail_ready;
 pub mod management;
 pub mod preflight;
 pub mod reload;

@@ -21,6 +21,7 @@ mod hmac_sign;
 mod http2;
 mod install;
 mod jail_env;
+mod jail_governed;
 mod judge;
 mod mcp;
 mod metrics;
