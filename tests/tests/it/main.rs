@@ -10,6 +10,7 @@ mod docs;
 mod ebpf_e2e;
 mod ebpf_h2ws;
 mod ebpf_harden;
+mod ebpf_budget;
 mod ebpf_ident;
 mod ebpf_precedence;
 mod ebpf_protocols;
