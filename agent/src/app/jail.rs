@@ -536,10 +536,7 @@ mod tests {
         assert_eq!(cfg.intercept.governed.uids, [4711]);
         assert!(cfg.intercept.exempt.uids.is_empty() && cfg.intercept.exempt.users.is_empty());
         // Root (CMD run without --user under plain root) is never governed by uid.
-        let root = Account {
-            uid: 0,
-            ..alice
-        };
+        let root = Account { uid: 0, ..alice };
         let cfg = crate::config::parse("log:\n  level: info\n").unwrap();
         let cfg = jail_config(cfg, cgroup, "/sys/fs/bpf/y".into(), 1, Some(&root));
         assert!(cfg.intercept.governed.uids.is_empty());

@@ -72,9 +72,8 @@ fn listener_is_ours(addr: SocketAddr) -> bool {
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
         return false;
     };
-    fds.flatten().any(|fd| {
-        std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == want.as_str())
-    })
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == want.as_str()))
 }
 
 #[cfg(test)]
@@ -86,7 +85,9 @@ mod tests {
         while let Ok((mut s, _)) = listener.accept().await {
             let mut buf = [0u8; 512];
             let _ = s.read(&mut buf).await;
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await;
         }
     }
 
@@ -113,7 +114,10 @@ mod tests {
         let verdict = ready(squatted).await;
         let _ = squatter.kill();
         let _ = squatter.wait();
-        assert!(!verdict, "a 200 from another process must not count as ready");
+        assert!(
+            !verdict,
+            "a 200 from another process must not count as ready"
+        );
 
         // Control: our own listener answering the same way is trusted.
         let own = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -16,6 +16,7 @@
 //!   policies:
 //!     - users: [alice]
 //!       transforms: [...]   # alice's own pipeline; everyone else gets the top-level one
+//!       budget: {requests_per_minute: 60}   # optional: 429 past it
 //! ```
 
 use std::path::PathBuf;

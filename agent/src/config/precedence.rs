@@ -93,7 +93,10 @@ mod tests {
         let w = warnings("  exempt: {cgroups: [/sys/fs/cgroup/system.slice]}\n");
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].starts_with("intercept.exempt.cgroups[0]:"), "{w:?}");
-        assert!(w[0].contains("system.slice/cron.service (cron jobs)"), "{w:?}");
+        assert!(
+            w[0].contains("system.slice/cron.service (cron jobs)"),
+            "{w:?}"
+        );
         assert!(w[0].contains("system.slice/atd.service (at jobs)"), "{w:?}");
         assert!(!w[0].contains("user.slice"), "{w:?}");
 
@@ -111,8 +114,14 @@ mod tests {
         assert!(w[0].contains("user.slice (login sessions"), "{w:?}");
 
         // Unrelated cgroups, and `default: exempt` (nobody is governed by default): quiet.
-        assert!(warnings("  exempt: {cgroups: [/sys/fs/cgroup/system.slice/nginx.service]}\n").is_empty());
-        assert!(warnings("  default: exempt\n  exempt: {cgroups: [/sys/fs/cgroup/system.slice]}\n").is_empty());
+        assert!(
+            warnings("  exempt: {cgroups: [/sys/fs/cgroup/system.slice/nginx.service]}\n")
+                .is_empty()
+        );
+        assert!(
+            warnings("  default: exempt\n  exempt: {cgroups: [/sys/fs/cgroup/system.slice]}\n")
+                .is_empty()
+        );
         // Path prefixes are compared by component: `user.slice2` is not `user.slice`.
         assert!(warnings("  exempt: {cgroups: [/sys/fs/cgroup/user.slice2]}\n").is_empty());
     }

@@ -43,7 +43,10 @@ fn budgets_of_a_policy_are_enforced_with_429_audit_and_metrics() {
     }
     let (_, code, out) = curl(&u1, &ca, &[], "https://api.test/r3");
     assert_eq!(code, "429", "{out}");
-    assert!(out.contains("budget exceeded: requests_per_minute"), "{out}");
+    assert!(
+        out.contains("budget exceeded: requests_per_minute"),
+        "{out}"
+    );
     let a = agent.audit_where(|a| a["path"] == "/r3");
     assert_eq!(a["reason"], "budget_exceeded");
     assert_eq!(a["action"], "reject");

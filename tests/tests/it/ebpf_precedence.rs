@@ -121,8 +121,14 @@ fn check_config_warns_about_exempt_cgroups_holding_cron_at_and_user_sessions() {
         .filter(|l| l.starts_with("warning: intercept.exempt.cgroups"))
         .collect();
     assert_eq!(warned.len(), 2, "{stderr}");
-    assert!(warned[0].contains("system.slice/cron.service (cron jobs)"), "{stderr}");
-    assert!(warned[0].contains("system.slice/atd.service (at jobs)"), "{stderr}");
+    assert!(
+        warned[0].contains("system.slice/cron.service (cron jobs)"),
+        "{stderr}"
+    );
+    assert!(
+        warned[0].contains("system.slice/atd.service (at jobs)"),
+        "{stderr}"
+    );
     assert!(warned[1].contains("cgroups[1]"), "{stderr}");
     assert!(warned[1].contains("systemd user services"), "{stderr}");
 

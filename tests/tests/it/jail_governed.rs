@@ -53,7 +53,13 @@ fn jailed_user_stays_governed_outside_the_jail_cgroup() {
 
     let started = dir.path().join("started");
     let mut jail = Command::new(agent_bin())
-        .args(["run", "--config", cfg.to_str().unwrap(), "--user", "iatest5"])
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--user",
+            "iatest5",
+        ])
         .args(["--", "/bin/sh", "-c"])
         .arg(format!("touch {} && exec sleep 60", started.display()))
         .env_remove("SUDO_UID")
@@ -94,4 +100,3 @@ fn jailed_user_stays_governed_outside_the_jail_cgroup() {
     assert_eq!(py(&u, &py_connect(plain)), "ok", "{stderr}");
     drop(world.ns);
 }
-
