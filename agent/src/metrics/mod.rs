@@ -190,16 +190,7 @@ impl Metrics {
             "The configuration in force: 1, labelled with its hash",
             self.config_info.clone(),
         );
-        r.register(
-            "iron_agent_budget_used",
-            "Usage counted against intercept.policies[].budget, by policy and budget (requests, request-body bytes, new hosts)",
-            self.budget_used.clone(),
-        );
-        r.register(
-            "iron_agent_budget_exceeded",
-            "Requests refused with 429 because a policy's budget was exhausted, by policy and budget",
-            self.budget_exceeded.clone(),
-        );
+        register_budgets(r, &self.budget_used, &self.budget_exceeded);
         r.register_collector(Box::new(kernel::KernelCollector));
         // Fixed label sets start at 0, so the families are on the page (and rates work) before
         // the first event; families labelled by traffic appear with their first sample.
@@ -211,6 +202,24 @@ impl Metrics {
         }
         self
     }
+}
+
+/// The `intercept.policies[].budget` families (issue 11 item 14).
+fn register_budgets(
+    r: &mut Registry,
+    used: &Family<BudgetLabels, Counter>,
+    exceeded: &Family<BudgetLabels, Counter>,
+) {
+    r.register(
+        "iron_agent_budget_used",
+        "Usage counted against intercept.policies[].budget, by policy and budget (requests, request-body bytes, new hosts)",
+        used.clone(),
+    );
+    r.register(
+        "iron_agent_budget_exceeded",
+        "Requests refused with 429 because a policy's budget was exhausted, by policy and budget",
+        exceeded.clone(),
+    );
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
