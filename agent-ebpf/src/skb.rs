@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 
 use crate::harden::count;
-use crate::{IRON_GOVERNED_CGROUPS, IRON_UID_POLICY, config};
+use crate::{IRON_GOVERNED_CGROUPS, config, decide};
 
 const ETH_P_IP: u32 = 0x0800;
 const ETH_P_IPV6: u32 = 0x86dd;
@@ -43,6 +43,7 @@ fn socket_governed(ctx: &SkBuffContext) -> bool {
     let Some(cfg) = config() else {
         return false;
     };
+    let mut innermost = None;
     let mut level: u32 = 0;
     while level < MAX_CGROUP_DEPTH {
         // SAFETY: helper call on the program's own context.
@@ -52,17 +53,9 @@ fn socket_governed(ctx: &SkBuffContext) -> bool {
         }
         // SAFETY: the value is copied out immediately; `Policy` is plain data.
         if let Some(p) = unsafe { IRON_GOVERNED_CGROUPS.get(&id) } {
-            return p.mode != mode::EXEMPT;
+            innermost = Some(*p);
         }
         level += 1;
     }
-    let uid = ctx.get_socket_uid();
-    // SAFETY: as above.
-    if let Some(p) = unsafe { IRON_UID_POLICY.get(&uid) } {
-        return p.mode != mode::EXEMPT;
-    }
-    if uid == 0 || uid == cfg.agent_uid {
-        return false;
-    }
-    cfg.default_mode != mode::EXEMPT
+    decide(cfg, innermost, ctx.get_socket_uid()).is_some_and(|p| p.mode != mode::EXEMPT)
 }

@@ -15,7 +15,6 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal};
 
 use crate::config::intercept::{IdentityMode, InterceptMode};
@@ -209,8 +208,17 @@ fn free_port() -> Result<u16, JailError> {
         .map_err(|e| io("picking a free port", e))
 }
 
-/// Makes `cfg` this jail's: only `cgroup` governed, private pins and ports.
-pub fn jail_config(mut cfg: Config, cgroup: &Path, pin_dir: PathBuf, metrics_port: u16) -> Config {
+/// Makes `cfg` this jail's: only `cgroup` governed, private pins and ports. `user` (CMD's
+/// account, when not root or the agent's own) is also governed by uid while the jail runs, so
+/// a process of that user started outside the cgroup (cron, at, `systemd-run`, `ssh
+/// localhost`) is redirected or denied too, never free; an `exempt` entry for it is dropped.
+pub fn jail_config(
+    mut cfg: Config,
+    cgroup: &Path,
+    pin_dir: PathBuf,
+    metrics_port: u16,
+    user: Option<&Account>,
+) -> Config {
     let lo = |port| ListenAddr {
         host: "127.0.0.1".into(),
         port,
@@ -219,6 +227,24 @@ pub fn jail_config(mut cfg: Config, cgroup: &Path, pin_dir: PathBuf, metrics_por
     cfg.intercept.default = IdentityMode::Exempt;
     cfg.intercept.pin_dir = pin_dir;
     cfg.intercept.governed.cgroups.push(cgroup.to_path_buf());
+    if let Some(a) = user.filter(|a| a.uid != 0 && a.uid != sys::euid()) {
+        let icpt = &mut cfg.intercept;
+        icpt.exempt.uids.retain(|u| *u != a.uid);
+        icpt.exempt.users.retain(|u| *u != a.name);
+        let listed = |ids: &crate::config::intercept::Identities| {
+            ids.uids.contains(&a.uid) || ids.users.contains(&a.name)
+        };
+        // A `deny` or policy entry of its own already governs it (more strictly or with its
+        // own pipeline); otherwise it gets the jail's (top-level) pipeline.
+        let own = listed(&icpt.deny)
+            || icpt
+                .policies
+                .iter()
+                .any(|p| p.uids.contains(&a.uid) || p.users.contains(&a.name));
+        if !own && !listed(&icpt.governed) {
+            icpt.governed.uids.push(a.uid);
+        }
+    }
     cfg.proxy.http_listen = lo(0);
     cfg.proxy.https_listen = lo(0);
     cfg.dns.listen = lo(0);
@@ -255,7 +281,13 @@ pub fn run(cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
             "secret source variables removed from the command's environment"
         );
     }
-    let cfg = jail_config(cfg, &cgroup.path, pins.0.clone(), metrics_port);
+    let cfg = jail_config(
+        cfg,
+        &cgroup.path,
+        pins.0.clone(),
+        metrics_port,
+        account.as_ref(),
+    );
     let cmd = Command {
         argv: &opts.cmd,
         account: account.as_ref(),
@@ -302,7 +334,7 @@ async fn supervise(
                 stop_agent(agent).await;
                 return Err(JailError::Interrupted(sig.1));
             }
-            ready = ready(metrics) => if ready { break },
+            ready = super::jail_ready::ready(metrics) => if ready { break },
         }
         if tokio::time::Instant::now() > deadline {
             agent.abort();
@@ -359,25 +391,6 @@ async fn stop_agent(agent: tokio::task::JoinHandle<Result<(), super::AppError>>)
         Ok(_) => {}
         Err(_) => abort.abort(),
     }
-}
-
-/// Whether the metrics listener answers `/readyz`. It is served only after the listeners are
-/// bound and the programs attached with every identity written.
-async fn ready(addr: SocketAddr) -> bool {
-    let probe = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        Some(buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200"))
-    };
-    tokio::time::timeout(Duration::from_secs(2), probe)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
 }
 
 fn exit_code(st: std::process::ExitStatus) -> u8 {
@@ -494,6 +507,7 @@ mod tests {
             Path::new("/sys/fs/cgroup/x"),
             "/sys/fs/bpf/y".into(),
             4242,
+            None,
         );
         assert_eq!(cfg.intercept.default, IdentityMode::Exempt);
         assert_eq!(
@@ -502,5 +516,29 @@ mod tests {
         );
         assert_eq!(cfg.metrics.listen.port, 4242);
         assert_eq!(cfg.proxy.http_listen.port, 0);
+        assert!(cfg.intercept.governed.uids.is_empty());
+    }
+
+    #[test]
+    fn the_jailed_user_stays_governed_outside_the_cgroup() {
+        let cfg = crate::config::parse(
+            "intercept:\n  mode: ebpf\n  exempt: {users: [alice], uids: [4711]}\n",
+        )
+        .unwrap();
+        let alice = Account {
+            name: "alice".into(),
+            uid: 4711,
+            gid: 4711,
+            home: "/".into(),
+        };
+        let cgroup = Path::new("/sys/fs/cgroup/x");
+        let cfg = jail_config(cfg, cgroup, "/sys/fs/bpf/y".into(), 1, Some(&alice));
+        assert_eq!(cfg.intercept.governed.uids, [4711]);
+        assert!(cfg.intercept.exempt.uids.is_empty() && cfg.intercept.exempt.users.is_empty());
+        // Root (CMD run without --user under plain root) is never governed by uid.
+        let root = Account { uid: 0, ..alice };
+        let cfg = crate::config::parse("log:\n  level: info\n").unwrap();
+        let cfg = jail_config(cfg, cgroup, "/sys/fs/bpf/y".into(), 1, Some(&root));
+        assert!(cfg.intercept.governed.uids.is_empty());
     }
 }

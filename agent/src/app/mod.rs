@@ -7,6 +7,7 @@ pub mod default;
 pub mod identity;
 pub mod intercept;
 pub mod jail;
+mod jail_ready;
 pub mod management;
 pub mod preflight;
 pub mod reload;
@@ -226,6 +227,12 @@ fn build_profiles(
         let mut profile =
             Profile::build(name, &p.transforms, &mut cx).map_err(AppError::Pipeline)?;
         profile.mcp = mcp.clone();
+        profile.budget = p.budget.map(|b| {
+            Arc::new(crate::policy::budget::Budget::new(
+                b,
+                p.name.clone().unwrap_or_default(),
+            ))
+        });
         policies.push(profile);
     }
     Ok(Profiles::new(default, policies))

@@ -16,6 +16,7 @@
 //!   policies:
 //!     - users: [alice]
 //!       transforms: [...]   # alice's own pipeline; everyone else gets the top-level one
+//!       budget: {requests_per_minute: 60}   # optional: 429 past it
 //! ```
 
 use std::path::PathBuf;
@@ -85,6 +86,19 @@ pub struct PolicyConfig {
     pub users: Vec<String>,
     pub cgroups: Vec<PathBuf>,
     pub transforms: Vec<TransformEntry>,
+    /// Rate budgets for everyone this policy judges together; absent: unlimited.
+    pub budget: Option<BudgetConfig>,
+}
+
+/// `intercept.policies[i].budget`: each limit is optional; past one the agent answers 429.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    pub requests_per_minute: Option<u64>,
+    /// Request-body bytes sent upstream.
+    pub bytes_out_per_hour: Option<u64>,
+    /// Distinct hosts first requested within the hour.
+    pub new_hosts_per_hour: Option<u64>,
 }
 
 impl PolicyConfig {
@@ -156,6 +170,26 @@ impl InterceptConfig {
             }
             for (j, t) in p.transforms.iter().enumerate() {
                 t.validate(&format!("{base}.transforms[{j}]"), errors);
+            }
+            if let Some(b) = &p.budget {
+                for (field, v) in [
+                    ("requests_per_minute", b.requests_per_minute),
+                    ("bytes_out_per_hour", b.bytes_out_per_hour),
+                    ("new_hosts_per_hour", b.new_hosts_per_hour),
+                ] {
+                    if v == Some(0) {
+                        errors.push(ConfigError::new(
+                            format!("{base}.budget.{field}"),
+                            "must be at least 1 (leave it out for no limit)",
+                        ));
+                    }
+                }
+                if b == &BudgetConfig::default() {
+                    errors.push(ConfigError::new(
+                        format!("{base}.budget"),
+                        "sets no limit (requests_per_minute, bytes_out_per_hour, new_hosts_per_hour)",
+                    ));
+                }
             }
         }
         if self.policies.len() > 1000 {
@@ -237,5 +271,30 @@ mod tests {
         );
         let unknown = format!("{PRELUDE}intercept:\n  mode: ebpf\n  require_lsmm: true\n");
         assert!(parse(&unknown).is_err());
+    }
+
+    #[test]
+    fn budgets_parse_and_bad_values_name_their_field() {
+        let ok = format!(
+            "{PRELUDE}intercept:\n  mode: ebpf\n  policies:\n    - uids: [1001]\n      budget: {{requests_per_minute: 2, new_hosts_per_hour: 5}}\n"
+        );
+        let b = parse(&ok).unwrap().intercept.policies[0].budget.unwrap();
+        assert_eq!(b.requests_per_minute, Some(2));
+        assert_eq!(b.bytes_out_per_hour, None);
+        let bad = format!(
+            "{PRELUDE}intercept:\n  mode: ebpf\n  policies:\n    - uids: [1001]\n      budget: {{bytes_out_per_hour: 0}}\n"
+        );
+        let errs = load_str(&bad, &|_| None).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter()
+                .any(|e| e.contains("intercept.policies[0].budget.bytes_out_per_hour")),
+            "{text:?}"
+        );
+        let typo = format!(
+            "{PRELUDE}intercept:\n  mode: ebpf\n  policies:\n    - uids: [1001]\n      budget: {{requests_per_min: 2}}\n"
+        );
+        let err = load_str(&typo, &|_| None).unwrap_err().to_string();
+        assert!(err.contains("requests_per_min"), "{err}");
     }
 }

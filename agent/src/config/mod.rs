@@ -11,6 +11,7 @@ pub mod intercept;
 pub mod mcp;
 pub mod mcp_gateway;
 pub mod postgres;
+pub mod precedence;
 pub mod secret_env;
 pub mod transforms;
 pub mod types;

@@ -62,6 +62,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    policy: String,
+    budget: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HashLabel {
     hash: String,
 }
@@ -89,6 +95,8 @@ struct Metrics {
     otel_dropped: Family<ReasonLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     config_info: Family<HashLabel, Gauge>,
+    budget_used: Family<BudgetLabels, Counter>,
+    budget_exceeded: Family<BudgetLabels, Counter>,
 }
 
 impl Metrics {
@@ -108,6 +116,8 @@ impl Metrics {
             otel_dropped: Family::default(),
             reloads: Family::default(),
             config_info: Family::default(),
+            budget_used: Family::default(),
+            budget_exceeded: Family::default(),
         };
         m.register()
     }
@@ -180,6 +190,7 @@ impl Metrics {
             "The configuration in force: 1, labelled with its hash",
             self.config_info.clone(),
         );
+        register_budgets(r, &self.budget_used, &self.budget_exceeded);
         r.register_collector(Box::new(kernel::KernelCollector));
         // Fixed label sets start at 0, so the families are on the page (and rates work) before
         // the first event; families labelled by traffic appear with their first sample.
@@ -191,6 +202,24 @@ impl Metrics {
         }
         self
     }
+}
+
+/// The `intercept.policies[].budget` families (issue 11 item 14).
+fn register_budgets(
+    r: &mut Registry,
+    used: &Family<BudgetLabels, Counter>,
+    exceeded: &Family<BudgetLabels, Counter>,
+) {
+    r.register(
+        "iron_agent_budget_used",
+        "Usage counted against intercept.policies[].budget, by policy and budget (requests, request-body bytes, new hosts)",
+        used.clone(),
+    );
+    r.register(
+        "iron_agent_budget_exceeded",
+        "Requests refused with 429 because a policy's budget was exhausted, by policy and budget",
+        exceeded.clone(),
+    );
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -302,6 +331,28 @@ pub fn set_config_hash(hash: &str) {
             hash: hash.to_string(),
         })
         .set(1);
+}
+
+/// Usage counted against a policy's budget (`budget` is the config field name).
+pub fn budget_used(policy: &str, budget: &'static str, n: u64) {
+    METRICS
+        .budget_used
+        .get_or_create(&BudgetLabels {
+            policy: policy.to_string(),
+            budget,
+        })
+        .inc_by(n);
+}
+
+/// One request refused because a policy's budget was exhausted.
+pub fn budget_exceeded(policy: &str, budget: &'static str) {
+    METRICS
+        .budget_exceeded
+        .get_or_create(&BudgetLabels {
+            policy: policy.to_string(),
+            budget,
+        })
+        .inc();
 }
 
 /// The registry in Prometheus text format.

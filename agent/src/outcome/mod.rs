@@ -9,7 +9,7 @@
 //! | outcome | status | action | audit fields |
 //! |---|---|---|---|
 //! | forwarded / opened / relayed | upstream's (200 for a tunnel or splice) | allow | |
-//! | refused by the agent ([`Refusal`]) | 400, 403 or 405 | reject | `reason`, `rejected_by: proxy` |
+//! | refused by the agent ([`Refusal`]) | 400, 403, 405 or 429 (budget) | reject | `reason`, `rejected_by: proxy` |
 //! | denied by the connection policy | 403 | reject | `rejected_by: allowlist` |
 //! | transform reject | transform's, default 403 | reject | `rejected_by` |
 //! | transform stub | transform's | stub | `stubbed_by` (request phase only) |
@@ -93,6 +93,8 @@ pub enum Refusal {
     TunnelProtocolUnsupported,
     /// eBPF mode: the peer is a `deny` identity, or the kernel recorded no identity for it (403).
     Peer(identify::PeerRefusal),
+    /// A budget of the identity's policy is exhausted (429).
+    Budget(crate::policy::budget::BudgetKind),
 }
 
 /// Failures of the agent or the upstream: `action: error`.
@@ -260,6 +262,10 @@ fn refused(r: Refusal) -> Answer {
         }
         Refusal::TunnelProtocolUnsupported => (respond::forbidden(), "tunnel_protocol_unsupported"),
         Refusal::Peer(p) => (respond::forbidden(), p.reason()),
+        Refusal::Budget(kind) => (
+            respond::text(StatusCode::TOO_MANY_REQUESTS, kind.body()),
+            "budget_exceeded",
+        ),
     };
     Answer {
         reason: Some(reason),

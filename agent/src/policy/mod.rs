@@ -12,6 +12,7 @@
 //! uses.
 
 pub mod allow;
+pub mod budget;
 pub mod hostmatch;
 pub mod rules;
 

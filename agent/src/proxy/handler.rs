@@ -66,6 +66,11 @@ async fn exchange(
         .map_err(|r| Box::new(Outcome::Refused(Refusal::Peer(r))))?;
     audit.record().policy = profile.audit_name.clone();
     check_destination(rt, conn, &profile, &target).await?;
+    if let Some(budget) = &profile.budget {
+        budget
+            .admit(&target.host)
+            .map_err(|k| Box::new(Outcome::Refused(Refusal::Budget(k))))?;
+    }
     // 3. request transforms
     let (mut cx, mut req) = into_pipeline(rt, conn, req, &mut target);
     cx.caller = caller(rt, conn, &profile);
@@ -85,7 +90,10 @@ async fn exchange(
         }
         Some(_) => None,
     };
-    // 4. upstream
+    // 4. upstream (request-body bytes count against the policy's budget as they are sent)
+    if let Some(budget) = profile.budget.clone() {
+        req = count_body(req, budget);
+    }
     let resp = match forward::send(rt, conn, req, &target, ws).await? {
         Sent::Response(resp) => resp,
         Sent::Upgraded(client, upstream) => return Ok(Done::Upgraded(client, upstream)),
@@ -95,6 +103,22 @@ async fn exchange(
     Ok(Done::Answered(
         response_phase(&profile, &mut cx, resp, audit).await,
     ))
+}
+
+/// Counts the request body's bytes against `budget` frame by frame.
+fn count_body(
+    req: crate::message::ProxyRequest,
+    budget: Arc<crate::policy::budget::Budget>,
+) -> crate::message::ProxyRequest {
+    req.map(|b| {
+        b.map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                budget.add_bytes(d.len() as u64);
+            }
+            f
+        })
+        .boxed_unsync()
+    })
 }
 
 /// The record as soon as the request arrives, before anything can fail.

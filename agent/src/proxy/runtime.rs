@@ -63,6 +63,8 @@ pub struct Profile {
     /// config), `None` when no server is set. Here so a request sees the MCP policy of the
     /// same config generation as its pipeline.
     pub mcp: Option<Arc<crate::mcp::Mcp>>,
+    /// `intercept.policies[i].budget`, shared by every connection this profile judges.
+    pub budget: Option<Arc<crate::policy::budget::Budget>>,
 }
 
 impl Profile {
@@ -77,6 +79,7 @@ impl Profile {
             policy: Policy::from_transforms(entries),
             pipeline: build_pipeline(entries, cx)?,
             mcp: None,
+            budget: None,
         })
     }
 }
@@ -129,6 +132,7 @@ mod tests {
             policy: Policy::default(),
             pipeline: Pipeline::default(),
             mcp: None,
+            budget: None,
         }
     }
 

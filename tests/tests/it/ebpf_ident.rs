@@ -20,10 +20,10 @@ use serde_json::json;
 const WHY: &str = "eBPF programs, test users, a cgroup, a network namespace";
 
 /// A cgroup v2 directory for a cgroup-bound policy; removed on drop.
-struct TestCgroup(PathBuf);
+pub(crate) struct TestCgroup(pub(crate) PathBuf);
 
 impl TestCgroup {
-    fn create(name: &str) -> TestCgroup {
+    pub(crate) fn create(name: &str) -> TestCgroup {
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
         let root = mounts
             .lines()
@@ -51,7 +51,7 @@ impl Drop for TestCgroup {
 
 /// `python3 -c code` as `user`, run from inside cgroup `cg` (the shell joins it, then drops to
 /// the user): stdout and stderr, trimmed.
-fn py_in_cgroup(user: &TestUser, cg: &Path, code: &str) -> String {
+pub(crate) fn py_in_cgroup(user: &TestUser, cg: &Path, code: &str) -> String {
     let script = format!(
         "echo $$ > {}/cgroup.procs && exec setpriv --reuid={} --regid={} --clear-groups -- /usr/bin/python3 -c \"$0\"",
         cg.display(),
@@ -75,7 +75,7 @@ fn py_in_cgroup(user: &TestUser, cg: &Path, code: &str) -> String {
 
 /// Python: one HTTP/1.1 request to `addr` (IPv6 socket for a `[..]` address) with `Host: host`;
 /// prints the status code, or the errno name when the connection fails.
-fn py_http(addr: &str, port: u16, host: &str, path: &str) -> String {
+pub(crate) fn py_http(addr: &str, port: u16, host: &str, path: &str) -> String {
     let fam = if addr.contains(':') {
         "AF_INET6"
     } else {
