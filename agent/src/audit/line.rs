@@ -9,7 +9,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::record::AuditRecord;
+use super::record::{AuditRecord, Trace};
 use crate::config::LogLevel;
 
 /// Appends the line for `rec` (JSON object and newline) to `out`. On the (unreachable in
@@ -32,22 +32,22 @@ fn write_fields(
     out.extend_from_slice(b"\",\"level\":\"");
     out.extend_from_slice(crate::telemetry::level_name(level).as_bytes());
     out.extend_from_slice(b"\",\"msg\":\"request\"");
-    field(out, "host", &rec.host)?;
-    field(out, "method", &rec.method)?;
-    field(out, "path", &rec.path)?;
-    field(out, "action", &rec.action)?;
+    str_field(out, "host", &rec.host)?;
+    str_field(out, "method", &rec.method)?;
+    str_field(out, "path", &rec.path)?;
+    raw_str_field(out, "action", rec.action.as_str());
     field(out, "status_code", &rec.status_code)?;
     field(out, "duration_ms", &rec.duration_ms)?;
-    field(out, "request_transforms", &rec.request_transforms)?;
-    field(out, "response_transforms", &rec.response_transforms)?;
-    opt(out, "rejected_by", &rec.rejected_by)?;
-    opt(out, "stubbed_by", &rec.stubbed_by)?;
-    opt(out, "error", &rec.error)?;
-    opt(out, "reason", &rec.reason)?;
-    field(out, "remote_addr", &rec.remote_addr)?;
-    field(out, "sni", &rec.sni)?;
-    field(out, "mode", rec.mode)?;
-    field(out, "protocol", rec.protocol)?;
+    traces_field(out, "request_transforms", &rec.request_transforms)?;
+    traces_field(out, "response_transforms", &rec.response_transforms)?;
+    opt_str(out, "rejected_by", &rec.rejected_by)?;
+    opt_str(out, "stubbed_by", &rec.stubbed_by)?;
+    opt_str(out, "error", &rec.error)?;
+    opt_str(out, "reason", &rec.reason)?;
+    str_field(out, "remote_addr", &rec.remote_addr)?;
+    str_field(out, "sni", &rec.sni)?;
+    str_field(out, "mode", rec.mode)?;
+    str_field(out, "protocol", rec.protocol)?;
     opt(out, "mcp", &rec.mcp)?;
     opt(out, "body_capture", &rec.body_capture)?;
     opt(out, "uid", &rec.uid)?;
@@ -125,6 +125,68 @@ fn field<T: Serialize + ?Sized>(
     serde_json::to_writer(&mut *out, value)
 }
 
+/// `,"key":"<value>"`: a string with nothing to escape (the common case) is copied in one go;
+/// anything else goes through serde_json, so the escaping is serde_json's byte for byte.
+fn str_field(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), serde_json::Error> {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    json_str(out, value)
+}
+
+/// A JSON string. serde_json escapes `"`, `\\` and bytes below 0x20, and nothing else.
+fn json_str(out: &mut Vec<u8>, value: &str) -> Result<(), serde_json::Error> {
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(&mut *out, value)
+    }
+}
+
+/// `,"key":"<value>"` for fixed ASCII values (action names): nothing to escape.
+fn raw_str_field(out: &mut Vec<u8>, key: &str, value: &'static str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":\"");
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
+}
+
+/// A trace list, written by hand in [`Trace`]'s serde order (`name`, `action`, `duration_ms`,
+/// `error` if any, `annotations` if not empty); annotations, arbitrary JSON, go through serde.
+fn traces_field(out: &mut Vec<u8>, key: &str, traces: &[Trace]) -> Result<(), serde_json::Error> {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":[");
+    for (i, t) in traces.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        json_str(out, &t.name)?;
+        raw_str_field(out, "action", t.action.as_str());
+        field(out, "duration_ms", &t.duration_ms)?;
+        opt_str(out, "error", &t.error)?;
+        if !t.annotations.is_empty() {
+            field(out, "annotations", &t.annotations)?;
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
+}
+
+fn opt_str(out: &mut Vec<u8>, key: &str, value: &Option<String>) -> Result<(), serde_json::Error> {
+    match value {
+        Some(v) => str_field(out, key, v),
+        None => Ok(()),
+    }
+}
+
 fn opt<T: Serialize>(
     out: &mut Vec<u8>,
     key: &str,
@@ -191,6 +253,22 @@ mod tests {
     fn other_offsets_and_years_keep_the_slow_path() {
         let t = time::macros::datetime!(2026-03-04 05:06:07.25 +01:00);
         assert_eq!(formatted(t), t.format(&Rfc3339).unwrap());
+    }
+
+    /// The copy-through path and serde_json agree on every ASCII byte and on non-ASCII text.
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        let mut cases: Vec<String> = (0u8..128).map(|b| format!("a{}b", b as char)).collect();
+        cases.extend(["", "plain", "ünï\u{2028}", "\u{7f}", "x\"y\\z"].map(String::from));
+        for c in cases {
+            let mut out = Vec::new();
+            json_str(&mut out, &c).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&c).unwrap(),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]
