@@ -119,6 +119,9 @@ pub enum Command {
     BenchAudit {
         #[arg(long, default_value_t = 200_000)]
         records: u64,
+        /// `build` (no sink), `off` (counted, not written) or `on` (every line written).
+        #[arg(long, value_enum, default_value = "on")]
+        mode: crate::audit::bench::Mode,
     },
 }
 

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Some(Command::Detach(a)) => report(install::detach_command(a.config, a.pin_dir)),
         Some(Command::GenerateCa(a)) => generate_ca(a),
         Some(Command::BenchMint { iterations }) => bench_mint(iterations),
-        Some(Command::BenchAudit { records }) => bench_audit(records),
+        Some(Command::BenchAudit { records, mode }) => bench_audit(records, mode),
         Some(Command::Run(a)) if !a.cmd.is_empty() => {
             let jail = app::jail::JailOptions {
                 user: a.user,
@@ -135,19 +135,17 @@ fn bench_mint(iterations: usize) -> ExitCode {
     }
 }
 
-fn bench_audit(records: u64) -> ExitCode {
+fn bench_audit(records: u64, mode: iron_agent::audit::bench::Mode) -> ExitCode {
+    use iron_agent::audit::bench;
     // Records go to stderr; run with stderr redirected to a file (cargo xtask bench does).
-    let sink = match iron_agent::audit::AuditSink::stderr(config::LogLevel::Info) {
+    let sink = match bench::sink(mode) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: starting the audit writer: {e}");
             return ExitCode::from(1);
         }
     };
-    println!(
-        "{}",
-        iron_agent::audit::bench::run(&sink, records).to_json()
-    );
+    println!("{}", bench::run(mode, sink.as_ref(), records).to_json());
     ExitCode::SUCCESS
 }
 

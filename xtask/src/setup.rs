@@ -155,6 +155,12 @@ fn prerequisites() -> Vec<Prereq> {
             },
         },
         Prereq {
+            name: "valgrind",
+            why: "`cargo xtask bench` counts instructions (callgrind) and allocations (DHAT) per audit record",
+            check: || on_path("valgrind"),
+            install: || apt_install(&["valgrind"]),
+        },
+        Prereq {
             name: "postgresql (server, psql, pgbench)",
             why: "iron-control's PostgreSQL tests, the PostgreSQL proxy tests and the benches start throwaway clusters",
             check: postgres_ok,

@@ -259,3 +259,24 @@ fn every_line_is_one_json_object() {
         assert_eq!(v["msg"], "request");
     }
 }
+
+/// The records `iron-agent bench-audit` measures (keep-alive allowlist-only, and credential
+/// proxying with the secrets transform's annotations): the lines the optimised serializer writes
+/// for exactly what the benchmark times.
+const BENCH_EXPECTED: [&str; 2] = [
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"GET","path":"/v1/models","action":"allow","status_code":200,"duration_ms":1.234,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.004}],"response_transforms":[],"remote_addr":"127.0.0.1:51234","sni":"api.example.com","mode":"mitm","protocol":"https"}
+"#,
+    r#"{"time":"2026-01-02T03:04:05.123456789Z","level":"INFO","msg":"request","host":"api.example.com","method":"POST","path":"/v1/chat/completions","action":"allow","status_code":200,"duration_ms":153.817,"request_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.004},{"name":"secrets","action":"allow","duration_ms":0.021,"annotations":{"swapped":[{"secret":"OPENAI_API_KEY","locations":["header:Authorization"]}]}}],"response_transforms":[{"name":"allowlist","action":"allow","duration_ms":0.0},{"name":"secrets","action":"allow","duration_ms":0.001}],"remote_addr":"127.0.0.1:51234","sni":"api.example.com","mode":"mitm","protocol":"https"}
+"#,
+];
+
+#[test]
+fn benchmarked_lines_are_byte_for_byte_stable() {
+    for (i, want) in BENCH_EXPECTED.into_iter().enumerate() {
+        assert_eq!(
+            line(super::bench::build(i as u64)),
+            want,
+            "bench record {i}"
+        );
+    }
+}

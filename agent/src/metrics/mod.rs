@@ -224,37 +224,94 @@ fn register_budgets(
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-/// One answered request: called once per audit record. Labels are static strings where they
-/// can be, so the request path allocates only for a policy or transform name.
+/// Handles of label sets already seen, found by comparing borrowed labels: the per-request
+/// metrics run once per audit record, and building an owned label set (a `String` per
+/// transform name) and SipHashing it cost more than the rest of the record's bookkeeping.
+/// Pipelines have a handful of transforms and policies, so a short list scanned under a read
+/// lock is enough; past [`HANDLE_CACHE_MAX`] label sets the families are used directly.
+struct Handles<K, V>(parking_lot::RwLock<Vec<(K, V)>>);
+
+const HANDLE_CACHE_MAX: usize = 256;
+
+impl<K, V> Handles<K, V> {
+    const fn new() -> Self {
+        Self(parking_lot::RwLock::new(Vec::new()))
+    }
+
+    /// Runs `record` on the cached handle for the key `hit` accepts (no clone: a clone of a
+    /// metric is an `Arc` count bump), else on `make`'s, cached when there is room.
+    fn with(&self, hit: impl Fn(&K) -> bool, make: impl FnOnce() -> (K, V), record: impl Fn(&V)) {
+        if let Some((_, v)) = self.0.read().iter().find(|(k, _)| hit(k)) {
+            return record(v);
+        }
+        let mut all = self.0.write();
+        if let Some((_, v)) = all.iter().find(|(k, _)| hit(k)) {
+            return record(v);
+        }
+        let (k, v) = make();
+        record(&v);
+        if all.len() < HANDLE_CACHE_MAX {
+            all.push((k, v));
+        }
+    }
+}
+
+type RequestKey = (&'static str, Option<Box<str>>, &'static str);
+static REQUEST_HANDLES: Handles<RequestKey, (Counter, Histogram)> = Handles::new();
+static TRANSFORM_HANDLES: Handles<(Box<str>, &'static str, &'static str), Counter> = Handles::new();
+
+/// One answered request: called once per audit record. Allocation-free once its label set has
+/// been seen ([`Handles`]).
 pub fn request(
     action: &'static str,
     policy: Option<&str>,
     protocol: &'static str,
     duration_ms: f64,
 ) {
-    let m = &*METRICS;
-    m.requests
-        .get_or_create(&RequestLabels {
-            action,
-            policy: policy.unwrap_or_default().to_string(),
-            protocol,
-        })
-        .inc();
-    m.request_duration
-        .get_or_create(&DurationLabels { action })
-        .observe(duration_ms.max(0.0) / 1000.0);
+    REQUEST_HANDLES.with(
+        |(a, p, pr)| *a == action && p.as_deref() == policy && *pr == protocol,
+        || {
+            let m = &*METRICS;
+            let count = m
+                .requests
+                .get_or_create(&RequestLabels {
+                    action,
+                    policy: policy.unwrap_or_default().to_string(),
+                    protocol,
+                })
+                .clone();
+            let duration = m
+                .request_duration
+                .get_or_create(&DurationLabels { action })
+                .clone();
+            ((action, policy.map(Box::from), protocol), (count, duration))
+        },
+        |(count, duration)| {
+            count.inc();
+            duration.observe(duration_ms.max(0.0) / 1000.0);
+        },
+    );
 }
 
 /// One transform trace entry (`phase`: `request` or `response`).
 pub fn transform(name: &str, phase: &'static str, action: &'static str) {
-    METRICS
-        .transforms
-        .get_or_create(&TransformLabels {
-            transform: name.to_string(),
-            phase,
-            action,
-        })
-        .inc();
+    TRANSFORM_HANDLES.with(
+        |(n, p, a)| **n == *name && *p == phase && *a == action,
+        || {
+            let c = METRICS
+                .transforms
+                .get_or_create(&TransformLabels {
+                    transform: name.to_string(),
+                    phase,
+                    action,
+                })
+                .clone();
+            ((name.into(), phase, action), c)
+        },
+        |c| {
+            c.inc();
+        },
+    );
 }
 
 pub fn upstream_error(kind: &'static str) {

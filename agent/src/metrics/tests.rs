@@ -114,3 +114,24 @@ fn kernel_counters_are_read_at_scrape_time() {
     set_source(None);
     assert!(!encode().contains("iron_agent_ebpf_"));
 }
+
+/// The handle cache counts each label set on its own series, the first sample included.
+#[test]
+fn cached_handles_count_on_their_own_label_set() {
+    let get = |series: &str| sample(&encode(), series).unwrap_or(0.0);
+    let a = r#"iron_agent_transform_actions_total{transform="cache_probe",phase="request",action="allow"}"#;
+    let b = r#"iron_agent_transform_actions_total{transform="cache_probe",phase="response",action="allow"}"#;
+    let p = r#"iron_agent_requests_total{action="stub",policy="cache_probe",protocol="https"}"#;
+    let q = r#"iron_agent_requests_total{action="stub",policy="",protocol="https"}"#;
+    let (a0, b0, p0, q0) = (get(a), get(b), get(p), get(q));
+    for _ in 0..3 {
+        transform("cache_probe", "request", "allow");
+        request("stub", Some("cache_probe"), "https", 1.0);
+    }
+    transform("cache_probe", "response", "allow");
+    request("stub", None, "https", 1.0);
+    assert_eq!(get(a) - a0, 3.0);
+    assert_eq!(get(b) - b0, 1.0);
+    assert_eq!(get(p) - p0, 3.0);
+    assert!(get(q) - q0 >= 1.0);
+}

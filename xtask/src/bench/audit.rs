@@ -13,8 +13,6 @@ use super::{Ctx, Hop, Measured, SMALL_CONNS};
 
 /// Alternating off/on rounds.
 const ROUNDS: usize = 2;
-/// Records for the micro-benchmark.
-const MICRO_RECORDS: u64 = 200_000;
 
 pub struct AuditPair {
     pub off: Vec<Measured>,
@@ -73,14 +71,11 @@ impl AuditPair {
             self.lines_written.map_or("-".to_owned(), |n| n.to_string()),
             self.answered
         );
-        match &self.micro {
-            Ok(v) => println!(
-                "  one record alone (bench-audit): {} µs on the caller, {} µs CPU in all",
-                v["caller_us_per_record"], v["cpu_us_per_record"]
-            ),
-            Err(e) => println!("  bench-audit: n/a ({e})"),
-        }
         println!();
+        match &self.micro {
+            Ok(v) => super::audit_micro::print(v),
+            Err(e) => println!("audit record alone (bench-audit): n/a ({e})\n"),
+        }
     }
 
     pub fn to_json(&self, measured: impl Fn(&Measured) -> Value) -> Value {
@@ -138,6 +133,6 @@ pub fn run(
         on: ons,
         lines_written: servers::audit_lines_written(workdir),
         answered,
-        micro: servers::audit_micro(bin, workdir, MICRO_RECORDS),
+        micro: super::audit_micro::run(bin, workdir).map_err(|e| format!("{e:#}")),
     })
 }

@@ -7,6 +7,7 @@
 //! (`--control`, bench-results/control.json).
 
 mod audit;
+mod audit_micro;
 mod control;
 mod control_load;
 mod intercept;
@@ -63,6 +64,10 @@ pub struct BenchArgs {
     /// Only the PostgreSQL proxy bench: pgbench simple-query round trips, proxy vs direct.
     #[arg(long, conflicts_with = "intercept")]
     postgres: bool,
+    /// Only the audit record alone: time per record, and instructions and allocations per
+    /// record under valgrind (bench-results/audit-micro.json).
+    #[arg(long, conflicts_with_all = ["intercept", "control", "postgres"])]
+    audit_micro: bool,
 }
 
 /// One measured run, with the CPU the relay or agent spent during it.
@@ -274,6 +279,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.postgres {
         let work = WorkDir::new()?;
         return postgres::run(&root, &bins.agent, &work.0, secs);
+    }
+    if args.audit_micro {
+        let work = WorkDir::new()?;
+        return audit_micro::run_alone(&bins.agent, &work.0, &root.join("bench-results"));
     }
     let oha = oha::ensure_installed()?;
     let work = WorkDir::new()?;

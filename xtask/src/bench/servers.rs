@@ -218,29 +218,6 @@ pub fn audit_lines_written(workdir: &Path) -> Option<u64> {
     )
 }
 
-/// `iron-agent bench-audit`: the audit record alone (build, serialise, write to a file), as
-/// the JSON line it prints.
-pub fn audit_micro(bin: &Path, workdir: &Path, records: u64) -> std::result::Result<Value, String> {
-    let path = workdir.join("bench-audit.log");
-    let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut cmd = pinned(CPU_PROXY, bin);
-    cmd.args(["bench-audit", "--records", &records.to_string()]);
-    let mut g = Guard::spawn_with_stderr("iron-agent bench-audit", cmd, file.into())
-        .map_err(|e| format!("{e:#}"))?;
-    let status = g
-        .wait_bounded(Duration::from_secs(120))
-        .map_err(|e| format!("{e:#}"))?;
-    let out = g.remaining_stdout();
-    let _ = std::fs::remove_file(&path);
-    if !status.success() {
-        return Err(format!("bench-audit failed ({status})"));
-    }
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v.get("cpu_us_per_record").is_some())
-        .ok_or_else(|| "bench-audit printed no result (subcommand not implemented?)".to_owned())
-}
-
 /// Three distinct loopback ports that were free when we asked.
 pub(super) fn free_ports() -> Result<[u16; 3]> {
     // Hold all three at once so they differ; released when this returns.
