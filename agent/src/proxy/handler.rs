@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::ConnInfo;
 use super::audited_body::AuditedBody;
 use super::forward::{self, Sent};
+use super::linger::ClientBody;
 use super::mcp_hook;
 use super::runtime::{Profile, Runtime};
 use super::websocket::{self, ClientSide};
@@ -28,8 +29,10 @@ use crate::transform::{Mode, Phase, RequestCx};
 pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<AuditedBody>, Infallible> {
+    let version = req.version();
+    let mut req = req.map(|b| ClientBody::new(b, version));
     // Before anything reads the method: an HTTP/2 extended CONNECT becomes a GET handshake.
     let ws = websocket::detect(&mut req);
     let mut audit = begin_audit(&rt, &conn, &req, ws.is_some());
@@ -54,7 +57,7 @@ enum Done {
 async fn exchange(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     ws: Option<ClientSide>,
     audit: &mut PendingAudit,
 ) -> Result<Done, Box<Outcome>> {
@@ -101,7 +104,7 @@ async fn exchange(
 fn begin_audit(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     websocket: bool,
 ) -> PendingAudit {
     // `path` is filled from identify's decoded path (or by a refusal), not decoded twice.
@@ -130,7 +133,7 @@ fn begin_audit(
 /// Where the request goes; refuses ambiguous identities and CONNECT (tunnel listener only).
 fn identify_request(
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     audit: &mut PendingAudit,
 ) -> Result<Target, Box<Outcome>> {
     let scheme = if conn.tls {
@@ -195,7 +198,7 @@ async fn check_destination(
 fn into_pipeline(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     target: &mut Target,
 ) -> (RequestCx, ProxyRequest) {
     let mut req: ProxyRequest = req.map(|b| b.map_err(Into::into).boxed_unsync());
