@@ -93,6 +93,8 @@ pub enum Refusal {
     TunnelProtocolUnsupported,
     /// eBPF mode: the peer is a `deny` identity, or the kernel recorded no identity for it (403).
     Peer(identify::PeerRefusal),
+    /// Past `proxy.max_connections` or `proxy.max_connections_per_client` (503).
+    ConnectionLimit(crate::proxy::limits::LimitHit),
 }
 
 /// Failures of the agent or the upstream: `action: error`.
@@ -260,6 +262,17 @@ fn refused(r: Refusal) -> Answer {
         }
         Refusal::TunnelProtocolUnsupported => (respond::forbidden(), "tunnel_protocol_unsupported"),
         Refusal::Peer(p) => (respond::forbidden(), p.reason()),
+        Refusal::ConnectionLimit(hit) => {
+            let mut resp = respond::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "iron-agent: too many open connections; retry later\n",
+            );
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            (resp, hit.reason())
+        }
     };
     Answer {
         reason: Some(reason),

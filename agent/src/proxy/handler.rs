@@ -36,6 +36,24 @@ pub async fn handle(
     // Before anything reads the method: an HTTP/2 extended CONNECT becomes a GET handshake.
     let ws = websocket::detect(&mut req);
     let mut audit = begin_audit(&rt, &conn, &req, ws.is_some());
+    if let Some(hit) = conn.over_limit {
+        audit.record().host = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            });
+        audit.record().path = req.uri().path().to_string();
+        return Ok(respond(
+            audit,
+            Outcome::Refused(Refusal::ConnectionLimit(hit)),
+        ));
+    }
     Ok(match exchange(&rt, &conn, req, ws, &mut audit).await {
         Ok(Done::Upgraded(client, upstream)) => {
             websocket::relay(&rt.websockets, audit, client, upstream)

@@ -2,3 +2,4 @@
 //! through the running agent. Each test asserts what the client sees and what is audited.
 
 mod h2_early;
+mod limits;
