@@ -94,7 +94,8 @@ pub enum Refusal {
     /// eBPF mode: the peer is a `deny` identity, or the kernel recorded no identity for it (403).
     Peer(identify::PeerRefusal),
     /// Past `proxy.max_connections` or `proxy.max_connections_per_client` (503).
-    ConnectionLimit(crate::proxy::limits::LimitHit),
+    /// `reason` is `connection_limit` or `client_connection_limit`.
+    ConnectionLimit { reason: &'static str },
 }
 
 /// Failures of the agent or the upstream: `action: error`.
@@ -262,7 +263,7 @@ fn refused(r: Refusal) -> Answer {
         }
         Refusal::TunnelProtocolUnsupported => (respond::forbidden(), "tunnel_protocol_unsupported"),
         Refusal::Peer(p) => (respond::forbidden(), p.reason()),
-        Refusal::ConnectionLimit(hit) => {
+        Refusal::ConnectionLimit { reason } => {
             let mut resp = respond::text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "iron-agent: too many open connections; retry later\n",
@@ -271,7 +272,7 @@ fn refused(r: Refusal) -> Answer {
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
-            (resp, hit.reason())
+            (resp, reason)
         }
     };
     Answer {

@@ -51,7 +51,9 @@ pub async fn handle(
         audit.record().path = req.uri().path().to_string();
         return Ok(respond(
             audit,
-            Outcome::Refused(Refusal::ConnectionLimit(hit)),
+            Outcome::Refused(Refusal::ConnectionLimit {
+                reason: hit.reason(),
+            }),
         ));
     }
     Ok(match exchange(&rt, &conn, req, ws, &mut audit).await {
