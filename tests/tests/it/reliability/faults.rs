@@ -55,3 +55,49 @@ fn sigterm_under_load_drains_in_flight_requests() {
         );
     });
 }
+
+/// DNS upstream down (a resolver address that never answers): a passthrough name gets
+/// SERVFAIL in bounded time, and names the agent answers itself are unaffected.
+#[test]
+fn dns_upstream_down_is_servfail_without_hang() {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    use iron_agent_tests::config::Dns;
+    use iron_agent_tests::dns::{a_answers, rcode, udp};
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        // Bound and silent: queries to it are swallowed, never answered.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = TestCa::new("dns-down").write(dir.path());
+        let cfg = AgentConfig {
+            dns: Dns {
+                listen: Some("127.0.0.1:0".into()),
+                proxy_ip: Some("10.9.8.7".into()),
+                upstream_resolver: Some(silent.local_addr().unwrap().to_string()),
+                passthrough: vec!["*.passthrough.test".into()],
+                ..Dns::default()
+            },
+            ..AgentConfig::loopback(&c, &k)
+        }
+        .transforms([Transform::allowlist(&["*.test"])]);
+        let agent = Agent::with(&cfg).start();
+        let dns = agent.addr("dns");
+        let start = std::time::Instant::now();
+        let m = tokio::time::timeout(
+            Duration::from_secs(20),
+            udp(dns, "svc.passthrough.test.", RecordType::A),
+        )
+        .await
+        .expect("an answer, not a hang");
+        assert_eq!(rcode(&m), ResponseCode::ServFail, "{m:?}");
+        assert!(start.elapsed() < Duration::from_secs(20));
+        // The agent's own answers do not wait on the dead upstream.
+        let m = udp(dns, "api.example.com.", RecordType::A).await;
+        assert_eq!(
+            a_answers(&m),
+            vec!["10.9.8.7".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        drop(silent);
+    });
+}
