@@ -74,6 +74,10 @@ pub struct Proxy {
     pub upstream_deny_cidrs: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_proxy: Option<UpstreamProxy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

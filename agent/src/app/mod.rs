@@ -132,6 +132,10 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
         websockets: Default::default(),
+        conn_limits: crate::proxy::limits::ConnLimits::new(
+            cfg.proxy.max_connections,
+            cfg.proxy.max_connections_per_client,
+        ),
     });
     let postgres = start_postgres(&cfg, &rt, interceptor.as_ref()).await?;
     listeners.log_startup(&rt, admin.addr());

@@ -123,6 +123,10 @@ pub struct ProxyConfig {
     /// `None` (key absent) = IMDS and loopback denied; `Some([])` = nothing denied.
     pub upstream_deny_cidrs: Option<Vec<Cidr>>,
     pub upstream_proxy: UpstreamProxyConfig,
+    /// iron-agent extension: open client connections at once, all listeners together.
+    pub max_connections: usize,
+    /// iron-agent extension: open client connections of one client (uid, else address).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ProxyConfig {
@@ -136,11 +140,18 @@ impl Default for ProxyConfig {
             upstream_response_header_timeout: GoDuration(Duration::from_secs(30)),
             upstream_deny_cidrs: None,
             upstream_proxy: UpstreamProxyConfig::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 }
 
 pub const DEFAULT_MAX_REQUEST_BODY: i64 = 1 << 20;
+/// Each proxied connection holds about two descriptors (client and upstream): 4096 stays well
+/// under the agent unit's descriptor limit and a few hundred MiB of buffers.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// An eighth of the global limit: one client (a uid, or an address) cannot take it all.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 512;
 
 /// Deny list applied when `upstream_deny_cidrs` is absent: cloud metadata, loopback, the
 /// unspecified ranges (a connect to `0.0.0.0` or `::` reaches this host) and link-local (every

@@ -875,3 +875,27 @@ fn judge_api_key_must_be_set_in_identity_profiles_too() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn connection_limits() {
+    let cfg = load_str(PRELUDE, &full_env()).unwrap();
+    assert_eq!(cfg.proxy.max_connections, super::DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(
+        cfg.proxy.max_connections_per_client,
+        super::DEFAULT_MAX_CONNECTIONS_PER_CLIENT
+    );
+    let errs = errors_of(&format!(
+        "{PRELUDE}proxy:\n  max_connections: 10\n  max_connections_per_client: 20\n"
+    ));
+    assert_eq!(
+        error_at(&errs, "proxy.max_connections_per_client").message,
+        "must not exceed proxy.max_connections (10); got 20"
+    );
+    let errs = errors_of(&format!("{PRELUDE}proxy:\n  max_connections: 0\n"));
+    assert_eq!(
+        error_at(&errs, "proxy.max_connections").message,
+        "must be positive; got 0"
+    );
+    let errs = errors_of(&format!("{PRELUDE}proxy:\n  max_connections: -1\n"));
+    error_at(&errs, "proxy.max_connections");
+}

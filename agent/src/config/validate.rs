@@ -70,6 +70,26 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
             "must be positive; got 0s",
         ));
     }
+    if cfg.proxy.max_connections == 0 {
+        errors.push(ConfigError::new(
+            "proxy.max_connections",
+            "must be positive; got 0",
+        ));
+    }
+    if cfg.proxy.max_connections_per_client == 0 {
+        errors.push(ConfigError::new(
+            "proxy.max_connections_per_client",
+            "must be positive; got 0",
+        ));
+    } else if cfg.proxy.max_connections_per_client > cfg.proxy.max_connections {
+        errors.push(ConfigError::new(
+            "proxy.max_connections_per_client",
+            format!(
+                "must not exceed proxy.max_connections ({}); got {}",
+                cfg.proxy.max_connections, cfg.proxy.max_connections_per_client
+            ),
+        ));
+    }
     if cfg.control_plane.poll_interval.0.is_zero() {
         errors.push(ConfigError::new(
             "control_plane.poll_interval",

@@ -95,6 +95,9 @@ pub enum Refusal {
     Peer(identify::PeerRefusal),
     /// A budget of the identity's policy is exhausted (429).
     Budget(crate::policy::budget::BudgetKind),
+    /// Past `proxy.max_connections` or `proxy.max_connections_per_client` (503).
+    /// `reason` is `connection_limit` or `client_connection_limit`.
+    ConnectionLimit { reason: &'static str },
 }
 
 /// Failures of the agent or the upstream: `action: error`.
@@ -266,6 +269,17 @@ fn refused(r: Refusal) -> Answer {
             respond::text(StatusCode::TOO_MANY_REQUESTS, kind.body()),
             "budget_exceeded",
         ),
+        Refusal::ConnectionLimit { reason } => {
+            let mut resp = respond::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "iron-agent: too many open connections; retry later\n",
+            );
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            (resp, reason)
+        }
     };
     Answer {
         reason: Some(reason),

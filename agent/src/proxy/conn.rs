@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use parking_lot::Mutex;
 
+use super::limits::{ConnPermit, LimitHit};
 use crate::audit::AuditRecord;
 use crate::audit::record::TunnelAudit;
 use crate::identify::{ConnIdentity, HostName, PolicyId, Uid, UserNames};
@@ -19,6 +20,10 @@ pub struct ConnInfo {
     pub verified_host: Mutex<Option<HostName>>,
     /// Set when the connection runs inside a CONNECT or SOCKS5 tunnel.
     pub tunnel: Option<TunnelInfo>,
+    /// The connection's slot under the connection limits, held while it is served.
+    pub permit: Option<ConnPermit>,
+    /// Set when a connection limit refused it: every request gets a 503.
+    pub over_limit: Option<LimitHit>,
 }
 
 /// What connections inside a tunnel carry: the port inner requests go to and the audit group.
@@ -37,7 +42,21 @@ impl ConnInfo {
             sni: None,
             verified_host: Default::default(),
             tunnel: None,
+            permit: None,
+            over_limit: None,
         }
+    }
+
+    /// Takes a slot under `limits`, or records which limit refused the connection.
+    pub fn limited(mut self, limits: &std::sync::Arc<super::limits::ConnLimits>) -> Self {
+        match limits.acquire(super::limits::ClientKey::of(&self.identity)) {
+            Ok(p) => self.permit = Some(p),
+            Err(hit) => {
+                tracing::warn!(client = %self.client(), reason = hit.reason(), "connection refused: limit reached");
+                self.over_limit = Some(hit);
+            }
+        }
+        self
     }
 
     /// The client's address, for logs and the audit record.

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use super::ConnInfo;
 use super::audited_body::AuditedBody;
 use super::forward::{self, Sent};
+use super::linger::ClientBody;
 use super::mcp_hook;
 use super::runtime::{Profile, Runtime};
 use super::websocket::{self, ClientSide};
@@ -28,11 +29,33 @@ use crate::transform::{Mode, Phase, RequestCx};
 pub async fn handle(
     rt: Arc<Runtime>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<AuditedBody>, Infallible> {
+    let version = req.version();
+    let mut req = req.map(|b| ClientBody::new(b, version));
     // Before anything reads the method: an HTTP/2 extended CONNECT becomes a GET handshake.
     let ws = websocket::detect(&mut req);
     let mut audit = begin_audit(&rt, &conn, &req, ws.is_some());
+    if let Some(hit) = conn.over_limit {
+        audit.record().host = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            });
+        audit.record().path = req.uri().path().to_string();
+        return Ok(respond(
+            audit,
+            Outcome::Refused(Refusal::ConnectionLimit {
+                reason: hit.reason(),
+            }),
+        ));
+    }
     Ok(match exchange(&rt, &conn, req, ws, &mut audit).await {
         Ok(Done::Upgraded(client, upstream)) => {
             websocket::relay(&rt.websockets, audit, client, upstream)
@@ -54,7 +77,7 @@ enum Done {
 async fn exchange(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     ws: Option<ClientSide>,
     audit: &mut PendingAudit,
 ) -> Result<Done, Box<Outcome>> {
@@ -125,7 +148,7 @@ fn count_body(
 fn begin_audit(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     websocket: bool,
 ) -> PendingAudit {
     // `path` is filled from identify's decoded path (or by a refusal), not decoded twice.
@@ -154,7 +177,7 @@ fn begin_audit(
 /// Where the request goes; refuses ambiguous identities and CONNECT (tunnel listener only).
 fn identify_request(
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     audit: &mut PendingAudit,
 ) -> Result<Target, Box<Outcome>> {
     let scheme = if conn.tls {
@@ -219,7 +242,7 @@ async fn check_destination(
 fn into_pipeline(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     target: &mut Target,
 ) -> (RequestCx, ProxyRequest) {
     let mut req: ProxyRequest = req.map(|b| b.map_err(Into::into).boxed_unsync());

@@ -9,6 +9,8 @@ pub mod conn;
 mod first_byte;
 pub mod forward;
 pub mod handler;
+pub mod limits;
+mod linger;
 mod mcp_hook;
 pub mod runtime;
 pub mod server;

@@ -37,6 +37,8 @@ pub struct Runtime {
     pub response_body_limit: Option<u64>,
     /// Open WebSockets (closed and audited at shutdown).
     pub websockets: websocket::Relays,
+    /// `proxy.max_connections` and `proxy.max_connections_per_client` (fixed at startup).
+    pub conn_limits: std::sync::Arc<super::limits::ConnLimits>,
 }
 
 impl Runtime {

@@ -100,14 +100,14 @@ pub(crate) async fn accept_each<F, Fut>(
 /// and identity (eBPF redirect), or the uid of a direct local peer.
 pub(crate) fn accepted(rt: &Runtime, stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
     let local = stream.local_addr().ok().map(LocalAddr);
-    ConnInfo::accepted(rt.identify.redirected(ClientAddr(peer), local))
+    ConnInfo::accepted(rt.identify.redirected(ClientAddr(peer), local)).limited(&rt.conn_limits)
 }
 
 /// Identify, connection level, on a listener the redirect never targets (the tunnel): in eBPF
 /// mode the local peer's uid picks the profile.
 pub(crate) fn accepted_direct(rt: &Runtime, stream: &TcpStream, peer: SocketAddr) -> ConnInfo {
     let local = stream.local_addr().ok().map(LocalAddr);
-    ConnInfo::accepted(rt.identify.direct(ClientAddr(peer), local))
+    ConnInfo::accepted(rt.identify.direct(ClientAddr(peer), local)).limited(&rt.conn_limits)
 }
 
 /// Why a TLS handshake with a client did not complete (logged at debug; nothing is audited).
@@ -154,6 +154,8 @@ pub(crate) async fn serve_conn<I>(
 {
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| handler::handle(rt.clone(), conn.clone(), req));
+    // Past a connection limit every request is answered 503 (and audited) by the handler; the
+    // connection closes after its first answer (`Connection: close`).
     // HTTP/1.1 or HTTP/2, chosen by the client's first bytes (which follow the ALPN it
     // negotiated; on the plain listener, HTTP/2 is h2c with prior knowledge), with upgrades
     // (WebSocket) and, on HTTP/2, extended CONNECT (RFC 8441).

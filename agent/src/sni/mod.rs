@@ -47,6 +47,11 @@ async fn https_conn(
     shutdown: CancellationToken,
 ) {
     let mut conn = server::accepted(&rt, &stream, peer);
+    if conn.over_limit.is_some() {
+        // Passthrough has no way to answer 503 inside TLS it does not terminate: closed (the
+        // warning was logged when the limit refused it).
+        return;
+    }
     conn.tls = true;
     // A redirected connection knows its real port; a direct one means HTTPS.
     let orig_dst = conn.identity.origin.as_ref().map(|o| o.orig_dst);

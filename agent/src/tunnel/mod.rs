@@ -17,7 +17,7 @@ pub mod socks5;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -145,6 +145,12 @@ async fn handle(
     shutdown: CancellationToken,
 ) {
     let peer = conn.client();
+    if let Some(hit) = conn.over_limit {
+        // Past a connection limit: the handshake is answered 503 (SOCKS5: general failure)
+        // without being read as a destination request, and audited as a refused setup.
+        refuse_over_limit(&rt, &mut stream, &conn, hit).await;
+        return;
+    }
     let opened = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, open(&rt, &mut stream, &conn)) => r,
@@ -178,6 +184,39 @@ async fn handle(
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "tunnel handshake failed"),
         Err(_) => tracing::debug!(client = %peer, "tunnel handshake timed out"),
     }
+}
+
+async fn refuse_over_limit(
+    rt: &Runtime,
+    stream: &mut TcpStream,
+    conn: &ConnInfo,
+    hit: crate::proxy::limits::LimitHit,
+) {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await;
+    let protocol = match peeked {
+        Ok(Ok(1)) if first[0] == socks5::VERSION => Protocol::Socks5,
+        Ok(Ok(1)) => Protocol::Connect,
+        _ => return, // nothing asked, nothing answered
+    };
+    let reply: &[u8] = match protocol {
+        Protocol::Connect => connect::UNAVAILABLE,
+        // Version 5, no acceptable method: the greeting is refused outright.
+        Protocol::Socks5 => &[socks5::VERSION, 0xff],
+    };
+    // Read what the client sent first (one read: the head or greeting), so closing with it
+    // unread does not reset the connection and lose the answer.
+    let mut head = [0u8; 4096];
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut head)).await;
+    let _ = stream.write_all(reply).await;
+    let _ = stream.shutdown().await;
+    let refusal = Refusal {
+        reason: hit.reason(),
+        status: 503,
+        target: None,
+        detail: "connection limit reached".into(),
+    };
+    setup::refuse(rt, conn, protocol, &refusal);
 }
 
 /// Reads the tunnel request, asks the pipeline, and answers. `None` = refused (audited).

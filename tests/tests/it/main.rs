@@ -34,6 +34,7 @@ mod policy;
 mod postgres;
 mod postgres_ebpf;
 mod proxy;
+mod reliability;
 mod reload;
 mod secret_stores;
 mod secrets;
