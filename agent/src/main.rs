@@ -24,14 +24,18 @@ fn main() -> ExitCode {
         Some(Command::BenchMint { iterations }) => bench_mint(iterations),
         Some(Command::BenchAudit { records }) => bench_audit(records),
         Some(Command::Run(a)) if !a.cmd.is_empty() => {
+            if a.token.is_some() || cli.token.is_some() {
+                eprintln!("error: --token (managed mode) cannot be combined with `run -- CMD`");
+                return ExitCode::from(2);
+            }
             let jail = app::jail::JailOptions {
                 user: a.user,
                 keep_env: a.keep_env,
                 cmd: a.cmd,
             };
-            run(a.config.or(cli.config), Some(jail))
+            run(a.config.or(cli.config), Some(jail), None)
         }
-        Some(Command::Run(a)) => run(a.config.or(cli.config), None),
+        Some(Command::Run(a)) => run(a.config.or(cli.config), None, a.token.or(cli.token)),
         Some(Command::Install(a)) => report(install::install(&install::InstallOptions {
             config: a.config,
             allow: a.allow,
@@ -49,7 +53,7 @@ fn main() -> ExitCode {
             json: a.json,
             root: a.root,
         })),
-        None => run(cli.config, None),
+        None => run(cli.config, None, cli.token),
     }
 }
 
@@ -151,7 +155,11 @@ fn bench_audit(records: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -> ExitCode {
+fn run(
+    path: Option<std::path::PathBuf>,
+    jail: Option<app::jail::JailOptions>,
+    token: Option<String>,
+) -> ExitCode {
     // Checked before loading the config: without root the default config would generate its CA
     // in the user's state directory for nothing.
     if jail.is_some() && !iron_agent::sys::is_root() {
@@ -171,6 +179,19 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
                 eprintln!("error: {line}");
             }
             return ExitCode::from(1);
+        }
+    };
+    // Managed mode (a token): control-plane settings are checked before anything starts. A
+    // jailed run reads no token from the environment: its private agent is standalone.
+    let managed = if jail.is_some() {
+        None
+    } else {
+        match iron_agent::managed::Settings::resolve(token, &cfg.control_plane, &env) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
         }
     };
     telemetry::init(cfg.log.level);
@@ -210,7 +231,7 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(app::run(cfg, path)) {
+    match rt.block_on(app::run(cfg, path, managed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One plain line per error (not also a JSON log line): this is the last thing said.

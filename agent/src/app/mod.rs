@@ -76,13 +76,25 @@ fn join<E: std::fmt::Display>(errs: &[E]) -> String {
 }
 
 /// Runs the agent until SIGINT/SIGTERM (Ok) or a fatal error (Err). `source` is the
-/// `--config` file, re-read by a reload (`None`: the embedded default config).
-pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
+/// `--config` file, re-read by a reload (`None`: the embedded default config). With
+/// `managed` settings the top-level pipeline comes from the control plane instead.
+pub async fn run(
+    mut cfg: Config,
+    source: Option<PathBuf>,
+    managed: Option<crate::managed::Settings>,
+) -> Result<(), AppError> {
+    if managed.is_some() && !cfg.transforms.is_empty() {
+        tracing::warn!(
+            count = cfg.transforms.len(),
+            "managed mode: the YAML `transforms` are ignored; the pipeline comes from the control plane"
+        );
+        cfg.transforms.clear();
+    }
     let refused = crate::check::unsupported(&cfg);
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
     }
-    management::Management::require_source(&cfg, source.as_deref())?;
+    management::Management::require_source(&cfg, source.as_deref(), managed.is_some())?;
     let signals = Signals::install();
     let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok())?;
     let hangup = reload::Hangup::install();
@@ -95,10 +107,18 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
             .with_otel(otel),
     );
     // Serving /healthz (and /readyz: 503) from here on, while the rest starts.
-    let admin = admin::Admin::start(&cfg.metrics.listen, Health::standalone()).await?;
+    let health = match managed {
+        Some(_) => Health::default(),
+        None => Health::standalone(),
+    };
+    let admin = admin::Admin::start(&cfg.metrics.listen, health).await?;
     let upstream = Upstream::build(&cfg)?;
     let mut secrets = SecretRegistry::default();
-    let profiles = build_profiles(&cfg, &mut secrets, &upstream.mint)?;
+    // Managed mode: nothing is judged until the first sync (every connection gets 503).
+    let profiles = match managed {
+        Some(_) => Profiles::not_ready(),
+        None => build_profiles(&cfg, &mut secrets, &upstream.mint)?,
+    };
     admin.health.pipeline_built();
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
@@ -137,6 +157,7 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
     let ebpf = interceptor.is_some();
     let reloader = Arc::new(reload::Reloader::new(reload::Parts {
         source,
+        managed: managed.is_some(),
         cfg: cfg.clone(),
         rt: rt.clone(),
         mint: upstream.mint.clone(),
@@ -144,10 +165,22 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
         interceptor,
         postgres: postgres.clone(),
     }));
+    let managed = managed.map(|m| {
+        let state = Arc::new(crate::managed::State::default());
+        let poller = crate::managed::poller::Poller {
+            client: crate::managed::client::SyncClient::new(upstream.mint.clone(), &m.url, m.token),
+            reloader: reloader.clone(),
+            state: state.clone(),
+            health: admin.health.clone(),
+            interval: m.poll_interval,
+        };
+        (poller, state)
+    });
     let control = reload::Control {
         reloader,
         management,
         hangup,
+        managed,
     };
     first_start.disarm();
     serve::serve(&cfg, rt, listeners, ebpf, control, signals, postgres, admin).await

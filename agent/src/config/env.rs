@@ -77,6 +77,12 @@ pub fn apply_overrides(
         "IRON_CONTROL_PLANE_POLL_INTERVAL",
         cfg.control_plane.poll_interval
     );
+    if let Some(v) = get("IRON_CONTROL_PLANE_URL") {
+        match crate::managed::check_url_syntax(&v) {
+            Ok(()) => cfg.control_plane.url = Some(v),
+            Err(e) => errors.push(ConfigError::new("IRON_CONTROL_PLANE_URL", e)),
+        }
+    }
 
     if errors.is_empty() {
         Ok(())

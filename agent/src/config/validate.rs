@@ -76,6 +76,11 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
             "must be positive; got 0s",
         ));
     }
+    if let Some(url) = &cfg.control_plane.url
+        && let Err(e) = crate::managed::check_url_syntax(url)
+    {
+        errors.push(ConfigError::new("control_plane.url", e));
+    }
     for (n, entry) in cfg.transforms.iter().enumerate() {
         entry.validate(&entry_path(indices, n), errors);
     }
