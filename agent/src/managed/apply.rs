@@ -40,9 +40,14 @@ pub fn synced(answer: &SyncAnswer) -> Result<Synced, ApplyError> {
 pub fn redact(msg: &str, answer: &SyncAnswer) -> String {
     let mut msg = msg.to_string();
     let mut strings = Vec::new();
-    for v in [&answer.rules, &answer.secrets, &answer.transforms, &answer.mcp]
-        .into_iter()
-        .flatten()
+    for v in [
+        &answer.rules,
+        &answer.secrets,
+        &answer.transforms,
+        &answer.mcp,
+    ]
+    .into_iter()
+    .flatten()
     {
         string_leaves(v, &mut strings);
     }

@@ -71,8 +71,8 @@ impl SyncAnswer {
     }
 
     pub fn parse(body: &[u8]) -> Result<Self, SyncError> {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| SyncError::Body(format!("not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| SyncError::Body(format!("not JSON: {e}")))?;
         let Value::Object(mut m) = v else {
             return Err(SyncError::Body("not a JSON object".into()));
         };
@@ -123,7 +123,11 @@ impl SyncClient {
         let body = serde_json::json!({ "config_hash": held_hash }).to_string();
         let (status, _ctype, body) = self
             .http
-            .post_json(&self.endpoint, Bytes::from(body), &[("authorization", self.bearer.clone())])
+            .post_json(
+                &self.endpoint,
+                Bytes::from(body),
+                &[("authorization", self.bearer.clone())],
+            )
             .await
             .map_err(|e| match e {
                 MintError::Transport { reason, .. } => SyncError::Transport(reason),
@@ -199,13 +203,16 @@ mod tests {
             "control plane: http_401: invalid or missing proxy token (HTTP 401)"
         );
         let e = status_error(StatusCode::BAD_GATEWAY, b"<html>");
-        assert_eq!(e.to_string(), "control plane: http_502: Bad Gateway (HTTP 502)");
+        assert_eq!(
+            e.to_string(),
+            "control plane: http_502: Bad Gateway (HTTP 502)"
+        );
     }
 
     #[test]
     fn nulls_are_absent() {
-        let a = SyncAnswer::parse(br#"{"config_hash":"sha256:1","rules":null,"secrets":[]}"#)
-            .unwrap();
+        let a =
+            SyncAnswer::parse(br#"{"config_hash":"sha256:1","rules":null,"secrets":[]}"#).unwrap();
         assert_eq!(a.config_hash.as_deref(), Some("sha256:1"));
         assert!(a.rules.is_none());
         assert!(a.has_pipeline());

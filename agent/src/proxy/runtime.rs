@@ -138,8 +138,8 @@ impl Profiles {
     pub fn may_allow_host(&self, host: &str) -> bool {
         !self.not_ready
             && std::iter::once(&self.default)
-            .chain(&self.policies)
-            .any(|p| p.policy.may_allow_host(host))
+                .chain(&self.policies)
+                .any(|p| p.policy.may_allow_host(host))
     }
 }
 

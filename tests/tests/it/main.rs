@@ -21,6 +21,7 @@ mod http2;
 mod install;
 mod jail_env;
 mod judge;
+mod managed;
 mod mcp;
 mod metrics;
 mod oauth;
