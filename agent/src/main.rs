@@ -181,18 +181,9 @@ fn run(
             return ExitCode::from(1);
         }
     };
-    // Managed mode (a token): control-plane settings are checked before anything starts. A
-    // jailed run reads no token from the environment: its private agent is standalone.
-    let managed = if jail.is_some() {
-        None
-    } else {
-        match iron_agent::managed::Settings::resolve(token, &cfg.control_plane, &env) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        }
+    let managed = match managed_settings(jail.is_some(), token, &cfg, &env) {
+        Ok(m) => m,
+        Err(code) => return code,
     };
     telemetry::init(cfg.log.level);
     if path.is_none() {
@@ -241,6 +232,23 @@ fn run(
             ExitCode::from(1)
         }
     }
+}
+
+/// Managed mode (a token): control-plane settings are checked before anything starts. A
+/// jailed run reads no token from the environment: its private agent is standalone.
+fn managed_settings(
+    jailed: bool,
+    token: Option<String>,
+    cfg: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<iron_agent::managed::Settings>, ExitCode> {
+    if jailed {
+        return Ok(None);
+    }
+    iron_agent::managed::Settings::resolve(token, &cfg.control_plane, env).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
 }
 
 /// The embedded default config; generates its CA into the state directory on first use.

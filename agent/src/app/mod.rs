@@ -13,6 +13,7 @@ pub mod reload;
 mod reload_diff;
 mod reload_kernel;
 mod serve;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,13 +84,7 @@ pub async fn run(
     source: Option<PathBuf>,
     managed: Option<crate::managed::Settings>,
 ) -> Result<(), AppError> {
-    if managed.is_some() && !cfg.transforms.is_empty() {
-        tracing::warn!(
-            count = cfg.transforms.len(),
-            "managed mode: the YAML `transforms` are ignored; the pipeline comes from the control plane"
-        );
-        cfg.transforms.clear();
-    }
+    ignore_local_pipeline(&mut cfg, managed.is_some());
     let refused = crate::check::unsupported(&cfg);
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
@@ -107,18 +102,10 @@ pub async fn run(
             .with_otel(otel),
     );
     // Serving /healthz (and /readyz: 503) from here on, while the rest starts.
-    let health = match managed {
-        Some(_) => Health::default(),
-        None => Health::standalone(),
-    };
-    let admin = admin::Admin::start(&cfg.metrics.listen, health).await?;
+    let admin = admin::Admin::start(&cfg.metrics.listen, health(managed.is_some())).await?;
     let upstream = Upstream::build(&cfg)?;
     let mut secrets = SecretRegistry::default();
-    // Managed mode: nothing is judged until the first sync (every connection gets 503).
-    let profiles = match managed {
-        Some(_) => Profiles::not_ready(),
-        None => build_profiles(&cfg, &mut secrets, &upstream.mint)?,
-    };
+    let profiles = first_profiles(&cfg, managed.is_some(), &mut secrets, &upstream.mint)?;
     admin.health.pipeline_built();
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
@@ -144,10 +131,7 @@ pub async fn run(
         connector: upstream.connector,
         audit,
         leaf_cache,
-        mode: match cfg.tls.mode {
-            TlsMode::Mitm => Mode::Mitm,
-            TlsMode::SniOnly => Mode::SniOnly,
-        },
+        mode: mode_of(cfg.tls.mode),
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
         websockets: Default::default(),
@@ -165,17 +149,7 @@ pub async fn run(
         interceptor,
         postgres: postgres.clone(),
     }));
-    let managed = managed.map(|m| {
-        let state = Arc::new(crate::managed::State::default());
-        let poller = crate::managed::poller::Poller {
-            client: crate::managed::client::SyncClient::new(upstream.mint.clone(), &m.url, m.token),
-            reloader: reloader.clone(),
-            state: state.clone(),
-            health: admin.health.clone(),
-            interval: m.poll_interval,
-        };
-        (poller, state)
-    });
+    let managed = managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health));
     let control = reload::Control {
         reloader,
         management,
@@ -184,6 +158,49 @@ pub async fn run(
     };
     first_start.disarm();
     serve::serve(&cfg, rt, listeners, ebpf, control, signals, postgres, admin).await
+}
+
+/// Managed mode: the top-level pipeline comes from the control plane; the YAML one is dropped
+/// (said once at startup).
+fn ignore_local_pipeline(cfg: &mut Config, managed: bool) {
+    if managed && !cfg.transforms.is_empty() {
+        tracing::warn!(
+            count = cfg.transforms.len(),
+            "managed mode: the YAML `transforms` are ignored; the pipeline comes from the control plane"
+        );
+        cfg.transforms.clear();
+    }
+}
+
+/// Managed mode is not ready until its first sync; standalone has nothing to sync.
+fn health(managed: bool) -> Health {
+    if managed {
+        Health::default()
+    } else {
+        Health::standalone()
+    }
+}
+
+/// The profiles at startup. Managed mode: nothing is judged until the first sync (every
+/// connection gets 503).
+fn first_profiles(
+    cfg: &Config,
+    managed: bool,
+    secrets: &mut SecretRegistry,
+    mint: &Arc<TokenHttp>,
+) -> Result<Profiles, AppError> {
+    if managed {
+        Ok(Profiles::not_ready())
+    } else {
+        build_profiles(cfg, secrets, mint)
+    }
+}
+
+fn mode_of(mode: TlsMode) -> Mode {
+    match mode {
+        TlsMode::Mitm => Mode::Mitm,
+        TlsMode::SniOnly => Mode::SniOnly,
+    }
 }
 
 /// Pins a first start created: removed (detaching the programs) when the start fails before

@@ -325,7 +325,7 @@ pub struct Control {
     pub management: Option<Management>,
     pub hangup: Hangup,
     /// Managed mode: the sync loop and the state it shares with the management API.
-    pub managed: Option<(crate::managed::poller::Poller, Arc<crate::managed::State>)>,
+    pub managed: Option<(super::sync::Poller, Arc<crate::managed::State>)>,
 }
 
 impl Control {

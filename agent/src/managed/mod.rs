@@ -4,7 +4,7 @@
 //! TLS, DNS, interception and other host settings stay in the local YAML; the top-level
 //! pipeline (and MCP policy) come from `POST {url}/api/v1/proxy/sync` ([`client`]), mapped as
 //! iron-proxy maps them ([`apply`]) and applied through the reload swap (all or nothing; a
-//! rejected answer keeps the old state and the old hash). The [`poller`] syncs at start, then
+//! rejected answer keeps the old state and the old hash). The poller (`app::sync`) syncs at start, then
 //! every `control_plane.poll_interval` ±10 %, or at once on `POST /v1/sync`; failures retry
 //! with capped exponential backoff ([`backoff`]) and never block startup: until the first sync
 //! is applied every request is refused with 503 and `/readyz` says so.
@@ -12,7 +12,6 @@
 pub mod apply;
 pub mod backoff;
 pub mod client;
-pub mod poller;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,6 +20,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::config::ControlPlaneConfig;
+pub use crate::config::validate::check_url_syntax;
 use crate::secrets::SecretValue;
 
 /// iron-proxy's default control plane.
@@ -92,24 +92,6 @@ impl Settings {
     }
 }
 
-/// `http://` or `https://`, a host, no query or fragment.
-pub fn check_url_syntax(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(format!("{url:?} must start with https:// or http://")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} names no host"));
-    }
-    if uri.query().is_some() || url.contains('#') {
-        return Err(format!("{url:?} must not have a query or fragment"));
-    }
-    Ok(())
-}
-
 /// Plain HTTP only to a loopback address, unless explicitly allowed: the token and every
 /// synced credential travel in that connection.
 fn check_transport(url: &str, allow_insecure: bool) -> Result<(), String> {
@@ -160,7 +142,7 @@ impl State {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    fn update(&self, f: impl FnOnce(&mut Status)) {
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
         let mut guard = self
             .status
             .lock()
@@ -171,6 +153,11 @@ impl State {
     /// `POST /v1/sync`: sync now (one request is queued while a sync runs).
     pub fn poke(&self) {
         self.poke.notify_one();
+    }
+
+    /// Resolves at the next [`State::poke`] (or at once for one made meanwhile).
+    pub async fn poked(&self) {
+        self.poke.notified().await;
     }
 }
 

@@ -1,17 +1,19 @@
-//! The sync loop: sync at once, then every poll interval ±10 % or when poked; on failure
-//! retry with capped exponential backoff, logging each error. Startup never waits for it.
+//! Managed mode's sync loop ([`crate::managed`]): sync at once, then every poll interval
+//! ±10 % or when poked; on failure retry with capped exponential backoff, logging each error.
+//! Startup never waits for it. Answers are applied through the reload swap.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::apply::{self, Synced};
-use super::backoff::{Backoff, JITTER, jitter};
-use super::client::{SyncAnswer, SyncClient, SyncError};
-use super::{ManagedError, State};
-use crate::app::reload::Reloader;
+use super::reload::Reloader;
+use crate::managed::apply::{self, Synced};
+use crate::managed::backoff::{Backoff, JITTER, jitter};
+use crate::managed::client::{SyncAnswer, SyncClient, SyncError};
+use crate::managed::{ManagedError, Settings, State};
 use crate::metrics::Health;
+use crate::mint::TokenHttp;
 
 /// Everything the loop needs.
 pub struct Poller {
@@ -23,6 +25,25 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// The loop for `settings`, calling through the agent's own HTTP client, and the state it
+    /// shares with the management API.
+    pub fn new(
+        settings: Settings,
+        http: &Arc<TokenHttp>,
+        reloader: &Arc<Reloader>,
+        health: &Arc<Health>,
+    ) -> (Self, Arc<State>) {
+        let state = Arc::new(State::default());
+        let poller = Self {
+            client: SyncClient::new(http.clone(), &settings.url, settings.token),
+            reloader: reloader.clone(),
+            state: state.clone(),
+            health: health.clone(),
+            interval: settings.poll_interval,
+        };
+        (poller, state)
+    }
+
     /// Runs until `shutdown` (Ok) or a revocation (Err).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ManagedError> {
         let mut backoff = Backoff::default();
@@ -51,7 +72,7 @@ impl Poller {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.state.poke.notified() => {
+                _ = self.state.poked() => {
                     tracing::info!("sync requested through the management API");
                 }
             }
