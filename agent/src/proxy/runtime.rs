@@ -166,4 +166,16 @@ mod tests {
         assert_eq!(name(PolicyId(2)), Err(PeerRefusal::UnknownPolicy));
         assert_eq!(name(PolicyId(u32::MAX)), Err(PeerRefusal::UnknownPolicy));
     }
+
+    #[test]
+    fn before_the_first_sync_every_connection_is_refused_as_not_ready() {
+        let profiles = Profiles::not_ready();
+        for id in [PolicyId::DEFAULT, PolicyId(1)] {
+            assert_eq!(
+                profiles.get(id).map(|p| p.audit_name.clone()),
+                Err(PeerRefusal::NotReady)
+            );
+        }
+        assert!(!profiles.may_allow_host("anything.example"));
+    }
 }
