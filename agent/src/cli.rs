@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = false)]
     pub config: Option<PathBuf>,
 
+    /// Managed mode: the proxy token (`iprx_...`) for the control plane (same as `run
+    /// --token`; default `$IRON_PROXY_TOKEN`). Never logged.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -130,6 +135,10 @@ pub struct RunArgs {
     /// YAML config; without it the embedded default config is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Managed mode: the proxy token (`iprx_...`) for the control plane (default
+    /// `$IRON_PROXY_TOKEN`); policy and credentials then come from the control plane.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// With `-- CMD`: run CMD as this user (default: the user who invoked sudo, else yourself).
     #[arg(long, requires = "cmd")]
     pub user: Option<String>,
@@ -274,8 +283,9 @@ fn run_hint(args: &[OsString]) -> String {
 }
 
 /// Long options that iron-proxy users pass with a single dash (Go's `flag` package).
-const GO_STYLE: [&str; 9] = [
+const GO_STYLE: [&str; 10] = [
     "allow",
+    "token",
     "config",
     "outdir",
     "name",

@@ -20,6 +20,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod identify;
 pub mod install;
+pub mod managed;
 pub mod mcp;
 pub mod message;
 pub mod metrics;

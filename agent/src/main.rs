@@ -24,14 +24,18 @@ fn main() -> ExitCode {
         Some(Command::BenchMint { iterations }) => bench_mint(iterations),
         Some(Command::BenchAudit { records, mode }) => bench_audit(records, mode),
         Some(Command::Run(a)) if !a.cmd.is_empty() => {
+            if a.token.is_some() || cli.token.is_some() {
+                eprintln!("error: --token (managed mode) cannot be combined with `run -- CMD`");
+                return ExitCode::from(2);
+            }
             let jail = app::jail::JailOptions {
                 user: a.user,
                 keep_env: a.keep_env,
                 cmd: a.cmd,
             };
-            run(a.config.or(cli.config), Some(jail))
+            run(a.config.or(cli.config), Some(jail), None)
         }
-        Some(Command::Run(a)) => run(a.config.or(cli.config), None),
+        Some(Command::Run(a)) => run(a.config.or(cli.config), None, a.token.or(cli.token)),
         Some(Command::Install(a)) => report(install::install(&install::InstallOptions {
             config: a.config,
             allow: a.allow,
@@ -49,7 +53,7 @@ fn main() -> ExitCode {
             json: a.json,
             root: a.root,
         })),
-        None => run(cli.config, None),
+        None => run(cli.config, None, cli.token),
     }
 }
 
@@ -149,7 +153,11 @@ fn bench_audit(records: u64, mode: iron_agent::audit::bench::Mode) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -> ExitCode {
+fn run(
+    path: Option<std::path::PathBuf>,
+    jail: Option<app::jail::JailOptions>,
+    token: Option<String>,
+) -> ExitCode {
     // Checked before loading the config: without root the default config would generate its CA
     // in the user's state directory for nothing.
     if jail.is_some() && !iron_agent::sys::is_root() {
@@ -170,6 +178,10 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
             }
             return ExitCode::from(1);
         }
+    };
+    let managed = match managed_settings(jail.is_some(), token, &cfg, &env) {
+        Ok(m) => m,
+        Err(code) => return code,
     };
     telemetry::init(cfg.log.level);
     if path.is_none() {
@@ -208,7 +220,7 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(app::run(cfg, path)) {
+    match rt.block_on(app::run(cfg, path, managed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One plain line per error (not also a JSON log line): this is the last thing said.
@@ -218,6 +230,23 @@ fn run(path: Option<std::path::PathBuf>, jail: Option<app::jail::JailOptions>) -
             ExitCode::from(1)
         }
     }
+}
+
+/// Managed mode (a token): control-plane settings are checked before anything starts. A
+/// jailed run reads no token from the environment: its private agent is standalone.
+fn managed_settings(
+    jailed: bool,
+    token: Option<String>,
+    cfg: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<iron_agent::managed::Settings>, ExitCode> {
+    if jailed {
+        return Ok(None);
+    }
+    iron_agent::managed::Settings::resolve(token, &cfg.control_plane, env).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(1)
+    })
 }
 
 /// The embedded default config; generates its CA into the state directory on first use.

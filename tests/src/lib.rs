@@ -9,6 +9,7 @@ pub mod agent;
 pub mod ca;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod curl;
 pub mod dns;
 pub mod ebpf_world;

@@ -317,7 +317,7 @@ async fn supervise(
     // Registered before the agent starts: a Ctrl-C during startup must reach our cleanup rather
     // than kill the process with the programs attached and the cgroup left behind.
     let mut sigs = Signals::new()?;
-    let mut agent = tokio::spawn(super::run(cfg, None));
+    let mut agent = tokio::spawn(super::run(cfg, None, None));
     let metrics = SocketAddr::from((Ipv4Addr::LOCALHOST, metrics_port));
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {

@@ -1,6 +1,8 @@
 //! The management API (`management.listen`, iron-proxy §19): bearer-authenticated JSON
 //! endpoints acting on the running agent. Standalone mode: `POST /v1/reload` reloads the
-//! config file; `/v1/status` and `/v1/sync` belong to managed mode and say so.
+//! config file; `/v1/status` and `/v1/sync` belong to managed mode and say so. Managed mode:
+//! `GET /v1/status` reports the sync state, `POST /v1/sync` asks for a sync now (202), and
+//! `/v1/reload` is unavailable (404).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,8 +34,12 @@ pub struct Management {
 impl Management {
     /// Standalone mode with `management.listen` needs `--config`: `/v1/reload` must have a
     /// file to re-read (iron-proxy's message). Checked before anything is built or bound.
-    pub fn require_source(cfg: &Config, source: Option<&Path>) -> Result<(), AppError> {
-        if cfg.management.listen.is_some() && source.is_none() {
+    pub fn require_source(
+        cfg: &Config,
+        source: Option<&Path>,
+        managed: bool,
+    ) -> Result<(), AppError> {
+        if cfg.management.listen.is_some() && source.is_none() && !managed {
             return Err(AppError::Unsupported(vec![
                 "management.listen requires --config in standalone mode; /v1/reload has no file to re-read".into(),
             ]));
@@ -76,6 +82,7 @@ impl Management {
     pub(super) async fn serve(
         self,
         reloader: Arc<Reloader>,
+        managed: Option<Arc<crate::managed::State>>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) {
@@ -86,11 +93,11 @@ impl Management {
             tracker,
             shutdown,
             move |stream, _peer, _shutdown| {
-                let (key, reloader) = (key.clone(), reloader.clone());
+                let (key, reloader, managed) = (key.clone(), reloader.clone(), managed.clone());
                 async move {
                     let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (key, reloader) = (key.clone(), reloader.clone());
-                        let action = route(&req, &key);
+                        let action = route(&req, &key, managed.as_deref());
                         async move {
                             Ok::<_, Infallible>(match action {
                                 Action::Answer(r) => r,
@@ -115,7 +122,7 @@ enum Action {
 }
 
 /// iron-proxy's order: unknown path (plain 404, no auth), then auth, then method.
-fn route<B>(req: &Request<B>, key: &str) -> Action {
+fn route<B>(req: &Request<B>, key: &str, managed: Option<&crate::managed::State>) -> Action {
     let allow = match req.uri().path() {
         "/v1/reload" | "/v1/sync" => Method::POST,
         "/v1/status" => Method::GET,
@@ -134,16 +141,31 @@ fn route<B>(req: &Request<B>, key: &str) -> Action {
             .insert(header::ALLOW, http::HeaderValue::from_static(allow));
         return Action::Answer(r);
     }
-    Action::Answer(match req.uri().path() {
-        "/v1/reload" => return Action::Reload,
-        "/v1/status" => json(
+    Action::Answer(match (req.uri().path(), managed) {
+        ("/v1/reload", None) => return Action::Reload,
+        ("/v1/reload", Some(_)) => json(
+            StatusCode::NOT_FOUND,
+            &error_body("reload is unavailable in managed mode"),
+        ),
+        ("/v1/status", None) => json(
             StatusCode::NOT_FOUND,
             &error_body("status is unavailable in standalone mode"),
         ),
-        _ => json(
+        ("/v1/status", Some(m)) => json(
+            StatusCode::OK,
+            &serde_json::to_value(m.status()).unwrap_or_default(),
+        ),
+        (_, None) => json(
             StatusCode::NOT_FOUND,
             &error_body("sync is unavailable in standalone mode"),
         ),
+        (_, Some(m)) => {
+            m.poke();
+            json(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"status": "sync requested"}),
+            )
+        }
     })
 }
 

@@ -14,6 +14,7 @@ pub mod reload;
 mod reload_diff;
 mod reload_kernel;
 mod serve;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,13 +78,19 @@ fn join<E: std::fmt::Display>(errs: &[E]) -> String {
 }
 
 /// Runs the agent until SIGINT/SIGTERM (Ok) or a fatal error (Err). `source` is the
-/// `--config` file, re-read by a reload (`None`: the embedded default config).
-pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
+/// `--config` file, re-read by a reload (`None`: the embedded default config). With
+/// `managed` settings the top-level pipeline comes from the control plane instead.
+pub async fn run(
+    mut cfg: Config,
+    source: Option<PathBuf>,
+    managed: Option<crate::managed::Settings>,
+) -> Result<(), AppError> {
+    ignore_local_pipeline(&mut cfg, managed.is_some());
     let refused = crate::check::unsupported(&cfg);
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
     }
-    management::Management::require_source(&cfg, source.as_deref())?;
+    management::Management::require_source(&cfg, source.as_deref(), managed.is_some())?;
     let signals = Signals::install();
     let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok())?;
     let hangup = reload::Hangup::install();
@@ -96,10 +103,10 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
             .with_otel(otel),
     );
     // Serving /healthz (and /readyz: 503) from here on, while the rest starts.
-    let admin = admin::Admin::start(&cfg.metrics.listen, Health::standalone()).await?;
+    let admin = admin::Admin::start(&cfg.metrics.listen, health(managed.is_some())).await?;
     let upstream = Upstream::build(&cfg)?;
     let mut secrets = SecretRegistry::default();
-    let profiles = build_profiles(&cfg, &mut secrets, &upstream.mint)?;
+    let profiles = first_profiles(&cfg, managed.is_some(), &mut secrets, &upstream.mint)?;
     admin.health.pipeline_built();
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
@@ -125,10 +132,7 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
         connector: upstream.connector,
         audit,
         leaf_cache,
-        mode: match cfg.tls.mode {
-            TlsMode::Mitm => Mode::Mitm,
-            TlsMode::SniOnly => Mode::SniOnly,
-        },
+        mode: mode_of(cfg.tls.mode),
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
         websockets: Default::default(),
@@ -142,6 +146,7 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
     let ebpf = interceptor.is_some();
     let reloader = Arc::new(reload::Reloader::new(reload::Parts {
         source,
+        managed: managed.is_some(),
         cfg: cfg.clone(),
         rt: rt.clone(),
         mint: upstream.mint.clone(),
@@ -149,13 +154,58 @@ pub async fn run(cfg: Config, source: Option<PathBuf>) -> Result<(), AppError> {
         interceptor,
         postgres: postgres.clone(),
     }));
+    let managed = managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health));
     let control = reload::Control {
         reloader,
         management,
         hangup,
+        managed,
     };
     first_start.disarm();
     serve::serve(&cfg, rt, listeners, ebpf, control, signals, postgres, admin).await
+}
+
+/// Managed mode: the top-level pipeline comes from the control plane; the YAML one is dropped
+/// (said once at startup).
+fn ignore_local_pipeline(cfg: &mut Config, managed: bool) {
+    if managed && !cfg.transforms.is_empty() {
+        tracing::warn!(
+            count = cfg.transforms.len(),
+            "managed mode: the YAML `transforms` are ignored; the pipeline comes from the control plane"
+        );
+        cfg.transforms.clear();
+    }
+}
+
+/// Managed mode is not ready until its first sync; standalone has nothing to sync.
+fn health(managed: bool) -> Health {
+    if managed {
+        Health::default()
+    } else {
+        Health::standalone()
+    }
+}
+
+/// The profiles at startup. Managed mode: nothing is judged until the first sync (every
+/// connection gets 503).
+fn first_profiles(
+    cfg: &Config,
+    managed: bool,
+    secrets: &mut SecretRegistry,
+    mint: &Arc<TokenHttp>,
+) -> Result<Profiles, AppError> {
+    if managed {
+        Ok(Profiles::not_ready())
+    } else {
+        build_profiles(cfg, secrets, mint)
+    }
+}
+
+fn mode_of(mode: TlsMode) -> Mode {
+    match mode {
+        TlsMode::Mitm => Mode::Mitm,
+        TlsMode::SniOnly => Mode::SniOnly,
+    }
 }
 
 /// Pins a first start created: removed (detaching the programs) when the start fails before

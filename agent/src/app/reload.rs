@@ -74,10 +74,14 @@ struct Generation {
     refreshers: CancellationToken,
 }
 
-/// Rebuilds and swaps the policy state of a running agent. Reloads are serialised.
+/// Rebuilds and swaps the policy state of a running agent. Reloads (and managed-mode syncs)
+/// are serialised.
 pub struct Reloader {
     /// The `--config` file; `None` (embedded default config) cannot be reloaded.
     source: Option<PathBuf>,
+    /// Managed mode: the pipeline comes from the control plane ([`Reloader::apply_sync`]);
+    /// file reloads are unavailable.
+    managed: bool,
     rt: Arc<Runtime>,
     mint: Arc<TokenHttp>,
     interceptor: Option<Arc<Interceptor>>,
@@ -92,6 +96,7 @@ pub struct Reloader {
 /// Everything the app hands over at startup.
 pub struct Parts {
     pub source: Option<PathBuf>,
+    pub managed: bool,
     pub cfg: Config,
     pub rt: Arc<Runtime>,
     pub mint: Arc<TokenHttp>,
@@ -103,9 +108,11 @@ pub struct Parts {
 impl Reloader {
     pub fn new(p: Parts) -> Self {
         // The startup config's hash: from the file when there is one, as a reload computes it.
+        // Managed mode starts with none: the control plane's hash names what is in force.
         let hash = p
             .source
             .as_ref()
+            .filter(|_| !p.managed)
             .and_then(|s| std::fs::read_to_string(s).ok())
             .map(|t| config_hash(&t))
             .unwrap_or_default();
@@ -114,6 +121,7 @@ impl Reloader {
         let refreshers = root.child_token();
         Self {
             source: p.source,
+            managed: p.managed,
             rt: p.rt,
             mint: p.mint,
             interceptor: p.interceptor,
@@ -133,8 +141,18 @@ impl Reloader {
         self.current.lock().await.hash.clone()
     }
 
+    /// Whether the pipeline comes from a control plane (no file reloads).
+    pub fn is_managed(&self) -> bool {
+        self.managed
+    }
+
     /// Reloads from the config file. On error nothing changed.
     pub async fn reload(&self, trigger: Trigger) -> Result<Reloaded, ReloadError> {
+        if self.managed {
+            let e = ReloadError::Invalid("reload is unavailable in managed mode".into());
+            tracing::warn!(trigger = trigger.as_str(), error = %e, "config reload refused");
+            return Err(e);
+        }
         let mut current = self.current.lock().await;
         let result = self.rebuild_and_swap(&mut current).await;
         finished(trigger, &result, &current.hash);
@@ -167,6 +185,46 @@ impl Reloader {
         if self.interceptor.is_some() {
             kernel::check_identities(&cfg).map_err(ReloadError::Invalid)?;
         }
+        self.commit(cur, cfg, hash).await
+    }
+
+    /// Managed mode: applies what a sync answer changes (the top-level pipeline, the MCP
+    /// policy) to the config in force, through the same build-then-swap as a file reload.
+    /// On error nothing changed, and the hash in force stays the old one.
+    pub async fn apply_sync(
+        &self,
+        synced: crate::managed::apply::Synced,
+        hash: String,
+    ) -> Result<Reloaded, ReloadError> {
+        let mut current = self.current.lock().await;
+        let mut cfg = current.cfg.clone();
+        if let Some(t) = synced.transforms {
+            cfg.transforms = t;
+        }
+        if let Some(m) = synced.mcp {
+            cfg.mcp = m;
+        }
+        let result = self.commit(&mut current, cfg, hash).await;
+        // A rejection is logged by the poller, with the reasons found before the build.
+        if let Ok(r) = &result {
+            crate::metrics::set_config_hash(&r.config_hash);
+            tracing::info!(
+                config_hash = %r.config_hash,
+                changed = %r.changed.join(", "),
+                "config applied from control plane"
+            );
+        }
+        result
+    }
+
+    /// Builds every profile of `cfg` and swaps it in with the kernel maps and the PostgreSQL
+    /// proxy, or changes nothing.
+    async fn commit(
+        &self,
+        cur: &mut Generation,
+        cfg: Config,
+        hash: String,
+    ) -> Result<Reloaded, ReloadError> {
         let mut secrets = SecretRegistry::default();
         let profiles = super::build_profiles(&cfg, &mut secrets, &self.mint)
             .map_err(|e| ReloadError::Invalid(e.to_string()))?;
@@ -266,6 +324,8 @@ pub struct Control {
     pub reloader: Arc<Reloader>,
     pub management: Option<Management>,
     pub hangup: Hangup,
+    /// Managed mode: the sync loop and the state it shares with the management API.
+    pub managed: Option<(super::sync::Poller, Arc<crate::managed::State>)>,
 }
 
 impl Control {
@@ -291,11 +351,21 @@ impl Control {
             s.cancelled().await;
             root.cancel();
         });
+        let state = self.managed.as_ref().map(|(_, st)| st.clone());
         if let Some(m) = self.management {
             let (c, s, r) = (conns.clone(), shutdown.clone(), self.reloader.clone());
             servers.spawn(async move {
-                m.serve(r, c, s).await;
+                m.serve(r, state, c, s).await;
                 ("management", None)
+            });
+        }
+        if let Some((poller, _)) = self.managed {
+            let s = shutdown.clone();
+            servers.spawn(async move {
+                match poller.run(s).await {
+                    Ok(()) => ("control_plane", None),
+                    Err(e) => ("control_plane", Some(e.to_string())),
+                }
             });
         }
         let (r, s) = (self.reloader, shutdown.clone());

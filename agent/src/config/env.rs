@@ -44,12 +44,7 @@ pub fn apply_overrides(
     if let Some(v) = get("IRON_TLS_MODE") {
         set_tls_mode(cfg, &v, &mut errors);
     }
-    if let Some(v) = get("IRON_TLS_CA_CERT") {
-        cfg.tls.ca_cert = Some(v.into());
-    }
-    if let Some(v) = get("IRON_TLS_CA_KEY") {
-        cfg.tls.ca_key = Some(v.into());
-    }
+    set_strings(cfg, &get, &mut errors);
     parse_into!("IRON_METRICS_LISTEN", cfg.metrics.listen);
     parse_some!("IRON_MANAGEMENT_LISTEN", cfg.management.listen);
     parse_into!("IRON_LOG_LEVEL", cfg.log.level);
@@ -82,6 +77,26 @@ pub fn apply_overrides(
         Ok(())
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+/// Paths and URLs, taken as they are (the URL syntax checked).
+fn set_strings(
+    cfg: &mut Config,
+    get: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    if let Some(v) = get("IRON_TLS_CA_CERT") {
+        cfg.tls.ca_cert = Some(v.into());
+    }
+    if let Some(v) = get("IRON_TLS_CA_KEY") {
+        cfg.tls.ca_key = Some(v.into());
+    }
+    if let Some(v) = get("IRON_CONTROL_PLANE_URL") {
+        match super::validate::check_url_syntax(&v) {
+            Ok(()) => cfg.control_plane.url = Some(v),
+            Err(e) => errors.push(ConfigError::new("IRON_CONTROL_PLANE_URL", e)),
+        }
     }
 }
 

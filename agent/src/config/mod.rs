@@ -278,12 +278,20 @@ impl ManagementConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ControlPlaneConfig {
     pub poll_interval: GoDuration,
+    /// Managed mode: the control plane's base URL (`IRON_CONTROL_PLANE_URL` wins; default
+    /// `https://api.iron.sh`).
+    pub url: Option<String>,
+    /// Allows an `http://` control plane on a non-loopback address (the token and the synced
+    /// credentials then cross the network in clear text).
+    pub allow_insecure: bool,
 }
 
 impl Default for ControlPlaneConfig {
     fn default() -> Self {
         Self {
             poll_interval: GoDuration(Duration::from_secs(10)),
+            url: None,
+            allow_insecure: false,
         }
     }
 }

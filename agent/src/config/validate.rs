@@ -96,6 +96,11 @@ pub(super) fn collect(cfg: &Config, indices: &[usize], errors: &mut Vec<ConfigEr
             "must be positive; got 0s",
         ));
     }
+    if let Some(url) = &cfg.control_plane.url
+        && let Err(e) = check_url_syntax(url)
+    {
+        errors.push(ConfigError::new("control_plane.url", e));
+    }
     for (n, entry) in cfg.transforms.iter().enumerate() {
         entry.validate(&entry_path(indices, n), errors);
     }
@@ -251,4 +256,22 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
         out.push("dns: records and passthrough are ignored because dns is disabled".to_string());
     }
     out
+}
+
+/// `http://` or `https://`, a host, no query or fragment.
+pub fn check_url_syntax(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{url:?} must start with https:// or http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} names no host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    Ok(())
 }

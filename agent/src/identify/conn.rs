@@ -23,6 +23,8 @@ pub enum PeerRefusal {
     /// The kernel's record names a policy id the config in force does not have (a socket
     /// recorded before a reload that removed its `intercept.policies` entry).
     UnknownPolicy,
+    /// Managed mode: no config has been synced from the control plane yet (503).
+    NotReady,
 }
 
 impl PeerRefusal {
@@ -32,6 +34,7 @@ impl PeerRefusal {
             PeerRefusal::DeniedIdentity => "identity_denied",
             PeerRefusal::Unidentified => "unidentified_peer",
             PeerRefusal::UnknownPolicy => "unknown_policy",
+            PeerRefusal::NotReady => "not_ready",
         }
     }
 }

@@ -9,7 +9,8 @@
 //! | outcome | status | action | audit fields |
 //! |---|---|---|---|
 //! | forwarded / opened / relayed | upstream's (200 for a tunnel or splice) | allow | |
-//! | refused by the agent ([`Refusal`]) | 400, 403, 405 or 429 (budget) | reject | `reason`, `rejected_by: proxy` |
+//! | refused by the agent ([`Refusal`]) | 400, 403, 405, 429 (budget) or 503 (connection limit) | reject | `reason`, `rejected_by: proxy` |
+//! | managed mode before the first sync | 503 | reject | `reason: not_ready`, `rejected_by: proxy` |
 //! | denied by the connection policy | 403 | reject | `rejected_by: allowlist` |
 //! | transform reject | transform's, default 403 | reject | `rejected_by` |
 //! | transform stub | transform's | stub | `stubbed_by` (request phase only) |
@@ -248,6 +249,10 @@ For HTTPS through a proxy, set proxy.tunnel_listen in the config and point https
 at that address (see docs/tunnels.md); keep http_proxy on this listener. With DNS or eBPF \
 interception no proxy variable is needed.\n";
 
+/// The 503 body while managed mode waits for its first sync.
+pub const NOT_READY_BODY: &str =
+    "iron-agent is not ready: no config has been synced from the control plane yet\n";
+
 fn refused(r: Refusal) -> Answer {
     let (response, reason) = match r {
         Refusal::Identify(i) => (respond::text(StatusCode::BAD_REQUEST, i.body()), i.reason()),
@@ -264,6 +269,10 @@ fn refused(r: Refusal) -> Answer {
             };
         }
         Refusal::TunnelProtocolUnsupported => (respond::forbidden(), "tunnel_protocol_unsupported"),
+        Refusal::Peer(identify::PeerRefusal::NotReady) => (
+            respond::text(StatusCode::SERVICE_UNAVAILABLE, NOT_READY_BODY),
+            identify::PeerRefusal::NotReady.reason(),
+        ),
         Refusal::Peer(p) => (respond::forbidden(), p.reason()),
         Refusal::Budget(kind) => (
             respond::text(StatusCode::TOO_MANY_REQUESTS, kind.body()),

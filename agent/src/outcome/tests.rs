@@ -264,3 +264,13 @@ fn finish_writes_exactly_one_record_with_the_decided_action() {
     finish(audit, Outcome::Opened);
     assert_eq!(sink.counters.allow.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn not_ready_is_a_503_refusal_by_the_proxy() {
+    let a = answer(Outcome::Refused(Refusal::Peer(
+        crate::identify::PeerRefusal::NotReady,
+    )));
+    assert_eq!(a.status, 503);
+    assert_eq!(a.reason, Some("not_ready"));
+    assert_eq!(a.rejected_by.as_deref(), Some("proxy"));
+}

@@ -72,6 +72,9 @@ fn refuse_peer(r: PeerRefusal) -> Stop {
         PeerRefusal::UnknownPolicy => {
             "iron-agent: connection refused: the connection's policy is no longer configured"
         }
+        PeerRefusal::NotReady => {
+            "iron-agent: connection refused: no config has been synced from the control plane yet"
+        }
     };
     refuse(r.reason(), "28000", message.into())
 }

@@ -90,6 +90,8 @@ impl Profile {
 pub struct Profiles {
     default: Arc<Profile>,
     policies: Vec<Arc<Profile>>,
+    /// Managed mode before the first sync: every connection is refused (503).
+    not_ready: bool,
 }
 
 impl Profiles {
@@ -97,6 +99,24 @@ impl Profiles {
         Self {
             default: Arc::new(default),
             policies: policies.into_iter().map(Arc::new).collect(),
+            not_ready: false,
+        }
+    }
+
+    /// Managed mode until the first sync is applied: no policy yet, so nothing is judged;
+    /// every connection gets [`PeerRefusal::NotReady`].
+    pub fn not_ready() -> Self {
+        Self {
+            not_ready: true,
+            ..Self::new(
+                Profile {
+                    audit_name: None,
+                    policy: Policy::default(),
+                    pipeline: Pipeline::default(),
+                    mcp: None,
+                },
+                Vec::new(),
+            )
         }
     }
 
@@ -104,6 +124,9 @@ impl Profiles {
     /// profile has (its `intercept.policies` entry was removed by a reload after the kernel
     /// recorded the socket) is refused, never judged by the top-level pipeline.
     pub fn get(&self, id: PolicyId) -> Result<&Arc<Profile>, PeerRefusal> {
+        if self.not_ready {
+            return Err(PeerRefusal::NotReady);
+        }
         match id.index() {
             None => Ok(&self.default),
             Some(i) => self.policies.get(i).ok_or(PeerRefusal::UnknownPolicy),
@@ -118,9 +141,10 @@ impl Profiles {
     /// Whether any profile could allow a request to `host` (DNS in eBPF mode answers only
     /// names some profile may allow).
     pub fn may_allow_host(&self, host: &str) -> bool {
-        std::iter::once(&self.default)
-            .chain(&self.policies)
-            .any(|p| p.policy.may_allow_host(host))
+        !self.not_ready
+            && std::iter::once(&self.default)
+                .chain(&self.policies)
+                .any(|p| p.policy.may_allow_host(host))
     }
 }
 
@@ -147,5 +171,17 @@ mod tests {
         // Policy 2 was dropped by a reload after the kernel recorded a socket with it.
         assert_eq!(name(PolicyId(2)), Err(PeerRefusal::UnknownPolicy));
         assert_eq!(name(PolicyId(u32::MAX)), Err(PeerRefusal::UnknownPolicy));
+    }
+
+    #[test]
+    fn before_the_first_sync_every_connection_is_refused_as_not_ready() {
+        let profiles = Profiles::not_ready();
+        for id in [PolicyId::DEFAULT, PolicyId(1)] {
+            assert_eq!(
+                profiles.get(id).map(|p| p.audit_name.clone()),
+                Err(PeerRefusal::NotReady)
+            );
+        }
+        assert!(!profiles.may_allow_host("anything.example"));
     }
 }

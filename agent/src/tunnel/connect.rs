@@ -15,6 +15,7 @@ const MAX_HEADERS: usize = 64;
 pub const ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
 pub const FORBIDDEN: &[u8] =
     b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// Managed mode before the first sync, or past a connection limit.
 pub const UNAVAILABLE: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 const BAD_REQUEST: &[u8] =

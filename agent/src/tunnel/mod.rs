@@ -256,12 +256,18 @@ async fn open(
         }
         Err(e) => return Err(e),
     };
-    let (allowed, traces) = setup::authorize(rt, conn, &target, protocol);
-    match (protocol, allowed) {
-        (Protocol::Connect, true) => stream.write_all(connect::ESTABLISHED).await?,
-        (Protocol::Connect, false) => stream.write_all(connect::FORBIDDEN).await?,
-        (Protocol::Socks5, true) => socks5::reply(stream, socks5::Reply::Succeeded).await?,
-        (Protocol::Socks5, false) => socks5::reply(stream, socks5::Reply::NotAllowed).await?,
+    let (verdict, traces) = setup::authorize(rt, conn, &target, protocol);
+    let allowed = verdict == setup::Verdict::Open;
+    match (protocol, verdict) {
+        (Protocol::Connect, setup::Verdict::Open) => stream.write_all(connect::ESTABLISHED).await?,
+        (Protocol::Connect, setup::Verdict::Denied) => stream.write_all(connect::FORBIDDEN).await?,
+        (Protocol::Connect, setup::Verdict::NotReady) => {
+            stream.write_all(connect::UNAVAILABLE).await?
+        }
+        (Protocol::Socks5, setup::Verdict::Open) => {
+            socks5::reply(stream, socks5::Reply::Succeeded).await?
+        }
+        (Protocol::Socks5, _) => socks5::reply(stream, socks5::Reply::NotAllowed).await?,
     }
     Ok(allowed.then_some(Opened::Tunnel {
         target,

@@ -4,6 +4,7 @@
 //! destination was judged ([`refuse`]) leaves one record of the same shape, `rejected_by: proxy`.
 
 use crate::audit::{AuditRecord, PendingAudit, Trace};
+use crate::identify::PeerRefusal;
 use crate::outcome::{self, Outcome, Refusal as Refused};
 use crate::policy::{ALLOWLIST, ConnectionCheck};
 use crate::proxy::{ConnInfo, Runtime};
@@ -49,13 +50,22 @@ pub fn refuse(rt: &Runtime, conn: &ConnInfo, protocol: Protocol, refusal: &Refus
     outcome::finish(audit, Outcome::Refused(refused));
 }
 
+/// The setup decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Open,
+    Denied,
+    /// Managed mode before the first sync: CONNECT gets 503 (SOCKS5 has no such code).
+    NotReady,
+}
+
 /// Returns whether the tunnel may open, and the traces of the check.
 pub fn authorize(
     rt: &Runtime,
     conn: &ConnInfo,
     target: &Target,
     protocol: Protocol,
-) -> (bool, Vec<Trace>) {
+) -> (Verdict, Vec<Trace>) {
     let mut audit = pending(rt, conn, Some(target), protocol);
     let profile = match rt.profile_for(conn) {
         Ok(p) => p,
@@ -63,7 +73,11 @@ pub fn authorize(
             // A `deny` identity, an unidentified peer or a removed policy: refused like a
             // denied destination.
             outcome::finish(audit, Outcome::Refused(Refused::Peer(r)));
-            return (false, Vec::new());
+            let verdict = match r {
+                PeerRefusal::NotReady => Verdict::NotReady,
+                _ => Verdict::Denied,
+            };
+            return (verdict, Vec::new());
         }
     };
     // Decision 9: method and path rules are enforced on each request inside the tunnel.
@@ -80,5 +94,10 @@ pub fn authorize(
         Outcome::Denied { by: ALLOWLIST }
     };
     outcome::finish(audit, outcome);
-    (decision.allowed, decision.traces)
+    let verdict = if decision.allowed {
+        Verdict::Open
+    } else {
+        Verdict::Denied
+    };
+    (verdict, decision.traces)
 }

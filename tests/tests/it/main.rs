@@ -26,6 +26,7 @@ mod install;
 mod jail_env;
 mod jail_governed;
 mod judge;
+mod managed;
 mod mcp;
 mod metrics;
 mod oauth;
