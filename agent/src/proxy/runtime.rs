@@ -114,6 +114,7 @@ impl Profiles {
                     policy: Policy::default(),
                     pipeline: Pipeline::default(),
                     mcp: None,
+                    budget: None,
                 },
                 Vec::new(),
             )
