@@ -92,16 +92,8 @@ pub async fn run(
     }
     management::Management::require_source(&cfg, source.as_deref(), managed.is_some())?;
     let signals = Signals::install();
-    let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok())?;
     let hangup = reload::Hangup::install();
-    let audit = Arc::new(
-        AuditSink::stderr(cfg.log.level)
-            .map_err(|e| AppError::Fatal {
-                component: "audit",
-                reason: format!("starting the audit writer: {e}"),
-            })?
-            .with_otel(otel),
-    );
+    let audit = start_audit(&cfg)?;
     // Serving /healthz (and /readyz: 503) from here on, while the rest starts.
     let admin = admin::Admin::start(&cfg.metrics.listen, health(managed.is_some())).await?;
     let upstream = Upstream::build(&cfg)?;
@@ -163,6 +155,17 @@ pub async fn run(
     };
     first_start.disarm();
     serve::serve(&cfg, rt, listeners, ebpf, control, signals, postgres, admin).await
+}
+
+/// The audit writer (stderr) with OTEL export when the environment configures it; failing to
+/// start the writer is a startup error, never a silent no-op.
+fn start_audit(cfg: &Config) -> Result<Arc<AuditSink>, AppError> {
+    let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok())?;
+    let sink = AuditSink::stderr(cfg.log.level).map_err(|e| AppError::Fatal {
+        component: "audit",
+        reason: format!("starting the audit writer: {e}"),
+    })?;
+    Ok(Arc::new(sink.with_otel(otel)))
 }
 
 /// Managed mode: the top-level pipeline comes from the control plane; the YAML one is dropped
