@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::client::{Reply, get};
+use iron_agent_tests::config::Tls;
 use iron_agent_tests::control::Control;
-use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, http_request};
+use iron_agent_tests::{
+    Agent, AgentConfig, Origin, OriginKind, TestCa, http_request, https_request,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,7 +30,15 @@ const SECRET: &str = "synced-secret-value-3e9a";
 /// ignored in managed mode.
 fn yaml(ca: &TestCa, dir: &std::path::Path, url: &str, interval: &str) -> String {
     let (c, k) = ca.write(dir);
-    let cfg = AgentConfig::loopback(&c, &k).tunnel_listener();
+    managed_yaml(
+        AgentConfig::loopback(&c, &k).tunnel_listener(),
+        url,
+        interval,
+    )
+}
+
+/// `cfg` made managed: the management API and the control plane at `url`.
+fn managed_yaml(cfg: AgentConfig, url: &str, interval: &str) -> String {
     let mut v = serde_json::to_value(&cfg).unwrap();
     v["management"] = json!({"listen": "127.0.0.1:0", "api_key_env": KEY_VAR});
     v["control_plane"] = json!({"url": url, "poll_interval": interval});
@@ -302,6 +313,45 @@ fn control_plane_down_at_startup_then_up() {
         assert_eq!(r.echoed_header("x-api-key").as_deref(), Some(SECRET));
         agent.assert_not_logged(&f.token);
         drop(control);
+    });
+}
+
+/// `tls.mode: sni-only` before the first sync: the ClientHello is read, the connection is closed
+/// without a handshake, and exactly one record says `not_ready`.
+#[test]
+fn sni_only_before_the_first_sync_is_closed_as_not_ready() {
+    iron_agent_tests::runtime().block_on(async {
+        // A port nothing listens on: the control plane is down for the whole test.
+        let down = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let ca = TestCa::new("sni-only client CA");
+        let mut cfg = AgentConfig::loopback(std::path::Path::new("."), std::path::Path::new("."));
+        cfg.tls = Tls {
+            mode: Some("sni-only".into()),
+            ..Tls::default()
+        };
+        let agent = Agent::with_config(&managed_yaml(cfg, &format!("http://{down}"), "1s"))
+            .env(KEY_VAR, KEY)
+            .env("IRON_PROXY_TOKEN", "never-synced-token-5d1f")
+            .start();
+        assert!(agent.wait_for_log("control plane sync failed"));
+        assert_eq!(status(&agent).await["synced_once"], false);
+
+        let err = https_request(
+            agent.addr("https"),
+            "sni.test",
+            ca.client_config(),
+            get("sni.test", "/"),
+        )
+        .await
+        .expect_err("no TLS handshake may complete before the first sync");
+        assert!(err.starts_with("tls:"), "{err}");
+        let rec = agent.audits_where(1, |v| v["reason"] == "not_ready");
+        assert_eq!(rec[0]["action"], "reject", "{rec:?}");
+        assert_eq!(rec[0]["mode"], "sni-only", "{rec:?}");
+        assert_eq!(agent.audits().len(), 1, "{:?}", agent.audits());
     });
 }
 

@@ -11,7 +11,7 @@ use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform
 use serde_json::json;
 
 /// SIGTERM while requests wait on a slow upstream: every in-flight request completes with its
-/// 200 and one audit record, and the agent exits 0.
+/// 200 and one audit record, a new connection meanwhile is not served, and the agent exits 0.
 #[test]
 fn sigterm_under_load_drains_in_flight_requests() {
     const IN_FLIGHT: usize = 6;
@@ -37,7 +37,24 @@ fn sigterm_under_load_drains_in_flight_requests() {
         }
         // `/slow` answers after 3 s: all requests are in flight when the signal comes.
         tokio::time::sleep(Duration::from_millis(800)).await;
-        let status = tokio::task::block_in_place(|| agent.signal(libc::SIGTERM));
+        // SAFETY: plain kill(2) on our own child's pid; `Agent::signal` would block until exit.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(agent.pid() as i32, libc::SIGTERM);
+        }
+        assert!(agent.wait_for_log("shutting down"), "{}", agent.logs());
+        assert!(
+            tasks.iter().all(|t| !t.is_finished()),
+            "the slow requests must still be in flight"
+        );
+        let late = tokio::time::timeout(Duration::from_secs(15), late_request(http, &host))
+            .await
+            .expect("a connection during the drain is closed once the agent exits");
+        assert!(
+            !late.starts_with("HTTP/1.1 200"),
+            "answered during the drain: {late}"
+        );
+        let status = tokio::task::block_in_place(|| agent.wait_exit(Duration::from_secs(15)));
         for t in tasks {
             let reply = tokio::time::timeout(Duration::from_secs(15), t)
                 .await
@@ -49,11 +66,28 @@ fn sigterm_under_load_drains_in_flight_requests() {
         let recs = agent.audits();
         let slow: Vec<_> = recs.iter().filter(|a| a["path"] == "/slow").collect();
         assert_eq!(slow.len(), IN_FLIGHT, "{recs:?}");
+        assert!(recs.iter().all(|a| a["path"] != "/late"), "{recs:?}");
         assert!(
             slow.iter()
                 .all(|a| a["status_code"] == 200 && a["action"] == "allow")
         );
     });
+}
+
+/// A GET on a fresh connection; returns whatever came back ("" when the connect was refused
+/// or the connection closed unanswered).
+async fn late_request(http: std::net::SocketAddr, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(http).await else {
+        return String::new();
+    };
+    let req = format!("GET /late HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// DNS upstream down (a resolver address that never answers): a passthrough name gets
