@@ -118,6 +118,9 @@ fn heads_over_the_limits_get_431_and_one_audit_record() {
             assert_eq!(rec["rejected_by"], "proxy", "{rec}");
             let sni = if *over_tls { "localhost" } else { "" };
             assert_eq!(rec["sni"], sni, "{rec}");
+            // Nothing of the refused head is trusted: the TLS name is the only host known.
+            assert_eq!(rec["host"], sni, "{rec}");
+            assert_eq!(rec["method"], "", "{rec}");
         }
         // Exactly one record each, and none for anything else: give late writes a moment.
         tokio::time::sleep(Duration::from_millis(300)).await;
