@@ -9,7 +9,7 @@
 //! | outcome | status | action | audit fields |
 //! |---|---|---|---|
 //! | forwarded / opened / relayed | upstream's (200 for a tunnel or splice) | allow | |
-//! | refused by the agent ([`Refusal`]) | 400, 403, 405, 429 (budget) or 503 (connection limit) | reject | `reason`, `rejected_by: proxy` |
+//! | refused by the agent ([`Refusal`]) | 400, 403, 405, 429 (budget), 431 (request head) or 503 (connection limit) | reject | `reason`, `rejected_by: proxy` |
 //! | managed mode before the first sync | 503 | reject | `reason: not_ready`, `rejected_by: proxy` |
 //! | denied by the connection policy | 403 | reject | `rejected_by: allowlist` |
 //! | transform reject | transform's, default 403 | reject | `rejected_by` |
@@ -99,6 +99,9 @@ pub enum Refusal {
     /// Past `proxy.max_connections` or `proxy.max_connections_per_client` (503).
     /// `reason` is `connection_limit` or `client_connection_limit`.
     ConnectionLimit { reason: &'static str },
+    /// The request head was over the listener's header count or size limit (431). hyper has
+    /// already answered; only the audit record is left (`request_header_fields_too_large`).
+    HeadTooLarge,
 }
 
 /// Failures of the agent or the upstream: `action: error`.
@@ -266,6 +269,13 @@ fn refused(r: Refusal) -> Answer {
                 reason: Some(reason),
                 rejected_by: Some(PROXY.into()),
                 ..Answer::bare(Action::Reject, status)
+            };
+        }
+        Refusal::HeadTooLarge => {
+            return Answer {
+                reason: Some("request_header_fields_too_large"),
+                rejected_by: Some(PROXY.into()),
+                ..Answer::bare(Action::Reject, 431)
             };
         }
         Refusal::TunnelProtocolUnsupported => (respond::forbidden(), "tunnel_protocol_unsupported"),

@@ -87,6 +87,19 @@ fn a_refused_tunnel_handshake_keeps_the_status_it_sent() {
     );
 }
 
+#[test]
+fn a_head_over_the_limits_is_a_431_refusal_hyper_already_answered() {
+    let a = answer(Outcome::Refused(Refusal::HeadTooLarge));
+    assert_eq!((a.action, a.status), (Action::Reject, 431));
+    assert!(a.response.is_none(), "hyper wrote the 431 itself");
+    let rec = recorded(a);
+    assert_eq!(
+        rec.reason.as_deref(),
+        Some("request_header_fields_too_large")
+    );
+    assert_eq!(rec.rejected_by.as_deref(), Some("proxy"));
+}
+
 #[tokio::test]
 async fn transform_rejects_default_to_an_empty_403() {
     let mut a = answer(Outcome::Rejected {

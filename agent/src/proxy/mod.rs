@@ -9,6 +9,7 @@ pub mod conn;
 mod first_byte;
 pub mod forward;
 pub mod handler;
+mod head_limits;
 pub mod limits;
 mod linger;
 mod mcp_hook;

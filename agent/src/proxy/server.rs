@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::first_byte::FirstByteDeadline;
+use super::head_limits::{self, MAX_HEAD_BYTES, MAX_HEADERS};
 use super::{ConnInfo, Runtime, handler};
 use crate::accept::accept_loop;
 use crate::identify::{ClientAddr, LocalAddr};
@@ -153,7 +154,8 @@ pub(crate) async fn serve_conn<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    let svc = service_fn(move |req| handler::handle(rt.clone(), conn.clone(), req));
+    let (svc_rt, svc_conn) = (rt.clone(), conn.clone());
+    let svc = service_fn(move |req| handler::handle(svc_rt.clone(), svc_conn.clone(), req));
     // Past a connection limit every request is answered 503 (and audited) by the handler; the
     // connection closes after its first answer (`Connection: close`).
     // HTTP/1.1 or HTTP/2, chosen by the client's first bytes (which follow the ALPN it
@@ -163,22 +165,29 @@ pub(crate) async fn serve_conn<I>(
     let io = FirstByteDeadline::new(io, HEADER_READ_TIMEOUT);
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(served);
-    tokio::select! {
-        _ = served.as_mut() => {}
+    let ended = tokio::select! {
+        r = served.as_mut() => r,
         _ = shutdown.cancelled() => {
             served.as_mut().graceful_shutdown();
-            let _ = served.await;
+            served.await
         }
+    };
+    // A head over the limits never reaches the handler: hyper answered 431 and ended the
+    // connection with this error, so its audit record is written here.
+    if let Err(e) = ended {
+        head_limits::audit_parse_error(&rt, &conn, e.as_ref());
     }
 }
 
-/// HTTP/1.1 keeps the client's header casing and a header read timeout; HTTP/2 accepts
-/// `:protocol` so WebSocket can be bootstrapped over it.
+/// HTTP/1.1 keeps the client's header casing, has a header read timeout and explicit head
+/// limits (431 past them); HTTP/2 accepts `:protocol` so WebSocket can be bootstrapped over it.
 fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .preserve_header_case(true)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder

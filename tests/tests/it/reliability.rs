@@ -3,4 +3,5 @@
 
 mod faults;
 mod h2_early;
+mod head_limits;
 mod limits;
