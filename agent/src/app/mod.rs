@@ -28,6 +28,7 @@ use crate::audit::AuditSink;
 use crate::config::{Config, TlsConfig, TlsMode};
 use crate::ebpf::Interceptor;
 use crate::identify::{ConnIdentifier, OrigDstLookup, Uid, UserNames};
+use crate::managed::postgres::Base as PgBase;
 use crate::metrics::Health;
 use crate::mint::TokenHttp;
 use crate::proxy::{Profile, Profiles, Runtime};
@@ -133,7 +134,8 @@ pub async fn run(
             cfg.proxy.max_connections_per_client,
         ),
     });
-    let postgres = start_postgres(&cfg, &rt, interceptor.as_ref()).await?;
+    let pg_base = pg_base(&cfg, managed.is_some())?;
+    let postgres = start_postgres(&cfg, &rt, interceptor.as_ref(), &pg_base).await?;
     listeners.log_startup(&rt, admin.addr());
     let ebpf = interceptor.is_some();
     let reloader = Arc::new(reload::Reloader::new(reload::Parts {
@@ -145,6 +147,7 @@ pub async fn run(
         secrets,
         interceptor,
         postgres: postgres.clone(),
+        pg_base,
     }));
     let managed = managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health));
     let control = reload::Control {
@@ -249,6 +252,7 @@ async fn start_postgres(
     cfg: &Config,
     rt: &Arc<Runtime>,
     interceptor: Option<&Arc<Interceptor>>,
+    base: &PgBase,
 ) -> Result<Option<Arc<crate::postgres::PostgresProxy>>, AppError> {
     let users = rt.users.clone();
     let deps = crate::postgres::Deps {
@@ -258,7 +262,19 @@ async fn start_postgres(
         env: Arc::new(|k: &str| std::env::var(k).ok()),
         user_names: Arc::new(move |uid: u32| users.name_of(Uid(uid))),
     };
-    Ok(crate::postgres::listener::start(cfg, deps, interceptor).await?)
+    let standby = matches!(base, PgBase::Env(_));
+    Ok(crate::postgres::listener::start(cfg, deps, interceptor, standby).await?)
+}
+
+/// Managed mode: what synced PostgreSQL upstreams will be layered onto (iron-proxy §21.5).
+fn pg_base(cfg: &Config, managed: bool) -> Result<PgBase, AppError> {
+    if !managed {
+        return Ok(PgBase::None);
+    }
+    PgBase::resolve(&cfg.postgres, &|k: &str| std::env::var(k).ok()).map_err(|e| AppError::Fatal {
+        component: "postgres",
+        reason: e.to_string(),
+    })
 }
 
 /// The top-level profile and one per `intercept.policies` entry: each a policy (its

@@ -25,6 +25,7 @@ use super::serve::Ended;
 use crate::accept::BindError;
 use crate::config::{self, Config};
 use crate::ebpf::Interceptor;
+use crate::managed::postgres::Base as PgBase;
 use crate::mint::TokenHttp;
 use crate::postgres::{PgError, PostgresProxy};
 use crate::proxy::Runtime;
@@ -86,6 +87,8 @@ pub struct Reloader {
     mint: Arc<TokenHttp>,
     interceptor: Option<Arc<Interceptor>>,
     postgres: Option<Arc<PostgresProxy>>,
+    /// Managed mode: what synced PostgreSQL upstreams are layered onto.
+    pg_base: PgBase,
     current: tokio::sync::Mutex<Generation>,
     /// Parent of every generation's refresher token; cancelled at shutdown.
     root: CancellationToken,
@@ -103,6 +106,7 @@ pub struct Parts {
     pub secrets: SecretRegistry,
     pub interceptor: Option<Arc<Interceptor>>,
     pub postgres: Option<Arc<PostgresProxy>>,
+    pub pg_base: PgBase,
 }
 
 impl Reloader {
@@ -126,6 +130,7 @@ impl Reloader {
             mint: p.mint,
             interceptor: p.interceptor,
             postgres: p.postgres,
+            pg_base: p.pg_base,
             current: tokio::sync::Mutex::new(Generation {
                 cfg: p.cfg,
                 hash,
@@ -189,7 +194,7 @@ impl Reloader {
     }
 
     /// Managed mode: applies what a sync answer changes (the top-level pipeline, the MCP
-    /// policy) to the config in force, through the same build-then-swap as a file reload.
+    /// policy, the synced PostgreSQL upstreams) to the config in force, through the same build-then-swap as a file reload.
     /// On error nothing changed, and the hash in force stays the old one.
     pub async fn apply_sync(
         &self,
@@ -203,6 +208,14 @@ impl Reloader {
         }
         if let Some(m) = synced.mcp {
             cfg.mcp = m;
+        }
+        if let Some(upstreams) = synced.postgres {
+            if self.pg_base.is_none() && !upstreams.is_empty() {
+                tracing::info!(
+                    "the sync carries postgres upstreams; ignored: no local postgres block and IRON_PROXY_PG_LISTEN, IRON_PROXY_PG_CLIENT_USER, IRON_PROXY_PG_CLIENT_PASSWORD not all set"
+                );
+            }
+            cfg.postgres = self.pg_base.layer(&upstreams);
         }
         let result = self.commit(&mut current, cfg, hash).await;
         // A rejection is logged by the poller, with the reasons found before the build.

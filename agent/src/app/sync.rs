@@ -105,10 +105,9 @@ impl Poller {
                     .into(),
             );
         }
-        if synced.postgres_ignored {
-            tracing::warn!(
-                "the sync carries postgres upstreams; this build does not apply synced postgres entries (configure postgres in the local YAML)"
-            );
+        for skipped in &synced.postgres_skipped {
+            let reason = apply::redact(skipped, &answer);
+            tracing::warn!(reason = %reason, "skipping an invalid postgres entry from sync");
         }
         let hash = answer.config_hash.clone().unwrap_or_default();
         self.reloader

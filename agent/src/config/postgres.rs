@@ -129,19 +129,13 @@ impl PostgresConfig {
         let mut databases = HashSet::new();
         for (i, u) in self.upstreams.iter().enumerate() {
             let path = format!("postgres.upstreams[{i}]");
-            if u.database.is_empty() {
-                errors.push(ConfigError::new(&path, "database is required"));
-            } else if !databases.insert(u.database.as_str()) {
+            if !u.database.is_empty() && !databases.insert(u.database.as_str()) {
                 errors.push(block(&format!(
                     "duplicate upstream database {:?}",
                     u.database
                 )));
             }
-            match &u.dsn {
-                None => errors.push(ConfigError::new(&path, "dsn is required")),
-                Some(src) => src.validate(&format!("{path}.dsn"), errors),
-            }
-            validate_settings(&path, &u.settings, errors);
+            u.validate(&path, errors);
         }
     }
 
@@ -161,6 +155,21 @@ impl PostgresConfig {
                 format!("client.password_env {var:?} is not set in the environment"),
             ));
         }
+    }
+}
+
+impl UpstreamConfig {
+    /// Checks of one upstream on its own (`path` names it in messages); also applied to the
+    /// upstreams a control plane syncs.
+    pub fn validate(&self, path: &str, errors: &mut Vec<ConfigError>) {
+        if self.database.is_empty() {
+            errors.push(ConfigError::new(path, "database is required"));
+        }
+        match &self.dsn {
+            None => errors.push(ConfigError::new(path, "dsn is required")),
+            Some(src) => src.validate(&format!("{path}.dsn"), errors),
+        }
+        validate_settings(path, &self.settings, errors);
     }
 }
 

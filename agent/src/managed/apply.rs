@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::client::{SyncAnswer, non_null, object};
+use crate::config::postgres::UpstreamConfig;
 use crate::config::{self, ConfigError, McpConfig, TransformEntry};
 
 /// What an answer changes. `None` fields keep what is in force.
@@ -17,8 +18,11 @@ pub struct Synced {
     pub transforms: Option<Vec<TransformEntry>>,
     /// The MCP policy (`Some(None)`: disabled).
     pub mcp: Option<Option<McpConfig>>,
-    /// `postgres` entries were sent (not applied by this build; logged).
-    pub postgres_ignored: bool,
+    /// The synced PostgreSQL upstreams (`Some(empty)`: none any more), layered onto the local
+    /// block by the reload swap ([`super::postgres`]).
+    pub postgres: Option<Vec<UpstreamConfig>>,
+    /// Why synced PostgreSQL entries were skipped (unredacted: see [`redact`]).
+    pub postgres_skipped: Vec<String>,
 }
 
 /// Why an answer was rejected (the old state and hash are kept).
@@ -45,6 +49,7 @@ pub fn redact(msg: &str, answer: &SyncAnswer) -> String {
         &answer.secrets,
         &answer.transforms,
         &answer.mcp,
+        &answer.postgres,
     ]
     .into_iter()
     .flatten()
@@ -96,13 +101,18 @@ fn decode(answer: &SyncAnswer) -> Result<Synced, ApplyError> {
     if !errors.is_empty() {
         return Err(ApplyError::Config(errors));
     }
+    let (postgres, postgres_skipped) = match &answer.postgres {
+        Some(pg) => {
+            let (ok, skipped) = super::postgres::entries(pg).map_err(ApplyError::Shape)?;
+            (Some(ok), skipped)
+        }
+        None => (None, Vec::new()),
+    };
     Ok(Synced {
         transforms: answer.has_pipeline().then_some(cfg.transforms),
         mcp: answer.mcp.as_ref().map(|_| cfg.mcp.clone()),
-        postgres_ignored: answer
-            .postgres
-            .as_ref()
-            .is_some_and(|p| p.as_array().is_none_or(|a| !a.is_empty())),
+        postgres,
+        postgres_skipped,
     })
 }
 

@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod backoff;
 pub mod client;
+pub mod postgres;
 
 use std::net::IpAddr;
 use std::time::Duration;

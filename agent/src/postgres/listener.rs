@@ -337,12 +337,15 @@ impl PostgresProxy {
 
 /// The app's hook: starts the proxy when `cfg.postgres` is enabled (binding is fatal at
 /// startup, like every listener), wiring the eBPF redirect entries when interception is on.
+/// With `standby` (managed mode, upstreams to come from the control plane) the proxy exists
+/// without a listener until a sync enables it.
 pub async fn start(
     cfg: &Config,
     deps: Deps,
     interceptor: Option<&Arc<crate::ebpf::Interceptor>>,
+    standby: bool,
 ) -> Result<Option<Arc<PostgresProxy>>, PgError> {
-    if cfg.postgres.is_disabled() {
+    if cfg.postgres.is_disabled() && !standby {
         return Ok(None);
     }
     let proxy = Arc::new(PostgresProxy::new(deps));

@@ -27,6 +27,7 @@ mod jail_env;
 mod jail_governed;
 mod judge;
 mod managed;
+mod managed_postgres;
 mod mcp;
 mod metrics;
 mod oauth;
