@@ -116,10 +116,10 @@ fn entry(item: &Value, path: &str) -> Result<UpstreamConfig, String> {
     // The control plane's keys for the entry itself; not part of an upstream.
     map.remove("id");
     let foreign_id = map.remove("foreign_id");
-    if !foreign_id
+    if foreign_id
         .as_ref()
         .and_then(Value::as_str)
-        .is_some_and(|f| !f.is_empty())
+        .is_none_or(str::is_empty)
     {
         return Err(format!("{path}: foreign_id is required"));
     }
