@@ -27,6 +27,70 @@ pub fn agent_bin() -> PathBuf {
     target.join("debug").join("iron-agent")
 }
 
+/// The binary run to completion with a time limit: `iron-agent ARGS` ([`agent_command`]).
+pub fn run_agent(args: &[&str], limit: Duration) -> Finished {
+    let child = agent_command(args).spawn().expect("spawn iron-agent");
+    wait_finished(child, limit, &format!("iron-agent {args:?}"))
+}
+
+/// `iron-agent ARGS` with no input and its output captured, without the `SUDO_UID`/`SUDO_GID`
+/// a `sudo` run would pass on (the commands that act for "the invoking user" read them).
+pub fn agent_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(args)
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// How a process run to completion ended.
+pub struct Finished {
+    /// The exit code, -1 when killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub pid: u32,
+}
+
+/// Waits for `child` to exit and collects its output; past `limit` it is killed and the test
+/// fails, naming `what` and showing its stderr.
+pub fn wait_finished(mut child: Child, limit: Duration, what: &str) -> Finished {
+    let pid = child.id();
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{what} did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        pid,
+    }
+}
+
+/// `iron-agent generate-ca --outdir dir`: the CA a config can name (`dir/ca.crt`, `dir/ca.key`).
+pub fn generate_ca(dir: &Path) -> (PathBuf, PathBuf) {
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let out = run_agent(
+        &["generate-ca", "--outdir", dir_arg],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (dir.join("ca.crt"), dir.join("ca.key"))
+}
+
 pub struct AgentBuilder {
     config: String,
     env: Vec<(String, String)>,
@@ -43,6 +107,18 @@ impl AgentBuilder {
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args = args.iter().map(|s| s.to_string()).collect();
         self
+    }
+
+    /// [`AgentBuilder::start`], then checks that the agent attached its eBPF programs
+    /// (`intercept: mode: ebpf`).
+    pub fn start_attached(self) -> Agent {
+        let agent = self.start();
+        assert!(
+            agent.logs().contains("eBPF interception attached"),
+            "{}",
+            agent.logs()
+        );
+        agent
     }
 
     /// Starts the agent and waits until it logged every listener it will open (or exited).

@@ -5,7 +5,12 @@
 //! 10.231.0.6 free for test files' own servers, named `ws.test` and `grpc.test`), a fake DNS
 //! zone naming them, and an agent with `intercept: mode: ebpf`
 //! governing the test users `iatest1` (top-level pipeline) and `iatest2` (policy `restricted`).
-//! Nothing leaves the machine. Every test using it holds [`crate::machine_lock`].
+//! Nothing leaves the machine.
+//!
+//! [`World::enter`] is the start of every such test: the root check, the machine's turn
+//! ([`crate::machine_lock`]), the world; dropping it removes the namespace, the pins and the
+//! temp dir, then gives the turn back. Test users ([`TestUser::ensure`]) and cgroups
+//! ([`crate::netns::TestCgroup`]) a test creates after it are removed before it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,9 +19,10 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::agent::AgentBuilder;
 use crate::config::{AgentConfig, Dns, Metrics, Proxy, Tls, Transform};
 use crate::dns::fake_zone;
-use crate::netns::{NetNs, TestUser, sh};
+use crate::netns::{NetNs, TestUser, output_text, root_turn, sh};
 use crate::{Agent, Origin, OriginKind, TestCa};
 
 pub const PIN_DIR: &str = "/sys/fs/bpf/iron-agent-e2e";
@@ -31,10 +37,21 @@ pub struct World {
     pub origin_ca: Arc<TestCa>,
     /// Runs helpers the tests start in the agent's (root, exempt) world, e.g. upstream proxies.
     pub rt: tokio::runtime::Runtime,
+    // Dropped after the fields above (declaration order): the pins go after the namespace,
+    // and the machine's turn is given back last.
+    _unpin: Unpin,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl World {
-    pub fn new() -> World {
+    /// The start of a root eBPF test: `None` (after a `SKIP` line naming `why`) without root,
+    /// else the world, built once this test has the machine to itself.
+    pub fn enter(why: &str) -> Option<World> {
+        let turn = root_turn(why)?;
+        Some(World::build(Unpin::fresh(), turn))
+    }
+
+    fn build(unpin: Unpin, turn: std::sync::MutexGuard<'static, ()>) -> World {
         let rt = crate::runtime();
         let ns = NetNs::new(
             "iae2e",
@@ -99,6 +116,8 @@ impl World {
             zone,
             origin_ca,
             rt,
+            _unpin: unpin,
+            _turn: turn,
         }
     }
 
@@ -167,19 +186,17 @@ impl World {
         }
     }
 
-    /// Starts the agent (trusting the origins' CA, with `API_KEY` set) and checks that the eBPF
-    /// programs are attached.
-    pub fn start_agent(&self, cfg: &AgentConfig) -> Agent {
-        let agent = Agent::with(cfg)
+    /// The agent on `cfg`, trusting the origins' CA, with `API_KEY` set: add environment
+    /// variables, then `start_attached()` (or `start()` when it may refuse to start).
+    pub fn agent(&self, cfg: &AgentConfig) -> AgentBuilder {
+        Agent::with(cfg)
             .env("SSL_CERT_FILE", self.origin_ca().to_string_lossy())
             .env("API_KEY", API_KEY)
-            .start();
-        assert!(
-            agent.logs().contains("eBPF interception attached"),
-            "{}",
-            agent.logs()
-        );
-        agent
+    }
+
+    /// Starts the agent ([`World::agent`]) and checks that the eBPF programs are attached.
+    pub fn start_agent(&self, cfg: &AgentConfig) -> Agent {
+        self.agent(cfg).start_attached()
     }
 
     /// The agent's MITM CA certificate (after [`World::mitm_tls`]).
@@ -193,14 +210,27 @@ impl World {
     }
 }
 
-impl Default for World {
-    fn default() -> Self {
-        Self::new()
+/// An `intercept:` block in eBPF mode pinning at [`PIN_DIR`], everything else exempt by
+/// default; `fields` (an object: `governed`, `deny`, `policies`, ...) are added to it.
+pub fn intercept(fields: serde_json::Value) -> serde_json::Value {
+    let mut block = json!({"mode": "ebpf", "default": "exempt", "pin_dir": PIN_DIR});
+    for (k, v) in fields.as_object().expect("intercept fields: an object") {
+        block[k] = v.clone();
+    }
+    block
+}
+
+/// Removes the pins at [`PIN_DIR`] (and so detaches the programs): when made, in case an
+/// aborted run left some, and on drop, whatever happened in the test.
+pub struct Unpin(());
+
+impl Unpin {
+    pub fn fresh() -> Unpin {
+        let _ = sh(&format!("rm -rf {PIN_DIR}"));
+        Unpin(())
     }
 }
 
-/// Removes the pins (and so detaches the programs) whatever happened in the test.
-pub struct Unpin;
 impl Drop for Unpin {
     fn drop(&mut self) {
         let _ = sh(&format!("rm -rf {PIN_DIR}"));
@@ -245,14 +275,7 @@ pub fn curl_env(
 
 /// `python3 -c code` as `user`: stdout and stderr, trimmed.
 pub fn py(user: &TestUser, code: &str) -> String {
-    let out = user.python(code);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-    .trim()
-    .to_string()
+    output_text(&user.python(code))
 }
 
 /// `python3 -c code` as root (exempt from interception): stdout, trimmed.

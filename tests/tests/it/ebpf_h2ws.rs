@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, echoed_header};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::ebpf_world::{API_KEY, World, curl, echoed_header};
+use iron_agent_tests::netns::TestUser;
 use iron_agent_tests::ws::{SeenKeys, serve_echo};
+use iron_agent_tests::{KillOnDrop, TestCa};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -88,12 +88,9 @@ print(json.dumps({"status": status, "echo": echo}))
 
 #[test]
 fn http2_and_websocket_through_the_redirect() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let ws_keys = ws_origin(&world);
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
@@ -188,7 +185,6 @@ fn http2_and_websocket_through_the_redirect() {
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
     );
-    drop(world.ns);
 }
 
 fn grpc_script(name: &str) -> String {
@@ -199,9 +195,9 @@ fn grpc_script(name: &str) -> String {
 
 #[test]
 fn grpc_through_the_redirect() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
+    };
     // The governed user runs the system python (not root's environment).
     let ok = std::process::Command::new("/usr/bin/python3")
         .args(["-c", "import grpc"])
@@ -211,9 +207,6 @@ fn grpc_through_the_redirect() {
         ok,
         "/usr/bin/python3 with grpcio is required: /usr/bin/python3 -m pip install grpcio"
     );
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
     let (chain_path, key_path) =
         world
             .origin_ca
@@ -235,14 +228,7 @@ fn grpc_through_the_redirect() {
     )
     .unwrap();
     assert_eq!(port.trim(), "443", "grpc server did not start");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(server);
+    let _server = KillOnDrop(server);
 
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("e2e MITM CA");
@@ -284,5 +270,4 @@ fn grpc_through_the_redirect() {
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
     );
-    drop(world.ns);
 }

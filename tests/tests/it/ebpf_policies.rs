@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{Unpin, World, curl, curl_env, echoed_header};
+use iron_agent_tests::ebpf_world::{World, curl, curl_env, echoed_header};
 use iron_agent_tests::grpc_transform::{Call, ServerTls, TransformServer};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::netns::TestUser;
 use serde_json::{Value, json};
 
 use crate::judge::llm::{self, FakeLlm, KEY};
@@ -88,12 +88,9 @@ fn post(
 
 #[test]
 fn policy_pipelines_run_the_issue_15_transforms() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let mcp = mcp_origin(&world);
     let llm = world.rt.block_on(FakeLlm::start());
     let svc = world.rt.block_on(TransformServer::start(ServerTls::Plain));
@@ -110,17 +107,11 @@ fn policy_pipelines_run_the_issue_15_transforms() {
         "rules": [{"host": "ws.test", "paths": ["/gw"]}],
         "upstream": "https://ws.test/gw/real",
     }]}));
-    let agent = iron_agent_tests::Agent::with(&cfg)
-        .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
-        .env("API_KEY", iron_agent_tests::ebpf_world::API_KEY)
+    let agent = world
+        .agent(&cfg)
         .env("POLICY_KEY", REAL)
         .env("JUDGE_KEY", KEY)
-        .start();
-    assert!(
-        agent.logs().contains("eBPF interception attached"),
-        "{}",
-        agent.logs()
-    );
+        .start_attached();
     let ca = world.mitm_ca();
     let connect = format!("http://{}", agent.addr("tunnel"));
     let socks = format!("socks5h://{}", agent.addr("tunnel"));
@@ -284,5 +275,4 @@ fn policy_pipelines_run_the_issue_15_transforms() {
     assert_eq!(rec["policy"], "restricted", "{rec}");
     agent.assert_not_logged(REAL);
     agent.assert_not_logged(KEY);
-    drop(world.ns);
 }
