@@ -1,31 +1,17 @@
 //! Runs the real `iron-agent` binary with a config and captures its JSON log lines.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iron_testkit::LogLines;
 use serde_json::Value;
 
 use crate::AgentConfig;
 
-/// Path of the binary under test: `$IRON_AGENT_BIN`, else `<target>/debug/iron-agent`.
-pub fn agent_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("IRON_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or(root.join("target"));
-    target.join("debug").join("iron-agent")
-}
+pub use iron_testkit::agent_bin;
 
 /// The binary run to completion with a time limit: `iron-agent ARGS` ([`agent_command`]).
 pub fn run_agent(args: &[&str], limit: Duration) -> Finished {
@@ -155,14 +141,7 @@ impl AgentBuilder {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", agent_bin().display()));
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                l.lock().expect("lines").push(line);
-            }
-        });
+        let lines = LogLines::capture(child.stderr.take().expect("stderr"));
         let mut agent = Agent {
             child: Some(child),
             lines,
@@ -177,7 +156,7 @@ impl AgentBuilder {
 
 pub struct Agent {
     child: Option<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: LogLines,
     pub listeners: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -234,7 +213,7 @@ impl Agent {
     }
 
     pub fn logs(&self) -> String {
-        self.lines.lock().expect("lines").join("\n")
+        self.lines.text()
     }
 
     /// Waits (bounded) until the agent's output contains `needle`: log lines may be written
@@ -258,12 +237,7 @@ impl Agent {
     }
 
     pub fn json_lines(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.lines.json()
     }
 
     /// Audit records (`msg == "request"`) written so far.

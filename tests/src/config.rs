@@ -190,14 +190,8 @@ impl AgentConfig {
                 ..Dns::default()
             },
             proxy: Proxy::default(),
-            tls: Tls::mitm(ca_cert, ca_key),
             metrics: None,
-            transforms: Vec::new(),
-            mcp: None,
-            mcp_gateway: None,
-            intercept: None,
-            log: None,
-            postgres: None,
+            ..AgentConfig::loopback(ca_cert, ca_key)
         }
     }
 

@@ -9,13 +9,13 @@
 //!
 //! [`World::enter`] is the start of every such test: the root check, the machine's turn
 //! ([`crate::machine_lock`]), the world; dropping it removes the namespace, the pins and the
-//! temp dir, then gives the turn back. Test users ([`TestUser::ensure`]) and cgroups
+//! temp dir and the users `iatest1`/`iatest2` it created, then gives the turn back. Other test
+//! users ([`TestUser::ensure`]) and cgroups
 //! ([`crate::netns::TestCgroup`]) a test creates after it are removed before it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -37,8 +37,11 @@ pub struct World {
     pub origin_ca: Arc<TestCa>,
     /// Runs helpers the tests start in the agent's (root, exempt) world, e.g. upstream proxies.
     pub rt: tokio::runtime::Runtime,
-    // Dropped after the fields above (declaration order): the pins go after the namespace,
-    // and the machine's turn is given back last.
+    /// Served by the namespace's runtime; stopped on drop.
+    _origins: Vec<Origin>,
+    // Dropped after the fields above (declaration order): the users the standard config
+    // names, then the pins, and the machine's turn is given back last.
+    _users: [TestUser; 2],
     _unpin: Unpin,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
@@ -73,34 +76,21 @@ impl World {
         let ca_path = dir.path().join("origin-ca.pem");
         std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
         std::fs::set_permissions(&ca_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        ns.spawn_in(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let names = || OriginKind::Https {
-                    names: vec!["api.test".into(), "other.test".into(), "denied.test".into()],
-                };
-                let _a =
-                    Origin::start_on("10.231.0.2:443".parse().unwrap(), names(), Some(&ca)).await;
-                let _b =
-                    Origin::start_on("[fd31::2]:443".parse().unwrap(), names(), Some(&ca)).await;
-                let _c =
-                    Origin::start_on("10.231.0.3:443".parse().unwrap(), names(), Some(&ca)).await;
-                let _d =
-                    Origin::start_on("10.231.0.2:8080".parse().unwrap(), OriginKind::Http, None)
-                        .await;
-                let h2 = OriginKind::HttpsH2 {
-                    names: vec!["h2.test".into()],
-                };
-                let _e = Origin::start_on("10.231.0.4:443".parse().unwrap(), h2, Some(&ca)).await;
-                tx.send(()).unwrap();
-                std::future::pending::<()>().await;
-            });
+        let origins: Vec<Origin> = ns.serve_in(move || async move {
+            let names = || OriginKind::Https {
+                names: vec!["api.test".into(), "other.test".into(), "denied.test".into()],
+            };
+            let h2 = OriginKind::HttpsH2 {
+                names: vec!["h2.test".into()],
+            };
+            vec![
+                Origin::start_on("10.231.0.2:443".parse().unwrap(), names(), Some(&ca)).await,
+                Origin::start_on("[fd31::2]:443".parse().unwrap(), names(), Some(&ca)).await,
+                Origin::start_on("10.231.0.3:443".parse().unwrap(), names(), Some(&ca)).await,
+                Origin::start_on("10.231.0.2:8080".parse().unwrap(), OriginKind::Http, None).await,
+                Origin::start_on("10.231.0.4:443".parse().unwrap(), h2, Some(&ca)).await,
+            ]
         });
-        rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let zone = rt.block_on(fake_zone(&[
             ("api.test", "10.231.0.2"),
             ("api.test", "fd31::2"),
@@ -116,6 +106,10 @@ impl World {
             zone,
             origin_ca,
             rt,
+            // Every agent on the standard config needs both to exist; a test's own
+            // `TestUser::ensure("iatest1")` then finds (and leaves) this one.
+            _origins: origins,
+            _users: [TestUser::ensure("iatest1"), TestUser::ensure("iatest2")],
             _unpin: unpin,
             _turn: turn,
         }

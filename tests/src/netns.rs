@@ -107,6 +107,31 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// Starts servers inside the namespace: `start` runs on a thread there, on a runtime of its
+    /// own that keeps running (with whatever `start` spawned or returned) for the rest of the
+    /// process; returns what `start` returned once it did (10 s at most).
+    pub fn serve_in<T, F>(&self, start: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.spawn_in(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                tx.send(start().await).expect("send");
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("servers in the namespace started")
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = sh(&format!(

@@ -4,8 +4,6 @@
 //! Same world as `ebpf_e2e.rs` (see `iron_agent_tests::ebpf_world`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use iron_agent_tests::ebpf_world::{API_KEY, World, curl, echoed_header};
 use iron_agent_tests::netns::TestUser;
 use iron_agent_tests::ws::{SeenKeys, serve_echo};
@@ -22,15 +20,9 @@ fn ws_origin(world: &World) -> SeenKeys {
     let acceptor = world.origin_ca.acceptor(&["ws.test"], &[]);
     let seen = SeenKeys::default();
     let keys = seen.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    world.ns.spawn_in(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::bind("10.231.0.5:443").await.unwrap();
-            tx.send(()).unwrap();
+    world.ns.serve_in(move || async move {
+        let listener = TcpListener::bind("10.231.0.5:443").await.unwrap();
+        tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
@@ -44,7 +36,6 @@ fn ws_origin(world: &World) -> SeenKeys {
             }
         });
     });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap();
     seen
 }
 

@@ -6,8 +6,6 @@
 //! transforms. Same world as `ebpf_e2e.rs` (see `iron_agent_tests::ebpf_world`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use iron_agent_tests::TestCa;
 use iron_agent_tests::ebpf_world::{World, curl, curl_env, echoed_header};
 use iron_agent_tests::grpc_transform::{Call, ServerTls, TransformServer};
@@ -23,19 +21,9 @@ const REAL: &str = "policy-real-key-5521";
 /// A Streamable HTTP MCP server for `ws.test` on 10.231.0.5:443 inside the namespace.
 fn mcp_origin(world: &World) -> McpServer {
     let acceptor = world.origin_ca.acceptor(&["ws.test"], &[]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    world.ns.spawn_in(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let srv = McpServer::start_on("10.231.0.5:443".parse().unwrap(), Some(acceptor)).await;
-            tx.send(srv).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    world.ns.serve_in(move || async move {
+        McpServer::start_on("10.231.0.5:443".parse().unwrap(), Some(acceptor)).await
+    })
 }
 
 /// The `restricted` policy's pipeline: everything issue 15 adds, scoped to its hosts.

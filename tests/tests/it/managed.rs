@@ -288,7 +288,7 @@ fn control_plane_down_at_startup_then_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = fleet(dir.path()).await;
         let (addr, key) = (f.control.addr, f.control.api_key.clone());
-        f.control.stop();
+        f.control.kill();
         let origin = Origin::start(OriginKind::Http, None).await;
         let agent = managed_by(dir.path(), &format!("http://{addr}"), "1s")
             .env("IRON_PROXY_TOKEN", &f.token)
@@ -311,7 +311,7 @@ fn control_plane_down_at_startup_then_up() {
         assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 
         // The control plane appears on the same address: the agent becomes ready by itself.
-        let control = Control::start_on(dir.path(), &addr.to_string(), Some(&key));
+        let control = Control::start_on(dir.path(), &addr.to_string(), &key);
         wait_ready(&agent, 40).await;
         assert_eq!(readyz(&agent).await, 200);
         let r = fetch(&agent, &origin).await;
