@@ -1,30 +1,80 @@
 //! Runs the real `iron-agent` binary with a config and captures its JSON log lines.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use iron_testkit::LogLines;
 use serde_json::Value;
 
 use crate::AgentConfig;
 
-/// Path of the binary under test: `$IRON_AGENT_BIN`, else `<target>/debug/iron-agent`.
-pub fn agent_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("IRON_AGENT_BIN") {
-        return PathBuf::from(p);
+pub use iron_testkit::agent_bin;
+
+/// The binary run to completion with a time limit: `iron-agent ARGS` ([`agent_command`]).
+pub fn run_agent(args: &[&str], limit: Duration) -> Finished {
+    let child = agent_command(args).spawn().expect("spawn iron-agent");
+    wait_finished(child, limit, &format!("iron-agent {args:?}"))
+}
+
+/// `iron-agent ARGS` with no input and its output captured, without the `SUDO_UID`/`SUDO_GID`
+/// a `sudo` run would pass on (the commands that act for "the invoking user" read them).
+pub fn agent_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(agent_bin());
+    cmd.args(args)
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// How a process run to completion ended.
+pub struct Finished {
+    /// The exit code, -1 when killed by a signal.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub pid: u32,
+}
+
+/// Waits for `child` to exit and collects its output; past `limit` it is killed and the test
+/// fails, naming `what` and showing its stderr.
+pub fn wait_finished(mut child: Child, limit: Duration, what: &str) -> Finished {
+    let pid = child.id();
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{what} did not finish within {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or(root.join("target"));
-    target.join("debug").join("iron-agent")
+    let out = child.wait_with_output().expect("output");
+    Finished {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        pid,
+    }
+}
+
+/// `iron-agent generate-ca --outdir dir`: the CA a config can name (`dir/ca.crt`, `dir/ca.key`).
+pub fn generate_ca(dir: &Path) -> (PathBuf, PathBuf) {
+    let dir_arg = dir.to_str().expect("utf-8 path");
+    let out = run_agent(
+        &["generate-ca", "--outdir", dir_arg],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (dir.join("ca.crt"), dir.join("ca.key"))
 }
 
 pub struct AgentBuilder {
@@ -43,6 +93,18 @@ impl AgentBuilder {
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args = args.iter().map(|s| s.to_string()).collect();
         self
+    }
+
+    /// [`AgentBuilder::start`], then checks that the agent attached its eBPF programs
+    /// (`intercept: mode: ebpf`).
+    pub fn start_attached(self) -> Agent {
+        let agent = self.start();
+        assert!(
+            agent.logs().contains("eBPF interception attached"),
+            "{}",
+            agent.logs()
+        );
+        agent
     }
 
     /// Starts the agent and waits until it logged every listener it will open (or exited).
@@ -79,14 +141,7 @@ impl AgentBuilder {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", agent_bin().display()));
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                l.lock().expect("lines").push(line);
-            }
-        });
+        let lines = LogLines::capture(child.stderr.take().expect("stderr"));
         let mut agent = Agent {
             child: Some(child),
             lines,
@@ -101,7 +156,7 @@ impl AgentBuilder {
 
 pub struct Agent {
     child: Option<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
+    lines: LogLines,
     pub listeners: HashMap<String, SocketAddr>,
     _dir: tempfile::TempDir,
     pub config_path: PathBuf,
@@ -158,7 +213,7 @@ impl Agent {
     }
 
     pub fn logs(&self) -> String {
-        self.lines.lock().expect("lines").join("\n")
+        self.lines.text()
     }
 
     /// Waits (bounded) until the agent's output contains `needle`: log lines may be written
@@ -182,12 +237,7 @@ impl Agent {
     }
 
     pub fn json_lines(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.lines.json()
     }
 
     /// Audit records (`msg == "request"`) written so far.

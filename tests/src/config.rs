@@ -181,6 +181,20 @@ impl AgentConfig {
         }
     }
 
+    /// For `iron-agent run -- CMD` (the jail): the agent's default listeners, DNS answering
+    /// with 127.0.0.1, MITM with the CA at `ca_cert`/`ca_key`, no metrics, no transforms.
+    pub fn jail(ca_cert: &Path, ca_key: &Path) -> AgentConfig {
+        AgentConfig {
+            dns: Dns {
+                proxy_ip: Some("127.0.0.1".into()),
+                ..Dns::default()
+            },
+            proxy: Proxy::default(),
+            metrics: None,
+            ..AgentConfig::loopback(ca_cert, ca_key)
+        }
+    }
+
     /// Appends `transforms` to the pipeline.
     pub fn transforms(mut self, transforms: impl IntoIterator<Item = Transform>) -> Self {
         self.transforms.extend(transforms);
@@ -208,6 +222,12 @@ impl AgentConfig {
     /// The YAML file the agent reads.
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).expect("config serializes to YAML")
+    }
+
+    /// Writes the YAML to `path`; returns `path`, for `--config`.
+    pub fn write(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, self.to_yaml()).expect("write config");
+        path.to_path_buf()
     }
 }
 

@@ -1,15 +1,12 @@
 //! Runs the real `iron-control` binary (SQLite in a temp state directory) and talks to its
 //! API: principals, secrets, grants, proxies and network policies for managed-mode tests.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use iron_testkit::{ControlBuilder, ControlServer};
 use serde_json::{Value, json};
 
 use crate::client::http_request;
@@ -19,103 +16,37 @@ pub fn control_bin() -> PathBuf {
     crate::agent::agent_bin().with_file_name("iron-control")
 }
 
-/// A running `iron-control serve`; killed on drop.
-pub struct Control {
-    child: Option<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
-    pub addr: SocketAddr,
-    pub api_key: String,
-    pub state_dir: PathBuf,
+/// A running `iron-control serve` ([`ControlServer`]: `addr`, `api_key`, `url()`, `kill()`,
+/// ...) with the API calls managed-mode tests make; killed on drop.
+pub struct Control(ControlServer);
+
+impl Deref for Control {
+    type Target = ControlServer;
+    fn deref(&self) -> &ControlServer {
+        &self.0
+    }
+}
+
+impl DerefMut for Control {
+    fn deref_mut(&mut self) -> &mut ControlServer {
+        &mut self.0
+    }
 }
 
 impl Control {
     /// A fresh server on a free loopback port with its own state directory below `dir`.
     pub fn start(dir: &Path) -> Control {
-        Self::start_on(dir, "127.0.0.1:0", None)
+        Control(Self::builder(dir).start())
     }
 
     /// A server on `listen` reusing `dir`'s state; `api_key` is the key of an earlier start
     /// (a reused database logs no bootstrap key).
-    pub fn start_on(dir: &Path, listen: &str, api_key: Option<&str>) -> Control {
-        let bin = control_bin();
-        assert!(
-            bin.is_file(),
-            "{} is missing: run `cargo build -p iron-control`",
-            bin.display()
-        );
-        let state_dir = dir.join("control-state");
-        let mut cmd = Command::new(&bin);
-        cmd.args(["serve", "--listen", listen, "--state-dir"])
-            .arg(&state_dir)
-            .env_remove("IRON_CONTROL_DATABASE_URL")
-            .env_remove("IRON_CONTROL_SECRET_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn iron-control");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let l = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                l.lock().expect("lines").push(line);
-            }
-        });
-        let mut c = Control {
-            child: Some(child),
-            lines,
-            addr: "127.0.0.1:1".parse().expect("addr"),
-            api_key: api_key.unwrap_or_default().to_string(),
-            state_dir,
-        };
-        let listening = c.wait_log(|v| v["msg"] == "listening");
-        c.addr = listening["addr"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .expect("listening addr");
-        if api_key.is_none() {
-            let b = c.wait_log(|v| v["msg"] == "bootstrap api key");
-            c.api_key = b["api_key"].as_str().expect("api_key").to_string();
-        }
-        c
+    pub fn start_on(dir: &Path, listen: &str, api_key: &str) -> Control {
+        Control(Self::builder(dir).listen(listen).api_key(api_key).start())
     }
 
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn logs(&self) -> String {
-        self.lines.lock().expect("lines").join("\n")
-    }
-
-    fn wait_log(&self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .expect("lines")
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| pred(v));
-            if let Some(v) = found {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "iron-control did not log in time:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server (the port is free again).
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    fn builder(dir: &Path) -> ControlBuilder {
+        ControlBuilder::new(control_bin()).state_dir(&dir.join("control-state"))
     }
 
     /// One API call with the API key; returns the status and the JSON body (`null` if none).
@@ -204,11 +135,5 @@ impl Control {
             json!({"name": "allow", "priority": 1, "rules": rules}),
         )
         .await;
-    }
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        self.stop();
     }
 }

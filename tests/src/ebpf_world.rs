@@ -5,18 +5,24 @@
 //! 10.231.0.6 free for test files' own servers, named `ws.test` and `grpc.test`), a fake DNS
 //! zone naming them, and an agent with `intercept: mode: ebpf`
 //! governing the test users `iatest1` (top-level pipeline) and `iatest2` (policy `restricted`).
-//! Nothing leaves the machine. Every test using it holds [`crate::machine_lock`].
+//! Nothing leaves the machine.
+//!
+//! [`World::enter`] is the start of every such test: the root check, the machine's turn
+//! ([`crate::machine_lock`]), the world; dropping it removes the namespace, the pins and the
+//! temp dir and the users `iatest1`/`iatest2` it created, then gives the turn back. Other test
+//! users ([`TestUser::ensure`]) and cgroups
+//! ([`crate::netns::TestCgroup`]) a test creates after it are removed before it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 
+use crate::agent::AgentBuilder;
 use crate::config::{AgentConfig, Dns, Metrics, Proxy, Tls, Transform};
 use crate::dns::fake_zone;
-use crate::netns::{NetNs, TestUser, sh};
+use crate::netns::{NetNs, TestUser, output_text, root_turn, sh};
 use crate::{Agent, Origin, OriginKind, TestCa};
 
 pub const PIN_DIR: &str = "/sys/fs/bpf/iron-agent-e2e";
@@ -31,10 +37,24 @@ pub struct World {
     pub origin_ca: Arc<TestCa>,
     /// Runs helpers the tests start in the agent's (root, exempt) world, e.g. upstream proxies.
     pub rt: tokio::runtime::Runtime,
+    /// Served by the namespace's runtime; stopped on drop.
+    _origins: Vec<Origin>,
+    // Dropped after the fields above (declaration order): the users the standard config
+    // names, then the pins, and the machine's turn is given back last.
+    _users: [TestUser; 2],
+    _unpin: Unpin,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl World {
-    pub fn new() -> World {
+    /// The start of a root eBPF test: `None` (after a `SKIP` line naming `why`) without root,
+    /// else the world, built once this test has the machine to itself.
+    pub fn enter(why: &str) -> Option<World> {
+        let turn = root_turn(why)?;
+        Some(World::build(Unpin::fresh(), turn))
+    }
+
+    fn build(unpin: Unpin, turn: std::sync::MutexGuard<'static, ()>) -> World {
         let rt = crate::runtime();
         let ns = NetNs::new(
             "iae2e",
@@ -56,34 +76,21 @@ impl World {
         let ca_path = dir.path().join("origin-ca.pem");
         std::fs::write(&ca_path, &origin_ca.cert_pem).unwrap();
         std::fs::set_permissions(&ca_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        ns.spawn_in(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let names = || OriginKind::Https {
-                    names: vec!["api.test".into(), "other.test".into(), "denied.test".into()],
-                };
-                let _a =
-                    Origin::start_on("10.231.0.2:443".parse().unwrap(), names(), Some(&ca)).await;
-                let _b =
-                    Origin::start_on("[fd31::2]:443".parse().unwrap(), names(), Some(&ca)).await;
-                let _c =
-                    Origin::start_on("10.231.0.3:443".parse().unwrap(), names(), Some(&ca)).await;
-                let _d =
-                    Origin::start_on("10.231.0.2:8080".parse().unwrap(), OriginKind::Http, None)
-                        .await;
-                let h2 = OriginKind::HttpsH2 {
-                    names: vec!["h2.test".into()],
-                };
-                let _e = Origin::start_on("10.231.0.4:443".parse().unwrap(), h2, Some(&ca)).await;
-                tx.send(()).unwrap();
-                std::future::pending::<()>().await;
-            });
+        let origins: Vec<Origin> = ns.serve_in(move || async move {
+            let names = || OriginKind::Https {
+                names: vec!["api.test".into(), "other.test".into(), "denied.test".into()],
+            };
+            let h2 = OriginKind::HttpsH2 {
+                names: vec!["h2.test".into()],
+            };
+            vec![
+                Origin::start_on("10.231.0.2:443".parse().unwrap(), names(), Some(&ca)).await,
+                Origin::start_on("[fd31::2]:443".parse().unwrap(), names(), Some(&ca)).await,
+                Origin::start_on("10.231.0.3:443".parse().unwrap(), names(), Some(&ca)).await,
+                Origin::start_on("10.231.0.2:8080".parse().unwrap(), OriginKind::Http, None).await,
+                Origin::start_on("10.231.0.4:443".parse().unwrap(), h2, Some(&ca)).await,
+            ]
         });
-        rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let zone = rt.block_on(fake_zone(&[
             ("api.test", "10.231.0.2"),
             ("api.test", "fd31::2"),
@@ -99,6 +106,12 @@ impl World {
             zone,
             origin_ca,
             rt,
+            // Every agent on the standard config needs both to exist; a test's own
+            // `TestUser::ensure("iatest1")` then finds (and leaves) this one.
+            _origins: origins,
+            _users: [TestUser::ensure("iatest1"), TestUser::ensure("iatest2")],
+            _unpin: unpin,
+            _turn: turn,
         }
     }
 
@@ -167,19 +180,17 @@ impl World {
         }
     }
 
-    /// Starts the agent (trusting the origins' CA, with `API_KEY` set) and checks that the eBPF
-    /// programs are attached.
-    pub fn start_agent(&self, cfg: &AgentConfig) -> Agent {
-        let agent = Agent::with(cfg)
+    /// The agent on `cfg`, trusting the origins' CA, with `API_KEY` set: add environment
+    /// variables, then `start_attached()` (or `start()` when it may refuse to start).
+    pub fn agent(&self, cfg: &AgentConfig) -> AgentBuilder {
+        Agent::with(cfg)
             .env("SSL_CERT_FILE", self.origin_ca().to_string_lossy())
             .env("API_KEY", API_KEY)
-            .start();
-        assert!(
-            agent.logs().contains("eBPF interception attached"),
-            "{}",
-            agent.logs()
-        );
-        agent
+    }
+
+    /// Starts the agent ([`World::agent`]) and checks that the eBPF programs are attached.
+    pub fn start_agent(&self, cfg: &AgentConfig) -> Agent {
+        self.agent(cfg).start_attached()
     }
 
     /// The agent's MITM CA certificate (after [`World::mitm_tls`]).
@@ -193,14 +204,27 @@ impl World {
     }
 }
 
-impl Default for World {
-    fn default() -> Self {
-        Self::new()
+/// An `intercept:` block in eBPF mode pinning at [`PIN_DIR`], everything else exempt by
+/// default; `fields` (an object: `governed`, `deny`, `policies`, ...) are added to it.
+pub fn intercept(fields: serde_json::Value) -> serde_json::Value {
+    let mut block = json!({"mode": "ebpf", "default": "exempt", "pin_dir": PIN_DIR});
+    for (k, v) in fields.as_object().expect("intercept fields: an object") {
+        block[k] = v.clone();
+    }
+    block
+}
+
+/// Removes the pins at [`PIN_DIR`] (and so detaches the programs): when made, in case an
+/// aborted run left some, and on drop, whatever happened in the test.
+pub struct Unpin(());
+
+impl Unpin {
+    pub fn fresh() -> Unpin {
+        let _ = sh(&format!("rm -rf {PIN_DIR}"));
+        Unpin(())
     }
 }
 
-/// Removes the pins (and so detaches the programs) whatever happened in the test.
-pub struct Unpin;
 impl Drop for Unpin {
     fn drop(&mut self) {
         let _ = sh(&format!("rm -rf {PIN_DIR}"));
@@ -245,14 +269,7 @@ pub fn curl_env(
 
 /// `python3 -c code` as `user`: stdout and stderr, trimmed.
 pub fn py(user: &TestUser, code: &str) -> String {
-    let out = user.python(code);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-    .trim()
-    .to_string()
+    output_text(&user.python(code))
 }
 
 /// `python3 -c code` as root (exempt from interception): stdout, trimmed.

@@ -1,10 +1,13 @@
-//! Privileged test fixtures: network namespaces standing in for remote hosts, test users, and
-//! commands run as those users. Root only; every fixture cleans up on drop.
+//! Privileged test fixtures: network namespaces standing in for remote hosts, test users,
+//! cgroups, and commands run as those users or in those cgroups. Root only; every fixture
+//! cleans up on drop, so a test leaves the machine as it found it.
 
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
@@ -23,6 +26,16 @@ pub fn skip_unless_root(why: &str) -> bool {
     eprintln!("SKIP {test}: needs root ({why})");
     println!("SKIP {test}: needs root ({why})");
     true
+}
+
+/// The start of a root-only test that changes the machine: `None` (after the `SKIP` line of
+/// [`skip_unless_root`]) without root, else the machine's turn ([`crate::machine_lock`]), held
+/// until the guard drops.
+pub fn root_turn(why: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if skip_unless_root(why) {
+        return None;
+    }
+    Some(crate::machine_lock())
 }
 
 pub fn sh(cmd: &str) -> Output {
@@ -94,6 +107,31 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// Starts servers inside the namespace: `start` runs on a thread there, on a runtime of its
+    /// own that keeps running (with whatever `start` spawned or returned) for the rest of the
+    /// process; returns what `start` returned once it did (10 s at most).
+    pub fn serve_in<T, F>(&self, start: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.spawn_in(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                tx.send(start().await).expect("send");
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("servers in the namespace started")
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = sh(&format!(
@@ -103,16 +141,19 @@ impl Drop for NetNs {
     }
 }
 
-/// A system user for governed workloads (created once, kept: creating users is slow).
+/// A system user for governed workloads. Created if missing and then deleted again on drop; a
+/// user that already existed is left as found.
 pub struct TestUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    created: bool,
 }
 
 impl TestUser {
     pub fn ensure(name: &str) -> TestUser {
-        if !sh(&format!("id -u {name}")).status.success() {
+        let created = !sh(&format!("id -u {name}")).status.success();
+        if created {
             must(&format!(
                 "useradd --system --no-create-home --shell /usr/sbin/nologin {name}"
             ));
@@ -127,6 +168,7 @@ impl TestUser {
             name: name.to_string(),
             uid: id("-u"),
             gid: id("-g"),
+            created,
         }
     }
 
@@ -155,6 +197,103 @@ impl TestUser {
     pub fn python(&self, code: &str) -> Output {
         self.run(&["/usr/bin/python3", "-c", code])
     }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        // Its commands are bounded by `timeout`; one may still be exiting, and userdel refuses
+        // a user with live processes.
+        for _ in 0..50 {
+            if sh(&format!("userdel {}", self.name)).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = sh(&format!("userdel --force {}", self.name));
+    }
+}
+
+/// The cgroup v2 mount point.
+pub fn cgroup2_mount() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&"cgroup2"))
+        .map(|f| PathBuf::from(f[1]))
+        .expect("cgroup2 mount")
+}
+
+/// A cgroup below the cgroup2 root (`name` may be nested: `a/b`, its parent created first),
+/// removed on drop: drop children before their parent.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn create(name: &str) -> TestCgroup {
+        let path = cgroup2_mount().join(name);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path).expect("create cgroup");
+        TestCgroup { path }
+    }
+
+    /// `python3 -c code` as `user`, run from inside this cgroup (the shell joins it, then drops
+    /// to the user): stdout and stderr, trimmed.
+    pub fn py(&self, user: &TestUser, code: &str) -> String {
+        self.run_py(
+            &format!(
+                "setpriv --reuid={} --regid={} --clear-groups -- /usr/bin/python3",
+                user.uid, user.gid
+            ),
+            code,
+        )
+    }
+
+    /// `python3 -c code` as root inside this cgroup: stdout and stderr, trimmed.
+    pub fn py_as_root(&self, code: &str) -> String {
+        self.run_py("/usr/bin/python3", code)
+    }
+
+    fn run_py(&self, python: &str, code: &str) -> String {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec {python} -c \"$0\"",
+            self.path.display()
+        );
+        let out = Command::new("timeout")
+            .args(["20", "sh", "-c", &script, code])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .expect("run in cgroup");
+        output_text(&out)
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The last processes in it may still be exiting.
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A command's stdout and stderr, trimmed.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+    .trim()
+    .to_string()
 }
 
 /// `python3 -c` snippet: connect TCP and print `ok` or the errno name.

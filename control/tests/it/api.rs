@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::scenario;
-use crate::support::Server;
+use crate::support::{api, server};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -16,15 +16,15 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn core_scenario_sqlite() {
-    let s = Server::start();
-    rt().block_on(scenario::core(&s.client()));
+    let s = server().start();
+    rt().block_on(scenario::core(&api(&s)));
 }
 
 #[test]
 fn every_secret_kind_round_trips_and_syncs() {
-    let s = Server::start();
+    let s = server().start();
     rt().block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let gcp = api
             .post(
                 "/api/v1/gcp_auth_secrets",
@@ -200,9 +200,9 @@ fn every_secret_kind_round_trips_and_syncs() {
 
 #[test]
 fn upserts_foreign_ids_namespaces_and_lookup() {
-    let s = Server::start();
+    let s = server().start();
     rt().block_on(async {
-        let api = s.client();
+        let api = api(&s);
         // PUT by foreign_id creates (201), then updates (200): idempotent provisioning.
         let body = json!({"data": {"namespace": "acme", "name": "Infra", "labels": {"kind": "shared"}}});
         let c = api.put("/api/v1/roles/infra", body.clone()).await;
@@ -300,9 +300,9 @@ fn upserts_foreign_ids_namespaces_and_lookup() {
 
 #[test]
 fn lists_paginate_and_filter_by_labels() {
-    let s = Server::start();
+    let s = server().start();
     rt().block_on(async {
-        let api = s.client();
+        let api = api(&s);
         for i in 0..7 {
             let team = if i % 2 == 0 { "a" } else { "b" };
             api.post(
@@ -372,9 +372,9 @@ fn lists_paginate_and_filter_by_labels() {
 
 #[test]
 fn api_keys_proxies_and_grants() {
-    let s = Server::start();
+    let s = server().start();
     rt().block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let k = api.post("/api/v1/api_keys", json!({"data": {"name": "CI"}})).await;
         k.expect(201);
         let token = k.data()["token"].as_str().unwrap().to_owned();

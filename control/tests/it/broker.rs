@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::scenario;
-use crate::support::{Api, Server, TokenReply, TokenServer, eventually};
+use crate::support::{Api, TokenReply, TokenServer, api, eventually, server};
 
 fn ok(at: &str, expires_in: i64, rt: Option<&str>) -> TokenReply {
     TokenReply::Ok {
@@ -78,10 +78,10 @@ pub async fn setup(api: &Api, endpoint: &str) -> (String, String) {
 
 #[test]
 fn refresh_loop_lifecycle() {
-    let s = Server::start();
+    let s = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let ts = TokenServer::start(vec![
             ok("access-one", 4, Some("refresh-two")),
             ok("access-two", 3600, None),
@@ -235,10 +235,10 @@ fn refresh_loop_lifecycle() {
 
 #[test]
 fn broker_validation() {
-    let s = Server::start();
+    let s = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let p = "/api/v1/broker_credentials";
         api.post(p, json!({"data": {"client_id": "c"}}))
             .await

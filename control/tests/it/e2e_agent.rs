@@ -4,7 +4,6 @@
 //! pipeline from a sync (`[allowlist{rules}, secrets{secrets}]`), the secret arriving through
 //! the agent's `control_plane` source.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,24 +12,9 @@ use http_body_util::Full;
 use serde_json::json;
 
 use crate::scenario;
-use crate::support::{Server, spawn_logged};
+use crate::support::{agent_bin, api, server, spawn_logged};
 
 const SECRET: &str = "e2e-bearer-from-control-4c1d";
-
-/// `$IRON_AGENT_BIN`, else `<target>/debug/iron-agent` (built by `cargo build --workspace`).
-fn agent_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("IRON_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or(root.join("target"));
-    target.join("debug").join("iron-agent")
-}
 
 /// An HTTP origin on 127.0.0.1 answering with the Authorization header it received.
 async fn echo_origin() -> (u16, tokio::task::JoinHandle<()>) {
@@ -70,11 +54,11 @@ fn agent_injects_a_secret_delivered_by_iron_control() {
         "{} is missing: run `cargo build --workspace` (cargo xtask test does)",
         bin.display()
     );
-    let control = Server::start();
+    let control = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     rt.block_on(async {
-        let api = control.client();
+        let api = api(&control);
         api.post(
             "/v1/policies/network",
             json!({"name": "local-origin", "priority": 1, "rules": [{"host": "localhost"}]}),
@@ -117,8 +101,7 @@ fn agent_injects_a_secret_delivered_by_iron_control() {
         let (mut child, lines) = spawn_logged(cmd);
         let deadline = Instant::now() + Duration::from_secs(20);
         let http_addr = loop {
-            let found = lines.lock().unwrap().iter().find_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            let found = lines.json().into_iter().find_map(|v| {
                 (v["msg"] == "listening" && v["listener"] == "http")
                     .then(|| v["addr"].as_str().unwrap().to_owned())
             });
@@ -126,7 +109,7 @@ fn agent_injects_a_secret_delivered_by_iron_control() {
                 break a;
             }
             if let Ok(Some(st)) = child.try_wait() {
-                panic!("agent exited ({st}): {}", lines.lock().unwrap().join("\n"));
+                panic!("agent exited ({st}): {}", lines.text());
             }
             assert!(Instant::now() < deadline, "agent did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -136,7 +119,7 @@ fn agent_injects_a_secret_delivered_by_iron_control() {
         let r = agent
             .raw("GET", "/", None, &[("host", &format!("localhost:{port}"))])
             .await;
-        let logs = lines.lock().unwrap().join("\n");
+        let logs = lines.text();
         assert_eq!(r.status, 200, "{} / agent logs:\n{logs}", r.text);
         assert_eq!(r.text, format!("authorization=Bearer {SECRET}"));
         // Denied by the synced allowlist: a host no network policy allows.
@@ -147,7 +130,7 @@ fn agent_injects_a_secret_delivered_by_iron_control() {
         let _ = child.kill();
         let _ = child.wait();
         origin.abort();
-        let logs = lines.lock().unwrap().join("\n");
+        let logs = lines.text();
         assert!(!logs.contains(SECRET), "the agent logged the secret");
         assert!(!control.logs().contains(SECRET), "iron-control logged the secret");
     });

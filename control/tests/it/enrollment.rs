@@ -2,14 +2,14 @@
 
 use serde_json::json;
 
-use crate::support::Server;
+use crate::support::{api, server};
 
 #[test]
 fn enrollment_tokens_and_enroll() {
-    let s = Server::start();
+    let s = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let t = api
             .post(
                 "/api/v1/enrollment_tokens",

@@ -3,14 +3,14 @@
 
 use serde_json::json;
 
-use crate::support::Server;
+use crate::support::{api, server};
 
 #[test]
 fn malformed_requests_get_documented_errors() {
-    let s = Server::start();
+    let s = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let p = "/api/v1/static_secrets";
         // Malformed JSON, missing data, data of the wrong type: 400 with the error shape.
         let r = api.raw("POST", p, Some("{not json".into()), &[]).await;
@@ -109,10 +109,10 @@ fn malformed_requests_get_documented_errors() {
 
 #[test]
 fn a_failed_write_leaves_nothing_behind() {
-    let s = Server::start();
+    let s = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         // The secret validates, but its token_broker reference does not resolve: the whole
         // write is refused and no secret row exists afterwards.
         let r = api

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::Server;
+use crate::support::{api, server};
 
 fn hosts(v: &Value) -> Vec<String> {
     v["rules"]
@@ -16,10 +16,10 @@ fn hosts(v: &Value) -> Vec<String> {
 
 #[test]
 fn policies_crud_and_tag_matching() {
-    let s = Server::start();
+    let s = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let n = "/v1/policies/network";
         let base = api
             .post(n, json!({"name": "baseline", "priority": 20, "rules": [{"host": "registry.npmjs.org"}]}))

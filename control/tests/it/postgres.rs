@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::broker::setup;
 use crate::scenario;
-use crate::support::{Api, Postgres, Server, TokenReply, TokenServer, eventually};
+use crate::support::{Api, Postgres, TokenReply, TokenServer, api, eventually, server};
 
 const KEY: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
 
@@ -16,21 +16,17 @@ fn postgres_scenario_and_replicas() {
 
     // The shared scenario on its own database.
     let url = pg.create_db("scenario");
-    let s = Server::builder()
+    let s = server()
         .database(&url)
         .env("IRON_CONTROL_SECRET_KEY", KEY)
         .start();
-    rt.block_on(scenario::core(&s.client()));
+    rt.block_on(scenario::core(&api(&s)));
     drop(s);
 
     // Two replicas started together on an empty database: one bootstrap key between them.
     let url = pg.create_db("fleet");
-    let b1 = Server::builder()
-        .database(&url)
-        .env("IRON_CONTROL_SECRET_KEY", KEY);
-    let b2 = Server::builder()
-        .database(&url)
-        .env("IRON_CONTROL_SECRET_KEY", KEY);
+    let b1 = server().database(&url).env("IRON_CONTROL_SECRET_KEY", KEY);
+    let b2 = server().database(&url).env("IRON_CONTROL_SECRET_KEY", KEY);
     let (a, b) = std::thread::scope(|sc| {
         let h1 = sc.spawn(|| b1.no_bootstrap().start());
         let h2 = sc.spawn(|| b2.no_bootstrap().start());

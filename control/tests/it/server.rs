@@ -4,7 +4,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 
-use crate::support::{BIN, Server};
+use crate::support::{BIN, api, server};
 
 #[test]
 fn version_and_migrate() {
@@ -31,7 +31,7 @@ fn version_and_migrate() {
 
 #[test]
 fn startup_logs_health_and_graceful_shutdown() {
-    let mut s = Server::start();
+    let mut s = server().start();
     let lines = s.json_lines();
     let listening = lines.iter().find(|v| v["msg"] == "listening").unwrap();
     assert_eq!(listening["listener"], "api");
@@ -44,24 +44,27 @@ fn startup_logs_health_and_graceful_shutdown() {
     let key = boot[0]["api_key"].as_str().unwrap();
     assert!(key.starts_with("iak_") && key.len() == 68);
     // The generated server key is private.
-    let mode = std::fs::metadata(s.dir.join("secret.key"))
+    let mode = std::fs::metadata(s.state_dir.join("secret.key"))
         .unwrap()
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let dir_mode = std::fs::metadata(&s.dir).unwrap().permissions().mode();
+    let dir_mode = std::fs::metadata(&s.state_dir)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(dir_mode & 0o077, 0, "state directory is owner-only");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let up = s.client().with_key("").get("/up").await;
+        let up = api(&s).with_key("").get("/up").await;
         assert_eq!(up.expect(200).json["status"], "ok");
     });
-    let st = s.stop();
+    let st = s.terminate();
     assert!(st.success(), "SIGTERM exits 0, got {st}");
     s.wait_log(|v| v["msg"] == "stopped");
     // Restart on the same state: no second bootstrap key, the first still works.
-    let dir = s.dir.clone();
-    let s2 = Server::builder().dir(&dir).no_bootstrap().start();
+    let dir = s.state_dir.clone();
+    let s2 = server().state_dir(&dir).no_bootstrap().start();
     rt.block_on(async {
         let api = crate::support::Api::new(s2.addr, key);
         api.get("/api/v1/api_keys").await.expect(200);

@@ -1,11 +1,7 @@
 //! Test support: the real `iron-control` binary with captured JSON logs, a small HTTP client,
 //! a throwaway PostgreSQL cluster, and a local OAuth token endpoint.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,186 +9,24 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use iron_testkit::ControlBuilder;
 use serde_json::Value;
 
 pub use crate::pg::Postgres;
 pub use crate::token_server::{TokenReply, TokenServer};
+/// A running `iron-control serve` (shared with the end-to-end suite); killed on drop.
+pub use iron_testkit::{ControlServer as Server, agent_bin, spawn_logged};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_iron-control");
 
-/// A running `iron-control serve`; killed on drop.
-pub struct Server {
-    child: Option<Child>,
-    lines: Arc<Mutex<Vec<String>>>,
-    pub addr: SocketAddr,
-    pub api_key: String,
-    pub dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+/// This package's `iron-control serve`, checking for due token refreshes every 100 ms.
+pub fn server() -> ControlBuilder {
+    ControlBuilder::new(BIN).env("IRON_CONTROL_REFRESH_TICK_MS", "100")
 }
 
-pub struct ServerBuilder {
-    env: Vec<(String, String)>,
-    database: Option<String>,
-    dir: Option<PathBuf>,
-    expect_bootstrap: bool,
-}
-
-impl ServerBuilder {
-    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
-        self.env.push((k.into(), v.into()));
-        self
-    }
-    pub fn database(mut self, url: &str) -> Self {
-        self.database = Some(url.into());
-        self
-    }
-    /// Reuse a state directory (restart tests).
-    pub fn dir(mut self, dir: &Path) -> Self {
-        self.dir = Some(dir.to_path_buf());
-        self
-    }
-    /// The database already holds a key: no bootstrap line expected.
-    pub fn no_bootstrap(mut self) -> Self {
-        self.expect_bootstrap = false;
-        self
-    }
-
-    pub fn start(self) -> Server {
-        let (tmp, dir) = match self.dir {
-            Some(d) => (None, d),
-            None => {
-                let t = tempfile::tempdir().expect("tempdir");
-                let d = t.path().join("state");
-                (Some(t), d)
-            }
-        };
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(&dir)
-            .env_remove("IRON_CONTROL_DATABASE_URL")
-            .env_remove("IRON_CONTROL_SECRET_KEY")
-            .env("IRON_CONTROL_REFRESH_TICK_MS", "100");
-        if let Some(db) = &self.database {
-            cmd.args(["--database", db]);
-        }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let (child, lines) = spawn_logged(cmd);
-        let mut s = Server {
-            child: Some(child),
-            lines,
-            addr: "127.0.0.1:1".parse().expect("addr"),
-            api_key: String::new(),
-            dir,
-            _tmp: tmp,
-        };
-        let listening = s.wait_log(|v| v["msg"] == "listening");
-        s.addr = listening["addr"]
-            .as_str()
-            .expect("addr")
-            .parse()
-            .expect("addr");
-        if self.expect_bootstrap {
-            let b = s.wait_log(|v| v["msg"] == "bootstrap api key");
-            s.api_key = b["api_key"].as_str().expect("api_key").to_owned();
-        }
-        s
-    }
-}
-
-pub fn spawn_logged(mut cmd: Command) -> (Child, Arc<Mutex<Vec<String>>>) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().expect("stderr");
-    let l = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            l.lock().expect("lines").push(line);
-        }
-    });
-    (child, lines)
-}
-
-impl Server {
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder {
-            env: Vec::new(),
-            database: None,
-            dir: None,
-            expect_bootstrap: true,
-        }
-    }
-
-    pub fn start() -> Server {
-        Self::builder().start()
-    }
-
-    pub fn logs(&self) -> String {
-        self.lines.lock().expect("lines").join("\n")
-    }
-
-    pub fn json_lines(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    pub fn wait_log(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(v) = self.json_lines().into_iter().find(|v| pred(v)) {
-                return v;
-            }
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                panic!("iron-control exited ({st}); logs:\n{}", self.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "log line not seen; logs:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn client(&self) -> Api {
-        Api::new(self.addr, &self.api_key)
-    }
-
-    /// SIGTERM and wait; returns the exit status.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("iron-control did not stop on SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// The API as the server's bootstrap key.
+pub fn api(s: &Server) -> Api {
+    Api::new(s.addr, &s.api_key)
 }
 
 /// A response: status, headers, parsed JSON (Null when the body is empty or not JSON).

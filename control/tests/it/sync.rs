@@ -4,20 +4,20 @@
 use serde_json::json;
 
 use crate::scenario;
-use crate::support::Server;
+use crate::support::{api, server};
 
 #[test]
 fn config_hash_is_stable_and_tracks_delivered_config() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("state");
     let key = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="; // base64 of 32 'A's
-    let mut s = Server::builder()
-        .dir(&dir)
+    let mut s = server()
+        .state_dir(&dir)
         .env("IRON_CONTROL_SECRET_KEY", key)
         .start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (token, h1, api_key) = rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let prn = scenario::principal(&api, "default", "p").await;
         let ss = scenario::cp_secret(&api, "s", "secret-value-one-9f3a", "h.example").await;
         scenario::grant(&api, ("principal_id", &prn), "static_secret_id", &ss).await;
@@ -80,9 +80,9 @@ fn config_hash_is_stable_and_tracks_delivered_config() {
     let wal = std::fs::read(dir.join("control.db-wal")).unwrap_or_default();
     assert!(!raw.is_empty() || !wal.is_empty());
     // Restart on the same database and key: same hash, same values; the key is not logged again.
-    assert!(s.stop().success());
-    let s2 = Server::builder()
-        .dir(&dir)
+    assert!(s.terminate().success());
+    let s2 = server()
+        .state_dir(&dir)
         .env("IRON_CONTROL_SECRET_KEY", key)
         .no_bootstrap()
         .start();
@@ -98,8 +98,8 @@ fn config_hash_is_stable_and_tracks_delivered_config() {
     assert!(!s2.logs().contains("bootstrap api key"));
     // With another key the sealed values cannot be opened: refused, not leaked.
     drop(s2);
-    let s3 = Server::builder()
-        .dir(&dir)
+    let s3 = server()
+        .state_dir(&dir)
         .env(
             "IRON_CONTROL_SECRET_KEY",
             "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=",
@@ -120,13 +120,13 @@ fn server_key_rotation() {
     let dir = tmp.path().join("state");
     let old = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
     let new = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
-    let s = Server::builder()
-        .dir(&dir)
+    let s = server()
+        .state_dir(&dir)
         .env("IRON_CONTROL_SECRET_KEY", old)
         .start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (token, key) = rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let prn = scenario::principal(&api, "default", "p").await;
         let ss = scenario::cp_secret(&api, "s", "rotate-me", "h").await;
         scenario::grant(&api, ("principal_id", &prn), "static_secret_id", &ss).await;
@@ -148,8 +148,8 @@ fn server_key_rotation() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"resealed\":1"));
     // Only the new key now.
-    let s = Server::builder()
-        .dir(&dir)
+    let s = server()
+        .state_dir(&dir)
         .env("IRON_CONTROL_SECRET_KEY", new)
         .no_bootstrap()
         .start();

@@ -5,34 +5,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, World, curl};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::ebpf_world::{World, curl, intercept};
+use iron_agent_tests::netns::TestUser;
 use serde_json::json;
 
 #[test]
 fn budgets_of_a_policy_are_enforced_with_429_audit_and_metrics() {
-    if skip_unless_root("eBPF programs, test users, a network namespace") {
+    let Some(world) = World::enter("eBPF programs, test users, a network namespace") else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     let mitm = TestCa::new("budget MITM CA");
     let mut cfg = world.config(&mitm);
     let allow = json!([{"name": "allowlist", "config": {"domains": ["api.test", "other.test"]}}]);
-    cfg.intercept = Some(json!({
-        "mode": "ebpf",
-        "default": "exempt",
-        "pin_dir": PIN_DIR,
+    cfg.intercept = Some(intercept(json!({
         "policies": [
             {"name": "rate", "users": ["iatest1"], "transforms": allow,
              "budget": {"requests_per_minute": 2}},
             {"name": "volume", "users": ["iatest2"], "transforms": allow,
              "budget": {"new_hosts_per_hour": 1, "bytes_out_per_hour": 10}},
         ],
-    }));
+    })));
     let agent = world.start_agent(&cfg);
     let ca = world.mitm_ca();
 
@@ -92,5 +86,4 @@ fn budgets_of_a_policy_are_enforced_with_429_audit_and_metrics() {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
     drop(agent);
-    drop(world.ns);
 }

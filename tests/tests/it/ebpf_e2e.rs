@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, py, py_as_root};
-use iron_agent_tests::netns::{TestUser, py_connect, skip_unless_root};
+use iron_agent_tests::ebpf_world::{API_KEY, World, curl, py, py_as_root};
+use iron_agent_tests::netns::{TestUser, output_text, py_connect};
 
 /// Why these tests need root.
 const WHY: &str = "eBPF programs, test users, a network namespace";
@@ -24,24 +24,14 @@ print(src[0], src[1], rcode, an, ip)
 "#;
 
 fn dns_via_outside_resolver(user: &TestUser, name: &str) -> String {
-    let out = user.run(&["/usr/bin/python3", "-c", DNS_QUERY, name, "1"]);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-    .trim()
-    .to_string()
+    output_text(&user.run(&["/usr/bin/python3", "-c", DNS_QUERY, name, "1"]))
 }
 
 #[test]
 fn governed_users_under_policy_end_to_end() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     let mitm = TestCa::new("e2e MITM CA");
@@ -176,17 +166,13 @@ fn governed_users_under_policy_end_to_end() {
         m.text
     );
     assert!(m.sum("iron_agent_requests_total", &[r#"policy="restricted""#]) >= 3.0);
-    drop(world.ns);
 }
 
 #[test]
 fn killing_the_agent_fails_closed_and_a_restart_restores_service() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("e2e MITM CA");
     let cfg = world.config(&mitm);
@@ -219,5 +205,4 @@ fn killing_the_agent_fails_closed_and_a_restart_restores_service() {
     let agent = world.start_agent(&cfg);
     let (rc, code, out) = curl(&u1, &ca, &[], "https://api.test/after");
     assert_eq!((rc, code.as_str()), (0, "200"), "{out}\n{}", agent.logs());
-    drop(world.ns);
 }

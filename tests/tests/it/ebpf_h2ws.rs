@@ -4,12 +4,10 @@
 //! Same world as `ebpf_e2e.rs` (see `iron_agent_tests::ebpf_world`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
-use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, echoed_header};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::ebpf_world::{API_KEY, World, curl, echoed_header};
+use iron_agent_tests::netns::TestUser;
 use iron_agent_tests::ws::{SeenKeys, serve_echo};
+use iron_agent_tests::{KillOnDrop, TestCa};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -22,15 +20,9 @@ fn ws_origin(world: &World) -> SeenKeys {
     let acceptor = world.origin_ca.acceptor(&["ws.test"], &[]);
     let seen = SeenKeys::default();
     let keys = seen.clone();
-    let (tx, rx) = std::sync::mpsc::channel();
-    world.ns.spawn_in(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::bind("10.231.0.5:443").await.unwrap();
-            tx.send(()).unwrap();
+    world.ns.serve_in(move || async move {
+        let listener = TcpListener::bind("10.231.0.5:443").await.unwrap();
+        tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
@@ -44,7 +36,6 @@ fn ws_origin(world: &World) -> SeenKeys {
             }
         });
     });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap();
     seen
 }
 
@@ -88,12 +79,9 @@ print(json.dumps({"status": status, "echo": echo}))
 
 #[test]
 fn http2_and_websocket_through_the_redirect() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let ws_keys = ws_origin(&world);
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
@@ -188,7 +176,6 @@ fn http2_and_websocket_through_the_redirect() {
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
     );
-    drop(world.ns);
 }
 
 fn grpc_script(name: &str) -> String {
@@ -199,9 +186,9 @@ fn grpc_script(name: &str) -> String {
 
 #[test]
 fn grpc_through_the_redirect() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
+    };
     // The governed user runs the system python (not root's environment).
     let ok = std::process::Command::new("/usr/bin/python3")
         .args(["-c", "import grpc"])
@@ -211,9 +198,6 @@ fn grpc_through_the_redirect() {
         ok,
         "/usr/bin/python3 with grpcio is required: /usr/bin/python3 -m pip install grpcio"
     );
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
     let (chain_path, key_path) =
         world
             .origin_ca
@@ -235,14 +219,7 @@ fn grpc_through_the_redirect() {
     )
     .unwrap();
     assert_eq!(port.trim(), "443", "grpc server did not start");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Kill(server);
+    let _server = KillOnDrop(server);
 
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("e2e MITM CA");
@@ -284,5 +261,4 @@ fn grpc_through_the_redirect() {
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
     );
-    drop(world.ns);
 }

@@ -13,9 +13,9 @@ use serde_json::json;
 
 use iron_agent_tests::agent::agent_bin;
 use iron_agent_tests::config::AgentConfig;
-use iron_agent_tests::ebpf_world::{Unpin, World, py, py_as_root};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
-use iron_agent_tests::{Agent, TestCa};
+use iron_agent_tests::ebpf_world::{World, py, py_as_root};
+use iron_agent_tests::netns::{TestCgroup, TestUser, output_text};
+use iron_agent_tests::{Agent, KillOnDrop, TestCa};
 
 const WHY: &str = "eBPF and BPF LSM programs, test users, cgroups";
 
@@ -122,12 +122,9 @@ fn status(agent: &Agent) -> serde_json::Value {
 
 #[test]
 fn inbound_listeners_are_loopback_only_and_agent_ports_cannot_be_squatted() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("harden MITM CA");
 
@@ -171,17 +168,13 @@ fn inbound_listeners_are_loopback_only_and_agent_ports_cannot_be_squatted() {
         "import socket,errno\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ntry:\n  s.bind(('127.0.0.1',{dns})); print('ok')\nexcept OSError as e: print(errno.errorcode[e.errno])"
     );
     assert_eq!(py(&u1, &udp), "EPERM");
-    drop(world.ns);
 }
 
 #[test]
 fn routing_options_and_foreign_socket_families_are_refused() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("harden MITM CA");
 
@@ -206,17 +199,13 @@ fn routing_options_and_foreign_socket_families_are_refused() {
     assert_eq!(py_as_root(PY_PACKET_OPTIONS), "ok ok");
     assert_eq!(py_as_root(PY_FAMILIES), "ok ok ok ok ok");
     drop(agent);
-    drop(world.ns);
 }
 
 #[test]
 fn unix_sockets_outside_the_allowlist_are_refused() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("harden MITM CA");
     let dir = tempfile::tempdir().unwrap();
@@ -270,21 +259,17 @@ fn unix_sockets_outside_the_allowlist_are_refused() {
     // Root (exempt) is not restricted.
     assert_eq!(py_as_root(&py_unix_connect(&s(&runtime))), "ok");
     drop((abs_ok, abs_no));
-    drop(world.ns);
 }
 
 #[test]
 fn governed_root_cannot_reach_into_the_agent() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let mitm = TestCa::new("harden MITM CA");
     // Root inside a governed cgroup: ordinary permissions allow it everything, so only the
     // LSM stands between it and the agent.
-    let cg = Cgroup::new("iatest-harden");
+    let cg = TestCgroup::create("iatest-harden");
     let cfg = harden_config(
         &world,
         &mitm,
@@ -311,7 +296,7 @@ print(rd('/proc/{pid}/environ'), rd('/proc/{pid}/mem'), pt, bp)
     };
     // Control: a sleeping root process in the same cgroup, without the agent, is open to it.
     let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
-    assert_eq!(cg.run_py(&probe(victim.id())), "ok ok ok ok");
+    assert_eq!(cg.py_as_root(&probe(victim.id())), "ok ok ok ok");
     let _ = victim.kill();
     let _ = victim.wait();
 
@@ -320,11 +305,13 @@ print(rd('/proc/{pid}/environ'), rd('/proc/{pid}/mem'), pt, bp)
         skip_lsm("self-protection");
         return;
     }
-    assert_eq!(cg.run_py(&probe(agent.pid())), "EPERM EPERM EPERM EPERM");
+    assert_eq!(
+        cg.py_as_root(&probe(agent.pid())),
+        "EPERM EPERM EPERM EPERM"
+    );
     // Exempt root outside the cgroup still can (the protection is for governed tasks only).
     assert_eq!(py_as_root(&probe(agent.pid())), "ok ok ok ok");
     drop(agent);
-    drop(world.ns);
 }
 
 /// DNS over TCP to `server`: prints `rcode answers first-A peer`, or the errno name.
@@ -359,12 +346,9 @@ while True:
 
 #[test]
 fn dns_over_tcp_goes_to_the_agent_and_dot_stays_denied() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("harden MITM CA");
     let mut resolver = KillOnDrop(
@@ -382,14 +366,7 @@ fn dns_over_tcp_goes_to_the_agent_and_dot_stays_denied() {
     .unwrap();
     assert_eq!(ready.trim(), "ready");
     let q = |server: &str, name: &str| {
-        let out = u1.run(&["/usr/bin/python3", "-c", PY_DNS_TCP, server, name]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .trim()
-        .to_string()
+        output_text(&u1.run(&["/usr/bin/python3", "-c", PY_DNS_TCP, server, name]))
     };
     // Control: without the agent the local resolver answers any name.
     assert_eq!(q("127.0.0.1", "leak.test"), "0 1 192.0.2.99 127.0.0.1");
@@ -420,17 +397,13 @@ fn dns_over_tcp_goes_to_the_agent_and_dot_stays_denied() {
     );
     drop(resolver);
     drop(agent);
-    drop(world.ns);
 }
 
 #[test]
 fn lsm_state_is_reported_and_require_lsm_is_enforced() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let mitm = TestCa::new("harden MITM CA");
     let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
     let on = lsm_on(&agent);
@@ -475,9 +448,7 @@ fn lsm_state_is_reported_and_require_lsm_is_enforced() {
 
     // require_lsm: refuse to start without it, start normally with it.
     let cfg = harden_config(&world, &mitm, json!({"require_lsm": true}));
-    let mut agent = Agent::with(&cfg)
-        .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
-        .start();
+    let mut agent = world.agent(&cfg).start();
     if on {
         assert!(
             agent.logs().contains("eBPF interception attached"),
@@ -494,16 +465,6 @@ fn lsm_state_is_reported_and_require_lsm_is_enforced() {
         );
     }
     drop(agent);
-    drop(world.ns);
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn chmod(p: &Path, mode: u32) {
@@ -515,51 +476,4 @@ fn abstract_listener(name: &str) -> UnixListener {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
     UnixListener::bind_addr(&addr).unwrap()
-}
-
-/// A child cgroup of the cgroup2 root, removed on drop.
-struct Cgroup {
-    path: PathBuf,
-}
-
-impl Cgroup {
-    fn new(name: &str) -> Cgroup {
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(2) == Some(&"cgroup2"))
-            .map(|f| PathBuf::from(f[1]))
-            .expect("cgroup2 mount");
-        let path = root.join(name);
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).unwrap();
-        Cgroup { path }
-    }
-
-    /// `python3 -c code` as root inside this cgroup: stdout and stderr, trimmed.
-    fn run_py(&self, code: &str) -> String {
-        let out = Command::new("timeout")
-            .args(["20", "sh", "-c"])
-            .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec python3 -c \"$0\"",
-                self.path.display()
-            ))
-            .arg(code)
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .trim()
-        .to_string()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
-    }
 }

@@ -5,73 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::rr::RecordType;
 use iron_agent_tests::TestCa;
 use iron_agent_tests::dns::{Answer, FakeDns};
-use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, py, py_as_root};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::ebpf_world::{API_KEY, World, curl, intercept, py, py_as_root};
+use iron_agent_tests::netns::{TestCgroup, TestUser};
 use serde_json::json;
 
 const WHY: &str = "eBPF programs, test users, a cgroup, a network namespace";
-
-/// A cgroup v2 directory for a cgroup-bound policy; removed on drop.
-pub(crate) struct TestCgroup(pub(crate) PathBuf);
-
-impl TestCgroup {
-    pub(crate) fn create(name: &str) -> TestCgroup {
-        let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-        let root = mounts
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.get(2) == Some(&"cgroup2"))
-            .map(|f| PathBuf::from(f[1]))
-            .expect("cgroup2 mount");
-        let path = root.join(name);
-        let _ = std::fs::remove_dir(&path);
-        std::fs::create_dir(&path).unwrap();
-        TestCgroup(path)
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if std::fs::remove_dir(&self.0).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// `python3 -c code` as `user`, run from inside cgroup `cg` (the shell joins it, then drops to
-/// the user): stdout and stderr, trimmed.
-pub(crate) fn py_in_cgroup(user: &TestUser, cg: &Path, code: &str) -> String {
-    let script = format!(
-        "echo $$ > {}/cgroup.procs && exec setpriv --reuid={} --regid={} --clear-groups -- /usr/bin/python3 -c \"$0\"",
-        cg.display(),
-        user.uid,
-        user.gid
-    );
-    let out = Command::new("timeout")
-        .args(["20", "sh", "-c", &script, code])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-    .trim()
-    .to_string()
-}
 
 /// Python: one HTTP/1.1 request to `addr` (IPv6 socket for a `[..]` address) with `Host: host`;
 /// prints the status code, or the errno name when the connection fails.
@@ -110,12 +54,9 @@ fn py_dns(addr: &str, port: u16, name: &str) -> String {
 
 #[test]
 fn direct_connections_get_exactly_their_own_identity() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     let u3 = TestUser::ensure("iatest3");
@@ -126,12 +67,9 @@ fn direct_connections_get_exactly_their_own_identity() {
     // Dual-stack: IPv4 clients reach it as `::ffff:127.0.0.1` (recorded by the kernel), and it
     // is reachable from the namespace too (not recorded).
     cfg.proxy.tunnel_listen = Some("[::]:0".into());
-    cfg.intercept = Some(json!({
-        "mode": "ebpf",
-        "default": "exempt",
+    cfg.intercept = Some(intercept(json!({
         "governed": {"users": ["iatest1"]},
         "deny": {"users": ["iatest3"]},
-        "pin_dir": iron_agent_tests::ebpf_world::PIN_DIR,
         "policies": [
             {
                 "name": "restricted",
@@ -140,11 +78,11 @@ fn direct_connections_get_exactly_their_own_identity() {
             },
             {
                 "name": "cgonly",
-                "cgroups": [cg.0.to_string_lossy()],
+                "cgroups": [cg.path.to_string_lossy()],
                 "transforms": [{"name": "allowlist", "config": {"domains": ["other.test"]}}],
             },
         ],
-    }));
+    })));
     let agent = world.start_agent(&cfg);
     let http = agent.addr("http").port();
     let tunnel = agent.addr("tunnel").port();
@@ -181,17 +119,13 @@ fn direct_connections_get_exactly_their_own_identity() {
 
     // A policy bound only to a cgroup is recognised on a direct connection (uid iatest4 has
     // no rule of its own: before, it got the top-level pipeline, which allows api.test).
-    let out = py_in_cgroup(
-        &u4,
-        &cg.0,
-        &py_http("127.0.0.1", http, "api.test:8080", "/cg"),
-    );
+    let out = cg.py(&u4, &py_http("127.0.0.1", http, "api.test:8080", "/cg"));
     assert_eq!(out, "403");
     let a = agent.audit_where(|a| a["path"] == "/cg");
     assert_eq!(a["policy"], "cgonly");
     assert_eq!(a["uid"], u4.uid);
     assert_eq!(a["comm"], "python3");
-    let out = py_in_cgroup(&u4, &cg.0, &py_connect_tunnel(tunnel, "api.test:443"));
+    let out = cg.py(&u4, &py_connect_tunnel(tunnel, "api.test:443"));
     assert_eq!(out, "403");
 
     // An IPv6 socket to `::ffff:127.0.0.1` on the IPv4 listener is identified too.
@@ -240,17 +174,13 @@ fn direct_connections_get_exactly_their_own_identity() {
     let a = agent.audit_where(|a| a["reason"] == "unidentified_peer");
     assert_eq!(a["host"], "api.test:443");
     assert!(a.get("uid").is_none_or(|u| u.is_null()), "{a}");
-    drop(world.ns);
 }
 
 #[test]
 fn host_cannot_pivot_a_redirected_connection_to_another_port() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let mitm = TestCa::new("pivot MITM CA");
     let agent = world.start_agent(&world.config(&mitm));
@@ -273,17 +203,13 @@ fn host_cannot_pivot_a_redirected_connection_to_another_port() {
         py_as_root(&py_http("10.231.0.2", 8080, "api.test:8080", "/control")),
         "200"
     );
-    drop(world.ns);
 }
 
 #[test]
 fn names_no_policy_admits_are_never_resolved() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u2 = TestUser::ensure("iatest2");
     let mitm = TestCa::new("exfil MITM CA");
     // The upstream resolver records every name it is asked for.
@@ -334,7 +260,6 @@ fn names_no_policy_admits_are_never_resolved() {
         "the agent looked up names no policy admits: {asked:?}"
     );
     drop(recorder);
-    drop(world.ns);
 }
 
 /// The real value of the identity-bound secret (issue 11 item 13).
@@ -343,12 +268,9 @@ const BOUND_PLACEHOLDER: &str = "bound-placeholder-9";
 
 #[test]
 fn a_placeholder_bound_to_another_identity_is_rejected() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u4 = TestUser::ensure("iatest4");
     let mitm = TestCa::new("bound MITM CA");
@@ -361,22 +283,13 @@ fn a_placeholder_bound_to_another_identity_is_rejected() {
             "rules": [{"host": "api.test"}],
             "identities": {"users": ["iatest1"]},
         }])));
-    cfg.intercept = Some(json!({
-        "mode": "ebpf",
-        "default": "exempt",
+    cfg.intercept = Some(intercept(json!({
         "governed": {"users": ["iatest1", "iatest4"]},
-        "pin_dir": iron_agent_tests::ebpf_world::PIN_DIR,
-    }));
-    let agent = iron_agent_tests::Agent::with(&cfg)
-        .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
-        .env("API_KEY", API_KEY)
+    })));
+    let agent = world
+        .agent(&cfg)
         .env("BOUND_KEY", BOUND_VALUE)
-        .start();
-    assert!(
-        agent.logs().contains("eBPF interception attached"),
-        "{}",
-        agent.logs()
-    );
+        .start_attached();
     let ca = world.mitm_ca();
     let auth = format!("Authorization: Bearer {BOUND_PLACEHOLDER}");
 
@@ -404,5 +317,4 @@ fn a_placeholder_bound_to_another_identity_is_rejected() {
         !agent.logs().contains(BOUND_VALUE),
         "credential value leaked into logs"
     );
-    drop(world.ns);
 }

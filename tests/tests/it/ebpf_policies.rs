@@ -6,12 +6,10 @@
 //! transforms. Same world as `ebpf_e2e.rs` (see `iron_agent_tests::ebpf_world`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use iron_agent_tests::TestCa;
-use iron_agent_tests::ebpf_world::{Unpin, World, curl, curl_env, echoed_header};
+use iron_agent_tests::ebpf_world::{World, curl, curl_env, echoed_header};
 use iron_agent_tests::grpc_transform::{Call, ServerTls, TransformServer};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::netns::TestUser;
 use serde_json::{Value, json};
 
 use crate::judge::llm::{self, FakeLlm, KEY};
@@ -23,19 +21,9 @@ const REAL: &str = "policy-real-key-5521";
 /// A Streamable HTTP MCP server for `ws.test` on 10.231.0.5:443 inside the namespace.
 fn mcp_origin(world: &World) -> McpServer {
     let acceptor = world.origin_ca.acceptor(&["ws.test"], &[]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    world.ns.spawn_in(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let srv = McpServer::start_on("10.231.0.5:443".parse().unwrap(), Some(acceptor)).await;
-            tx.send(srv).unwrap();
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    world.ns.serve_in(move || async move {
+        McpServer::start_on("10.231.0.5:443".parse().unwrap(), Some(acceptor)).await
+    })
 }
 
 /// The `restricted` policy's pipeline: everything issue 15 adds, scoped to its hosts.
@@ -88,12 +76,9 @@ fn post(
 
 #[test]
 fn policy_pipelines_run_the_issue_15_transforms() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let mcp = mcp_origin(&world);
     let llm = world.rt.block_on(FakeLlm::start());
     let svc = world.rt.block_on(TransformServer::start(ServerTls::Plain));
@@ -110,17 +95,11 @@ fn policy_pipelines_run_the_issue_15_transforms() {
         "rules": [{"host": "ws.test", "paths": ["/gw"]}],
         "upstream": "https://ws.test/gw/real",
     }]}));
-    let agent = iron_agent_tests::Agent::with(&cfg)
-        .env("SSL_CERT_FILE", world.origin_ca().to_string_lossy())
-        .env("API_KEY", iron_agent_tests::ebpf_world::API_KEY)
+    let agent = world
+        .agent(&cfg)
         .env("POLICY_KEY", REAL)
         .env("JUDGE_KEY", KEY)
-        .start();
-    assert!(
-        agent.logs().contains("eBPF interception attached"),
-        "{}",
-        agent.logs()
-    );
+        .start_attached();
     let ca = world.mitm_ca();
     let connect = format!("http://{}", agent.addr("tunnel"));
     let socks = format!("socks5h://{}", agent.addr("tunnel"));
@@ -284,5 +263,4 @@ fn policy_pipelines_run_the_issue_15_transforms() {
     assert_eq!(rec["policy"], "restricted", "{rec}");
     agent.assert_not_logged(REAL);
     agent.assert_not_logged(KEY);
-    drop(world.ns);
 }

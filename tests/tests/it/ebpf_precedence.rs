@@ -7,11 +7,9 @@ use std::process::Command;
 
 use iron_agent_tests::TestCa;
 use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, World};
-use iron_agent_tests::netns::{TestUser, py_connect, skip_unless_root};
+use iron_agent_tests::ebpf_world::{World, intercept};
+use iron_agent_tests::netns::{TestCgroup, TestUser, py_connect};
 use serde_json::json;
-
-use super::ebpf_ident::{TestCgroup, py_in_cgroup};
 
 const WHY: &str = "eBPF programs, test users, nested cgroups, a network namespace";
 
@@ -25,12 +23,9 @@ fn py_https_api(ca: &str, path: &str) -> String {
 
 #[test]
 fn innermost_cgroup_decides_and_exempt_does_not_free_a_governed_uid() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u4 = TestUser::ensure("iatest4");
     // Dropped in reverse order: children before their parent.
@@ -39,36 +34,33 @@ fn innermost_cgroup_decides_and_exempt_does_not_free_a_governed_uid() {
     let exempt = TestCgroup::create("iatest-prec-outer/exempt");
     let mitm = TestCa::new("precedence MITM CA");
     let mut cfg = world.config(&mitm);
-    cfg.intercept = Some(json!({
-        "mode": "ebpf",
-        "default": "exempt",
+    cfg.intercept = Some(intercept(json!({
         "governed": {"users": ["iatest1"]},
-        "exempt": {"cgroups": [exempt.0.to_string_lossy()]},
-        "pin_dir": PIN_DIR,
+        "exempt": {"cgroups": [exempt.path.to_string_lossy()]},
         "policies": [
             {
                 "name": "outer",
-                "cgroups": [outer.0.to_string_lossy()],
+                "cgroups": [outer.path.to_string_lossy()],
                 "transforms": [{"name": "allowlist", "config": {"domains": ["other.test"]}}],
             },
             {
                 "name": "inner",
-                "cgroups": [inner.0.to_string_lossy()],
+                "cgroups": [inner.path.to_string_lossy()],
                 "transforms": [{"name": "allowlist", "config": {"domains": ["api.test"]}}],
             },
         ],
-    }));
+    })));
     let agent = world.start_agent(&cfg);
     let ca = world.mitm_ca();
     let ca = ca.to_str().unwrap();
 
     // The outer cgroup's policy does not allow api.test ...
-    let out = py_in_cgroup(&u4, &outer.0, &py_https_api(ca, "/outer"));
+    let out = outer.py(&u4, &py_https_api(ca, "/outer"));
     assert_eq!(out, "403", "{}", agent.logs());
     let a = agent.audit_where(|a| a["path"] == "/outer");
     assert_eq!(a["policy"], "outer");
     // ... the inner one, nested in it, does: a process in the inner cgroup gets the inner policy.
-    let out = py_in_cgroup(&u4, &inner.0, &py_https_api(ca, "/inner"));
+    let out = inner.py(&u4, &py_https_api(ca, "/inner"));
     assert_eq!(out, "200", "{}", agent.logs());
     let a = agent.audit_where(|a| a["path"] == "/inner");
     assert_eq!(a["policy"], "inner");
@@ -77,16 +69,15 @@ fn innermost_cgroup_decides_and_exempt_does_not_free_a_governed_uid() {
     // An exempt cgroup nested in a governed one exempts a uid without an entry of its own:
     // a direct connection to another port goes through untouched (control) ...
     let plain = "10.231.0.2:8080".parse().unwrap();
-    assert_eq!(py_in_cgroup(&u4, &exempt.0, &py_connect(plain)), "ok");
+    assert_eq!(exempt.py(&u4, &py_connect(plain)), "ok");
     // ... but a governed user's process placed there stays governed (denied, not free).
-    assert_eq!(py_in_cgroup(&u1, &exempt.0, &py_connect(plain)), "EPERM");
+    assert_eq!(exempt.py(&u1, &py_connect(plain)), "EPERM");
     // And a governed user in a policy cgroup gets that cgroup's policy (cgroups decide).
-    let out = py_in_cgroup(&u1, &inner.0, &py_https_api(ca, "/u1-inner"));
+    let out = inner.py(&u1, &py_https_api(ca, "/u1-inner"));
     assert_eq!(out, "200");
     let a = agent.audit_where(|a| a["path"] == "/u1-inner");
     assert_eq!(a["policy"], "inner");
     drop(agent);
-    drop(world.ns);
 }
 
 #[test]

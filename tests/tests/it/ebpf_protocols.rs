@@ -6,8 +6,8 @@
 
 use iron_agent_tests::TestCa;
 use iron_agent_tests::config::{Tls, UpstreamProxy};
-use iron_agent_tests::ebpf_world::{API_KEY, Unpin, World, curl, curl_env, echoed_header};
-use iron_agent_tests::netns::{TestUser, skip_unless_root};
+use iron_agent_tests::ebpf_world::{API_KEY, World, curl, curl_env, echoed_header};
+use iron_agent_tests::netns::TestUser;
 use iron_agent_tests::proxies::TestProxy;
 use serde_json::Value;
 
@@ -21,12 +21,9 @@ fn setup_of(uid: u32, target: &'static str) -> impl Fn(&Value) -> bool {
 
 #[test]
 fn governed_users_through_the_tunnel_listener_keep_their_identity() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     let mitm = TestCa::new("e2e MITM CA");
@@ -140,17 +137,13 @@ fn governed_users_through_the_tunnel_listener_keep_their_identity() {
         !agent.logs().contains(API_KEY),
         "credential value leaked into logs"
     );
-    drop(world.ns);
 }
 
 #[test]
 fn sni_only_passes_tls_through_the_redirect() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     // No CA anywhere: the workload trusts only the origins' CA and sees their certificates.
@@ -253,17 +246,13 @@ fn sni_only_passes_tls_through_the_redirect() {
     let a = agent.audit_where(setup_of(u2.uid, "api.test:443"));
     assert_eq!(a["action"], "reject");
     assert_eq!(a["policy"], "restricted");
-    drop(world.ns);
 }
 
 #[test]
 fn redirected_traffic_chains_through_an_upstream_proxy() {
-    if skip_unless_root(WHY) {
+    let Some(world) = World::enter(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     // The proxy runs as root (not intercepted) and sends every tunnel to the origin on
     // 10.231.0.3, recording what the agent asked for.
@@ -315,5 +304,4 @@ fn redirected_traffic_chains_through_an_upstream_proxy() {
     let a = agent.audit_where(|a| a["path"] == "/front");
     assert_eq!(a["reason"], "destination_mismatch");
     assert_eq!(proxy.count(), 1, "{:?}", proxy.seen());
-    drop(world.ns);
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use iron_agent_tests::agent::agent_bin;
 use iron_agent_tests::config::Postgres;
-use iron_agent_tests::netns::skip_unless_root;
+use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, intercept};
+use iron_agent_tests::netns::root_turn;
 use iron_agent_tests::postgres::proxy_block;
 use iron_agent_tests::{Agent, AgentConfig, TestCa, Transform};
 use serde_json::json;
@@ -305,40 +306,24 @@ fn failing_upstream_resolver_is_logged() {
     drop(silent_tcp);
 }
 
-/// Where the root tests pin; removed whatever happens.
-const PIN_DIR: &str = "/sys/fs/bpf/iron-agent-first-hour";
-
-struct Unpin;
-impl Drop for Unpin {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(PIN_DIR);
-    }
-}
-
 fn ebpf_config(
     c: &std::path::Path,
     k: &std::path::Path,
     governed: serde_json::Value,
 ) -> AgentConfig {
     AgentConfig {
-        intercept: Some(json!({
-            "mode": "ebpf",
-            "default": "exempt",
-            "governed": governed,
-            "pin_dir": PIN_DIR,
-        })),
+        intercept: Some(intercept(json!({"governed": governed}))),
         ..AgentConfig::loopback(c, k)
     }
 }
 
 #[test]
 fn failed_first_start_leaves_no_pin_and_detach_releases() {
-    if skip_unless_root("eBPF programs") {
+    let Some(_turn) = root_turn("eBPF programs") else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let _ = std::fs::remove_dir_all(PIN_DIR);
+    };
+    // Where the agent pins ([`intercept`]): absent now, removed whatever happens.
+    let _unpin = Unpin::fresh();
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
@@ -386,8 +371,7 @@ fn failed_first_start_leaves_no_pin_and_detach_releases() {
 
     // A good start pins; stopping says traffic stays denied and names `detach`.
     let good = ebpf_config(&c, &k, json!({"uids": [59999]}));
-    let mut agent = Agent::with(&good).start();
-    assert!(agent.logs().contains("eBPF interception attached"));
+    let mut agent = Agent::with(&good).start_attached();
     assert_eq!(agent.signal(libc::SIGTERM).code(), Some(0));
     assert!(
         agent
@@ -415,10 +399,9 @@ fn failed_first_start_leaves_no_pin_and_detach_releases() {
 
 #[test]
 fn jail_names_a_missing_command() {
-    if skip_unless_root("eBPF programs and a cgroup") {
+    let Some(_turn) = root_turn("eBPF programs and a cgroup") else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
+    };
     let state = tempfile::tempdir().unwrap();
     let out = Command::new(agent_bin())
         .args(["run", "--", "/nonexistent/fh-tool", "x"])

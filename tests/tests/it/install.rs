@@ -7,60 +7,17 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::config::{Dns, Log, Proxy, Tls};
+use iron_agent_tests::agent::{agent_bin, generate_ca, run_agent};
+use iron_agent_tests::config::Log;
 use iron_agent_tests::fs_snapshot::{self, Entry};
-use iron_agent_tests::netns::skip_unless_root;
+use iron_agent_tests::netns::{cgroup2_mount, root_turn};
 use iron_agent_tests::{AgentConfig, Transform};
 
 /// Why the machine tests need root.
 const WHY: &str = "changes the trust store, attaches eBPF programs";
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    pid: u32,
-}
-
-/// Runs the agent binary with a time limit (killed and failed when it is exceeded).
-fn agent(args: &[&str], limit: Duration) -> Out {
-    let mut child = Command::new(agent_bin())
-        .args(args)
-        .env_remove("SUDO_UID")
-        .env_remove("SUDO_GID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn iron-agent");
-    let pid = child.id();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "iron-agent {args:?} did not finish within {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        pid,
-    }
-}
 
 /// Every path below `dir` with its type, mode and content (or link target).
 fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
@@ -83,7 +40,7 @@ fn install_into_root_and_uninstall_restores_the_tree() {
     let before = tree(root);
     let r = root.to_str().unwrap();
 
-    let out = agent(
+    let out = run_agent(
         &[
             "install",
             "--root",
@@ -114,7 +71,7 @@ fn install_into_root_and_uninstall_restores_the_tree() {
     assert!(cfg.contains("ca_cert: \"/etc/iron-agent/ca.crt\""), "{cfg}");
     // The written config passes the same validation as check-config (its CA paths are the real
     // system's, so not the host checks).
-    let check = agent(
+    let check = run_agent(
         &[
             "check-config",
             "--no-host-checks",
@@ -184,7 +141,7 @@ fn install_into_root_and_uninstall_restores_the_tree() {
     // Idempotent, and the config (edited by the operator) is never overwritten.
     std::fs::write(etc.join("config.yaml"), format!("# edited\n{cfg}")).unwrap();
     let after_first = tree(root);
-    let out = agent(
+    let out = run_agent(
         &["install", "--root", r, "--allow", "other.example"],
         Duration::from_secs(60),
     );
@@ -196,21 +153,21 @@ fn install_into_root_and_uninstall_restores_the_tree() {
     );
     assert_eq!(tree(root), after_first, "a second install changed files");
 
-    let st = agent(&["status", "--root", r, "--json"], Duration::from_secs(20));
+    let st = run_agent(&["status", "--root", r, "--json"], Duration::from_secs(20));
     assert_eq!(st.code, 0, "{}", st.stderr);
     let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["installed"], true);
     assert_eq!(v["intercept"]["default"], "redirect");
 
     // Uninstall keeps the CA (and records it); --purge then restores the tree exactly.
-    let out = agent(&["uninstall", "--root", r], Duration::from_secs(60));
+    let out = run_agent(&["uninstall", "--root", r], Duration::from_secs(60));
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(etc.join("ca.crt").exists() && etc.join("ca.key").exists());
     assert!(!etc.join("config.yaml").exists());
     assert!(!root.join("etc/systemd/system/iron-agent.service").exists());
     assert!(root.join("etc/systemd/system/other.service").exists());
     assert!(root.join("usr/local/bin/tool").exists() && !bin.exists());
-    let out = agent(
+    let out = run_agent(
         &["uninstall", "--root", r, "--purge"],
         Duration::from_secs(60),
     );
@@ -226,7 +183,7 @@ fn install_validates_a_supplied_config_first() {
     let r = root.to_str().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "proxy:\n  http_listen: 12\n  nonsense: true\n").unwrap();
-    let out = agent(
+    let out = run_agent(
         &["install", "--root", r, "--config", bad.to_str().unwrap()],
         Duration::from_secs(30),
     );
@@ -241,7 +198,7 @@ fn install_validates_a_supplied_config_first() {
     let good = dir.path().join("good.yaml");
     let text = "dns:\n  proxy_ip: \"127.0.0.1\"\ntls:\n  ca_cert: /etc/iron-agent/ca.crt\n  ca_key: /etc/iron-agent/ca.key\ntransforms:\n  - name: allowlist\n    config:\n      domains: [\"a.example\"]\n";
     std::fs::write(&good, text).unwrap();
-    let out = agent(
+    let out = run_agent(
         &["install", "--root", r, "--config", good.to_str().unwrap()],
         Duration::from_secs(60),
     );
@@ -250,7 +207,7 @@ fn install_validates_a_supplied_config_first() {
         std::fs::read_to_string(root.join("etc/iron-agent/config.yaml")).unwrap(),
         text
     );
-    let out = agent(
+    let out = run_agent(
         &["uninstall", "--root", r, "--purge"],
         Duration::from_secs(60),
     );
@@ -304,10 +261,9 @@ impl Drop for RestoreCerts {
 
 #[test]
 fn install_status_uninstall_on_this_machine() {
-    if skip_unless_root(WHY) {
+    let Some(_turn) = root_turn(WHY) else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
+    };
     if Path::new("/etc/iron-agent").exists()
         || Path::new("/var/lib/iron-agent/install-manifest.json").exists()
     {
@@ -326,7 +282,7 @@ fn install_status_uninstall_on_this_machine() {
     }
     let certs_before = certs_snapshot();
     let before = machine_snapshot();
-    let out = agent(
+    let out = run_agent(
         &["install", "--allow", "example.com"],
         Duration::from_secs(120),
     );
@@ -334,7 +290,7 @@ fn install_status_uninstall_on_this_machine() {
     struct Undo;
     impl Drop for Undo {
         fn drop(&mut self) {
-            let _ = agent(&["uninstall", "--purge"], Duration::from_secs(120));
+            let _ = run_agent(&["uninstall", "--purge"], Duration::from_secs(120));
         }
     }
     let undo = Undo;
@@ -372,17 +328,17 @@ fn install_status_uninstall_on_this_machine() {
         );
     }
 
-    let st = agent(&["status"], Duration::from_secs(20));
+    let st = run_agent(&["status"], Duration::from_secs(20));
     assert_eq!(st.code, 0, "{}", st.stderr);
     assert!(st.stdout.contains("installed    yes"), "{}", st.stdout);
     if !Path::new("/sys/fs/bpf/iron-agent").exists() {
         assert!(st.stdout.contains("attached     no"), "{}", st.stdout);
     }
-    let st = agent(&["status", "--json"], Duration::from_secs(20));
+    let st = run_agent(&["status", "--json"], Duration::from_secs(20));
     let v: serde_json::Value = serde_json::from_str(&st.stdout).unwrap();
     assert_eq!(v["intercept"]["mode"], "ebpf");
 
-    let out = agent(&["uninstall", "--purge"], Duration::from_secs(120));
+    let out = run_agent(&["uninstall", "--purge"], Duration::from_secs(120));
     std::mem::forget(undo);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(!bundle_has_ca(), "CA still in the bundle after uninstall");
@@ -515,41 +471,15 @@ fn trust_store_compared_by_content_and_restored_after_update_ca_certificates() {
 
 /// A config with a generated CA in a temp dir, for `run -- CMD`.
 fn jail_config(dir: &Path) -> PathBuf {
-    let out = agent(
-        &["generate-ca", "--outdir", dir.to_str().unwrap()],
-        Duration::from_secs(30),
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let cfg = dir.join("jail.yaml");
-    let config = AgentConfig {
-        dns: Dns {
-            proxy_ip: Some("127.0.0.1".into()),
-            ..Dns::default()
-        },
-        proxy: Proxy::default(),
-        tls: Tls::mitm(&dir.join("ca.crt"), &dir.join("ca.key")),
-        metrics: None,
-        transforms: vec![Transform::allowlist(&[])],
-        mcp: None,
-        mcp_gateway: None,
-        intercept: None,
-        log: Some(Log {
-            level: "warn".into(),
-        }),
-        postgres: None,
-    };
-    std::fs::write(&cfg, config.to_yaml()).unwrap();
-    cfg
-}
-
-fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.get(2) == Some(&"cgroup2"))
-        .map(|f| PathBuf::from(f[1]))
-        .expect("cgroup2 mount")
+    let (c, k) = generate_ca(dir);
+    AgentConfig::jail(&c, &k)
+        .transforms([Transform::allowlist(&[])])
+        .with(|c| {
+            c.log = Some(Log {
+                level: "warn".into(),
+            })
+        })
+        .write(&dir.join("jail.yaml"))
 }
 
 /// Nothing of run `pid` remains: no pins, no cgroup.
@@ -562,15 +492,14 @@ fn assert_cleaned(pid: u32) {
 
 #[test]
 fn run_command_exit_status_and_cgroup() {
-    if skip_unless_root(WHY) {
-        return;
-    }
     // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
-    let _g = iron_agent_tests::machine_lock();
+    let Some(_turn) = root_turn(WHY) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cfg = jail_config(dir.path());
     let c = cfg.to_str().unwrap();
-    let out = agent(
+    let out = run_agent(
         &[
             "run",
             "--config",
@@ -590,21 +519,21 @@ fn run_command_exit_status_and_cgroup() {
     );
     assert_cleaned(out.pid);
 
-    let out = agent(
+    let out = run_agent(
         &["run", "--config", c, "--", "sh", "-c", "kill -TERM $$"],
         Duration::from_secs(60),
     );
     assert_eq!(out.code, 128 + 15, "{}", out.stderr);
     assert_cleaned(out.pid);
 
-    let out = agent(
+    let out = run_agent(
         &["run", "--config", c, "--user", "nobody", "--", "id", "-u"],
         Duration::from_secs(60),
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "65534");
 
-    let out = agent(
+    let out = run_agent(
         &["run", "--config", c, "--", "/nonexistent/cmd"],
         Duration::from_secs(60),
     );
@@ -614,16 +543,15 @@ fn run_command_exit_status_and_cgroup() {
 
 #[test]
 fn run_command_is_governed() {
-    if skip_unless_root(WHY) {
-        return;
-    }
     // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
-    let _g = iron_agent_tests::machine_lock();
+    let Some(_turn) = root_turn(WHY) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cfg = jail_config(dir.path());
     // TEST-NET-1 on a port that is neither redirected nor allowed: the connect itself must fail
     // (curl exit 7, immediately) instead of timing out (exit 28) or reaching anything.
-    let out = agent(
+    let out = run_agent(
         &[
             "run",
             "--config",
@@ -650,18 +578,17 @@ fn run_command_is_governed() {
 
 #[test]
 fn run_fails_closed_when_the_agent_cannot_start() {
-    if skip_unless_root(WHY) {
-        return;
-    }
     // Attaches eBPF programs to its jail cgroup: not while another test has programs at the root.
-    let _g = iron_agent_tests::machine_lock();
+    let Some(_turn) = root_turn(WHY) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("broken.yaml");
     // The CA files do not exist: the agent cannot start, so the command must not run.
     std::fs::write(&cfg, "dns:\n  proxy_ip: \"127.0.0.1\"\ntls:\n  ca_cert: /nonexistent/ca.crt\n  ca_key: /nonexistent/ca.key\n").unwrap();
     let marker = dir.path().join("ran");
     let script = format!("touch {}", marker.display());
-    let out = agent(
+    let out = run_agent(
         &[
             "run",
             "--config",
@@ -685,7 +612,7 @@ fn run_fails_closed_when_the_agent_cannot_start() {
 #[test]
 fn status_without_installation() {
     let dir = tempfile::tempdir().unwrap();
-    let out = agent(
+    let out = run_agent(
         &["status", "--root", dir.path().to_str().unwrap(), "--json"],
         Duration::from_secs(20),
     );
@@ -701,7 +628,7 @@ fn status_without_installation() {
 fn install_explains_redirect_and_can_start_narrow() {
     let dir = tempfile::tempdir().unwrap();
     let wide = dir.path().join("wide");
-    let out = agent(
+    let out = run_agent(
         &["install", "--root", wide.to_str().unwrap()],
         Duration::from_secs(60),
     );
@@ -720,7 +647,7 @@ fn install_explains_redirect_and_can_start_narrow() {
     );
 
     let narrow = dir.path().join("narrow");
-    let out = agent(
+    let out = run_agent(
         &[
             "install",
             "--root",
@@ -743,7 +670,7 @@ fn install_explains_redirect_and_can_start_narrow() {
     assert!(cfg.contains("default: exempt"), "{cfg}");
     assert!(cfg.contains("users: [\"ci\"]"), "{cfg}");
     assert!(cfg.contains("cgroups: [\"/sys/fs/cgroup/jobs\"]"), "{cfg}");
-    let check = agent(
+    let check = run_agent(
         &[
             "check-config",
             "--no-host-checks",

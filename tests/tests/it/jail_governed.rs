@@ -7,68 +7,43 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::config::{Dns, Proxy, Tls};
+use iron_agent_tests::agent::{agent_command, generate_ca, wait_finished};
 use iron_agent_tests::ebpf_world::{World, py};
-use iron_agent_tests::netns::{TestUser, py_connect, skip_unless_root};
+use iron_agent_tests::netns::{TestUser, py_connect};
 use iron_agent_tests::{AgentConfig, Transform};
 
 #[test]
 fn jailed_user_stays_governed_outside_the_jail_cgroup() {
-    if skip_unless_root("attaches eBPF programs, test users, a network namespace") {
+    // The namespace holds the plain service the user connects to.
+    let Some(_world) = World::enter("attaches eBPF programs, test users, a network namespace")
+    else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let world = World::new();
+    };
     let u = TestUser::ensure("iatest5");
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let d = dir.path().to_str().unwrap();
-    let ca = Command::new(agent_bin())
-        .args(["generate-ca", "--outdir", d])
-        .output()
-        .unwrap();
-    assert!(ca.status.success());
-    let config = AgentConfig {
-        dns: Dns {
-            proxy_ip: Some("127.0.0.1".into()),
-            ..Dns::default()
-        },
-        proxy: Proxy::default(),
-        tls: Tls::mitm(&dir.path().join("ca.crt"), &dir.path().join("ca.key")),
-        metrics: None,
-        transforms: vec![Transform::allowlist(&["a.test"])],
-        mcp: None,
-        mcp_gateway: None,
-        intercept: None,
-        log: None,
-        postgres: None,
-    };
-    let cfg = dir.path().join("jail.yaml");
-    std::fs::write(&cfg, config.to_yaml()).unwrap();
+    let (c, k) = generate_ca(dir.path());
+    let cfg = AgentConfig::jail(&c, &k)
+        .transforms([Transform::allowlist(&["a.test"])])
+        .write(&dir.path().join("jail.yaml"));
     let plain = "10.231.0.2:8080".parse().unwrap();
 
     // Control: without a jail the user reaches the plain service.
     assert_eq!(py(&u, &py_connect(plain)), "ok");
 
     let started = dir.path().join("started");
-    let mut jail = Command::new(agent_bin())
-        .args([
-            "run",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--user",
-            "iatest5",
-        ])
-        .args(["--", "/bin/sh", "-c"])
-        .arg(format!("touch {} && exec sleep 60", started.display()))
-        .env_remove("SUDO_UID")
-        .env_remove("SUDO_GID")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut jail = agent_command(&[
+        "run",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--user",
+        "iatest5",
+    ])
+    .args(["--", "/bin/sh", "-c"])
+    .arg(format!("touch {} && exec sleep 60", started.display()))
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
     let t = Instant::now();
     while !started.exists() {
         assert!(
@@ -85,18 +60,8 @@ fn jailed_user_stays_governed_outside_the_jail_cgroup() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let t = Instant::now();
-    while jail.try_wait().unwrap().is_none() {
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = jail.kill();
-            panic!("iron-agent run did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = jail.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = wait_finished(jail, Duration::from_secs(60), "iron-agent run").stderr;
     assert_eq!(outside, "EPERM", "{stderr}");
     // After the jail, the user is free again: nothing stays attached.
     assert_eq!(py(&u, &py_connect(plain)), "ok", "{stderr}");
-    drop(world.ns);
 }

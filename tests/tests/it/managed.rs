@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use iron_agent_tests::client::{Reply, get};
 use iron_agent_tests::config::Tls;
 use iron_agent_tests::control::Control;
 use iron_agent_tests::{
-    Agent, AgentConfig, Origin, OriginKind, TestCa, http_request, https_request,
+    Agent, AgentBuilder, AgentConfig, Origin, OriginKind, TestCa, http_request, https_request,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +29,7 @@ const SECRET: &str = "synced-secret-value-3e9a";
 /// The agent's local YAML: loopback listeners (and a tunnel listener), the management API, and
 /// the control plane at `url` polled every `interval`. `transforms` are set to show they are
 /// ignored in managed mode.
-fn yaml(ca: &TestCa, dir: &std::path::Path, url: &str, interval: &str) -> String {
+fn yaml(ca: &TestCa, dir: &Path, url: &str, interval: &str) -> String {
     let (c, k) = ca.write(dir);
     managed_yaml(
         AgentConfig::loopback(&c, &k).tunnel_listener(),
@@ -101,7 +102,7 @@ struct Fleet {
     token: String,
 }
 
-async fn fleet(dir: &std::path::Path) -> Fleet {
+async fn fleet(dir: &Path) -> Fleet {
     let control = Control::start(dir);
     control.allow(&["localhost"]).await;
     let principal = control.principal("agent-host").await;
@@ -118,16 +119,33 @@ async fn fleet(dir: &std::path::Path) -> Fleet {
     }
 }
 
+/// The agent on managed `yaml` (see [`managed_yaml`]) with the management API key set.
+fn managed(yaml: &str) -> AgentBuilder {
+    Agent::with_config(yaml).env(KEY_VAR, KEY)
+}
+
+/// The agent managed by the control plane at `url` (a fresh MITM CA in `dir`, see [`yaml`]).
+fn managed_by(dir: &Path, url: &str, interval: &str) -> AgentBuilder {
+    managed(&yaml(&TestCa::new("managed CA"), dir, url, interval))
+}
+
+/// The agent holding the fleet's proxy token (`IRON_PROXY_TOKEN`), once its first sync applied.
+async fn synced_agent(f: &Fleet, dir: &Path) -> Agent {
+    let agent = managed_by(dir, &f.control.url(), "1s")
+        .env("IRON_PROXY_TOKEN", &f.token)
+        .start();
+    wait_ready(&agent, 20).await;
+    agent
+}
+
 #[test]
 fn synced_secret_is_injected_and_management_reports_the_sync() {
     iron_agent_tests::runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let f = fleet(dir.path()).await;
-        let ca = TestCa::new("managed CA");
         let origin = Origin::start(OriginKind::Http, None).await;
         // The Go-style single-dash flag, as iron-proxy is started.
-        let agent = Agent::with_config(&yaml(&ca, dir.path(), &f.control.url(), "1s"))
-            .env(KEY_VAR, KEY)
+        let agent = managed_by(dir.path(), &f.control.url(), "1s")
             .args(&["run", "-config", "{config}", "-token", &f.token])
             .start();
         wait_ready(&agent, 20).await;
@@ -176,13 +194,8 @@ fn a_grant_change_reaches_the_agent_within_one_poll_interval_without_failed_requ
     iron_agent_tests::runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let f = fleet(dir.path()).await;
-        let ca = TestCa::new("managed CA");
         let origin = Origin::start(OriginKind::Http, None).await;
-        let agent = Agent::with_config(&yaml(&ca, dir.path(), &f.control.url(), "1s"))
-            .env(KEY_VAR, KEY)
-            .env("IRON_PROXY_TOKEN", &f.token)
-            .start();
-        wait_ready(&agent, 20).await;
+        let agent = synced_agent(&f, dir.path()).await;
         assert_eq!(fetch(&agent, &origin).await.echoed_header("x-second"), None);
 
         let second = f
@@ -224,12 +237,7 @@ fn a_revoked_proxy_stops_with_status_1() {
     iron_agent_tests::runtime().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let f = fleet(dir.path()).await;
-        let ca = TestCa::new("managed CA");
-        let mut agent = Agent::with_config(&yaml(&ca, dir.path(), &f.control.url(), "1s"))
-            .env(KEY_VAR, KEY)
-            .env("IRON_PROXY_TOKEN", &f.token)
-            .start();
-        wait_ready(&agent, 20).await;
+        let mut agent = synced_agent(&f, dir.path()).await;
         let (st, _) = f
             .control
             .call("DELETE", &format!("/api/v1/proxies/{}", f.proxy), None)
@@ -280,11 +288,9 @@ fn control_plane_down_at_startup_then_up() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = fleet(dir.path()).await;
         let (addr, key) = (f.control.addr, f.control.api_key.clone());
-        f.control.stop();
-        let ca = TestCa::new("managed CA");
+        f.control.kill();
         let origin = Origin::start(OriginKind::Http, None).await;
-        let agent = Agent::with_config(&yaml(&ca, dir.path(), &format!("http://{addr}"), "1s"))
-            .env(KEY_VAR, KEY)
+        let agent = managed_by(dir.path(), &format!("http://{addr}"), "1s")
             .env("IRON_PROXY_TOKEN", &f.token)
             .start();
         // Up, serving, not ready: every way in is refused and audited.
@@ -305,7 +311,7 @@ fn control_plane_down_at_startup_then_up() {
         assert_eq!(origin.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 
         // The control plane appears on the same address: the agent becomes ready by itself.
-        let control = Control::start_on(dir.path(), &addr.to_string(), Some(&key));
+        let control = Control::start_on(dir.path(), &addr.to_string(), &key);
         wait_ready(&agent, 40).await;
         assert_eq!(readyz(&agent).await, 200);
         let r = fetch(&agent, &origin).await;
@@ -327,13 +333,12 @@ fn sni_only_before_the_first_sync_is_closed_as_not_ready() {
             .local_addr()
             .unwrap();
         let ca = TestCa::new("sni-only client CA");
-        let mut cfg = AgentConfig::loopback(std::path::Path::new("."), std::path::Path::new("."));
+        let mut cfg = AgentConfig::loopback(Path::new("."), Path::new("."));
         cfg.tls = Tls {
             mode: Some("sni-only".into()),
             ..Tls::default()
         };
-        let agent = Agent::with_config(&managed_yaml(cfg, &format!("http://{down}"), "1s"))
-            .env(KEY_VAR, KEY)
+        let agent = managed(&managed_yaml(cfg, &format!("http://{down}"), "1s"))
             .env("IRON_PROXY_TOKEN", "never-synced-token-5d1f")
             .start();
         assert!(agent.wait_for_log("control plane sync failed"));
@@ -454,17 +459,10 @@ fn a_bad_sync_answer_keeps_the_old_state_and_hash() {
             (200, bad),
         ])
         .await;
-        let ca = TestCa::new("managed CA");
         let origin = Origin::start(OriginKind::Http, None).await;
-        let agent = Agent::with_config(&yaml(
-            &ca,
-            dir.path(),
-            &format!("http://{}", fake.addr),
-            "300ms",
-        ))
-        .env(KEY_VAR, KEY)
-        .env("IRON_PROXY_TOKEN", &token)
-        .start();
+        let agent = managed_by(dir.path(), &format!("http://{}", fake.addr), "300ms")
+            .env("IRON_PROXY_TOKEN", &token)
+            .start();
         wait_ready(&agent, 20).await;
         // Wait for several polls after the bad answer started.
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -509,10 +507,8 @@ fn a_bad_sync_answer_keeps_the_old_state_and_hash() {
 #[test]
 fn plain_http_to_a_remote_control_plane_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new("managed CA");
     let token = format!("iprx_{}", "cd".repeat(32));
-    let mut agent = Agent::with_config(&yaml(&ca, dir.path(), "http://cp.example:8080", "1s"))
-        .env(KEY_VAR, KEY)
+    let mut agent = managed_by(dir.path(), "http://cp.example:8080", "1s")
         .env("IRON_PROXY_TOKEN", &token)
         .start();
     let exit = agent.wait_exit(Duration::from_secs(10));

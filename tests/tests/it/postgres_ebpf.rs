@@ -7,8 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use iron_agent_tests::dns::fake_zone;
-use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, py};
-use iron_agent_tests::netns::{NetNs, TestUser, py_connect, skip_unless_root};
+use iron_agent_tests::ebpf_world::{Unpin, intercept, py};
+use iron_agent_tests::netns::{NetNs, TestUser, py_connect, root_turn};
 use iron_agent_tests::postgres::{
     Cluster, ClusterOptions, PROXY_PASSWORD, PROXY_USER, UPSTREAM_PASSWORD, agent_config, bin,
     proxy_block,
@@ -18,11 +18,10 @@ use serde_json::json;
 
 #[test]
 fn governed_psql_to_the_database_host_is_redirected_to_the_proxy() {
-    if skip_unless_root("eBPF programs, a network namespace and a test user") {
+    let Some(_turn) = root_turn("eBPF programs, a network namespace and a test user") else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
+    };
+    let _unpin = Unpin::fresh();
     let ns = NetNs::new("iapg", "10.232.0.1", &["10.232.0.2"], "fd32::1", "fd32::2");
     let cluster = Cluster::start_with(ClusterOptions {
         listen: "10.232.0.2".parse().unwrap(),
@@ -39,13 +38,10 @@ fn governed_psql_to_the_database_host_is_redirected_to_the_proxy() {
         c.dns.listen = Some("127.0.0.1:0".into());
         c.dns.upstream_resolver = Some(zone.to_string());
         c.transforms = vec![Transform::allowlist(&["nothing.test"])];
-        c.intercept = Some(json!({
-            "mode": "ebpf",
-            "default": "exempt",
+        c.intercept = Some(intercept(json!({
             "governed": {"users": ["iatest1"]},
             "deny": {"users": ["iatest3"]},
-            "pin_dir": PIN_DIR,
-        }));
+        })));
     });
     let agent = Agent::with(&cfg)
         .env("PG_PROXY_PASSWORD", PROXY_PASSWORD)
@@ -53,12 +49,7 @@ fn governed_psql_to_the_database_host_is_redirected_to_the_proxy() {
             "PG_DSN_APPDB",
             cluster.dsn(Some("db.test"), "appdb", "require"),
         )
-        .start();
-    assert!(
-        agent.logs().contains("eBPF interception attached"),
-        "{}",
-        agent.logs()
-    );
+        .start_attached();
 
     let psql = bin("psql").to_string_lossy().into_owned();
     let args = |host: &str, port: &str| -> Vec<String> {

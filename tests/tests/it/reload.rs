@@ -383,14 +383,11 @@ fn management_api_auth_methods_and_standalone_answers() {
 /// missing cgroup is refused before anything is written.
 #[test]
 fn reload_moves_users_between_policies_in_the_kernel_maps() {
-    use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, World, curl};
-    use iron_agent_tests::netns::{TestUser, skip_unless_root};
-    if skip_unless_root("eBPF programs, test users, a network namespace") {
+    use iron_agent_tests::ebpf_world::{World, curl, intercept};
+    use iron_agent_tests::netns::TestUser;
+    let Some(world) = World::enter("eBPF programs, test users, a network namespace") else {
         return;
-    }
-    let _g = iron_agent_tests::machine_lock();
-    let _unpin = Unpin;
-    let world = World::new();
+    };
     let u1 = TestUser::ensure("iatest1");
     let u2 = TestUser::ensure("iatest2");
     let mitm = TestCa::new("reload eBPF MITM CA");
@@ -440,17 +437,14 @@ fn reload_moves_users_between_policies_in_the_kernel_maps() {
     };
     let with_users = |governed: &[&str], restricted: &[&str]| {
         cfg.clone().with(|c| {
-            c.intercept = Some(json!({
-                "mode": "ebpf",
-                "default": "exempt",
+            c.intercept = Some(intercept(json!({
                 "governed": {"users": governed},
-                "pin_dir": PIN_DIR,
                 "policies": [{
                     "name": "restricted",
                     "users": restricted,
                     "transforms": [{"name": "allowlist", "config": {"domains": ["other.test"]}}],
                 }],
-            }))
+            })))
         })
     };
 
