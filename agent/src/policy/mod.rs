@@ -15,8 +15,10 @@ pub mod allow;
 pub mod budget;
 pub mod hostmatch;
 pub mod rules;
+pub mod verdicts;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Map;
@@ -29,6 +31,7 @@ use crate::audit::{Trace, TraceAction};
 use crate::config::{TransformEntry, TransformSpec};
 use crate::identify::HostName;
 use crate::resolve::Resolver;
+use verdicts::VerdictCache;
 
 /// What a connection-level decision can see: where the connection goes, nothing more.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +60,9 @@ pub struct ConnDecision {
 pub struct Policy {
     /// One per `allowlist` entry, in pipeline order.
     gates: Vec<AllowRules>,
+    /// The destination check's confirmed (name, address) pairs; a reload builds a new policy
+    /// and so starts empty.
+    verdicts: Arc<VerdictCache>,
 }
 
 impl Policy {
@@ -69,7 +75,10 @@ impl Policy {
                 _ => None,
             })
             .collect();
-        Self { gates }
+        Self {
+            gates,
+            verdicts: Arc::default(),
+        }
     }
 
     /// No allowlist: default-deny is off and every destination is allowed.
@@ -133,10 +142,27 @@ impl Policy {
         if self.allows_ip(dest) {
             return true;
         }
-        match resolver.lookup_ip(host).await {
-            Ok(ips) => ips.into_iter().any(|ip| unmap(ip) == dest),
+        // A pair confirmed by an answer still within its TTL needs no second lookup: the
+        // resolver would give the same answer from its cache (or, for a name with an A but no
+        // AAAA record, ask upstream again for the AAAA each time).
+        if self.verdicts.confirmed(host, dest, Instant::now()) {
+            return true;
+        }
+        match resolver.lookup_ip_ttl(host).await {
+            Ok((ips, until)) => {
+                let found = ips.into_iter().any(|ip| unmap(ip) == dest);
+                if found {
+                    self.verdicts.confirm(host, dest, until, Instant::now());
+                }
+                found
+            }
             Err(_) => false,
         }
+    }
+
+    /// The destination check's cache (tests, diagnostics).
+    pub fn verdicts(&self) -> &VerdictCache {
+        &self.verdicts
     }
 }
 

@@ -141,3 +141,106 @@ async fn destination_check_without_lookup() {
             .await
     );
 }
+
+/// A DNS server on 127.0.0.1 that answers every A query with `ip` (TTL `ttl`), every other type
+/// with no data, and counts the queries it receives.
+fn counting_dns(
+    ip: std::net::Ipv4Addr,
+    ttl: u32,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        // Ends with the test process.
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let q = &buf[..n];
+            let mut i = 12;
+            while i < n && q[i] != 0 {
+                i += usize::from(q[i]) + 1;
+            }
+            let Some(question) = q.get(12..i + 5) else {
+                continue;
+            };
+            let is_a = q.get(i + 1..i + 3) == Some(&[0, 1][..]);
+            let mut r = vec![q[0], q[1], 0x84 | (q[2] & 1), 0x80, 0, 1, 0, u8::from(is_a)];
+            r.extend_from_slice(&[0, 0, 0, 0]);
+            r.extend_from_slice(question);
+            if is_a {
+                r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+                r.extend_from_slice(&ttl.to_be_bytes());
+                r.extend_from_slice(&[0, 4]);
+                r.extend_from_slice(&ip.octets());
+            }
+            let _ = sock.send_to(&r, peer);
+        }
+    });
+    (addr, count)
+}
+
+fn allow_all() -> Policy {
+    Policy::from_transforms(&[entry(TransformSpec::Allowlist(AllowlistConfig {
+        domains: vec!["*".into()],
+        cidrs: vec![],
+        rules: vec![],
+        warn: false,
+    }))])
+}
+
+#[tokio::test]
+async fn destination_verdicts_are_cached_for_the_answer_ttl() {
+    use std::sync::atomic::Ordering;
+    let (dns, queries) = counting_dns("192.0.2.10".parse().unwrap(), 300);
+    let resolver = Resolver::new(Some(dns)).unwrap();
+    let p = allow_all();
+    let host = HostName::new("cached.test.");
+    let dest: IpAddr = "192.0.2.10".parse().unwrap();
+    assert!(p.destination_matches(&resolver, &host, dest).await);
+    let after_first = queries.load(Ordering::SeqCst);
+    assert!(after_first >= 1, "the first check must ask the resolver");
+    assert_eq!(p.verdicts().len(), 1);
+    // Later connections to the same pair (v4-mapped too) ask nothing.
+    for _ in 0..5 {
+        assert!(p.destination_matches(&resolver, &host, dest).await);
+    }
+    let mapped: IpAddr = "::ffff:192.0.2.10".parse().unwrap();
+    assert!(p.destination_matches(&resolver, &host, mapped).await);
+    assert_eq!(queries.load(Ordering::SeqCst), after_first);
+    // Another address under the same name is still checked, and refused.
+    let other: IpAddr = "192.0.2.11".parse().unwrap();
+    assert!(!p.destination_matches(&resolver, &host, other).await);
+    assert_eq!(p.verdicts().len(), 1, "mismatches are not cached");
+    // A reload builds a new policy: it starts empty and asks again.
+    let reloaded = allow_all();
+    let before = queries.load(Ordering::SeqCst);
+    assert!(reloaded.destination_matches(&resolver, &host, dest).await);
+    assert!(
+        queries.load(Ordering::SeqCst) > before,
+        "a reload must not keep verdicts"
+    );
+}
+
+#[tokio::test]
+async fn destination_verdicts_expire_with_the_answer() {
+    use std::sync::atomic::Ordering;
+    let (dns, queries) = counting_dns("192.0.2.20".parse().unwrap(), 1);
+    let resolver = Resolver::new(Some(dns)).unwrap();
+    let p = allow_all();
+    let host = HostName::new("short.test.");
+    let dest: IpAddr = "192.0.2.20".parse().unwrap();
+    assert!(p.destination_matches(&resolver, &host, dest).await);
+    let first = queries.load(Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert!(p.destination_matches(&resolver, &host, dest).await);
+    assert!(
+        queries.load(Ordering::SeqCst) > first,
+        "an expired verdict must be checked again"
+    );
+}

@@ -7,7 +7,7 @@
 //! what a name resolves to.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
@@ -115,8 +115,14 @@ impl Resolver {
     /// All A and AAAA addresses of `host`, A first (an IP literal, bracketed or not, resolves to
     /// itself). A name without a trailing dot goes through the system search list.
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        Ok(self.lookup_ip_ttl(host).await?.0)
+    }
+
+    /// As [`Resolver::lookup_ip`], with the instant the answer expires (its smallest TTL); an IP
+    /// literal never expires.
+    pub async fn lookup_ip_ttl(&self, host: &str) -> Result<(Vec<IpAddr>, Instant), ResolveError> {
         if let Some(ip) = ip_literal(host) {
-            return Ok(vec![ip]);
+            return Ok((vec![ip], far_future()));
         }
         let lookup = self
             .watched(host, self.inner.lookup_ip(host))
@@ -128,7 +134,7 @@ impl Resolver {
                 host: host.to_string(),
             });
         }
-        Ok(ips)
+        Ok((ips, lookup.valid_until()))
     }
 
     /// The A records of `host`; `Ok(vec![])` when the name exists without A records (NODATA),
@@ -234,6 +240,11 @@ impl Resolver {
             Err(e) => Err(map_error(host, e)),
         }
     }
+}
+
+/// An expiry that never comes in practice (a day ahead; `Instant` has no maximum).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
 }
 
 fn ip_literal(host: &str) -> Option<IpAddr> {
