@@ -112,6 +112,22 @@ pub enum Command {
         "Documentation: docs/installation.md"
     ))]
     Status(StatusArgs),
+    /// Dry-run requests through a config (`test`) or re-judge an audit log against one (`replay`).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  iron-agent policy test --config iron.yaml GET https://api.github.com/repos/x\n",
+        "  iron-agent policy replay audit.jsonl --config new.yaml\n\n",
+        "Documentation: docs/policy-workflow.md"
+    ))]
+    Policy(crate::ops::PolicyArgs),
+    /// Summarise an audit log per identity and host (markdown or JSON).
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  iron-agent summary audit.jsonl >> \"$GITHUB_STEP_SUMMARY\"\n",
+        "  iron-agent summary audit.jsonl --format json\n\n",
+        "Documentation: docs/policy-workflow.md"
+    ))]
+    Summary(crate::ops::SummaryArgs),
     /// Measure leaf-certificate minting (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchMint {

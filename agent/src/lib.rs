@@ -25,6 +25,7 @@ pub mod mcp;
 pub mod message;
 pub mod metrics;
 pub mod mint;
+pub mod ops;
 pub mod outcome;
 pub mod policy;
 pub mod postgres;

@@ -21,6 +21,8 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(a)) => check_config(&a.config, a.no_host_checks),
         Some(Command::Detach(a)) => report(install::detach_command(a.config, a.pin_dir)),
         Some(Command::GenerateCa(a)) => generate_ca(a),
+        Some(Command::Policy(a)) => iron_agent::ops::policy_command(a),
+        Some(Command::Summary(a)) => iron_agent::ops::summary_command(a),
         Some(Command::BenchMint { iterations }) => bench_mint(iterations),
         Some(Command::BenchAudit { records, mode }) => bench_audit(records, mode),
         Some(Command::Run(a)) if !a.cmd.is_empty() => {

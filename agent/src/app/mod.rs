@@ -280,7 +280,10 @@ fn pg_base(cfg: &Config, managed: bool) -> Result<PgBase, AppError> {
 /// The top-level profile and one per `intercept.policies` entry: each a policy (its
 /// allowlists), a pipeline and the MCP policy. Credential transforms mint tokens through
 /// `mint`. Used at startup and by every reload.
-fn build_profiles(
+/// Every identity profile of `cfg` (the top-level list and each `intercept.policies` entry),
+/// built as the agent builds them; `iron-agent policy test` builds them the same way with a
+/// detached token client.
+pub fn build_profiles(
     cfg: &Config,
     secrets: &mut SecretRegistry,
     mint: &Arc<TokenHttp>,

@@ -47,6 +47,11 @@ struct Clients {
     direct: HttpClient,
 }
 
+/// The error of a [`TokenHttp::detached`] client: a dry run (`iron-agent policy test`) finds
+/// it in a trace to tell "would call a service" from a real failure.
+pub const NOT_CONTACTED: &str =
+    "not contacted: token client is detached (configuration check or dry run)";
+
 /// `scheme://host/path` of a URL, for error messages (a query could carry a key).
 pub fn display_url(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
@@ -101,9 +106,10 @@ impl TokenHttp {
             endpoint: display_url(endpoint).into(),
             reason,
         };
-        let clients = self.clients.as_ref().ok_or_else(|| {
-            transport("token client is not connected (configuration check only)".into())
-        })?;
+        let clients = self
+            .clients
+            .as_ref()
+            .ok_or_else(|| transport(NOT_CONTACTED.into()))?;
         let client = if direct {
             &clients.direct
         } else {

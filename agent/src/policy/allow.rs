@@ -13,6 +13,28 @@ pub const ALLOWLIST: &str = "allowlist";
 pub struct AllowRules {
     rules: RuleSet,
     warn: bool,
+    /// How many `domains` and `cidrs` precede `rules` in [`Self::rules`], to name a match.
+    domains: usize,
+    cidrs: usize,
+}
+
+/// Which entry of an `allowlist` config matched: `domains[i]`, `cidrs[i]` or `rules[i]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleRef {
+    Domain(usize),
+    Cidr(usize),
+    Rule(usize),
+}
+
+impl RuleRef {
+    /// The field path inside the allowlist's `config` (`domains[2]`).
+    pub fn field(self) -> String {
+        match self {
+            RuleRef::Domain(i) => format!("domains[{i}]"),
+            RuleRef::Cidr(i) => format!("cidrs[{i}]"),
+            RuleRef::Rule(i) => format!("rules[{i}]"),
+        }
+    }
 }
 
 /// What one allowlist says about a request or connection.
@@ -39,24 +61,45 @@ impl AllowRules {
         Self {
             rules: RuleSet::new(rules),
             warn: cfg.warn,
+            domains: cfg.domains.len(),
+            cidrs: cfg.cidrs.len(),
         }
+    }
+
+    /// As [`Self::judge_request`] (`requests_follow: None`) or [`Self::judge_connection`],
+    /// also naming the entry that matched. For `iron-agent policy test` and `replay`: the same
+    /// rules, the same order, so the explanation cannot disagree with the decision.
+    pub fn explain(
+        &self,
+        input: &MatchInput<'_>,
+        requests_follow: Option<bool>,
+    ) -> (Admission, Option<RuleRef>) {
+        let hit = match requests_follow {
+            Some(true) => self.rules.first_dest_match(input),
+            None | Some(false) => self.rules.first_match(input),
+        };
+        let which = hit.map(|i| {
+            if i < self.domains {
+                RuleRef::Domain(i)
+            } else if i < self.domains + self.cidrs {
+                RuleRef::Cidr(i - self.domains)
+            } else {
+                RuleRef::Rule(i - self.domains - self.cidrs)
+            }
+        });
+        (self.admission(hit.is_some()), which)
     }
 
     /// A request, with its method and path.
     pub fn judge_request(&self, input: &MatchInput<'_>) -> Admission {
-        self.admission(self.rules.matches(input))
+        self.explain(input, None).0
     }
 
     /// A connection before any request is visible. With `requests_follow` (a tunnel: each inner
     /// request is judged again), rules restricted by method or path count by destination only
     /// (decision 9); without (sni-only), such rules cannot match, as in iron-proxy.
     pub fn judge_connection(&self, input: &MatchInput<'_>, requests_follow: bool) -> Admission {
-        let matched = if requests_follow {
-            self.rules.matches_dest(input)
-        } else {
-            self.rules.matches(input)
-        };
-        self.admission(matched)
+        self.explain(input, Some(requests_follow)).0
     }
 
     /// Could a request to `host` pass (method and path unknown)?

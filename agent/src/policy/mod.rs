@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use serde_json::Map;
 
-pub use allow::{ALLOWLIST, Admission, AllowRules};
+pub use allow::{ALLOWLIST, Admission, AllowRules, RuleRef};
 pub use hostmatch::{match_glob, match_path, normalize_host};
 pub use rules::{MatchInput, Rule, RuleSet, unmap};
 

@@ -154,7 +154,12 @@ impl RuleSet {
     }
 
     pub fn matches(&self, input: &MatchInput<'_>) -> bool {
-        self.rules.iter().any(|r| r.matches(input))
+        self.first_match(input).is_some()
+    }
+
+    /// The index of the first rule that matches (`iron-agent policy test` names it).
+    pub fn first_match(&self, input: &MatchInput<'_>) -> Option<usize> {
+        self.rules.iter().position(|r| r.matches(input))
     }
 
     /// Whether a CIDR rule contains `ip` (IPv4-mapped addresses unmapped).
@@ -167,7 +172,12 @@ impl RuleSet {
 
     /// Host/CIDR-only match: used where only the destination is known (tunnel setup).
     pub fn matches_dest(&self, input: &MatchInput<'_>) -> bool {
-        self.rules.iter().any(|r| r.matches_dest(input))
+        self.first_dest_match(input).is_some()
+    }
+
+    /// The index of the first rule whose destination matches.
+    pub fn first_dest_match(&self, input: &MatchInput<'_>) -> Option<usize> {
+        self.rules.iter().position(|r| r.matches_dest(input))
     }
 }
 

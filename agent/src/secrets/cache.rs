@@ -11,6 +11,9 @@ use super::aws::AwsEnv;
 use super::{SecretError, SecretResolver, SecretValue, json_key, resolver_for};
 use crate::config::transforms::SecretSource;
 
+/// What every secret holds in a dry run ([`SecretRegistry::hold_placeholders`]).
+pub const DRY_RUN_VALUE: &str = "iron-agent-dry-run-placeholder";
+
 /// A single fetch may take this long before it counts as failed.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -68,6 +71,14 @@ impl Secret {
             (None, Some(e)) => Err(e.clone()),
             (None, None) => Err(SecretError::Pending),
         }
+    }
+
+    /// Holds `value` without fetching anything (a dry run: `iron-agent policy test`).
+    fn hold(&self, value: SecretValue) {
+        self.state.store(Arc::new(State {
+            value: Some(value),
+            error: None,
+        }));
     }
 
     /// Fetches now. On failure a previously good value is kept (and served).
@@ -144,6 +155,15 @@ impl SecretRegistry {
     pub async fn resolve_all(&self) {
         let futs = self.secrets.iter().map(|s| s.refresh());
         let _ = futures_util::future::join_all(futs).await;
+    }
+
+    /// A dry run: every secret holds [`DRY_RUN_VALUE`] instead of its real value, so the
+    /// transforms show where a value would go while no secret store is contacted and no real
+    /// value is ever read.
+    pub fn hold_placeholders(&self) {
+        for s in &self.secrets {
+            s.hold(SecretValue::new(DRY_RUN_VALUE));
+        }
     }
 
     /// Background refresh loops, one per secret that needs one, until `shutdown`.

@@ -89,6 +89,35 @@ impl Pipeline {
         PhaseOutcome::Forward
     }
 
+    /// A dry run of the request phase (`iron-agent policy test`, built with a detached token
+    /// client and placeholder secrets): as [`Self::run_request`], except that a transform that
+    /// needed a service the dry run never contacts (a token endpoint, a judge's LLM) does not
+    /// decide, so the transforms after it still show what they would do. The second value
+    /// says, per trace, whether its transform was cut short that way.
+    pub async fn dry_run_request(
+        &self,
+        cx: &mut RequestCx,
+        req: &mut ProxyRequest,
+        traces: &mut Vec<Trace>,
+    ) -> (RequestOutcome, Vec<bool>) {
+        let mut cut_short = Vec::new();
+        for t in &self.transforms {
+            let started = Instant::now();
+            let res = t.on_request(cx, req).await;
+            let tr = trace(t.name(), &res, started, cx);
+            let needed_service = not_contacted(&tr);
+            traces.push(tr);
+            cut_short.push(needed_service);
+            if needed_service {
+                continue;
+            }
+            if let Some(end) = decided(t.as_ref(), res) {
+                return (end, cut_short);
+            }
+        }
+        (PhaseOutcome::Forward, cut_short)
+    }
+
     /// The response phase, in the same order as the request phase (iron-proxy compatible).
     pub async fn run_response(
         &self,
@@ -106,6 +135,13 @@ impl Pipeline {
         }
         PhaseOutcome::Forward
     }
+}
+
+/// Whether a trace says its transform needed a service a detached token client refused.
+fn not_contacted(tr: &Trace) -> bool {
+    let marker = crate::mint::http::NOT_CONTACTED;
+    tr.error.as_deref().is_some_and(|e| e.contains(marker))
+        || serde_json::to_string(&tr.annotations).is_ok_and(|a| a.contains(marker))
 }
 
 /// `None` to go on with the next transform.

@@ -33,6 +33,7 @@ mod metrics;
 mod oauth;
 mod otel;
 mod policy;
+mod policy_tools;
 mod postgres;
 mod postgres_ebpf;
 mod proxy;
