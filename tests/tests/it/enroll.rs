@@ -136,6 +136,8 @@ fn enrolled_agent_syncs_and_injects_a_secret_and_keeps_tokens_out_of_output() {
             .env("IRON_METRICS_LISTEN", "127.0.0.1:0")
             .env("IRON_MANAGEMENT_LISTEN", "127.0.0.1:0")
             .env("IRON_MANAGEMENT_API_KEY", KEY)
+            // The origin is on loopback, which the default deny list guards: replace the list.
+            .env("IRON_PROXY_UPSTREAM_DENY_CIDRS", "192.0.2.0/24")
             .start();
         let deadline = Instant::now() + Duration::from_secs(30);
         let reply = loop {
