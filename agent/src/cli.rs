@@ -86,6 +86,16 @@ pub enum Command {
         )
     )]
     Install(InstallArgs),
+    /// Enroll this host with a control plane, store its proxy token, write a managed-mode
+    /// config, and install and start the service (as `install` does) unless --no-service.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  sudo iron-agent init --enrollment-token 1a46ef8a... --control-plane https://cp.example\n",
+        "  sudo iron-agent init -enrollment-token 1a46ef8a...        # iron-proxy's spelling\n",
+        "  iron-agent init --enrollment-token 1a46ef8a... --no-service --state-dir ./agent-state\n\n",
+        "Documentation: docs/enrollment.md"
+    ))]
+    Init(InitArgs),
     /// Undo `install`: stop the service, detach the programs, remove what install created.
     #[command(after_help = concat!(
         "Examples:\n",
@@ -187,6 +197,63 @@ pub struct InstallArgs {
     pub no_start: bool,
     /// Install below this directory instead of `/` and run no host commands (a dry run to inspect).
     #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Enroll with a control plane first (as `init` does) and install a managed-mode config.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "allow")]
+    pub enrollment_token: Option<String>,
+    /// With --enrollment-token: the control plane's URL (default `$IRON_CONTROL_PLANE_URL`,
+    /// else https://api.iron.sh).
+    #[arg(long, value_name = "URL", requires = "enrollment_token")]
+    pub control_plane: Option<String>,
+    /// With --enrollment-token: enroll again although this host holds a proxy token.
+    #[arg(long, requires = "enrollment_token")]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The enrollment token from the control plane (shown once when it was created). Never
+    /// printed; `$IRON_ENROLLMENT_TOKEN` keeps it out of the process list.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "IRON_ENROLLMENT_TOKEN",
+        hide_env_values = true
+    )]
+    pub enrollment_token: String,
+    /// The control plane's base URL (default `$IRON_CONTROL_PLANE_URL`, else https://api.iron.sh).
+    #[arg(long, value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// Allow plain http:// to a non-loopback control plane (written to the config too).
+    #[arg(long)]
+    pub allow_insecure: bool,
+    /// Where the proxy token is stored (and, with --no-service, the config and CA).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/iron-agent")]
+    pub state_dir: PathBuf,
+    /// Enroll and write the config only; install and start no service.
+    #[arg(long)]
+    pub no_service: bool,
+    /// Enroll again although this host holds a proxy token (replaces token and config).
+    #[arg(long)]
+    pub force: bool,
+    /// The proxy's name on the control plane (default: this host's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Start from this config (listeners, TLS, ...) instead of a generated one; init adds the
+    /// control_plane block.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Service: govern only this user (repeatable), as `install --govern-user`.
+    #[arg(long, value_name = "USER", conflicts_with = "no_service")]
+    pub govern_user: Vec<String>,
+    /// Service: govern only this cgroup v2 directory (repeatable).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_service")]
+    pub govern_cgroup: Vec<PathBuf>,
+    /// Service: enable it but do not start it.
+    #[arg(long, conflicts_with = "no_service")]
+    pub no_start: bool,
+    /// Service: install below this directory and run no host commands (a dry run).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_service")]
     pub root: Option<PathBuf>,
 }
 
@@ -312,6 +379,15 @@ const GO_STYLE: [&str; 10] = [
     "iterations",
 ];
 
+/// `init`'s options in the same single-dash spelling (`init -enrollment-token T`).
+const GO_STYLE_INIT: [&str; 5] = [
+    "enrollment-token",
+    "control-plane",
+    "state-dir",
+    "no-service",
+    "force",
+];
+
 /// Rewrites `-config x` / `-config=x` into `--config x` / `--config=x`. Nothing after a bare `--`
 /// is touched: that is the jailed command's own argument list.
 pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
@@ -329,7 +405,7 @@ pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString
             let Some(s) = a.to_str() else { return a };
             if let Some(rest) = s.strip_prefix('-').filter(|r| !r.starts_with('-')) {
                 let name = rest.split('=').next().unwrap_or(rest);
-                if GO_STYLE.contains(&name) {
+                if GO_STYLE.contains(&name) || GO_STYLE_INIT.contains(&name) {
                     return OsString::from(format!("-{s}"));
                 }
             }
@@ -447,6 +523,27 @@ mod tests {
             Some(Command::Install(a)) => {
                 assert_eq!(a.allow, ["a.com", "b.org"]);
                 assert!(a.no_start);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn init_go_style() {
+        let c = parse(&[
+            "iron-agent",
+            "init",
+            "-enrollment-token",
+            "abc",
+            "-control-plane=http://127.0.0.1:1",
+            "-no-service",
+        ]);
+        match c.command {
+            Some(Command::Init(a)) => {
+                assert_eq!(a.enrollment_token, "abc");
+                assert_eq!(a.control_plane.as_deref(), Some("http://127.0.0.1:1"));
+                assert!(a.no_service && !a.force);
+                assert_eq!(a.state_dir, PathBuf::from("/var/lib/iron-agent"));
             }
             other => panic!("{other:?}"),
         }

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod ebpf;
+pub mod enroll;
 pub mod identify;
 pub mod install;
 pub mod managed;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use iron_agent::cli::{Alg, Cli, Command, normalize_args};
 use iron_agent::config::{self, Config};
-use iron_agent::{app, check, install, telemetry, tls};
+use iron_agent::{app, check, enroll, install, telemetry, tls};
 
 fn main() -> ExitCode {
     let args = normalize_args(std::env::args_os());
@@ -38,6 +38,8 @@ fn main() -> ExitCode {
             run(a.config.or(cli.config), Some(jail), None)
         }
         Some(Command::Run(a)) => run(a.config.or(cli.config), None, a.token.or(cli.token)),
+        Some(Command::Init(a)) => init(init_options(a)),
+        Some(Command::Install(a)) if a.enrollment_token.is_some() => init(install_enroll(a)),
         Some(Command::Install(a)) => report(install::install(&install::InstallOptions {
             config: a.config,
             allow: a.allow,
@@ -68,6 +70,57 @@ fn report(r: Result<(), install::InstallError>) -> ExitCode {
             }
             ExitCode::from(1)
         }
+    }
+}
+
+fn init(opts: enroll::InitOptions) -> ExitCode {
+    match enroll::init(&opts, &|k| std::env::var(k).ok()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_options(a: iron_agent::cli::InitArgs) -> enroll::InitOptions {
+    enroll::InitOptions {
+        command: "init",
+        enrollment_token: iron_agent::secrets::SecretValue::new(a.enrollment_token),
+        control_plane: a.control_plane,
+        allow_insecure: a.allow_insecure,
+        state_dir: Some(a.state_dir),
+        no_service: a.no_service,
+        force: a.force,
+        name: a.name,
+        config: a.config,
+        govern_users: a.govern_user,
+        govern_cgroups: a.govern_cgroup,
+        no_start: a.no_start,
+        root: a.root,
+    }
+}
+
+/// `install --enrollment-token`: init's service path with install's options.
+fn install_enroll(a: iron_agent::cli::InstallArgs) -> enroll::InitOptions {
+    enroll::InitOptions {
+        command: "install",
+        enrollment_token: iron_agent::secrets::SecretValue::new(
+            a.enrollment_token.unwrap_or_default(),
+        ),
+        control_plane: a.control_plane,
+        allow_insecure: false,
+        state_dir: None,
+        no_service: false,
+        force: a.force,
+        name: None,
+        config: a.config,
+        govern_users: a.govern_user,
+        govern_cgroups: a.govern_cgroup,
+        no_start: a.no_start,
+        root: a.root,
     }
 }
 

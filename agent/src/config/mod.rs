@@ -284,6 +284,9 @@ pub struct ControlPlaneConfig {
     /// Allows an `http://` control plane on a non-loopback address (the token and the synced
     /// credentials then cross the network in clear text).
     pub allow_insecure: bool,
+    /// Managed mode: a file holding the proxy token (what `iron-agent init` writes, mode
+    /// 0600); used when neither `--token` nor `IRON_PROXY_TOKEN` is given.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -292,6 +295,7 @@ impl Default for ControlPlaneConfig {
             poll_interval: GoDuration(Duration::from_secs(10)),
             url: None,
             allow_insecure: false,
+            token_file: None,
         }
     }
 }

@@ -57,7 +57,7 @@ impl std::fmt::Debug for Settings {
 
 impl Settings {
     /// `None` without a token (standalone mode). The token is `--token` if given, else
-    /// `IRON_PROXY_TOKEN`; the URL is `control_plane.url` after the `IRON_CONTROL_PLANE_URL`
+    /// `IRON_PROXY_TOKEN`, else the content of `control_plane.token_file`; the URL is `control_plane.url` after the `IRON_CONTROL_PLANE_URL`
     /// override (applied when the config was loaded), else [`DEFAULT_URL`].
     pub fn resolve(
         cli_token: Option<String>,
@@ -67,8 +67,10 @@ impl Settings {
         let token = cli_token
             .filter(|t| !t.is_empty())
             .or_else(|| env("IRON_PROXY_TOKEN").filter(|t| !t.is_empty()));
-        let Some(token) = token else {
-            return Ok(None);
+        let token = match (token, &cfg.token_file) {
+            (Some(t), _) => t,
+            (None, Some(path)) => read_token_file(path)?,
+            (None, None) => return Ok(None),
         };
         if http::HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
             return Err(ManagedError::Setting {
@@ -93,9 +95,25 @@ impl Settings {
     }
 }
 
+/// The proxy token stored by `iron-agent init`: the file's content without surrounding
+/// whitespace. Errors name the file, never its content.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, ManagedError> {
+    let setting = |reason: String| ManagedError::Setting {
+        field: "control_plane.token_file",
+        reason,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| setting(format!("reading {}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(setting(format!("{} is empty", path.display())));
+    }
+    Ok(token.to_string())
+}
+
 /// Plain HTTP only to a loopback address, unless explicitly allowed: the token and every
 /// synced credential travel in that connection.
-fn check_transport(url: &str, allow_insecure: bool) -> Result<(), String> {
+pub fn check_transport(url: &str, allow_insecure: bool) -> Result<(), String> {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return Ok(()); // reported by check_url_syntax
     };
@@ -205,6 +223,36 @@ mod tests {
             .unwrap();
         assert_eq!(s.token.expose(), "iprx_flag");
         assert!(!format!("{s:?}").contains("iprx_flag"));
+    }
+
+    #[test]
+    fn token_file_is_the_last_resort() {
+        let dir = std::env::temp_dir().join(format!("ia-token-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy-token");
+        std::fs::write(&path, "iprx_from_file\n").unwrap();
+        let mut c = cfg(None, false);
+        c.token_file = Some(path.clone());
+        let s = Settings::resolve(None, &c, &no_env).unwrap().unwrap();
+        assert_eq!(s.token.expose(), "iprx_from_file");
+        let s = Settings::resolve(Some("iprx_flag".into()), &c, &no_env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.token.expose(), "iprx_flag");
+        std::fs::write(&path, " \n").unwrap();
+        let e = Settings::resolve(None, &c, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("control_plane.token_file: ") && e.ends_with("is empty"),
+            "{e}"
+        );
+        c.token_file = Some(dir.join("missing"));
+        let e = Settings::resolve(None, &c, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reading ") && e.contains("missing"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod ebpf_ident;
 mod ebpf_policies;
 mod ebpf_precedence;
 mod ebpf_protocols;
+mod enroll;
 mod everywhere;
 mod first_hour;
 mod gcp_auth;
