@@ -36,14 +36,17 @@ fn main() -> ExitCode {
             run(a.config.or(cli.config), Some(jail), None)
         }
         Some(Command::Run(a)) => run(a.config.or(cli.config), None, a.token.or(cli.token)),
-        Some(Command::Install(a)) => report(install::install(&install::InstallOptions {
-            config: a.config,
-            allow: a.allow,
-            govern_users: a.govern_user,
-            govern_cgroups: a.govern_cgroup,
-            no_start: a.no_start,
-            root: a.root,
-        })),
+        Some(Command::Install(a)) => report(install::install(
+            &install::InstallOptions {
+                config: a.config,
+                allow: a.allow,
+                govern_users: a.govern_user,
+                govern_cgroups: a.govern_cgroup,
+                no_start: a.no_start,
+                root: a.root,
+            },
+            &install_preflight,
+        )),
         Some(Command::Uninstall(a)) => report(install::uninstall(&install::UninstallOptions {
             purge: a.purge,
             root: a.root,
@@ -54,6 +57,19 @@ fn main() -> ExitCode {
             root: a.root,
         })),
         None => run(cli.config, None, cli.token),
+    }
+}
+
+/// The host checks of `check-config` and `run`, for `install` (which cannot import `app`).
+fn install_preflight(
+    cfg: &Config,
+    file: Option<&std::path::Path>,
+    dry_run: bool,
+) -> install::HostFindings {
+    let r = app::preflight::for_install(cfg, file, dry_run);
+    install::HostFindings {
+        errors: r.errors,
+        warnings: r.warnings,
     }
 }
 
