@@ -37,6 +37,8 @@ use std::{
     process::{Command, ExitCode},
 };
 
+#[path = "build/docs.rs"]
+mod docs;
 #[path = "build/proto.rs"]
 mod proto;
 
@@ -62,6 +64,7 @@ fn run() -> Result<(), String> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
     let out_dir = PathBuf::from(env::var("OUT_DIR").map_err(|e| e.to_string())?);
     proto::generate(&manifest_dir)?;
+    docs::generate(&manifest_dir, &out_dir)?;
     let object = out_dir.join(OBJECT_NAME);
     let ebpf_dir = manifest_dir.join("../agent-ebpf");
     let common_dir = manifest_dir.join("../agent-common");

@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         "  iron-agent run --config iron.yaml\n",
         "  sudo iron-agent run --config iron.yaml --user ci -- curl https://example.com/\n",
         "\n",
-        "Documentation: docs/README.md in the source tree, or https://github.com/ironsh/iron-agent/tree/main/docs",
+        "Documentation: docs/README.md in the source tree; `iron-agent install` puts it in /usr/share/doc/iron-agent/",
     ),
 )]
 pub struct Cli {
@@ -75,7 +75,11 @@ pub enum Command {
             "user of this host (including system accounts such as _apt or systemd-timesync) has its\n",
             "web traffic sent through the agent and everything else denied. To start narrow, name\n",
             "what to govern with --govern-user / --govern-cgroup: the generated config then uses\n",
-            "`default: exempt` and governs only those."
+            "`default: exempt` and governs only those.\n\n",
+            "Before writing anything it makes the checks of `check-config` on the config that will\n",
+            "be in place (users, cgroups, CA pair, secret files, eBPF prerequisites) and refuses\n",
+            "with every problem by field. The docs go to /usr/share/doc/iron-agent/.\n",
+            "--root DIR is a dry run below DIR: no host commands, eBPF prerequisites only reported."
         ),
         after_help = concat!(
             "Examples:\n",

@@ -40,14 +40,17 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => run(a.config.or(cli.config), None, a.token.or(cli.token)),
         Some(Command::Init(a)) => init(init_options(a)),
         Some(Command::Install(a)) if a.enrollment_token.is_some() => init(install_enroll(a)),
-        Some(Command::Install(a)) => report(install::install(&install::InstallOptions {
-            config: a.config,
-            allow: a.allow,
-            govern_users: a.govern_user,
-            govern_cgroups: a.govern_cgroup,
-            no_start: a.no_start,
-            root: a.root,
-        })),
+        Some(Command::Install(a)) => report(install::install(
+            &install::InstallOptions {
+                config: a.config,
+                allow: a.allow,
+                govern_users: a.govern_user,
+                govern_cgroups: a.govern_cgroup,
+                no_start: a.no_start,
+                root: a.root,
+            },
+            &app::preflight::install_host_check,
+        )),
         Some(Command::Uninstall(a)) => report(install::uninstall(&install::UninstallOptions {
             purge: a.purge,
             root: a.root,
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
     }
 }
 
+/// The host checks of `check-config` and `run`, for `install` (which cannot import `app`).
 fn report(r: Result<(), install::InstallError>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,15 +41,54 @@ pub struct Report {
 /// Runs every check. `config_file` is the YAML the config came from, scanned for `file`
 /// secret sources (the embedded default config has none).
 pub fn check(cfg: &Config, config_file: Option<&Path>) -> Report {
+    let mut r = files_and_identities(cfg, config_file);
+    if cfg.intercept.enabled() {
+        ebpf_prerequisites(cfg, &mut r.errors);
+    }
+    r
+}
+
+/// [`for_install`] in the shape `install` takes (`install::HostCheck`).
+pub fn install_host_check(
+    cfg: &Config,
+    config_file: Option<&Path>,
+    dry_run: bool,
+) -> crate::install::HostFindings {
+    let r = for_install(cfg, config_file, dry_run);
+    crate::install::HostFindings {
+        errors: r.errors,
+        warnings: r.warnings,
+    }
+}
+
+/// `install`'s preflight: what `check-config` checks (unreadable file sources are errors). A
+/// dry run (`install --root`) attaches nothing, so there the eBPF prerequisites are warnings.
+pub fn for_install(cfg: &Config, config_file: Option<&Path>, dry_run: bool) -> Report {
+    let mut r = files_and_identities(cfg, config_file);
+    r.errors.append(&mut r.secret_files);
+    if cfg.intercept.enabled() {
+        let mut ebpf = Vec::new();
+        ebpf_prerequisites(cfg, &mut ebpf);
+        if dry_run {
+            r.warnings.extend(
+                ebpf.into_iter()
+                    .map(|e| format!("{e} (a real install would stop here)")),
+            );
+        } else {
+            r.errors.extend(ebpf);
+        }
+    }
+    r
+}
+
+/// Every check but the eBPF prerequisites.
+fn files_and_identities(cfg: &Config, config_file: Option<&Path>) -> Report {
     let mut r = Report::default();
     listen_addresses(cfg, &mut r.errors);
     identities(cfg, &Table::read(), &mut r.errors);
     ca_files(cfg, &mut r.errors);
     if let Some(text) = config_file.and_then(|p| std::fs::read_to_string(p).ok()) {
         file_sources(&text, &mut r.secret_files);
-    }
-    if cfg.intercept.enabled() {
-        ebpf_prerequisites(cfg, &mut r.errors);
     }
     r.warnings = warnings(cfg);
     r

@@ -124,14 +124,17 @@ pub fn write_foreground(plan: &Plan, path: &Path, generated: bool) -> Result<(),
 pub fn install_service(plan: &Plan, opts: &InitOptions) -> Result<(), EnrollError> {
     let tmp = std::env::temp_dir().join(format!("iron-agent-init-{}.yaml", std::process::id()));
     install::manifest::write_file(&tmp, plan.text.as_bytes(), 0o600)?;
-    let res = install::install(&InstallOptions {
-        config: Some(tmp.clone()),
-        govern_users: Vec::new(),
-        govern_cgroups: Vec::new(),
-        allow: Vec::new(),
-        no_start: opts.no_start,
-        root: opts.root.clone(),
-    });
+    let res = install::install(
+        &InstallOptions {
+            config: Some(tmp.clone()),
+            govern_users: Vec::new(),
+            govern_cgroups: Vec::new(),
+            allow: Vec::new(),
+            no_start: opts.no_start,
+            root: opts.root.clone(),
+        },
+        &crate::app::preflight::install_host_check,
+    );
     let _ = fs::remove_file(&tmp);
     res?;
     let mut m = Manifest::load(&plan.layout)?.unwrap_or(Manifest {

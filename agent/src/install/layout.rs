@@ -12,6 +12,8 @@ pub const MANIFEST: &str = "/var/lib/iron-agent/install-manifest.json";
 pub const BINARY: &str = "/usr/local/bin/iron-agent";
 pub const UNIT: &str = "/etc/systemd/system/iron-agent.service";
 pub const UNIT_NAME: &str = "iron-agent";
+/// The pages of docs/ (the unit's `Documentation=` points here).
+pub const DOC_DIR: &str = "/usr/share/doc/iron-agent";
 
 /// Debian/Ubuntu: anchors in /usr/local/share/ca-certificates, bundle rebuilt by
 /// `update-ca-certificates`.

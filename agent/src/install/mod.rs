@@ -5,8 +5,11 @@
 //! paths only (so a file that was there before is never deleted) and keeps the CA unless asked to
 //! purge it. Each step prints one line to stdout.
 
+mod docs;
+mod files;
 pub mod layout;
 pub mod manifest;
+mod preflight;
 pub mod status;
 pub mod system;
 
@@ -17,12 +20,15 @@ use std::path::{Path, PathBuf};
 use crate::config;
 use crate::ebpf::{self, InterceptConfig, InterceptError, Interceptor, Mode};
 use crate::tls::{self, TlsError};
+use files::{Put, install_file, put_file};
 use layout::{
     BINARY, CA_CERT, CA_KEY, CONFIG, ETC_DIR, Layout, MANIFEST, STATE_DIR, UNIT, UNIT_NAME,
     UNIT_TEMPLATE,
 };
 use manifest::{Kind, Manifest, TrustStore, write_file};
 
+pub use docs::PAGES as DOC_PAGES;
+pub use preflight::{HostCheck, HostFindings};
 pub use status::{StatusOptions, status};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +51,8 @@ pub enum InstallError {
     Manifest { path: PathBuf, reason: String },
     #[error("{0}")]
     Refused(String),
+    #[error("this host is not ready for the config; nothing was written:\n{}", .0.join("\n"))]
+    Preflight(Vec<String>),
     #[error("detaching programs: {0}")]
     Intercept(#[from] InterceptError),
 }
@@ -85,7 +93,9 @@ fn say(line: impl AsRef<str>) {
     println!("{}", line.as_ref());
 }
 
-pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
+/// Installs; `host` makes the host checks of `check-config` and `run` on the config that will be
+/// in place (see [`preflight`]).
+pub fn install(opts: &InstallOptions, host: HostCheck<'_>) -> Result<(), InstallError> {
     let layout = Layout::new(opts.root.clone());
     if layout.is_real() && !crate::sys::is_root() {
         return Err(InstallError::NotRoot("install"));
@@ -95,6 +105,7 @@ pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
         Some(p) => Some(validated_config(p)?),
         None => None,
     };
+    preflight::run(&layout, opts, host)?;
     let mut m = Manifest::load(&layout)?.unwrap_or(Manifest {
         version: 1,
         ..Manifest::default()
@@ -110,6 +121,8 @@ pub fn install(opts: &InstallOptions) -> Result<(), InstallError> {
     install_config(&layout, &mut m, supplied.as_deref(), opts)?;
     m.save(&layout)?;
     install_binary(&layout, &mut m)?;
+    m.save(&layout)?;
+    docs::install(&layout, &mut m)?;
     m.save(&layout)?;
     install_file(
         &layout,
@@ -290,45 +303,6 @@ fn install_config(
         }
         Some(bytes) => install_file(layout, m, Path::new(CONFIG), bytes, 0o600, "config"),
     }
-}
-
-/// Writes a file this install owns. A file that exists with other content is replaced only if an
-/// earlier install created it; anything else is the operator's and is refused.
-fn install_file(
-    layout: &Layout,
-    m: &mut Manifest,
-    system: &Path,
-    bytes: &[u8],
-    mode: u32,
-    what: &str,
-) -> Result<(), InstallError> {
-    let real = layout.path(system);
-    match fs::read(&real) {
-        Ok(old) if old == bytes => {
-            say(format!("{what}: {} is up to date", real.display()));
-            return Ok(());
-        }
-        Ok(_) if !m.created(system) => {
-            return Err(InstallError::Refused(format!(
-                "{what}: {} exists and was not written by iron-agent install; move it away first",
-                real.display()
-            )));
-        }
-        Ok(_) => {
-            write_file(&real, bytes, mode)?;
-            say(format!("{what}: updated {}", real.display()));
-            return Ok(());
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(InstallError::io(format!("reading {}", real.display()), e)),
-    }
-    if let Some(parent) = system.parent() {
-        m.mkdirs(layout, parent)?;
-    }
-    write_file(&real, bytes, mode)?;
-    m.record(system, Kind::File, false);
-    say(format!("{what}: wrote {}", real.display()));
-    Ok(())
 }
 
 fn install_binary(layout: &Layout, m: &mut Manifest) -> Result<(), InstallError> {

@@ -228,6 +228,7 @@ fn machine_snapshot() -> BTreeMap<PathBuf, String> {
         "/usr/local/share/ca-certificates",
         "/etc/pki/ca-trust/source/anchors",
         "/sys/fs/bpf/iron-agent",
+        "/usr/share/doc/iron-agent",
     ] {
         let p = Path::new(p);
         if p.exists() {
@@ -622,8 +623,112 @@ fn status_without_installation() {
     assert_eq!(v["attached"], false);
 }
 
+/// Where cgroup v2 is mounted here (a directory `--govern-cgroup` accepts).
+fn cgroup2_root() -> String {
+    let out = Command::new("findmnt")
+        .args(["-n", "-t", "cgroup2", "-o", "TARGET"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .expect("cgroup v2 mounted")
+        .to_string()
+}
+
+/// `install` makes the host checks of `check-config` / `run` before it writes anything: an
+/// unknown user (from `--govern-user` or in a `--config` file), a cgroup that is not there and a
+/// missing CA are refused with their field paths, and the `--root` tree stays empty.
+#[test]
+fn install_preflight_refuses_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let r = root.to_str().unwrap();
+    let out = run_agent(
+        &[
+            "install",
+            "--root",
+            r,
+            "--govern-user",
+            "no-such-user-ih",
+            "--govern-cgroup",
+            "/sys/fs/cgroup/no-such-cgroup-ih",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    for want in [
+        "error: this host is not ready for the config; nothing was written",
+        "error: intercept.governed.users[0]: unknown user \"no-such-user-ih\"",
+        "error: intercept.governed.cgroups[0]: /sys/fs/cgroup/no-such-cgroup-ih does not exist",
+    ] {
+        assert!(
+            out.stderr.contains(want),
+            "missing {want:?}:\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(tree(&root).len(), 1, "{:?}", tree(&root));
+
+    // A supplied config: its policy's user, its CA (not install's own paths) and a file secret.
+    let cfg = dir.path().join("c.yaml");
+    let d = dir.path().display();
+    let text = [
+        "dns:\n  proxy_ip: \"127.0.0.1\"\ntls:".to_string(),
+        format!("  ca_cert: {d}/nope/ca.crt\n  ca_key: {d}/nope/ca.key"),
+        "intercept:\n  mode: ebpf\n  default: exempt\n  policies:".to_string(),
+        "    - name: ci\n      users: [no-such-user-ih]".to_string(),
+        "transforms:\n  - name: secrets\n    config:\n      secrets:".to_string(),
+        format!("        - source: {{type: file, path: {d}/token}}"),
+        "          inject: {header: X-Key}\n          rules: [{host: a.example}]\n".to_string(),
+    ]
+    .join("\n");
+    std::fs::write(&cfg, text).unwrap();
+    let out = run_agent(
+        &["install", "--root", r, "--config", cfg.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    for want in [
+        "error: intercept.policies[0].users[0]: unknown user \"no-such-user-ih\"",
+        "error: tls.ca_cert: cannot read",
+        "iron-agent generate-ca --outdir",
+        "error: transforms[0].config.secrets[0].source.path: cannot read",
+    ] {
+        assert!(
+            out.stderr.contains(want),
+            "missing {want:?}:\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(tree(&root).len(), 1, "{:?}", tree(&root));
+
+    // The same host checks pass for users and cgroups that exist.
+    let cg = cgroup2_root();
+    let out = run_agent(
+        &[
+            "install",
+            "--root",
+            r,
+            "--govern-user",
+            "nobody",
+            "--govern-cgroup",
+            &cg,
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("preflight: users, cgroups, CA and secret files ok"),
+        "{}",
+        out.stdout
+    );
+}
+
 /// `install` says what `default: redirect` governs, and `--govern-user` / `--govern-cgroup`
-/// write a narrow config instead; the unit points at this project's docs.
+/// write a narrow config instead; the unit points at the docs install puts on the host.
 #[test]
 fn install_explains_redirect_and_can_start_narrow() {
     let dir = tempfile::tempdir().unwrap();
@@ -641,35 +746,58 @@ fn install_explains_redirect_and_can_start_narrow() {
         out.stdout
     );
     let unit = std::fs::read_to_string(wide.join("etc/systemd/system/iron-agent.service")).unwrap();
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let urls: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(str::split_whitespace)
+        .collect();
     assert!(
-        unit.contains("Documentation=https://github.com/ironsh/iron-agent/"),
+        urls.contains(&"file:///usr/share/doc/iron-agent/installation.md"),
         "{unit}"
     );
+    for url in urls {
+        // Each page is installed, and is the page of this source tree.
+        let page = url.strip_prefix("file:///").expect(url);
+        let installed = std::fs::read_to_string(wide.join(page)).expect(url);
+        let rel = page.strip_prefix("usr/share/doc/iron-agent/").expect(url);
+        assert_eq!(
+            installed,
+            std::fs::read_to_string(docs.join(rel)).unwrap(),
+            "{url}"
+        );
+    }
+    assert!(
+        wide.join("usr/share/doc/iron-agent/sources/file.md")
+            .exists()
+    );
+    assert!(out.stdout.contains("docs: "), "{}", out.stdout);
 
     let narrow = dir.path().join("narrow");
+    let cg = cgroup2_root();
     let out = run_agent(
         &[
             "install",
             "--root",
             narrow.to_str().unwrap(),
             "--govern-user",
-            "ci",
+            "nobody",
             "--govern-cgroup",
-            "/sys/fs/cgroup/jobs",
+            &cg,
         ],
         Duration::from_secs(60),
     );
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("governs only users [ci]"),
+        out.stdout.contains("governs only users [nobody]"),
         "{}",
         out.stdout
     );
     let cfg_path = narrow.join("etc/iron-agent/config.yaml");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap();
     assert!(cfg.contains("default: exempt"), "{cfg}");
-    assert!(cfg.contains("users: [\"ci\"]"), "{cfg}");
-    assert!(cfg.contains("cgroups: [\"/sys/fs/cgroup/jobs\"]"), "{cfg}");
+    assert!(cfg.contains("users: [\"nobody\"]"), "{cfg}");
+    assert!(cfg.contains(&format!("cgroups: [\"{cg}\"]")), "{cfg}");
     let check = run_agent(
         &[
             "check-config",
