@@ -146,7 +146,8 @@ pub async fn run(
         interceptor,
         postgres: postgres.clone(),
     }));
-    let managed = managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health));
+    let managed =
+        managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health, &rt.audit));
     let control = reload::Control {
         reloader,
         management,
