@@ -67,16 +67,30 @@ impl WriteTx<'_> {
 
 fn migrations(backend: Backend) -> Vec<Migration> {
     let sql: &[(i64, &str, &'static str)] = match backend {
-        Backend::Sqlite => &[(
-            1,
-            "init",
-            include_str!("../migrations/sqlite/0001_init.sql"),
-        )],
-        Backend::Postgres => &[(
-            1,
-            "init",
-            include_str!("../migrations/postgres/0001_init.sql"),
-        )],
+        Backend::Sqlite => &[
+            (
+                1,
+                "init",
+                include_str!("../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "ingest",
+                include_str!("../migrations/sqlite/0002_ingest.sql"),
+            ),
+        ],
+        Backend::Postgres => &[
+            (
+                1,
+                "init",
+                include_str!("../migrations/postgres/0001_init.sql"),
+            ),
+            (
+                2,
+                "ingest",
+                include_str!("../migrations/postgres/0002_ingest.sql"),
+            ),
+        ],
     };
     sql.iter()
         .map(|(v, d, s)| {

@@ -43,8 +43,8 @@ pub fn grants_sql() -> String {
 }
 
 /// The proxy row a sync starts from, by token hash.
-pub const PROXY_SQL: &str = "SELECT id, principal_id, principal_assigned_at, tags, deleted_at \
-                             FROM proxies WHERE token_hash = $1";
+pub const PROXY_SQL: &str = "SELECT id, principal_id, principal_assigned_at, tags, deleted_at, \
+                             ingest_token_hash FROM proxies WHERE token_hash = $1";
 
 /// Active policies, in delivery order.
 pub const POLICIES_SQL: &str =

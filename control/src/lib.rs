@@ -3,7 +3,7 @@
 //! Layout: `api` (HTTP handlers by resource family) and `policies` (the tag-matched policies
 //! API) over `model` (validation and representations), `store` (resource rows), `delivery`
 //! (what a proxy receives and its hash), `broker` (the refresh loop), `crypto` (secrets at
-//! rest), `db` (SQLite / PostgreSQL).
+//! rest), `db` (SQLite / PostgreSQL), `ingest` (audit records from proxies).
 
 pub mod api;
 pub mod broker;
@@ -12,6 +12,7 @@ pub mod db;
 pub mod delivery;
 pub mod error;
 pub mod ids;
+pub mod ingest;
 pub mod input;
 pub mod model;
 pub mod policies;

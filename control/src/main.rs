@@ -58,6 +58,16 @@ struct Common {
         hide = true
     )]
     refresh_tick_ms: u64,
+    /// Audit events kept in memory for `GET /api/v1/audit` (the oldest go first).
+    #[arg(long, env = "IRON_CONTROL_AUDIT_RING_SIZE", default_value_t = iron_control::ingest::DEFAULT_RING_SIZE)]
+    audit_ring_size: usize,
+    /// Largest `POST /v1/logs` body accepted, in bytes (also after gunzip); larger: 413.
+    #[arg(long, env = "IRON_CONTROL_AUDIT_MAX_BODY_BYTES", default_value_t = iron_control::ingest::DEFAULT_MAX_BODY)]
+    audit_max_body_bytes: usize,
+    /// OTLP/HTTP logs URL (e.g. http://collector:4318/v1/logs) that gets a copy of every
+    /// accepted audit batch.
+    #[arg(long, env = "IRON_CONTROL_AUDIT_OTLP_ENDPOINT")]
+    audit_otlp_endpoint: Option<String>,
 }
 
 impl Common {
@@ -87,6 +97,11 @@ impl Common {
                 ..LoopOptions::default()
             },
             max_connections: self.db_connections.clamp(1, 1000),
+            audit: iron_control::ingest::Settings {
+                ring_size: self.audit_ring_size.clamp(1, 10_000_000),
+                max_body: self.audit_max_body_bytes.clamp(1024, 1 << 30),
+                forward_endpoint: self.audit_otlp_endpoint.filter(|u| !u.trim().is_empty()),
+            },
         })
     }
 }

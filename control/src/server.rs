@@ -41,6 +41,8 @@ pub struct Settings {
     pub previous_keys: Vec<String>,
     pub refresh: LoopOptions,
     pub max_connections: u32,
+    /// Audit ingest: ring size, body limit, forwarding.
+    pub audit: crate::ingest::Settings,
 }
 
 impl Settings {
@@ -113,7 +115,9 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
             source,
         })?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(AppState { db, keys });
+    let ingest = crate::ingest::Ingest::new(&settings.audit)
+        .map_err(|e| ServeError::Setup(e.to_string()))?;
+    let state = Arc::new(AppState { db, keys, ingest });
     let (stop_tx, stop_rx) = watch::channel(false);
     let replica = format!("{}-{}", std::process::id(), crate::ids::random_hex(4));
     let refresher = tokio::spawn(broker::run(

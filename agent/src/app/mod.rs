@@ -149,7 +149,8 @@ pub async fn run(
         postgres: postgres.clone(),
         pg_base,
     }));
-    let managed = managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health));
+    let managed =
+        managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health, &rt.audit));
     let control = reload::Control {
         reloader,
         management,

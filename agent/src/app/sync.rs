@@ -8,9 +8,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::reload::Reloader;
+use crate::audit::AuditSink;
 use crate::managed::apply::{self, Synced};
 use crate::managed::backoff::{Backoff, JITTER, jitter};
 use crate::managed::client::{SyncAnswer, SyncClient, SyncError};
+use crate::managed::ingest::AuditLink;
 use crate::managed::{ManagedError, Settings, State};
 use crate::metrics::Health;
 use crate::mint::TokenHttp;
@@ -22,6 +24,8 @@ pub struct Poller {
     pub state: Arc<State>,
     pub health: Arc<Health>,
     pub interval: Duration,
+    /// The answers' ingest token and tags, applied to the audit sink.
+    pub audit: AuditLink,
 }
 
 impl Poller {
@@ -32,9 +36,11 @@ impl Poller {
         http: &Arc<TokenHttp>,
         reloader: &Arc<Reloader>,
         health: &Arc<Health>,
+        audit: &Arc<AuditSink>,
     ) -> (Self, Arc<State>) {
         let state = Arc::new(State::default());
         let poller = Self {
+            audit: AuditLink::new(audit.clone(), &settings.url),
             client: SyncClient::new(http.clone(), &settings.url, settings.token),
             reloader: reloader.clone(),
             state: state.clone(),
@@ -53,6 +59,11 @@ impl Poller {
             let wait = match self.client.sync(&held).await {
                 Ok(answer) => {
                     backoff.reset();
+                    self.audit.apply(
+                        answer.ingest_token.as_ref(),
+                        answer.tags.as_ref(),
+                        &|k: &str| std::env::var(k).ok(),
+                    );
                     if let Err(e) = self.handle(answer).await {
                         tracing::warn!(error = %e, config_hash = %held, "rejecting invalid config from sync, keeping current config");
                     }

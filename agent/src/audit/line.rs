@@ -58,6 +58,7 @@ fn write_fields(
     opt(out, "policy", &rec.policy)?;
     opt(out, "tunnel", &rec.tunnel)?;
     opt(out, "postgres", &rec.postgres)?;
+    opt(out, "tags", &rec.tags)?;
     out.extend_from_slice(b"}\n");
     Ok(())
 }

@@ -19,7 +19,7 @@ pub mod sink;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use record::{Action, AuditRecord, PostgresAudit, Trace, TraceAction};
+pub use record::{Action, AuditRecord, PostgresAudit, Tags, Trace, TraceAction};
 pub use sink::AuditSink;
 
 /// An audit record that has not been written yet. Emits exactly once: explicitly via

@@ -163,6 +163,19 @@ pub struct AuditRecord {
     pub tunnel: Option<TunnelAudit>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresAudit>,
+    /// The proxy's tags (managed mode: from the control plane), set by the sink on every record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+}
+
+/// A proxy's tags, shared by every record (one reference count per record, no copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tags(pub std::sync::Arc<Vec<String>>);
+
+impl Serialize for Tags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
 }
 
 impl AuditRecord {

@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use arc_swap::ArcSwapOption;
 use parking_lot::{Condvar, Mutex};
 
 use super::line;
 use super::otel::{OtelExport, Queued};
-use super::record::{Action, AuditRecord};
+use super::record::{Action, AuditRecord, Tags};
 use crate::config::LogLevel;
 
 /// How long the writer lets a batch fill after its first record.
@@ -90,7 +91,11 @@ pub struct AuditSink {
     min_level: LogLevel,
     pub counters: Arc<Counters>,
     /// OTEL export, when configured: every record, whatever `log.level` filters out of stderr.
-    otel: Option<OtelExport>,
+    /// Swappable: managed mode (re)starts it when the control plane hands out an ingest token
+    /// or new tags.
+    otel: ArcSwapOption<OtelExport>,
+    /// The proxy's tags, put into every record (managed mode).
+    tags: ArcSwapOption<Vec<String>>,
 }
 
 /// Where the writer thread puts batches.
@@ -150,7 +155,8 @@ impl AuditSink {
             shared: Some(shared),
             min_level,
             counters,
-            otel: None,
+            otel: ArcSwapOption::empty(),
+            tags: ArcSwapOption::empty(),
         })
     }
 
@@ -160,33 +166,53 @@ impl AuditSink {
             shared: None,
             min_level: LogLevel::Error,
             counters: Arc::default(),
-            otel: None,
+            otel: ArcSwapOption::empty(),
+            tags: ArcSwapOption::empty(),
         }
     }
 
     /// Also exports every record over OTLP.
-    pub fn with_otel(mut self, otel: Option<OtelExport>) -> Self {
-        self.otel = otel;
+    pub fn with_otel(self, otel: Option<OtelExport>) -> Self {
+        self.otel.store(otel.map(Arc::new));
         self
+    }
+
+    /// Puts `otel` in place of the running export (if any) and returns the old one, which the
+    /// caller shuts down (its queue is flushed there, off the request path).
+    pub fn replace_otel(&self, otel: Option<OtelExport>) -> Option<Arc<OtelExport>> {
+        self.otel.swap(otel.map(Arc::new))
+    }
+
+    /// Whether records are exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.otel.load().is_some()
+    }
+
+    /// Every record from now on carries `tags` (none: no `tags` field).
+    pub fn set_tags(&self, tags: Option<Vec<String>>) {
+        self.tags.store(tags.map(Arc::new));
     }
 
     /// Flushes and stops the OTEL export (bounded); a no-op without one.
     pub fn close_export(&self, timeout: Duration) {
-        if let Some(otel) = &self.otel {
+        if let Some(otel) = self.otel.load_full() {
             otel.shutdown(timeout);
         }
     }
 
     /// Queues one record. Never waits for I/O; drops (and counts) the record when the writer
     /// is [`MAX_PENDING`] bytes behind.
-    pub fn write(&self, rec: AuditRecord) {
+    pub fn write(&self, mut rec: AuditRecord) {
+        if rec.tags.is_none() {
+            rec.tags = self.tags.load_full().map(Tags);
+        }
         self.counters.bump(rec.action);
         observe(&rec);
         let level = rec.level();
         if level >= self.min_level {
             self.append(level, &rec);
         }
-        if let Some(otel) = &self.otel {
+        if let Some(otel) = &*self.otel.load() {
             otel.offer(Queued {
                 record: rec,
                 level,

@@ -167,3 +167,23 @@ fn concurrent_writers_lose_nothing() {
     paths.dedup();
     assert_eq!(paths.len(), 4000);
 }
+
+#[test]
+fn records_carry_the_tags_in_force_when_written() {
+    let out = Capture::default();
+    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone())).unwrap();
+    sink.write(rec(0, Action::Allow));
+    sink.set_tags(Some(vec!["env:prod".into(), "svc:a".into()]));
+    sink.write(rec(1, Action::Reject));
+    sink.set_tags(None);
+    sink.write(rec(2, Action::Allow));
+    drop(sink);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines[0].get("tags").is_none());
+    assert_eq!(lines[1]["tags"], serde_json::json!(["env:prod", "svc:a"]));
+    assert!(lines[2].get("tags").is_none());
+}

@@ -53,6 +53,10 @@ pub struct SyncAnswer {
     pub transforms: Option<Value>,
     pub mcp: Option<Value>,
     pub postgres: Option<Value>,
+    /// Turns on audit export to the control plane (iron-proxy §17); `Debug` shows `[redacted]`.
+    pub ingest_token: Option<SecretValue>,
+    /// The proxy's tags, put into every audit record and the OTEL resource.
+    pub tags: Option<Vec<String>>,
 }
 
 impl SyncAnswer {
@@ -84,7 +88,24 @@ impl SyncAnswer {
                 Some(_) => Err(SyncError::Body(format!("{k}: expected a string"))),
             }
         };
+        let tags = match take("tags") {
+            None => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .into_iter()
+                    .map(|t| match t {
+                        Value::String(s) => Ok(s),
+                        _ => Err(SyncError::Body("tags: expected a list of strings".into())),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err(SyncError::Body("tags: expected a list of strings".into())),
+        };
         Ok(Self {
+            ingest_token: string(take("ingest_token"), "ingest_token")?
+                .filter(|t| !t.is_empty())
+                .map(SecretValue::new),
+            tags,
             config_hash: string(take("config_hash"), "config_hash")?,
             status: string(take("status"), "status")?,
             principal_id: string(take("principal_id"), "principal_id")?,
@@ -220,5 +241,31 @@ mod tests {
         assert!(!hash_only.has_config());
         assert!(SyncAnswer::parse(b"[]").is_err());
         assert!(SyncAnswer::parse(br#"{"config_hash":5}"#).is_err());
+    }
+
+    #[test]
+    fn ingest_token_and_tags() {
+        let a = SyncAnswer::parse(
+            br#"{"config_hash":"h","ingest_token":"iing_secret","tags":["env:prod","svc:a"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            a.ingest_token.as_ref().map(|t| t.expose()),
+            Some("iing_secret")
+        );
+        assert_eq!(
+            a.tags.as_deref(),
+            Some(&["env:prod".to_string(), "svc:a".to_string()][..])
+        );
+        assert!(!format!("{a:?}").contains("iing_secret"));
+        assert!(!a.has_config());
+        assert!(SyncAnswer::parse(br#"{"tags":"env:prod"}"#).is_err());
+        assert!(SyncAnswer::parse(br#"{"tags":[1]}"#).is_err());
+        assert!(
+            SyncAnswer::parse(br#"{"ingest_token":""}"#)
+                .unwrap()
+                .ingest_token
+                .is_none()
+        );
     }
 }

@@ -7,11 +7,13 @@
 //! rejected answer keeps the old state and the old hash). The poller (`app::sync`) syncs at start, then
 //! every `control_plane.poll_interval` ±10 %, or at once on `POST /v1/sync`; failures retry
 //! with capped exponential backoff ([`backoff`]) and never block startup: until the first sync
-//! is applied every request is refused with 503 and `/readyz` says so.
+//! is applied every request is refused with 503 and `/readyz` says so. An answer's
+//! `ingest_token` and `tags` drive the audit export to the control plane ([`ingest`]).
 
 pub mod apply;
 pub mod backoff;
 pub mod client;
+pub mod ingest;
 pub mod postgres;
 
 use std::net::IpAddr;

@@ -1,8 +1,9 @@
 //! The HTTP API: `/api/v1` (iron-control's API), `/v1/policies` (the tag-matched policies
-//! API), `/up`. Each resource family lives in its own module.
+//! API), `/v1/logs` (audit ingest), `/up`. Each resource family lives in its own module.
 
 mod api_keys;
 mod assignments;
+mod audit;
 pub mod auth;
 mod enrollment;
 mod grants;
@@ -66,6 +67,7 @@ pub fn router(state: S) -> Router {
         .merge(api_keys::routes())
         .merge(proxies::routes())
         .merge(enrollment::routes())
+        .merge(audit::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -79,6 +81,7 @@ pub fn router(state: S) -> Router {
         .merge(policies)
         .merge(sync::routes())
         .merge(enrollment::public_routes())
+        .merge(audit::ingest_routes())
         .route("/up", get(up))
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)

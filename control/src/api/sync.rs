@@ -53,6 +53,7 @@ async fn sync(State(st): State<S>, headers: HeaderMap, body: JsonBody) -> ApiRes
             "this proxy has been deleted; enroll it again",
         ));
     }
+    let ingest_token = ingest_token(&st, &row, token).await?;
     let principal: Option<String> = row.try_get("principal_id")?;
     let assigned_at: Option<i64> = row.try_get("principal_assigned_at")?;
     let tags: Vec<String> =
@@ -63,10 +64,37 @@ async fn sync(State(st): State<S>, headers: HeaderMap, body: JsonBody) -> ApiRes
         delivery::from_grants(&mut conn, &st.keys, &grants, false, &mut cfg).await?;
     }
     delivery::from_policies(&mut conn, &tags, &mut cfg).await?;
-    let payload = cfg.payload(principal.as_deref(), assigned_at);
+    let mut payload = cfg.payload(principal.as_deref(), assigned_at);
     let hash = payload["config_hash"].clone();
+    // Tags and the ingest token travel in every answer, outside the hash: an agent picks
+    // them up whether or not its config changed.
+    let extra = [("tags", json!(tags)), ("ingest_token", json!(ingest_token))];
     if held.is_some_and(|h| hash.as_str() == Some(h.as_str())) {
-        return Ok(json_response(StatusCode::OK, &json!({"config_hash": hash})));
+        payload = json!({"config_hash": hash});
+    }
+    for (k, v) in extra {
+        payload[k] = v;
     }
     Ok(json_response(StatusCode::OK, &payload))
+}
+
+/// The proxy's ingest token (derived from its proxy token, see [`crate::ingest::token`]);
+/// its hash is recorded the first time it is handed out, so the receiver can look it up.
+async fn ingest_token(st: &S, row: &sqlx::any::AnyRow, proxy_token: &str) -> ApiResult<String> {
+    let t = crate::ingest::token::derive(proxy_token);
+    let hash = token_hash(&t);
+    if row
+        .try_get::<Option<String>, _>("ingest_token_hash")?
+        .as_deref()
+        != Some(hash.as_str())
+    {
+        let mut tx = st.db.begin_write().await?;
+        sqlx::query("UPDATE proxies SET ingest_token_hash = $1 WHERE id = $2")
+            .bind(&hash)
+            .bind(row.try_get::<String, _>("id")?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(t)
 }

@@ -6,6 +6,7 @@ mod broker;
 mod e2e_agent;
 mod enrollment;
 mod errors;
+mod ingest;
 mod pg;
 mod policies;
 mod postgres;

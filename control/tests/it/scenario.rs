@@ -109,10 +109,13 @@ pub async fn core(api: &Api) {
         "same config, same hash"
     );
 
-    // Matching hash: the hash alone.
+    // Matching hash: the hash alone (plus the proxy's tags and ingest token).
     let h = s2.json["config_hash"].as_str().unwrap().to_owned();
     let same = api.sync(&token, Some(&h)).await;
-    assert_eq!(same.expect(200).json, json!({"config_hash": h}));
+    assert_eq!(
+        same.expect(200).json,
+        json!({"config_hash": h, "tags": [], "ingest_token": s2.json["ingest_token"]})
+    );
 
     // A secret reachable only through the role.
     let only_role = cp_secret(api, "only-role", "value-only-role", "c.example").await;

@@ -104,6 +104,18 @@ impl Api {
         body: Option<String>,
         headers: &[(&str, &str)],
     ) -> Resp {
+        self.raw_bytes(method, path, body.map(Bytes::from), headers)
+            .await
+    }
+
+    /// [`Api::raw`] with any body (`Content-Type: application/json` unless given).
+    pub async fn raw_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut b = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -120,7 +132,7 @@ impl Api {
             b = b.header(*k, *v);
         }
         let req = b
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(body.unwrap_or_default()))
             .expect("request");
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await

@@ -23,6 +23,7 @@ mod grpc;
 mod grpc_transform;
 mod hmac_sign;
 mod http2;
+mod ingest;
 mod install;
 mod jail_env;
 mod jail_governed;

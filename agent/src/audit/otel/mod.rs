@@ -12,14 +12,15 @@ mod convert;
 mod http;
 pub mod settings;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
 
-use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{Logger as _, LoggerProvider as _};
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{
     LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider,
@@ -33,6 +34,8 @@ pub use settings::{Batching, OtelError, Protocol, Settings};
 /// written for it keep matching.
 const SCOPE: &str = "iron-proxy/audit";
 const DEFAULT_SERVICE_NAME: &str = "iron-proxy";
+/// Resource attribute holding the proxy's tags (managed mode).
+pub const TAGS_ATTRIBUTE: &str = "iron.proxy.tags";
 /// How often an idle export thread looks for a shutdown.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Minimum time between two "export failed" warnings.
@@ -58,7 +61,7 @@ impl OtelExport {
     pub fn start(s: &Settings) -> Result<Self, OtelError> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| OtelError::Build(format!("no async runtime: {e}")))?;
-        let mut exporter = build_exporter(s.protocol)?;
+        let mut exporter = build_exporter(s)?;
         let resource = resource(s);
         exporter.set_resource(&resource);
         let scope = InstrumentationScope::builder(SCOPE)
@@ -121,16 +124,36 @@ impl OtelExport {
     }
 }
 
-fn build_exporter(protocol: Protocol) -> Result<opentelemetry_otlp::LogExporter, OtelError> {
-    let built = match protocol {
-        Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_http_client(http::OtlpHttpClient::new()?)
-            .build(),
-        Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .build(),
+/// The exporter reads the endpoint, headers and timeout variables itself; with an ingest token
+/// (managed mode) the endpoint is the resolved one and the token goes in as a header that
+/// `OTEL_EXPORTER_OTLP_HEADERS` / `OTEL_EXPORTER_OTLP_LOGS_HEADERS` may override.
+fn build_exporter(s: &Settings) -> Result<opentelemetry_otlp::LogExporter, OtelError> {
+    let bearer = s.bearer.as_ref().map(|t| format!("Bearer {}", t.expose()));
+    let built = match s.protocol {
+        Protocol::HttpProtobuf => {
+            let mut b = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_http_client(http::OtlpHttpClient::new()?);
+            if let Some(bearer) = bearer {
+                b = b
+                    .with_endpoint(s.endpoint.clone())
+                    .with_headers(HashMap::from([("authorization".to_string(), bearer)]));
+            }
+            b.build()
+        }
+        Protocol::Grpc => {
+            let mut b = opentelemetry_otlp::LogExporter::builder().with_tonic();
+            if let Some(bearer) = bearer {
+                let mut md = tonic::metadata::MetadataMap::new();
+                let value = bearer.parse().map_err(|_| {
+                    OtelError::Build("the ingest token is not a valid header".into())
+                })?;
+                md.insert("authorization", value);
+                b = b.with_endpoint(s.endpoint.clone()).with_metadata(md);
+            }
+            b.build()
+        }
     };
     built.map_err(|e| OtelError::Build(e.to_string()))
 }
@@ -138,7 +161,14 @@ fn build_exporter(protocol: Protocol) -> Result<opentelemetry_otlp::LogExporter,
 /// `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (read by the SDK's detectors), the SDK's
 /// own attributes, and iron-proxy's default service name.
 fn resource(s: &Settings) -> Resource {
-    let b = Resource::builder();
+    let mut b = Resource::builder();
+    if !s.tags.is_empty() {
+        let tags = s.tags.iter().cloned().map(StringValue::from).collect();
+        b = b.with_attribute(KeyValue::new(
+            TAGS_ATTRIBUTE,
+            Value::Array(Array::String(tags)),
+        ));
+    }
     if s.service_name_given {
         b.build()
     } else {

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::secrets::SecretValue;
+
 /// `OTEL_EXPORTER_OTLP_PROTOCOL` values iron-proxy accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -52,6 +54,11 @@ pub struct Settings {
     /// resource keeps it; else `service.name` is `iron-proxy`, as iron-proxy reports itself.
     pub service_name_given: bool,
     pub batching: Batching,
+    /// Managed mode's ingest token, sent as `Authorization: Bearer ...` (a header of the same
+    /// name in `OTEL_EXPORTER_OTLP_HEADERS` wins). `Debug` shows `[redacted]`.
+    pub bearer: Option<SecretValue>,
+    /// The proxy's tags: the resource attribute `iron.proxy.tags`.
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +95,33 @@ pub fn shown_endpoint(endpoint: &str) -> String {
 
 /// `None` when export is off (no endpoint variable set). Empty variables count as unset.
 pub fn from_env(env: Env<'_>) -> Result<Option<Settings>, OtelError> {
+    resolve(env, None)
+}
+
+/// Managed mode with an ingest token (iron-proxy §17): export is on, to `default_endpoint`
+/// unless an `OTEL_*` endpoint variable names another, with the token as the bearer.
+pub fn for_ingest(
+    env: Env<'_>,
+    default_endpoint: &str,
+    token: SecretValue,
+) -> Result<Settings, OtelError> {
+    let mut s = resolve(env, Some(default_endpoint))?.ok_or_else(|| {
+        OtelError::Build("no endpoint for the control plane's ingest token".into())
+    })?;
+    s.bearer = Some(token);
+    Ok(s)
+}
+
+fn resolve(env: Env<'_>, default_endpoint: Option<&str>) -> Result<Option<Settings>, OtelError> {
     let get = |k: &str| env(k).filter(|v| !v.trim().is_empty());
-    let logs_endpoint = get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT");
     let base_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
+    // The default (managed mode) stands in for the logs endpoint only when no variable names one.
+    let logs_endpoint = get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").or_else(|| {
+        base_endpoint
+            .is_none()
+            .then(|| default_endpoint.map(str::to_string))
+            .flatten()
+    });
     if logs_endpoint.is_none() && base_endpoint.is_none() {
         return Ok(None);
     }
@@ -130,6 +161,8 @@ pub fn from_env(env: Env<'_>) -> Result<Option<Settings>, OtelError> {
         endpoint,
         service_name_given,
         batching: batching(&get)?,
+        bearer: None,
+        tags: Vec::new(),
     }))
 }
 
@@ -239,6 +272,27 @@ mod tests {
             e.to_string(),
             r#"unsupported OTEL_EXPORTER_OTLP_PROTOCOL: "http/json" (expected "http/protobuf" or "grpc")"#
         );
+    }
+
+    #[test]
+    fn an_ingest_token_turns_export_on_and_env_endpoints_win() {
+        let token = || SecretValue::new("iing_t");
+        let map = |vars: &[(&str, &str)]| -> HashMap<String, String> {
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let none = map(&[]);
+        let s = for_ingest(&|k| none.get(k).cloned(), "http://cp:1/v1/logs", token()).unwrap();
+        assert_eq!(s.endpoint, "http://cp:1/v1/logs");
+        assert_eq!(s.bearer, Some(token()));
+        assert!(!format!("{s:?}").contains("iing_t"));
+        let base = map(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
+        let s = for_ingest(&|k| base.get(k).cloned(), "http://cp:1/v1/logs", token()).unwrap();
+        assert_eq!(s.endpoint, "http://c:4318/v1/logs");
+        let logs = map(&[("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://l:2/x")]);
+        let s = for_ingest(&|k| logs.get(k).cloned(), "http://cp:1/v1/logs", token()).unwrap();
+        assert_eq!(s.endpoint, "http://l:2/x");
     }
 
     #[test]
