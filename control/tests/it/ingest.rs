@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use prost::Message as _;
 use serde_json::{Value, json};
 
-use crate::support::{Api, Resp, Server};
+use crate::support::{Api, Resp, api, server};
 
 const PB: (&str, &str) = ("content-type", "application/x-protobuf");
 const JS: (&str, &str) = ("content-type", "application/json");
@@ -113,10 +113,10 @@ fn hosts(v: &Value) -> Vec<String> {
 
 #[test]
 fn protobuf_json_and_gzip_records_are_attributed_and_queried() {
-    let s = Server::start();
+    let s = server().start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let (prod_id, prod_token, prod) = proxy(&api, &["env:prod", "svc:checkout"]).await;
         let (_, _, dev) = proxy(&api, &["env:dev"]).await;
         // Stable across syncs, hash-only answers included, and not the proxy token.
@@ -197,12 +197,12 @@ fn protobuf_json_and_gzip_records_are_attributed_and_queried() {
 
 #[test]
 fn refused_requests_store_nothing() {
-    let s = Server::builder()
+    let s = server()
         .env("IRON_CONTROL_AUDIT_MAX_BODY_BYTES", "2048")
         .start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let (px, proxy_token, ingest) = proxy(&api, &["env:prod"]).await;
         let good = request(vec![record("a.example", "allow", 200)]).encode_to_vec();
         // Unauthenticated: none, a wrong token, the proxy token, an API key.
@@ -280,12 +280,10 @@ fn refused_requests_store_nothing() {
 
 #[test]
 fn the_ring_keeps_the_newest_events() {
-    let s = Server::builder()
-        .env("IRON_CONTROL_AUDIT_RING_SIZE", "3")
-        .start();
+    let s = server().env("IRON_CONTROL_AUDIT_RING_SIZE", "3").start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let (_, _, ingest) = proxy(&api, &["env:prod"]).await;
         for batch in [vec!["h1", "h2"], vec!["h3", "h4", "h5"]] {
             let req = request(batch.iter().map(|h| record(h, "allow", 200)).collect());
@@ -330,14 +328,14 @@ fn accepted_batches_are_forwarded_with_the_proxy_attributes() {
             });
         }
     });
-    let s = Server::builder()
+    let s = server()
         .env(
             "IRON_CONTROL_AUDIT_OTLP_ENDPOINT",
             format!("http://{addr}/v1/logs"),
         )
         .start();
     let px = rt.block_on(async {
-        let api = s.client();
+        let api = api(&s);
         let (px, _, ingest) = proxy(&api, &["env:prod", "team:a"]).await;
         let req = request(vec![record("fwd.example", "reject", 403)]);
         post(&api, &ingest, req.encode_to_vec(), &[PB])

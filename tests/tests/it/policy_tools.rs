@@ -8,7 +8,6 @@ use std::process::Command;
 use bytes::Bytes;
 use http_body_util::Full;
 use iron_agent_tests::agent::agent_bin;
-use iron_agent_tests::client::get;
 use iron_agent_tests::dns::fake_zone;
 use iron_agent_tests::{Agent, Origin, OriginKind, http_request};
 use serde_json::Value;
