@@ -6,7 +6,7 @@ use http::uri::Scheme;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::dry_run::{Decider, Evaluator, Selected};
+use super::dry_run::{Decider, Evaluator, Judgement, Selected};
 use super::request::DryRequest;
 use crate::audit::Trace;
 use crate::config::TlsMode;
@@ -125,11 +125,29 @@ impl Evaluator {
         let judged = self.judge(sel.profile, &cx.match_input(&http_req), None);
         self.fill_steps(sel.profile, &traces, &cut, &cx, &http_req, &mut report);
         report.secrets = secret_names(&traces);
-        let last = traces.len().saturating_sub(1);
+        self.conclude(sel.profile, end, judged, traces.len(), &mut report);
+        if cut.iter().any(|c| *c) {
+            report.notes.push(
+                "a transform needed a token endpoint or an LLM: not contacted in a dry run, so its own verdict is unknown".into(),
+            );
+        }
+        report
+    }
+
+    /// The decision from the pipeline's end and the allowlist's verdict.
+    fn conclude(
+        &self,
+        profile: usize,
+        end: PhaseOutcome,
+        judged: Judgement,
+        steps: usize,
+        report: &mut Report,
+    ) {
+        let last = steps.saturating_sub(1);
         let by_last = |r: &Report| {
             r.transforms
                 .get(last)
-                .map(|s| self.step_decider(sel.profile, last, s))
+                .map(|s| self.step_decider(profile, last, s))
         };
         match end {
             PhaseOutcome::Forward => {
@@ -141,7 +159,7 @@ impl Evaluator {
                             .into(),
                     );
                 }
-                if self.gates_empty(sel.profile) {
+                if self.gates_empty(profile) {
                     report
                         .notes
                         .push("no allowlist: every destination is allowed".into());
@@ -149,23 +167,17 @@ impl Evaluator {
             }
             PhaseOutcome::Reject { .. } => {
                 report.decision = Decision::Deny;
-                report.decided_by = by_last(&report);
+                report.decided_by = by_last(report);
             }
             PhaseOutcome::Stub { .. } => {
                 report.decision = Decision::Stub;
-                report.decided_by = by_last(&report);
+                report.decided_by = by_last(report);
             }
             PhaseOutcome::Error { .. } => {
                 report.decision = Decision::Error;
-                report.decided_by = by_last(&report);
+                report.decided_by = by_last(report);
             }
         }
-        if cut.iter().any(|c| *c) {
-            report.notes.push(
-                "a transform needed a token endpoint or an LLM: not contacted in a dry run, so its own verdict is unknown".into(),
-            );
-        }
-        report
     }
 
     fn gates_empty(&self, profile: usize) -> bool {
