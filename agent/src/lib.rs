@@ -18,6 +18,9 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod ebpf;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identify;
 pub mod install;
 pub mod managed;

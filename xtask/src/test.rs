@@ -14,6 +14,9 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     no_lint: bool,
+    /// Skip the short fuzz run (`cargo xtask fuzz --seconds 30`, after the tests).
+    #[arg(long)]
+    no_fuzz: bool,
     /// Passed to `cargo test` after `--workspace`: `cargo xtask test proxy` filters by name;
     /// `cargo xtask test -- proxy -- --nocapture` reaches the test binaries (clap eats the first `--`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -73,6 +76,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(&args.cargo_test_args),
     )?;
+    if !args.no_fuzz {
+        crate::fuzz::run(&crate::fuzz::FuzzArgs::ci())?;
+    }
     eprintln!("==> all checks passed");
     Ok(())
 }
