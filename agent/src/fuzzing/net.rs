@@ -87,18 +87,14 @@ async fn head(mut req: Request<Incoming>, tls: bool) -> ProxyResponse {
     } else {
         (Scheme::HTTP, None)
     };
+    // Identified or not, nothing is forwarded: the answer only has to depend on the verdict.
     let status = match crate::identify::identify(&req, scheme, sni) {
-        Ok(target) if ws.is_some() && !target.host.is_empty() => StatusCode::SWITCHING_PROTOCOLS,
-        Ok(_) => StatusCode::FORBIDDEN,
+        Ok(target) if ws.is_some() || target.host.is_empty() => StatusCode::FORBIDDEN,
+        Ok(_) => StatusCode::NOT_FOUND,
         Err(_) => StatusCode::BAD_REQUEST,
     };
     // The body is framed by hyper (content-length, chunked) as the pipeline would read it.
     let _ = Limited::new(req.into_body(), MAX_BODY).collect().await;
-    let status = if status == StatusCode::SWITCHING_PROTOCOLS {
-        StatusCode::FORBIDDEN
-    } else {
-        status
-    };
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = status;
     resp

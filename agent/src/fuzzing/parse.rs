@@ -27,7 +27,7 @@ use crate::template::Template;
 
 /// Static records with a CNAME chain, a loop and an A record, so the handler's chain walking
 /// and interception both run.
-const DNS_CONFIG: &str = r#"
+pub(super) const DNS_CONFIG: &str = r#"
 dns:
   proxy_ip: "10.1.2.3"
   records:
@@ -39,7 +39,7 @@ dns:
 "#;
 
 /// One MCP server with allowed tools and each kind of `when` clause.
-const MCP_CONFIG: &str = r#"
+pub(super) const MCP_CONFIG: &str = r#"
 mcp:
   servers:
     - name: fuzz

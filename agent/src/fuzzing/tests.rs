@@ -57,3 +57,15 @@ fn empty_and_tiny_inputs() {
         target(&[0xff; 3]);
     }
 }
+
+/// The targets that build their fixtures once return early if that fails: it must not.
+#[test]
+fn fixtures_build() {
+    let dns = crate::config::parse(parse::DNS_CONFIG).unwrap();
+    let resolver = crate::resolve::Resolver::new(None).unwrap();
+    assert!(crate::dns::handler_for_fuzzing(&dns.dns, std::sync::Arc::new(resolver)).is_some());
+    let cfg = crate::config::parse(parse::MCP_CONFIG).unwrap();
+    let mut secrets = crate::secrets::SecretRegistry::default();
+    let mcp = crate::mcp::Mcp::build(cfg.mcp.as_ref(), None, &mut secrets).unwrap();
+    assert_eq!(mcp.unwrap().servers().len(), 1);
+}
