@@ -19,6 +19,9 @@ pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod enroll;
+/// Entry points of the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identify;
 pub mod install;
 pub mod managed;

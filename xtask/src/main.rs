@@ -1,9 +1,11 @@
 //! Project tasks: `cargo xtask setup` (prerequisites), `cargo xtask run` (build and start the
-//! agent), `cargo xtask test` (the one test command) and `cargo xtask bench`.
+//! agent), `cargo xtask test` (the one test command), `cargo xtask fuzz` and
+//! `cargo xtask bench`.
 
 mod bench;
 mod children;
 mod cmd;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -26,6 +28,8 @@ enum Command {
     Run(run::RunArgs),
     /// Check prerequisites, lint, build, and run every test in the workspace.
     Test(test::TestArgs),
+    /// Build the fuzz targets (nightly, cargo-fuzz) and run each for a while; prints a report.
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmark the agent against a direct connection and a plain TCP relay.
     Bench(bench::BenchArgs),
 }
@@ -37,6 +41,7 @@ fn main() -> Result<()> {
         Command::Setup => setup::ensure_prerequisites(),
         Command::Run(args) => run::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
     }
 }

@@ -88,6 +88,12 @@ fn prerequisites() -> Vec<Prereq> {
             },
         },
         Prereq {
+            name: "cargo-fuzz",
+            why: "`cargo xtask fuzz` (and `cargo xtask test --fuzz`) builds the fuzz targets",
+            check: || succeeds(cargo().args(["fuzz", "--version"])),
+            install: || run_streamed(cargo().args(["install", "cargo-fuzz", "--locked"])),
+        },
+        Prereq {
             name: "bpffs at /sys/fs/bpf",
             why: "the agent pins its programs there (only mounted when running as root)",
             check: || !is_root() || bpffs_mounted(),

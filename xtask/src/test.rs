@@ -14,6 +14,11 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     no_lint: bool,
+    /// Also run the short fuzz run (`cargo xtask fuzz --seconds 30`) after the tests. Off by
+    /// default: the nightly release build of the targets takes longer than CI can spare on
+    /// 2 cores; the seed inputs run as unit tests either way (agent/src/fuzzing).
+    #[arg(long)]
+    fuzz: bool,
     /// Passed to `cargo test` after `--workspace`: `cargo xtask test proxy` filters by name;
     /// `cargo xtask test -- proxy -- --nocapture` reaches the test binaries (clap eats the first `--`).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -73,6 +78,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(&args.cargo_test_args),
     )?;
+    if args.fuzz {
+        crate::fuzz::run(&crate::fuzz::FuzzArgs::ci())?;
+    }
     eprintln!("==> all checks passed");
     Ok(())
 }

@@ -61,3 +61,21 @@ pub async fn serve(
     let handler = handler::DnsHandler::new(interception, records, &cfg.passthrough, resolver);
     server::run(handler, udp, tcp, shutdown).await
 }
+
+/// The request handler in interception mode without sockets, for the fuzz targets
+/// (`crate::fuzzing`); `None` without `proxy_ip`.
+#[doc(hidden)]
+pub fn handler_for_fuzzing(
+    cfg: &DnsConfig,
+    resolver: Arc<Resolver>,
+) -> Option<impl hickory_server::server::RequestHandler> {
+    let ip = cfg.proxy_ip?;
+    let records = records::StaticRecords::new(&cfg.records);
+    let interception = handler::Interception::ProxyIp(ip);
+    Some(handler::DnsHandler::new(
+        interception,
+        records,
+        &cfg.passthrough,
+        resolver,
+    ))
+}

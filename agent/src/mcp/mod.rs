@@ -129,6 +129,12 @@ impl Mcp {
         }))
     }
 
+    /// The configured servers in order (the fuzz targets judge bodies without a request).
+    #[doc(hidden)]
+    pub fn servers(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+
     /// The first server whose rules match the request.
     pub fn server_for(&self, input: &MatchInput<'_>) -> Option<&Arc<Server>> {
         self.servers.iter().find(|s| s.rules.matches(input))

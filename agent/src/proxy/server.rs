@@ -181,7 +181,7 @@ pub(crate) async fn serve_conn<I>(
 
 /// HTTP/1.1 keeps the client's header casing, has a header read timeout and explicit head
 /// limits (431 past them); HTTP/2 accepts `:protocol` so WebSocket can be bootstrapped over it.
-fn http_builder() -> auto::Builder<TokioExecutor> {
+pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

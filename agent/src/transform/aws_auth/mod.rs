@@ -8,7 +8,7 @@
 //! table ([`JsonReject`]).
 
 mod credentials;
-mod scope;
+pub(crate) mod scope;
 mod sign;
 
 use std::time::SystemTime;
