@@ -24,6 +24,7 @@ use super::line;
 use super::otel::{OtelExport, Queued};
 use super::record::{Action, AuditRecord};
 use crate::config::LogLevel;
+use crate::metrics::Metrics;
 
 /// How long the writer lets a batch fill after its first record.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
@@ -91,6 +92,8 @@ pub struct AuditSink {
     pub counters: Arc<Counters>,
     /// OTEL export, when configured: every record, whatever `log.level` filters out of stderr.
     otel: Option<OtelExport>,
+    /// Where each record's request metrics and the dropped records are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// Where the writer thread puts batches.
@@ -114,19 +117,24 @@ impl Write for Stderr {
 impl AuditSink {
     /// A sink writing to stderr from a background thread; records below `min_level` are
     /// counted but not written (iron-proxy's `log.level` applies to audit lines too).
-    pub fn stderr(min_level: LogLevel) -> std::io::Result<Self> {
-        Self::to_writer(min_level, Box::new(Stderr))
+    pub fn stderr(min_level: LogLevel, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        Self::to_writer(min_level, Box::new(Stderr), metrics)
     }
 
     /// A sink writing batches to `out` from a background thread.
-    pub fn to_writer(min_level: LogLevel, out: Output) -> std::io::Result<Self> {
-        Self::with_limit(min_level, out, MAX_PENDING)
+    pub fn to_writer(
+        min_level: LogLevel,
+        out: Output,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        Self::with_limit(min_level, out, MAX_PENDING, metrics)
     }
 
     pub(super) fn with_limit(
         min_level: LogLevel,
         out: Output,
         max_pending: usize,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -151,17 +159,24 @@ impl AuditSink {
             min_level,
             counters,
             otel: None,
+            metrics,
         })
     }
 
-    /// A sink that only counts (tests, benchmarks).
+    /// A sink that only counts (tests, benchmarks), into a registry of its own.
     pub fn discard() -> Self {
         Self {
             shared: None,
             min_level: LogLevel::Error,
             counters: Arc::default(),
             otel: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The registry this sink counts into (shared with the rest of the agent).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Also exports every record over OTLP.
@@ -181,7 +196,7 @@ impl AuditSink {
     /// is [`MAX_PENDING`] bytes behind.
     pub fn write(&self, rec: AuditRecord) {
         self.counters.bump(rec.action);
-        observe(&rec);
+        observe(&self.metrics, &rec);
         let level = rec.level();
         if level >= self.min_level {
             self.append(level, &rec);
@@ -204,7 +219,7 @@ impl AuditSink {
         if before >= shared.max_pending || st.closed {
             drop(st);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::audit_dropped();
+            self.metrics.audit_dropped();
             return;
         }
         line::write(&mut st.batch, now, level, rec);
@@ -234,8 +249,8 @@ impl AuditSink {
 }
 
 /// The request metrics of one record: its action, policy, latency and transform traces.
-fn observe(rec: &AuditRecord) {
-    crate::metrics::request(
+fn observe(metrics: &Metrics, rec: &AuditRecord) {
+    metrics.request(
         rec.action.as_str(),
         rec.policy.as_deref(),
         rec.protocol,
@@ -246,7 +261,7 @@ fn observe(rec: &AuditRecord) {
         ("response", &rec.response_transforms),
     ] {
         for t in traces {
-            crate::metrics::transform(&t.name, phase, t.action.as_str());
+            metrics.transform(&t.name, phase, t.action.as_str());
         }
     }
 }
