@@ -18,8 +18,8 @@ use tokio_util::task::TaskTracker;
 use crate::accept::{BindError, accept_loop, bind_tcp};
 use crate::config::ListenAddr;
 use crate::ebpf::Interceptor;
-use crate::metrics::Health;
-use crate::metrics::kernel::{self, KernelCounter, KernelFamily};
+use crate::metrics::kernel::{KernelCounter, KernelFamily};
+use crate::metrics::{Health, Metrics};
 use crate::transform::{ProxyBody, body};
 
 /// The running metrics listener.
@@ -32,17 +32,20 @@ pub struct Admin {
 impl Admin {
     /// Binds `listen` and serves at once (a bind failure is fatal at startup, like every
     /// listener).
-    pub async fn start(listen: &ListenAddr, health: Health) -> Result<Self, BindError> {
+    pub async fn start(
+        listen: &ListenAddr,
+        health: Health,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, BindError> {
         let listener = bind_tcp("metrics", listen).await?;
         let health = Arc::new(health);
         let stop = CancellationToken::new();
         let addr = listener.local_addr().ok();
-        tokio::spawn(serve(
-            listener,
-            health.clone(),
-            TaskTracker::new(),
-            stop.clone(),
-        ));
+        let state = Scrape {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(serve(listener, state, TaskTracker::new(), stop.clone()));
         Ok(Self { health, addr, stop })
     }
 
@@ -57,9 +60,9 @@ impl Admin {
 }
 
 /// Exports the eBPF programs' counters (read from their map at each scrape) once attached.
-pub fn export_kernel_counters(interceptor: Option<&Arc<Interceptor>>) {
+pub fn export_kernel_counters(metrics: &Metrics, interceptor: Option<&Arc<Interceptor>>) {
     let Some(i) = interceptor else {
-        kernel::set_source(None);
+        metrics.set_kernel_source(None);
         return;
     };
     let names: Vec<(KernelFamily, Arc<str>)> = agent_common::COUNTERS
@@ -67,7 +70,7 @@ pub fn export_kernel_counters(interceptor: Option<&Arc<Interceptor>>) {
         .map(|c| kernel_name(&format!("{c:?}")))
         .collect();
     let i = Arc::downgrade(i);
-    kernel::set_source(Some(Arc::new(move || {
+    metrics.set_kernel_source(Some(Arc::new(move || {
         let counters = i.upgrade()?.counters().ok()?;
         Some(
             agent_common::COUNTERS
@@ -103,9 +106,16 @@ fn kernel_name(debug: &str) -> (KernelFamily, Arc<str>) {
     (family, label.into())
 }
 
+/// What the listener answers from: readiness and the registry.
+#[derive(Clone)]
+struct Scrape {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
 async fn serve(
     listener: TcpListener,
-    health: Arc<Health>,
+    state: Scrape,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -115,11 +125,13 @@ async fn serve(
         tracker,
         shutdown,
         move |stream, _peer, _shutdown| {
-            let health = health.clone();
+            let state = state.clone();
             async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let health = health.clone();
-                    async move { Ok::<_, Infallible>(route(req.uri().path(), &health)) }
+                    let state = state.clone();
+                    async move {
+                        Ok::<_, Infallible>(route(req.uri().path(), &state.health, &state.metrics))
+                    }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -132,7 +144,7 @@ async fn serve(
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-fn route(path: &str, health: &Health) -> Response<ProxyBody> {
+fn route(path: &str, health: &Health, metrics: &Metrics) -> Response<ProxyBody> {
     let (status, ctype, text) = match path {
         "/healthz" => (StatusCode::OK, TEXT, "OK".to_string()),
         "/readyz" => match health.readiness() {
@@ -142,7 +154,7 @@ fn route(path: &str, health: &Health) -> Response<ProxyBody> {
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::encode(),
+            metrics.encode(),
         ),
         _ => (StatusCode::NOT_FOUND, TEXT, "404 page not found\n".into()),
     };
@@ -160,6 +172,8 @@ mod tests {
     #[test]
     fn readyz_follows_health() {
         let h = Health::standalone();
+        let m = Metrics::new();
+        let route = |path: &str, h: &Health| route(path, h, &m);
         assert_eq!(route("/healthz", &h).status(), StatusCode::OK);
         assert_eq!(
             route("/readyz", &h).status(),

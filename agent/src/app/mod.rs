@@ -29,7 +29,7 @@ use crate::config::{Config, TlsConfig, TlsMode};
 use crate::ebpf::Interceptor;
 use crate::identify::{ConnIdentifier, OrigDstLookup, Uid, UserNames};
 use crate::managed::postgres::Base as PgBase;
-use crate::metrics::Health;
+use crate::metrics::{Health, Metrics};
 use crate::mint::TokenHttp;
 use crate::proxy::{Profile, Profiles, Runtime};
 use crate::resolve::{ResolveError, Resolver};
@@ -80,7 +80,8 @@ fn join<E: std::fmt::Display>(errs: &[E]) -> String {
 
 /// Runs the agent until SIGINT/SIGTERM (Ok) or a fatal error (Err). `source` is the
 /// `--config` file, re-read by a reload (`None`: the embedded default config). With
-/// `managed` settings the top-level pipeline comes from the control plane instead.
+/// `managed` settings the top-level pipeline comes from the control plane instead. The one
+/// [`Metrics`] registry is created here and handed to everything that counts.
 pub async fn run(
     mut cfg: Config,
     source: Option<PathBuf>,
@@ -94,16 +95,17 @@ pub async fn run(
     management::Management::require_source(&cfg, source.as_deref(), managed.is_some())?;
     let signals = Signals::install();
     let hangup = reload::Hangup::install();
-    let audit = start_audit(&cfg)?;
+    let metrics = Arc::new(Metrics::new());
+    let audit = start_audit(&cfg, &metrics)?;
     // Serving /healthz (and /readyz: 503) from here on, while the rest starts.
-    let admin = admin::Admin::start(&cfg.metrics.listen, health(managed.is_some())).await?;
+    let admin =
+        admin::Admin::start(&cfg.metrics.listen, health(managed.is_some()), &metrics).await?;
     let upstream = Upstream::build(&cfg)?;
-    let mut secrets = SecretRegistry::default();
-    let profiles = first_profiles(&cfg, managed.is_some(), &mut secrets, &upstream.mint)?;
+    let (profiles, secrets) = first_profiles(&cfg, managed.is_some(), &upstream.mint, &metrics)?;
     admin.health.pipeline_built();
     // Secrets are resolved before the first request; failures are retried in the background.
     secrets.resolve_all().await;
-    let leaf_cache = leaf_cache(&cfg.tls)?;
+    let leaf_cache = leaf_cache(&cfg.tls, &metrics)?;
     // Bind everything before serving anything: a port conflict is fatal at startup.
     let listeners = Listeners::bind(&cfg).await?;
     let management = management::Management::bind(&cfg).await?;
@@ -115,7 +117,7 @@ pub async fn run(
         metrics: admin.addr(),
     };
     let interceptor = attach_interception(&cfg, &listeners, others)?;
-    admin::export_kernel_counters(interceptor.as_ref());
+    admin::export_kernel_counters(&metrics, interceptor.as_ref());
     let rt = Arc::new(Runtime {
         profiles: ArcSwap::from_pointee(profiles),
         identify: identifier(interceptor.clone()),
@@ -124,15 +126,13 @@ pub async fn run(
         upstream: upstream.client,
         connector: upstream.connector,
         audit,
+        metrics,
         leaf_cache,
         mode: mode_of(cfg.tls.mode),
         request_body_limit: cfg.proxy.request_body_limit(),
         response_body_limit: cfg.proxy.response_body_limit(),
         websockets: Default::default(),
-        conn_limits: crate::proxy::limits::ConnLimits::new(
-            cfg.proxy.max_connections,
-            cfg.proxy.max_connections_per_client,
-        ),
+        conn_limits: conn_limits(&cfg),
     });
     let pg_base = pg_base(&cfg, managed.is_some())?;
     let postgres = start_postgres(&cfg, &rt, interceptor.as_ref(), &pg_base).await?;
@@ -149,23 +149,29 @@ pub async fn run(
         postgres: postgres.clone(),
         pg_base,
     }));
-    let managed =
-        managed.map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health, &rt.audit));
     let control = reload::Control {
+        managed: managed
+            .map(|m| sync::Poller::new(m, &upstream.mint, &reloader, &admin.health, &rt.audit)),
         reloader,
         management,
         hangup,
-        managed,
     };
     first_start.disarm();
     serve::serve(&cfg, rt, listeners, ebpf, control, signals, postgres, admin).await
 }
 
+fn conn_limits(cfg: &Config) -> Arc<crate::proxy::limits::ConnLimits> {
+    crate::proxy::limits::ConnLimits::new(
+        cfg.proxy.max_connections,
+        cfg.proxy.max_connections_per_client,
+    )
+}
+
 /// The audit writer (stderr) with OTEL export when the environment configures it; failing to
 /// start the writer is a startup error, never a silent no-op.
-fn start_audit(cfg: &Config) -> Result<Arc<AuditSink>, AppError> {
-    let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok())?;
-    let sink = AuditSink::stderr(cfg.log.level).map_err(|e| AppError::Fatal {
+fn start_audit(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Arc<AuditSink>, AppError> {
+    let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok(), metrics)?;
+    let sink = AuditSink::stderr(cfg.log.level, metrics.clone()).map_err(|e| AppError::Fatal {
         component: "audit",
         reason: format!("starting the audit writer: {e}"),
     })?;
@@ -193,19 +199,21 @@ fn health(managed: bool) -> Health {
     }
 }
 
-/// The profiles at startup. Managed mode: nothing is judged until the first sync (every
-/// connection gets 503).
+/// The profiles at startup and the secrets they read. Managed mode: nothing is judged until
+/// the first sync (every connection gets 503).
 fn first_profiles(
     cfg: &Config,
     managed: bool,
-    secrets: &mut SecretRegistry,
     mint: &Arc<TokenHttp>,
-) -> Result<Profiles, AppError> {
-    if managed {
-        Ok(Profiles::not_ready())
+    metrics: &Arc<Metrics>,
+) -> Result<(Profiles, SecretRegistry), AppError> {
+    let mut secrets = SecretRegistry::new(metrics.clone());
+    let profiles = if managed {
+        Profiles::not_ready()
     } else {
-        build_profiles(cfg, secrets, mint)
-    }
+        build_profiles(cfg, &mut secrets, mint, metrics)?
+    };
+    Ok((profiles, secrets))
 }
 
 fn mode_of(mode: TlsMode) -> Mode {
@@ -288,6 +296,7 @@ pub fn build_profiles(
     cfg: &Config,
     secrets: &mut SecretRegistry,
     mint: &Arc<TokenHttp>,
+    metrics: &Arc<Metrics>,
 ) -> Result<Profiles, AppError> {
     let mcp = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), secrets)
         .map_err(|e| AppError::Unsupported(vec![e.to_string()]))?
@@ -308,6 +317,7 @@ pub fn build_profiles(
             Arc::new(crate::policy::budget::Budget::new(
                 b,
                 p.name.clone().unwrap_or_default(),
+                metrics.clone(),
             ))
         });
         policies.push(profile);
@@ -353,7 +363,7 @@ impl Upstream {
 }
 
 /// MITM mode: the CA and the leaf cache. sni-only mode terminates no TLS.
-fn leaf_cache(cfg: &TlsConfig) -> Result<Option<Arc<LeafCache>>, AppError> {
+fn leaf_cache(cfg: &TlsConfig, metrics: &Arc<Metrics>) -> Result<Option<Arc<LeafCache>>, AppError> {
     if cfg.mode == TlsMode::SniOnly {
         return Ok(None);
     }
@@ -365,7 +375,12 @@ fn leaf_cache(cfg: &TlsConfig) -> Result<Option<Arc<LeafCache>>, AppError> {
     let ca = CertAuthority::load(cert, key)?;
     let validity = Duration::from_secs(cfg.leaf_cert_expiry_hours.saturating_mul(3600));
     let size = cfg.cert_cache_size.max(1);
-    Ok(Some(Arc::new(LeafCache::new(ca, size, validity))))
+    Ok(Some(Arc::new(LeafCache::new(
+        ca,
+        size,
+        validity,
+        metrics.clone(),
+    ))))
 }
 
 /// Bound listeners outside [`Listeners`] that governed tasks must not squat either.

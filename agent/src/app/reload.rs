@@ -120,7 +120,7 @@ impl Reloader {
             .and_then(|s| std::fs::read_to_string(s).ok())
             .map(|t| config_hash(&t))
             .unwrap_or_default();
-        crate::metrics::set_config_hash(&hash);
+        p.rt.metrics.set_config_hash(&hash);
         let root = CancellationToken::new();
         let refreshers = root.child_token();
         Self {
@@ -160,7 +160,7 @@ impl Reloader {
         }
         let mut current = self.current.lock().await;
         let result = self.rebuild_and_swap(&mut current).await;
-        finished(trigger, &result, &current.hash);
+        finished(&self.rt.metrics, trigger, &result, &current.hash);
         result
     }
 
@@ -220,7 +220,7 @@ impl Reloader {
         let result = self.commit(&mut current, cfg, hash).await;
         // A rejection is logged by the poller, with the reasons found before the build.
         if let Ok(r) = &result {
-            crate::metrics::set_config_hash(&r.config_hash);
+            self.rt.metrics.set_config_hash(&r.config_hash);
             tracing::info!(
                 config_hash = %r.config_hash,
                 changed = %r.changed.join(", "),
@@ -238,8 +238,8 @@ impl Reloader {
         cfg: Config,
         hash: String,
     ) -> Result<Reloaded, ReloadError> {
-        let mut secrets = SecretRegistry::default();
-        let profiles = super::build_profiles(&cfg, &mut secrets, &self.mint)
+        let mut secrets = SecretRegistry::new(self.rt.metrics.clone());
+        let profiles = super::build_profiles(&cfg, &mut secrets, &self.mint, &self.rt.metrics)
             .map_err(|e| ReloadError::Invalid(e.to_string()))?;
         // Fresh resolution: a rotated credential behind a source is picked up by the reload.
         secrets.resolve_all().await;
@@ -303,10 +303,15 @@ fn postgres_error(e: PgError) -> ReloadError {
 }
 
 /// The one place a reload's result is known: logs it and counts it in the metrics.
-fn finished(trigger: Trigger, result: &Result<Reloaded, ReloadError>, in_force: &str) {
+fn finished(
+    metrics: &crate::metrics::Metrics,
+    trigger: Trigger,
+    result: &Result<Reloaded, ReloadError>,
+    in_force: &str,
+) {
     match result {
-        Ok(r) => crate::metrics::record_reload(true, &r.config_hash),
-        Err(_) => crate::metrics::record_reload(false, in_force),
+        Ok(r) => metrics.record_reload(true, &r.config_hash),
+        Err(_) => metrics.record_reload(false, in_force),
     }
     match result {
         Ok(r) => {

@@ -160,10 +160,11 @@ fn spawn_servers(
     }
     if let Some((udp, tcp)) = l.dns {
         let (dns_cfg, resolver, token) = (cfg.dns.clone(), rt.resolver.clone(), shutdown.clone());
+        let metrics = rt.metrics.clone();
         // In eBPF mode the DNS server answers real addresses, only for names a profile may allow.
         let names = names.map(|n| n as Arc<dyn crate::dns::NamePolicy>);
         servers.spawn(async move {
-            match crate::dns::serve(dns_cfg, udp, tcp, resolver, names, token).await {
+            match crate::dns::serve(dns_cfg, udp, tcp, resolver, names, metrics, token).await {
                 Ok(()) => ("dns", None),
                 Err(e) => ("dns", Some(e.to_string())),
             }

@@ -113,8 +113,8 @@ fn process_cpu_us() -> f64 {
 pub fn sink(mode: Mode) -> std::io::Result<Option<AuditSink>> {
     match mode {
         Mode::Build => Ok(None),
-        Mode::Off => AuditSink::stderr(LogLevel::Warn).map(Some),
-        Mode::On => AuditSink::stderr(LogLevel::Info).map(Some),
+        Mode::Off => AuditSink::stderr(LogLevel::Warn, Default::default()).map(Some),
+        Mode::On => AuditSink::stderr(LogLevel::Info, Default::default()).map(Some),
     }
 }
 

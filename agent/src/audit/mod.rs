@@ -39,6 +39,11 @@ impl PendingAudit {
         }
     }
 
+    /// The agent's metrics registry (the one the sink counts into).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        self.sink.metrics()
+    }
+
     /// Mutable access to the record while the request is in flight.
     pub fn record(&mut self) -> &mut AuditRecord {
         // The record is only taken by `finish`, which consumes self.

@@ -25,6 +25,7 @@ use super::line;
 use super::otel::{OtelExport, Queued};
 use super::record::{Action, AuditRecord, Tags};
 use crate::config::LogLevel;
+use crate::metrics::Metrics;
 
 /// How long the writer lets a batch fill after its first record.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(5);
@@ -96,6 +97,8 @@ pub struct AuditSink {
     otel: ArcSwapOption<OtelExport>,
     /// The proxy's tags, put into every record (managed mode).
     tags: ArcSwapOption<Vec<String>>,
+    /// Where each record's request metrics and the dropped records are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// Where the writer thread puts batches.
@@ -119,19 +122,24 @@ impl Write for Stderr {
 impl AuditSink {
     /// A sink writing to stderr from a background thread; records below `min_level` are
     /// counted but not written (iron-proxy's `log.level` applies to audit lines too).
-    pub fn stderr(min_level: LogLevel) -> std::io::Result<Self> {
-        Self::to_writer(min_level, Box::new(Stderr))
+    pub fn stderr(min_level: LogLevel, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        Self::to_writer(min_level, Box::new(Stderr), metrics)
     }
 
     /// A sink writing batches to `out` from a background thread.
-    pub fn to_writer(min_level: LogLevel, out: Output) -> std::io::Result<Self> {
-        Self::with_limit(min_level, out, MAX_PENDING)
+    pub fn to_writer(
+        min_level: LogLevel,
+        out: Output,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        Self::with_limit(min_level, out, MAX_PENDING, metrics)
     }
 
     pub(super) fn with_limit(
         min_level: LogLevel,
         out: Output,
         max_pending: usize,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -157,10 +165,11 @@ impl AuditSink {
             counters,
             otel: ArcSwapOption::empty(),
             tags: ArcSwapOption::empty(),
+            metrics,
         })
     }
 
-    /// A sink that only counts (tests, benchmarks).
+    /// A sink that only counts (tests, benchmarks), into a registry of its own.
     pub fn discard() -> Self {
         Self {
             shared: None,
@@ -168,7 +177,13 @@ impl AuditSink {
             counters: Arc::default(),
             otel: ArcSwapOption::empty(),
             tags: ArcSwapOption::empty(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The registry this sink counts into (shared with the rest of the agent).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Also exports every record over OTLP.
@@ -207,7 +222,7 @@ impl AuditSink {
             rec.tags = self.tags.load_full().map(Tags);
         }
         self.counters.bump(rec.action);
-        observe(&rec);
+        observe(&self.metrics, &rec);
         let level = rec.level();
         if level >= self.min_level {
             self.append(level, &rec);
@@ -230,7 +245,7 @@ impl AuditSink {
         if before >= shared.max_pending || st.closed {
             drop(st);
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::audit_dropped();
+            self.metrics.audit_dropped();
             return;
         }
         line::write(&mut st.batch, now, level, rec);
@@ -260,8 +275,8 @@ impl AuditSink {
 }
 
 /// The request metrics of one record: its action, policy, latency and transform traces.
-fn observe(rec: &AuditRecord) {
-    crate::metrics::request(
+fn observe(metrics: &Metrics, rec: &AuditRecord) {
+    metrics.request(
         rec.action.as_str(),
         rec.policy.as_deref(),
         rec.protocol,
@@ -272,7 +287,7 @@ fn observe(rec: &AuditRecord) {
         ("response", &rec.response_transforms),
     ] {
         for t in traces {
-            crate::metrics::transform(&t.name, phase, t.action.as_str());
+            metrics.transform(&t.name, phase, t.action.as_str());
         }
     }
 }

@@ -61,7 +61,7 @@ fn rec(i: usize, action: Action) -> AuditRecord {
 #[test]
 fn every_record_is_written_in_order_by_a_clean_shutdown() {
     let out = Capture::default();
-    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone())).unwrap();
+    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone()), Arc::default()).unwrap();
     for i in 0..5000 {
         sink.write(rec(i, Action::Allow));
     }
@@ -77,7 +77,7 @@ fn every_record_is_written_in_order_by_a_clean_shutdown() {
 #[test]
 fn a_burst_is_written_in_a_few_calls() {
     let out = Capture::default();
-    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone())).unwrap();
+    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone()), Arc::default()).unwrap();
     for i in 0..2000 {
         sink.write(rec(i, Action::Allow));
     }
@@ -91,7 +91,7 @@ fn a_burst_is_written_in_a_few_calls() {
 #[test]
 fn a_lone_record_is_written_within_the_batch_window() {
     let out = Capture::default();
-    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone())).unwrap();
+    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone()), Arc::default()).unwrap();
     sink.write(rec(0, Action::Allow));
     let deadline = Instant::now() + Duration::from_secs(5);
     while out.lines().is_empty() && Instant::now() < deadline {
@@ -105,7 +105,13 @@ fn a_lone_record_is_written_within_the_batch_window() {
 fn a_stalled_output_never_blocks_and_drops_are_counted() {
     let out = Capture::default();
     out.stalled.store(true, Ordering::Release);
-    let sink = AuditSink::with_limit(LogLevel::Info, Box::new(out.clone()), 64 * 1024).unwrap();
+    let sink = AuditSink::with_limit(
+        LogLevel::Info,
+        Box::new(out.clone()),
+        64 * 1024,
+        Arc::default(),
+    )
+    .unwrap();
     let start = Instant::now();
     for i in 0..20_000 {
         sink.write(rec(i, Action::Allow));
@@ -129,7 +135,7 @@ fn a_stalled_output_never_blocks_and_drops_are_counted() {
 #[test]
 fn records_below_the_level_are_counted_not_written() {
     let out = Capture::default();
-    let sink = AuditSink::to_writer(LogLevel::Warn, Box::new(out.clone())).unwrap();
+    let sink = AuditSink::to_writer(LogLevel::Warn, Box::new(out.clone()), Arc::default()).unwrap();
     sink.write(rec(0, Action::Allow));
     sink.write(rec(1, Action::Reject));
     sink.flush(Duration::from_secs(10));
@@ -143,7 +149,9 @@ fn records_below_the_level_are_counted_not_written() {
 #[test]
 fn concurrent_writers_lose_nothing() {
     let out = Capture::default();
-    let sink = Arc::new(AuditSink::to_writer(LogLevel::Info, Box::new(out.clone())).unwrap());
+    let sink = Arc::new(
+        AuditSink::to_writer(LogLevel::Info, Box::new(out.clone()), Arc::default()).unwrap(),
+    );
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let sink = sink.clone();
@@ -171,7 +179,7 @@ fn concurrent_writers_lose_nothing() {
 #[test]
 fn records_carry_the_tags_in_force_when_written() {
     let out = Capture::default();
-    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone())).unwrap();
+    let sink = AuditSink::to_writer(LogLevel::Info, Box::new(out.clone()), Arc::default()).unwrap();
     sink.write(rec(0, Action::Allow));
     sink.set_tags(Some(vec!["env:prod".into(), "svc:a".into()]));
     sink.write(rec(1, Action::Reject));

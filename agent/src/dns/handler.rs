@@ -11,6 +11,7 @@ use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use crate::metrics::Metrics;
 use crate::resolve::{ResolveError, Resolver};
 
 use super::glob::HostGlob;
@@ -50,6 +51,8 @@ pub struct DnsHandler {
     records: StaticRecords,
     passthrough: Vec<HostGlob>,
     resolver: Arc<Resolver>,
+    /// Where answered questions are counted (the agent's registry).
+    metrics: Arc<Metrics>,
 }
 
 impl DnsHandler {
@@ -58,6 +61,7 @@ impl DnsHandler {
         records: StaticRecords,
         passthrough: &[String],
         resolver: Arc<Resolver>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let passthrough = passthrough
             .iter()
@@ -75,6 +79,7 @@ impl DnsHandler {
             records,
             passthrough,
             resolver,
+            metrics,
         }
     }
 
@@ -82,7 +87,8 @@ impl DnsHandler {
     /// target further down a chain).
     pub async fn answer(&self, qname: &Name, qtype: RecordType, qclass: DNSClass) -> Answer {
         let answer = self.lookup(qname, qtype, qclass).await;
-        crate::metrics::dns_query(qtype_label(qtype), answer_label(&answer));
+        self.metrics
+            .dns_query(qtype_label(qtype), answer_label(&answer));
         answer
     }
 

@@ -51,6 +51,7 @@ pub async fn serve(
     tcp: TcpListener,
     resolver: Arc<Resolver>,
     names: Option<Arc<dyn NamePolicy>>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), DnsError> {
     let interception = match names {
@@ -58,7 +59,8 @@ pub async fn serve(
         None => handler::Interception::ProxyIp(cfg.proxy_ip.ok_or(DnsError::MissingProxyIp)?),
     };
     let records = records::StaticRecords::new(&cfg.records);
-    let handler = handler::DnsHandler::new(interception, records, &cfg.passthrough, resolver);
+    let handler =
+        handler::DnsHandler::new(interception, records, &cfg.passthrough, resolver, metrics);
     server::run(handler, udp, tcp, shutdown).await
 }
 
@@ -77,5 +79,6 @@ pub fn handler_for_fuzzing(
         records,
         &cfg.passthrough,
         resolver,
+        Arc::default(),
     ))
 }

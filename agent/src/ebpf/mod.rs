@@ -36,6 +36,7 @@ pub mod harden;
 mod interceptor;
 pub mod log;
 mod lookup;
+mod raw_link;
 mod sys;
 
 pub use crate::identify::{ConnOrigin, OrigDstLookup};

@@ -149,11 +149,13 @@ pub fn mcp_jsonrpc(data: &[u8]) {
     });
 }
 
+/// A DNS request in, the encoded answer out.
+type DnsAnswer = Box<dyn Fn(Request) -> Vec<u8> + Send + Sync>;
+
 /// The DNS request handler, on a packet as the UDP listener receives it; the answer is encoded
 /// and decoded again.
 pub fn dns_request(data: &[u8]) {
-    static HANDLER: OnceLock<Option<Box<dyn Fn(Request) -> Vec<u8> + Send + Sync>>> =
-        OnceLock::new();
+    static HANDLER: OnceLock<Option<DnsAnswer>> = OnceLock::new();
     let handler = HANDLER.get_or_init(|| {
         let cfg = crate::config::parse(DNS_CONFIG).ok()?;
         // Never dialled: interception mode without passthrough names resolves nothing.

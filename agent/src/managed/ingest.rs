@@ -79,7 +79,7 @@ impl AuditLink {
         let started = settings.and_then(|s| match s {
             Some(mut s) => {
                 s.tags = next.tags.clone().unwrap_or_default();
-                OtelExport::start(&s).map(Some)
+                OtelExport::start(&s, self.sink.metrics()).map(Some)
             }
             None => Ok(None),
         });

@@ -1,5 +1,6 @@
 //! The eBPF programs' counters, read from their map at scrape time (no polling): the agent
-//! registers a source once the programs are attached; without one nothing is exported.
+//! registers a source on its [`super::Metrics`] once the programs are attached
+//! ([`super::Metrics::set_kernel_source`]); without one nothing is exported.
 
 use std::sync::Arc;
 
@@ -31,11 +32,21 @@ pub struct KernelCounter {
 /// Reads the counters; an error leaves the kernel families out of that scrape.
 pub type KernelSource = Arc<dyn Fn() -> Option<Vec<KernelCounter>> + Send + Sync>;
 
-static SOURCE: RwLock<Option<KernelSource>> = RwLock::new(None);
+/// The registered source, shared by the registry's collector and [`super::Metrics`].
+#[derive(Default)]
+pub(super) struct SourceSlot(RwLock<Option<KernelSource>>);
 
-/// Registers (or with `None` removes) the reader of the kernel counters.
-pub fn set_source(source: Option<KernelSource>) {
-    *SOURCE.write() = source;
+impl SourceSlot {
+    pub(super) fn set(&self, source: Option<KernelSource>) {
+        *self.0.write() = source;
+    }
+}
+
+impl std::fmt::Debug for SourceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.read().is_some();
+        f.debug_struct("SourceSlot").field("set", &set).finish()
+    }
 }
 
 const FAMILIES: [(KernelFamily, &str, &str, &str); 3] = [
@@ -60,11 +71,17 @@ const FAMILIES: [(KernelFamily, &str, &str, &str); 3] = [
 ];
 
 #[derive(Debug)]
-pub(super) struct KernelCollector;
+pub(super) struct KernelCollector(Arc<SourceSlot>);
+
+impl KernelCollector {
+    pub(super) fn new(slot: Arc<SourceSlot>) -> Self {
+        Self(slot)
+    }
+}
 
 impl Collector for KernelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(source) = SOURCE.read().clone() else {
+        let Some(source) = self.0.0.read().clone() else {
             return Ok(());
         };
         let Some(values) = source() else {

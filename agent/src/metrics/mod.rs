@@ -1,15 +1,15 @@
 //! Prometheus metrics (`/metrics` on `metrics.listen`) and the health state behind `/healthz`
 //! and `/readyz`.
 //!
-//! One process-wide registry: the data path records into it through the small functions below
-//! (a label lookup and an atomic add, never I/O), the metrics listener encodes it on scrape.
-//! Kernel (eBPF) counters are read from their map at scrape time ([`kernel`]). This module
-//! depends on nothing else in the crate, so every stage may record into it.
+//! One registry per agent, a [`Metrics`] value the app creates at startup and hands (as an
+//! `Arc<Metrics>`) to every part that counts: no process-wide state, so two agents (or two
+//! tests) in one process never share counters. The data path records into it through the small
+//! methods below (a label lookup and an atomic add, never I/O), the metrics listener encodes it
+//! on scrape. Kernel (eBPF) counters are read from their map at scrape time ([`kernel`]). This
+//! module depends on nothing else in the crate, so every stage may record into it.
 
 pub mod health;
 pub mod kernel;
-
-use std::sync::LazyLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -19,6 +19,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 pub use health::Health;
+
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -79,8 +81,10 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// Every metric family; see docs/operations.md for the list.
-struct Metrics {
+/// The agent's metrics registry: every metric family (see docs/operations.md for the list),
+/// the per-label-set handle caches and the kernel counters' source. Created once by the app
+/// ([`Metrics::new`]) and shared as an `Arc<Metrics>`.
+pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<DurationLabels>,
@@ -97,10 +101,29 @@ struct Metrics {
     config_info: Family<HashLabel, Gauge>,
     budget_used: Family<BudgetLabels, Counter>,
     budget_exceeded: Family<BudgetLabels, Counter>,
+    request_handles: Handles<RequestKey, (Counter, Histogram)>,
+    transform_handles: Handles<TransformKey, Counter>,
+    /// Serialises [`Metrics::set_config_hash`]'s clear-and-set.
+    config_swap: parking_lot::Mutex<()>,
+    /// Where the kernel collector reads the eBPF counters from.
+    kernel: Arc<kernel::SourceSlot>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    fn new() -> Self {
+    /// A fresh registry with every family declared (and the fixed label sets at 0).
+    pub fn new() -> Self {
         let m = Self {
             registry: Registry::default(),
             requests: Family::default(),
@@ -118,6 +141,10 @@ impl Metrics {
             config_info: Family::default(),
             budget_used: Family::default(),
             budget_exceeded: Family::default(),
+            request_handles: Handles::new(),
+            transform_handles: Handles::new(),
+            config_swap: parking_lot::Mutex::new(()),
+            kernel: Arc::default(),
         };
         m.register()
     }
@@ -191,7 +218,7 @@ impl Metrics {
             self.config_info.clone(),
         );
         register_budgets(r, &self.budget_used, &self.budget_exceeded);
-        r.register_collector(Box::new(kernel::KernelCollector));
+        r.register_collector(Box::new(kernel::KernelCollector::new(self.kernel.clone())));
         // Fixed label sets start at 0, so the families are on the page (and rates work) before
         // the first event; families labelled by traffic appear with their first sample.
         for reason in ["queue_full", "export_failed"] {
@@ -222,8 +249,6 @@ fn register_budgets(
     );
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
-
 /// Handles of label sets already seen, found by comparing borrowed labels: the per-request
 /// metrics run once per audit record, and building an owned label set (a `String` per
 /// transform name) and SipHashing it cost more than the rest of the record's bookkeeping.
@@ -234,7 +259,7 @@ struct Handles<K, V>(parking_lot::RwLock<Vec<(K, V)>>);
 const HANDLE_CACHE_MAX: usize = 256;
 
 impl<K, V> Handles<K, V> {
-    const fn new() -> Self {
+    fn new() -> Self {
         Self(parking_lot::RwLock::new(Vec::new()))
     }
 
@@ -257,167 +282,167 @@ impl<K, V> Handles<K, V> {
 }
 
 type RequestKey = (&'static str, Option<Box<str>>, &'static str);
-static REQUEST_HANDLES: Handles<RequestKey, (Counter, Histogram)> = Handles::new();
-static TRANSFORM_HANDLES: Handles<(Box<str>, &'static str, &'static str), Counter> = Handles::new();
+type TransformKey = (Box<str>, &'static str, &'static str);
 
-/// One answered request: called once per audit record. Allocation-free once its label set has
-/// been seen ([`Handles`]).
-pub fn request(
-    action: &'static str,
-    policy: Option<&str>,
-    protocol: &'static str,
-    duration_ms: f64,
-) {
-    REQUEST_HANDLES.with(
-        |(a, p, pr)| *a == action && p.as_deref() == policy && *pr == protocol,
-        || {
-            let m = &*METRICS;
-            let count = m
-                .requests
-                .get_or_create(&RequestLabels {
-                    action,
-                    policy: policy.unwrap_or_default().to_string(),
-                    protocol,
-                })
-                .clone();
-            let duration = m
-                .request_duration
-                .get_or_create(&DurationLabels { action })
-                .clone();
-            ((action, policy.map(Box::from), protocol), (count, duration))
-        },
-        |(count, duration)| {
-            count.inc();
-            duration.observe(duration_ms.max(0.0) / 1000.0);
-        },
-    );
-}
-
-/// One transform trace entry (`phase`: `request` or `response`).
-pub fn transform(name: &str, phase: &'static str, action: &'static str) {
-    TRANSFORM_HANDLES.with(
-        |(n, p, a)| **n == *name && *p == phase && *a == action,
-        || {
-            let c = METRICS
-                .transforms
-                .get_or_create(&TransformLabels {
-                    transform: name.to_string(),
-                    phase,
-                    action,
-                })
-                .clone();
-            ((name.into(), phase, action), c)
-        },
-        |c| {
-            c.inc();
-        },
-    );
-}
-
-pub fn upstream_error(kind: &'static str) {
-    inc_kind(&METRICS.upstream_errors, kind);
-}
-
-pub fn tls_leaf_cache(hit: bool) {
-    let result = if hit { "hit" } else { "miss" };
-    inc_result(&METRICS.tls_leaf_cache, result);
-}
-
-pub fn tls_leaf_minted() {
-    METRICS.tls_leaf_mints.inc();
-}
-
-/// One DNS question; `answer` is `records`, `nodata`, `nxdomain`, `servfail` or `refused`.
-pub fn dns_query(qtype: &'static str, answer: &'static str) {
-    METRICS
-        .dns_queries
-        .get_or_create(&DnsLabels { qtype, answer })
-        .inc();
-}
-
-pub fn secret_refresh_failed(source_kind: &'static str) {
-    inc_kind(&METRICS.secret_refresh_failures, source_kind);
-}
-
-pub fn audit_dropped() {
-    METRICS.audit_dropped.inc();
-}
-
-pub fn otel_exported(n: u64) {
-    METRICS.otel_exported.inc_by(n);
-}
-
-pub fn otel_dropped(reason: &'static str, n: u64) {
-    METRICS
-        .otel_dropped
-        .get_or_create(&ReasonLabel { reason })
-        .inc_by(n);
-}
-
-/// Records OTLP drops so far, all reasons (tests, shutdown report).
-pub fn otel_dropped_total() -> u64 {
-    ["queue_full", "export_failed"]
-        .iter()
-        .map(|&reason| {
-            METRICS
-                .otel_dropped
-                .get_or_create(&ReasonLabel { reason })
-                .get()
-        })
-        .sum()
-}
-
-/// One configuration reload; a successful one also sets the config hash.
-pub fn record_reload(ok: bool, hash: &str) {
-    let result = if ok { "success" } else { "failure" };
-    inc_result(&METRICS.reloads, result);
-    if ok {
-        set_config_hash(hash);
+impl Metrics {
+    /// One answered request: called once per audit record. Allocation-free once its label set has
+    /// been seen ([`Handles`]).
+    pub fn request(
+        &self,
+        action: &'static str,
+        policy: Option<&str>,
+        protocol: &'static str,
+        duration_ms: f64,
+    ) {
+        self.request_handles.with(
+            |(a, p, pr)| *a == action && p.as_deref() == policy && *pr == protocol,
+            || {
+                let m = self;
+                let count = m
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        action,
+                        policy: policy.unwrap_or_default().to_string(),
+                        protocol,
+                    })
+                    .clone();
+                let duration = m
+                    .request_duration
+                    .get_or_create(&DurationLabels { action })
+                    .clone();
+                ((action, policy.map(Box::from), protocol), (count, duration))
+            },
+            |(count, duration)| {
+                count.inc();
+                duration.observe(duration_ms.max(0.0) / 1000.0);
+            },
+        );
     }
-}
 
-/// The hash of the configuration in force (`iron_agent_config_info{hash="..."} 1`).
-pub fn set_config_hash(hash: &str) {
-    // Clear and set as one step: a scrape between them would see no config.
-    static SWAP: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
-    let _one_at_a_time = SWAP.lock();
-    let m = &*METRICS;
-    m.config_info.clear();
-    m.config_info
-        .get_or_create(&HashLabel {
-            hash: hash.to_string(),
-        })
-        .set(1);
-}
+    /// One transform trace entry (`phase`: `request` or `response`).
+    pub fn transform(&self, name: &str, phase: &'static str, action: &'static str) {
+        self.transform_handles.with(
+            |(n, p, a)| **n == *name && *p == phase && *a == action,
+            || {
+                let c = self
+                    .transforms
+                    .get_or_create(&TransformLabels {
+                        transform: name.to_string(),
+                        phase,
+                        action,
+                    })
+                    .clone();
+                ((name.into(), phase, action), c)
+            },
+            |c| {
+                c.inc();
+            },
+        );
+    }
 
-/// Usage counted against a policy's budget (`budget` is the config field name).
-pub fn budget_used(policy: &str, budget: &'static str, n: u64) {
-    METRICS
-        .budget_used
-        .get_or_create(&BudgetLabels {
-            policy: policy.to_string(),
-            budget,
-        })
-        .inc_by(n);
-}
+    pub fn upstream_error(&self, kind: &'static str) {
+        inc_kind(&self.upstream_errors, kind);
+    }
 
-/// One request refused because a policy's budget was exhausted.
-pub fn budget_exceeded(policy: &str, budget: &'static str) {
-    METRICS
-        .budget_exceeded
-        .get_or_create(&BudgetLabels {
-            policy: policy.to_string(),
-            budget,
-        })
-        .inc();
-}
+    pub fn tls_leaf_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        inc_result(&self.tls_leaf_cache, result);
+    }
 
-/// The registry in Prometheus text format.
-pub fn encode() -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail; a collector error would only truncate the page.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &METRICS.registry);
-    out
+    pub fn tls_leaf_minted(&self) {
+        self.tls_leaf_mints.inc();
+    }
+
+    /// One DNS question; `answer` is `records`, `nodata`, `nxdomain`, `servfail` or `refused`.
+    pub fn dns_query(&self, qtype: &'static str, answer: &'static str) {
+        self.dns_queries
+            .get_or_create(&DnsLabels { qtype, answer })
+            .inc();
+    }
+
+    pub fn secret_refresh_failed(&self, source_kind: &'static str) {
+        inc_kind(&self.secret_refresh_failures, source_kind);
+    }
+
+    pub fn audit_dropped(&self) {
+        self.audit_dropped.inc();
+    }
+
+    pub fn otel_exported(&self, n: u64) {
+        self.otel_exported.inc_by(n);
+    }
+
+    pub fn otel_dropped(&self, reason: &'static str, n: u64) {
+        self.otel_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
+    }
+
+    /// Records OTLP drops so far, all reasons (tests, shutdown report).
+    pub fn otel_dropped_total(&self) -> u64 {
+        ["queue_full", "export_failed"]
+            .iter()
+            .map(|&reason| {
+                self.otel_dropped
+                    .get_or_create(&ReasonLabel { reason })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// One configuration reload; a successful one also sets the config hash.
+    pub fn record_reload(&self, ok: bool, hash: &str) {
+        let result = if ok { "success" } else { "failure" };
+        inc_result(&self.reloads, result);
+        if ok {
+            self.set_config_hash(hash);
+        }
+    }
+
+    /// The hash of the configuration in force (`iron_agent_config_info{hash="..."} 1`).
+    pub fn set_config_hash(&self, hash: &str) {
+        // Clear and set as one step: a scrape between them would see no config.
+        let _one_at_a_time = self.config_swap.lock();
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&HashLabel {
+                hash: hash.to_string(),
+            })
+            .set(1);
+    }
+
+    /// Usage counted against a policy's budget (`budget` is the config field name).
+    pub fn budget_used(&self, policy: &str, budget: &'static str, n: u64) {
+        self.budget_used
+            .get_or_create(&BudgetLabels {
+                policy: policy.to_string(),
+                budget,
+            })
+            .inc_by(n);
+    }
+
+    /// One request refused because a policy's budget was exhausted.
+    pub fn budget_exceeded(&self, policy: &str, budget: &'static str) {
+        self.budget_exceeded
+            .get_or_create(&BudgetLabels {
+                policy: policy.to_string(),
+                budget,
+            })
+            .inc();
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; a collector error would only truncate the page.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Registers (or with `None` removes) the reader of the kernel counters.
+    pub fn set_kernel_source(&self, source: Option<kernel::KernelSource>) {
+        self.kernel.set(source);
+    }
 }
 
 fn inc_kind(family: &Family<KindLabel, Counter>, kind: &'static str) {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use super::kernel::{KernelCounter, KernelFamily, set_source};
+use super::kernel::{KernelCounter, KernelFamily};
 use super::*;
 
 /// The value of the sample `line_start` (metric name and labels), if present.
@@ -12,17 +12,18 @@ fn sample(text: &str, line_start: &str) -> Option<f64> {
 
 #[test]
 fn families_are_declared_and_count() {
-    request("allow", Some("ci"), "http/1.1", 12.0);
-    transform("allowlist", "request", "allow");
-    upstream_error("connect_refused");
-    tls_leaf_cache(true);
-    tls_leaf_minted();
-    dns_query("A", "records");
-    secret_refresh_failed("env");
-    otel_dropped("queue_full", 2);
-    record_reload(false, "sha256:bad");
-    record_reload(true, "sha256:new");
-    let text = encode();
+    let m = Metrics::new();
+    m.request("allow", Some("ci"), "http/1.1", 12.0);
+    m.transform("allowlist", "request", "allow");
+    m.upstream_error("connect_refused");
+    m.tls_leaf_cache(true);
+    m.tls_leaf_minted();
+    m.dns_query("A", "records");
+    m.secret_refresh_failed("env");
+    m.otel_dropped("queue_full", 2);
+    m.record_reload(false, "sha256:bad");
+    m.record_reload(true, "sha256:new");
+    let text = m.encode();
     for family in [
         "iron_agent_requests",
         "iron_agent_request_duration_seconds",
@@ -61,14 +62,15 @@ fn families_are_declared_and_count() {
     );
     assert!(sample(&text, r#"iron_agent_reloads_total{result="failure"}"#).is_some());
     assert!(sample(&text, r#"iron_agent_reloads_total{result="success"}"#).is_some());
-    assert!(otel_dropped_total() >= 2);
+    assert!(m.otel_dropped_total() >= 2);
 }
 
 #[test]
 fn config_hash_has_one_current_value() {
-    set_config_hash("sha256:aaa");
-    set_config_hash("sha256:bbb");
-    let text = encode();
+    let m = Metrics::new();
+    m.set_config_hash("sha256:aaa");
+    m.set_config_hash("sha256:bbb");
+    let text = m.encode();
     let current: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("iron_agent_config_info{"))
@@ -79,9 +81,10 @@ fn config_hash_has_one_current_value() {
 
 #[test]
 fn kernel_counters_are_read_at_scrape_time() {
+    let m = Metrics::new();
     let value = Arc::new(std::sync::atomic::AtomicU64::new(3));
     let v = value.clone();
-    set_source(Some(Arc::new(move || {
+    m.set_kernel_source(Some(Arc::new(move || {
         Some(vec![
             KernelCounter {
                 family: KernelFamily::Redirect,
@@ -95,7 +98,7 @@ fn kernel_counters_are_read_at_scrape_time() {
             },
         ])
     })));
-    let text = encode();
+    let text = m.encode();
     assert_eq!(
         sample(&text, r#"iron_agent_ebpf_redirects_total{target="https"}"#),
         Some(3.0),
@@ -106,30 +109,31 @@ fn kernel_counters_are_read_at_scrape_time() {
         Some(1.0)
     );
     value.store(7, std::sync::atomic::Ordering::Relaxed);
-    let text = encode();
+    let text = m.encode();
     assert_eq!(
         sample(&text, r#"iron_agent_ebpf_redirects_total{target="https"}"#),
         Some(7.0)
     );
-    set_source(None);
-    assert!(!encode().contains("iron_agent_ebpf_"));
+    m.set_kernel_source(None);
+    assert!(!m.encode().contains("iron_agent_ebpf_"));
 }
 
 /// The handle cache counts each label set on its own series, the first sample included.
 #[test]
 fn cached_handles_count_on_their_own_label_set() {
-    let get = |series: &str| sample(&encode(), series).unwrap_or(0.0);
+    let m = Metrics::new();
+    let get = |series: &str| sample(&m.encode(), series).unwrap_or(0.0);
     let a = r#"iron_agent_transform_actions_total{transform="cache_probe",phase="request",action="allow"}"#;
     let b = r#"iron_agent_transform_actions_total{transform="cache_probe",phase="response",action="allow"}"#;
     let p = r#"iron_agent_requests_total{action="stub",policy="cache_probe",protocol="https"}"#;
     let q = r#"iron_agent_requests_total{action="stub",policy="",protocol="https"}"#;
     let (a0, b0, p0, q0) = (get(a), get(b), get(p), get(q));
     for _ in 0..3 {
-        transform("cache_probe", "request", "allow");
-        request("stub", Some("cache_probe"), "https", 1.0);
+        m.transform("cache_probe", "request", "allow");
+        m.request("stub", Some("cache_probe"), "https", 1.0);
     }
-    transform("cache_probe", "response", "allow");
-    request("stub", None, "https", 1.0);
+    m.transform("cache_probe", "response", "allow");
+    m.request("stub", None, "https", 1.0);
     assert_eq!(get(a) - a0, 3.0);
     assert_eq!(get(b) - b0, 1.0);
     assert_eq!(get(p) - p0, 3.0);

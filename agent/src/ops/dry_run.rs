@@ -97,7 +97,7 @@ impl Evaluator {
         }
         let mut secrets = SecretRegistry::default();
         let mint = Arc::new(TokenHttp::detached());
-        let profiles = crate::app::build_profiles(&cfg, &mut secrets, &mint)
+        let profiles = crate::app::build_profiles(&cfg, &mut secrets, &mint, &Arc::default())
             .map_err(|e| OpsError::Config(e.to_string()))?;
         secrets.hold_placeholders();
         let lists = std::iter::once(&cfg.transforms)

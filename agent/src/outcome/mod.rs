@@ -238,9 +238,18 @@ pub fn answer(outcome: Outcome) -> Answer {
     }
 }
 
+/// Counts what an outcome says beyond its audit record (upstream failures, by kind); called
+/// with [`answer`] by everything that answers an outcome.
+pub fn observe(outcome: &Outcome, metrics: &crate::metrics::Metrics) {
+    if let Outcome::Failed(Failure::Upstream(e)) = outcome {
+        metrics.upstream_error(e.kind().as_str());
+    }
+}
+
 /// Connection-level paths (tunnel, sni-only, WebSocket relay): decides the answer and writes
 /// the audit record now.
 pub fn finish(mut audit: PendingAudit, outcome: Outcome) {
+    observe(&outcome, audit.metrics());
     let mut a = answer(outcome);
     a.record_into(audit.record());
     audit.finish(a.action, a.status);
@@ -330,7 +339,6 @@ fn failed(f: &Failure) -> Answer {
     };
     if let Failure::Upstream(e) = f {
         tracing::debug!(kind = e.kind().as_str(), error = %error_chain(e), "upstream failed");
-        crate::metrics::upstream_error(e.kind().as_str());
     }
     let error = match f {
         // The connector's error when there is one, with its causes; not the client's wrapper.

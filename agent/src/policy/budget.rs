@@ -7,12 +7,14 @@
 //! whatever the traffic; the host set holds at most `new_hosts_per_hour` names.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::config::intercept::BudgetConfig;
+use crate::metrics::Metrics;
 
 /// Which budget a refused request exceeded (the field name, as in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,12 +106,14 @@ pub struct Budget {
     state: Mutex<State>,
     /// Bytes sent since the last fold into the window (the body counter runs per frame).
     pending_bytes: AtomicU64,
+    /// Where usage and refusals are counted (the agent's registry).
+    metrics: Arc<Metrics>,
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
 
 impl Budget {
-    pub fn new(limits: BudgetConfig, policy: String) -> Self {
+    pub fn new(limits: BudgetConfig, policy: String, metrics: Arc<Metrics>) -> Self {
         Self {
             limits,
             policy,
@@ -120,6 +124,7 @@ impl Budget {
                 hosts: HashMap::new(),
             }),
             pending_bytes: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -136,7 +141,7 @@ impl Budget {
         st.bytes.add(bslot, pending);
         let rslot = st.requests.slot_of(since);
         let refuse = |kind: BudgetKind| {
-            crate::metrics::budget_exceeded(&self.policy, kind.as_str());
+            self.metrics.budget_exceeded(&self.policy, kind.as_str());
             Err(kind)
         };
         if let Some(max) = self.limits.requests_per_minute
@@ -163,9 +168,11 @@ impl Budget {
         }
         st.requests.add(rslot, 1);
         drop(st);
-        crate::metrics::budget_used(&self.policy, BudgetKind::RequestsPerMinute.as_str(), 1);
+        self.metrics
+            .budget_used(&self.policy, BudgetKind::RequestsPerMinute.as_str(), 1);
         if new_host {
-            crate::metrics::budget_used(&self.policy, BudgetKind::NewHostsPerHour.as_str(), 1);
+            self.metrics
+                .budget_used(&self.policy, BudgetKind::NewHostsPerHour.as_str(), 1);
         }
         Ok(())
     }
@@ -173,7 +180,8 @@ impl Budget {
     /// Request-body bytes sent upstream (called per body frame; no lock on the data path).
     pub fn add_bytes(&self, n: u64) {
         self.pending_bytes.fetch_add(n, Ordering::Relaxed);
-        crate::metrics::budget_used(&self.policy, BudgetKind::BytesOutPerHour.as_str(), n);
+        self.metrics
+            .budget_used(&self.policy, BudgetKind::BytesOutPerHour.as_str(), n);
     }
 }
 
@@ -189,6 +197,7 @@ mod tests {
                 new_hosts_per_hour: h,
             },
             "t".into(),
+            Default::default(),
         )
     }
 

@@ -94,7 +94,9 @@ impl Generation {
             .ok_or_else(|| PgError::Password(var.clone()))?;
         let credential =
             Credential::new(&pg.client.user, &SecretValue::new(password), pg.client.auth)?;
-        let mut secrets = SecretRegistry::default();
+        // Counted into the agent's registry, which the shared audit sink carries.
+        let metrics = deps.audit.metrics().clone();
+        let mut secrets = SecretRegistry::new(metrics.clone());
         let mut routes = HashMap::new();
         for (index, u) in pg.upstreams.iter().enumerate() {
             let src = u.dsn.as_ref().ok_or_else(|| PgError::Secret {
@@ -122,14 +124,17 @@ impl Generation {
         Ok(Self {
             routes,
             credential,
-            tls: client_tls(cfg)?,
+            tls: client_tls(cfg, metrics)?,
             deps,
             secrets_stop,
         })
     }
 }
 
-fn client_tls(cfg: &Config) -> Result<Option<Arc<LeafCache>>, PgError> {
+fn client_tls(
+    cfg: &Config,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<Option<Arc<LeafCache>>, PgError> {
     if !cfg.postgres.tls {
         return Ok(None);
     }
@@ -141,7 +146,7 @@ fn client_tls(cfg: &Config) -> Result<Option<Arc<LeafCache>>, PgError> {
     let ca = CertAuthority::load(cert, key)?;
     let validity = Duration::from_secs(cfg.tls.leaf_cert_expiry_hours.saturating_mul(3600));
     // PostgreSQL's ALPN id (clients from v17 send it; older ones send none).
-    let cache = LeafCache::new(ca, cfg.tls.cert_cache_size.max(1), validity)
+    let cache = LeafCache::new(ca, cfg.tls.cert_cache_size.max(1), validity, metrics)
         .with_alpn(vec![b"postgresql".to_vec()]);
     Ok(Some(Arc::new(cache)))
 }

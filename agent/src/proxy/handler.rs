@@ -298,6 +298,7 @@ fn protocol_name(v: http::Version) -> &'static str {
 /// ends or the client goes away). Not boxed again: the inner body already is, and a second box
 /// costs an allocation and a virtual call per frame.
 fn respond(mut audit: PendingAudit, outcome: Outcome) -> Response<AuditedBody> {
+    outcome::observe(&outcome, audit.metrics());
     let mut answer = outcome::answer(outcome);
     answer.record_into(audit.record());
     let resp = answer

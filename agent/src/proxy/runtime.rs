@@ -9,6 +9,7 @@ use super::websocket;
 use crate::audit::AuditSink;
 use crate::config::TransformEntry;
 use crate::identify::{ConnIdentifier, PeerRefusal, PolicyId, UserNames};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::resolve::Resolver;
 use crate::tls::LeafCache;
@@ -30,6 +31,8 @@ pub struct Runtime {
     /// Raw dials (sni-only passthrough), with the same deny-CIDR checks as `upstream`.
     pub connector: Connector,
     pub audit: Arc<AuditSink>,
+    /// The agent's metrics registry (the same one `audit` counts into).
+    pub metrics: Arc<Metrics>,
     /// Present in MITM mode.
     pub leaf_cache: Option<Arc<LeafCache>>,
     pub mode: Mode,

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::aws::AwsEnv;
 use super::{SecretError, SecretResolver, SecretValue, json_key, resolver_for};
 use crate::config::transforms::SecretSource;
+use crate::metrics::Metrics;
 
 /// What every secret holds in a dry run ([`SecretRegistry::hold_placeholders`]).
 pub const DRY_RUN_VALUE: &str = "iron-agent-dry-run-placeholder";
@@ -31,15 +32,26 @@ pub struct Secret {
     ttl: Option<Duration>,
     failure_ttl: Duration,
     state: ArcSwap<State>,
+    /// Where failed fetches are counted (the registry's, so the agent's).
+    metrics: Arc<Metrics>,
 }
 
 impl Secret {
-    pub fn new(src: &SecretSource, aws: &AwsEnv) -> Result<Self, SecretError> {
-        Ok(Self::with_resolver(src, resolver_for(src, aws)?))
+    /// Failed fetches are counted into `metrics`.
+    pub fn new(
+        src: &SecretSource,
+        aws: &AwsEnv,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SecretError> {
+        Ok(Self::with_resolver(src, resolver_for(src, aws)?, metrics))
     }
 
     /// As [`Secret::new`] with an explicit resolver (tests, control-plane values).
-    pub fn with_resolver(src: &SecretSource, resolver: Arc<dyn SecretResolver>) -> Self {
+    pub fn with_resolver(
+        src: &SecretSource,
+        resolver: Arc<dyn SecretResolver>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             display: src.display_name().to_string(),
             kind: src.kind(),
@@ -51,6 +63,7 @@ impl Secret {
                 value: None,
                 error: Some(SecretError::Pending),
             }),
+            metrics,
         }
     }
 
@@ -103,7 +116,7 @@ impl Secret {
                 Ok(())
             }
             Err(e) => {
-                crate::metrics::secret_refresh_failed(self.kind);
+                self.metrics.secret_refresh_failed(self.kind);
                 let old = self.state.load();
                 if old.value.is_some() {
                     tracing::warn!(source = %self.display, kind = self.kind, error = %e, "failed to refresh secret, serving stale value");
@@ -133,15 +146,26 @@ impl Secret {
 }
 
 /// Every secret a pipeline uses; resolves them at startup and keeps them fresh.
+/// `SecretRegistry::default()` counts failed fetches into a registry of its own (check-config,
+/// tests); the agent uses [`SecretRegistry::new`] with its metrics.
 #[derive(Default)]
 pub struct SecretRegistry {
     secrets: Vec<Arc<Secret>>,
     aws: AwsEnv,
+    metrics: Arc<Metrics>,
 }
 
 impl SecretRegistry {
+    /// A registry whose secrets count their failed fetches into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
     pub fn register(&mut self, src: &SecretSource) -> Result<Arc<Secret>, SecretError> {
-        let s = Arc::new(Secret::new(src, &self.aws)?);
+        let s = Arc::new(Secret::new(src, &self.aws, self.metrics.clone())?);
         self.secrets.push(s.clone());
         Ok(s)
     }

@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::leaf::{ConfigTemplate, LeafName, mint_config};
 use super::{ALPN_H2, ALPN_HTTP11, CertAuthority, TlsError};
+use crate::metrics::Metrics;
 
 /// Entries are dropped this long before their leaf expires (capped at a quarter of the
 /// validity), so a cached leaf is never served at the edge of its lifetime.
@@ -76,6 +77,8 @@ pub struct LeafCache {
     state: Mutex<State>,
     ttl: Duration,
     mints: AtomicU64,
+    /// Where lookups and mints are counted (the agent's registry).
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for LeafCache {
@@ -89,9 +92,14 @@ impl std::fmt::Debug for LeafCache {
 }
 
 impl LeafCache {
-    /// A cache of at most `capacity` (at least 1) leaves, each valid for `validity`.
-    /// ALPN offers `h2` then `http/1.1`; see [`LeafCache::with_alpn`].
-    pub fn new(ca: CertAuthority, capacity: usize, validity: Duration) -> Self {
+    /// A cache of at most `capacity` (at least 1) leaves, each valid for `validity`, counting
+    /// into `metrics`. ALPN offers `h2` then `http/1.1`; see [`LeafCache::with_alpn`].
+    pub fn new(
+        ca: CertAuthority,
+        capacity: usize,
+        validity: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
             shared: Arc::new(Shared {
@@ -108,6 +116,7 @@ impl LeafCache {
             }),
             ttl: entry_ttl(validity),
             mints: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -135,7 +144,7 @@ impl LeafCache {
             let mut state = self.state.lock();
             match state.lru.get(&key) {
                 Some(entry) if entry.minted.elapsed() < self.ttl => {
-                    crate::metrics::tls_leaf_cache(true);
+                    self.metrics.tls_leaf_cache(true);
                     return Ok(Arc::clone(&entry.config));
                 }
                 Some(_) => {
@@ -145,7 +154,7 @@ impl LeafCache {
             }
             Arc::clone(state.in_flight.entry(key.clone()).or_default())
         };
-        crate::metrics::tls_leaf_cache(false);
+        self.metrics.tls_leaf_cache(false);
         let guard = FlightGuard {
             cache: self,
             key,
@@ -178,7 +187,7 @@ impl LeafCache {
 
     async fn mint(&self, name: LeafName) -> Result<Arc<ServerConfig>, TlsError> {
         self.mints.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::tls_leaf_minted();
+        self.metrics.tls_leaf_minted();
         let shared = Arc::clone(&self.shared);
         // An RSA-4096 CA takes milliseconds to sign; keep that off the async workers.
         tokio::task::spawn_blocking(move || {

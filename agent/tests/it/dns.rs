@@ -116,7 +116,15 @@ async fn start(cfg: DnsConfig) -> Dns {
         .map(|a| a.socket_addr().unwrap());
     let resolver = Arc::new(Resolver::new(upstream).unwrap());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(cfg, udp, tcp, resolver, None, shutdown.clone()));
+    let task = tokio::spawn(serve(
+        cfg,
+        udp,
+        tcp,
+        resolver,
+        None,
+        Default::default(),
+        shutdown.clone(),
+    ));
     Dns {
         udp: udp_addr,
         tcp: tcp_addr,
@@ -505,9 +513,17 @@ async fn serve_requires_proxy_ip() {
         ..config(None)
     };
     let resolver = Arc::new(Resolver::new(None).unwrap());
-    let err = serve(cfg, udp, tcp, resolver, None, CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = serve(
+        cfg,
+        udp,
+        tcp,
+        resolver,
+        None,
+        Default::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, iron_agent::dns::DnsError::MissingProxyIp));
 }
 

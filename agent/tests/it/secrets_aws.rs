@@ -103,7 +103,7 @@ async fn sm_string_secret() {
 
     // Through the cache, as the transforms use it.
     let src = SecretSource::AwsSm(sm_source("app/token"));
-    let secret = Secret::with_resolver(&src, r);
+    let secret = Secret::with_resolver(&src, r, Default::default());
     secret.refresh().await.unwrap();
     assert_eq!(secret.current().unwrap().expose(), "sm-value-1");
     assert_eq!(secret.display_name(), "app/token");
@@ -120,14 +120,15 @@ async fn sm_json_key_extraction() {
     let mut cfg = sm_source("app/json");
     cfg.json_key = Some("api_key".into());
     let r = aws::secrets_manager_with(&cfg, moto.overrides()).unwrap();
-    let secret = Secret::with_resolver(&SecretSource::AwsSm(cfg.clone()), r);
+    let secret = Secret::with_resolver(&SecretSource::AwsSm(cfg.clone()), r, Default::default());
     secret.refresh().await.unwrap();
     assert_eq!(secret.current().unwrap().expose(), "jk-secret-42");
 
     for (key, want) in [("missing", "not found"), ("n", "not a string")] {
         cfg.json_key = Some(key.into());
         let r = aws::secrets_manager_with(&cfg, moto.overrides()).unwrap();
-        let secret = Secret::with_resolver(&SecretSource::AwsSm(cfg.clone()), r);
+        let secret =
+            Secret::with_resolver(&SecretSource::AwsSm(cfg.clone()), r, Default::default());
         let e = secret.refresh().await.unwrap_err();
         assert!(e.to_string().contains(want), "{e}");
         assert_no_leak(&e, &["jk-secret-42", "other-secret-9"]);

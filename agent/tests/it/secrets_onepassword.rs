@@ -381,7 +381,11 @@ async fn connect_json_key_through_secret() {
         ..connect_source("op://Engineering/OpenAI/blob")
     };
     let r = onepassword_connect::resolver_with_env(&cfg, c.env()).unwrap();
-    let s = Secret::with_resolver(&SecretSource::OnePasswordConnect(cfg), r);
+    let s = Secret::with_resolver(
+        &SecretSource::OnePasswordConnect(cfg),
+        r,
+        Default::default(),
+    );
     s.refresh().await.unwrap();
     assert_eq!(s.current().unwrap().expose(), "json-inner-secret-4");
     assert_eq!(s.kind(), "1password_connect");
@@ -574,7 +578,7 @@ async fn op_cli_reads_known_reference() {
     let mut opts = op_options(bin, None);
     opts.env = env_of(&[("MY_OP_TOKEN", OP_TOKEN)]);
     let r = onepassword::resolver_with(&cfg, opts).unwrap();
-    let s = Secret::with_resolver(&SecretSource::OnePassword(cfg), r);
+    let s = Secret::with_resolver(&SecretSource::OnePassword(cfg), r, Default::default());
     s.refresh().await.unwrap();
     assert_eq!(s.current().unwrap().expose(), "op-cli-secret-1");
 }

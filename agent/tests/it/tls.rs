@@ -236,7 +236,12 @@ async fn handshake_with(
 
 fn cache_for(ca_pem: &str, key_pem: &str) -> Arc<LeafCache> {
     let ca = CertAuthority::from_pem(ca_pem.as_bytes(), key_pem.as_bytes()).unwrap();
-    Arc::new(LeafCache::new(ca, 100, Duration::from_secs(72 * H)))
+    Arc::new(LeafCache::new(
+        ca,
+        100,
+        Duration::from_secs(72 * H),
+        Default::default(),
+    ))
 }
 
 fn parse<'a>(der: &'a CertificateDer<'a>) -> X509Certificate<'a> {
@@ -274,7 +279,12 @@ async fn loads_every_key_type_and_format_and_serves_leaves() {
         let ca =
             CertAuthority::load(&cert_path, &key_path).unwrap_or_else(|e| panic!("{label}: {e}"));
         assert_eq!(ca.certificate(), &ca_der, "{label}");
-        let cache = Arc::new(LeafCache::new(ca, 10, Duration::from_secs(H)));
+        let cache = Arc::new(LeafCache::new(
+            ca,
+            10,
+            Duration::from_secs(H),
+            Default::default(),
+        ));
         let hs = handshake_with(
             &cache,
             client_trusting(&[ca_der], &[b"http/1.1"]),
@@ -400,7 +410,12 @@ fn load_errors_name_the_file_and_the_reason() {
 async fn leaf_for_a_dns_name_has_the_documented_shape() {
     let (ca_der, ca_pem, key) = test_ca(&PKCS_ED25519);
     let ca = CertAuthority::from_pem(ca_pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
-    let cache = Arc::new(LeafCache::new(ca, 10, Duration::from_secs(72 * H)));
+    let cache = Arc::new(LeafCache::new(
+        ca,
+        10,
+        Duration::from_secs(72 * H),
+        Default::default(),
+    ));
     let hs = handshake_with(
         &cache,
         client_trusting(std::slice::from_ref(&ca_der), &[b"http/1.1"]),
@@ -511,7 +526,7 @@ async fn alpn_is_configurable_and_sessions_resume_across_re_mints() {
     let ca = CertAuthority::from_pem(ca_pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
     // Capacity 1: the second name evicts the first, which is then minted again.
     let cache = Arc::new(
-        LeafCache::new(ca, 1, Duration::from_secs(H))
+        LeafCache::new(ca, 1, Duration::from_secs(H), Default::default())
             .with_alpn(vec![b"h2".to_vec(), b"http/1.1".to_vec()]),
     );
     let client = client_trusting(&[ca_der], &[b"h2", b"http/1.1"]);
@@ -535,7 +550,7 @@ async fn alpn_is_configurable_and_sessions_resume_across_re_mints() {
 async fn lru_evicts_the_least_recently_used_name() {
     let (_, ca_pem, key) = test_ca(&PKCS_ECDSA_P256_SHA256);
     let ca = CertAuthority::from_pem(ca_pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
-    let cache = LeafCache::new(ca, 2, Duration::from_secs(H));
+    let cache = LeafCache::new(ca, 2, Duration::from_secs(H), Default::default());
 
     let a = cache.server_config("a.example").await.unwrap();
     cache.server_config("b.example").await.unwrap();
@@ -561,7 +576,7 @@ async fn entries_expire_before_their_leaf() {
     let (_, ca_pem, key) = test_ca(&PKCS_ECDSA_P256_SHA256);
     let ca = CertAuthority::from_pem(ca_pem.as_bytes(), key.serialize_pem().as_bytes()).unwrap();
     // Entry lifetime: validity minus min(1h, validity/4) = 1.5 s.
-    let cache = LeafCache::new(ca, 10, Duration::from_secs(2));
+    let cache = LeafCache::new(ca, 10, Duration::from_secs(2), Default::default());
 
     let first = cache.server_config("a.example").await.unwrap();
     assert!(Arc::ptr_eq(
@@ -685,7 +700,7 @@ fn generate_ca_writes_a_usable_ca_for_every_algorithm() {
 
         // What generate-ca writes, the proxy loads.
         let ca = CertAuthority::load(&written.cert_path, &written.key_path).unwrap();
-        let _ = LeafCache::new(ca, 1, Duration::from_secs(H));
+        let _ = LeafCache::new(ca, 1, Duration::from_secs(H), Default::default());
     }
 }
 
@@ -799,7 +814,12 @@ async fn child_upstream_client_trusts_ssl_cert_file() {
     };
     let cert_path = PathBuf::from(std::env::var_os("SSL_CERT_FILE").unwrap());
     let ca = CertAuthority::load(&cert_path, Path::new(&key_path)).unwrap();
-    let cache = Arc::new(LeafCache::new(ca, 10, Duration::from_secs(H)));
+    let cache = Arc::new(LeafCache::new(
+        ca,
+        10,
+        Duration::from_secs(H),
+        Default::default(),
+    ));
 
     let client = upstream_client_config().unwrap();
     // HTTP/2 first: the agent speaks h2 to upstreams that negotiate it.

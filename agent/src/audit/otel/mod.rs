@@ -27,6 +27,8 @@ use opentelemetry_sdk::logs::{
 };
 use parking_lot::Mutex;
 
+use crate::metrics::Metrics;
+
 pub use convert::Queued;
 pub use settings::{Batching, OtelError, Protocol, Settings};
 
@@ -43,6 +45,8 @@ const FAILURE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct OtelExport {
     tx: SyncSender<Queued>,
+    /// Where dropped and exported records are counted (the agent's registry).
+    metrics: Arc<Metrics>,
     closing: Arc<AtomicBool>,
     /// Signalled by the export thread when it has flushed and exited.
     done: Mutex<Option<Receiver<()>>>,
@@ -51,14 +55,17 @@ pub struct OtelExport {
 impl OtelExport {
     /// Starts export when the environment names an endpoint (`None`: export off). Call from
     /// inside the tokio runtime: the exporters' connections live on it.
-    pub fn from_env(env: settings::Env<'_>) -> Result<Option<Self>, OtelError> {
+    pub fn from_env(
+        env: settings::Env<'_>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Self>, OtelError> {
         match settings::from_env(env)? {
-            Some(s) => Self::start(&s).map(Some),
+            Some(s) => Self::start(&s, metrics).map(Some),
             None => Ok(None),
         }
     }
 
-    pub fn start(s: &Settings) -> Result<Self, OtelError> {
+    pub fn start(s: &Settings, metrics: &Arc<Metrics>) -> Result<Self, OtelError> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| OtelError::Build(format!("no async runtime: {e}")))?;
         let mut exporter = build_exporter(s)?;
@@ -82,6 +89,7 @@ impl OtelExport {
             closing: closing.clone(),
             handle,
             last_report: None,
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("otel-export".into())
@@ -97,6 +105,7 @@ impl OtelExport {
         );
         Ok(Self {
             tx,
+            metrics: metrics.clone(),
             closing,
             done: Mutex::new(Some(done_rx)),
         })
@@ -107,7 +116,7 @@ impl OtelExport {
         match self.tx.try_send(q) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                crate::metrics::otel_dropped("queue_full", 1);
+                self.metrics.otel_dropped("queue_full", 1);
             }
         }
     }
@@ -186,6 +195,7 @@ struct Worker {
     closing: Arc<AtomicBool>,
     handle: tokio::runtime::Handle,
     last_report: Option<Instant>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -249,13 +259,13 @@ impl Worker {
         });
         let failure = match result {
             Ok(Ok(())) => {
-                crate::metrics::otel_exported(n);
+                self.metrics.otel_exported(n);
                 return;
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer in {} ms", limit.as_millis()),
         };
-        crate::metrics::otel_dropped("export_failed", n);
+        self.metrics.otel_dropped("export_failed", n);
         if self
             .last_report
             .is_none_or(|t| t.elapsed() >= FAILURE_REPORT_EVERY)
