@@ -2,7 +2,15 @@
 //! validation as `check-config --no-host-checks` (in process: parse, `IRON_*` overrides,
 //! semantic checks, what this build refuses); a block whose first line is
 //! `# fragment: <what it is part of>` is only parsed as YAML. The rule is in docs/testing.md.
+//!
+//! Every shell command of getting-started.md, tunnels.md, installation.md and intercept.md is
+//! either run by a test of this module (`shell`, `intercept`; as the page writes it) or listed in
+//! [`SHELL`] with the reason it is not; `intercept` follows intercept.md as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod intercept;
+mod run;
+mod shell;
 
 use std::path::{Path, PathBuf};
 
@@ -139,160 +147,368 @@ fn snippet_checker_catches_bad_blocks() {
     assert!(check(&blocks[2]).is_ok());
 }
 
-/// The line of `page` that starts with `prefix` (after indentation), so a renamed command in the
-/// docs fails here instead of silently testing something else.
-fn doc_line(page: &str, prefix: &str) -> String {
-    page.lines()
-        .map(str::trim)
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no line starting with {prefix:?}"))
-        .to_string()
+/// How a shell command of a page is covered.
+#[derive(Clone, Copy, Debug)]
+enum Cover {
+    /// Run as written (with the substitutions the page asks for) by these tests of `docs::`.
+    Run(&'static [&'static str]),
+    /// Not run, and why.
+    Not(&'static str),
 }
 
-/// getting-started.md's commands that need no outside network, as written there: make the CA,
-/// save the first config, check it, run it, and have the denied request refused and audited.
-#[test]
-fn getting_started_commands_work_as_written() {
-    let page = std::fs::read_to_string(docs_dir().join("getting-started.md")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let sh = |line: &str| {
-        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
-        let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
-            .args(&args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{line}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let out = sh(&doc_line(&page, "iron-agent generate-ca --outdir ./ca"));
-    assert!(out.contains("wrote ./ca/ca.crt"), "{out}");
+/// The pages whose every shell command is run or listed here.
+const SHELL_PAGES: [&str; 4] = [
+    "getting-started.md",
+    "tunnels.md",
+    "installation.md",
+    "intercept.md",
+];
 
-    // "Save as `agent.yaml`": the block after the "A first config" heading.
-    let first = page
-        .find("## A first config")
-        .expect("first config section");
-    let config = yaml_blocks(Path::new("getting-started.md"), &page[first..])
-        .into_iter()
-        .next()
-        .expect("a yaml block")
-        .text;
-    std::fs::write(dir.path().join("agent.yaml"), &config).unwrap();
-    let check = doc_line(&page, "iron-agent check-config --config agent.yaml");
-    assert_eq!(sh(&check).trim(), "agent.yaml: ok");
+const GS: &[&str] = &["getting_started_commands_work_as_written"];
+const GS_ROOT: &[&str] = &["getting_started_allowed_requests_reach_a_local_origin"];
+const TUN: &[&str] = &["tunnels_example_refuses_unlisted_hosts"];
+const TUN_ROOT: &[&str] = &["tunnels_clients_reach_a_local_origin_with_the_key_injected"];
+const INST: &[&str] = &["installation_dry_run_commands_work_as_written"];
+const ICP: &[&str] = &["intercept_page_walkthrough"];
 
-    // `iron-agent run --config agent.yaml`, on free ports (the page's fixed ones may be taken on
-    // a shared machine) and with the CA at the path the config names, relative to `dir`.
-    let text = config
-        .replace(
-            "\"ca/ca.crt\"",
-            &format!("{:?}", dir.path().join("ca/ca.crt")),
-        )
-        .replace(
-            "\"ca/ca.key\"",
-            &format!("{:?}", dir.path().join("ca/ca.key")),
-        );
-    let agent = iron_agent_tests::Agent::with_config(&text)
-        .env("IRON_DNS_LISTEN", "127.0.0.1:0")
-        .env("IRON_PROXY_HTTP_LISTEN", "127.0.0.1:0")
-        .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:0")
-        .env("IRON_METRICS_LISTEN", "127.0.0.1:0")
-        .start();
-    let denied = doc_line(
-        &page,
+/// Every command of a fenced sh/bash/console block of [`SHELL_PAGES`] (continuation lines joined,
+/// comments removed), and how it is covered. `shell_commands_are_run_or_listed` fails on a
+/// command missing here and on an entry whose command is no longer on its page.
+const SHELL: &[(&str, &str, Cover)] = &[
+    (
+        "getting-started.md",
+        "cargo xtask run",
+        Cover::Not(
+            "builds the whole workspace (minutes) and runs the agent in the foreground; the binary it runs is what the tests here run",
+        ),
+    ),
+    (
+        "getting-started.md",
+        "cargo xtask test",
+        Cover::Not("the whole suite, these tests included (CI runs it)"),
+    ),
+    (
+        "getting-started.md",
+        "iron-agent run --config /etc/iron-agent/agent.yaml",
+        Cover::Run(GS),
+    ),
+    (
+        "getting-started.md",
+        "iron-agent --config /etc/iron-agent/agent.yaml",
+        Cover::Run(GS),
+    ),
+    (
+        "getting-started.md",
+        "iron-agent -config /etc/iron-agent/agent.yaml",
+        Cover::Run(GS),
+    ),
+    (
+        "getting-started.md",
+        "iron-agent check-config --config agent.yaml",
+        Cover::Run(GS),
+    ),
+    (
+        "getting-started.md",
+        "iron-agent generate-ca --outdir ./ca",
+        Cover::Run(GS),
+    ),
+    (
+        "getting-started.md",
+        "iron-agent run --config agent.yaml",
+        Cover::Run(&[
+            "getting_started_commands_work_as_written",
+            "getting_started_allowed_requests_reach_a_local_origin",
+        ]),
+    ),
+    (
+        "getting-started.md",
+        "curl -H 'Host: example.com' http://127.0.0.1:8080/",
+        Cover::Run(GS_ROOT),
+    ),
+    (
+        "getting-started.md",
+        "http_proxy=http://127.0.0.1:8080 curl http://example.com/",
+        Cover::Run(GS_ROOT),
+    ),
+    (
+        "getting-started.md",
         "curl -i -H 'Host: example.org' http://127.0.0.1:8080/",
-    );
-    let http = agent.addr("http").to_string();
-    let url = denied
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .replace("127.0.0.1:8080", &http);
-    let rt = iron_agent_tests::runtime();
-    let out = rt.block_on(iron_agent_tests::curl::curl(
-        &["-i", "-H", "Host: example.org", &url],
-        &[],
-    ));
-    assert!(out.stdout.starts_with("HTTP/1.1 403"), "{out:?}");
-    let a = agent.audit_where(|a| a["host"] == "example.org");
-    assert_eq!(a["action"], "reject");
-    assert_eq!(a["rejected_by"], "allowlist");
-}
-
-/// installation.md's `install --root` dry run, as written there (in a temporary directory).
-#[test]
-fn installation_dry_run_commands_work_as_written() {
-    let page = std::fs::read_to_string(docs_dir().join("installation.md")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("iron-dry-run");
-    let run = |line: &str| {
-        let line = line.replace("/tmp/iron-dry-run", &root.to_string_lossy());
-        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
-        let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{line}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let out = run(&doc_line(
-        &page,
-        "iron-agent install --root /tmp/iron-dry-run",
-    ));
-    assert!(out.contains("governs only users [nobody]"), "{out}");
-    let cfg = std::fs::read_to_string(root.join("etc/iron-agent/config.yaml")).unwrap();
-    assert!(
-        cfg.contains("default: exempt") && cfg.contains("example.com"),
-        "{cfg}"
-    );
-    run(&doc_line(
-        &page,
+        Cover::Run(GS),
+    ),
+    (
+        "getting-started.md",
+        "curl --connect-to example.com:443:127.0.0.1:8443 --cacert ca/ca.crt https://example.com/",
+        Cover::Run(GS_ROOT),
+    ),
+    (
+        "getting-started.md",
+        "curl --resolve example.com:443:127.0.0.1 --cacert ca/ca.crt https://example.com/",
+        Cover::Run(GS_ROOT),
+    ),
+    (
+        "tunnels.md",
+        "HTTPS_PROXY=http://127.0.0.1:1080 curl --cacert ca.crt https://api.openai.com/v1/models",
+        Cover::Run(TUN_ROOT),
+    ),
+    (
+        "tunnels.md",
+        "ALL_PROXY=socks5h://127.0.0.1:1080 curl --cacert ca.crt https://api.openai.com/v1/models",
+        Cover::Run(TUN_ROOT),
+    ),
+    (
+        "tunnels.md",
+        "http_proxy=http://127.0.0.1:1080 curl http://example.internal/",
+        Cover::Run(TUN),
+    ),
+    (
+        "installation.md",
+        "iron-agent install --root /tmp/iron-dry-run --govern-user nobody --allow example.com",
+        Cover::Run(INST),
+    ),
+    (
+        "installation.md",
+        "cat /tmp/iron-dry-run/etc/iron-agent/config.yaml",
+        Cover::Run(INST),
+    ),
+    (
+        "installation.md",
         "iron-agent uninstall --root /tmp/iron-dry-run --purge",
-    ));
-    assert!(!root.join("etc/iron-agent/config.yaml").exists());
-    assert!(!root.join("etc/iron-agent/ca.crt").exists());
+        Cover::Run(INST),
+    ),
+    (
+        "installation.md",
+        "sudo iron-agent run --config ci-egress.yaml --user ci -- ./build.sh",
+        Cover::Not(
+            "a template: the reader's config, user and script; `run --config intercept.yaml --user iron-ci -- curl ...` on intercept.md is run by docs::intercept::intercept_page_walkthrough",
+        ),
+    ),
+    (
+        "installation.md",
+        "sudo iron-agent generate-ca --outdir /etc/iron-agent",
+        Cover::Not(
+            "the same command on intercept.md is run by docs::intercept::intercept_page_walkthrough",
+        ),
+    ),
+    (
+        "installation.md",
+        "sudoedit /etc/iron-agent/config.yaml",
+        Cover::Not("interactive: the reader writes their own config"),
+    ),
+    (
+        "installation.md",
+        "iron-agent check-config --config /etc/iron-agent/config.yaml",
+        Cover::Not(
+            "checks the config the reader wrote with sudoedit; check-config on intercept.md's config is run by docs::intercept::intercept_page_walkthrough",
+        ),
+    ),
+    (
+        "installation.md",
+        "sudo iron-agent run --config /etc/iron-agent/config.yaml",
+        Cover::Not(
+            "runs the reader's own config on the host's default pin directory; intercept.md's `run --config intercept.yaml` is run by docs::intercept::intercept_page_walkthrough",
+        ),
+    ),
+    (
+        "intercept.md",
+        "sudo iron-agent generate-ca --outdir /etc/iron-agent",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo useradd --system --no-create-home --shell /usr/sbin/nologin iron-ci",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "CG2=$(findmnt -n -t cgroup2 -o TARGET | head -n1)",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo mkdir -p \"$CG2/iron-ci-jobs\" /run/iron-agent",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo ln -sfn \"$CG2/iron-ci-jobs\" /run/iron-agent/ci-jobs",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo iron-agent check-config --config intercept.yaml",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo GH_TOKEN=your-token iron-agent run --config intercept.yaml",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo -u iron-ci curl -sS -o /dev/null -w '%{http_code}\\n' --cacert /etc/iron-agent/ca.crt https://api.github.com/zen",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo -u iron-ci curl -sS -o /dev/null -w '%{http_code}\\n' --cacert /etc/iron-agent/ca.crt https://registry.npmjs.org/",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo iron-agent detach --config intercept.yaml",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo iron-agent run --config intercept.yaml --user iron-ci -- curl -sS -o /dev/null -w '%{http_code}\\n' --cacert /etc/iron-agent/ca.crt https://registry.npmjs.org/",
+        Cover::Run(ICP),
+    ),
+];
+
+fn page(name: &str) -> String {
+    std::fs::read_to_string(docs_dir().join(name)).unwrap()
 }
 
-/// tunnels.md's example config runs, and its `HTTPS_PROXY` client line reaches the tunnel
-/// listener (to a host the example does not allow, so nothing leaves the machine: 403 on CONNECT).
+/// The text of a shell line up to an unquoted comment (`#` at the start or after a blank).
+fn strip_comment(line: &str) -> &str {
+    let (mut single, mut double, mut prev_blank) = (false, false, true);
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev_blank => return line[..i].trim_end(),
+            _ => {}
+        }
+        prev_blank = c.is_whitespace();
+    }
+    line.trim_end()
+}
+
+/// The commands of the fenced sh/bash/shell/console blocks of a markdown text: one per logical
+/// line (a trailing `\` joins the next line), comments and blank lines dropped, a leading `$ `
+/// prompt removed.
+fn shell_commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut in_block, mut pending) = (false, String::new());
+    for line in text.lines() {
+        let t = line.trim();
+        if !in_block {
+            in_block = matches!(t, "```sh" | "```bash" | "```shell" | "```console");
+            continue;
+        }
+        if t.starts_with("```") {
+            assert!(
+                pending.is_empty(),
+                "block ends in a continuation: {pending}"
+            );
+            in_block = false;
+            continue;
+        }
+        let code = strip_comment(t.strip_prefix("$ ").unwrap_or(t));
+        if let Some(head) = code.strip_suffix('\\') {
+            pending.push_str(head.trim_end());
+            pending.push(' ');
+        } else if !code.is_empty() || !pending.is_empty() {
+            pending.push_str(code);
+            out.push(std::mem::take(&mut pending).trim().to_string());
+        }
+    }
+    out
+}
+
+/// The source of this module and its children, for the check that a test named in [`SHELL`]
+/// names the command in its body.
+const SOURCES: [&str; 4] = [
+    include_str!("docs.rs"),
+    include_str!("docs/shell.rs"),
+    include_str!("docs/intercept.rs"),
+    include_str!("docs/run.rs"),
+];
+
+/// The body of `fn name()` in this module's sources.
+fn test_body(name: &str) -> Option<&'static str> {
+    SOURCES.iter().find_map(|src| {
+        let start = src.find(&format!("fn {name}()"))?;
+        let len = src[start..].find("\n}\n")?;
+        Some(&src[start..start + len])
+    })
+}
+
+/// Why the table does not match the pages: a command neither run nor listed, an entry whose
+/// command is gone, a test that does not name the command it is said to run.
+fn table_problems(pages: &[(&str, Vec<String>)], table: &[(&str, &str, Cover)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, cmds) in pages {
+        for c in cmds {
+            if !table.iter().any(|(p, t, _)| p == name && t == c) {
+                problems.push(format!(
+                    "{name}: `{c}` is neither run by a test nor listed in docs::SHELL"
+                ));
+            }
+        }
+    }
+    for (p, c, cover) in table {
+        let on_page = pages
+            .iter()
+            .any(|(name, cmds)| name == p && cmds.iter().any(|x| x == c));
+        if !on_page {
+            problems.push(format!(
+                "{p}: listed command `{c}` is no longer on the page"
+            ));
+        }
+        if let Cover::Not(reason) = cover
+            && reason.trim().is_empty()
+        {
+            problems.push(format!("{p}: `{c}` is not run and names no reason"));
+        }
+        if let Cover::Run(tests) = cover {
+            for t in *tests {
+                let literal = format!("{c:?}");
+                if !test_body(t).is_some_and(|b| b.contains(&literal)) {
+                    problems.push(format!(
+                        "{p}: `{c}` is said to be run by {t}, which does not name it"
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
 #[test]
-fn tunnels_example_runs_and_refuses_unlisted_hosts() {
-    let page = std::fs::read_to_string(docs_dir().join("tunnels.md")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = iron_agent_tests::TestCa::new("tunnels doc");
-    let (c, k) = ca.write(dir.path());
-    let config = yaml_blocks(Path::new("tunnels.md"), &page)
-        .into_iter()
-        .next()
-        .expect("the example")
-        .text
-        .replace("/etc/iron-agent/ca.crt", &c.to_string_lossy())
-        .replace("/etc/iron-agent/ca.key", &k.to_string_lossy());
-    let agent = iron_agent_tests::Agent::with_config(&config)
-        .env("OPENAI_API_KEY", "sk-doc-test")
-        .env("IRON_DNS_LISTEN", "127.0.0.1:0")
-        .env("IRON_PROXY_HTTP_LISTEN", "127.0.0.1:0")
-        .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:0")
-        .env("IRON_PROXY_TUNNEL_LISTEN", "127.0.0.1:0")
-        .env("IRON_METRICS_LISTEN", "127.0.0.1:0")
-        .start();
-    let line = doc_line(&page, "HTTPS_PROXY=http://127.0.0.1:1080 curl");
-    assert!(line.contains("curl --cacert ca.crt https://"), "{line}");
-    let proxy = format!("http://{}", agent.addr("tunnel"));
-    let rt = iron_agent_tests::runtime();
-    let out = rt.block_on(iron_agent_tests::curl::curl(
-        &["--cacert", &c.to_string_lossy(), "https://example.org/"],
-        &[("HTTPS_PROXY", &proxy)],
-    ));
-    assert!(out.stderr.contains("403"), "{out:?}");
-    let a = agent.audit_where(|a| a["host"] == "example.org:443" || a["host"] == "example.org");
-    assert_eq!(a["action"], "reject");
+fn shell_commands_are_run_or_listed() {
+    let pages: Vec<(&str, Vec<String>)> = SHELL_PAGES
+        .iter()
+        .map(|p| (*p, shell_commands(&page(p))))
+        .collect();
+    assert!(pages.iter().all(|(_, c)| !c.is_empty()), "{pages:?}");
+    let problems = table_problems(&pages, SHELL);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The extractor and the table check themselves: continuation lines, comments, prompts, and each
+/// kind of mismatch is caught.
+#[test]
+fn shell_table_check_catches_new_gone_and_unrun_commands() {
+    let md = "x\n```sh\n# a comment\n$ a -x 'b # c' \\\n  --y   # note\n\n```\n```yaml\nnot: sh\n```\n```console\nnew-command\n```\n";
+    let cmds = shell_commands(md);
+    assert_eq!(cmds, ["a -x 'b # c' --y", "new-command"]);
+    let table = [
+        ("p.md", "a -x 'b # c' --y", Cover::Not("reason")),
+        ("p.md", "gone", Cover::Not("reason")),
+        (
+            "p.md",
+            "new-command",
+            Cover::Run(&["shell_commands_are_run_or_listed"]),
+        ),
+    ];
+    let problems = table_problems(&[("p.md", cmds)], &table);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("`gone` is no longer on the page"));
+    assert!(problems[1].contains("does not name it"));
+    let problems = table_problems(&[("p.md", vec!["other".into()])], &table[..1]);
+    assert!(
+        problems[0].contains("`other` is neither run"),
+        "{problems:?}"
+    );
 }
