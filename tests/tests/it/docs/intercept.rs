@@ -152,6 +152,14 @@ fn intercept_page_walkthrough() {
     let a = agent.wait_audits("registry.npmjs.org", 1);
     assert_eq!(a[0]["action"], "reject");
     assert_eq!(a[0]["policy"], "ci");
+    // What the page says of a name no pipeline allows: it does not resolve (curl's exit 6).
+    let nx = std::process::Command::new("setpriv")
+        .args(["--reuid=iron-ci", "--regid=iron-ci", "--clear-groups", "--"])
+        .args(["curl", "-sS", "--max-time", "10", "https://example.com/"])
+        .output()
+        .unwrap();
+    assert_eq!(nx.status.code(), Some(6), "{nx:?}");
+    assert!(agent.audits("example.com").is_empty());
     assert!(!agent.lines.text().contains(token), "the token was logged");
     agent.stop();
     assert!(agent.lines.text().contains("iron-agent detach"));
