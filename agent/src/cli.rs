@@ -43,6 +43,7 @@ pub enum Command {
         "Examples:\n",
         "  iron-agent run --config iron.yaml\n",
         "  sudo iron-agent run --config iron.yaml --user ci -- curl https://example.com/\n",
+        "  sudo iron-agent run --learn --summary \"$GITHUB_STEP_SUMMARY\" --config iron.yaml -- make test\n",
         "  (the command to jail goes after `--`)\n\n",
         "Documentation: docs/getting-started.md, docs/intercept.md"
     ))]
@@ -126,11 +127,13 @@ pub enum Command {
         "Documentation: docs/installation.md"
     ))]
     Status(StatusArgs),
-    /// Dry-run requests through a config (`test`) or re-judge an audit log against one (`replay`).
+    /// Dry-run requests through a config (`test`), re-judge an audit log against one (`replay`),
+    /// or propose an allowlist from an audit log (`suggest`).
     #[command(after_help = concat!(
         "Examples:\n",
         "  iron-agent policy test --config iron.yaml GET https://api.github.com/repos/x\n",
-        "  iron-agent policy replay audit.jsonl --config new.yaml\n\n",
+        "  iron-agent policy replay audit.jsonl --config new.yaml\n",
+        "  iron-agent policy suggest audit.jsonl --config observe.yaml > enforce.yaml\n\n",
         "Documentation: docs/policy-workflow.md"
     ))]
     Policy(crate::ops::PolicyArgs),
@@ -176,6 +179,14 @@ pub struct RunArgs {
     /// reads it (repeatable). By default every such variable is removed.
     #[arg(long = "keep-env", value_name = "VAR", requires = "cmd")]
     pub keep_env: Vec<String>,
+    /// With `-- CMD`: put every allowlist in learn mode (allow and record what it would deny;
+    /// then `iron-agent policy suggest`).
+    #[arg(long, requires = "cmd")]
+    pub learn: bool,
+    /// With `-- CMD`: append the run's job summary (markdown, as `iron-agent summary`) to FILE
+    /// at exit, e.g. "$GITHUB_STEP_SUMMARY".
+    #[arg(long, value_name = "FILE", requires = "cmd")]
+    pub summary: Option<PathBuf>,
     /// `-- CMD ARGS...`: run CMD in a fresh cgroup governed by a private agent instance and exit
     /// with its status (root).
     #[arg(last = true, value_name = "CMD")]

@@ -30,12 +30,7 @@ fn main() -> ExitCode {
                 eprintln!("error: --token (managed mode) cannot be combined with `run -- CMD`");
                 return ExitCode::from(2);
             }
-            let jail = app::jail::JailOptions {
-                user: a.user,
-                keep_env: a.keep_env,
-                cmd: a.cmd,
-            };
-            run(a.config.or(cli.config), Some(jail), None)
+            jail(a, cli.config)
         }
         Some(Command::Run(a)) => run(a.config.or(cli.config), None, a.token.or(cli.token)),
         Some(Command::Init(a)) => init(init_options(a)),
@@ -62,6 +57,27 @@ fn main() -> ExitCode {
         })),
         None => run(cli.config, None, cli.token),
     }
+}
+
+/// `run -- CMD`; with `--summary FILE` the run's job summary is appended to FILE at the end,
+/// whatever CMD's status (what a failed job needs most).
+fn jail(a: iron_agent::cli::RunArgs, global_config: Option<std::path::PathBuf>) -> ExitCode {
+    use iron_agent::ops::job_summary::AuditCopy;
+    let copy = a.summary.as_ref().map(|_| AuditCopy::fresh());
+    let opts = app::jail::JailOptions {
+        user: a.user,
+        keep_env: a.keep_env,
+        cmd: a.cmd,
+        learn: a.learn,
+        audit_copy: copy.as_ref().map(|c| c.path.clone()),
+    };
+    let code = run(a.config.or(global_config), Some(opts), None);
+    if let (Some(copy), Some(out)) = (&copy, &a.summary) {
+        if let Err(e) = copy.append_summary(out) {
+            eprintln!("warning: --summary: {e}");
+        }
+    }
+    code
 }
 
 /// The host checks of `check-config` and `run`, for `install` (which cannot import `app`).

@@ -65,6 +65,11 @@ pub struct JailOptions {
     /// Variables to leave in CMD's environment although a secret source reads them.
     pub keep_env: Vec<String>,
     pub cmd: Vec<OsString>,
+    /// `--learn`: every allowlist in learn mode.
+    pub learn: bool,
+    /// `--summary FILE`: where the agent copies every audit record (`log.audit_copy`), for the
+    /// summary written when the jail is done.
+    pub audit_copy: Option<PathBuf>,
 }
 
 /// The variables removed from CMD's environment: every one a secret source of `cfg` reads
@@ -253,7 +258,7 @@ pub fn jail_config(
 }
 
 /// Runs the jail; returns CMD's exit status. `cfg` is the loaded config (or the default one).
-pub fn run(cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
+pub fn run(mut cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
     if !sys::is_root() {
         return Err(JailError::NotRoot);
     }
@@ -281,6 +286,10 @@ pub fn run(cfg: Config, opts: &JailOptions) -> Result<u8, JailError> {
             "secret source variables removed from the command's environment"
         );
     }
+    if opts.learn {
+        crate::config::validate::learn_everywhere(&mut cfg);
+    }
+    cfg.log.audit_copy = opts.audit_copy.clone();
     let cfg = jail_config(
         cfg,
         &cgroup.path,

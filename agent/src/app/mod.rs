@@ -88,6 +88,7 @@ pub async fn run(
     managed: Option<crate::managed::Settings>,
 ) -> Result<(), AppError> {
     ignore_local_pipeline(&mut cfg, managed.is_some());
+    warn_if_learning(&cfg);
     let refused = crate::check::unsupported(&cfg);
     if !refused.is_empty() {
         return Err(AppError::Unsupported(refused));
@@ -171,11 +172,38 @@ fn conn_limits(cfg: &Config) -> Arc<crate::proxy::limits::ConnLimits> {
 /// start the writer is a startup error, never a silent no-op.
 fn start_audit(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Arc<AuditSink>, AppError> {
     let otel = crate::audit::otel::OtelExport::from_env(&|k: &str| std::env::var(k).ok(), metrics)?;
-    let sink = AuditSink::stderr(cfg.log.level, metrics.clone()).map_err(|e| AppError::Fatal {
+    let fatal = |e: std::io::Error| AppError::Fatal {
         component: "audit",
         reason: format!("starting the audit writer: {e}"),
-    })?;
+    };
+    let mut sink = AuditSink::stderr(cfg.log.level, metrics.clone()).map_err(fatal)?;
+    if let Some(path) = &cfg.log.audit_copy {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // create_new: never write through a file (or link) someone else put there.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| AppError::Fatal {
+                component: "audit",
+                reason: format!("creating {}: {e}", path.display()),
+            })?;
+        sink = sink.with_copy(Box::new(file)).map_err(fatal)?;
+    }
     Ok(Arc::new(sink.with_otel(otel)))
+}
+
+/// Learn mode lets through what the policy would deny: said loudly, once per allowlist.
+fn warn_if_learning(cfg: &Config) {
+    for field in crate::config::validate::learning(cfg) {
+        tracing::warn!(
+            target: crate::telemetry::STARTUP,
+            field = %field,
+            "LEARNING MODE: this allowlist is NOT enforced; every request it would deny is allowed, \
+             forwarded and recorded with learn: would_deny (secrets and upstream_deny_cidrs still apply)"
+        );
+    }
 }
 
 /// Managed mode: the top-level pipeline comes from the control plane; the YAML one is dropped

@@ -190,6 +190,7 @@ impl Reloader {
         if self.interceptor.is_some() {
             kernel::check_identities(&cfg).map_err(ReloadError::Invalid)?;
         }
+        super::warn_if_learning(&cfg);
         self.commit(cur, cfg, hash).await
     }
 

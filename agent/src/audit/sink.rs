@@ -99,6 +99,9 @@ pub struct AuditSink {
     tags: ArcSwapOption<Vec<String>>,
     /// Where each record's request metrics and the dropped records are counted.
     metrics: Arc<Metrics>,
+    /// A second writer that gets every record whatever `log.level` (the jail's copy for its
+    /// `--summary`); it only writes, the counting is done here.
+    copy: Option<Box<AuditSink>>,
 }
 
 /// Where the writer thread puts batches.
@@ -166,7 +169,15 @@ impl AuditSink {
             otel: ArcSwapOption::empty(),
             tags: ArcSwapOption::empty(),
             metrics,
+            copy: None,
         })
+    }
+
+    /// Also writes every record, whatever its level, to `out`.
+    pub fn with_copy(mut self, out: Output) -> std::io::Result<Self> {
+        let copy = Self::to_writer(LogLevel::Debug, out, self.metrics.clone())?;
+        self.copy = Some(Box::new(copy));
+        Ok(self)
     }
 
     /// A sink that only counts (tests, benchmarks), into a registry of its own.
@@ -178,6 +189,7 @@ impl AuditSink {
             otel: ArcSwapOption::empty(),
             tags: ArcSwapOption::empty(),
             metrics: Arc::default(),
+            copy: None,
         }
     }
 
@@ -227,6 +239,9 @@ impl AuditSink {
         if level >= self.min_level {
             self.append(level, &rec);
         }
+        if let Some(copy) = &self.copy {
+            copy.append(level, &rec);
+        }
         if let Some(otel) = &*self.otel.load() {
             otel.offer(Queued {
                 record: rec,
@@ -260,6 +275,9 @@ impl AuditSink {
 
     /// Waits (bounded) until every record queued so far is written; called before exit.
     pub fn flush(&self, timeout: Duration) {
+        if let Some(copy) = &self.copy {
+            copy.flush(timeout);
+        }
         let Some(shared) = &self.shared else { return };
         let deadline = Instant::now() + timeout;
         let mut st = shared.state.lock();

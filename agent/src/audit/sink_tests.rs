@@ -74,6 +74,26 @@ fn every_record_is_written_in_order_by_a_clean_shutdown() {
     }
 }
 
+/// The jail's copy (for `run --summary`) gets every record, also those `log.level` keeps off
+/// stderr, and counts nothing twice.
+#[test]
+fn the_copy_gets_every_record_whatever_the_level() {
+    let (out, copy) = (Capture::default(), Capture::default());
+    let sink = AuditSink::to_writer(LogLevel::Warn, Box::new(out.clone()), Arc::default())
+        .unwrap()
+        .with_copy(Box::new(copy.clone()))
+        .unwrap();
+    sink.write(rec(0, Action::Allow));
+    sink.write(rec(1, Action::Reject));
+    let counters = sink.counters.clone();
+    drop(sink);
+    assert_eq!(out.lines().len(), 1, "only the WARN record on the main output");
+    let copied = copy.lines();
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    assert!(copied[0].contains("\"path\":\"/0\""), "{copied:?}");
+    assert_eq!(counters.allow.load(Ordering::Relaxed), 1);
+}
+
 #[test]
 fn a_burst_is_written_in_a_few_calls() {
     let out = Capture::default();

@@ -304,6 +304,10 @@ impl Default for ControlPlaneConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub level: LogLevel,
+    /// Not a YAML key: where `iron-agent run --summary` has the agent copy every audit line
+    /// (created, never overwritten), to summarise the jail's run at its end.
+    #[serde(skip)]
+    pub audit_copy: Option<PathBuf>,
 }
 
 /// Parses YAML text into the typed tree. Unknown keys anywhere are errors naming the field path;

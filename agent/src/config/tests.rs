@@ -899,3 +899,33 @@ fn connection_limits() {
     let errs = errors_of(&format!("{PRELUDE}proxy:\n  max_connections: -1\n"));
     error_at(&errs, "proxy.max_connections");
 }
+
+#[test]
+fn allowlist_mode_is_enforce_or_learn_and_names_the_field() {
+    let text = format!("{PRELUDE}transforms:\n  - name: allowlist\n    config:\n      mode: lern\n");
+    let errs = errors_of(&text);
+    let e = error_at(&errs, "transforms[0].config.mode");
+    assert!(e.message.contains("unknown variant `lern`"), "{e}");
+    assert!(e.message.contains("learn"), "{e}");
+    let text = format!(
+        "{PRELUDE}transforms:\n  - name: allowlist\n    config: {{mode: learn}}\n  - name: allowlist\nintercept:\n  mode: ebpf\n  policies:\n    - users: [ci]\n      transforms: [{{name: allowlist}}]\n"
+    );
+    let mut cfg = parse(&text).unwrap();
+    assert_eq!(validate::learning(&cfg), ["transforms[0].config.mode"]);
+    assert!(
+        validate_warnings(&cfg)
+            .iter()
+            .any(|w| w.starts_with("transforms[0].config.mode: learn: the allowlist is NOT enforced")),
+        "{:?}",
+        validate_warnings(&cfg)
+    );
+    validate::learn_everywhere(&mut cfg);
+    assert_eq!(
+        validate::learning(&cfg),
+        [
+            "transforms[0].config.mode",
+            "transforms[1].config.mode",
+            "intercept.policies[0].transforms[0].config.mode",
+        ]
+    );
+}

@@ -275,3 +275,46 @@ pub fn check_url_syntax(url: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Every allowlist of `cfg` (top level and `intercept.policies`), with its field path.
+fn allowlists_mut(cfg: &mut Config) -> Vec<(String, &mut super::transforms::AllowlistConfig)> {
+    let top = cfg
+        .transforms
+        .iter_mut()
+        .enumerate()
+        .map(|(i, t)| (format!("transforms[{i}]"), t));
+    let policies = cfg
+        .intercept
+        .policies
+        .iter_mut()
+        .enumerate()
+        .flat_map(|(p, pol)| {
+            pol.transforms
+                .iter_mut()
+                .enumerate()
+                .map(move |(i, t)| (format!("intercept.policies[{p}].transforms[{i}]"), t))
+        });
+    top.chain(policies)
+        .filter_map(|(path, t)| match &mut t.spec {
+            TransformSpec::Allowlist(a) => Some((format!("{path}.config"), a)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `iron-agent run --learn`: puts every allowlist of `cfg` in learn mode.
+pub fn learn_everywhere(cfg: &mut Config) {
+    for (_, a) in allowlists_mut(cfg) {
+        a.mode = super::transforms::AllowlistMode::Learn;
+    }
+}
+
+/// The field paths of the allowlists in learn mode (for the startup warning).
+pub fn learning(cfg: &Config) -> Vec<String> {
+    let mut cfg = cfg.clone();
+    allowlists_mut(&mut cfg)
+        .into_iter()
+        .filter(|(_, a)| a.learns())
+        .map(|(p, _)| format!("{p}.mode"))
+        .collect()
+}

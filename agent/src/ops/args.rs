@@ -1,5 +1,5 @@
 //! The command-line arguments of the operator tools (`policy test`, `policy replay`,
-//! `summary`); `cli.rs` only wires them in.
+//! `policy suggest`, `summary`); `cli.rs` only wires them in.
 
 use std::path::PathBuf;
 
@@ -35,6 +35,20 @@ pub enum PolicyCommand {
         "Documentation: docs/policy-workflow.md"
     ))]
     Replay(ReplayArgs),
+    /// Propose the minimal allowlist that admits what an audit log recorded (e.g. a run in
+    /// learn mode), as YAML ready to paste, with request counts on every entry.
+    #[command(after_help = concat!(
+        "Hosts first (three or more subdomains of one parent become `*.parent`), then method +\n",
+        "path rules (ids, hashes and positions with three or more values become `*`), per\n",
+        "pipeline (top level, or the intercept.policies entry that judged). Exit 0, or 2 on an\n",
+        "unreadable file or a bad record (its line named).\n\n",
+        "Examples:\n",
+        "  iron-agent policy suggest audit.jsonl\n",
+        "  iron-agent policy suggest audit.jsonl --config observe.yaml > enforce.yaml\n",
+        "  iron-agent policy suggest audit.jsonl --diff enforce.yaml\n\n",
+        "Documentation: docs/policy-workflow.md"
+    ))]
+    Suggest(SuggestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +83,29 @@ pub struct ReplayArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "markdown")]
     pub format: ReportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    /// Audit log: the agent's JSON lines (other lines are skipped).
+    #[arg(value_name = "AUDIT.jsonl")]
+    pub audit: PathBuf,
+    /// The config the log was recorded under: records are matched to its pipelines, and the
+    /// output is this config with its allowlists replaced by the suggestion.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print what the suggestion adds and removes against this config's allowlists instead.
+    #[arg(long, value_name = "F")]
+    pub diff: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub format: SuggestFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SuggestFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(Debug, Args)]

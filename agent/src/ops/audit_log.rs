@@ -55,6 +55,38 @@ impl AuditLog {
         Ok(Self::parse(&text))
     }
 
+    /// As [`Self::read`], but a line that is a request record yet not a valid one (a field of
+    /// the wrong type, no `action`) is an error naming the line; other lines are skipped.
+    pub fn read_strict(path: &Path) -> Result<Self, OpsError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| OpsError::Input(format!("reading {}: {e}", path.display())))?;
+        Self::parse_strict(&text)
+            .map_err(|(n, e)| OpsError::Input(format!("{}:{n}: {e}", path.display())))
+    }
+
+    pub fn parse_strict(text: &str) -> Result<Self, (usize, String)> {
+        let mut log = AuditLog::default();
+        for (i, line) in text.lines().enumerate() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                log.skipped_lines += usize::from(!line.trim().is_empty());
+                continue;
+            };
+            if v.get("msg").and_then(Value::as_str) != Some("request") {
+                log.skipped_lines += 1;
+                continue;
+            }
+            if v.get("action").and_then(Value::as_str).is_none() {
+                return Err((i + 1, "audit record without an `action`".into()));
+            }
+            let r = serde_path_to_error::deserialize::<_, AuditLine>(v).map_err(|e| {
+                let why = format!("not a valid audit record: `{}`: {}", e.path(), e.inner());
+                (i + 1, why)
+            })?;
+            log.records.push(r);
+        }
+        Ok(log)
+    }
+
     pub fn parse(text: &str) -> Self {
         let mut log = AuditLog::default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -118,6 +150,19 @@ mod tests {
         assert_eq!(log.skipped_lines, 2);
         assert_eq!(log.records[0].identity(), "ci");
         assert_eq!(log.records[0].credentials(), ["GH_TOKEN"]);
+    }
+
+    #[test]
+    fn strict_reading_names_the_bad_line() {
+        let ok = "{\"msg\":\"listening\"}\nplain text\n{\"msg\":\"request\",\"action\":\"allow\",\"host\":\"a\"}\n";
+        let log = AuditLog::parse_strict(ok).unwrap();
+        assert_eq!((log.records.len(), log.skipped_lines), (1, 2));
+        let bad = "{\"msg\":\"listening\"}\n{\"msg\":\"request\",\"action\":\"allow\",\"status_code\":\"x\"}\n";
+        let (line, e) = AuditLog::parse_strict(bad).unwrap_err();
+        assert_eq!(line, 2, "{e}");
+        assert!(e.contains("`status_code`"), "{e}");
+        let (line, _) = AuditLog::parse_strict("{\"msg\":\"request\"}").unwrap_err();
+        assert_eq!(line, 1);
     }
 
     #[test]

@@ -77,8 +77,8 @@ impl Decider {
 #[derive(Debug, Clone)]
 pub struct Judgement {
     pub allowed: bool,
-    /// `warn: true` let an unmatched request through.
-    pub warned: bool,
+    /// `warn: true` (`Warned`) or `mode: learn` (`Learned`) let an unmatched request through.
+    pub unmatched: Option<Admission>,
     /// The allowlist that refused, or the rule of the first allowlist that admitted; `None`
     /// without any allowlist (everything is allowed).
     pub decider: Option<Decider>,
@@ -236,22 +236,25 @@ impl Evaluator {
         input: &MatchInput<'_>,
         requests_follow: Option<bool>,
     ) -> Judgement {
-        let mut first: Option<(Decider, bool)> = None;
+        let mut first: Option<(Decider, Admission)> = None;
         for (index, rules) in self.gates_of(profile) {
             let (admission, rule) = rules.explain(input, requests_follow);
             let d = self.decider(profile, *index, crate::policy::ALLOWLIST, rule);
             if !admission.admits() {
                 return Judgement {
                     allowed: false,
-                    warned: false,
+                    unmatched: None,
                     decider: Some(d),
                 };
             }
-            first.get_or_insert((d, admission == Admission::Warned));
+            first.get_or_insert((d, admission));
         }
         Judgement {
             allowed: true,
-            warned: first.as_ref().is_some_and(|f| f.1),
+            unmatched: first
+                .as_ref()
+                .map(|f| f.1)
+                .filter(|a| *a != Admission::Allowed),
             decider: first.map(|f| f.0),
         }
     }

@@ -1,22 +1,28 @@
 //! Operator tools that read a config or an audit log and contact nothing:
 //! `policy test` (a dry run of the configured pipelines, [`policy_test`]), `policy replay`
-//! (recorded requests re-judged against a candidate config, [`replay`]) and `summary` (a job's
-//! audit log per identity and host, [`summary`]). All of them judge with the agent's own
+//! (recorded requests re-judged against a candidate config, [`replay`]), `policy suggest` (an
+//! allowlist proposed from a log, [`suggest`]) and `summary` (a job's audit log per identity
+//! and host, [`summary`]). All of them judge with the agent's own
 //! pipeline and rule code ([`dry_run`]), so what they say cannot drift from what the proxy does.
 
 pub mod args;
 pub mod audit_log;
 pub mod dry_run;
+pub mod job_summary;
 pub mod locate;
 mod markdown;
 pub mod policy_test;
 pub mod replay;
 pub mod request;
+pub mod suggest;
+mod suggest_diff;
+mod suggest_paths;
+mod suggest_yaml;
 pub mod summary;
 
 use std::process::ExitCode;
 
-pub use args::{PolicyArgs, PolicyCommand, ReportFormat, SummaryArgs, TestFormat};
+pub use args::{PolicyArgs, PolicyCommand, ReportFormat, SuggestFormat, SummaryArgs, TestFormat};
 
 /// Why a tool could not do its job (exit status 2).
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,7 @@ pub fn policy_command(a: PolicyArgs) -> ExitCode {
         match a.command {
             PolicyCommand::Test(t) => test(t).await,
             PolicyCommand::Replay(r) => replay(r),
+            PolicyCommand::Suggest(s) => suggest_command(s),
         }
     };
     match rt.block_on(run) {
@@ -105,6 +112,39 @@ fn replay(a: args::ReplayArgs) -> Result<ExitCode, OpsError> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn suggest_command(a: args::SuggestArgs) -> Result<ExitCode, OpsError> {
+    let log = audit_log::AuditLog::read_strict(&a.audit)?;
+    let eval = a.config.as_deref().map(dry_run::Evaluator::load).transpose()?;
+    let scope = |r: &audit_log::AuditLine| match &eval {
+        Some(e) => suggest_yaml::scope_of(&e.cfg, e.select_record(r).profile),
+        None => suggest::Scope {
+            profile: None,
+            policy: r.policy.clone(),
+        },
+    };
+    let s = suggest::suggest(&a.audit.display().to_string(), &log, &scope);
+    if let Some(f) = &a.diff {
+        let cfg = crate::config::load(f).map_err(|e| OpsError::Config(e.to_string()))?;
+        let d = suggest_diff::diff(&s, &cfg, &f.display().to_string());
+        match a.format {
+            SuggestFormat::Yaml => print!("{}", suggest_diff::render_text(&d)),
+            SuggestFormat::Json => println!("{}", to_json(&d)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (a.format, &a.config) {
+        (SuggestFormat::Json, _) => println!("{}", to_json(&s)),
+        (SuggestFormat::Yaml, None) => print!("{}", suggest_yaml::render_fragment(&s)),
+        (SuggestFormat::Yaml, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| OpsError::Config(format!("reading {}: {e}", path.display())))?;
+            let name = path.display().to_string();
+            print!("{}", suggest_yaml::render_into(&s, &text, &name)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `iron-agent summary AUDIT.jsonl`.

@@ -12,6 +12,7 @@ use crate::audit::Trace;
 use crate::config::TlsMode;
 use crate::identify::{ClientAddr, HostName};
 use crate::message::body::DecodedPath;
+use crate::policy::Admission;
 use crate::transform::pipeline::PhaseOutcome;
 use crate::transform::{Mode, RequestCx};
 
@@ -153,11 +154,15 @@ impl Evaluator {
             PhaseOutcome::Forward => {
                 report.decision = Decision::Allow;
                 report.decided_by = judged.decider;
-                if judged.warned {
-                    report.notes.push(
-                        "no rule matched: allowed only because the allowlist has `warn: true`"
-                            .into(),
-                    );
+                let why = match judged.unmatched {
+                    Some(Admission::Learned) => Some("`mode: learn`"),
+                    Some(Admission::Warned) => Some("`warn: true`"),
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    report.notes.push(format!(
+                        "no rule matched: allowed only because the allowlist has {why}"
+                    ));
                 }
                 if self.gates_empty(profile) {
                     report

@@ -1,4 +1,4 @@
-//! One `allowlist` entry compiled: its rules and its warn mode. Shared by the connection-level
+//! One `allowlist` entry compiled: its rules and its warn or learn mode. Shared by the connection-level
 //! [`super::Policy`] and the request-level `allowlist` transform, so both judge alike.
 
 use std::net::IpAddr;
@@ -13,6 +13,8 @@ pub const ALLOWLIST: &str = "allowlist";
 pub struct AllowRules {
     rules: RuleSet,
     warn: bool,
+    /// `mode: learn`: admit what no rule matches, and say so.
+    learn: bool,
     /// How many `domains` and `cidrs` precede `rules` in [`Self::rules`], to name a match.
     domains: usize,
     cidrs: usize,
@@ -44,6 +46,8 @@ pub enum Admission {
     Allowed,
     /// No rule matched, but `warn: true` lets it through (annotated `action: warn`).
     Warned,
+    /// No rule matched, but `mode: learn` lets it through (annotated `learn: would_deny`).
+    Learned,
     Denied,
 }
 
@@ -51,7 +55,20 @@ impl Admission {
     pub fn admits(self) -> bool {
         self != Admission::Denied
     }
+
+    /// The annotation an admitted-but-unmatched request carries in its allowlist trace.
+    pub fn annotation(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Admission::Warned => Some(("action", "warn")),
+            Admission::Learned => Some((LEARN_KEY, WOULD_DENY)),
+            Admission::Allowed | Admission::Denied => None,
+        }
+    }
 }
+
+/// The trace annotation of learn mode: `{"learn": "would_deny"}`.
+pub const LEARN_KEY: &str = "learn";
+pub const WOULD_DENY: &str = "would_deny";
 
 impl AllowRules {
     pub fn new(cfg: &AllowlistConfig) -> Self {
@@ -61,6 +78,7 @@ impl AllowRules {
         Self {
             rules: RuleSet::new(rules),
             warn: cfg.warn,
+            learn: cfg.learns(),
             domains: cfg.domains.len(),
             cidrs: cfg.cidrs.len(),
         }
@@ -111,7 +129,7 @@ impl AllowRules {
             dest_ip: None,
             client_ip: None,
         };
-        self.warn || self.rules.matches_dest(&input)
+        self.warn || self.learn || self.rules.matches_dest(&input)
     }
 
     /// Does a CIDR rule allow destination `ip` explicitly?
@@ -120,10 +138,11 @@ impl AllowRules {
     }
 
     fn admission(&self, matched: bool) -> Admission {
-        match (matched, self.warn) {
-            (true, _) => Admission::Allowed,
-            (false, true) => Admission::Warned,
-            (false, false) => Admission::Denied,
+        match (matched, self.learn, self.warn) {
+            (true, ..) => Admission::Allowed,
+            (false, true, _) => Admission::Learned,
+            (false, false, true) => Admission::Warned,
+            (false, false, false) => Admission::Denied,
         }
     }
 }

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use serde_json::Map;
 
-pub use allow::{ALLOWLIST, Admission, AllowRules, RuleRef};
+pub use allow::{ALLOWLIST, Admission, AllowRules, LEARN_KEY, RuleRef, WOULD_DENY};
 pub use hostmatch::{match_glob, match_path, normalize_host};
 pub use rules::{MatchInput, Rule, RuleSet, unmap};
 
@@ -169,8 +169,8 @@ impl Policy {
 /// One allowlist's trace entry for a connection-level decision.
 fn gate_trace(admission: Admission, started: Instant) -> Trace {
     let mut annotations = Map::new();
-    if admission == Admission::Warned {
-        annotations.insert("action".into(), "warn".into());
+    if let Some((k, v)) = admission.annotation() {
+        annotations.insert(k.into(), v.into());
     }
     Trace {
         name: ALLOWLIST.to_string(),

@@ -15,6 +15,7 @@ fn allowlist(domains: &[&str], rules: Vec<RuleConfig>, warn: bool) -> TransformE
         cidrs: vec![],
         rules,
         warn,
+        mode: Default::default(),
     }))
 }
 
@@ -101,6 +102,7 @@ fn cidr_rules_allow_ips_and_destinations() {
         cidrs: vec![Cidr("10.0.0.0/8".parse().unwrap())],
         rules: vec![],
         warn: false,
+        mode: Default::default(),
     }))]);
     assert!(p.allows_ip("10.1.2.3".parse().unwrap()));
     assert!(p.allows_ip("::ffff:10.1.2.3".parse().unwrap()));
@@ -122,6 +124,7 @@ async fn destination_check_without_lookup() {
         cidrs: vec![Cidr("203.0.113.0/24".parse().unwrap())],
         rules: vec![],
         warn: false,
+        mode: Default::default(),
     }))]);
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     // An IP-literal host must be the address the workload connected to.
@@ -191,6 +194,7 @@ fn allow_all() -> Policy {
         cidrs: vec![],
         rules: vec![],
         warn: false,
+        mode: Default::default(),
     }))])
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::build::{Build, BuildContext, TransformBuildError};
 use super::{ProxyRequest, RequestCx, Transform, TransformError, Verdict};
 use crate::config::transforms::AllowlistConfig;
-use crate::policy::{ALLOWLIST, Admission, AllowRules};
+use crate::policy::{ALLOWLIST, AllowRules};
 
 pub struct Allowlist {
     rules: AllowRules,
@@ -39,14 +39,15 @@ impl Transform for Allowlist {
         cx: &mut RequestCx,
         req: &mut ProxyRequest,
     ) -> Result<Verdict, TransformError> {
-        match self.rules.judge_request(&cx.match_input(req)) {
-            Admission::Allowed => Ok(Verdict::Continue),
-            Admission::Warned => {
-                cx.annotate("action", "warn");
-                Ok(Verdict::Continue)
-            }
-            Admission::Denied => Ok(Verdict::Reject(None)),
+        let admission = self.rules.judge_request(&cx.match_input(req));
+        if let Some((k, v)) = admission.annotation() {
+            cx.annotate(k, v);
         }
+        Ok(if admission.admits() {
+            Verdict::Continue
+        } else {
+            Verdict::Reject(None)
+        })
     }
 }
 
@@ -82,6 +83,7 @@ mod tests {
                 source_ip: None,
             }],
             warn: false,
+            mode: Default::default(),
         });
         assert!(run(&a, "POST", "open.test", "/x").await.0);
         assert!(run(&a, "GET", "api.test", "/v1/models").await.0);
@@ -99,5 +101,23 @@ mod tests {
         let (passed, mut cx) = run(&a, "GET", "x.test", "/").await;
         assert!(passed);
         assert_eq!(cx.take_annotations()["action"], "warn");
+    }
+
+    #[tokio::test]
+    async fn learn_mode_admits_what_no_rule_matches_and_says_so() {
+        let a = Allowlist::new(&AllowlistConfig {
+            domains: vec!["open.test".into()],
+            warn: true,
+            mode: crate::config::transforms::AllowlistMode::Learn,
+            ..Default::default()
+        });
+        let (passed, mut cx) = run(&a, "DELETE", "x.test", "/").await;
+        assert!(passed);
+        let notes = cx.take_annotations();
+        assert_eq!(notes["learn"], "would_deny");
+        assert!(!notes.contains_key("action"), "{notes:?}");
+        // A matched request carries no learn annotation.
+        let (passed, mut cx) = run(&a, "GET", "open.test", "/").await;
+        assert!(passed && cx.take_annotations().is_empty());
     }
 }

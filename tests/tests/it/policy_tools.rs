@@ -1,4 +1,4 @@
-//! `iron-agent policy test`, `policy replay` and `summary` on audit logs written by the
+//! `iron-agent policy test`, `policy replay`, `policy suggest` and `summary` on audit logs written by the
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! running agent, and docs/policy-workflow.md's commands as written there.
 
@@ -7,7 +7,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use iron_agent_tests::agent::agent_bin;
+use iron_agent_tests::agent::{AgentBuilder, agent_bin};
 use iron_agent_tests::dns::fake_zone;
 use iron_agent_tests::{Agent, Origin, OriginKind, http_request};
 use serde_json::Value;
@@ -48,7 +48,7 @@ fn sh(dir: &Path, line: &str, env: &[(&str, &str)]) -> (i32, String, String) {
     let args: Vec<&str> = line
         .split_whitespace()
         .skip(1)
-        .take_while(|a| !a.starts_with("2>"))
+        .take_while(|a| !a.starts_with("2>") && *a != ">")
         .collect();
     let out = Command::new(agent_bin())
         .args(&args)
@@ -72,8 +72,16 @@ fn req(method: &str, host: &str, path: &str) -> http::Request<Full<Bytes>> {
         .unwrap()
 }
 
+#[path = "policy_learn.rs"]
+mod learn;
+
 /// The agent running `config` (a page block) on free ports, resolving through `zone`.
 fn start(dir: &Path, config: &str, zone: std::net::SocketAddr) -> Agent {
+    builder(dir, config, zone).start()
+}
+
+/// As [`start`], not started yet (to add environment).
+fn builder(dir: &Path, config: &str, zone: std::net::SocketAddr) -> AgentBuilder {
     let text = config
         .replace("\"ca/ca.crt\"", &format!("{:?}", dir.join("ca/ca.crt")))
         .replace("\"ca/ca.key\"", &format!("{:?}", dir.join("ca/ca.key")));
@@ -85,7 +93,6 @@ fn start(dir: &Path, config: &str, zone: std::net::SocketAddr) -> Agent {
         .env("IRON_DNS_UPSTREAM_RESOLVER", zone.to_string())
         // The test's origins are on loopback, which the default deny list guards.
         .env("IRON_PROXY_UPSTREAM_DENY_CIDRS", "192.0.2.1/32")
-        .start()
 }
 
 /// The job of the page: two GitHub calls and one to PyPI, through the agent's HTTP listener.
@@ -114,6 +121,9 @@ fn policy_workflow_commands_work_as_written() {
         "iron-agent generate-ca --outdir ./ca",
         "iron-agent run --config observe.yaml 2> audit.jsonl",
         "iron-agent summary audit.jsonl",
+        "iron-agent policy suggest audit.jsonl --config observe.yaml > suggested.yaml",
+        "iron-agent policy replay audit.jsonl --config suggested.yaml",
+        "iron-agent policy suggest audit.jsonl --diff enforce.yaml",
         "iron-agent policy test --config enforce.yaml GET https://api.github.com/repos/octo/hello",
         "iron-agent policy test --config enforce.yaml DELETE https://api.github.com/repos/octo/hello",
         "iron-agent policy replay audit.jsonl --config enforce.yaml",
@@ -161,25 +171,37 @@ fn policy_workflow_commands_work_as_written() {
         "{out}"
     );
 
-    // 3. policy test, with the outputs the page shows.
+    // 3. suggest: the page shows the output as it is; the log replays unchanged against it.
     let (code, out, err) = sh(d, &cmds[3], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.contains(&format!("```yaml\n{out}```")), "not on the page:\n{out}");
+    std::fs::write(d.join("suggested.yaml"), &out).unwrap();
+    let (code, out, err) = sh(d, &cmds[4], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 replayed, 3 unchanged, 0 allow → deny"), "{out}");
+    let (code, out, err) = sh(d, &cmds[5], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(page.contains(&format!("```\n{out}```")), "not on the page:\n{out}");
+
+    // 4. policy test, with the outputs the page shows.
+    let (code, out, err) = sh(d, &cmds[6], &[]);
     assert_eq!(code, 0, "{out}{err}");
     let rule = "rule:     transforms[0].config.rules[0] (allowlist) at enforce.yaml:16";
     assert!(out.contains(rule) && page.contains(rule), "{out}");
-    let (code, out, _) = sh(d, &cmds[4], &[]);
+    let (code, out, _) = sh(d, &cmds[7], &[]);
     assert_eq!(code, 1, "{out}");
     let rule = "transforms[0] (allowlist: no rule matched) at\nenforce.yaml:11";
     assert!(out.contains(&rule.replace('\n', " ")), "{out}");
     assert!(page.contains(rule));
 
-    // 4. replay: unchanged against enforce.yaml, a flip against candidate.yaml.
-    let (code, out, err) = sh(d, &cmds[5], &[]);
+    // 5. replay: unchanged against enforce.yaml, a flip against candidate.yaml.
+    let (code, out, err) = sh(d, &cmds[8], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("3 recorded requests: 3 replayed, 3 unchanged, 0 allow → deny"),
         "{out}"
     );
-    let (code, out, err) = sh(d, &cmds[6], &[]);
+    let (code, out, err) = sh(d, &cmds[9], &[]);
     assert_eq!(code, 1, "{out}{err}");
     let r: Value = serde_json::from_str(&out).unwrap();
     let flip = &r["allow_to_deny"][0];

@@ -1,4 +1,6 @@
 //! `allowlist` (§12.1): flat domains/cidrs plus method/path rules; empty denies everything.
+//! `mode: learn` (iron-agent extension) admits what the rules would deny and says so in the
+//! audit record, to observe a job before its policy is written (`iron-agent policy suggest`).
 
 use serde::Deserialize;
 
@@ -13,6 +15,24 @@ pub struct AllowlistConfig {
     pub cidrs: Vec<Cidr>,
     pub rules: Vec<RuleConfig>,
     pub warn: bool,
+    pub mode: AllowlistMode,
+}
+
+/// `allowlist.mode`: `enforce` (default) or `learn`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllowlistMode {
+    #[default]
+    Enforce,
+    /// Every request the rules would deny is allowed and forwarded; its allowlist trace is
+    /// annotated `learn: would_deny`.
+    Learn,
+}
+
+impl AllowlistConfig {
+    pub fn learns(&self) -> bool {
+        self.mode == AllowlistMode::Learn
+    }
 }
 
 impl KindConfig for AllowlistConfig {
@@ -30,6 +50,11 @@ impl KindConfig for AllowlistConfig {
     }
 
     fn warnings(&self, path: &str, out: &mut Vec<String>) {
+        if self.learns() {
+            out.push(format!(
+                "{path}.mode: learn: the allowlist is NOT enforced, every request is allowed and recorded"
+            ));
+        }
         if self.warn {
             out.push(format!(
                 "{path}.warn: allowlist violations are logged but not blocked"

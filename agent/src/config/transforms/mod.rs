@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{Cidr, ConfigError};
 
-pub use allowlist::AllowlistConfig;
+pub use allowlist::{AllowlistConfig, AllowlistMode};
 pub use annotate::{AnnotateConfig, AnnotationGroup};
 pub use aws_auth::{AwsAuthConfig, AwsCredentialsProvider, AwsCredentialsProviderType};
 pub use body_capture::{BodyCaptureConfig, DEFAULT_BODY_CAPTURE_BYTES};
