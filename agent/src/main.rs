@@ -72,10 +72,10 @@ fn jail(a: iron_agent::cli::RunArgs, global_config: Option<std::path::PathBuf>) 
         audit_copy: copy.as_ref().map(|c| c.path.clone()),
     };
     let code = run(a.config.or(global_config), Some(opts), None);
-    if let (Some(copy), Some(out)) = (&copy, &a.summary) {
-        if let Err(e) = copy.append_summary(out) {
-            eprintln!("warning: --summary: {e}");
-        }
+    if let (Some(copy), Some(out)) = (&copy, &a.summary)
+        && let Err(e) = copy.append_summary(out)
+    {
+        eprintln!("warning: --summary: {e}");
     }
     code
 }

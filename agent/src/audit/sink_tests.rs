@@ -87,7 +87,11 @@ fn the_copy_gets_every_record_whatever_the_level() {
     sink.write(rec(1, Action::Reject));
     let counters = sink.counters.clone();
     drop(sink);
-    assert_eq!(out.lines().len(), 1, "only the WARN record on the main output");
+    assert_eq!(
+        out.lines().len(),
+        1,
+        "only the WARN record on the main output"
+    );
     let copied = copy.lines();
     assert_eq!(copied.len(), 2, "{copied:?}");
     assert!(copied[0].contains("\"path\":\"/0\""), "{copied:?}");

@@ -902,7 +902,8 @@ fn connection_limits() {
 
 #[test]
 fn allowlist_mode_is_enforce_or_learn_and_names_the_field() {
-    let text = format!("{PRELUDE}transforms:\n  - name: allowlist\n    config:\n      mode: lern\n");
+    let text =
+        format!("{PRELUDE}transforms:\n  - name: allowlist\n    config:\n      mode: lern\n");
     let errs = errors_of(&text);
     let e = error_at(&errs, "transforms[0].config.mode");
     assert!(e.message.contains("unknown variant `lern`"), "{e}");
@@ -915,7 +916,8 @@ fn allowlist_mode_is_enforce_or_learn_and_names_the_field() {
     assert!(
         validate_warnings(&cfg)
             .iter()
-            .any(|w| w.starts_with("transforms[0].config.mode: learn: the allowlist is NOT enforced")),
+            .any(|w| w
+                .starts_with("transforms[0].config.mode: learn: the allowlist is NOT enforced")),
         "{:?}",
         validate_warnings(&cfg)
     );

@@ -67,7 +67,10 @@ mod tests {
         .unwrap();
         assert!(copy.append_summary(&out).unwrap());
         let text = std::fs::read_to_string(&out).unwrap();
-        assert!(text.starts_with("earlier step\n## Egress summary\n"), "{text}");
+        assert!(
+            text.starts_with("earlier step\n## Egress summary\n"),
+            "{text}"
+        );
         assert!(text.contains("1 requests: 0 allowed, 1 denied"), "{text}");
         std::fs::remove_file(&out).unwrap();
         let path = copy.path.clone();

@@ -116,7 +116,11 @@ fn replay(a: args::ReplayArgs) -> Result<ExitCode, OpsError> {
 
 fn suggest_command(a: args::SuggestArgs) -> Result<ExitCode, OpsError> {
     let log = audit_log::AuditLog::read_strict(&a.audit)?;
-    let eval = a.config.as_deref().map(dry_run::Evaluator::load).transpose()?;
+    let eval = a
+        .config
+        .as_deref()
+        .map(dry_run::Evaluator::load)
+        .transpose()?;
     let scope = |r: &audit_log::AuditLine| match &eval {
         Some(e) => suggest_yaml::scope_of(&e.cfg, e.select_record(r).profile),
         None => suggest::Scope {

@@ -325,7 +325,13 @@ mod tests {
     #[test]
     fn three_siblings_collapse_two_do_not() {
         assert_eq!(
-            hosts(&["a.pkg.test", "b.pkg.test", "c.pkg.test", "pkg.test", "x.other.test"]),
+            hosts(&[
+                "a.pkg.test",
+                "b.pkg.test",
+                "c.pkg.test",
+                "pkg.test",
+                "x.other.test"
+            ]),
             ["*.pkg.test", "x.other.test"]
         );
         assert_eq!(
@@ -337,8 +343,15 @@ mod tests {
     #[test]
     fn never_a_public_suffix_or_a_shared_host() {
         // `*.com` would allow the world; `*.s3.amazonaws.com` every bucket.
-        assert_eq!(hosts(&["a.com", "b.com", "c.com"]), ["a.com", "b.com", "c.com"]);
-        let s3 = ["a.s3.amazonaws.com", "b.s3.amazonaws.com", "c.s3.amazonaws.com"];
+        assert_eq!(
+            hosts(&["a.com", "b.com", "c.com"]),
+            ["a.com", "b.com", "c.com"]
+        );
+        let s3 = [
+            "a.s3.amazonaws.com",
+            "b.s3.amazonaws.com",
+            "c.s3.amazonaws.com",
+        ];
         assert_eq!(hosts(&s3), s3);
         let ips = ["10.0.0.1", "10.0.0.2", "10.0.0.3"];
         assert_eq!(hosts(&ips), ips);

@@ -109,7 +109,10 @@ pub fn diff(s: &Suggestion, cfg: &Config, name: &str) -> Diff {
     };
     for p in &s.pipelines {
         let (label, have) = match &p.scope.policy {
-            None => ("transforms (top level)".to_string(), existing(&cfg.transforms)),
+            None => (
+                "transforms (top level)".to_string(),
+                existing(&cfg.transforms),
+            ),
             Some(policy) => match cfg
                 .intercept
                 .policies
@@ -182,6 +185,9 @@ mod tests {
         assert_eq!(p.removed, ["domain old.test"]);
         assert_eq!(p.unchanged, 1);
         let text = render_text(&d);
-        assert!(text.contains("+ domain new.test\n- domain old.test\n"), "{text}");
+        assert!(
+            text.contains("+ domain new.test\n- domain old.test\n"),
+            "{text}"
+        );
     }
 }

@@ -182,8 +182,7 @@ mod tests {
     fn reqs(list: &[(&str, &str)]) -> BTreeMap<(String, String), usize> {
         let mut m = BTreeMap::new();
         for (method, path) in list {
-            *m.entry((method.to_string(), path.to_string()))
-                .or_default() += 1;
+            *m.entry((method.to_string(), path.to_string())).or_default() += 1;
         }
         m
     }
@@ -244,7 +243,10 @@ mod tests {
         );
         covers(&list, &got);
         assert!(match_path("/repos/*/issues/?*", "/repos/x/issues/99"));
-        assert!(!match_path("/repos/*/issues/?*", "/repos/x/issues/99/comments"));
+        assert!(!match_path(
+            "/repos/*/issues/?*",
+            "/repos/x/issues/99/comments"
+        ));
         assert_eq!(got[&("/repos/*/pulls".into(), "GET".into())], 3);
     }
 

@@ -41,17 +41,15 @@ fn by(identities: &[String]) -> String {
 pub fn header(s: &Suggestion) -> String {
     let mut out = format!(
         "# Suggested by `iron-agent policy suggest` from {}: {} of {} recorded requests covered",
-        s.source,
-        s.covered,
-        s.records
+        s.source, s.covered, s.records
     );
+    out.push_str(".\n");
     if s.would_deny > 0 {
         out.push_str(&format!(
-            " ({} of them passed only because the allowlist did not enforce)",
+            "# {} of them passed only because the allowlist did not enforce (learn or warn mode).\n",
             s.would_deny
         ));
     }
-    out.push_str(".\n");
     for (why, n) in &s.left_out {
         out.push_str(&format!("# Left out: {}: {why}.\n", requests(*n)));
     }
@@ -61,7 +59,10 @@ pub fn header(s: &Suggestion) -> String {
 /// One `- name: allowlist` list item whose `-` is at column `indent`.
 pub fn allowlist_item(p: Option<&Pipeline>, indent: usize) -> Vec<String> {
     let pad = |n: usize| " ".repeat(indent + n);
-    let mut l = vec![format!("{}- name: allowlist", pad(0)), format!("{}config:", pad(2))];
+    let mut l = vec![
+        format!("{}- name: allowlist", pad(0)),
+        format!("{}config:", pad(2)),
+    ];
     let Some(p) = p.filter(|p| !p.domains.is_empty() || !p.rules.is_empty()) else {
         l.push(format!(
             "{}domains: []  # no request recorded: denies every request",
@@ -224,9 +225,8 @@ pub fn render_into(s: &Suggestion, config_text: &str, name: &str) -> Result<Stri
     if !has_top && top.get("transforms").is_some_and(Value::is_null) {
         top.remove("transforms");
     }
-    if let Some(Value::Array(policies)) = top
-        .get_mut("intercept")
-        .and_then(|i| i.get_mut("policies"))
+    if let Some(Value::Array(policies)) =
+        top.get_mut("intercept").and_then(|i| i.get_mut("policies"))
     {
         for (i, p) in policies.iter_mut().enumerate() {
             let ph = hold(&mut items, find(i + 1));
@@ -239,7 +239,9 @@ pub fn render_into(s: &Suggestion, config_text: &str, name: &str) -> Result<Stri
     let mut out = header(s);
     for line in text.lines() {
         match placeholder_at(line) {
-            Some((indent, i)) => push_lines(&mut out, &allowlist_item(items.get(i).copied(), indent)),
+            Some((indent, i)) => {
+                push_lines(&mut out, &allowlist_item(items.get(i).copied(), indent))
+            }
             None => {
                 out.push_str(line);
                 out.push('\n');

@@ -17,7 +17,9 @@ fn log() -> AuditLog {
         ("c.pkg.test", "GET", "/simple/z/", None),
         ("ci.test", "PUT", "/upload", Some("build")),
     ] {
-        let policy = policy.map_or(String::new(), |p| format!(",\"policy\":\"{p}\",\"user\":\"ci\""));
+        let policy = policy.map_or(String::new(), |p| {
+            format!(",\"policy\":\"{p}\",\"user\":\"ci\"")
+        });
         text.push_str(&format!(
             "{{\"msg\":\"request\",\"host\":\"{host}\",\"method\":\"{method}\",\"path\":\"{path}\",\"action\":\"allow\"{policy}}}\n"
         ));
@@ -70,7 +72,10 @@ fn the_fragment_loads_and_admits_what_was_recorded() {
     assert!(admits(top, "b.pkg.test", "GET", "/simple/y/"));
     assert!(!admits(top, "api.test", "DELETE", "/repos/octo/pulls"));
     assert!(!admits(top, "new.test", "GET", "/"));
-    assert!(!admits(top, "ci.test", "PUT", "/upload"), "only the policy's");
+    assert!(
+        !admits(top, "ci.test", "PUT", "/upload"),
+        "only the policy's"
+    );
     assert!(admits(&lists[1], "ci.test", "PUT", "/upload"));
     assert_eq!(cfg.intercept.policies[0].users, ["ci"]);
 }
@@ -96,10 +101,16 @@ fn the_suggestion_goes_into_the_config() {
     assert_eq!(cfg.transforms.len(), 2, "{text}");
     assert_eq!(cfg.intercept.policies[1].uids, [4242]);
     let lists = allowlists(&cfg);
-    assert!(admits(&lists[0], "api.test", "GET", "/repos/x/pulls"), "{text}");
+    assert!(
+        admits(&lists[0], "api.test", "GET", "/repos/x/pulls"),
+        "{text}"
+    );
     assert!(admits(&lists[1], "ci.test", "PUT", "/upload"));
     assert!(!admits(&lists[1], "ci.test", "GET", "/upload"));
     assert!(admits(&lists[2], "idle.test", "GET", "/"));
-    assert!(!admits(&lists[2], "other.test", "GET", "/"), "learn mode removed");
+    assert!(
+        !admits(&lists[2], "other.test", "GET", "/"),
+        "learn mode removed"
+    );
     assert!(!text.contains("learn"), "{text}");
 }

@@ -102,10 +102,10 @@ fn learn_suggest_enforce_replay_round_trip() {
     let d = dir.path();
     assert_eq!(sh(d, "iron-agent generate-ca --outdir ./ca", &[]).0, 0);
     // Absolute CA paths: the suggestion re-serialises the file, quoting as it sees fit.
-    let observe = OBSERVE
+    let observe_yaml = OBSERVE
         .replace("\"ca/ca.crt\"", &format!("{:?}", d.join("ca/ca.crt")))
         .replace("\"ca/ca.key\"", &format!("{:?}", d.join("ca/ca.key")));
-    std::fs::write(d.join("observe.yaml"), observe).unwrap();
+    std::fs::write(d.join("observe.yaml"), observe_yaml).unwrap();
     let rt = iron_agent_tests::runtime();
     let (origin, zone) = rt.block_on(async {
         let o = Origin::start(OriginKind::Http, None).await;
@@ -131,10 +131,15 @@ fn learn_suggest_enforce_replay_round_trip() {
     ] {
         assert!(yaml.contains(want), "{want:?} not in\n{yaml}");
     }
-    assert!(!yaml.contains("learn"), "{yaml}");
+    assert!(!yaml.contains("mode: learn"), "{yaml}");
     std::fs::write(d.join("enforce.yaml"), &yaml).unwrap();
     assert_eq!(
-        sh(d, "iron-agent check-config --config enforce.yaml --no-host-checks", &[]).0,
+        sh(
+            d,
+            "iron-agent check-config --config enforce.yaml --no-host-checks",
+            &[]
+        )
+        .0,
         0
     );
     // Replay: nothing the job did flips to denied; the suggestion equals itself.
@@ -147,17 +152,26 @@ fn learn_suggest_enforce_replay_round_trip() {
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["replayed"].as_u64(), Some(9), "{r}");
     assert_eq!(r["allow_to_deny"].as_array().unwrap().len(), 0, "{r}");
-    let (code, out, _) = sh(d, "iron-agent policy suggest audit.jsonl --diff enforce.yaml", &[]);
+    let (code, out, _) = sh(
+        d,
+        "iron-agent policy suggest audit.jsonl --diff enforce.yaml",
+        &[],
+    );
     assert_eq!(code, 0);
     assert!(out.contains(": 0 changes."), "{out}");
-    let (_, out, _) = sh(d, "iron-agent policy suggest audit.jsonl --diff observe.yaml", &[]);
-    assert!(out.contains("+ rule GET api.github.com /repos/*/pulls"), "{out}");
+    let (_, out, _) = sh(
+        d,
+        "iron-agent policy suggest audit.jsonl --diff observe.yaml",
+        &[],
+    );
+    assert!(
+        out.contains("+ rule GET api.github.com /repos/*/pulls"),
+        "{out}"
+    );
     assert!(out.contains("- domain pypi.org"), "{out}");
 
     // Enforce: the job passes again, a new host and a new method do not.
-    let agent = builder(d, &yaml, zone)
-        .env("IA_LEARN_GH", GH_VALUE)
-        .start();
+    let agent = builder(d, &yaml, zone).env("IA_LEARN_GH", GH_VALUE).start();
     let mut job = JOB.to_vec();
     job.extend([
         ("GET", "api.github.com", "/repos/other/pulls"),
@@ -186,7 +200,10 @@ fn suggest_errors_exit_2_naming_the_line() {
     .unwrap();
     let (code, _, err) = sh(d, "iron-agent policy suggest bad.jsonl", &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("bad.jsonl:2:") && err.contains("`host`"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:2:") && err.contains("`host`"),
+        "{err}"
+    );
     let (code, _, err) = sh(d, "iron-agent policy suggest missing.jsonl", &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("missing.jsonl"), "{err}");
@@ -224,7 +241,10 @@ fn jail_learns_and_appends_its_summary() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("LEARNING MODE"), "{}", out.stderr);
     let text = std::fs::read_to_string(&summary).unwrap();
-    assert!(text.starts_with("previous step\n## Egress summary\n"), "{text}");
+    assert!(
+        text.starts_with("previous step\n## Egress summary\n"),
+        "{text}"
+    );
     assert!(
         text.contains("1 requests: 0 allowed, 0 denied, 1 errors"),
         "{text}\n{}",

@@ -174,14 +174,23 @@ fn policy_workflow_commands_work_as_written() {
     // 3. suggest: the page shows the output as it is; the log replays unchanged against it.
     let (code, out, err) = sh(d, &cmds[3], &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(page.contains(&format!("```yaml\n{out}```")), "not on the page:\n{out}");
+    assert!(
+        page.contains(&format!("```yaml\n{out}```")),
+        "not on the page:\n{out}"
+    );
     std::fs::write(d.join("suggested.yaml"), &out).unwrap();
     let (code, out, err) = sh(d, &cmds[4], &[]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("3 replayed, 3 unchanged, 0 allow → deny"), "{out}");
+    assert!(
+        out.contains("3 replayed, 3 unchanged, 0 allow → deny"),
+        "{out}"
+    );
     let (code, out, err) = sh(d, &cmds[5], &[]);
     assert_eq!(code, 0, "{err}");
-    assert!(page.contains(&format!("```\n{out}```")), "not on the page:\n{out}");
+    assert!(
+        page.contains(&format!("```\n{out}```")),
+        "not on the page:\n{out}"
+    );
 
     // 4. policy test, with the outputs the page shows.
     let (code, out, err) = sh(d, &cmds[6], &[]);
