@@ -116,6 +116,18 @@ fn learn_suggest_enforce_replay_round_trip() {
     let port = origin.port();
     observe(d, zone, port, &rt);
 
+    // The dry run says why an unknown host passes.
+    let (code, out, _) = sh(
+        d,
+        "iron-agent policy test --config observe.yaml GET http://new.test/",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("allowed only because the allowlist has `mode: learn`"),
+        "{out}"
+    );
+
     // Suggest, into the observed config: ready to run.
     let (code, yaml, err) = sh(
         d,

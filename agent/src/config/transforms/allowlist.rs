@@ -60,7 +60,9 @@ impl KindConfig for AllowlistConfig {
                 "{path}.warn: allowlist violations are logged but not blocked"
             ));
         }
-        if self.domains.is_empty() && self.cidrs.is_empty() && self.rules.is_empty() {
+        let empty = self.domains.is_empty() && self.cidrs.is_empty() && self.rules.is_empty();
+        // In learn mode an empty list is the usual start, and denies nothing.
+        if empty && !self.learns() {
             out.push(format!("{path}: empty allowlist denies every request"));
         }
     }
