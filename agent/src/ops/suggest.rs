@@ -290,7 +290,7 @@ fn collapse_hosts(hosts: BTreeMap<String, HostSeen>) -> BTreeMap<String, HostSee
     let mut out: BTreeMap<String, HostSeen> = BTreeMap::new();
     for (h, seen) in hosts {
         let wild = match parent_of(&h) {
-            Some(p) if children[&p] >= MIN_SIBLINGS => format!("*.{p}"),
+            Some(p) if children.get(&p).is_some_and(|n| *n >= MIN_SIBLINGS) => format!("*.{p}"),
             _ if children.get(&h).is_some_and(|n| *n >= MIN_SIBLINGS) => format!("*.{h}"),
             _ => h,
         };

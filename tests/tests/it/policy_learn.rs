@@ -166,6 +166,23 @@ fn learn_suggest_enforce_replay_round_trip() {
     assert_eq!(r["allow_to_deny"].as_array().unwrap().len(), 0, "{r}");
     let (code, out, _) = sh(
         d,
+        "iron-agent policy suggest audit.jsonl --format json",
+        &[],
+    );
+    assert_eq!(code, 0);
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (j["records"].as_u64(), j["would_deny"].as_u64()),
+        (Some(9), Some(8))
+    );
+    let rules = j["pipelines"][0]["rules"].as_array().unwrap();
+    let pulls = rules
+        .iter()
+        .find(|r| r["paths"][0]["path"] == "/repos/*/pulls")
+        .unwrap();
+    assert_eq!(pulls["requests"], 3, "{pulls}");
+    let (code, out, _) = sh(
+        d,
         "iron-agent policy suggest audit.jsonl --diff enforce.yaml",
         &[],
     );
