@@ -724,3 +724,43 @@ fn reload_applies_a_changed_postgres_block() {
     assert!(out.contains("globex") && !out.contains("acme"), "{out}");
     assert_eq!(agent.signal(libc::SIGTERM).code(), Some(0));
 }
+
+/// SIGHUP to an agent on the embedded default config (no `--config`): nothing to re-read, so the
+/// reload is logged as failed and counted, the agent keeps serving, and the config in force is
+/// still the embedded one (`iron_agent_config_info{hash=""}`).
+#[test]
+fn sighup_without_config_file_is_a_logged_failure() {
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::with_config("")
+        .args(&["run"])
+        .env("IRON_AGENT_STATE_DIR", state.path().to_string_lossy())
+        .env("IRON_PROXY_HTTP_LISTEN", "127.0.0.1:0")
+        .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:0")
+        .env("IRON_DNS_LISTEN", "127.0.0.1:0")
+        .env("IRON_METRICS_LISTEN", "127.0.0.1:0")
+        .start();
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let line = reload_agent(&agent, false).await;
+        assert_eq!(
+            line["msg"], "config reload failed; previous config kept",
+            "{line}"
+        );
+        assert!(
+            line["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no config file to re-read"),
+            "{line}"
+        );
+        let m = scrape_metrics(agent.addr("metrics")).await;
+        assert_eq!(m.config_hash(), "");
+        assert_eq!(
+            m.value(r#"iron_agent_reloads_total{result="failure"}"#),
+            Some(1.0)
+        );
+        // Still serving: the embedded config denies everything.
+        let r = http_request(agent.addr("http"), get("example.com", "/")).await;
+        assert_eq!(r.status, 403);
+    });
+}
