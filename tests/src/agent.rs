@@ -236,6 +236,15 @@ impl Agent {
         );
     }
 
+    /// Stops reading the agent's stderr (a stalled log collector) until [`Agent::resume_stderr`].
+    pub fn pause_stderr(&self) {
+        self.lines.pause();
+    }
+
+    pub fn resume_stderr(&self) {
+        self.lines.resume();
+    }
+
     pub fn json_lines(&self) -> Vec<Value> {
         self.lines.json()
     }
@@ -338,6 +347,8 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        // A paused reader would wait forever for a child that is gone.
+        self.lines.resume();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use agent_common::harden::HARDEN_COUNTERS;
+
 use crate::accept::{BindError, accept_loop, bind_tcp};
 use crate::config::ListenAddr;
 use crate::ebpf::Interceptor;
@@ -59,7 +61,9 @@ impl Admin {
     }
 }
 
-/// Exports the eBPF programs' counters (read from their map at each scrape) once attached.
+/// Exports the eBPF programs' counters (read from their maps at each scrape) once attached:
+/// the interception programs' map, and the hardening programs' map (their denials join
+/// `iron_agent_ebpf_denials_total`; left out when it cannot be read).
 pub fn export_kernel_counters(metrics: &Metrics, interceptor: Option<&Arc<Interceptor>>) {
     let Some(i) = interceptor else {
         metrics.set_kernel_source(None);
@@ -69,20 +73,35 @@ pub fn export_kernel_counters(metrics: &Metrics, interceptor: Option<&Arc<Interc
         .iter()
         .map(|c| kernel_name(&format!("{c:?}")))
         .collect();
+    let harden_names: Vec<(KernelFamily, Arc<str>)> = HARDEN_COUNTERS
+        .iter()
+        .map(|c| kernel_name(&format!("{c:?}")))
+        .collect();
     let i = Arc::downgrade(i);
     metrics.set_kernel_source(Some(Arc::new(move || {
-        let counters = i.upgrade()?.counters().ok()?;
-        Some(
-            agent_common::COUNTERS
-                .iter()
-                .zip(&names)
-                .map(|(c, (family, label))| KernelCounter {
-                    family: *family,
-                    label: label.clone(),
-                    value: counters.get(*c),
-                })
-                .collect(),
-        )
+        let i = i.upgrade()?;
+        let counters = i.counters().ok()?;
+        let mut out: Vec<KernelCounter> = agent_common::COUNTERS
+            .iter()
+            .zip(&names)
+            .map(|(c, (family, label))| KernelCounter {
+                family: *family,
+                label: label.clone(),
+                value: counters.get(*c),
+            })
+            .collect();
+        if let Ok(h) = crate::ebpf::harden::pinned_counters(i.pin_dir()) {
+            out.extend(
+                h.iter()
+                    .zip(&harden_names)
+                    .map(|((_, value), (family, label))| KernelCounter {
+                        family: *family,
+                        label: label.clone(),
+                        value: *value,
+                    }),
+            );
+        }
+        Some(out)
     })));
 }
 
@@ -200,5 +219,17 @@ mod tests {
         assert_eq!((f, &*l), (KernelFamily::Denial, "no_listener"));
         let (f, l) = kernel_name("PeerRestored");
         assert_eq!((f, &*l), (KernelFamily::Event, "peer_restored"));
+        // Hardening counters are denials too, and their reasons never collide with the
+        // interception ones.
+        let harden: Vec<(KernelFamily, Arc<str>)> = HARDEN_COUNTERS
+            .iter()
+            .map(|c| kernel_name(&format!("{c:?}")))
+            .collect();
+        assert!(harden.iter().all(|(f, _)| *f == KernelFamily::Denial));
+        assert!(harden.iter().any(|(_, l)| &**l == "bind_agent_port"));
+        for c in agent_common::COUNTERS {
+            let (_, l) = kernel_name(&format!("{c:?}"));
+            assert!(harden.iter().all(|(_, h)| *h != l), "{l}");
+        }
     }
 }

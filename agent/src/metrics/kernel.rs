@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 pub enum KernelFamily {
     /// A connection or datagram redirected to a listener; label = the listener.
     Redirect,
-    /// A connection, datagram or socket denied; label = why.
+    /// A connection, datagram, socket or operation (hardening) denied; label = why.
     Denial,
     /// Bookkeeping events (original destinations restored or recorded).
     Event,
@@ -59,7 +59,7 @@ const FAMILIES: [(KernelFamily, &str, &str, &str); 3] = [
     (
         KernelFamily::Denial,
         "iron_agent_ebpf_denials",
-        "Connections, datagrams and sockets the eBPF programs denied, by reason",
+        "Connections, datagrams, sockets and operations the eBPF programs (interception and hardening) denied, by reason",
         "reason",
     ),
     (

@@ -154,6 +154,21 @@ fn inbound_listeners_are_loopback_only_and_agent_ports_cannot_be_squatted() {
     assert_eq!(py(&u1, &py_bind("4", "0.0.0.0", 18090, true)), "ok");
     // Exempt root is untouched.
     assert_eq!(py_as_root(&py_bind("4", "0.0.0.0", 18080, true)), "ok");
+    // The hardening programs' denials are on /metrics with the interception ones: the four
+    // binds above (bind4/bind6), the unbound listen when the LSM is on.
+    let m = crate::metrics::scrape_metrics_blocking(agent.addr("metrics"));
+    let bind = m.value(r#"iron_agent_ebpf_denials_total{reason="bind"}"#);
+    assert!(bind.is_some_and(|v| v >= 4.0), "{}", m.text);
+    if lsm_on(&agent) {
+        let listen = m.value(r#"iron_agent_ebpf_denials_total{reason="listen"}"#);
+        assert!(listen.is_some_and(|v| v >= 1.0), "{}", m.text);
+    }
+    assert!(
+        m.value(r#"iron_agent_ebpf_denials_total{reason="ptrace"}"#)
+            .is_some(),
+        "{}",
+        m.text
+    );
 
     // Squatting: while the agent is down its redirect targets stay reserved.
     let https = agent.addr("https").port();

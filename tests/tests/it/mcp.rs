@@ -471,3 +471,73 @@ fn policy_applies_inside_a_connect_tunnel() {
         assert_eq!(inner[0]["mcp"]["messages"][0]["reason"], "tool_not_allowed");
     });
 }
+
+/// A reload replaces the MCP tool policy: a tool allowed before is denied (and audited so) on
+/// the next call, one denied before passes; SIGHUP puts the first policy back.
+#[test]
+fn reload_changes_the_tool_policy_for_the_next_call() {
+    use crate::reload::{reload_agent, rewrite, with_management};
+    iron_agent_tests::runtime().block_on(async {
+        let srv = McpServer::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = TestCa::new("mcp reload CA").write(dir.path());
+        let cfg = |tool: &str| {
+            let mut m = mcp_block();
+            m["servers"][0]["tools"] = json!([{"name": tool}]);
+            AgentConfig::loopback(&c, &k)
+                .transforms([Transform::allowlist(&["localhost"])])
+                .with(|c| c.mcp = Some(m))
+        };
+        let agent = with_management(&cfg("search")).start();
+        let (http, p) = (agent.addr("http"), srv.port);
+        let denied = |id: u64| {
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32042,"message":"nope"}}}}"#)
+        };
+
+        let r = http_request(http, post(p, "/mcp", &call(json!(1), "search", json!({})))).await;
+        assert!(r.text().contains("done"), "{}", r.text());
+        assert_eq!(mcp_audit(&agent, 1)["action"], "allow");
+        let r = http_request(
+            http,
+            post(p, "/mcp", &call(json!(2), "delete_repo", json!({}))),
+        )
+        .await;
+        assert_eq!(r.text(), denied(2));
+
+        rewrite(&agent, &cfg("delete_repo"));
+        let line = reload_agent(&agent, true).await;
+        assert_eq!(line["msg"], "config reloaded", "{line}");
+        assert_eq!(line["changed"], "mcp", "{line}");
+        let r = http_request(http, post(p, "/mcp", &call(json!(3), "search", json!({})))).await;
+        assert_eq!(r.text(), denied(3), "search is no longer allowed");
+        let a = mcp_audit(&agent, 3);
+        assert_eq!(a["action"], "reject");
+        assert_eq!(a["mcp"]["messages"][0]["tool"], "search");
+        assert_eq!(a["mcp"]["messages"][0]["decision"], "deny");
+        assert_eq!(a["mcp"]["messages"][0]["reason"], "tool_not_allowed");
+        let r = http_request(
+            http,
+            post(p, "/mcp", &call(json!(4), "delete_repo", json!({}))),
+        )
+        .await;
+        assert!(r.text().contains("done"), "{}", r.text());
+        assert_eq!(mcp_audit(&agent, 4)["action"], "allow");
+        // The server saw the two allowed calls only.
+        assert_eq!(srv.seen.bodies().len(), 2);
+
+        rewrite(&agent, &cfg("search"));
+        assert_eq!(reload_agent(&agent, false).await["msg"], "config reloaded");
+        let r = http_request(http, post(p, "/mcp", &call(json!(5), "search", json!({})))).await;
+        assert!(r.text().contains("done"), "{}", r.text());
+        let r = http_request(
+            http,
+            post(p, "/mcp", &call(json!(6), "delete_repo", json!({}))),
+        )
+        .await;
+        assert_eq!(r.text(), denied(6));
+        assert_eq!(
+            mcp_audit(&agent, 6)["mcp"]["messages"][0]["reason"],
+            "tool_not_allowed"
+        );
+    });
+}

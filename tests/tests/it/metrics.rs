@@ -57,6 +57,21 @@ impl Scrape {
             .sum()
     }
 
+    /// The `hash` label of `iron_agent_config_info` (exactly one sample expected).
+    pub fn config_hash(&self) -> String {
+        let info: Vec<&String> = self
+            .samples
+            .keys()
+            .filter(|k| k.starts_with("iron_agent_config_info{"))
+            .collect();
+        assert_eq!(info.len(), 1, "one config in force:\n{}", self.text);
+        info[0]
+            .strip_prefix(r#"iron_agent_config_info{hash=""#)
+            .and_then(|r| r.strip_suffix(r#""}"#))
+            .unwrap_or_else(|| panic!("config_info labels: {}", info[0]))
+            .to_string()
+    }
+
     fn declares(&self, family: &str, kind: &str) -> bool {
         self.text.contains(&format!("# TYPE {family} {kind}\n"))
     }
@@ -397,5 +412,79 @@ fn readyz_follows_startup_and_drain() {
         assert_eq!(statuses, [503, 200, 503], "{seen:?}");
         assert!(seen[0].1.contains("listeners"), "{seen:?}");
         assert!(seen[2].1.contains("shutting down"), "{seen:?}");
+    });
+}
+
+/// A log collector that stops reading stderr: requests are still answered promptly, and the
+/// audit records that no longer fit the writer's bounded batch are dropped and counted in
+/// `iron_agent_audit_dropped_total` (while `iron_agent_requests_total` still counts them all);
+/// once stderr is read again the writer reports the drops in a WARN line.
+#[test]
+fn stalled_stderr_drops_audit_records_and_counts_them() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = TestCa::new("audit drop CA").write(dir.path());
+        let origin = Origin::start(OriginKind::Http, None).await;
+        let cfg = AgentConfig::loopback(&c, &k).transforms([Transform::allowlist(&["localhost"])]);
+        let agent = Agent::with(&cfg).start();
+        let host = format!("localhost:{}", origin.port());
+        // Long paths make big records: the 8 MiB batch fills after about a thousand.
+        let long = "p".repeat(8000);
+        let tcp = tokio::net::TcpStream::connect(agent.addr("http"))
+            .await
+            .unwrap();
+        let (mut conn, driver) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(driver);
+        agent.pause_stderr();
+        let mut sent = 0u32;
+        let dropped = loop {
+            for _ in 0..200 {
+                sent += 1;
+                let req = get(&host, &format!("/{long}/{sent}"));
+                let exchange = async {
+                    conn.ready().await?;
+                    conn.send_request(req).await
+                };
+                let r = tokio::time::timeout(Duration::from_secs(10), exchange)
+                    .await
+                    .expect("a request waited on the stalled audit log")
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = http_body_util::BodyExt::collect(r.into_body()).await;
+            }
+            let m = scrape_metrics(agent.addr("metrics")).await;
+            let dropped = m.value("iron_agent_audit_dropped_total").unwrap();
+            if dropped > 0.0 || sent >= 6000 {
+                break dropped;
+            }
+        };
+        assert!(
+            dropped > 0.0,
+            "no drop after {sent} records with stderr stalled"
+        );
+        // Every request is counted, dropped record or not (the last one is counted just
+        // after its answer: wait for it, bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = scrape_metrics(agent.addr("metrics")).await;
+            let counted = m.sum("iron_agent_requests_total", &[r#"action="allow""#]);
+            if counted == f64::from(sent) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{counted} of {sent} requests counted"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        agent.resume_stderr();
+        assert!(
+            agent.wait_for_log("audit log writer fell behind: records dropped"),
+            "no drop report once stderr was read again"
+        );
     });
 }

@@ -454,3 +454,93 @@ fn unsupported_protocol_exits_1_with_iron_proxys_message() {
         );
     });
 }
+
+/// An OTLP/HTTP endpoint in trouble: reads each export and answers `status`. Counts the calls.
+async fn failing_receiver(status: u16, calls: Arc<AtomicU64>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let calls = calls.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let mut r = http::Response::new(Full::new(Bytes::from_static(b"busy")));
+                        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// With the collector at `endpoint` failing every export: each request is still answered
+/// within a bound, and every record ends up counted as `export_failed` (none exported, none
+/// silently lost), with a WARN line.
+async fn failed_exports_are_counted(endpoint: String) {
+    let mut vars = quick("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+    vars.push(("OTEL_EXPORTER_OTLP_TIMEOUT", "2000".into()));
+    let env = start(&vars).await;
+    let host = env.local();
+    const N: usize = 20;
+    for i in 0..N {
+        let r = tokio::time::timeout(Duration::from_secs(5), env.get(&host, &format!("/f/{i}")))
+            .await
+            .expect("request held up by the failing OTEL export");
+        assert_eq!(r, 200);
+    }
+    let failed = r#"iron_agent_otel_dropped_total{reason="export_failed"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = scrape_metrics(env.agent.addr("metrics")).await;
+        if m.value(failed) == Some(N as f64) || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(m.value(failed), Some(N as f64), "{}", m.text);
+    assert_eq!(
+        m.value(r#"iron_agent_otel_dropped_total{reason="queue_full"}"#),
+        Some(0.0)
+    );
+    assert_eq!(m.value("iron_agent_otel_exported_total"), Some(0.0));
+    let warn = env
+        .agent
+        .json_lines()
+        .into_iter()
+        .find(|l| l["msg"] == "otel export failed: records dropped")
+        .unwrap_or_else(|| panic!("no export failure line:\n{}", env.agent.logs()));
+    assert_eq!(warn["level"], "WARN");
+    assert!(warn["records"].as_u64().unwrap() >= 1, "{warn}");
+}
+
+#[test]
+fn collector_down_drops_are_counted_as_export_failed() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        // A closed port: every export is refused at connect.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        failed_exports_are_counted(format!("http://127.0.0.1:{port}")).await;
+    });
+}
+
+#[test]
+fn collector_answering_errors_drops_are_counted_as_export_failed() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let calls = Arc::new(AtomicU64::new(0));
+        let addr = failing_receiver(503, calls.clone()).await;
+        failed_exports_are_counted(format!("http://{addr}")).await;
+        assert!(calls.load(Ordering::SeqCst) >= 1, "the collector was asked");
+    });
+}

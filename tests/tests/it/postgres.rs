@@ -513,7 +513,8 @@ fn dsn_database_must_match_the_route() {
     assert_eq!(rec["postgres"]["sqlstate"], "3D000", "{rec}");
 }
 
-/// Reconfiguration through the library (the agent has no reload command yet): same address
+/// Reconfiguration through the library (the running agent's reload is
+/// `reload::reload_applies_a_changed_postgres_block`), in detail: same address
 /// keeps the socket and changes what new sessions get; a new address moves the listener; a bad
 /// block leaves the running one alone; an empty block stops it. Sessions in flight continue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use iron_agent_tests::client::{Reply, get};
-use iron_agent_tests::{Agent, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request};
+use iron_agent_tests::{
+    Agent, AgentBuilder, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request,
+};
 use serde_json::{Value, json};
+
+use crate::metrics::scrape_metrics;
 
 const KEY_VAR: &str = "IRON_TEST_MGMT_KEY";
 const KEY: &str = "mgmt-key-5d1e";
@@ -23,6 +27,70 @@ fn yaml(cfg: &AgentConfig) -> String {
     let mut v = serde_json::to_value(cfg).unwrap();
     v["management"] = json!({"listen": "127.0.0.1:0", "api_key_env": KEY_VAR});
     serde_saphyr::to_string(&v).unwrap()
+}
+
+/// An agent on `cfg` with the management API on (its key in the environment), for other
+/// modules' reload tests.
+pub(crate) fn with_management(cfg: &AgentConfig) -> AgentBuilder {
+    Agent::with_config(&yaml(cfg)).env(KEY_VAR, KEY)
+}
+
+/// Rewrites the config file of an agent from [`with_management`] with `cfg`.
+pub(crate) fn rewrite(agent: &Agent, cfg: &AgentConfig) {
+    std::fs::write(&agent.config_path, yaml(cfg)).unwrap();
+}
+
+/// Reloads an agent from [`with_management`] by `POST /v1/reload` (`api`) or SIGHUP and
+/// returns the reload's log line once it is written (bounded wait).
+pub(crate) async fn reload_agent(agent: &Agent, api: bool) -> Value {
+    let before = reload_lines(agent).len();
+    if api {
+        let req = http::Request::post("/v1/reload")
+            .header("host", "mgmt")
+            .header("authorization", format!("Bearer {KEY}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let r = http_request(agent.addr("management"), req).await;
+        assert!(matches!(r.status, 200 | 422), "{}", r.text());
+    } else {
+        // SAFETY: kill(2) on our own child's pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(agent.pid() as i32, libc::SIGHUP);
+        }
+    }
+    next_reload_line(agent, before).await
+}
+
+/// The `config reloaded` / `config reload failed` lines so far.
+fn reload_lines(agent: &Agent) -> Vec<Value> {
+    agent
+        .json_lines()
+        .into_iter()
+        .filter(|v| {
+            v["msg"] == "config reloaded"
+                || v["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("config reload failed"))
+        })
+        .collect()
+}
+
+/// The reload line after the first `before` ones, waiting (bounded) for it.
+async fn next_reload_line(agent: &Agent, before: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = reload_lines(agent);
+        if lines.len() > before {
+            return lines[before].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged:\n{}",
+            agent.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 struct Fixture {
@@ -43,7 +111,7 @@ impl Fixture {
             .with(|c| c.proxy.upstream_response_header_timeout = Some("10s".into()));
         let origin = Origin::start(OriginKind::Http, None).await;
         let cfg = base.clone().transforms([Transform::allowlist(allow)]);
-        let agent = Agent::with_config(&yaml(&cfg)).env(KEY_VAR, KEY).start();
+        let agent = with_management(&cfg).start();
         Fixture {
             agent,
             origin,
@@ -91,39 +159,26 @@ impl Fixture {
     }
 
     fn reload_lines(&self) -> Vec<Value> {
-        self.agent
-            .json_lines()
-            .into_iter()
-            .filter(|v| {
-                v["msg"] == "config reloaded"
-                    || v["msg"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("config reload failed"))
-            })
-            .collect()
+        reload_lines(&self.agent)
+    }
+
+    /// Reloads by API (expecting `status`) or by SIGHUP; the reload's log line.
+    async fn reload_by(&self, api: bool, status: u16) -> Value {
+        if !api {
+            return self.sighup().await;
+        }
+        let before = self.reload_lines().len();
+        let r = self.reload().await;
+        assert_eq!(r.status, status, "{}", r.text());
+        if status == 200 {
+            assert_eq!(json_of(&r), json!({"status": "ok"}));
+        }
+        next_reload_line(&self.agent, before).await
     }
 
     /// Sends SIGHUP and waits (bounded) until the reload it triggered is logged.
     async fn sighup(&self) -> Value {
-        let before = self.reload_lines().len();
-        // SAFETY: kill(2) on our own child's pid.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.agent.pid() as i32, libc::SIGHUP);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let lines = self.reload_lines();
-            if lines.len() > before {
-                return lines[before].clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no reload after SIGHUP:\n{}",
-                self.agent.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        reload_agent(&self.agent, false).await
     }
 }
 
@@ -191,28 +246,47 @@ fn ten_reloads_by_api_and_sighup_under_load_fail_no_request() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
         let fx = Fixture::start(&["localhost"]).await;
+        let metrics = fx.agent.addr("metrics");
+        let mut in_force = scrape_metrics(metrics).await.config_hash();
+        assert!(in_force.starts_with("sha256:"), "{in_force}");
         let stop = Arc::new(AtomicBool::new(false));
         let loader = tokio::spawn(load(fx.agent.addr("http"), fx.host(), stop.clone()));
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut hashes = std::collections::HashSet::new();
+        let mut bad = 0;
         for i in 0..10 {
+            let by_api = i % 2 == 0;
+            // Every third generation a broken file comes first, by API or SIGHUP: refused under
+            // load, and the hash in force does not move.
+            if i % 3 == 0 {
+                fx.write("transforms: [");
+                let line = fx.reload_by(by_api, 422).await;
+                assert_eq!(
+                    line["msg"], "config reload failed; previous config kept",
+                    "{line}"
+                );
+                bad += 1;
+                assert_eq!(scrape_metrics(metrics).await.config_hash(), in_force);
+            }
             // Each generation a different config: the second domain alternates.
             let other = if i % 2 == 0 { "a.test" } else { "b.test" };
             fx.write_allow(&["localhost", other]);
-            let line = if i % 2 == 0 {
-                let r = fx.reload().await;
-                assert_eq!(r.status, 200, "{}", r.text());
-                assert_eq!(json_of(&r), json!({"status": "ok"}));
-                fx.reload_lines().last().cloned().unwrap()
-            } else {
-                fx.sighup().await
-            };
+            let line = fx.reload_by(by_api, 200).await;
             assert_eq!(line["msg"], "config reloaded", "{line}");
-            assert_eq!(line["trigger"], if i % 2 == 0 { "api" } else { "SIGHUP" });
+            assert_eq!(line["trigger"], if by_api { "api" } else { "SIGHUP" });
             assert_eq!(line["changed"], "transforms", "{line}");
-            hashes.insert(line["config_hash"].as_str().unwrap().to_string());
+            let hash = line["config_hash"].as_str().unwrap().to_string();
+            // The info metric names the new config at once.
+            let now = scrape_metrics(metrics).await.config_hash();
+            assert_eq!(now, hash);
+            assert_ne!(now, in_force, "a changed file must change the hash");
+            in_force = now;
+            hashes.insert(hash);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // A reload of an unchanged file is a success that keeps the hash.
+        let line = fx.reload_by(true, 200).await;
+        assert_eq!(line["changed"], "nothing (secret sources re-resolved)");
         stop.store(true, Ordering::SeqCst);
         let (ok, failed) = loader.await.unwrap();
         assert!(failed.is_empty(), "failed requests: {failed:?}");
@@ -226,6 +300,20 @@ fn ten_reloads_by_api_and_sighup_under_load_fail_no_request() {
             hashes
                 .iter()
                 .all(|h| h.starts_with("sha256:") && h.len() == 71)
+        );
+        let m = scrape_metrics(metrics).await;
+        assert_eq!(m.config_hash(), in_force, "a no-op reload keeps the hash");
+        assert_eq!(
+            m.value(r#"iron_agent_reloads_total{result="success"}"#),
+            Some(10.0 + 1.0),
+            "{}",
+            m.text
+        );
+        assert_eq!(
+            m.value(r#"iron_agent_reloads_total{result="failure"}"#),
+            Some(f64::from(bad)),
+            "{}",
+            m.text
         );
     });
 }
@@ -302,6 +390,45 @@ fn bad_reload_is_422_and_changes_nothing() {
             r.text()
         );
         assert_eq!(fx.get_status().await, 200);
+    });
+}
+
+/// A reload re-applies the running process's `IRON_*` overrides: `IRON_PROXY_UPSTREAM_DENY_CIDRS`
+/// (fixed at start) still replaces the file's empty list afterwards, so the reload is not
+/// refused as a change of that setting, and loopback upstreams stay denied.
+#[test]
+fn reload_reapplies_iron_overrides() {
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = TestCa::new("reload override CA").write(dir.path());
+        let origin = Origin::start(OriginKind::Http, None).await;
+        // `upstream_deny_cidrs: []` in the file.
+        let cfg = |allow: &[&str]| {
+            AgentConfig::loopback(&c, &k).transforms([Transform::allowlist(allow)])
+        };
+        let agent = with_management(&cfg(&["localhost"]))
+            .env("IRON_PROXY_UPSTREAM_DENY_CIDRS", "127.0.0.0/8,::1/128")
+            .start();
+        let host = format!("localhost:{}", origin.port());
+        let denied = |path: &'static str| {
+            let (http, host, agent) = (agent.addr("http"), host.clone(), &agent);
+            async move {
+                let r = http_request(http, get(&host, path)).await;
+                assert_eq!(r.status, 502, "{}", r.text());
+                let a = agent.audit_where(|a| a["path"] == path);
+                let err = a["error"].as_str().unwrap_or_default().to_string();
+                assert!(err.contains("denied by upstream_deny_cidrs"), "{err}");
+            }
+        };
+        denied("/before").await;
+
+        rewrite(&agent, &cfg(&["localhost", "other.test"]));
+        let line = reload_agent(&agent, true).await;
+        assert_eq!(line["msg"], "config reloaded", "{line}");
+        assert_eq!(line["changed"], "transforms", "{line}");
+        denied("/after").await;
+        assert_eq!(origin.hits(), 0, "a denied address is never dialled");
     });
 }
 
@@ -596,4 +723,44 @@ fn reload_applies_a_changed_postgres_block() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("globex") && !out.contains("acme"), "{out}");
     assert_eq!(agent.signal(libc::SIGTERM).code(), Some(0));
+}
+
+/// SIGHUP to an agent on the embedded default config (no `--config`): nothing to re-read, so the
+/// reload is logged as failed and counted, the agent keeps serving, and the config in force is
+/// still the embedded one (`iron_agent_config_info{hash=""}`).
+#[test]
+fn sighup_without_config_file_is_a_logged_failure() {
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::with_config("")
+        .args(&["run"])
+        .env("IRON_AGENT_STATE_DIR", state.path().to_string_lossy())
+        .env("IRON_PROXY_HTTP_LISTEN", "127.0.0.1:0")
+        .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:0")
+        .env("IRON_DNS_LISTEN", "127.0.0.1:0")
+        .env("IRON_METRICS_LISTEN", "127.0.0.1:0")
+        .start();
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let line = reload_agent(&agent, false).await;
+        assert_eq!(
+            line["msg"], "config reload failed; previous config kept",
+            "{line}"
+        );
+        assert!(
+            line["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("no config file to re-read"),
+            "{line}"
+        );
+        let m = scrape_metrics(agent.addr("metrics")).await;
+        assert_eq!(m.config_hash(), "");
+        assert_eq!(
+            m.value(r#"iron_agent_reloads_total{result="failure"}"#),
+            Some(1.0)
+        );
+        // Still serving: the embedded config denies everything.
+        let r = http_request(agent.addr("http"), get("example.com", "/")).await;
+        assert_eq!(r.status, 403);
+    });
 }

@@ -357,3 +357,89 @@ fn injected_header_keeps_configured_casing_on_http1() {
         let _ = http_request; // plain-HTTP helper also available
     });
 }
+
+/// A reload re-resolves every secret source: a `file` source without `ttl` (otherwise read
+/// once) serves the file's new content from the first request after SIGHUP or
+/// `POST /v1/reload`, and not before. An `env` source reads the agent's environment again,
+/// which stays the one the process started with (docs/sources/env.md): its value is unchanged.
+/// Values are compared, never printed.
+#[test]
+fn reload_re_resolves_a_file_secret_and_env_keeps_the_start_value() {
+    use crate::reload::{reload_agent, with_management};
+    let rt = iron_agent_tests::runtime();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = TestCa::new("reload secrets CA").write(dir.path());
+        let origin = Origin::start(iron_agent_tests::OriginKind::Http, None).await;
+        let token = dir.path().join("token");
+        std::fs::write(&token, "file-value-one").unwrap();
+        let cfg = AgentConfig::loopback(&c, &k).transforms([
+            Transform::allowlist(&["localhost"]),
+            Transform::secrets(json!([
+                {
+                    "source": {"type": "file", "path": token.to_str().unwrap()},
+                    "inject": {"header": "X-File-Key"},
+                    "rules": [{"host": "localhost"}],
+                },
+                {
+                    "source": {"type": "env", "var": "IRON_RELOAD_ENV_SECRET"},
+                    "inject": {"header": "X-Env-Key"},
+                    "rules": [{"host": "localhost"}],
+                },
+            ])),
+        ]);
+        let agent = with_management(&cfg)
+            .env("IRON_RELOAD_ENV_SECRET", "env-value-one")
+            .start();
+        let host = format!("localhost:{}", origin.port());
+        // Whether the next request arrives with these two header values.
+        let carries = |file: &'static str, env: &'static str| {
+            let (http, host) = (agent.addr("http"), host.clone());
+            async move {
+                let r = http_request(http, get(&host, "/s")).await;
+                assert_eq!(r.status, 200);
+                (
+                    r.echoed_header("x-file-key").as_deref() == Some(file),
+                    r.echoed_header("x-env-key").as_deref() == Some(env),
+                )
+            }
+        };
+        assert_eq!(
+            carries("file-value-one", "env-value-one").await,
+            (true, true)
+        );
+
+        // Rotated on disk: no ttl, so nothing changes until a reload.
+        std::fs::write(&token, "file-value-two").unwrap();
+        assert_eq!(
+            carries("file-value-one", "env-value-one").await,
+            (true, true)
+        );
+        let line = reload_agent(&agent, false).await;
+        assert_eq!(line["msg"], "config reloaded", "{line}");
+        assert_eq!(line["changed"], "nothing (secret sources re-resolved)");
+        assert_eq!(
+            carries("file-value-two", "env-value-one").await,
+            (true, true),
+            "after SIGHUP: the file's new value, the env value as at start"
+        );
+
+        // Again by the management API.
+        std::fs::write(&token, "file-value-three").unwrap();
+        let line = reload_agent(&agent, true).await;
+        assert_eq!(line["msg"], "config reloaded", "{line}");
+        assert_eq!(
+            carries("file-value-three", "env-value-one").await,
+            (true, true),
+            "after POST /v1/reload"
+        );
+        for v in [
+            "file-value-one",
+            "file-value-two",
+            "file-value-three",
+            "env-value-one",
+        ] {
+            agent.assert_not_logged(v);
+        }
+    });
+}
