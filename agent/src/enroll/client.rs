@@ -7,6 +7,7 @@ use http::StatusCode;
 use serde_json::Value;
 
 use super::EnrollError;
+use crate::managed::client::ErrorEnvelope;
 use crate::mint::{MintError, TokenHttp};
 use crate::secrets::SecretValue;
 
@@ -91,29 +92,15 @@ fn parse(body: &[u8]) -> Result<Enrolled, EnrollError> {
 /// A non-success answer: the server's code (`invalid_token`, `token_expired`,
 /// `token_exhausted`) picks the message; anything else is reported with its code and status.
 fn refusal(status: StatusCode, body: &[u8]) -> EnrollError {
-    let err = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").cloned());
-    let field = |k: &str| {
-        err.as_ref()
-            .and_then(|e| e.get(k))
-            .and_then(Value::as_str)
-            .map(|s| s.chars().take(300).collect::<String>())
-    };
-    let code = field("code").unwrap_or_else(|| format!("http_{}", status.as_u16()));
-    match code.as_str() {
+    let e = ErrorEnvelope::parse(status, body);
+    match e.code.as_str() {
         "invalid_token" => EnrollError::InvalidToken,
         "token_expired" => EnrollError::Expired,
         "token_exhausted" => EnrollError::Exhausted,
         _ => EnrollError::Refused {
-            status: status.as_u16(),
-            code,
-            message: field("message").unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("unexpected status")
-                    .to_string()
-            }),
+            status: e.status,
+            code: e.code,
+            message: e.message,
         },
     }
 }

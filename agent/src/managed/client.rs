@@ -163,24 +163,43 @@ impl SyncClient {
 
 /// `{"error":{"code","message"}}` when the body has it; iron-control omits `code`.
 fn status_error(status: StatusCode, body: &[u8]) -> SyncError {
-    let err = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("error").cloned());
-    let field = |k: &str| {
-        err.as_ref()
-            .and_then(|e| e.get(k))
-            .and_then(Value::as_str)
-            .map(|s| s.chars().take(300).collect::<String>())
-    };
+    let e = ErrorEnvelope::parse(status, body);
     SyncError::Status {
-        status: status.as_u16(),
-        code: field("code").unwrap_or_else(|| format!("http_{}", status.as_u16())),
-        message: field("message").unwrap_or_else(|| {
-            status
-                .canonical_reason()
-                .unwrap_or("unexpected status")
-                .to_string()
-        }),
+        status: e.status,
+        code: e.code,
+        message: e.message,
+    }
+}
+
+/// The control plane's error answer `{"error":{"code","message"}}`, each field clamped to 300
+/// characters; an answer without it is named after its HTTP status.
+pub struct ErrorEnvelope {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorEnvelope {
+    pub fn parse(status: StatusCode, body: &[u8]) -> Self {
+        let err = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("error").cloned());
+        let field = |k: &str| {
+            err.as_ref()
+                .and_then(|e| e.get(k))
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(300).collect::<String>())
+        };
+        ErrorEnvelope {
+            status: status.as_u16(),
+            code: field("code").unwrap_or_else(|| format!("http_{}", status.as_u16())),
+            message: field("message").unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("unexpected status")
+                    .to_string()
+            }),
+        }
     }
 }
 

@@ -18,13 +18,24 @@ const SETTINGS: &[(&str, &str)] = &[("app.tenant", "acme"), ("statement_timeout"
 
 /// An agent proxying `appdb` (role tenant_role, pinned settings) and `otherdb` (no role).
 fn start_agent(cluster: &Cluster, sslmode: &str, extra_env: &[(&str, &str)]) -> Agent {
-    let block = proxy_block(
+    start_agent_auth(cluster, sslmode, extra_env, None)
+}
+
+/// [`start_agent`] with `client.auth` set (`None`: the default, SCRAM-SHA-256).
+fn start_agent_auth(
+    cluster: &Cluster,
+    sslmode: &str,
+    extra_env: &[(&str, &str)],
+    auth: Option<&str>,
+) -> Agent {
+    let mut block = proxy_block(
         "127.0.0.1:0",
         &[
             ("appdb", Some("tenant_role"), SETTINGS),
             ("otherdb", None, &[]),
         ],
     );
+    block.client.auth = auth.map(str::to_string);
     let mut b = Agent::with(&agent_config(block))
         .env("PG_PROXY_PASSWORD", PROXY_PASSWORD)
         .env("PG_DSN_APPDB", cluster.dsn(None, "appdb", sslmode))
@@ -597,6 +608,77 @@ async fn reconfigure_restarts_the_listener_and_sessions_continue() {
     assert!(std::net::TcpStream::connect(moved).is_err());
     assert_eq!(who(&c1).await, "tenant_role");
     proxy.stop(Duration::from_secs(2)).await;
+}
+
+/// `client.auth: password`: the proxy asks for a cleartext password on the wire
+/// (AuthenticationCleartextPassword, code 3) after refusing GSSAPI and TLS encryption with `N`,
+/// psql and tokio-postgres log in with it, and a wrong password is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleartext_client_auth_after_gssenc_and_ssl_refusals() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::start();
+    let agent = start_agent_auth(&cluster, "disable", &[], Some("password"));
+
+    let mut s = tokio::net::TcpStream::connect(agent.addr("postgres"))
+        .await
+        .unwrap();
+    // GSSENCRequest, then SSLRequest: each answered by a single `N`.
+    for code in [80_877_104u32, 80_877_103] {
+        let mut req = 8u32.to_be_bytes().to_vec();
+        req.extend_from_slice(&code.to_be_bytes());
+        s.write_all(&req).await.unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(b[0], b'N', "request code {code}");
+    }
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for kv in [("user", PROXY_USER), ("database", "appdb")] {
+        for part in [kv.0, kv.1] {
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
+        }
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    s.write_all(&startup).await.unwrap();
+    let (tag, payload) = read_message(&mut s).await;
+    assert_eq!((tag, payload.as_slice()), (b'R', &3u32.to_be_bytes()[..]));
+    let mut pw = PROXY_PASSWORD.as_bytes().to_vec();
+    pw.push(0);
+    let mut msg = vec![b'p'];
+    msg.extend_from_slice(&((pw.len() + 4) as u32).to_be_bytes());
+    msg.extend_from_slice(&pw);
+    s.write_all(&msg).await.unwrap();
+    let (tag, payload) = read_message(&mut s).await;
+    assert_eq!((tag, payload.as_slice()), (b'R', &0u32.to_be_bytes()[..]));
+    drop(s);
+
+    let (code, out) = psql(&conninfo(&agent, "appdb"), PROXY_PASSWORD, "SELECT current_user;\n");
+    assert_eq!((code, out.trim()), (0, "tenant_role"), "{out}");
+    let client = connect(&agent, "otherdb", PROXY_USER, PROXY_PASSWORD)
+        .await
+        .unwrap();
+    assert_eq!(who(&client).await, "app_login");
+    let wrong = connect(&agent, "appdb", PROXY_USER, "nope").await;
+    let code = wrong.err().and_then(|e| e.as_db_error().map(|d| d.code().clone()));
+    assert_eq!(code, Some(SqlState::INVALID_PASSWORD));
+    agent.assert_not_logged(PROXY_PASSWORD);
+    agent.assert_not_logged(UPSTREAM_PASSWORD);
+}
+
+/// One backend message: its tag and payload.
+async fn read_message(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+        .await
+        .expect("a message within 10 s")
+        .unwrap();
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut payload = vec![0u8; len - 4];
+    s.read_exact(&mut payload).await.unwrap();
+    (head[0], payload)
 }
 
 async fn connect_addr(
