@@ -654,14 +654,20 @@ async fn cleartext_client_auth_after_gssenc_and_ssl_refusals() {
     assert_eq!((tag, payload.as_slice()), (b'R', &0u32.to_be_bytes()[..]));
     drop(s);
 
-    let (code, out) = psql(&conninfo(&agent, "appdb"), PROXY_PASSWORD, "SELECT current_user;\n");
+    let (code, out) = psql(
+        &conninfo(&agent, "appdb"),
+        PROXY_PASSWORD,
+        "SELECT current_user;\n",
+    );
     assert_eq!((code, out.trim()), (0, "tenant_role"), "{out}");
     let client = connect(&agent, "otherdb", PROXY_USER, PROXY_PASSWORD)
         .await
         .unwrap();
     assert_eq!(who(&client).await, "app_login");
     let wrong = connect(&agent, "appdb", PROXY_USER, "nope").await;
-    let code = wrong.err().and_then(|e| e.as_db_error().map(|d| d.code().clone()));
+    let code = wrong
+        .err()
+        .and_then(|e| e.as_db_error().map(|d| d.code().clone()));
     assert_eq!(code, Some(SqlState::INVALID_PASSWORD));
     agent.assert_not_logged(PROXY_PASSWORD);
     agent.assert_not_logged(UPSTREAM_PASSWORD);
