@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn protects_the_key_the_state_dir_and_only_a_dedicated_ca_dir() {
-        let t = tempfile::tempdir().unwrap();
+        let t = crate::ebpf::protect::Scratch::new("paths");
         let state = t.path().join("iron-agent");
         std::fs::create_dir(&state).unwrap();
         let mut cfg = crate::config::Config::default();

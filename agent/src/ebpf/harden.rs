@@ -292,8 +292,9 @@ impl Maps {
 }
 
 impl Maps {
-    /// The protected inodes: written before the flag that turns the check on, stale ones
-    /// removed after (a file protected before and after a rewrite is never briefly open).
+    /// The protected inodes, written before the flag that turns the check on. Stale entries go
+    /// first (the map may be full of them after a restart with other paths); entries kept
+    /// across a rewrite are never removed, so they are never briefly open.
     fn write_protected(&mut self, o: &HardenOptions) -> Result<(), InterceptError> {
         let want = if o.self_protect && o.lsm {
             let r = protect::resolve_all(&o.protect);
@@ -308,13 +309,13 @@ impl Maps {
             .filter_map(Result::ok)
             .filter(|k| !want.contains_key(k))
             .collect();
+        for k in stale {
+            let _ = self.protected.remove(&k);
+        }
         for (k, v) in &want {
             self.protected
                 .insert(k, v, 0)
                 .map_err(|e| InterceptError::map(MAP_PROTECTED, e))?;
-        }
-        for k in stale {
-            let _ = self.protected.remove(&k);
         }
         Ok(())
     }

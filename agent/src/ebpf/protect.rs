@@ -152,6 +152,33 @@ pub fn resolve_all(paths: &[ProtectedPath]) -> Resolved {
     resolve(paths, PROTECTED_ENTRIES as usize)
 }
 
+/// A directory for a unit test, removed when dropped.
+#[cfg(test)]
+pub(crate) struct Scratch(PathBuf);
+
+#[cfg(test)]
+impl Scratch {
+    pub(crate) fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("ia-protect-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        if let Err(e) = std::fs::create_dir_all(&p) {
+            panic!("creating {}: {e}", p.display());
+        }
+        Self(p)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,7 +201,7 @@ mod tests {
 
     #[test]
     fn directories_cover_what_they_hold_and_public_files_win() {
-        let t = tempfile::tempdir().unwrap();
+        let t = Scratch::new("dirs");
         let state = t.path().join("iron-agent");
         std::fs::create_dir_all(state.join("sub/deeper")).unwrap();
         for f in ["ca.key", "ca.crt", "sub/token", "sub/deeper/x"] {
@@ -215,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_certificate_file_that_is_also_the_key_stays_protected() {
-        let t = tempfile::tempdir().unwrap();
+        let t = Scratch::new("pem");
         let pem = t.path().join("ca.pem");
         std::fs::write(&pem, "x").unwrap();
         let r = resolve(&[p(&pem, Protect::Public), p(&pem, Protect::File)], 8);
