@@ -46,7 +46,7 @@ pub enum HardenKind {
 }
 
 /// Hardening programs (function names, also their link pin names) and their kinds.
-pub const HARDEN_PROGRAMS: [(&str, HardenKind); 10] = [
+pub const HARDEN_PROGRAMS: [(&str, HardenKind); 11] = [
     ("iron_bind4", HardenKind::Bind),
     ("iron_bind6", HardenKind::Bind),
     ("iron_setsockopt", HardenKind::Setsockopt),
@@ -57,6 +57,7 @@ pub const HARDEN_PROGRAMS: [(&str, HardenKind); 10] = [
     ("iron_lsm_socket_sendmsg", HardenKind::Lsm("socket_sendmsg")),
     ("iron_lsm_ptrace", HardenKind::Lsm("ptrace_access_check")),
     ("iron_lsm_bpf", HardenKind::Lsm("bpf")),
+    ("iron_lsm_file_open", HardenKind::Lsm("file_open")),
 ];
 
 /// Kernel struct field offsets (bytes) the LSM programs need, read from the running kernel's BTF
@@ -77,6 +78,21 @@ pub struct KernelOffsets {
     pub skc_v6_rcv_saddr: u32,
     /// `sock_common.skc_num` (bound local port, host order).
     pub skc_num: u32,
+    /// `file.f_inode`.
+    pub file_inode: u32,
+    /// `file.f_path` + `path.dentry`: the opened dentry, in one offset.
+    pub file_dentry: u32,
+    /// `dentry.d_parent`.
+    pub dentry_parent: u32,
+    /// `dentry.d_inode`.
+    pub dentry_inode: u32,
+    /// `inode.i_ino` (unsigned long).
+    pub inode_ino: u32,
+    /// `inode.i_sb`.
+    pub inode_sb: u32,
+    /// `super_block.s_dev` (kernel `dev_t`: `MAJOR << 20 | MINOR`).
+    pub sb_dev: u32,
+    pub _pad: u32,
 }
 
 /// Flags of [`HardenConfig::flags`].
@@ -85,8 +101,20 @@ pub mod flags {
     pub const BIND_LOOPBACK_ONLY: u32 = 1;
     /// Unix socket destinations are checked against [`super::MAP_UNIX_ALLOW`].
     pub const UNIX_ALLOWLIST: u32 = 2;
-    /// Self-protection (ptrace, /proc/<agent>/mem, bpf()) is on.
+    /// Self-protection (ptrace, /proc/<agent>/mem, bpf(), opening [`super::MAP_PROTECTED`]
+    /// files) is on.
     pub const SELF_PROTECT: u32 = 4;
+}
+
+/// Values of [`MAP_PROTECTED`].
+pub mod protect {
+    /// Governed tasks may not open this inode.
+    pub const FILE: u8 = 1;
+    /// Governed tasks may open neither this directory nor anything directly in it (the check
+    /// looks at the opened file's parent dentry, so files created later are covered too).
+    pub const DIR: u8 = 2;
+    /// May be opened even inside a [`DIR`] (the CA certificate, which clients must read).
+    pub const PUBLIC: u8 = 3;
 }
 
 /// Value of [`MAP_HARDEN_CONFIG`]. All zero (before the agent writes it) means: no flags, no
@@ -151,9 +179,11 @@ pub enum HardenCounter {
     DenyBpf = 7,
     /// Egress packet of a governed socket with IPv4 options / IPv6 extension headers dropped.
     DenyPacketOptions = 8,
+    /// Opening a protected file or directory (CA key, state directory) refused.
+    DenyFileOpen = 9,
 }
 
-pub const HARDEN_COUNTER_COUNT: u32 = 9;
+pub const HARDEN_COUNTER_COUNT: u32 = 10;
 
 pub const HARDEN_COUNTERS: [HardenCounter; HARDEN_COUNTER_COUNT as usize] = [
     HardenCounter::DenyBind,
@@ -165,10 +195,11 @@ pub const HARDEN_COUNTERS: [HardenCounter; HARDEN_COUNTER_COUNT as usize] = [
     HardenCounter::DenyPtrace,
     HardenCounter::DenyBpf,
     HardenCounter::DenyPacketOptions,
+    HardenCounter::DenyFileOpen,
 ];
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 24);
-const _: () = assert!(core::mem::size_of::<HardenConfig>() == 8 + 2 * AGENT_PORTS + 24);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<HardenConfig>() == 8 + 2 * AGENT_PORTS + 56);
 const _: () = assert!(core::mem::size_of::<UnixPath>() == UNIX_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 

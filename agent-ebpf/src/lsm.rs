@@ -12,14 +12,21 @@
 //! - `ptrace_access_check`: governed tasks cannot ptrace the agent or open its
 //!   `/proc/<pid>/{mem,environ,...}` (item 12; those opens are ptrace access checks).
 //! - `bpf`: governed tasks cannot call bpf() at all (item 12: the agent's maps and links).
+//! - `file_open`: governed tasks cannot open the CA key or the agent's state directory (item 12):
+//!   the opened inode, or its parent directory's, is looked up in `IRON_PROTECTED` by
+//!   (superblock dev, inode number), so no path string is parsed and no loop is needed.
 //!
 //! Kernel structs are read with `bpf_probe_read_kernel` at offsets the agent takes from the
 //! running kernel's BTF ([`agent_common::harden::KernelOffsets`]).
 
-use agent_common::harden::{HardenConfig, HardenCounter, UNIX_PATH_LEN, UnixPath, flags};
+use agent_common::harden::{
+    HardenConfig, HardenCounter, InodeKey, KernelOffsets, UNIX_PATH_LEN, UnixPath, flags, protect,
+};
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 
-use crate::harden::{IRON_BIND_PORTS, IRON_UNIX_ALLOW, count, governed, harden_config};
+use crate::harden::{
+    IRON_BIND_PORTS, IRON_PROTECTED, IRON_UNIX_ALLOW, count, governed, harden_config,
+};
 
 const EPERM: i32 = 1;
 const AF_UNIX: i32 = 1;
@@ -236,4 +243,80 @@ pub fn iron_lsm_bpf(ctx: LsmContext) -> i32 {
         return 0;
     }
     deny(HardenCounter::DenyBpf)
+}
+
+// ---------------------------------------------------------------------------------------------
+// file_open(struct file *file)
+// ---------------------------------------------------------------------------------------------
+
+#[lsm(hook = "file_open")]
+pub fn iron_lsm_file_open(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let file: usize = ctx.arg(0);
+    let Some(h) = harden_config() else {
+        return 0;
+    };
+    // `sb_dev` is the last offset filled: 0 means the group is missing (see btf.rs).
+    if h.flags & flags::SELF_PROTECT == 0 || h.offsets.sb_dev == 0 {
+        return 0;
+    }
+    // Every open on the host passes here: the map lookups come first, the governed test (a
+    // cgroup ancestry walk) only for a protected file.
+    if !protected(&h.offsets, file) || !governed() {
+        return 0;
+    }
+    deny(HardenCounter::DenyFileOpen)
+}
+
+/// Whether `file` is a protected inode, or sits directly in a protected directory (and is not
+/// marked public).
+#[inline(always)]
+fn protected(o: &KernelOffsets, file: usize) -> bool {
+    let Some(inode) = read::<usize>(at(file, o.file_inode)) else {
+        return false;
+    };
+    let Some(key) = inode_key(o, inode) else {
+        return false;
+    };
+    // SAFETY: the value is copied out immediately.
+    match unsafe { IRON_PROTECTED.get(&key) }.copied() {
+        Some(protect::PUBLIC) => return false,
+        Some(_) => return true,
+        None => {}
+    }
+    let Some(dentry) = read::<usize>(at(file, o.file_dentry)) else {
+        return false;
+    };
+    let Some(parent) = read::<usize>(at(dentry, o.dentry_parent)) else {
+        return false;
+    };
+    // The root of a mount is its own parent: nothing above it to check.
+    if parent == 0 || parent == dentry {
+        return false;
+    }
+    let Some(pinode) = read::<usize>(at(parent, o.dentry_inode)) else {
+        return false;
+    };
+    let Some(pkey) = inode_key(o, pinode) else {
+        return false;
+    };
+    // SAFETY: as above.
+    unsafe { IRON_PROTECTED.get(&pkey) }.copied() == Some(protect::DIR)
+}
+
+#[inline(always)]
+fn inode_key(o: &KernelOffsets, inode: usize) -> Option<InodeKey> {
+    if inode == 0 {
+        return None;
+    }
+    let ino = read::<u64>(at(inode, o.inode_ino))?;
+    let sb = read::<usize>(at(inode, o.inode_sb))?;
+    if sb == 0 {
+        return None;
+    }
+    let dev = read::<u32>(at(sb, o.sb_dev))?;
+    Some(InodeKey { ino, dev, _pad: 0 })
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::intercept::{Identities, IdentityMode, InterceptConfig as Yaml, LoopbackMode};
 use crate::ebpf::harden::{DEFAULT_UNIX_ALLOW, HardenOptions, LSM_PROTECTIONS, LsmState};
+use crate::ebpf::protect::{Protect, ProtectedPath, is_dedicated};
 use crate::ebpf::{
     AgentPort, InterceptConfig, InterceptError, Interceptor, LoopbackPolicy, Mode, PortGroup,
 };
@@ -40,8 +41,13 @@ pub enum SetupError {
     LsmRequired(String),
 }
 
-/// Loads (or adopts) the programs and writes every identity's policy.
-pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> {
+/// Loads (or adopts) the programs and writes every identity's policy; `protect` is what
+/// governed tasks may not open ([`protected_paths`]).
+pub fn setup(
+    cfg: &Yaml,
+    bound: &Bound,
+    protect: Vec<ProtectedPath>,
+) -> Result<Arc<Interceptor>, SetupError> {
     // `intercept.listeners` overrides where traffic is sent (e.g. a fronting socket); by default
     // it goes to the listeners this agent bound.
     let over =
@@ -72,7 +78,10 @@ pub fn setup(cfg: &Yaml, bound: &Bound) -> Result<Arc<Interceptor>, SetupError> 
     // Every port the agent serves is closed to governed binds. The bind program reads the
     // port table written below; this list only feeds the fixed slots older programs read.
     let squat_guard = squat_guard(ports.iter().chain(&postgres));
-    let harden = harden_options(cfg, &lsm, squat_guard);
+    let harden = HardenOptions {
+        protect,
+        ..harden_options(cfg, &lsm, squat_guard)
+    };
     let kcfg = InterceptConfig {
         http_v4,
         https_v4,
@@ -133,7 +142,46 @@ fn harden_options(cfg: &Yaml, lsm: &LsmState, squat_guard: Vec<u16>) -> HardenOp
         ),
         self_protect: cfg.self_protect,
         agent_ports: squat_guard,
+        protect: Vec::new(),
     }
+}
+
+/// What governed tasks may not open (issue 11 item 12): the CA key, the token file, the state
+/// directory `state` when it exists, and the CA key's directory when it is dedicated to the
+/// agent ([`is_dedicated`]); the CA certificate stays readable (clients must trust it).
+/// `tls.ca_*` and the state directory cannot change without a restart (a reload refuses a
+/// new CA), so this is computed once, at startup.
+pub fn protected_paths(cfg: &crate::config::Config, state: &std::path::Path) -> Vec<ProtectedPath> {
+    let entry = |path: &std::path::Path, kind, what| ProtectedPath {
+        path: path.to_path_buf(),
+        kind,
+        what,
+    };
+    let mut out = Vec::new();
+    if let Some(key) = &cfg.tls.ca_key {
+        out.push(entry(key, Protect::File, "CA key"));
+        if let Some(dir) = key.parent().filter(|d| is_dedicated(d)) {
+            out.push(entry(dir, Protect::Dir, "CA directory"));
+        }
+    }
+    if let Some(cert) = &cfg.tls.ca_cert {
+        out.push(entry(cert, Protect::Public, "CA certificate"));
+    }
+    if let Some(token) = &cfg.control_plane.token_file {
+        out.push(entry(token, Protect::File, "token file"));
+    }
+    if state.is_dir() {
+        if is_dedicated(state) {
+            out.push(entry(state, Protect::Dir, "state directory"));
+        } else {
+            tracing::warn!(
+                dir = %state.display(),
+                "self-protection: the state directory is not named iron-agent, so it may be \
+                 shared; only the CA key and token file are protected"
+            );
+        }
+    }
+    out
 }
 
 /// Writes every configured identity's kernel policy entry (later entries win).
@@ -248,6 +296,47 @@ pub fn targets(addr: SocketAddr) -> (Option<SocketAddrV4>, Option<SocketAddrV6>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protects_the_key_the_state_dir_and_only_a_dedicated_ca_dir() {
+        let t = crate::ebpf::protect::Scratch::new("paths");
+        let state = t.path().join("iron-agent");
+        std::fs::create_dir(&state).unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.tls.ca_key = Some(t.path().join("shared/ca.key"));
+        cfg.tls.ca_cert = Some(t.path().join("shared/ca.crt"));
+        let got = |cfg: &crate::config::Config, state: &std::path::Path| {
+            protected_paths(cfg, state)
+                .into_iter()
+                .map(|p| (p.what, p.kind))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            got(&cfg, &state),
+            [
+                ("CA key", Protect::File),
+                ("CA certificate", Protect::Public),
+                ("state directory", Protect::Dir),
+            ]
+        );
+        // The install layout: the CA's own directory is protected as a whole.
+        cfg.tls.ca_key = Some("/etc/iron-agent/ca.key".into());
+        cfg.control_plane.token_file = Some("/etc/iron-agent/token".into());
+        let paths = protected_paths(&cfg, &t.path().join("absent/iron-agent"));
+        let dir = paths.iter().find(|p| p.what == "CA directory").unwrap();
+        assert_eq!(
+            (dir.path.as_path(), dir.kind),
+            (std::path::Path::new("/etc/iron-agent"), Protect::Dir)
+        );
+        assert!(paths.iter().any(|p| p.what == "token file"));
+        assert!(!paths.iter().any(|p| p.what == "state directory"));
+        // A state directory that may be shared is left alone.
+        assert!(
+            !got(&cfg, t.path())
+                .iter()
+                .any(|(w, _)| *w == "state directory")
+        );
+    }
 
     #[test]
     fn every_listener_is_an_agent_port() {

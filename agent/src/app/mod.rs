@@ -440,7 +440,9 @@ fn attach_interception(
         metrics: others.metrics,
         postgres,
     };
-    Ok(Some(intercept::setup(&cfg.intercept, &bound)?))
+    let state = default::state_dir(&|k| std::env::var(k).ok());
+    let protect = intercept::protected_paths(cfg, &state);
+    Ok(Some(intercept::setup(&cfg.intercept, &bound, protect)?))
 }
 
 /// The connection-level identify step: eBPF lookups when interception is attached.

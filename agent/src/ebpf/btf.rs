@@ -179,6 +179,36 @@ impl KernelBtf {
             offsets.skc_v6_rcv_saddr = v6;
             offsets.skc_num = num;
         }
+        let file = [
+            o("file", "f_inode"),
+            o("file", "f_path"),
+            o("path", "dentry"),
+            o("dentry", "d_parent"),
+            o("dentry", "d_inode"),
+            o("inode", "i_ino"),
+            o("inode", "i_sb"),
+            o("super_block", "s_dev"),
+        ];
+        if let [
+            Some(f_inode),
+            Some(f_path),
+            Some(dentry),
+            Some(parent),
+            Some(d_inode),
+            Some(ino),
+            Some(sb),
+            Some(dev),
+        ] = file
+        {
+            offsets.file_inode = f_inode;
+            offsets.file_dentry = f_path + dentry;
+            offsets.dentry_parent = parent;
+            offsets.dentry_inode = d_inode;
+            offsets.inode_ino = ino;
+            offsets.inode_sb = sb;
+            // Set last: the program treats 0 here as "the file check is off".
+            offsets.sb_dev = dev;
+        }
         LsmOffsets { offsets, missing }
     }
 }
@@ -205,6 +235,9 @@ impl LsmOffsets {
         if self.offsets.task_tgid == 0 {
             off.push("self-protection against ptrace");
         }
+        if self.offsets.sb_dev == 0 {
+            off.push("self-protection of the CA key and state directory (file_open)");
+        }
         off
     }
 }
@@ -213,9 +246,25 @@ impl LsmOffsets {
 mod tests {
     use super::{KIND_STRUCT, KernelBtf, Member, MissingMember, Type};
 
-    /// A BTF with `task_struct.tgid`, `socket.sk` and a `sock_common` holding `fields` (byte
-    /// offsets 4, 8, ...), nothing else.
+    /// The structs of the file_open check: `(struct, member, byte offset)`.
+    const FILE_MEMBERS: [(&str, &str, u32); 8] = [
+        ("file", "f_inode", 32),
+        ("file", "f_path", 64),
+        ("path", "dentry", 8),
+        ("dentry", "d_parent", 24),
+        ("dentry", "d_inode", 48),
+        ("inode", "i_ino", 64),
+        ("inode", "i_sb", 40),
+        ("super_block", "s_dev", 16),
+    ];
+
+    /// A BTF with `task_struct.tgid`, `socket.sk`, a `sock_common` holding `fields` (byte
+    /// offsets 4, 8, ...) and the file_open structs with `file` of [`FILE_MEMBERS`].
     fn fake(fields: &[&str]) -> KernelBtf {
+        fake_with(fields, &FILE_MEMBERS)
+    }
+
+    fn fake_with(fields: &[&str], file: &[(&str, &str, u32)]) -> KernelBtf {
         let mut strings = vec![0u8];
         let mut name = |s: &str| {
             let at = strings.len() as u32;
@@ -246,10 +295,14 @@ mod tests {
             name: 0,
             members: Vec::new(),
         };
-        KernelBtf {
-            types: vec![void, task, socket, common],
-            strings,
+        let mut types = vec![void, task, socket, common];
+        for (s, f, at) in file {
+            let m = member(name(f), *at);
+            // One struct per member is enough: lookups take the first struct of that name.
+            let n = name(s);
+            types.push(st(n, vec![m]));
         }
+        KernelBtf { types, strings }
     }
 
     #[test]
@@ -269,6 +322,27 @@ mod tests {
         );
         assert_eq!(o.task_tgid, 40, "the ptrace check keeps its offset");
         assert_eq!(found.off(), ["listen() on non-loopback addresses"]);
+        let o = fake(&all).kernel_offsets().offsets;
+        assert_eq!(
+            (o.file_inode, o.file_dentry, o.dentry_parent, o.dentry_inode),
+            (32, 72, 24, 48),
+            "f_path + path.dentry is one offset"
+        );
+        assert_eq!((o.inode_ino, o.inode_sb, o.sb_dev), (64, 40, 16));
+    }
+
+    #[test]
+    fn a_missing_file_member_turns_only_the_file_check_off() {
+        let all = ["skc_family", "skc_rcv_saddr", "skc_v6_rcv_saddr", "skc_num"];
+        let found = fake_with(&all, &FILE_MEMBERS[..7]).kernel_offsets();
+        assert_eq!(found.missing, [MissingMember("super_block.s_dev".into())]);
+        let o = found.offsets;
+        assert_eq!((o.file_inode, o.inode_sb, o.sb_dev), (0, 0, 0));
+        assert_eq!((o.task_tgid, o.skc_num), (40, 16));
+        assert_eq!(
+            found.off(),
+            ["self-protection of the CA key and state directory (file_open)"]
+        );
     }
 
     #[test]
@@ -286,6 +360,8 @@ mod tests {
         assert_eq!(o.skc_rcv_saddr, 4);
         assert_eq!(o.skc_num, 14);
         assert!(o.task_tgid > 0 && o.socket_sk > 0 && o.skc_v6_rcv_saddr > 0);
+        assert!(o.file_inode > 0 && o.file_dentry > 0 && o.dentry_parent > 0);
+        assert!(o.dentry_inode > 0 && o.inode_ino > 0 && o.inode_sb > 0 && o.sb_dev > 0);
         assert_eq!(
             btf.offset("task_struct", "no_such_field")
                 .unwrap_err()

@@ -13,8 +13,8 @@ use agent_common::{
     PIN_LINKS_SUBDIR, PIN_MAPS_SUBDIR,
     harden::{
         AGENT_PORTS, HARDEN_COUNTERS, HARDEN_MAP_NAMES, HARDEN_PROGRAMS, HardenConfig,
-        HardenCounter, HardenKind, KernelOffsets, MAP_BIND_PORTS, MAP_HARDEN_CONFIG,
-        MAP_HARDEN_COUNTERS, MAP_UNIX_ALLOW, UNIX_PATH_LEN, UnixPath, flags,
+        HardenCounter, HardenKind, InodeKey, KernelOffsets, MAP_BIND_PORTS, MAP_HARDEN_CONFIG,
+        MAP_HARDEN_COUNTERS, MAP_PROTECTED, MAP_UNIX_ALLOW, UNIX_PATH_LEN, UnixPath, flags,
     },
 };
 use aya::{
@@ -29,6 +29,7 @@ use aya::{
 use super::{
     InterceptError,
     btf::{KernelBtf, LsmOffsets},
+    protect::{self, ProtectedPath},
     raw_link,
 };
 
@@ -106,7 +107,8 @@ impl LsmState {
 
 /// The protections that need the BPF LSM, for "which are off" messages.
 pub const LSM_PROTECTIONS: &str = "socket families (AF_VSOCK, AF_PACKET, ...), listen() on \
-    non-loopback addresses, unix socket allowlist, self-protection (ptrace, /proc/<agent>/mem, bpf())";
+    non-loopback addresses, unix socket allowlist, self-protection (ptrace, /proc/<agent>/mem, \
+    bpf(), opening the CA key and state directory)";
 
 /// Hardening settings from `intercept:`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +124,8 @@ pub struct HardenOptions {
     pub self_protect: bool,
     /// The agent's listener ports (redirect targets), protected against squatting.
     pub agent_ports: Vec<u16>,
+    /// What governed tasks may not open (with `self_protect` and the LSM).
+    pub protect: Vec<ProtectedPath>,
 }
 
 impl Default for HardenOptions {
@@ -133,6 +137,7 @@ impl Default for HardenOptions {
             unix_allow: Some(DEFAULT_UNIX_ALLOW.iter().map(|s| s.to_string()).collect()),
             self_protect: true,
             agent_ports: Vec::new(),
+            protect: Vec::new(),
         }
     }
 }
@@ -202,7 +207,7 @@ fn kernel_offsets(
         }
         Err(e) => {
             if o.lsm {
-                tracing::warn!(error = %e, "no kernel BTF: the listen and ptrace checks are off");
+                tracing::warn!(error = %e, "no kernel BTF: the listen, ptrace and file_open checks are off");
             }
             return Ok(KernelOffsets::default());
         }
@@ -235,6 +240,7 @@ struct Maps {
     config: Array<MapData, HardenConfig>,
     ports: HashMap<MapData, u16, u8>,
     unix: HashMap<MapData, UnixPath, u8>,
+    protected: HashMap<MapData, InodeKey, u8>,
 }
 
 impl Maps {
@@ -278,9 +284,66 @@ impl Maps {
         for k in stale {
             let _ = self.unix.remove(&k);
         }
+        self.write_protected(o)?;
         self.config
             .set(0, raw_config(o)?, 0)
             .map_err(|e| InterceptError::map(MAP_HARDEN_CONFIG, e))
+    }
+}
+
+impl Maps {
+    /// The protected inodes, written before the flag that turns the check on. Stale entries go
+    /// first (the map may be full of them after a restart with other paths); entries kept
+    /// across a rewrite are never removed, so they are never briefly open.
+    fn write_protected(&mut self, o: &HardenOptions) -> Result<(), InterceptError> {
+        let want = if o.self_protect && o.lsm {
+            let r = protect::resolve_all(&o.protect);
+            log_protected(o, &r);
+            r.entries
+        } else {
+            std::collections::HashMap::new()
+        };
+        let stale: Vec<InodeKey> = self
+            .protected
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !want.contains_key(k))
+            .collect();
+        for k in stale {
+            let _ = self.protected.remove(&k);
+        }
+        for (k, v) in &want {
+            self.protected
+                .insert(k, v, 0)
+                .map_err(|e| InterceptError::map(MAP_PROTECTED, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Says what is protected from governed opens, and what could not be.
+fn log_protected(o: &HardenOptions, r: &protect::Resolved) {
+    let paths = o
+        .protect
+        .iter()
+        .filter(|p| p.kind != protect::Protect::Public)
+        .map(|p| format!("{} {}", p.what, p.path.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(
+        protected = %paths,
+        inodes = r.entries.len(),
+        "self-protection: governed tasks cannot open these"
+    );
+    for s in &r.skipped {
+        tracing::warn!(path = %s, "self-protection: not protected");
+    }
+    if r.truncated > 0 {
+        tracing::warn!(
+            left_out = r.truncated,
+            "self-protection: too many files below the protected directories; those left out \
+             are covered only while they sit directly in a protected directory"
+        );
     }
 }
 
@@ -426,6 +489,19 @@ pub fn is_installed(pin_dir: &Path, lsm: bool) -> bool {
     );
     HARDEN_MAP_NAMES.iter().all(|m| maps.join(m).exists())
         && expected_programs(lsm).all(|p| links.join(p).exists())
+        && same_layout(&maps)
+}
+
+/// Whether the pinned config and counter maps have this build's layout: an installation from
+/// a build with fewer kernel offsets or counters is replaced, not adopted (writing this
+/// build's config into it would fail).
+fn same_layout(maps_dir: &Path) -> bool {
+    let info = |name: &str| MapData::from_pin(maps_dir.join(name)).and_then(|m| m.info());
+    let cfg = info(MAP_HARDEN_CONFIG)
+        .is_ok_and(|i| i.value_size() as usize == std::mem::size_of::<HardenConfig>());
+    let cnt =
+        info(MAP_HARDEN_COUNTERS).is_ok_and(|i| i.max_entries() == HARDEN_COUNTERS.len() as u32);
+    cfg && cnt
 }
 
 /// Rewrites the hardening config of a pinned installation (after adopting it: the agent's pid
@@ -443,6 +519,8 @@ pub(super) fn apply_pinned(pin_dir: &Path, o: &HardenOptions) -> Result<(), Inte
             .map_err(|e| InterceptError::map(MAP_BIND_PORTS, e))?,
         unix: HashMap::try_from(open(MAP_UNIX_ALLOW)?)
             .map_err(|e| InterceptError::map(MAP_UNIX_ALLOW, e))?,
+        protected: HashMap::try_from(open(MAP_PROTECTED)?)
+            .map_err(|e| InterceptError::map(MAP_PROTECTED, e))?,
     };
     maps.write(o)
 }

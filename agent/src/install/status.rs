@@ -116,7 +116,13 @@ fn hardening_json(pin_dir: &std::path::Path, attached: bool) -> (Value, Value) {
     } else {
         None
     };
-    (lsm, json!({"programs": programs, "counters": counters}))
+    let protected = attached
+        .then(|| ebpf::protect::pinned_count(pin_dir).ok())
+        .flatten();
+    (
+        lsm,
+        json!({"programs": programs, "counters": counters, "protected_inodes": protected}),
+    )
 }
 
 fn ids_json(ids: &Identities) -> Value {
@@ -230,6 +236,12 @@ fn hardening_lines(v: &Value, line: &mut impl FnMut(&str, String)) {
     }
     if let Some(c) = v["hardening"]["counters"].as_object() {
         line("hardening #", counters_text(c));
+    }
+    if let Some(n) = v["hardening"]["protected_inodes"].as_u64() {
+        line(
+            "protected",
+            format!("{n} inodes governed tasks cannot open (CA key, state directory)"),
+        );
     }
 }
 

@@ -482,6 +482,117 @@ fn lsm_state_is_reported_and_require_lsm_is_enforced() {
     drop(agent);
 }
 
+/// Opens each path in argv (a directory is listed, which opens it) and prints `ok` or the
+/// errno name for each.
+const PY_OPEN: &str = r#"
+import sys,os,errno
+def rd(p):
+  try:
+    if os.path.isdir(p): os.listdir(p)
+    else: open(p,'rb').close()
+    return 'ok'
+  except OSError as e: return errno.errorcode[e.errno]
+print(' '.join(rd(p) for p in sys.argv[1:]))
+"#;
+
+#[test]
+fn governed_tasks_cannot_open_the_ca_key_or_the_state_directory() {
+    let Some(world) = World::enter(WHY) else {
+        return;
+    };
+    let u1 = TestUser::ensure("iatest1");
+    let mitm = TestCa::new("harden MITM CA");
+    let mut cfg = harden_config(&world, &mitm, json!({}));
+    // The CA lives in the world's shared temp dir (not dedicated to the agent): only the key
+    // file is protected, its neighbours stay readable. Ordinary permissions let the governed
+    // user read every file below, so only the LSM can refuse.
+    let key = cfg.tls.ca_key.clone().unwrap();
+    let cert = world.mitm_ca();
+    let neighbour = world.origin_ca();
+    let base = tempfile::tempdir().unwrap();
+    chmod(base.path(), 0o755);
+    let state = base.path().join("iron-agent");
+    std::fs::create_dir_all(state.join("sub")).unwrap();
+    let token = state.join("token");
+    let deep = state.join("sub/deep.txt");
+    let link = base.path().join("key-link");
+    std::fs::hard_link(&key, &link).unwrap();
+    for f in [&token, &deep] {
+        std::fs::write(f, "state").unwrap();
+    }
+    for p in [&state, &state.join("sub"), base.path()] {
+        chmod(p, 0o755);
+    }
+    for f in [&key, &cert, &token, &deep] {
+        chmod(f, 0o644);
+    }
+    let later = state.join("later.txt");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let probe = |who: Option<&TestUser>| {
+        let paths = [
+            &key, &link, &state, &token, &deep, &later, &cert, &neighbour,
+        ];
+        let mut args = vec!["/usr/bin/python3".to_string(), "-c".into(), PY_OPEN.into()];
+        args.extend(paths.iter().map(|p| s(p)));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match who {
+            Some(u) => output_text(&u.run(&args)),
+            None => output_text(&Command::new(args[0]).args(&args[1..]).output().unwrap()),
+        }
+    };
+    std::fs::write(&later, "state").unwrap();
+    chmod(&later, 0o644);
+    // Control: without the agent the governed user can read all of it.
+    assert_eq!(probe(Some(&u1)), "ok ok ok ok ok ok ok ok");
+    std::fs::remove_file(&later).unwrap();
+
+    let agent = world
+        .agent(&cfg)
+        .env("IRON_AGENT_STATE_DIR", s(&state))
+        .start_attached();
+    if !lsm_on(&agent) {
+        skip_lsm("file_open self-protection");
+        return;
+    }
+    assert!(
+        agent
+            .logs()
+            .contains("self-protection: governed tasks cannot open these"),
+        "{}",
+        agent.logs()
+    );
+    // A file created in the state directory after start is covered through its parent.
+    std::fs::write(&later, "state").unwrap();
+    chmod(&later, 0o644);
+    // The key (by any name: the hard link is the same inode), the state directory and what is
+    // in it are refused; the CA certificate and unrelated files are not.
+    assert_eq!(
+        probe(Some(&u1)),
+        "EPERM EPERM EPERM EPERM EPERM EPERM ok ok"
+    );
+    // Exempt root is not restricted.
+    assert_eq!(probe(None), "ok ok ok ok ok ok ok ok");
+    let st = status(&agent);
+    let denied = st["hardening"]["counters"]["DenyFileOpen"]
+        .as_u64()
+        .unwrap();
+    assert!(denied >= 6, "{st:#}");
+    assert!(
+        st["hardening"]["protected_inodes"].as_u64().unwrap() >= 5,
+        "{st:#}"
+    );
+    drop(agent);
+
+    // Control with the agent: self_protect off leaves the same opens to ordinary permissions.
+    cfg.intercept.as_mut().unwrap()["self_protect"] = json!(false);
+    let agent = world
+        .agent(&cfg)
+        .env("IRON_AGENT_STATE_DIR", s(&state))
+        .start_attached();
+    assert_eq!(probe(Some(&u1)), "ok ok ok ok ok ok ok ok");
+    drop(agent);
+}
+
 fn chmod(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
