@@ -296,11 +296,18 @@ mod tests {
             members: Vec::new(),
         };
         let mut types = vec![void, task, socket, common];
+        // Lookups take the first struct of a name, so each struct holds all of its members.
+        let mut structs: Vec<(&str, Vec<Member>)> = Vec::new();
         for (s, f, at) in file {
             let m = member(name(f), *at);
-            // One struct per member is enough: lookups take the first struct of that name.
+            match structs.iter_mut().find(|(n, _)| n == s) {
+                Some((_, members)) => members.push(m),
+                None => structs.push((s, vec![m])),
+            }
+        }
+        for (s, members) in structs {
             let n = name(s);
-            types.push(st(n, vec![m]));
+            types.push(st(n, members));
         }
         KernelBtf { types, strings }
     }
