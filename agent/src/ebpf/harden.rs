@@ -6,7 +6,7 @@
 use std::{
     fs::{self, File},
     os::fd::AsFd,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use agent_common::{
@@ -20,15 +20,13 @@ use agent_common::{
 use aya::{
     Btf, Ebpf,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, CgroupSockopt, Lsm,
-        links::FdLink,
-    },
+    programs::{CgroupSockopt, Lsm, links::FdLink},
 };
 
 use super::{
     InterceptError,
     btf::{KernelBtf, LsmOffsets},
+    pins::{self, CgroupHook},
     protect::{self, ProtectedPath},
     raw_link,
 };
@@ -359,7 +357,7 @@ pub(super) fn pin_and_attach(
         staging.join(PIN_MAPS_SUBDIR),
         staging.join(PIN_LINKS_SUBDIR),
     );
-    pin_maps(ebpf, &maps_dir)?;
+    pins::pin_maps(ebpf, &HARDEN_MAP_NAMES, &maps_dir)?;
     // Config and allowlists before any program is attached.
     apply_pinned(staging, o)?;
     let btf = if o.lsm {
@@ -368,38 +366,24 @@ pub(super) fn pin_and_attach(
         None
     };
     for (name, kind) in HARDEN_PROGRAMS {
-        let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
-            what: "program",
-            name,
-        })?;
-        let perr = |e| InterceptError::program(name, e);
-        let lerr = |e| InterceptError::Link {
-            path: PathBuf::from(name),
-            source: Box::new(e),
-        };
-        let link: FdLink = match kind {
-            HardenKind::Bind => {
-                let p: &mut CgroupSockAddr = prog.try_into().map_err(perr)?;
-                p.load().map_err(perr)?;
-                let id = p.attach(cg, CgroupAttachMode::Single).map_err(perr)?;
-                p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
-            }
+        let prog = pins::program(ebpf, name)?;
+        let link = match kind {
+            HardenKind::Bind => pins::attach_cgroup(name, prog, CgroupHook::SockAddr, cg)?,
+            HardenKind::SkbEgress => pins::attach_cgroup(name, prog, CgroupHook::SkbEgress, cg)?,
             HardenKind::Setsockopt => {
-                let p: &mut CgroupSockopt = prog.try_into().map_err(perr)?;
-                p.load().map_err(perr)?;
-                let fd = p.fd().map_err(perr)?.as_fd();
+                // aya 0.14 cannot pin a cgroup sockopt link: raw_link attaches and pins it.
+                let p: &mut CgroupSockopt = prog
+                    .try_into()
+                    .map_err(|e| InterceptError::program(name, e))?;
+                p.load().map_err(|e| InterceptError::program(name, e))?;
+                let fd = p
+                    .fd()
+                    .map_err(|e| InterceptError::program(name, e))?
+                    .as_fd();
                 let path = links_dir.join(name);
                 raw_link::attach_and_pin(fd, cg.as_fd(), raw_link::BPF_CGROUP_SETSOCKOPT, &path)
                     .map_err(|e| InterceptError::io(format!("attaching and pinning {name}"), e))?;
                 continue;
-            }
-            HardenKind::SkbEgress => {
-                let p: &mut CgroupSkb = prog.try_into().map_err(perr)?;
-                p.load().map_err(perr)?;
-                let id = p
-                    .attach(cg, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
-                    .map_err(perr)?;
-                p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
             }
             HardenKind::Lsm(hook) => {
                 let Some(btf) = &btf else { continue };
@@ -413,25 +397,7 @@ pub(super) fn pin_and_attach(
                 }
             }
         };
-        let path = links_dir.join(name);
-        link.pin(&path).map_err(|e| InterceptError::Pin {
-            path,
-            source: Box::new(e),
-        })?;
-    }
-    Ok(())
-}
-
-fn pin_maps(ebpf: &mut Ebpf, maps_dir: &Path) -> Result<(), InterceptError> {
-    for name in HARDEN_MAP_NAMES {
-        let map = ebpf
-            .map(name)
-            .ok_or(InterceptError::Missing { what: "map", name })?;
-        let path = maps_dir.join(name);
-        map.pin(&path).map_err(|e| InterceptError::Pin {
-            path,
-            source: Box::new(e),
-        })?;
+        pins::pin_link(link, &links_dir, name)?;
     }
     Ok(())
 }

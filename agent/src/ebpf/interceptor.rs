@@ -9,22 +9,19 @@ use std::{
 use agent_common::{
     COUNTER_COUNT, COUNTERS, Counter, ListenerConfig, MAP_CONFIG, MAP_COUNTERS,
     MAP_GOVERNED_CGROUPS, MAP_NAMES, MAP_ORIG_BY_TUPLE, MAP_UID_POLICY, PIN_LINKS_SUBDIR,
-    PIN_MAPS_SUBDIR, PROGRAMS, Policy, ProgKind,
+    PIN_MAPS_SUBDIR, PROGRAMS, Policy,
 };
 use aya::{
     EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, SockOps,
-        links::{FdLink, PinnedLink},
-    },
+    programs::links::PinnedLink,
 };
 use parking_lot::Mutex;
 
 use crate::identify::{CgroupId, ClientAddr, ConnOrigin, LocalAddr, OrigDstLookup, PolicyId, Uid};
 
 use super::agent_ports::{AgentPort, AgentPortTable, PortGroup};
-use super::{InterceptConfig, InterceptError, Mode, lookup::OrigDstTable, sys};
+use super::{InterceptConfig, InterceptError, Mode, lookup::OrigDstTable, pins, sys};
 
 /// The eBPF object built by agent/build.rs; empty when the toolchain was missing at build time.
 pub(super) static OBJECT: &[u8] =
@@ -374,27 +371,10 @@ fn pin_and_attach(ebpf: &mut aya::Ebpf, cg: &File, staging: &Path) -> Result<(),
         fs::set_permissions(d, fs::Permissions::from_mode(0o700))
             .map_err(|e| InterceptError::io(format!("chmod 0700 {}", d.display()), e))?;
     }
-    for name in MAP_NAMES {
-        let map = ebpf
-            .map(name)
-            .ok_or(InterceptError::Missing { what: "map", name })?;
-        let path = maps_dir.join(name);
-        map.pin(&path).map_err(|e| InterceptError::Pin {
-            path,
-            source: Box::new(e),
-        })?;
-    }
+    pins::pin_maps(ebpf, &MAP_NAMES, &maps_dir)?;
     for (name, kind) in PROGRAMS {
-        let prog = ebpf.program_mut(name).ok_or(InterceptError::Missing {
-            what: "program",
-            name,
-        })?;
-        let link = attach(name, prog, kind, cg)?;
-        let path = links_dir.join(name);
-        link.pin(&path).map_err(|e| InterceptError::Pin {
-            path,
-            source: Box::new(e),
-        })?;
+        let link = pins::attach_cgroup(name, pins::program(ebpf, name)?, kind.into(), cg)?;
+        pins::pin_link(link, &links_dir, name)?;
     }
     Ok(())
 }
@@ -429,42 +409,6 @@ fn sum_counters(counters: &PerCpuArray<MapData, u64>) -> Result<Counters, Interc
         *slot = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
     }
     Ok(out)
-}
-
-fn attach(
-    name: &'static str,
-    prog: &mut aya::programs::Program,
-    kind: ProgKind,
-    cg: &File,
-) -> Result<FdLink, InterceptError> {
-    let perr = |e| InterceptError::program(name, e);
-    let lerr = |e| InterceptError::Link {
-        path: PathBuf::from(name),
-        source: Box::new(e),
-    };
-    // Single, not AllowMultiple: aya uses bpf_link_create, which rejects BPF_F_ALLOW_MULTI; cgroup
-    // links are multi-attach anyway, so other tools' programs keep working next to ours.
-    let link: FdLink = match kind {
-        ProgKind::SockCreate => {
-            let p: &mut CgroupSock = prog.try_into().map_err(perr)?;
-            p.load().map_err(perr)?;
-            let id = p.attach(cg, CgroupAttachMode::Single).map_err(perr)?;
-            p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
-        }
-        ProgKind::SockAddr => {
-            let p: &mut CgroupSockAddr = prog.try_into().map_err(perr)?;
-            p.load().map_err(perr)?;
-            let id = p.attach(cg, CgroupAttachMode::Single).map_err(perr)?;
-            p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
-        }
-        ProgKind::SockOps => {
-            let p: &mut SockOps = prog.try_into().map_err(perr)?;
-            p.load().map_err(perr)?;
-            let id = p.attach(cg, CgroupAttachMode::Single).map_err(perr)?;
-            p.take_link(id).map_err(perr)?.try_into().map_err(lerr)?
-        }
-    };
-    Ok(link)
 }
 
 fn staging_dir(pin_dir: &Path) -> PathBuf {

@@ -36,6 +36,7 @@ pub mod harden;
 mod interceptor;
 pub mod log;
 mod lookup;
+mod pins;
 pub mod protect;
 mod raw_link;
 mod sys;
