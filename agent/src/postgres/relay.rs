@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use super::sql::{Policy, Refusal};
 use super::wire::{self, Severity, WireError};
@@ -65,6 +66,34 @@ impl Relay<'_> {
     {
         let (cr, cw) = tokio::io::split(client);
         let (ur, uw) = tokio::io::split(upstream);
+        self.both_ways(cr, cw, ur, uw).await
+    }
+
+    /// [`Self::run`] for two plain TCP streams: their borrowed halves need no lock, unlike
+    /// `tokio::io::split`'s, which every read and write of a round trip would take.
+    pub async fn run_tcp(
+        &self,
+        mut client: TcpStream,
+        mut upstream: TcpStream,
+    ) -> Result<(), WireError> {
+        let (cr, cw) = client.split();
+        let (ur, uw) = upstream.split();
+        self.both_ways(cr, cw, ur, uw).await
+    }
+
+    async fn both_ways<CR, CW, UR, UW>(
+        &self,
+        cr: CR,
+        cw: CW,
+        ur: UR,
+        uw: UW,
+    ) -> Result<(), WireError>
+    where
+        CR: AsyncRead + Unpin,
+        CW: AsyncWrite + Unpin,
+        UR: AsyncRead + Unpin,
+        UW: AsyncWrite + Unpin,
+    {
         tokio::select! {
             r = self.client_to_upstream(cr, uw) => r,
             r = self.upstream_to_client(ur, cw) => r,

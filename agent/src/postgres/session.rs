@@ -162,7 +162,12 @@ pub async fn serve(
         on_refusal: &on_refusal,
     };
     let result = tokio::select! {
-        r = relay.run(client, up.stream) => r,
+        r = async {
+            match (client, up.stream) {
+                (Either::Left(c), Either::Left(u)) => relay.run_tcp(c, u).await,
+                (c, u) => relay.run(c, u).await,
+            }
+        } => r,
         _ = shutdown.cancelled() => Ok(()),
     };
     let outcome = match result {
