@@ -68,6 +68,8 @@ pub struct Proxy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_response_body_bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_response_header_timeout: Option<String>,
     /// `None`: the key is absent, so the agent's default (loopback and private ranges denied).
     #[serde(skip_serializing_if = "Option::is_none")]

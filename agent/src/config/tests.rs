@@ -817,6 +817,36 @@ fn warnings() {
 }
 
 #[test]
+fn mcp_under_sni_only_warns_that_https_is_not_policed() {
+    let blocks = "mcp:\n  servers:\n    - name: gh\n      rules: [{host: mcp.test}]\n      tools: \
+                  [{name: search}]\nmcp_gateway:\n  routes:\n    - name: r\n      rules: \
+                  [{host: mcp.test}]\n      upstream: https://up.test/mcp\n";
+    let sni = |w: &Vec<String>| -> Vec<String> {
+        w.iter()
+            .filter(|w| w.contains("sni-only passes"))
+            .cloned()
+            .collect()
+    };
+    let cfg = load_str(&format!("{PRELUDE}{blocks}"), &full_env()).unwrap();
+    assert_eq!(
+        sni(&validate_warnings(&cfg)),
+        [
+            "mcp: tls.mode=sni-only passes HTTPS through undecrypted, so MCP policy applies to \
+             plain-HTTP requests only",
+            "mcp_gateway: tls.mode=sni-only passes HTTPS through undecrypted, so MCP gateway \
+             routing applies to plain-HTTP requests only",
+        ]
+    );
+    // MITM mode sees the requests; an empty mcp block enforces nothing: no warning either way.
+    let mitm =
+        format!("dns:\n  proxy_ip: 10.0.0.2\ntls:\n  ca_cert: /c.crt\n  ca_key: /c.key\n{blocks}");
+    let cfg = load_str(&mitm, &full_env()).unwrap();
+    assert!(sni(&validate_warnings(&cfg)).is_empty());
+    let cfg = load_str(&format!("{PRELUDE}mcp:\n  servers: []\n"), &full_env()).unwrap();
+    assert!(sni(&validate_warnings(&cfg)).is_empty());
+}
+
+#[test]
 fn transform_entry_deserializes_from_json_in_either_order() {
     let name_first: TransformEntry =
         serde_json::from_str(r#"{"name":"allowlist","config":{"domains":["a"]}}"#).unwrap();

@@ -247,6 +247,9 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
     if cfg.tls.mode == TlsMode::SniOnly && (cfg.tls.ca_cert.is_some() || cfg.tls.ca_key.is_some()) {
         out.push("tls: ca_cert and ca_key are ignored when tls.mode=sni-only".to_string());
     }
+    if cfg.tls.mode == TlsMode::SniOnly {
+        out.extend(sni_only_mcp_warnings(cfg));
+    }
     if cfg.management.listen.is_none() && cfg.management.api_key_env.is_some() {
         out.push(
             "management.api_key_env: ignored because management.listen is not set".to_string(),
@@ -256,6 +259,29 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
         out.push("dns: records and passthrough are ignored because dns is disabled".to_string());
     }
     out
+}
+
+/// MCP policy needs to read requests; sni-only mode splices HTTPS without decrypting it, so only
+/// plain-HTTP MCP traffic would ever be policed or routed.
+fn sni_only_mcp_warnings(cfg: &Config) -> Vec<String> {
+    let mcp = cfg.mcp.as_ref().is_some_and(|m| !m.servers.is_empty());
+    let gateway = cfg
+        .mcp_gateway
+        .as_ref()
+        .is_some_and(|g| !g.routes.is_empty());
+    [
+        ("mcp", "MCP policy", mcp),
+        ("mcp_gateway", "MCP gateway routing", gateway),
+    ]
+    .into_iter()
+    .filter(|(_, _, on)| *on)
+    .map(|(key, what, _)| {
+        format!(
+            "{key}: tls.mode=sni-only passes HTTPS through undecrypted, so {what} applies \
+                 to plain-HTTP requests only"
+        )
+    })
+    .collect()
 }
 
 /// `http://` or `https://`, a host, no query or fragment.

@@ -261,3 +261,7 @@ impl Route {
         s.parse().map_err(|e| format!("gateway upstream URL: {e}"))
     }
 }
+
+#[cfg(test)]
+#[path = "gateway_tests.rs"]
+mod tests;

@@ -84,8 +84,20 @@ fn a_batch_is_denied_whole_and_malformed_bodies_get_null_ids() {
     let v: Value = serde_json::from_slice(&j.deny.unwrap()).unwrap();
     assert_eq!(v[0]["id"], Value::Null);
     assert_eq!(j.entries[0].reason, Some("malformed_jsonrpc"));
+    // A readable message without a tool name: denied with its own id (§14.2), not null.
     let j = request::judge(&s, &m.error, b"{\"method\":\"tools/call\",\"id\":3}", false);
     assert_eq!(j.entries[0].reason, Some("malformed_jsonrpc"));
+    let v: Value = serde_json::from_slice(&j.deny.unwrap()).unwrap();
+    assert_eq!(v["id"], json!(3));
+    let (j, _) = judge(
+        json!({"jsonrpc": "2.0", "id": "c-9", "method": "tools/call",
+        "params": {"arguments": {}}}),
+    );
+    assert_eq!(j.entries[0].reason, Some("malformed_jsonrpc"));
+    assert_eq!(
+        j.deny.unwrap(),
+        r#"{"jsonrpc":"2.0","id":"c-9","error":{"code":-32001,"message":"blocked by iron-proxy policy"}}"#
+    );
 }
 
 #[test]

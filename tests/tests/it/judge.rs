@@ -6,6 +6,7 @@
 //! annotations, HTTP/2 and tunnels, config errors and the documented example.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod limits;
 pub(crate) mod llm;
 
 use std::process::Command;

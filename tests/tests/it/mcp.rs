@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+mod gateway;
+mod limits;
+
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// What the fake MCP server received: (path and query, authorization header, body).
@@ -97,8 +100,9 @@ fn answer(msg: &Value) -> Value {
         Some("tools/list") => {
             json!({"jsonrpc": "2.0", "id": id, "result": {"tools": serde_json::from_str::<Value>(TOOLS).unwrap()}})
         }
+        // The arguments come back too (a large answer when the call was large).
         _ => {
-            json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "done"}]}})
+            json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "done"}], "arguments": msg["params"]["arguments"]}})
         }
     }
 }
@@ -187,6 +191,16 @@ pub(crate) fn mcp_block() -> Value {
 }
 
 fn start_agent(dir: &std::path::Path, gateway: Option<Value>, env: &[(&str, &str)]) -> Agent {
+    start_agent_with(dir, gateway, env, |_| {})
+}
+
+/// [`start_agent`] with one more change to the config (limits).
+fn start_agent_with(
+    dir: &std::path::Path,
+    gateway: Option<Value>,
+    env: &[(&str, &str)],
+    change: impl FnOnce(&mut AgentConfig),
+) -> Agent {
     let ca = TestCa::new("mitm");
     let (c, k) = ca.write(dir);
     let cfg = AgentConfig::loopback(&c, &k)
@@ -195,7 +209,8 @@ fn start_agent(dir: &std::path::Path, gateway: Option<Value>, env: &[(&str, &str
         .with(|c| {
             c.mcp = Some(mcp_block());
             c.mcp_gateway = gateway;
-        });
+        })
+        .with(change);
     let mut b = Agent::with(&cfg);
     for (k, v) in env {
         b = b.env(k, *v);
@@ -390,8 +405,14 @@ fn check_config(yaml: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("c.yaml");
     std::fs::write(&p, yaml).unwrap();
+    // The docs example names installed CA paths (/etc/iron-agent): judge the config only.
     let out = std::process::Command::new(iron_agent_tests::agent::agent_bin())
-        .args(["check-config", "--config", p.to_str().unwrap()])
+        .args([
+            "check-config",
+            "--no-host-checks",
+            "--config",
+            p.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     (
@@ -426,8 +447,23 @@ fn config_errors_name_fields_and_the_docs_example_checks() {
         .nth(1)
         .and_then(|s| s.split("```").next())
         .expect("a yaml example in docs/mcp.md");
+    assert!(
+        !example.contains("sni-only"),
+        "MCP needs to see requests:\n{example}"
+    );
     let (code, err) = check_config(example);
     assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("sni-only"), "{err}");
+    // The same policy under sni-only is valid but cannot see HTTPS requests: a warning each.
+    let tls = "tls:\n  ca_cert: /etc/iron-agent/ca.crt\n  ca_key: /etc/iron-agent/ca.key\n";
+    assert!(example.starts_with(tls), "{example}");
+    let sni = example.replacen(tls, "tls:\n  mode: sni-only\n", 1);
+    let (code, err) = check_config(&sni);
+    assert_eq!(code, 0, "{err}");
+    for key in ["mcp", "mcp_gateway"] {
+        let want = format!("warning: {key}: tls.mode=sni-only passes HTTPS through undecrypted");
+        assert!(err.contains(&want), "missing {want:?}: {err}");
+    }
 }
 
 #[test]
