@@ -81,7 +81,8 @@ impl SessionAudit {
         self.pg.upstream = hosts;
     }
 
-    /// One record for a refused statement, now.
+    /// One record for a refused statement, now (`sql` is empty for a fastpath FunctionCall,
+    /// which has no statement text: the record then has no `statement`).
     pub fn refused_statement(&self, refusal: Refusal, sql: &str) {
         let mut rec = self.base.clone();
         rec.action = Action::Reject;
@@ -90,7 +91,9 @@ impl SessionAudit {
         rec.postgres = Some(PostgresAudit {
             event: "statement",
             sqlstate: Some(refusal.sqlstate().into()),
-            statement: super::sql::normalized(sql),
+            statement: (!sql.is_empty())
+                .then(|| super::sql::normalized(sql))
+                .flatten(),
             ..self.session_identity()
         });
         self.sink.write(rec);

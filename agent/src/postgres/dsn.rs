@@ -7,7 +7,9 @@
 //! (client certificates, Kerberos, ...) are refused rather than silently ignored. Unlike libpq,
 //! nothing is taken from the agent's environment (`PGHOST`, `PGPASSWORD`, ...).
 //!
-//! Errors never contain the DSN or the password: only keyword names and positions.
+//! Errors never contain the DSN or any value from it, only keyword names and parts: a value can
+//! hold a password fragment when a URL's password has an unencoded `/` (`postgres://u:ab/cd@h/db`
+//! splits into host `u`, port `ab` and database `cd@h/db`).
 
 use std::path::PathBuf;
 
@@ -43,7 +45,7 @@ impl SslMode {
             "require" => Self::Require,
             "verify-ca" => Self::VerifyCa,
             "verify-full" => Self::VerifyFull,
-            other => return Err(DsnError::BadValue("sslmode", other.to_string())),
+            _ => return Err(DsnError::BadValue("sslmode")),
         })
     }
 
@@ -94,10 +96,11 @@ pub struct Dsn {
 pub enum DsnError {
     #[error("invalid DSN: {0}")]
     Syntax(&'static str),
-    #[error("invalid DSN: invalid value {1:?} for {0}")]
-    BadValue(&'static str, String),
+    /// Names the keyword only: the value could be part of a password.
+    #[error("invalid DSN: invalid value for {0}")]
+    BadValue(&'static str),
     #[error("invalid DSN: {0} is not supported by the proxy")]
-    Unsupported(String),
+    Unsupported(&'static str),
     #[error("invalid DSN: unix-domain socket hosts are not supported")]
     UnixSocket,
 }
@@ -168,7 +171,13 @@ impl Dsn {
                 "dbname" => d.dbname = Some(v).filter(|v| !v.is_empty()),
                 "sslmode" => d.sslmode = SslMode::parse(&v)?,
                 "sslrootcert" => d.sslrootcert = Some(v).filter(|v| !v.is_empty()),
-                k if UNSUPPORTED.contains(&k) => return Err(DsnError::Unsupported(k.into())),
+                k if UNSUPPORTED.contains(&k) => {
+                    let name = UNSUPPORTED
+                        .iter()
+                        .find(|u| **u == k)
+                        .map_or("a keyword", |u| u);
+                    return Err(DsnError::Unsupported(name));
+                }
                 k if IGNORED.contains(&k) => {}
                 _ => d.params.push((k, v)),
             }
@@ -222,9 +231,7 @@ fn host_list(hosts: &str, ports: &str) -> Result<Vec<HostPort>, DsnError> {
         let p = ports.get(i).or(ports.first()).map(|p| p.trim());
         let port = match p {
             None | Some("") => DEFAULT_PORT,
-            Some(p) => p
-                .parse()
-                .map_err(|_| DsnError::BadValue("port", p.to_string()))?,
+            Some(p) => p.parse().map_err(|_| DsnError::BadValue("port"))?,
         };
         let host = if h.is_empty() { "localhost" } else { h };
         out.push(HostPort {
@@ -247,6 +254,15 @@ fn decode(s: &str) -> Result<String, DsnError> {
 
 /// `[user[:password]@][host[:port][,...]][/dbname][?k=v&...]` (after the scheme).
 fn url_pairs(rest: &str) -> Result<Vec<(String, String)>, DsnError> {
+    // The user information ends at the first '/' or '?', as libpq reads it. An '@' after that
+    // point almost always means a password with an unencoded '/' or '?': refusing it keeps the
+    // rest of the password out of the database name (which errors quote) and the parameters.
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if rest[authority_end..].contains('@') {
+        return Err(DsnError::Syntax(
+            "'@' after the host part (percent-encode '/', '?' and '@' in the user name and password)",
+        ));
+    }
     let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = main.split_once('/').unwrap_or((main, ""));
     let mut pairs = Vec::new();
@@ -432,5 +448,44 @@ mod tests {
         );
         let e = Dsn::parse("password=hunter2 host").unwrap_err();
         assert!(!e.to_string().contains("hunter2"));
+    }
+
+    /// A password with an unencoded '/' or '?' (or a bad value anywhere) must not reach the
+    /// error text, whole or in part: errors end up in the log and the audit record.
+    #[test]
+    fn errors_quote_no_fragment_of_a_password() {
+        let password = "Xq9/Zk7?Wm4@Jv2:Rt8";
+        for dsn in [
+            "postgres://u:Ab1/Cd2@h/db".to_string(),
+            "postgres://u:5432/Cd2@h/db".to_string(),
+            "postgres://u:Ab1?Cd2@h/db".to_string(),
+            "postgres://u:Ab1?c=Cd2@h/db".to_string(),
+            "postgres://u:Ab1@Cd2/Ef3@h/db".to_string(),
+            format!("postgres://u:{password}@h/db"),
+            format!("postgresql://u:{password}@h:5432/db?sslmode=verify-full"),
+            "postgres://u@h:Ab1/db".to_string(),
+            "host=h port=Ab1".to_string(),
+            "host=h sslmode=Ab1".to_string(),
+            format!("host=h port={password}"),
+        ] {
+            let e = Dsn::parse(&dsn).expect_err(&dsn).to_string();
+            for f in ["Xq9", "Zk7", "Wm4", "Jv2", "Rt8", "Ab1", "Cd2", "Ef3"] {
+                assert!(!e.contains(f), "{dsn}: {e}");
+            }
+        }
+        assert_eq!(
+            Dsn::parse("postgres://u:ab/cd@h/db").unwrap_err(),
+            DsnError::Syntax(
+                "'@' after the host part (percent-encode '/', '?' and '@' in the user name and password)"
+            )
+        );
+        assert_eq!(
+            Dsn::parse("host=h port=Ab1").unwrap_err().to_string(),
+            "invalid DSN: invalid value for port"
+        );
+        // Encoded, the same password is fine.
+        let d = Dsn::parse("postgres://u:ab%2Fcd@h/db").unwrap();
+        assert_eq!(d.password.as_ref().unwrap().expose(), "ab/cd");
+        assert_eq!(d.dbname.as_deref(), Some("db"));
     }
 }

@@ -117,7 +117,7 @@ impl Generation {
             routes.insert(u.database.clone(), Arc::new(route));
         }
         // A DSN that cannot be read now is retried in the background; sessions for its route
-        // fail (08006) until it can.
+        // fail (08006) until it can, and its eBPF redirect entries wait for a reconfiguration.
         secrets.resolve_all().await;
         let secrets_stop = CancellationToken::new();
         secrets.spawn_refreshers(secrets_stop.clone());
@@ -316,7 +316,8 @@ impl PostgresProxy {
         }
     }
 
-    /// Writes the kernel redirect entries for the current upstreams (eBPF mode only).
+    /// Writes the kernel redirect entries for the upstreams as their DSNs read and resolve now
+    /// (eBPF mode only); called on start and reconfiguration, not when a DSN is refreshed.
     async fn sync_redirects(&self) {
         let table = self.redirects.lock().clone();
         let Some(table) = table else { return };

@@ -6,7 +6,7 @@
 //! Data path, one module per step:
 //! [`listener`] (accept, reconfigure) → [`session`] (startup, routing by database) →
 //! [`auth`] (client credential) → [`upstream`] (+ [`upstream_tls`], [`dsn`]: login and
-//! pinning) → [`relay`] (+ [`sql`]: the statement policy) → [`audit`].
+//! pinning) → [`relay`] (+ [`sql`], [`routine`]: the statement policy) → [`audit`].
 //! [`wire`] is the protocol codec of the proxy's own messages; [`redirect`] keeps the eBPF
 //! redirect entries for configured database destinations; [`config`] is the YAML block (in
 //! `config/postgres.rs`, with the rest of the config).
@@ -17,6 +17,7 @@ pub mod dsn;
 pub mod listener;
 pub mod redirect;
 pub mod relay;
+pub mod routine;
 pub mod session;
 pub mod sql;
 pub mod upstream;

@@ -1,7 +1,9 @@
 //! eBPF mode: a governed workload that connects to a configured upstream's address is sent to
 //! the proxy listener by the kernel, so clients keep their usual host name (`db.internal:5432`).
 //! Only the configured database destinations are redirected; every other port stays denied.
-//! The entries follow the configuration (start, reconfigure) and the DSNs' current values.
+//! The entries are computed when the listener starts or is reconfigured, from the DSNs readable
+//! and the addresses their hosts resolve to at that moment; a DSN refreshed later (its secret's
+//! `ttl`) or readable only later changes them at the next reconfiguration (docs/postgres.md).
 
 use std::net::SocketAddr;
 

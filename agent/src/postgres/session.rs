@@ -69,6 +69,7 @@ fn refuse_peer(r: PeerRefusal) -> Stop {
         PeerRefusal::DeniedIdentity => {
             "iron-agent: connection refused: this identity is denied network access"
         }
+        // The listener's identifier gives only the two above; these are for exhaustiveness.
         PeerRefusal::UnknownPolicy => {
             "iron-agent: connection refused: the connection's policy is no longer configured"
         }

@@ -8,6 +8,8 @@
 //! literal is refused (it could name the role at execute time), and so is anything that would
 //! make the server read SQL differently from this parser: `standard_conforming_strings` other
 //! than `on`, and client encodings whose multibyte characters can contain `'` or `\` bytes.
+//! The bodies of functions and procedures a statement creates get the same policy (see
+//! [`routine`](super::routine)): a body that runs later must not do what the statement could not.
 //! Text the parser rejects is relayed: the server answers with its own syntax error.
 //!
 //! Parsing costs tens of microseconds, so two shortcuts keep the relay fast, both exact:
@@ -22,6 +24,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::config::ROLE_SETTINGS;
+use super::routine;
 
 /// iron-proxy caches 1024 parse results; so do we (per route).
 pub const CACHE_SIZE: usize = 1024;
@@ -40,10 +43,18 @@ pub enum Refusal {
     StandardConformingStrings = 7,
     ClientEncoding = 8,
     PgSettings = 9,
+    /// A fastpath `FunctionCall` message (no SQL text to check).
+    FunctionCall = 10,
+    /// A function or procedure body in a language other than `sql` and `plpgsql`.
+    FunctionLanguage = 11,
+    /// A function body that does not parse, or nests definitions too deeply.
+    FunctionBody = 12,
+    /// `EXECUTE` (dynamic SQL) in a plpgsql body.
+    DynamicSql = 13,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 13] = [
         Self::Role,
         Self::DoBlock,
         Self::ResetAll,
@@ -53,6 +64,10 @@ impl Refusal {
         Self::StandardConformingStrings,
         Self::ClientEncoding,
         Self::PgSettings,
+        Self::FunctionCall,
+        Self::FunctionLanguage,
+        Self::FunctionBody,
+        Self::DynamicSql,
     ];
 
     pub fn from_code(c: u8) -> Option<Self> {
@@ -61,7 +76,12 @@ impl Refusal {
 
     pub fn sqlstate(self) -> &'static str {
         match self {
-            Self::DoBlock | Self::ClientEncoding => "0A000",
+            Self::DoBlock
+            | Self::ClientEncoding
+            | Self::FunctionCall
+            | Self::FunctionLanguage
+            | Self::FunctionBody
+            | Self::DynamicSql => "0A000",
             _ => "42501",
         }
     }
@@ -78,6 +98,10 @@ impl Refusal {
             Self::StandardConformingStrings => "standard_conforming_strings",
             Self::ClientEncoding => "client_encoding",
             Self::PgSettings => "pg_settings_update",
+            Self::FunctionCall => "function_call",
+            Self::FunctionLanguage => "function_language",
+            Self::FunctionBody => "function_body",
+            Self::DynamicSql => "dynamic_sql",
         }
     }
 
@@ -108,6 +132,18 @@ impl Refusal {
             }
             Self::PgSettings => {
                 "updating pg_settings (directly or through a view or rule) changes session settings, the role included"
+            }
+            Self::FunctionCall => {
+                "the fastpath FunctionCall message is not supported (it calls a function with no SQL text the policy can check)"
+            }
+            Self::FunctionLanguage => {
+                "functions and procedures may be created only in LANGUAGE sql or plpgsql (a body in another language cannot be inspected for embedded role changes)"
+            }
+            Self::FunctionBody => {
+                "this function body cannot be inspected for embedded role changes (it does not parse, or nests function definitions too deeply)"
+            }
+            Self::DynamicSql => {
+                "EXECUTE in a plpgsql body is not supported (dynamic SQL cannot be inspected for embedded role changes)"
             }
         };
         format!("{PREFIX}{reason}")
@@ -151,57 +187,137 @@ impl Policy {
 
 /// Whether `sql` could hold a refused construct. Sound because each one needs, in the text, a
 /// keyword or identifier spelled with these letters: `SET`/`RESET` (every setting change,
-/// function `SET` clauses, `SESSION AUTHORIZATION`), `set_config`, `DO`, `DISCARD`; keywords
-/// cannot be escaped, and an identifier can be spelled otherwise only with `U&"..."` escapes
-/// (hence `&`). Anything non-ASCII goes to the parser too.
+/// function `SET` clauses, `SESSION AUTHORIZATION`), `set_config`, `DO`, `DISCARD`, and
+/// `FUNCTION`/`PROCEDURE` (a body is a string literal, whose escapes can spell anything);
+/// keywords cannot be escaped, and an identifier can be spelled otherwise only with `U&"..."`
+/// escapes (hence `&`). Anything non-ASCII goes to the parser too.
 pub fn needs_parse(sql: &str) -> bool {
     let b = sql.as_bytes();
     if b.iter().any(|c| !c.is_ascii() || *c == b'&') {
         return true;
     }
     let has = |word: &[u8]| b.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word));
-    has(b"set") || has(b"do") || has(b"discard")
+    has(b"set") || has(b"do") || has(b"discard") || has(b"function") || has(b"procedure")
 }
 
 /// Parses and walks every statement. Unparsable text is relayed (the server reports it).
 pub fn classify(sql: &str, pinned: &HashSet<String>) -> Option<Refusal> {
-    let parsed = pg_query::parse(sql, 0).ok()?;
-    let tree = serde_json::to_value(&parsed.protobuf).ok()?;
-    let mut found = None;
-    walk(&tree, pinned, &mut found);
-    found
+    let scope = Scope { pinned, depth: 0 };
+    verdict(sql, pg_query::ParserOptions::DEFAULT, scope).unwrap_or(None)
 }
 
-fn walk(v: &Value, pinned: &HashSet<String>, found: &mut Option<Refusal>) {
-    if found.is_some() {
-        return;
+/// What the walk of one text needs: the pinned settings, and how deep in function bodies the
+/// text is (0: the client's statement).
+#[derive(Clone, Copy)]
+pub(super) struct Scope<'a> {
+    pub pinned: &'a HashSet<String>,
+    pub depth: u8,
+}
+
+/// The verdict on `sql` parsed in `mode`; `Err` when it does not parse.
+pub(super) fn verdict(
+    sql: &str,
+    mode: pg_query::ParserOptions,
+    scope: Scope<'_>,
+) -> Result<Option<Refusal>, pg_query::Error> {
+    let parsed = pg_query::parse(sql, mode)?;
+    let tree = serde_json::to_value(&parsed.protobuf)
+        .map_err(|e| pg_query::Error::InvalidJson(e.to_string()))?;
+    let stmts = tree["stmts"].as_array().map(|s| s.iter().collect());
+    for raw in stmts.unwrap_or_else(|| vec![&tree]) {
+        let mut w = Walk {
+            scope,
+            found: None,
+            plpgsql: false,
+            functions: 0,
+        };
+        w.walk(raw);
+        if w.found.is_none() && w.plpgsql {
+            // Compiled after the walk, from this statement's text alone (libpg_query compiles
+            // every function in the text it is given).
+            w.found = match statement_text(sql, raw) {
+                Some(text) => routine::plpgsql(text, scope, w.functions),
+                None => Some(Refusal::FunctionBody),
+            };
+        }
+        if w.found.is_some() {
+            return Ok(w.found);
+        }
     }
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                let verdict = match k.as_str() {
-                    "VariableSetStmt" => variable_set(child, pinned),
-                    "DoStmt" => Some(Refusal::DoBlock),
-                    // DiscardMode::DiscardAll
-                    "DiscardStmt" if child["target"] == 1 => Some(Refusal::DiscardAll),
-                    "FuncCall" => func_call(child, pinned),
-                    // An UPDATE of pg_settings is set_config for any setting its WHERE selects.
-                    "UpdateStmt" | "MergeStmt" | "ViewStmt" | "RuleStmt"
-                        if mentions_pg_settings(child) =>
-                    {
-                        Some(Refusal::PgSettings)
+    Ok(None)
+}
+
+/// The text of one top-level statement (`stmt_len` 0: to the end), by its byte offsets.
+fn statement_text<'s>(sql: &'s str, raw: &Value) -> Option<&'s str> {
+    let start = usize::try_from(raw["stmt_location"].as_u64().unwrap_or(0)).ok()?;
+    let len = usize::try_from(raw["stmt_len"].as_u64().unwrap_or(0)).ok()?;
+    let end = if len == 0 {
+        sql.len()
+    } else {
+        start.checked_add(len)?
+    };
+    sql.get(start..end)
+}
+
+struct Walk<'a> {
+    scope: Scope<'a>,
+    found: Option<Refusal>,
+    /// A `LANGUAGE plpgsql` function or procedure was seen.
+    plpgsql: bool,
+    /// `CreateFunctionStmt` nodes seen, in any language.
+    functions: usize,
+}
+
+impl Walk<'_> {
+    fn walk(&mut self, v: &Value) {
+        if self.found.is_some() {
+            return;
+        }
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    let verdict = self.node(k, child);
+                    if verdict.is_some() {
+                        self.found = verdict;
+                        return;
                     }
-                    _ => None,
-                };
-                if verdict.is_some() {
-                    *found = verdict;
-                    return;
+                    self.walk(child);
                 }
-                walk(child, pinned, found);
+            }
+            Value::Array(items) => items.iter().for_each(|i| self.walk(i)),
+            _ => {}
+        }
+    }
+
+    /// The verdict on one node of the tree (its children are walked after).
+    fn node(&mut self, kind: &str, node: &Value) -> Option<Refusal> {
+        let pinned = self.scope.pinned;
+        match kind {
+            "VariableSetStmt" => variable_set(node, pinned),
+            "DoStmt" => Some(Refusal::DoBlock),
+            // DiscardMode::DiscardAll
+            "DiscardStmt" if node["target"] == 1 => Some(Refusal::DiscardAll),
+            "FuncCall" => func_call(node, pinned),
+            // An UPDATE of pg_settings is set_config for any setting its WHERE selects.
+            "UpdateStmt" | "MergeStmt" | "ViewStmt" | "RuleStmt" if mentions_pg_settings(node) => {
+                Some(Refusal::PgSettings)
+            }
+            "CreateFunctionStmt" => {
+                self.functions += 1;
+                self.create_function(node)
+            }
+            _ => None,
+        }
+    }
+
+    fn create_function(&mut self, node: &Value) -> Option<Refusal> {
+        match routine::create_function(node, self.scope) {
+            routine::Body::Checked(verdict) => verdict,
+            routine::Body::Plpgsql => {
+                self.plpgsql = true;
+                None
             }
         }
-        Value::Array(items) => items.iter().for_each(|i| walk(i, pinned, found)),
-        _ => {}
     }
 }
 

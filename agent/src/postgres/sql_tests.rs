@@ -198,3 +198,193 @@ fn encodings() {
         assert!(!encoding_is_safe(bad), "{bad}");
     }
 }
+
+/// Function and procedure definitions and the refusal each gets.
+const FUNCTION_REFUSALS: &[(&str, Refusal)] = &[
+    // LANGUAGE sql: string bodies are parsed; SQL-standard bodies are in the tree.
+    (
+        "CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$SELECT set_config('role','none',false)$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE OR REPLACE FUNCTION f() RETURNS text AS 'SELECT set_config(''role'', ''admin'', false)' LANGUAGE sql",
+        Refusal::Role,
+    ),
+    // The escape hides `set` from the lexical pre-check; `FUNCTION` does not hide.
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS E'SELECT \\x73et_config(''role'',''x'',false)'",
+        Refusal::Role,
+    ),
+    (
+        "CREATE PROCEDURE p() LANGUAGE sql AS $$SET ROLE admin$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f(n text) RETURNS text LANGUAGE sql AS $$SELECT set_config(n, 'x', false)$$",
+        Refusal::DynamicSetConfig,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$SELECT 1; SET app.tenant = 'x'$$",
+        Refusal::Pinned,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql RETURN set_config('role','x',false)",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql BEGIN ATOMIC SELECT set_config('role','x',false); END",
+        Refusal::Role,
+    ),
+    // A SQL body that creates a PL/pgSQL function.
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $a$CREATE FUNCTION pg_temp.g() RETURNS void LANGUAGE plpgsql AS $b$BEGIN SET ROLE admin; END$b$$a$",
+        Refusal::Role,
+    ),
+    // PL/pgSQL: statements, PERFORM, assignments, defaults, conditions, RETURN.
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('role','admin',false); END$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN SET ROLE admin; END$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $$DECLARE r text; BEGIN r := set_config('role','admin',false); RETURN r; END$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $$DECLARE r text := set_config('role','admin',false); BEGIN RETURN r; END$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $$BEGIN IF set_config('role','admin',false) IS NULL THEN RETURN 'a'; END IF; RETURN 'b'; END$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE plpgsql AS $$BEGIN RETURN set_config('role','admin',false); END$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION f(n text) RETURNS void LANGUAGE plpgsql AS $$BEGIN PERFORM set_config(n, 'x', false); END$$",
+        Refusal::DynamicSetConfig,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN RESET ALL; END$$",
+        Refusal::ResetAll,
+    ),
+    (
+        "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$BEGIN SET ROLE admin; END$$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN PERFORM set_config('role','admin',false); RETURN NEW; END$$",
+        Refusal::Role,
+    ),
+    // Several functions in one query: each compiled on its own.
+    (
+        "CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN SET ROLE admin; END$$",
+        Refusal::Role,
+    ),
+    // Trigger bodies (compiled wrapped in a block that declares NEW, OLD and TG_*).
+    (
+        "CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS $x$BEGIN RAISE NOTICE '$iron_agent_body$'; SET ROLE admin; RETURN NEW; END;$x$",
+        Refusal::Role,
+    ),
+    (
+        "CREATE FUNCTION t() RETURNS pg_catalog.trigger LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SELECT 1'; RETURN NEW; END$$",
+        Refusal::DynamicSql,
+    ),
+    (
+        "CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END; BEGIN$$",
+        Refusal::FunctionBody,
+    ),
+    // Dynamic SQL in every form.
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SELECT 1'; END$$",
+        Refusal::DynamicSql,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS SETOF int LANGUAGE plpgsql AS $$BEGIN RETURN QUERY EXECUTE 'SELECT 1'; END$$",
+        Refusal::DynamicSql,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$DECLARE r record; BEGIN FOR r IN EXECUTE 'SELECT 1' LOOP END LOOP; END$$",
+        Refusal::DynamicSql,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$DECLARE c refcursor; BEGIN OPEN c FOR EXECUTE 'SELECT 1'; END$$",
+        Refusal::DynamicSql,
+    ),
+    // Bodies that cannot be read.
+    (
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plperl AS 'return 1'",
+        Refusal::FunctionLanguage,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS int AS 'lib', 'sym' LANGUAGE c",
+        Refusal::FunctionLanguage,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS text LANGUAGE internal AS 'set_config_by_name'",
+        Refusal::FunctionLanguage,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS int LANGUAGE \"SQL\" AS 'SELECT 1'",
+        Refusal::FunctionLanguage,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$SELEC broken ($$",
+        Refusal::FunctionBody,
+    ),
+    (
+        "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$BEGIN IF THEN END$$",
+        Refusal::FunctionBody,
+    ),
+];
+
+#[test]
+fn function_bodies_get_the_statement_policy() {
+    let p = policy();
+    for (sql, want) in FUNCTION_REFUSALS {
+        assert_eq!(p.check(sql), Some(*want), "{sql}");
+    }
+}
+
+#[test]
+fn ordinary_function_bodies_pass() {
+    let p = policy();
+    for sql in [
+        "CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT a + b'",
+        "CREATE FUNCTION add(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE RETURN a + b",
+        "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET statement_timeout = '5s' AS 'SELECT 1'",
+        "CREATE PROCEDURE ins(n int) LANGUAGE sql AS $$INSERT INTO items VALUES (n, 'x')$$",
+        "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.updated_at := now(); RETURN NEW; END$$",
+        "CREATE FUNCTION c() RETURNS int LANGUAGE plpgsql AS $$DECLARE n int := 0; BEGIN SELECT count(*) INTO n FROM items; FOR i IN 1..n LOOP n := n + i; END LOOP; PERFORM set_config('app.other', 'x', true); RAISE NOTICE 'n = %', n; RETURN n; EXCEPTION WHEN others THEN RETURN -1; END$$",
+        "CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS $$\n<<outer>>\nDECLARE n int;\nBEGIN\n  IF TG_OP = 'INSERT' THEN NEW.x := TG_ARGV[0]; END IF;\n  RETURN NEW;\nEND; -- done$$",
+        "CREATE FUNCTION e() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN RAISE NOTICE '% %', tg_event, tg_tag; END$$",
+        "CREATE FUNCTION r() RETURNS SETOF items LANGUAGE plpgsql AS $$BEGIN RETURN QUERY SELECT * FROM items; END$$",
+        "CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$; CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$BEGIN RETURN 1; END$$; SELECT 'é'",
+        "DROP FUNCTION f()",
+    ] {
+        assert_eq!(p.check(sql), None, "{sql}");
+    }
+}
+
+/// Functions created by function bodies, `n` deep.
+fn nested(n: usize) -> String {
+    (1..=n).fold("SELECT 1".to_string(), |body, i| {
+        format!("CREATE FUNCTION pg_temp.f{i}() RETURNS void LANGUAGE sql AS $q{i}${body}$q{i}$")
+    })
+}
+
+#[test]
+fn function_bodies_nest_a_bounded_depth() {
+    let p = policy();
+    assert_eq!(p.check(&nested(4)), None);
+    assert_eq!(p.check(&nested(5)), Some(Refusal::FunctionBody));
+    assert!(needs_parse(
+        "create function f() returns int language sql as 'x'"
+    ));
+    assert!(needs_parse("CREATE PROCEDURE p() AS 'x'"));
+}

@@ -673,6 +673,175 @@ async fn cleartext_client_auth_after_gssenc_and_ssl_refusals() {
     agent.assert_not_logged(UPSTREAM_PASSWORD);
 }
 
+/// A client's message: tag, length, body.
+fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A raw session to `appdb` with `client.auth: password`, logged in and ready for a query.
+async fn raw_login(agent: &Agent) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(agent.addr("postgres"))
+        .await
+        .unwrap();
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    for part in ["user", PROXY_USER, "database", "appdb", ""] {
+        body.extend_from_slice(part.as_bytes());
+        body.push(0);
+    }
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    s.write_all(&startup).await.unwrap();
+    assert_eq!(read_message(&mut s).await.0, b'R');
+    s.write_all(&frame(b'p', format!("{PROXY_PASSWORD}\0").as_bytes()))
+        .await
+        .unwrap();
+    while read_message(&mut s).await.0 != b'Z' {}
+    s
+}
+
+/// The backend messages up to and including ReadyForQuery.
+async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let m = read_message(s).await;
+        let done = m.0 == b'Z';
+        out.push(m);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// The value of an ErrorResponse field.
+fn error_field(payload: &[u8], field: u8) -> String {
+    payload
+        .split(|b| *b == 0)
+        .find(|f| f.first() == Some(&field))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+        .unwrap_or_default()
+}
+
+/// A fastpath FunctionCall carries no SQL: `set_config` (OID 2078) with ('role', 'admin_role',
+/// false) would change the role unseen. The proxy refuses every FunctionCall with an
+/// ErrorResponse and ReadyForQuery; the session stays usable as the pinned role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_messages_are_refused_and_the_role_stays() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = Cluster::start();
+    let agent = start_agent_auth(&cluster, "disable", &[], Some("password"));
+    let mut s = raw_login(&agent).await;
+    let mut call = 2078u32.to_be_bytes().to_vec();
+    call.extend_from_slice(&0u16.to_be_bytes()); // argument formats: all text
+    call.extend_from_slice(&3u16.to_be_bytes());
+    for arg in ["role", "admin_role", "false"] {
+        call.extend_from_slice(&(arg.len() as u32).to_be_bytes());
+        call.extend_from_slice(arg.as_bytes());
+    }
+    call.extend_from_slice(&0u16.to_be_bytes()); // result format: text
+    s.write_all(&frame(b'F', &call)).await.unwrap();
+    let answer = read_until_ready(&mut s).await;
+    let tags: Vec<u8> = answer.iter().map(|m| m.0).collect();
+    assert_eq!(tags, b"EZ", "{answer:?}");
+    assert_eq!(error_field(&answer[0].1, b'C'), "0A000");
+    assert!(
+        error_field(&answer[0].1, b'M').starts_with(
+            "blocked by iron-proxy policy: the fastpath FunctionCall message is not supported"
+        ),
+        "{answer:?}"
+    );
+    assert_eq!(answer[1].1, b"I", "not in a failed transaction");
+
+    s.write_all(&frame(b'Q', b"SELECT current_user\0"))
+        .await
+        .unwrap();
+    let answer = read_until_ready(&mut s).await;
+    let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+    assert!(row.1.ends_with(b"tenant_role"), "{answer:?}");
+    drop(s);
+
+    let rec = agent.audit_where(|v| v["reason"] == "function_call");
+    assert_eq!(rec["action"], "reject", "{rec}");
+    assert_eq!(rec["postgres"]["event"], "statement");
+    assert_eq!(rec["postgres"]["sqlstate"], "0A000");
+    assert!(rec["postgres"].get("statement").is_none(), "{rec}");
+    let session = agent.audit_where(|v| v["postgres"]["event"] == "session");
+    assert_eq!(session["postgres"]["statements_refused"], 1, "{session}");
+}
+
+/// A function created in pg_temp (TEMP is PUBLIC's by default) would run its body with the
+/// session's role later: its body gets the statement policy when it is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_bodies_cannot_change_the_role() {
+    let cluster = Cluster::start();
+    let agent = start_agent(&cluster, "disable", &[]);
+    let client = connect(&agent, "appdb", PROXY_USER, PROXY_PASSWORD)
+        .await
+        .unwrap();
+    let refused = [
+        (
+            "CREATE FUNCTION pg_temp.f() RETURNS text LANGUAGE sql AS $$SELECT set_config('role','none',false)$$",
+            "42501",
+            "role is managed by the proxy",
+        ),
+        (
+            "CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE plpgsql AS $$BEGIN SET ROLE admin_role; END$$",
+            "42501",
+            "role is managed by the proxy",
+        ),
+        (
+            "CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE plpgsql AS $$BEGIN EXECUTE 'SET ROLE admin_role'; END$$",
+            "0A000",
+            "EXECUTE in a plpgsql body is not supported",
+        ),
+        (
+            "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE plperl AS 'return 1'",
+            "0A000",
+            "only in LANGUAGE sql or plpgsql",
+        ),
+    ];
+    for (sql, state, msg) in refused {
+        let err = client.batch_execute(sql).await.unwrap_err();
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert_eq!(db.code().code(), state, "{sql}");
+        assert!(db.message().contains(msg), "{sql}: {}", db.message());
+        // Never created: calling it fails on the server (undefined function).
+        let err = client.query("SELECT pg_temp.f()", &[]).await.unwrap_err();
+        assert_eq!(err.code(), Some(&SqlState::UNDEFINED_FUNCTION), "{sql}");
+        assert_eq!(who(&client).await, "tenant_role");
+    }
+    // Bodies that keep to the policy are created and run.
+    client
+        .batch_execute(
+            "CREATE FUNCTION pg_temp.n() RETURNS bigint LANGUAGE plpgsql AS $$DECLARE c bigint; BEGIN SELECT count(*) INTO c FROM items; RETURN c; END$$;\
+             CREATE FUNCTION pg_temp.tenant() RETURNS text LANGUAGE sql AS $$SELECT current_setting('app.tenant')$$",
+        )
+        .await
+        .unwrap();
+    let row = client
+        .query_one(
+            "SELECT pg_temp.n(), pg_temp.tenant(), current_user::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!(row.get::<_, String>(1), "acme");
+    assert_eq!(row.get::<_, String>(2), "tenant_role");
+    drop(client);
+    let refused = agent.audits_where(4, |v| v["postgres"]["event"] == "statement");
+    let reasons: Vec<&str> = refused
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    for r in ["role_change", "dynamic_sql", "function_language"] {
+        assert!(reasons.contains(&r), "{reasons:?}");
+    }
+}
+
 /// One backend message: its tag and payload.
 async fn read_message(s: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
     use tokio::io::AsyncReadExt;
