@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use iron_agent_tests::client::{Reply, get};
+use iron_agent_tests::grpc_transform::{Call, ServerTls, TransformServer};
 use iron_agent_tests::{
     Agent, AgentBuilder, AgentConfig, Origin, OriginKind, TestCa, Transform, http_request,
 };
@@ -24,8 +25,16 @@ const KEY: &str = "mgmt-key-5d1e";
 
 /// The config file text: `cfg` plus a management block on a free loopback port.
 fn yaml(cfg: &AgentConfig) -> String {
+    yaml_with(cfg, json!({}))
+}
+
+/// [`yaml`] with top-level blocks `AgentConfig` has no field for (`extra`: an object).
+fn yaml_with(cfg: &AgentConfig, extra: Value) -> String {
     let mut v = serde_json::to_value(cfg).unwrap();
     v["management"] = json!({"listen": "127.0.0.1:0", "api_key_env": KEY_VAR});
+    for (k, x) in extra.as_object().unwrap() {
+        v[k] = x.clone();
+    }
     serde_saphyr::to_string(&v).unwrap()
 }
 
@@ -103,6 +112,10 @@ struct Fixture {
 
 impl Fixture {
     async fn start(allow: &[&str]) -> Fixture {
+        Self::start_with(vec![Transform::allowlist(allow)]).await
+    }
+
+    async fn start_with(transforms: Vec<Transform>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let ca = TestCa::new("reload MITM CA");
         let (c, k) = ca.write(dir.path());
@@ -110,7 +123,7 @@ impl Fixture {
         let base = AgentConfig::loopback(&c, &k)
             .with(|c| c.proxy.upstream_response_header_timeout = Some("10s".into()));
         let origin = Origin::start(OriginKind::Http, None).await;
-        let cfg = base.clone().transforms([Transform::allowlist(allow)]);
+        let cfg = base.clone().transforms(transforms);
         let agent = with_management(&cfg).start();
         Fixture {
             agent,
@@ -318,35 +331,127 @@ fn ten_reloads_by_api_and_sighup_under_load_fail_no_request() {
     });
 }
 
+/// The names of the transforms in `rec`'s `phase` (`request_transforms`, `response_transforms`).
+fn trace_names(rec: &Value, phase: &str) -> Vec<String> {
+    rec[phase]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {phase}: {rec}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The paths a transform service was called with, in its response phase or its request phase.
+fn called(svc: &TransformServer, response: bool) -> Vec<String> {
+    svc.calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::Response(_)) == response)
+        .map(|c| c.request().url.clone())
+        .collect()
+}
+
+/// Each generation's pipeline ends in a `grpc` transform with its own name and its own service,
+/// both phases: the audit traces and the services' call logs show which generation ran which
+/// phase of each request.
 #[test]
 fn policy_change_takes_effect_and_in_flight_requests_keep_their_pipeline() {
     let rt = iron_agent_tests::runtime();
     rt.block_on(async {
-        let fx = Fixture::start(&["localhost"]).await;
-        assert_eq!(fx.get_status().await, 200);
-        // A slow request (3 s at the origin) started under the old policy...
-        let slow = tokio::spawn(http_request(
-            fx.agent.addr("http"),
-            get(&fx.host(), "/slow"),
-        ));
+        let old_svc = TransformServer::start(ServerTls::Plain).await;
+        let new_svc = TransformServer::start(ServerTls::Plain).await;
+        let generation = |name: &str, svc: &TransformServer, allow: &[&str]| {
+            vec![
+                Transform::allowlist(allow),
+                Transform::new("grpc", json!({"name": name, "target": svc.target()})),
+            ]
+        };
+        let fx = Fixture::start_with(generation("gen-old", &old_svc, &["localhost"])).await;
+        let write =
+            |transforms: Vec<Transform>| fx.write(&yaml(&fx.base.clone().transforms(transforms)));
+
+        // One keep-alive connection; its first request is slow (3 s in the old service's
+        // request phase, then 3 s at the origin), so the reload lands while it is in flight
+        // and its response phase runs seconds after the reload.
+        let tcp = tokio::net::TcpStream::connect(fx.agent.addr("http"))
+            .await
+            .unwrap();
+        let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let host = fx.host();
+        let slow = tokio::spawn(async move {
+            let r = kept.send_request(get(&host, "/slow")).await.unwrap();
+            let status = r.status();
+            r.into_body().collect().await.unwrap();
+            (status, kept)
+        });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        fx.write_allow(&["elsewhere.test"]);
+        write(generation("gen-new", &new_svc, &["localhost"]));
         let r = fx.reload().await;
         assert_eq!(r.status, 200, "{}", r.text());
-        // ...new requests are judged by the new one...
-        assert_eq!(fx.get_status().await, 403);
-        let denied = fx
-            .agent
-            .audit_where(|a| a["path"] == "/x" && a["action"] == "reject");
-        assert_eq!(denied["rejected_by"], "allowlist");
-        // ...and the slow one finishes on the pipeline it started with.
-        assert_eq!(slow.await.unwrap().status, 200);
-        let a = fx.agent.audit_where(|a| a["path"] == "/slow");
-        assert_eq!(a["action"], "allow");
-        // And back.
-        fx.write_allow(&["localhost"]);
-        assert_eq!(fx.sighup().await["msg"], "config reloaded");
+        assert!(
+            !slow.is_finished(),
+            "the slow request ended before the reload"
+        );
+
+        // A new request meanwhile runs on the new pipeline, both phases.
         assert_eq!(fx.get_status().await, 200);
+        let a = fx.agent.audit_where(|a| a["path"] == "/x");
+        assert_eq!(
+            trace_names(&a, "request_transforms"),
+            ["allowlist", "gen-new"]
+        );
+        assert_eq!(
+            trace_names(&a, "response_transforms"),
+            ["allowlist", "gen-new"]
+        );
+
+        // The slow one finishes on the pipeline it started with, response phase included.
+        let (status, mut kept) = slow.await.unwrap();
+        assert_eq!(status, 200);
+        let a = fx.agent.audit_where(|a| a["path"] == "/slow");
+        assert_eq!(a["action"], "allow", "{a}");
+        assert_eq!(
+            trace_names(&a, "request_transforms"),
+            ["allowlist", "gen-old"]
+        );
+        assert_eq!(
+            trace_names(&a, "response_transforms"),
+            ["allowlist", "gen-old"]
+        );
+        assert_eq!(called(&old_svc, true), ["/slow"]);
+        assert!(!called(&new_svc, false).contains(&"/slow".to_string()));
+        assert!(!called(&new_svc, true).contains(&"/slow".to_string()));
+
+        // The next request on the same connection gets the new one.
+        let r = kept.send_request(get(&fx.host(), "/after")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.into_body().collect().await.unwrap();
+        let a = fx.agent.audit_where(|a| a["path"] == "/after");
+        assert_eq!(
+            trace_names(&a, "request_transforms"),
+            ["allowlist", "gen-new"]
+        );
+        assert_eq!(
+            trace_names(&a, "response_transforms"),
+            ["allowlist", "gen-new"]
+        );
+        assert_eq!(called(&new_svc, true), ["/x", "/after"]);
+        assert_eq!(
+            called(&old_svc, false),
+            ["/slow"],
+            "old service: nothing after the reload"
+        );
+
+        // A policy that denies: by SIGHUP, on the same connection and on new ones.
+        write(generation("gen-old", &old_svc, &["elsewhere.test"]));
+        assert_eq!(fx.sighup().await["msg"], "config reloaded");
+        let r = kept.send_request(get(&fx.host(), "/denied")).await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert_eq!(fx.get_status().await, 403);
+        let denied = fx.agent.audit_where(|a| a["path"] == "/denied");
+        assert_eq!(denied["rejected_by"], "allowlist", "{denied}");
     });
 }
 
@@ -454,6 +559,55 @@ fn changed_fixed_settings_are_named_in_the_422() {
         assert!(err.contains("restart"), "{err}");
         // All or nothing: the allowlist change in the same file was not applied either.
         assert_eq!(fx.get_status().await, 200);
+
+        // Read once at start, never compared before: the connection limits and the
+        // control-plane client. Each one alone is refused and named, not "changed: nothing".
+        let allow = || {
+            fx.base
+                .clone()
+                .transforms([Transform::allowlist(&["elsewhere.test"])])
+        };
+        let cases = [
+            (
+                allow().with(|c| c.proxy.max_connections = Some(4000)),
+                json!({}),
+                "proxy.max_connections",
+            ),
+            (
+                allow().with(|c| c.proxy.max_connections_per_client = Some(3)),
+                json!({}),
+                "proxy.max_connections_per_client",
+            ),
+            (
+                allow(),
+                json!({"control_plane": {"url": "https://cp.test"}}),
+                "control_plane.url",
+            ),
+            (
+                allow(),
+                json!({"control_plane": {"allow_insecure": true}}),
+                "control_plane.allow_insecure",
+            ),
+        ];
+        for (cfg, extra, field) in cases {
+            fx.write(&yaml_with(&cfg, extra));
+            let r = fx.reload().await;
+            assert_eq!(r.status, 422, "{field}: {}", r.text());
+            let err = json_of(&r)["error"].as_str().unwrap().to_string();
+            assert!(
+                err.ends_with(&format!("restart the agent to apply them): {field}")),
+                "{err}"
+            );
+            assert_eq!(fx.get_status().await, 200, "{field}: old policy kept");
+        }
+        let lines = fx.reload_lines();
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["msg"] == "config reload failed; previous config kept"),
+            "{lines:?}"
+        );
     });
 }
 
@@ -639,6 +793,103 @@ fn reload_moves_users_between_policies_in_the_kernel_maps() {
     assert_eq!(code(&u1, "https://api.test/u1-kept"), "403");
     assert_eq!(code(&u1, "https://other.test/u1-kept"), "200");
     assert_eq!(code(&u2, "https://api.test/u2-kept"), "200");
+}
+
+/// eBPF mode (root): a reload that drops `iatest2`'s policy entry prunes its map entry (its next
+/// connection is judged by the top-level pipeline, with no `policy` in the record), and a
+/// connection it opened under that policy before the reload is refused from its next request
+/// (`403`, `unknown_policy`), never given the top-level pipeline.
+#[test]
+fn reload_dropping_a_policy_prunes_its_users_and_refuses_its_open_connections() {
+    use std::os::unix::fs::PermissionsExt;
+
+    use iron_agent_tests::ebpf_world::{World, curl, intercept};
+    use iron_agent_tests::netns::TestUser;
+    let Some(world) = World::enter("eBPF programs, test users, a network namespace") else {
+        return;
+    };
+    let u2 = TestUser::ensure("iatest2");
+    let mitm = TestCa::new("reload prune MITM CA");
+    let cfg = world.config(&mitm);
+    let agent = world.start_agent(&cfg);
+    let ca = world.mitm_ca();
+    assert_eq!(
+        curl(&u2, &ca, &["-4"], "https://api.test/u2-before").1,
+        "403"
+    );
+
+    // A keep-alive connection of iatest2 opened under `restricted`: one request now, the next
+    // once the test creates `go` (after the reload).
+    let signals = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(signals.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let go = signals.path().join("go");
+    let script = format!(
+        r#"
+import http.client, os, ssl, time
+c = http.client.HTTPSConnection("other.test", 443, timeout=10,
+    context=ssl.create_default_context(cafile={ca:?}))
+for path in ("/keep-1", "/keep-2"):
+    if path == "/keep-2":
+        end = time.time() + 15
+        while not os.path.exists({go:?}) and time.time() < end:
+            time.sleep(0.05)
+    c.request("GET", path)
+    r = c.getresponse()
+    r.read()
+    print(r.status, flush=True)
+"#,
+        ca = ca.to_string_lossy(),
+        go = go.to_string_lossy(),
+    );
+    std::thread::scope(|scope| {
+        let kept = scope.spawn(|| u2.python(&script));
+        let first = agent.audit_where(|a| a["path"] == "/keep-1");
+        assert_eq!(
+            (first["action"].clone(), first["policy"].clone()),
+            (json!("allow"), json!("restricted")),
+            "{first}"
+        );
+
+        // Drop the policy entry; iatest2 becomes governed by the top-level pipeline.
+        let dropped = cfg.clone().with(|c| {
+            c.intercept = Some(intercept(
+                json!({"governed": {"users": ["iatest1", "iatest2"]}}),
+            ))
+        });
+        std::fs::write(&agent.config_path, dropped.to_yaml()).unwrap();
+        let line = world.rt.block_on(reload_agent(&agent, false));
+        assert_eq!(line["msg"], "config reloaded", "{line}");
+        assert_eq!(
+            line["changed"], "intercept.governed, intercept.policies[0]",
+            "{line}"
+        );
+        std::fs::write(&go, "").unwrap();
+
+        let out = kept.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout.split_whitespace().collect::<Vec<_>>(),
+            ["200", "403"],
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    let refused = agent.audit_where(|a| a["path"] == "/keep-2");
+    assert_eq!(refused["action"], "reject", "{refused}");
+    assert_eq!(refused["status_code"], 403, "{refused}");
+    assert_eq!(refused["reason"], "unknown_policy", "{refused}");
+    assert_eq!(refused["uid"], json!(u2.uid), "{refused}");
+
+    // A new connection: the kernel no longer tags iatest2 with the dropped policy.
+    assert_eq!(
+        curl(&u2, &ca, &["-4"], "https://api.test/u2-after").1,
+        "200",
+        "{}",
+        agent.logs()
+    );
+    let a = agent.audit_where(|a| a["path"] == "/u2-after");
+    assert_eq!(a["uid"], json!(u2.uid), "{a}");
+    assert!(a.get("policy").is_none(), "top-level pipeline: {a}");
 }
 
 /// Without `--config` there is no file for `/v1/reload` to re-read: iron-proxy's message, exit 1,
