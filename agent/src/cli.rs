@@ -513,8 +513,15 @@ mod tests {
                     "{} has no description",
                     s.get_name()
                 );
-                let after = s.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-                assert!(after.contains("iron-agent"), "{} has no example", s.get_name());
+                let after = s
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                assert!(
+                    after.contains("iron-agent"),
+                    "{} has no example",
+                    s.get_name()
+                );
                 assert!(
                     after.contains("\nDocumentation: docs/"),
                     "{} has no docs pointer",

@@ -104,7 +104,10 @@ fn check_config_rejects_what_run_would_with_field_paths() {
         ..AgentConfig::loopback(&c, &k)
     };
     let path = write_config(dir.path(), &cfg);
-    let pg_env = [("PG_PROXY_PASSWORD", "pw"), ("PG_DSN_APP", "postgres://u:p@127.0.0.1:9/app")];
+    let pg_env = [
+        ("PG_PROXY_PASSWORD", "pw"),
+        ("PG_DSN_APP", "postgres://u:p@127.0.0.1:9/app"),
+    ];
     let out = Command::new(agent_bin())
         .args(["check-config", "--config", &path])
         .envs(pg_env)

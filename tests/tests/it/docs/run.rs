@@ -97,7 +97,10 @@ impl Shell {
             let out = s.sh_command("command -v iron-agent".into(), true).output();
             out.unwrap().status.success()
         };
-        assert!(!found(self), "iron-agent is on PATH before the install line");
+        assert!(
+            !found(self),
+            "iron-agent is on PATH before the install line"
+        );
         let script = cmd
             .strip_prefix("sudo ")
             .unwrap_or(cmd)
