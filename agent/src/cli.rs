@@ -66,7 +66,7 @@ pub enum Command {
     ))]
     GenerateCa(GenerateCaArgs),
     /// Print the version (same as --version).
-    #[command(after_help = "Example:\n  iron-agent version")]
+    #[command(after_help = "Example:\n  iron-agent version\n\nDocumentation: docs/cli.md")]
     Version,
     /// Set the agent up as a systemd service (root): CA, config, trust store, unit; start it.
     #[command(
@@ -513,10 +513,18 @@ mod tests {
                     "{} has no description",
                     s.get_name()
                 );
+                let after = s
+                    .get_after_help()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
                 assert!(
-                    s.get_after_help()
-                        .is_some_and(|h| h.to_string().contains("iron-agent")),
+                    after.contains("iron-agent"),
                     "{} has no example",
+                    s.get_name()
+                );
+                assert!(
+                    after.contains("\nDocumentation: docs/"),
+                    "{} has no docs pointer",
                     s.get_name()
                 );
                 walk(s);

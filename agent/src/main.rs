@@ -245,7 +245,7 @@ fn run(
         Some(p) => config::load(p).map_err(|e| e.to_string()),
         None => load_default(&env, &generated_ca),
     };
-    let cfg = match loaded {
+    let mut cfg = match loaded {
         Ok(c) => c,
         Err(e) => {
             for line in e.lines() {
@@ -254,6 +254,8 @@ fn run(
             return ExitCode::from(1);
         }
     };
+    // The jail's audit copy is part of what the host checks look at.
+    cfg.log.audit_copy = jail.as_ref().and_then(|j| j.audit_copy.clone());
     let managed = match managed_settings(jail.is_some(), token, &cfg, &env) {
         Ok(m) => m,
         Err(code) => return code,

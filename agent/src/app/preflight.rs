@@ -4,8 +4,10 @@
 //!
 //! The checks: listen addresses parse; `intercept` users exist in the passwd database and its
 //! cgroup paths are cgroup v2 directories; the MITM CA files are readable and a matching pair;
-//! `file` secret sources are readable; with `intercept.mode: ebpf`, the kernel, BTF, bpffs,
-//! cgroup v2 and privileges the programs need.
+//! `file` secret sources are readable; the jail's audit copy does not exist yet; with
+//! `intercept.mode: ebpf`, the kernel, BTF, bpffs, cgroup v2 and privileges the programs need.
+//! (Variables the config names, such as `postgres.client.password_env`, are checked when the
+//! config is loaded.)
 
 use std::path::Path;
 
@@ -87,6 +89,7 @@ fn files_and_identities(cfg: &Config, config_file: Option<&Path>) -> Report {
     listen_addresses(cfg, &mut r.errors);
     identities(cfg, &Table::read(), &mut r.errors);
     ca_files(cfg, &mut r.errors);
+    audit_copy(cfg, &mut r.errors);
     if let Some(text) = config_file.and_then(|p| std::fs::read_to_string(p).ok()) {
         file_sources(&text, &mut r.secret_files);
     }
@@ -130,6 +133,7 @@ fn listen_addresses(cfg: &Config, errors: &mut Vec<String>) {
         check("dns.listen", Some(&cfg.dns.listen));
     }
     check("dns.upstream_resolver", cfg.dns.upstream_resolver.as_ref());
+    check("postgres.listen", cfg.postgres.listen.as_ref());
     let l = &cfg.intercept.listeners;
     check("intercept.listeners.http", l.http.as_ref());
     check("intercept.listeners.https", l.https.as_ref());
@@ -239,6 +243,20 @@ fn ca_files(cfg: &Config, errors: &mut Vec<String>) {
     }
 }
 
+/// `run --summary`'s private copy of the audit log (`log.audit_copy`) is created with
+/// `create_new`, so an existing file there (a leftover, or one planted in the temp directory)
+/// would stop the start.
+fn audit_copy(cfg: &Config, errors: &mut Vec<String>) {
+    if let Some(p) = &cfg.log.audit_copy
+        && p.symlink_metadata().is_ok()
+    {
+        errors.push(format!(
+            "log.audit_copy (run --summary): {} already exists; the agent creates this file itself and never writes through an existing one (remove it)",
+            p.display()
+        ));
+    }
+}
+
 /// `file` secret sources anywhere in the document (every transform kind nests them
 /// differently, so the YAML is walked generically), by field path.
 fn file_sources(text: &str, errors: &mut Vec<String>) {
@@ -311,14 +329,19 @@ fn ebpf_prerequisites(cfg: &Config, errors: &mut Vec<String>) {
             missing.join(", ")
         ));
     }
-    let pin_dir = &cfg.intercept.pin_dir;
-    if !pin_dir.starts_with(crate::ebpf::BPFFS_MOUNT) && !on_bpffs(pin_dir) {
-        errors.push(format!(
+    errors.extend(pin_dir_on_bpffs(&cfg.intercept.pin_dir));
+}
+
+/// `intercept.pin_dir` lies below the host's bpffs mount point (mounted there if needed) or on
+/// another bpffs.
+fn pin_dir_on_bpffs(pin_dir: &Path) -> Option<String> {
+    (!pin_dir.starts_with(crate::ebpf::BPFFS_MOUNT) && !on_bpffs(pin_dir)).then(|| {
+        format!(
             "intercept.pin_dir: {} is not on a bpffs mount (use a directory below {}, or mount bpffs: mount -t bpf bpf DIR)",
             pin_dir.display(),
             crate::ebpf::BPFFS_MOUNT
-        ));
-    }
+        )
+    })
 }
 
 /// Whether `path` or its closest existing ancestor is on a BPF filesystem.
@@ -419,6 +442,68 @@ mod tests {
                 "transforms[0].config.secrets[0].source.path: cannot read /nonexistent/tok"
             ),
             "{errors:?}"
+        );
+    }
+
+    /// A PostgreSQL proxy block whose listen address is a host name (its password variable `PW`
+    /// is set where it is loaded).
+    const PG: &str = "postgres:\n  listen: \"db.internal:6432\"\n  client: {user: u, password_env: PW}\n  upstreams:\n    - database: app\n      dsn: {type: env, var: DSN}\n";
+
+    #[test]
+    fn listen_addresses_that_are_not_ip_port_name_their_field() {
+        let yaml = format!(
+            "{SNI}proxy:\n  http_listen: \"proxy.local:8080\"\n  https_listen: \"127.0.0.1:8443\"\n{PG}"
+        );
+        let c = crate::config::load_str(&yaml, &|k| (k == "PW").then(|| "pw".into())).unwrap();
+        let mut errors = Vec::new();
+        listen_addresses(&c, &mut errors);
+        assert_eq!(
+            errors,
+            [
+                "proxy.http_listen: \"proxy.local\" is not an IP address",
+                "postgres.listen: \"db.internal\" is not an IP address",
+            ]
+        );
+        let mut errors = Vec::new();
+        listen_addresses(&cfg(SNI), &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn existing_audit_copy_names_its_field() {
+        let path = std::env::temp_dir().join(format!(
+            "iron-agent-preflight-{}.audit.jsonl",
+            std::process::id()
+        ));
+        let mut c = cfg(SNI);
+        c.log.audit_copy = Some(path.clone());
+        let mut errors = Vec::new();
+        audit_copy(&c, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        std::fs::write(&path, "planted").unwrap();
+        audit_copy(&c, &mut errors);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "log.audit_copy (run --summary): {} already exists",
+                path.display()
+            )),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn pin_dir_must_be_on_bpffs() {
+        assert_eq!(pin_dir_on_bpffs(Path::new("/sys/fs/bpf/iron-agent")), None);
+        let elsewhere = std::env::temp_dir().join("iron-agent-pins");
+        let e = pin_dir_on_bpffs(&elsewhere).unwrap();
+        assert!(
+            e.starts_with(&format!(
+                "intercept.pin_dir: {} is not on a bpffs mount",
+                elsewhere.display()
+            )),
+            "{e}"
         );
     }
 

@@ -255,10 +255,11 @@ pub fn finish(mut audit: PendingAudit, outcome: Outcome) {
     audit.finish(a.action, a.status);
 }
 
-/// The 405 body for CONNECT on the HTTP listener: usually `https_proxy` pointed at it.
-pub const CONNECT_HERE_BODY: &str = "This is iron-agent's plain-HTTP listener; it does not tunnel (CONNECT).\n\
+/// The 405 body for CONNECT on the HTTP or HTTPS listener (usually `https_proxy` pointed at
+/// one of them): worded for both, since either may receive it.
+pub const CONNECT_HERE_BODY: &str = "This iron-agent listener serves requests (plain HTTP, or HTTPS it terminates); it does not tunnel (CONNECT).\n\
 For HTTPS through a proxy, set proxy.tunnel_listen in the config and point https_proxy/HTTPS_PROXY \
-at that address (see docs/tunnels.md); keep http_proxy on this listener. With DNS or eBPF \
+at that address (see docs/tunnels.md); http_proxy may stay on the HTTP listener. With DNS or eBPF \
 interception no proxy variable is needed.\n";
 
 /// The 503 body while managed mode waits for its first sync.

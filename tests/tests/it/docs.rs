@@ -170,6 +170,14 @@ const TUN: &[&str] = &["tunnels_example_refuses_unlisted_hosts"];
 const TUN_ROOT: &[&str] = &["tunnels_clients_reach_a_local_origin_with_the_key_injected"];
 const INST: &[&str] = &["installation_dry_run_commands_work_as_written"];
 const ICP: &[&str] = &["intercept_page_walkthrough"];
+/// The tests that run `iron-agent` as a page's reader would: after getting-started.md put it on
+/// `PATH` ([`run::Shell::install_agent`]).
+const ON_PATH: &[&str] = &[
+    "getting_started_commands_work_as_written",
+    "getting_started_allowed_requests_reach_a_local_origin",
+    "installation_dry_run_commands_work_as_written",
+    "intercept_page_walkthrough",
+];
 
 /// Every command of a fenced sh/bash/console block of [`SHELL_PAGES`] (continuation lines joined,
 /// comments removed), and how it is covered. `shell_commands_are_run_or_listed` fails on a
@@ -186,6 +194,11 @@ const SHELL: &[(&str, &str, Cover)] = &[
         "getting-started.md",
         "cargo xtask test",
         Cover::Not("the whole suite, these tests included (CI runs it)"),
+    ),
+    (
+        "getting-started.md",
+        "sudo install -m 755 target/release/iron-agent /usr/local/bin/iron-agent",
+        Cover::Run(ON_PATH),
     ),
     (
         "getting-started.md",
@@ -296,9 +309,9 @@ const SHELL: &[(&str, &str, Cover)] = &[
     ),
     (
         "installation.md",
-        "iron-agent check-config --config /etc/iron-agent/config.yaml",
+        "sudo iron-agent check-config --config /etc/iron-agent/config.yaml",
         Cover::Not(
-            "checks the config the reader wrote with sudoedit; check-config on intercept.md's config is run by docs::intercept::intercept_page_walkthrough",
+            "checks the config the reader wrote with sudoedit; the same `sudo iron-agent check-config` on intercept.md's config is run (as root) by docs::intercept::intercept_page_walkthrough",
         ),
     ),
     (
@@ -351,6 +364,11 @@ const SHELL: &[(&str, &str, Cover)] = &[
     (
         "intercept.md",
         "sudo -u iron-ci curl -sS -o /dev/null -w '%{http_code}\\n' --cacert /etc/iron-agent/ca.crt https://registry.npmjs.org/",
+        Cover::Run(ICP),
+    ),
+    (
+        "intercept.md",
+        "sudo sh -c 'echo $$ > /run/iron-agent/ci-jobs/cgroup.procs && exec curl -sS --cacert /etc/iron-agent/ca.crt https://api.github.com/zen'",
         Cover::Run(ICP),
     ),
     (

@@ -95,6 +95,88 @@ fn check_config_rejects_what_run_would_with_field_paths() {
     ] {
         assert!(err.contains(want), "missing {want:?}:\n{err}");
     }
+
+    // The PostgreSQL proxy's listen address names a host: `run` used to fail on it only after
+    // attaching; now check-config and `run` refuse it up front.
+    let pg: Postgres = proxy_block("db.internal:6432", &[("app", None, &[])]);
+    let cfg = AgentConfig {
+        postgres: Some(pg.clone()),
+        ..AgentConfig::loopback(&c, &k)
+    };
+    let path = write_config(dir.path(), &cfg);
+    let pg_env = [
+        ("PG_PROXY_PASSWORD", "pw"),
+        ("PG_DSN_APP", "postgres://u:p@127.0.0.1:9/app"),
+    ];
+    let out = Command::new(agent_bin())
+        .args(["check-config", "--config", &path])
+        .envs(pg_env)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let want = "error: postgres.listen: \"db.internal\" is not an IP address";
+    assert!(err.contains(want), "{err}");
+    let mut builder = Agent::with(&cfg);
+    for (k, v) in pg_env {
+        builder = builder.env(k, v);
+    }
+    let mut agent = builder.start();
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)).code(), Some(1));
+    assert!(agent.logs().contains(want), "{}", agent.logs());
+    assert!(!agent.logs().contains("listening"), "{}", agent.logs());
+
+    // Its password variable unset: refused when the config is loaded, before any check.
+    let mut pg = pg;
+    pg.listen = "127.0.0.1:0".into();
+    pg.client.password_env = "FH_UNSET_PG_PASSWORD".into();
+    let cfg = AgentConfig {
+        postgres: Some(pg),
+        ..AgentConfig::loopback(&c, &k)
+    };
+    let path = write_config(dir.path(), &cfg);
+    let (code, _, err) = iron(&["check-config", "--config", &path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "error: postgres: client.password_env \"FH_UNSET_PG_PASSWORD\" is not set in the environment"
+        ),
+        "{err}"
+    );
+}
+
+/// An unreadable `file` secret source: `check-config` refuses it, `run` starts and says so at
+/// WARN with the field path (the source is retried; a file mounted later is picked up).
+#[test]
+fn unreadable_file_secret_errors_in_check_config_and_warns_in_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("c");
+    let (c, k) = ca.write(dir.path());
+    let missing = dir.path().join("token-not-yet-mounted");
+    let cfg = AgentConfig::loopback(&c, &k).transforms([
+        Transform::allowlist(&["a.com"]),
+        Transform::secrets(json!([{
+            "source": {"type": "file", "path": missing},
+            "inject": {"header": "X-Api-Key"},
+            "rules": [{"host": "a.com"}],
+        }])),
+    ]);
+    let field = "transforms[1].config.secrets[0].source.path: cannot read";
+    let path = write_config(dir.path(), &cfg);
+    let (code, _, err) = iron(&["check-config", "--config", &path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("error: {field}")), "{err}");
+
+    let mut agent = Agent::with(&cfg).start();
+    let logs = agent.logs();
+    let warned = logs.lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
+            v["level"] == "WARN" && v["msg"].as_str().is_some_and(|m| m.starts_with(field))
+        })
+    });
+    assert!(warned, "{logs}");
+    assert!(logs.contains("iron-agent starting"), "{logs}");
+    assert_eq!(agent.signal(libc::SIGTERM).code(), Some(0));
 }
 
 #[test]
@@ -154,6 +236,7 @@ fn help_has_examples_and_docs_pointer() {
         "detach",
         "generate-ca",
         "status",
+        "version",
     ] {
         let (code, out, err) = iron(&[cmd, "--help"]);
         assert_eq!(code, 0, "{err}");
@@ -243,7 +326,7 @@ fn startup_lines_warn_about_lifted_guard_and_name_the_ca() {
 }
 
 #[test]
-fn connect_on_the_http_listener_explains_the_405() {
+fn connect_on_the_http_and_https_listeners_explains_the_405() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("c");
     let (c, k) = ca.write(dir.path());
@@ -262,11 +345,37 @@ fn connect_on_the_http_listener_explains_the_405() {
             .unwrap(),
     ));
     assert_eq!(r.status, 405);
-    let body = r.text();
+    assert_explains_the_tunnel_listener(&r.text());
+
+    // The same answer from the HTTPS listener (CONNECT inside the TLS it terminates).
+    let r = rt
+        .block_on(iron_agent_tests::client::https_request(
+            agent.addr("https"),
+            "example.com",
+            ca.client_config(),
+            http::Request::builder()
+                .method("CONNECT")
+                .uri("example.com:443")
+                .header("host", "example.com:443")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        ))
+        .unwrap();
+    assert_eq!(r.status, 405);
+    assert_explains_the_tunnel_listener(&r.text());
+    let audits = agent.audits_where(2, |a| a["reason"] == "connect_not_supported_here");
+    assert!(audits.iter().all(|a| a["status_code"] == 405), "{audits:?}");
+}
+
+/// The 405 body fits the listener that sends it: it names what to do, and does not claim to
+/// come from a plain-HTTP listener (the HTTPS listener sends it too).
+fn assert_explains_the_tunnel_listener(body: &str) {
     assert!(
         body.contains("proxy.tunnel_listen") && body.contains("https_proxy"),
         "{body}"
     );
+    assert!(body.contains("does not tunnel (CONNECT)"), "{body}");
+    assert!(!body.contains("plain-HTTP listener"), "{body}");
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! intercept.md followed as root, command by command: prepare the host (CA in /etc/iron-agent,
 //! the user `iron-ci`, the cgroup and its symlink), save and check `intercept.yaml`, run the
-//! agent, make the page's requests as `iron-ci`, detach, then jail one command. The page's hosts
-//! are served by an origin in the test namespace of [`World`] (10.231.0.5), which the agent's
-//! resolver names (`IRON_DNS_UPSTREAM_RESOLVER`); nothing leaves the machine. Everything the page
-//! creates is removed again by [`Undo`].
+//! agent, make the page's requests as `iron-ci` and from the page's cgroup, detach, then jail one
+//! command. The page's hosts are served by an origin in the test namespace of [`World`]
+//! (10.231.0.5), which the agent's resolver names (`IRON_DNS_UPSTREAM_RESOLVER`); nothing leaves
+//! the machine. Everything the page creates is removed again by [`Undo`].
 
 use std::path::Path;
 
 use iron_agent_tests::dns::fake_zone;
-use iron_agent_tests::ebpf_world::World;
+use iron_agent_tests::ebpf_world::{World, echoed_header};
 use iron_agent_tests::netns::{cgroup2_mount, sh as host_sh};
 use iron_agent_tests::{Origin, OriginKind};
 
@@ -110,6 +110,8 @@ fn intercept_page_walkthrough() {
         .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:0")
         .env("IRON_METRICS_LISTEN", "127.0.0.1:0");
     sh.subst("your-token", token);
+    // README / getting-started.md: the binary on sudo's PATH first.
+    sh.install_agent("sudo install -m 755 target/release/iron-agent /usr/local/bin/iron-agent");
 
     // Prepare the host: the block's commands in one shell (CG2 is set by one, used by the next).
     let prepare = [
@@ -146,12 +148,45 @@ fn intercept_page_walkthrough() {
     assert_eq!(a[0]["policy"], "ci");
     let injected = a[0]["request_transforms"].to_string();
     assert!(injected.contains("GH_TOKEN"), "{injected}");
+    // "token added by the agent": the origin received it (the page's curl discards the body;
+    // this one, not a page command, prints the echo).
+    let echo = std::process::Command::new("setpriv")
+        .args(["--reuid=iron-ci", "--regid=iron-ci", "--clear-groups", "--"])
+        .args(["curl", "-sS", "--max-time", "20", "--cacert", CA])
+        .arg("https://api.github.com/zen")
+        .output()
+        .unwrap();
+    let echo = String::from_utf8_lossy(&echo.stdout);
+    assert_eq!(
+        echoed_header(&echo, "authorization"),
+        Some(format!("Bearer {token}")),
+        "{echo}\n{}",
+        agent.lines.text()
+    );
+    agent.wait_audits("api.github.com", 2);
 
     let refused = "sudo -u iron-ci curl -sS -o /dev/null -w '%{http_code}\\n' --cacert /etc/iron-agent/ca.crt https://registry.npmjs.org/";
     assert_eq!(sh.ok(refused).trim(), "403", "{}", agent.lines.text());
     let a = agent.wait_audits("registry.npmjs.org", 1);
     assert_eq!(a[0]["action"], "reject");
     assert_eq!(a[0]["policy"], "ci");
+
+    // A job in the page's cgroup, as root (exempt by uid): governed by the cgroup under `ci`,
+    // the token injected where the origin sees it.
+    let in_cgroup = "sudo sh -c 'echo $$ > /run/iron-agent/ci-jobs/cgroup.procs && exec curl -sS --cacert /etc/iron-agent/ca.crt https://api.github.com/zen'";
+    let out = sh.ok(in_cgroup);
+    assert_eq!(
+        echoed_header(&out, "authorization"),
+        Some(format!("Bearer {token}")),
+        "{out}\n{}",
+        agent.lines.text()
+    );
+    let a = agent.wait_audits("api.github.com", 3);
+    assert_eq!(a[2]["action"], "allow", "{}", a[2]);
+    assert_eq!(a[2]["uid"], 0, "{}", a[2]);
+    assert_eq!(a[2]["user"], "root", "{}", a[2]);
+    assert_eq!(a[2]["comm"], "curl", "{}", a[2]);
+    assert_eq!(a[2]["policy"], "ci", "{}", a[2]);
     // What the page says of a name no pipeline allows: it does not resolve (curl's exit 6).
     let nx = std::process::Command::new("setpriv")
         .args(["--reuid=iron-ci", "--regid=iron-ci", "--clear-groups", "--"])
@@ -186,8 +221,9 @@ fn intercept_page_walkthrough() {
     assert_eq!(r["action"], "allow");
     assert_eq!(r["user"], "iron-ci");
     assert!(r.get("policy").is_none(), "{r}");
-    // Only the allowed request and the jailed one reached the origin.
-    assert_eq!(origin.hits(), 2);
+    // Only the allowed requests (the page's, the echo, the cgroup's) and the jailed one reached
+    // the origin.
+    assert_eq!(origin.hits(), 4);
     let left: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
         .unwrap()
         .filter_map(|e| e.ok())

@@ -1,8 +1,10 @@
 //! Runs a page's shell commands as the page writes them: through `sh -c` in a temporary working
-//! directory, with the built `iron-agent` first on `PATH`, no proxy settings from the test's
-//! environment, and only the substitutions a test names (a temp path for a fixed one, a bound
-//! port for the page's fixed port). As root a leading `sudo` is dropped and `sudo -u U` becomes
-//! `setpriv` to U (the machine has no sudo; the commands run as root either way).
+//! directory, no proxy settings from the test's environment, and only the substitutions a test
+//! names (a temp path for a fixed one, a bound port for the page's fixed port). `PATH` starts
+//! with an empty directory standing for `/usr/local/bin`: `iron-agent` is found only once the
+//! test ran getting-started.md's `sudo install` line ([`Shell::install_agent`]), as a reader's
+//! shell and sudo find it only then. As root a leading `sudo` is dropped and `sudo -u U`
+//! becomes `setpriv` to U (the machine has no sudo; the commands run as root either way).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -21,10 +23,14 @@ pub(super) struct Shell {
     pub dir: PathBuf,
     env: Vec<(String, String)>,
     subst: Vec<(String, String)>,
-    /// Holds `iron-agent`, a link to the binary under test (`$IRON_AGENT_BIN` may name it
-    /// otherwise), first on `PATH`.
+    /// Stands for `/usr/local/bin`, first on `PATH`: empty until [`Shell::install_agent`].
     bin: tempfile::TempDir,
 }
+
+/// What getting-started.md's install line copies: the reader's release build.
+const BUILT: &str = "target/release/iron-agent";
+/// Where it copies it to, on sudo's `secure_path`.
+const PREFIX: &str = "/usr/local/bin";
 
 impl Shell {
     /// Commands of `page` run by test `test` (its function name) in `dir`.
@@ -36,7 +42,6 @@ impl Shell {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        std::os::unix::fs::symlink(agent_bin(), bin.path().join("iron-agent")).unwrap();
         Shell {
             bin,
             page,
@@ -57,17 +62,16 @@ impl Shell {
         self.subst.push((from.into(), to.into()));
     }
 
-    /// The command as run: `cmd` must be a command of the page (and, on the pages of
-    /// [`SHELL_PAGES`], listed in [`SHELL`] as run by this test), then substituted.
-    pub fn text(&self, cmd: &str) -> String {
+    /// `cmd` must be a command of `page` (and, on the pages of [`SHELL_PAGES`], listed in
+    /// [`SHELL`] as run by this test).
+    fn check_listed(&self, page_name: &str, cmd: &str) {
         assert!(
-            shell_commands(&page(self.page)).iter().any(|c| c == cmd),
-            "{}: no command `{cmd}` (was the page changed?)",
-            self.page
+            shell_commands(&page(page_name)).iter().any(|c| c == cmd),
+            "{page_name}: no command `{cmd}` (was the page changed?)"
         );
-        if SHELL_PAGES.contains(&self.page) {
+        if SHELL_PAGES.contains(&page_name) {
             let listed = SHELL.iter().any(|(p, c, cover)| {
-                *p == self.page
+                *p == page_name
                     && *c == cmd
                     && matches!(cover, Cover::Run(t) if t.contains(&self.test))
             });
@@ -77,6 +81,43 @@ impl Shell {
                 self.test
             );
         }
+    }
+
+    /// getting-started.md's line that puts `iron-agent` on `PATH` (`cmd`), run with the binary
+    /// under test for the reader's release build and this shell's `PATH` directory for
+    /// `/usr/local/bin`, without `sudo` (the directory is the test's own). Before it `iron-agent`
+    /// is not found; after it, it is, and runs.
+    pub fn install_agent(&self, cmd: &str) {
+        self.check_listed("getting-started.md", cmd);
+        assert!(
+            cmd.contains(BUILT) && cmd.contains(PREFIX),
+            "the install line changed: {cmd}"
+        );
+        let found = |s: &Shell| {
+            let out = s.sh_command("command -v iron-agent".into(), true).output();
+            out.unwrap().status.success()
+        };
+        assert!(
+            !found(self),
+            "iron-agent is on PATH before the install line"
+        );
+        let script = cmd
+            .strip_prefix("sudo ")
+            .unwrap_or(cmd)
+            .replace(BUILT, &agent_bin().to_string_lossy())
+            .replace(PREFIX, &self.bin.path().to_string_lossy());
+        let out = self.sh_command(script, true).output().unwrap();
+        assert!(out.status.success(), "`{cmd}`: {out:?}");
+        assert!(found(self), "`{cmd}` did not put iron-agent on PATH");
+        let version = self.sh_command("iron-agent version".into(), true).output();
+        let version = String::from_utf8_lossy(&version.unwrap().stdout).into_owned();
+        assert!(version.starts_with("iron-agent "), "{version}");
+    }
+
+    /// The command as run: `cmd` must be a command of the page (and, on the pages of
+    /// [`SHELL_PAGES`], listed in [`SHELL`] as run by this test), then substituted.
+    pub fn text(&self, cmd: &str) -> String {
+        self.check_listed(self.page, cmd);
         let mut text = cmd.to_string();
         for (from, to) in &self.subst {
             text = text.replace(from, to);

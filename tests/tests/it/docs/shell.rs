@@ -98,6 +98,7 @@ fn getting_started_commands_work_as_written() {
         "getting_started_commands_work_as_written",
         dir.path(),
     ));
+    sh.install_agent("sudo install -m 755 target/release/iron-agent /usr/local/bin/iron-agent");
     let out = sh.ok("iron-agent generate-ca --outdir ./ca");
     assert!(out.contains("wrote ./ca/ca.crt"), "{out}");
     std::fs::write(dir.path().join("agent.yaml"), first_config()).unwrap();
@@ -166,6 +167,7 @@ fn getting_started_allowed_requests_reach_a_local_origin() {
         ))
         .env("IRON_PROXY_HTTPS_LISTEN", "127.0.0.1:443"),
     );
+    sh.install_agent("sudo install -m 755 target/release/iron-agent /usr/local/bin/iron-agent");
     generate_ca(&dir.path().join("ca"));
     std::fs::write(dir.path().join("agent.yaml"), first_config()).unwrap();
     let agent = sh.spawn_agent("iron-agent run --config agent.yaml", false);
@@ -289,6 +291,7 @@ fn installation_dry_run_commands_work_as_written() {
         dir.path(),
     );
     sh.subst("/tmp/iron-dry-run", root.to_string_lossy());
+    sh.install_agent("sudo install -m 755 target/release/iron-agent /usr/local/bin/iron-agent");
     let out = sh
         .ok("iron-agent install --root /tmp/iron-dry-run --govern-user nobody --allow example.com");
     assert!(out.contains("governs only users [nobody]"), "{out}");
