@@ -32,6 +32,17 @@ pub fn agent_command(args: &[&str]) -> Command {
     cmd
 }
 
+/// Makes a debug-build agent treat the BPF LSM as unusable, so the "protections off" paths run
+/// on a host where it works (a release build ignores it).
+pub const TEST_LSM_OFF: &str = "IRON_AGENT_TEST_LSM_OFF";
+
+/// Whether an agent started with [`TEST_LSM_OFF`] honoured it, judged from its `logs`. The
+/// suite's own (debug) build must: only a binary named by `IRON_AGENT_BIN`, maybe a release
+/// build, may ignore it (the caller then skips, saying so).
+pub fn test_lsm_off_honoured(logs: &str) -> bool {
+    logs.contains("IRON_AGENT_TEST_LSM_OFF is set") || std::env::var_os("IRON_AGENT_BIN").is_none()
+}
+
 /// How a process run to completion ended.
 pub struct Finished {
     /// The exit code, -1 when killed by a signal.

@@ -128,7 +128,7 @@ pub struct InterceptConfig {
     /// Ports governed tasks may bind on non-loopback addresses (default none: loopback only).
     pub inbound_ports: Vec<u16>,
     /// Unix sockets governed tasks may connect or send to (`@name` for abstract ones); absent =
-    /// the built-in list (D-Bus system bus, syslog, journal, nscd).
+    /// the built-in list (syslog and the journal; no resolver, no D-Bus, no container runtime).
     pub unix_allow: Option<Vec<String>>,
     /// Governed tasks cannot ptrace the agent, read its /proc memory or call bpf().
     pub self_protect: bool,
@@ -253,6 +253,13 @@ mod tests {
         assert!(c.require_lsm && !c.self_protect);
         assert_eq!(c.inbound_ports, vec![8080]);
         assert_eq!(c.unix_allow.unwrap().len(), 2);
+        // A resolver on the list is allowed, with a warning naming the DNS channel.
+        let w = crate::config::validate_warnings(&load_str(&ok, &|_| None).unwrap());
+        assert!(
+            w.iter().any(|w| w.starts_with("intercept.unix_allow[0]")
+                && w.contains("systemd-resolved over D-Bus")),
+            "{w:?}"
+        );
 
         let bad = format!(
             "{PRELUDE}intercept:\n  mode: ebpf\n  inbound_ports: [0]\n  unix_allow: [docker.sock]\n"

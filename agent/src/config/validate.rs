@@ -244,6 +244,11 @@ pub fn validate_warnings(cfg: &Config) -> Vec<String> {
         }
     }
     out.extend(super::precedence::exempt_cgroup_warnings(&cfg.intercept));
+    if cfg.intercept.enabled() {
+        out.extend(crate::ebpf::harden::resolver_warnings(
+            cfg.intercept.unix_allow.as_deref(),
+        ));
+    }
     if cfg.tls.mode == TlsMode::SniOnly && (cfg.tls.ca_cert.is_some() || cfg.tls.ca_key.is_some()) {
         out.push("tls: ca_cert and ca_key are ignored when tls.mode=sni-only".to_string());
     }

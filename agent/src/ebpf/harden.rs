@@ -35,17 +35,49 @@ use super::{
 const LSM_LIST: &str = "/sys/kernel/security/lsm";
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Unix sockets governed tasks may reach when `intercept.unix_allow` is not set: the D-Bus
-/// system bus, syslog and the journal, nscd. Container runtime sockets are deliberately absent.
-pub const DEFAULT_UNIX_ALLOW: [&str; 7] = [
-    "/run/dbus/system_bus_socket",
-    "/var/run/dbus/system_bus_socket",
+/// Unix sockets governed tasks may reach when `intercept.unix_allow` is not set: syslog and the
+/// journal. Container runtime sockets are deliberately absent, and so is every local resolver
+/// (nscd, systemd-resolved's varlink socket, the D-Bus system bus through which resolved also
+/// answers): through them a workload could resolve names no policy allows (issue 11 item 5).
+pub const DEFAULT_UNIX_ALLOW: [&str; 3] = [
     "/dev/log",
     "/run/systemd/journal/socket",
     "/run/systemd/journal/dev-log",
-    "/run/nscd/socket",
-    "/var/run/nscd/socket",
 ];
+
+/// Unix sockets that resolve names for their clients, with what answers there: listing one in
+/// `intercept.unix_allow` reopens the DNS leak, so `check-config` warns about it.
+pub const RESOLVER_SOCKETS: [(&str, &str); 6] = [
+    ("/run/nscd/socket", "nscd"),
+    ("/var/run/nscd/socket", "nscd"),
+    (
+        "/run/systemd/resolve/io.systemd.Resolve",
+        "systemd-resolved",
+    ),
+    (
+        "/run/systemd/resolve/io.systemd.Resolve.Monitor",
+        "systemd-resolved",
+    ),
+    ("/run/dbus/system_bus_socket", "systemd-resolved over D-Bus"),
+    (
+        "/var/run/dbus/system_bus_socket",
+        "systemd-resolved over D-Bus",
+    ),
+];
+
+/// Warnings for `unix_allow` entries through which governed tasks can resolve any name.
+pub fn resolver_warnings(unix_allow: Option<&[String]>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in unix_allow.into_iter().flatten().enumerate() {
+        if let Some((_, what)) = RESOLVER_SOCKETS.iter().find(|(p, _)| p == a) {
+            out.push(format!(
+                "intercept.unix_allow[{i}]: {a} lets governed tasks resolve names through \
+                 {what}, including names no policy allows (a DNS channel around the agent)"
+            ));
+        }
+    }
+    out
+}
 
 /// Whether the BPF LSM can be used on this host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +94,9 @@ impl LsmState {
 
     /// Whether the agent can use the BPF LSM: mounts securityfs if needed, then [`Self::probe`].
     pub fn detect() -> Self {
+        if let Some(why) = test_lsm_off() {
+            return Self::Inactive(why);
+        }
         if !Path::new(LSM_LIST).exists() {
             // Best effort: most hosts mount it; a container may not.
             let _ = std::process::Command::new("mount")
@@ -101,6 +136,20 @@ impl LsmState {
             Err(e) => Self::Inactive(format!("cannot read {LSM_LIST}: {e}")),
         }
     }
+}
+
+/// Debug builds only: `IRON_AGENT_TEST_LSM_OFF` makes the BPF LSM look unusable, so the tests
+/// can run the "protections off" paths (startup log, `status`, `require_lsm`) on a host where it
+/// works. A release build never reads it.
+#[cfg(debug_assertions)]
+fn test_lsm_off() -> Option<String> {
+    std::env::var_os("IRON_AGENT_TEST_LSM_OFF")
+        .map(|_| "IRON_AGENT_TEST_LSM_OFF is set (debug build)".to_string())
+}
+
+#[cfg(not(debug_assertions))]
+fn test_lsm_off() -> Option<String> {
+    None
 }
 
 /// The protections that need the BPF LSM, for "which are off" messages.
@@ -550,6 +599,22 @@ mod tests {
             kernel_offsets(&lax, Err("no BTF".into())).unwrap(),
             KernelOffsets::default()
         );
+    }
+
+    #[test]
+    fn the_default_unix_allowlist_holds_no_resolver_and_listing_one_warns() {
+        for (p, _) in RESOLVER_SOCKETS {
+            assert!(!DEFAULT_UNIX_ALLOW.contains(&p), "{p}");
+        }
+        assert!(!DEFAULT_UNIX_ALLOW.iter().any(|p| p.contains("docker")));
+        let list = vec!["/dev/log".to_string(), "/run/nscd/socket".to_string()];
+        let w = resolver_warnings(Some(&list));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("intercept.unix_allow[1]: /run/nscd/socket"),
+            "{w:?}"
+        );
+        assert!(resolver_warnings(None).is_empty());
     }
 
     #[test]

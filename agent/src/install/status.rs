@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use agent_common::harden::{HARDEN_PROGRAMS, HardenKind};
-use agent_common::{PIN_LINKS_SUBDIR, PROGRAMS};
+use agent_common::{PIN_LINKS_SUBDIR, PROGRAMS, ProgKind};
 use serde_json::{Value, json};
 
 use super::InstallError;
@@ -43,7 +43,14 @@ pub fn collect(opts: &StatusOptions) -> Result<Value, InstallError> {
     let links_dir = pin_dir.join(PIN_LINKS_SUBDIR);
     let links: Vec<Value> = PROGRAMS
         .iter()
-        .map(|(name, _)| json!({"program": name, "pinned": links_dir.join(name).exists()}))
+        .map(|(name, kind)| {
+            let hook = match kind {
+                ProgKind::SockCreate => "cgroup sock_create".to_string(),
+                ProgKind::SockAddr => format!("cgroup {}", name.trim_start_matches("iron_")),
+                ProgKind::SockOps => "cgroup sock_ops".to_string(),
+            };
+            json!({"program": name, "hook": hook, "pinned": links_dir.join(name).exists()})
+        })
         .collect();
     let attached = ebpf::is_installed(&pin_dir);
     let (counters, counters_error) = if attached {
@@ -86,14 +93,34 @@ pub fn collect(opts: &StatusOptions) -> Result<Value, InstallError> {
     }))
 }
 
+/// The BPF LSM state. With an installation pinned it is what the pins say (the `iron_lsm_*`
+/// links exist exactly when the agent attached them): a fresh probe could disagree with what is
+/// enforced. Without one, whether the agent could use the LSM.
+fn lsm_json(pin_dir: &std::path::Path, attached: bool) -> Value {
+    use ebpf::harden::{LSM_PROTECTIONS, LsmState};
+    if attached {
+        return if ebpf::harden::lsm_attached(pin_dir) {
+            json!({"active": true, "source": "pins"})
+        } else {
+            json!({
+                "active": false,
+                "source": "pins",
+                "reason": "the LSM programs are not attached (the agent's startup log says why)",
+                "off": LSM_PROTECTIONS,
+            })
+        };
+    }
+    match LsmState::detect() {
+        LsmState::Active => json!({"active": true, "source": "probe"}),
+        LsmState::Inactive(why) => {
+            json!({"active": false, "source": "probe", "reason": why, "off": LSM_PROTECTIONS})
+        }
+    }
+}
+
 /// The BPF LSM state and each hardening program (issue 11) with whether it is attached.
 fn hardening_json(pin_dir: &std::path::Path, attached: bool) -> (Value, Value) {
-    let lsm = match ebpf::harden::LsmState::detect() {
-        ebpf::harden::LsmState::Active => json!({"active": true}),
-        ebpf::harden::LsmState::Inactive(why) => {
-            json!({"active": false, "reason": why, "off": ebpf::harden::LSM_PROTECTIONS})
-        }
-    };
+    let lsm = lsm_json(pin_dir, attached);
     let links_dir = pin_dir.join(PIN_LINKS_SUBDIR);
     let programs: Vec<Value> = HARDEN_PROGRAMS
         .iter()
@@ -189,6 +216,9 @@ fn human(v: &Value) -> String {
     };
     line("config", format!("{}{cfg_err}", s(&v["config"])));
     line("attached", attached_text(v));
+    for p in v["links"].as_array().into_iter().flatten() {
+        line("intercept", program_text(p));
+    }
     hardening_lines(v, &mut line);
     intercept_lines(v, &mut line);
     if let Some(c) = v["counters"].as_object() {
@@ -209,30 +239,33 @@ fn counters_text(c: &serde_json::Map<String, Value>) -> String {
     text.join(" ")
 }
 
+/// `name (hook): attached` for a program of the `links` or `hardening.programs` list.
+fn program_text(p: &Value) -> String {
+    let state = if p["pinned"] == true {
+        "attached"
+    } else {
+        "not attached"
+    };
+    format!("{} ({}): {state}", s(&p["program"]), s(&p["hook"]))
+}
+
 /// The `bpf lsm` line, one line per hardening program, and the hardening counters.
 fn hardening_lines(v: &Value, line: &mut impl FnMut(&str, String)) {
+    let lsm = &v["lsm"];
     line(
         "bpf lsm",
-        if v["lsm"]["active"] == true {
-            "active".to_string()
-        } else {
-            format!(
-                "inactive ({}); off: {}",
-                s(&v["lsm"]["reason"]),
-                s(&v["lsm"]["off"])
-            )
+        match (lsm["active"] == true, lsm["source"] == "pins") {
+            (true, true) => "active (LSM programs attached)".to_string(),
+            (true, false) => "usable (nothing attached)".to_string(),
+            (false, _) => format!(
+                "inactive: {}; protections off: {}",
+                s(&lsm["reason"]),
+                s(&lsm["off"])
+            ),
         },
     );
     for p in v["hardening"]["programs"].as_array().into_iter().flatten() {
-        let state = if p["pinned"] == true {
-            "attached"
-        } else {
-            "not attached"
-        };
-        line(
-            "hardening",
-            format!("{} ({}): {state}", s(&p["program"]), s(&p["hook"])),
-        );
+        line("hardening", program_text(p));
     }
     if let Some(c) = v["hardening"]["counters"].as_object() {
         line("hardening #", counters_text(c));
@@ -319,5 +352,46 @@ fn ids_text(ids: &Value) -> String {
         "none".into()
     } else {
         parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_output_names_each_program_and_the_lsm_state_from_the_pins() {
+        let v = json!({
+            "attached": true,
+            "pin_dir": "/sys/fs/bpf/iron-agent",
+            "links": [
+                {"program": "iron_connect4", "hook": "cgroup connect4", "pinned": true},
+                {"program": "iron_sock_ops", "hook": "cgroup sock_ops", "pinned": false},
+            ],
+            "lsm": {"active": false, "source": "pins", "reason": "not attached", "off": "self-protection"},
+            "hardening": {"programs": [
+                {"program": "iron_lsm_bpf", "hook": "lsm bpf", "pinned": false},
+            ]},
+        });
+        let text = human(&v);
+        assert!(
+            text.contains("intercept    iron_connect4 (cgroup connect4): attached\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("intercept    iron_sock_ops (cgroup sock_ops): not attached\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bpf lsm      inactive: not attached; protections off: self-protection"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hardening    iron_lsm_bpf (lsm bpf): not attached"),
+            "{text}"
+        );
+        let mut on = v.clone();
+        on["lsm"] = json!({"active": true, "source": "pins"});
+        assert!(human(&on).contains("bpf lsm      active (LSM programs attached)"));
     }
 }

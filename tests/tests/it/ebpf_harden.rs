@@ -8,12 +8,15 @@
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde_json::json;
 
-use iron_agent_tests::agent::agent_bin;
+use iron_agent_tests::agent::{TEST_LSM_OFF, agent_bin, test_lsm_off_honoured};
 use iron_agent_tests::config::AgentConfig;
-use iron_agent_tests::ebpf_world::{World, py, py_as_root};
+use iron_agent_tests::ebpf_world::{PIN_DIR, Unpin, World, py, py_as_root};
 use iron_agent_tests::netns::{TestCgroup, TestUser, output_text};
 use iron_agent_tests::{Agent, KillOnDrop, TestCa};
 
@@ -216,6 +219,194 @@ fn routing_options_and_foreign_socket_families_are_refused() {
     drop(agent);
 }
 
+/// As root (who may set hop-by-hop and destination options at all): IPV6_HOPOPTS and
+/// IPV6_DSTOPTS by setsockopt, the same and an IPV6_RTHDR routing header (type 2, one address)
+/// as ancillary data of one packet, a plain packet, then an AF_PACKET socket.
+const PY_ROOT_EXTENSIONS: &str = r#"
+import socket,errno
+def t(f):
+  try:
+    f(); return 'ok'
+  except OSError as e: return errno.errorcode[e.errno]
+opt=b'\x00\x00\x01\x04\x00\x00\x00\x00'
+rth=bytes([0,2,2,1,0,0,0,0])+socket.inet_pton(socket.AF_INET6,'::1')
+def so(name):
+  socket.socket(socket.AF_INET6,socket.SOCK_DGRAM).setsockopt(socket.IPPROTO_IPV6,name,opt)
+def cm(anc):
+  socket.socket(socket.AF_INET6,socket.SOCK_DGRAM).sendmsg([b'x'],anc,0,('::1',9))
+print(t(lambda: so(54)), t(lambda: so(59)), t(lambda: cm([(socket.IPPROTO_IPV6,54,opt)])),
+      t(lambda: cm([(socket.IPPROTO_IPV6,59,opt)])), t(lambda: cm([(socket.IPPROTO_IPV6,57,rth)])),
+      t(lambda: cm([])), t(lambda: socket.socket(socket.AF_PACKET,socket.SOCK_RAW,0).close()))
+"#;
+
+#[test]
+fn governed_root_cannot_set_ipv6_extension_headers_or_open_packet_sockets() {
+    let Some(world) = World::enter(WHY) else {
+        return;
+    };
+    let mitm = TestCa::new("harden MITM CA");
+    let cg = TestCgroup::create("iatest-harden-ext");
+    let fields = |s: String| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+
+    // Control: root in the cgroup, without the agent, has every option and AF_PACKET. The
+    // kernel itself refuses a routing header as ancillary data unless it supports Mobile IPv6.
+    let control = fields(cg.py_as_root(PY_ROOT_EXTENSIONS));
+    assert_eq!(control.len(), 7, "{control:?}");
+    let rthdr = control[4].clone();
+    assert!(rthdr == "ok" || rthdr == "EINVAL", "{control:?}");
+    let mut all_ok = control.clone();
+    all_ok[4] = "ok".into();
+    assert!(all_ok.iter().all(|f| f == "ok"), "{control:?}");
+
+    let cfg = harden_config(
+        &world,
+        &mitm,
+        json!({"governed": {"users": ["iatest1"], "cgroups": [cg.path.to_string_lossy()]}}),
+    );
+    let agent = world.start_agent(&cfg);
+    let got = fields(cg.py_as_root(PY_ROOT_EXTENSIONS));
+    // Sticky options refused by setsockopt, per-packet ones dropped on egress (the send fails),
+    // the routing header too where the kernel accepts it; a plain packet still goes.
+    let rthdr_now = if rthdr == "ok" { "EPERM" } else { "EINVAL" };
+    assert_eq!(
+        got[..6],
+        ["EPERM", "EPERM", "EPERM", "EPERM", rthdr_now, "ok"],
+        "{got:?}"
+    );
+    if lsm_on(&agent) {
+        assert_eq!(got[6], "EPERM", "AF_PACKET: {got:?}");
+    } else {
+        skip_lsm("AF_PACKET as governed root");
+    }
+    // Exempt root outside the cgroup keeps all of it.
+    assert_eq!(fields(py_as_root(PY_ROOT_EXTENSIONS)), control);
+    drop(agent);
+}
+
+/// A unix socket at a fixed system path (where a local resolver's would be), made only when
+/// nothing is there; removed on drop with the directories made for it. It accepts and closes
+/// every connection at once: glibc asks an nscd socket on every user or host lookup on the
+/// machine, and a listener that never answered would stall them all.
+struct SocketAt {
+    path: PathBuf,
+    made_dirs: Vec<PathBuf>,
+    server: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl SocketAt {
+    fn bind(path: &str) -> SocketAt {
+        let path = PathBuf::from(path);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return SocketAt {
+                path,
+                made_dirs: Vec::new(),
+                server: None,
+            };
+        }
+        let mut missing: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|d| !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for d in &missing {
+            std::fs::create_dir(d).unwrap();
+            chmod(d, 0o755);
+        }
+        let listener = UnixListener::bind(&path).unwrap();
+        chmod(&path, 0o777);
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => drop(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        SocketAt {
+            path,
+            made_dirs: missing,
+            server: Some((stop, thread)),
+        }
+    }
+
+    fn made(&self) -> bool {
+        self.server.is_some()
+    }
+
+    fn s(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for SocketAt {
+    fn drop(&mut self) {
+        let Some((stop, thread)) = self.server.take() else {
+            return;
+        };
+        let _ = std::fs::remove_file(&self.path);
+        stop.store(true, Ordering::Relaxed);
+        let _ = thread.join();
+        for d in self.made_dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn local_resolver_sockets_are_not_in_the_default_unix_allowlist() {
+    let Some(world) = World::enter(WHY) else {
+        return;
+    };
+    let u1 = TestUser::ensure("iatest1");
+    let mitm = TestCa::new("harden MITM CA");
+    // nscd and the D-Bus system bus (systemd-resolved answers there): stand-ins where absent.
+    let nscd = SocketAt::bind("/run/nscd/socket");
+    let bus = SocketAt::bind("/run/dbus/system_bus_socket");
+    for sock in [&nscd, &bus] {
+        let control = py(&u1, &py_unix_connect(&sock.s()));
+        if sock.made() {
+            assert_eq!(control, "ok", "{}", sock.s());
+        } else {
+            assert_ne!(control, "EPERM", "{}", sock.s());
+        }
+    }
+
+    // No unix_allow in the config: the default list.
+    let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
+    let on = lsm_on(&agent);
+    if on {
+        assert_eq!(py(&u1, &py_unix_connect(&nscd.s())), "EPERM");
+        assert_eq!(py(&u1, &py_unix_connect(&bus.s())), "EPERM");
+    } else {
+        skip_lsm("unix socket allowlist (local resolvers)");
+    }
+    drop(agent);
+
+    // Listing the bus gives it back (and check-config says what that opens); nscd stays shut.
+    let cfg = harden_config(&world, &mitm, json!({"unix_allow": ["/dev/log", bus.s()]}));
+    let agent = world.start_agent(&cfg);
+    assert_ne!(py(&u1, &py_unix_connect(&bus.s())), "EPERM");
+    if on {
+        assert_eq!(py(&u1, &py_unix_connect(&nscd.s())), "EPERM");
+    }
+    let check = Command::new(agent_bin())
+        .args(["check-config", "--no-host-checks", "--config"])
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        err.contains("warning: intercept.unix_allow[1]: /run/dbus/system_bus_socket lets governed tasks resolve names"),
+        "{err}"
+    );
+    drop(agent);
+}
+
 #[test]
 fn unix_sockets_outside_the_allowlist_are_refused() {
     let Some(world) = World::enter(WHY) else {
@@ -414,71 +605,142 @@ fn dns_over_tcp_goes_to_the_agent_and_dot_stays_denied() {
     drop(agent);
 }
 
-#[test]
-fn lsm_state_is_reported_and_require_lsm_is_enforced() {
-    let Some(world) = World::enter(WHY) else {
-        return;
-    };
-    let mitm = TestCa::new("harden MITM CA");
-    let agent = world.start_agent(&harden_config(&world, &mitm, json!({})));
-    let on = lsm_on(&agent);
-    let st = status(&agent);
+/// `iron-agent status` for the agent's config: (JSON, human-readable).
+fn status_both(agent: &Agent) -> (serde_json::Value, String) {
+    let human = Command::new(agent_bin())
+        .args(["status", "--config"])
+        .arg(&agent.config_path)
+        .output()
+        .unwrap();
+    (
+        status(agent),
+        String::from_utf8_lossy(&human.stdout).into_owned(),
+    )
+}
+
+/// What `status` says about the hardening programs matches `lsm` (whether the LSM programs are
+/// attached): the cgroup ones always attached, the LSM ones exactly when `lsm`; each
+/// interception program listed by name.
+fn assert_status_programs(st: &serde_json::Value, human: &str, lsm: bool) {
     assert_eq!(st["attached"], true, "{st:#}");
     let programs = st["hardening"]["programs"].as_array().unwrap();
     for p in programs {
         let lsm_prog = p["hook"].as_str().unwrap().starts_with("lsm ");
-        // The cgroup hardening programs are always attached; the LSM ones exactly when usable.
-        assert_eq!(p["pinned"], !lsm_prog || on, "{p}");
+        assert_eq!(p["pinned"], !lsm_prog || lsm, "{p}");
     }
     assert!(
         programs
             .iter()
             .any(|p| p["program"] == "iron_lsm_socket_create")
     );
-    if on {
-        assert_eq!(st["lsm"]["active"], true, "{st:#}");
-    } else {
-        // Said at startup and in status, with what is off.
-        assert!(agent.logs().contains("socket families"), "{}", agent.logs());
-        assert_eq!(st["lsm"]["active"], false, "{st:#}");
+    assert_eq!(st["lsm"]["active"], lsm, "{st:#}");
+    assert_eq!(st["lsm"]["source"], "pins", "{st:#}");
+    for (name, hook) in [
+        ("iron_sock_create", "cgroup sock_create"),
+        ("iron_connect4", "cgroup connect4"),
+        ("iron_sendmsg6", "cgroup sendmsg6"),
+        ("iron_sock_ops", "cgroup sock_ops"),
+    ] {
         assert!(
-            st["lsm"]["off"]
-                .as_str()
-                .unwrap()
-                .contains("self-protection")
+            human.contains(&format!("intercept    {name} ({hook}): attached\n")),
+            "{human}"
         );
     }
-    let human = Command::new(agent_bin())
-        .args(["status", "--config"])
-        .arg(&agent.config_path)
-        .output()
-        .unwrap();
-    let human = String::from_utf8_lossy(&human.stdout);
-    assert!(human.contains("bpf lsm"), "{human}");
     assert!(
         human.contains("iron_setsockopt (cgroup setsockopt): attached"),
         "{human}"
     );
+    let lsm_state = if lsm { "attached" } else { "not attached" };
+    assert!(
+        human.contains(&format!("iron_lsm_bpf (lsm bpf): {lsm_state}\n")),
+        "{human}"
+    );
+    if lsm {
+        assert!(
+            human.contains("bpf lsm      active (LSM programs attached)"),
+            "{human}"
+        );
+    } else {
+        assert!(
+            st["lsm"]["off"]
+                .as_str()
+                .unwrap()
+                .contains("self-protection"),
+            "{st:#}"
+        );
+        assert!(
+            human.contains("bpf lsm      inactive: ") && human.contains("protections off: "),
+            "{human}"
+        );
+    }
+}
+
+#[test]
+fn lsm_state_is_reported_and_require_lsm_is_enforced() {
+    let Some(world) = World::enter(WHY) else {
+        return;
+    };
+    let mitm = TestCa::new("harden MITM CA");
+    let cfg = harden_config(&world, &mitm, json!({}));
+    let agent = world.start_agent(&cfg);
+    let on = lsm_on(&agent);
+    let (st, human) = status_both(&agent);
+    assert_status_programs(&st, &human, on);
     drop(agent);
 
-    // require_lsm: refuse to start without it, start normally with it.
-    let cfg = harden_config(&world, &mitm, json!({"require_lsm": true}));
-    let mut agent = world.agent(&cfg).start();
+    // require_lsm: starts normally where the LSM is usable, refuses to start otherwise.
+    let strict = harden_config(&world, &mitm, json!({"require_lsm": true}));
+    let mut agent = world.agent(&strict).start();
     if on {
         assert!(
             agent.logs().contains("eBPF interception attached"),
             "{}",
             agent.logs()
         );
+        let (st, human) = status_both(&agent);
+        assert_status_programs(&st, &human, true);
     } else {
-        let st = agent.wait_exit(std::time::Duration::from_secs(20));
-        assert!(!st.success());
+        assert!(!agent.wait_exit(Duration::from_secs(20)).success());
         assert!(
             agent.logs().contains("intercept.require_lsm"),
             "{}",
             agent.logs()
         );
     }
+    drop(agent);
+
+    // The LSM unusable (forced in this debug build): the agent says at startup which
+    // protections are off, and status reads the same from the pins. A fresh installation, so
+    // the LSM links pinned above are not adopted.
+    Unpin::fresh();
+    let agent = world.agent(&cfg).env(TEST_LSM_OFF, "1").start_attached();
+    if !test_lsm_off_honoured(&agent.logs()) {
+        println!("SKIP the LSM-off paths: {TEST_LSM_OFF} is ignored by this (release) build");
+        return;
+    }
+    assert!(
+        agent
+            .logs()
+            .contains("BPF LSM not available: these protections are off"),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.logs().contains("socket families"), "{}", agent.logs());
+    let (st, human) = status_both(&agent);
+    assert_status_programs(&st, &human, false);
+    drop(agent);
+
+    // ... and with require_lsm it refuses to start, leaving nothing attached.
+    Unpin::fresh();
+    let mut agent = world.agent(&strict).env(TEST_LSM_OFF, "1").start();
+    let exit = agent.wait_exit(Duration::from_secs(20));
+    assert!(!exit.success(), "{}", agent.logs());
+    assert!(
+        agent.logs().contains("intercept.require_lsm"),
+        "{}",
+        agent.logs()
+    );
+    assert!(!Path::new(PIN_DIR).join("links/iron_connect4").exists());
     drop(agent);
 }
 
