@@ -17,13 +17,7 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mint = Arc::new(TokenHttp::detached());
     let build = |entries| {
         let mut secrets = SecretRegistry::default();
-        transform::build_pipeline(
-            entries,
-            &mut BuildContext {
-                secrets: &mut secrets,
-                mint: &mint,
-            },
-        )
+        transform::build_pipeline(entries, &mut BuildContext::new(&mut secrets, &mint))
     };
     if let Err(errs) = build(&cfg.transforms) {
         out.extend(errs.iter().map(|e| e.to_string()));

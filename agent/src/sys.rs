@@ -30,6 +30,18 @@ pub fn mount_bpffs(target: &Path) -> std::io::Result<()> {
     .map_err(std::io::Error::from)
 }
 
+/// `mount -t securityfs securityfs /sys/kernel/security`: where the active LSM list is read.
+pub fn mount_securityfs() -> std::io::Result<()> {
+    nix::mount::mount(
+        Some("securityfs"),
+        "/sys/kernel/security",
+        Some("securityfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(std::io::Error::from)
+}
+
 /// Sends `sig` to process `pid`. A process that is already gone is not an error worth reporting
 /// to the callers (they signal children that may have exited a moment ago).
 pub fn signal(pid: u32, sig: Signal) {

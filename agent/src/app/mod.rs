@@ -329,7 +329,7 @@ pub fn build_profiles(
     let mcp = crate::mcp::Mcp::build(cfg.mcp.as_ref(), cfg.mcp_gateway.as_ref(), secrets)
         .map_err(|e| AppError::Unsupported(vec![e.to_string()]))?
         .map(Arc::new);
-    let mut cx = BuildContext { secrets, mint };
+    let mut cx = BuildContext::new(secrets, mint);
     let mut default = Profile::build(None, &cfg.transforms, &mut cx).map_err(AppError::Pipeline)?;
     if default.policy.allows_everything() {
         tracing::warn!("no allowlist transform configured: every destination is allowed");

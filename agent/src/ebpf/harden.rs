@@ -99,9 +99,7 @@ impl LsmState {
         }
         if !Path::new(LSM_LIST).exists() {
             // Best effort: most hosts mount it; a container may not.
-            let _ = std::process::Command::new("mount")
-                .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
-                .output();
+            let _ = crate::sys::mount_securityfs();
         }
         Self::probe()
     }

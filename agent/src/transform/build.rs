@@ -16,6 +16,27 @@ pub struct BuildContext<'a> {
     /// by every credential transform; [`TokenHttp::detached`] when a pipeline is built only to
     /// check a config.
     pub mint: &'a Arc<TokenHttp>,
+    /// The next [`Self::instance_id`]: ids are unique among the transforms built from one
+    /// context, which is all a request ever runs (one generation of profiles).
+    next_instance: u64,
+}
+
+impl<'a> BuildContext<'a> {
+    pub fn new(secrets: &'a mut SecretRegistry, mint: &'a Arc<TokenHttp>) -> Self {
+        Self {
+            secrets,
+            mint,
+            next_instance: 0,
+        }
+    }
+
+    /// A number no other transform built from this context gets (tells instances of one kind
+    /// apart in a request's shared state).
+    pub fn instance_id(&mut self) -> u64 {
+        let id = self.next_instance;
+        self.next_instance += 1;
+        id
+    }
 }
 
 /// A runtime transform built from its kind's config.

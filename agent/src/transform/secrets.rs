@@ -540,10 +540,7 @@ mod tests {
         let run = |allow: bool, method: &'static str, header: Option<&'static str>| async move {
             let mut registry = SecretRegistry::default();
             let mint = std::sync::Arc::new(crate::mint::TokenHttp::detached());
-            let mut bcx = BuildContext {
-                secrets: &mut registry,
-                mint: &mint,
-            };
+            let mut bcx = BuildContext::new(&mut registry, &mint);
             let cfg = SecretsConfig {
                 secrets: vec![entry(allow)],
             };

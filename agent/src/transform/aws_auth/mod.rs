@@ -171,10 +171,7 @@ mod tests {
         };
         let mut registry = crate::secrets::SecretRegistry::default();
         let mint = std::sync::Arc::new(crate::mint::TokenHttp::detached());
-        let mut cx = BuildContext {
-            secrets: &mut registry,
-            mint: &mint,
-        };
+        let mut cx = BuildContext::new(&mut registry, &mint);
         let t = AwsAuth::build(&cfg, &mut cx).unwrap();
         registry.resolve_all().await;
         t

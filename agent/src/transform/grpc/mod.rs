@@ -13,8 +13,6 @@ mod client;
 mod convert;
 pub mod proto;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use async_trait::async_trait;
 
 use crate::config::transforms::GrpcConfig;
@@ -44,10 +42,9 @@ struct Sent(Vec<(u64, proto::HttpRequest)>);
 impl Build for Grpc {
     type Config = GrpcConfig;
 
-    fn build(cfg: &GrpcConfig, _cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
+    fn build(cfg: &GrpcConfig, cx: &mut BuildContext<'_>) -> Result<Self, TransformBuildError> {
         Ok(Self {
-            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            id: cx.instance_id(),
             name: cfg.name.clone(),
             rules: RuleSet::from_configs(&cfg.rules),
             send_request_body: cfg.send_request_body,

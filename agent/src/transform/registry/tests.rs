@@ -20,13 +20,7 @@ fn build_in(
     secrets: &mut SecretRegistry,
 ) -> Result<Pipeline, Vec<BuildError>> {
     let mint = Arc::new(TokenHttp::detached());
-    build_pipeline(
-        entries,
-        &mut BuildContext {
-            secrets,
-            mint: &mint,
-        },
-    )
+    build_pipeline(entries, &mut BuildContext::new(secrets, &mint))
 }
 
 fn messages(errs: &[BuildError]) -> Vec<String> {
